@@ -1,0 +1,222 @@
+//! The tier contract: one JSON event in, one JSON outcome out.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::TierError;
+use crate::naming::Tier;
+use crate::spec::{parse_strict, InvalidSpec, Problem, StackSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// Read-only: the changes apply would make.
+    Plan,
+    /// Converge toward the spec, idempotently; never waits.
+    Apply,
+    /// Read-only readiness poll.
+    Check,
+    /// Delete this tier's resources (all of the stack's, or one run's).
+    Destroy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything of the stack (the user's destroy).
+    #[default]
+    Stack,
+    /// Only what run `id` created (the rollback).
+    Run,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// The execution name; stamped on what the run creates (`mbstack:created-by`).
+    pub id: String,
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub verb: Verb,
+    pub spec: StackSpec,
+    pub run: Run,
+    /// Outputs of the tiers this one depends on, keyed by tier.
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+}
+
+impl Event {
+    pub fn new(verb: Verb, spec: StackSpec, run_id: impl Into<String>, scope: Scope) -> Self {
+        Self {
+            verb,
+            spec,
+            run: Run {
+                id: run_id.into(),
+                scope,
+            },
+            inputs: Map::new(),
+        }
+    }
+
+    /// Parses an event strictly (unknown fields anywhere are errors) and validates
+    /// its spec and run id.
+    pub fn parse(value: &Value) -> Result<Self, TierError> {
+        let event: Event = parse_strict(value).map_err(|e| {
+            InvalidSpec(
+                e.0.into_iter()
+                    .map(|p| Problem::new(p.path, p.message))
+                    .collect(),
+            )
+        })?;
+        let mut problems = event.spec.validate().err().map(|e| e.0).unwrap_or_default();
+        let id = &event.run.id;
+        if id.is_empty()
+            || id.len() > 80
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problems.push(Problem::new(
+                "run.id",
+                format!("{id:?} is not an execution name: use 1 to 80 of a-z, A-Z, 0-9, - and _"),
+            ));
+        }
+        if problems.is_empty() {
+            Ok(event)
+        } else {
+            Err(InvalidSpec(problems).into())
+        }
+    }
+
+    /// The outputs of tier `tier` as handed in by the state machine.
+    pub fn input(&self, tier: Tier) -> Option<&Map<String, Value>> {
+        self.inputs.get(tier.as_str()).and_then(Value::as_object)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ready,
+    Pending,
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Adopt,
+    None,
+}
+
+/// One resource's change, made (apply, destroy) or planned (plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub kind: String,
+    pub id: String,
+    pub action: Action,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl Change {
+    pub fn new(
+        kind: &str,
+        id: impl Into<String>,
+        action: Action,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.to_string(),
+            id: id.into(),
+            action,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub tier: Tier,
+    pub state: State,
+    pub message: String,
+    /// How long the state machine waits before the next check (0 when not pending).
+    pub retry_after_seconds: u32,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+impl Outcome {
+    /// Whether any change in the outcome is a real one (not `none`).
+    pub fn changed(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_round_trip_and_strictness() {
+        let ev = Event::new(Verb::Apply, StackSpec::new("s"), "run-1", Scope::Run);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["run"], json!({"id": "run-1", "scope": "run"}));
+        assert_eq!(Event::parse(&v).unwrap(), ev);
+
+        let mut bad = v.clone();
+        bad["spec"]["network"]["cidrr"] = json!("x");
+        bad["verb"] = json!("apply");
+        match Event::parse(&bad) {
+            Err(TierError::InvalidSpec(e)) => assert_eq!(e.paths(), vec!["spec.network.cidrr"]),
+            other => panic!("{other:?}"),
+        }
+        let mut bad_verb = v.clone();
+        bad_verb["verb"] = json!("nuke");
+        match Event::parse(&bad_verb) {
+            Err(TierError::InvalidSpec(e)) => assert_eq!(e.paths(), vec!["verb"]),
+            other => panic!("{other:?}"),
+        }
+        let mut bad_run = v;
+        bad_run["run"]["id"] = json!("has space");
+        assert!(
+            matches!(Event::parse(&bad_run), Err(TierError::InvalidSpec(e)) if e.paths() == vec!["run.id"])
+        );
+    }
+
+    #[test]
+    fn outcome_round_trip() {
+        let o = Outcome {
+            tier: Tier::LoadBalancer,
+            state: State::Pending,
+            message: "waiting".into(),
+            retry_after_seconds: 15,
+            outputs: Map::new(),
+            changes: vec![Change::new(
+                "nat-gateway",
+                "nat-1",
+                Action::Create,
+                "in subnet-1",
+            )],
+        };
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["tier"], json!("loadbalancer"));
+        assert_eq!(v["retryAfterSeconds"], json!(15));
+        assert_eq!(v["changes"][0]["action"], json!("create"));
+        assert_eq!(serde_json::from_value::<Outcome>(v).unwrap(), o);
+        assert!(o.changed());
+    }
+}

@@ -1,0 +1,186 @@
+//! Error kinds, AWS error classification, and the stable names Step Functions matches.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::spec::InvalidSpec;
+
+/// A tier failure. Its [`name`](TierError::name) crosses the Lambda boundary as the
+/// error type, so the state machine's Retry and Catch can match it.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// The input is wrong; nothing was created. Not retried.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    /// Worth retrying as is: throttling, 5xx, a dropped connection, or AWS saying
+    /// "not yet" (DependencyViolation, InvalidDBInstanceState, IAM propagation).
+    #[error("{0}")]
+    Retryable(String),
+    /// AWS refused the call for good (permissions, a bad parameter, a quota).
+    #[error("{0}")]
+    Terminal(String),
+    /// A resource reached a failed state (a NAT gateway `failed`, a DB `incompatible-*`).
+    #[error("{0}")]
+    ResourceFailed(String),
+    /// mbstack will not do it (e.g. delete a DB with deletion protection on).
+    #[error("{0}")]
+    Refused(String),
+    /// This tier or verb is not built yet.
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+impl TierError {
+    /// The stable error name Step Functions sees.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TierError::InvalidSpec(_) => "Mbstack.InvalidSpec",
+            TierError::Retryable(_) => "Mbstack.Retryable",
+            TierError::Terminal(_) => "Mbstack.AwsError",
+            TierError::ResourceFailed(_) => "Mbstack.ResourceFailed",
+            TierError::Refused(_) => "Mbstack.Refused",
+            TierError::NotImplemented(_) => "Mbstack.NotImplemented",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TierError::Retryable(_))
+    }
+}
+
+/// Error codes AWS uses for throttling.
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Error codes that mean "not yet": the same call succeeds once something else
+/// finishes (an ENI detaches, a DB leaves `modifying`, an IAM role propagates).
+const NOT_YET: &[&str] = &[
+    "DependencyViolation",
+    "InvalidDBInstanceState",
+    "InvalidDBInstanceStateFault",
+    "InvalidDBSubnetGroupStateFault",
+    "ResourceInUse",
+    "ResourceInUseException",
+    "IncorrectState",
+    "InvalidNatGatewayState",
+    "InvalidAddress.Locked",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "Unavailable",
+];
+
+/// The AWS error code of a failed call, if the service sent one.
+pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// Turns a failed SDK call into a [`TierError`], classifying it as retryable or
+/// terminal. `op` names the call for people: `ec2:CreateVpc`.
+pub fn aws_error<E>(op: &str, err: SdkError<E, Response>) -> TierError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            TierError::Retryable(format!("{op}: {}", describe_transport(&err)))
+        }
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown");
+            let message = se.err().message().unwrap_or("");
+            let status = se.raw().status().as_u16();
+            let text = format!("{op} failed: {code}: {message}");
+            if status >= 500
+                || THROTTLING.contains(&code)
+                || NOT_YET.contains(&code)
+                || is_iam_propagation(message)
+            {
+                TierError::Retryable(text)
+            } else {
+                TierError::Terminal(text)
+            }
+        }
+        _ => TierError::Terminal(format!("{op} failed: {}", describe_transport(&err))),
+    }
+}
+
+fn is_iam_propagation(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("unable to assume role")
+        || m.contains("cannot be assumed")
+        || m.contains("role defined for the function cannot be assumed")
+}
+
+fn describe_transport<E: std::error::Error + 'static>(err: &SdkError<E, Response>) -> String {
+    // The SDK's Display is terse ("dispatch failure"); its source chain says why.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::result::ServiceError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    #[derive(Debug)]
+    struct E(ErrorMetadata);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0.code())
+        }
+    }
+    impl std::error::Error for E {}
+    impl ProvideErrorMetadata for E {
+        fn meta(&self) -> &ErrorMetadata {
+            &self.0
+        }
+    }
+
+    fn service_error(code: &str, status: u16) -> SdkError<E, Response> {
+        let meta = ErrorMetadata::builder().code(code).message("m").build();
+        let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::ServiceError(ServiceError::builder().source(E(meta)).raw(raw).build())
+    }
+
+    #[test]
+    fn classifies() {
+        assert!(aws_error("ec2:X", service_error("RequestLimitExceeded", 503)).is_retryable());
+        assert!(aws_error("ec2:X", service_error("DependencyViolation", 400)).is_retryable());
+        assert!(aws_error("ec2:X", service_error("Whatever", 500)).is_retryable());
+        let e = aws_error("ec2:CreateVpc", service_error("UnauthorizedOperation", 403));
+        assert!(!e.is_retryable());
+        assert_eq!(e.name(), "Mbstack.AwsError");
+        assert_eq!(
+            e.to_string(),
+            "ec2:CreateVpc failed: UnauthorizedOperation: m"
+        );
+        assert_eq!(
+            error_code(&service_error("X.NotFound", 400)),
+            Some("X.NotFound")
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The Lambda edge shared by every tier binary: JSON logs for CloudWatch, the event
+//! parsed strictly, and errors turned into a Diagnostic whose type is our stable
+//! error name (so Step Functions' Retry and Catch can match it).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+use crate::aws::Aws;
+use crate::contract::{Event, Outcome};
+use crate::error::TierError;
+
+impl From<TierError> for Diagnostic {
+    fn from(err: TierError) -> Self {
+        Diagnostic {
+            error_type: err.name().to_string(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+/// JSON logs, one object per line, level from `RUST_LOG` (default `info`).
+pub fn init_json_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Runs a tier handler as a Lambda function. Never returns unless the runtime fails.
+pub async fn run_tier<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Event, Arc<Aws>) -> Fut,
+    Fut: Future<Output = Result<Outcome, TierError>>,
+{
+    init_json_logs();
+    let aws = Arc::new(Aws::from_env().await);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
+        let aws = aws.clone();
+        async move {
+            let event = Event::parse(&ev.payload).map_err(Diagnostic::from)?;
+            tracing::info!(verb = ?event.verb, stack = %event.spec.stack, run = %event.run.id, "tier event");
+            match handler(event, aws).await {
+                Ok(outcome) => {
+                    tracing::info!(state = ?outcome.state, message = %outcome.message, "tier outcome");
+                    Ok::<Outcome, Diagnostic>(outcome)
+                }
+                Err(err) => {
+                    tracing::warn!(error = err.name(), message = %err, "tier error");
+                    Err(Diagnostic::from(err))
+                }
+            }
+        }
+    }))
+    .await
+}

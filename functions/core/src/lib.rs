@@ -1,0 +1,24 @@
+//! mbstack-core: what every tier shares. No service SDK here: each tier depends
+//! only on the SDKs it calls.
+
+pub mod aws;
+pub mod cidr;
+pub mod contract;
+pub mod error;
+pub mod lambda;
+pub mod naming;
+pub mod spec;
+
+pub use aws::{Aws, Call, CallLog};
+pub use contract::{Action, Change, Event, Outcome, Run, Scope, State, Verb};
+pub use error::{aws_error, error_code, TierError};
+pub use naming::Tier;
+pub use spec::{InvalidSpec, Problem, StackSpec};
+
+/// The outcome of a tier or verb that is not built yet: a clear error, never a
+/// pretend success.
+pub fn not_implemented(tier: Tier, what: &str) -> TierError {
+    TierError::NotImplemented(format!(
+        "the {tier} tier does not implement {what} yet (see the project's open issues)"
+    ))
+}

@@ -1,0 +1,118 @@
+//! Deterministic names and the tags every resource carries.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::StackSpec;
+
+pub const STACK_TAG: &str = "mbstack:stack";
+pub const TIER_TAG: &str = "mbstack:tier";
+pub const CREATED_BY_TAG: &str = "mbstack:created-by";
+pub const NAME_TAG: &str = "Name";
+/// The tag keys mbstack sets itself; a user tag may not use them.
+pub const OUR_TAG_KEYS: &[&str] = &[STACK_TAG, TIER_TAG, CREATED_BY_TAG, NAME_TAG];
+
+/// The tiers of a stack, in apply order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Control,
+    Network,
+    Data,
+    #[serde(rename = "loadbalancer")]
+    LoadBalancer,
+    App,
+}
+
+impl Tier {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tier::Control => "control",
+            Tier::Network => "network",
+            Tier::Data => "data",
+            Tier::LoadBalancer => "loadbalancer",
+            Tier::App => "app",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names derived from the stack name with AWS's length limit for each: the stack
+/// name is validated so that every one of them fits.
+const DERIVED: &[(&str, usize)] = &[
+    ("-alb", 32),                // elbv2 load balancer
+    ("-tg", 32),                 // elbv2 target group
+    ("-db", 63),                 // RDS instance identifier
+    ("-metabase-execution", 64), // IAM role
+    ("-metabase-task", 64),      // IAM role
+];
+
+/// The longest stack name for which every derived name fits its AWS limit.
+pub fn max_stack_name_len() -> usize {
+    DERIVED
+        .iter()
+        .map(|(suffix, limit)| limit - suffix.len())
+        .min()
+        .unwrap_or(32)
+}
+
+/// `<stack>-<role>`: the Name tag, and the name of resources that take one.
+pub fn resource_name(stack: &str, role: &str) -> String {
+    format!("{stack}-{role}")
+}
+
+pub fn alb_name(stack: &str) -> String {
+    resource_name(stack, "alb")
+}
+
+pub fn target_group_name(stack: &str) -> String {
+    resource_name(stack, "tg")
+}
+
+/// The tags of one resource: ours first (stack, tier, creating run, Name), then the
+/// user's own.
+pub fn tags(spec: &StackSpec, tier: Tier, run_id: &str, role: &str) -> Vec<(String, String)> {
+    let mut out = vec![
+        (STACK_TAG.to_string(), spec.stack.clone()),
+        (TIER_TAG.to_string(), tier.as_str().to_string()),
+        (CREATED_BY_TAG.to_string(), run_id.to_string()),
+        (NAME_TAG.to_string(), resource_name(&spec.stack, role)),
+    ];
+    out.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// The value of tag `key` in a list of (key, value) pairs.
+pub fn tag_value<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_derived_name_fits_at_the_longest_stack_name() {
+        let stack = "a".repeat(max_stack_name_len());
+        for (suffix, limit) in DERIVED {
+            assert!(format!("{stack}{suffix}").len() <= *limit, "{suffix}");
+        }
+        assert_eq!(alb_name(&stack).len(), 32);
+    }
+
+    #[test]
+    fn tags_put_ours_first_then_the_users() {
+        let mut spec = StackSpec::new("s1");
+        spec.tags.insert("team".into(), "bi".into());
+        let t = tags(&spec, Tier::Network, "run-1", "vpc");
+        assert_eq!(tag_value(&t, STACK_TAG), Some("s1"));
+        assert_eq!(tag_value(&t, TIER_TAG), Some("network"));
+        assert_eq!(tag_value(&t, CREATED_BY_TAG), Some("run-1"));
+        assert_eq!(tag_value(&t, NAME_TAG), Some("s1-vpc"));
+        assert_eq!(t.last(), Some(&("team".to_string(), "bi".to_string())));
+    }
+}

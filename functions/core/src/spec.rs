@@ -1,0 +1,780 @@
+//! The user's stack spec: serde model (camelCase JSON), defaults and validation.
+//!
+//! `{"stack": "analytics"}` alone is a complete, valid spec. Validation returns
+//! every problem at once, each naming the field path and what to do about it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::{self, Cidr};
+use crate::naming::{self, OUR_TAG_KEYS};
+
+/// One thing wrong with an input: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Field path in the input, e.g. `network.cidr` or `loadBalancer.allowedCidrs[1]`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in an input, listed together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid stack spec ({} problem{}): {}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct InvalidSpec(pub Vec<Problem>);
+
+impl InvalidSpec {
+    pub fn paths(&self) -> Vec<&str> {
+        self.0.iter().map(|p| p.path.as_str()).collect()
+    }
+}
+
+/// Deserializes `value` strictly: every unknown field is reported (all of them,
+/// with their paths), then the first type error with its path.
+pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, InvalidSpec> {
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        unknown.push(Problem::new(
+            json_path(&path.to_string()),
+            "unknown field: remove it, or check its spelling against the spec reference in README.md",
+        ))
+    };
+    let ignored = serde_ignored::Deserializer::new(value, &mut on_unknown);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(ignored);
+    match parsed {
+        Ok(v) if unknown.is_empty() => Ok(v),
+        Ok(_) => Err(InvalidSpec(unknown)),
+        Err(e) => {
+            let path = json_path(&e.path().to_string());
+            let mut problems = unknown;
+            problems.push(Problem::new(
+                path,
+                type_error_message(&e.into_inner().to_string()),
+            ));
+            Err(InvalidSpec(problems))
+        }
+    }
+}
+
+/// serde_ignored prints `a.b.0.c`, serde_path_to_error `a.b[0].c`; we print the latter.
+fn json_path(raw: &str) -> String {
+    if raw == "." || raw == "?" {
+        return String::new();
+    }
+    let mut out = String::new();
+    for part in raw.split('.') {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else if part.starts_with('[') || out.is_empty() {
+            out.push_str(part);
+        } else {
+            out.push('.');
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn type_error_message(serde_msg: &str) -> String {
+    // serde's own words are precise ("invalid type: string \"x\", expected u16");
+    // drop its trailing position info, which points into our re-serialized value.
+    let msg = serde_msg
+        .split(" at line ")
+        .next()
+        .unwrap_or(serde_msg)
+        .to_string();
+    format!("{msg}: fix the value's type or spelling (see the spec reference in README.md)")
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The whole stack: the input of every run, stored after a successful run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackSpec {
+    /// Stack name: lowercase letters, digits and hyphens; every AWS name derives from it.
+    pub stack: String,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    #[serde(default)]
+    pub app: AppSpec,
+    #[serde(default)]
+    pub load_balancer: LoadBalancerSpec,
+    /// The user's own tags, added to every resource.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Paused: the service at 0 tasks and the DB stopped.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMode {
+    /// One NAT gateway shared by every private subnet (cheapest).
+    Single,
+    /// One NAT gateway per AZ (no cross-AZ dependency).
+    PerAz,
+    /// No NAT: private subnets have no route out (the app cannot pull images from
+    /// the internet; use with VPC endpoints or a private registry).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkSpec {
+    pub cidr: String,
+    pub az_count: u8,
+    pub nat: NatMode,
+    /// Also remove the NAT gateway(s) while paused.
+    pub pause_nat: bool,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            cidr: "10.0.0.0/16".into(),
+            az_count: 2,
+            nat: NatMode::Single,
+            pause_nat: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DatabaseSpec {
+    pub engine_version: String,
+    pub instance_class: String,
+    pub storage_gib: u32,
+    pub multi_az: bool,
+    pub backup_retention_days: u8,
+    pub deletion_protection: bool,
+    /// Take a final snapshot when the stack is destroyed.
+    #[serde(default = "default_true")]
+    pub final_snapshot: bool,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            engine_version: "17".into(),
+            instance_class: "db.t4g.micro".into(),
+            storage_gib: 20,
+            multi_az: false,
+            backup_retention_days: 7,
+            deletion_protection: false,
+            final_snapshot: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CpuArchitecture {
+    #[serde(rename = "X86_64")]
+    X86_64,
+    #[serde(rename = "ARM64")]
+    Arm64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoscalingSpec {
+    pub min: u16,
+    pub max: u16,
+    #[serde(default = "default_target_cpu")]
+    pub target_cpu_percent: u8,
+}
+
+fn default_target_cpu() -> u8 {
+    60
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AppSpec {
+    /// Container image pinned to an explicit tag or digest.
+    pub image: String,
+    /// Fargate CPU units (256 = 0.25 vCPU).
+    pub cpu: u32,
+    /// Fargate memory in MiB.
+    pub memory: u32,
+    pub desired_count: u16,
+    pub autoscaling: Option<AutoscalingSpec>,
+    pub cpu_architecture: CpuArchitecture,
+    /// Run on FARGATE_SPOT (cheap, interruptible: non-production stacks).
+    pub spot: bool,
+    /// JAVA_TIMEZONE of the Metabase container.
+    pub timezone: String,
+    pub log_retention_days: u16,
+}
+
+/// The Metabase image used when the spec names none.
+pub const DEFAULT_IMAGE: &str = "metabase/metabase:v0.58.6";
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_IMAGE.into(),
+            cpu: 1024,
+            memory: 2048,
+            desired_count: 1,
+            autoscaling: None,
+            cpu_architecture: CpuArchitecture::X86_64,
+            spot: false,
+            timezone: "UTC".into(),
+            log_retention_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadBalancerSpec {
+    /// Who may reach the load balancer (IPv4 CIDR blocks).
+    pub allowed_cidrs: Vec<String>,
+    /// ACM certificate: adds HTTPS :443 and redirects :80 to it.
+    pub certificate_arn: Option<String>,
+    pub idle_timeout_seconds: u16,
+    pub deletion_protection: bool,
+}
+
+impl Default for LoadBalancerSpec {
+    fn default() -> Self {
+        Self {
+            allowed_cidrs: vec!["0.0.0.0/0".into()],
+            certificate_arn: None,
+            idle_timeout_seconds: 60,
+            deletion_protection: false,
+        }
+    }
+}
+
+/// The Fargate task sizes AWS offers (Linux): cpu → allowed memory (MiB).
+pub fn fargate_memory_options(cpu: u32) -> Option<Vec<u32>> {
+    let (lo, hi, step) = match cpu {
+        256 => return Some(vec![512, 1024, 2048]),
+        512 => (1024, 4096, 1024),
+        1024 => (2048, 8192, 1024),
+        2048 => (4096, 16384, 1024),
+        4096 => (8192, 30720, 1024),
+        8192 => (16384, 61440, 4096),
+        16384 => (32768, 122880, 8192),
+        _ => return None,
+    };
+    Some((lo..=hi).step_by(step).collect())
+}
+
+/// CloudWatch Logs' allowed retention periods, in days.
+pub const LOG_RETENTION_DAYS: &[u16] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// At most this many user tags (AWS allows 50 per resource; we add 4).
+pub const MAX_USER_TAGS: usize = 40;
+/// Each allowed CIDR takes one SG rule per listener port (80, 443); an SG holds 60.
+pub const MAX_ALLOWED_CIDRS: usize = 25;
+/// The largest input we accept, in bytes of JSON.
+pub const MAX_INPUT_BYTES: usize = 32 * 1024;
+
+impl StackSpec {
+    /// The defaults for a new stack.
+    pub fn new(stack: impl Into<String>) -> Self {
+        Self {
+            stack: stack.into(),
+            network: NetworkSpec::default(),
+            database: DatabaseSpec::default(),
+            app: AppSpec::default(),
+            load_balancer: LoadBalancerSpec::default(),
+            tags: BTreeMap::new(),
+            paused: false,
+        }
+    }
+
+    /// Parses and validates a spec from JSON, reporting every problem found.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, InvalidSpec> {
+        let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(0);
+        if size > MAX_INPUT_BYTES {
+            return Err(InvalidSpec(vec![Problem::new(
+                "",
+                format!("the input is {size} bytes; at most {MAX_INPUT_BYTES} are accepted: remove what is not a stack setting"),
+            )]));
+        }
+        if !value.is_object() {
+            return Err(InvalidSpec(vec![Problem::new(
+                "",
+                "the input must be a JSON object such as {\"stack\": \"analytics\"}",
+            )]));
+        }
+        let spec: StackSpec = parse_strict(value)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parses a spec from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Self, InvalidSpec> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            InvalidSpec(vec![Problem::new(
+                "",
+                format!("the input is not valid JSON ({e}): fix the syntax"),
+            )])
+        })?;
+        Self::from_json(&value)
+    }
+
+    pub fn vpc_cidr(&self) -> Result<Cidr, InvalidSpec> {
+        self.network.cidr.parse().map_err(|e: cidr::CidrError| {
+            InvalidSpec(vec![Problem::new("network.cidr", e.to_string())])
+        })
+    }
+
+    /// Every problem with this spec, or Ok.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let mut p = Vec::new();
+        self.check_stack_name(&mut p);
+        self.check_network(&mut p);
+        self.check_database(&mut p);
+        self.check_app(&mut p);
+        self.check_load_balancer(&mut p);
+        self.check_tags(&mut p);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidSpec(p))
+        }
+    }
+
+    fn check_stack_name(&self, p: &mut Vec<Problem>) {
+        let s = &self.stack;
+        let path = "stack";
+        let max = naming::max_stack_name_len();
+        if s.is_empty() {
+            p.push(Problem::new(
+                path,
+                "the stack name is empty: give a name such as \"analytics\"",
+            ));
+            return;
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            p.push(Problem::new(path, format!("{s:?} may contain only lowercase letters a-z, digits and hyphens: e.g. \"analytics-prod\"")));
+        } else if !s.as_bytes()[0].is_ascii_lowercase() {
+            p.push(Problem::new(
+                path,
+                format!("{s:?} must start with a lowercase letter"),
+            ));
+        } else if s.ends_with('-') || s.contains("--") {
+            p.push(Problem::new(
+                path,
+                format!("{s:?} must not end with a hyphen or contain two in a row"),
+            ));
+        }
+        if s.chars().count() > max {
+            p.push(Problem::new(path, format!(
+                "{s:?} is {} characters; at most {max} fit every AWS name derived from it (the load balancer's is limited to 32): choose a shorter name",
+                s.chars().count()
+            )));
+        }
+    }
+
+    fn check_network(&self, p: &mut Vec<Problem>) {
+        let n = &self.network;
+        match n.cidr.parse::<Cidr>() {
+            Err(e) => p.push(Problem::new(
+                "network.cidr",
+                format!("{e}: use a private block such as 10.0.0.0/16"),
+            )),
+            Ok(c) => {
+                if !(16..=24).contains(&c.prefix()) {
+                    p.push(Problem::new("network.cidr", format!("{c} is a /{}; the VPC must be /16 to /24 (AWS allows no larger, and smaller leaves no room): e.g. 10.0.0.0/16", c.prefix())));
+                } else if c.prefix() + cidr::SUBNET_EXTRA_BITS > cidr::LARGEST_SUBNET_PREFIX {
+                    p.push(Problem::new("network.cidr", format!(
+                        "{c} is cut into 16 subnets of /{}, too small for a load balancer (needs /{} or larger): use a /{} or larger block",
+                        c.prefix() + cidr::SUBNET_EXTRA_BITS, cidr::LARGEST_SUBNET_PREFIX, cidr::LARGEST_SUBNET_PREFIX - cidr::SUBNET_EXTRA_BITS)));
+                }
+                if !c.is_private() {
+                    p.push(Problem::new("network.cidr", format!("{c} is not a private range: use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")));
+                }
+            }
+        }
+        if !(2..=6).contains(&n.az_count) {
+            p.push(Problem::new("network.azCount", format!("{} is out of range: use 2 to 6 (a load balancer and a Multi-AZ DB need two AZs)", n.az_count)));
+        }
+        if n.pause_nat && n.nat == NatMode::None {
+            p.push(Problem::new(
+                "network.pauseNat",
+                "there is no NAT gateway to remove while paused (nat is \"none\"): drop pauseNat",
+            ));
+        }
+    }
+
+    fn check_database(&self, p: &mut Vec<Problem>) {
+        let d = &self.database;
+        let major = d.engine_version.split('.').next().unwrap_or("");
+        let valid_shape = !d.engine_version.is_empty()
+            && d.engine_version.split('.').count() <= 2
+            && d.engine_version
+                .split('.')
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()));
+        match major.parse::<u32>() {
+            Ok(m) if valid_shape && (13..=17).contains(&m) => {}
+            _ => p.push(Problem::new("database.engineVersion", format!(
+                "{:?} is not a supported PostgreSQL version: use a major version 13 to 17, optionally with a minor (e.g. \"17\" or \"16.4\")",
+                d.engine_version))),
+        }
+        let class_ok = d.instance_class.starts_with("db.")
+            && d.instance_class.split('.').count() == 3
+            && d.instance_class
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.');
+        if !class_ok {
+            p.push(Problem::new("database.instanceClass", format!("{:?} is not an RDS instance class: use e.g. \"db.t4g.micro\" or \"db.m7g.large\"", d.instance_class)));
+        }
+        if !(20..=65536).contains(&d.storage_gib) {
+            p.push(Problem::new(
+                "database.storageGib",
+                format!(
+                    "{} is out of range: gp3 storage is 20 to 65536 GiB",
+                    d.storage_gib
+                ),
+            ));
+        }
+        if d.backup_retention_days > 35 {
+            p.push(Problem::new(
+                "database.backupRetentionDays",
+                format!(
+                    "{} is out of range: use 0 to 35 days (0 disables automated backups)",
+                    d.backup_retention_days
+                ),
+            ));
+        }
+    }
+
+    fn check_app(&self, p: &mut Vec<Problem>) {
+        let a = &self.app;
+        if let Some(why) = image_problem(&a.image) {
+            p.push(Problem::new("app.image", why));
+        }
+        match fargate_memory_options(a.cpu) {
+            None => p.push(Problem::new(
+                "app.cpu",
+                format!(
+                    "{} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384",
+                    a.cpu
+                ),
+            )),
+            Some(options) if !options.contains(&a.memory) => p.push(Problem::new(
+                "app.memory",
+                format!(
+                    "Fargate does not offer {} MiB with cpu {}: use one of {}",
+                    a.memory,
+                    a.cpu,
+                    options
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            Some(_) => {
+                if a.memory < 2048 {
+                    p.push(Problem::new("app.memory", format!("{} MiB is too little for Metabase (it needs at least 2048): use cpu 1024 with memory 2048", a.memory)));
+                }
+            }
+        }
+        if !(1..=10).contains(&a.desired_count) {
+            p.push(Problem::new(
+                "app.desiredCount",
+                format!(
+                    "{} is out of range: use 1 to 10 (to stop the app, set \"paused\": true)",
+                    a.desired_count
+                ),
+            ));
+        }
+        if let Some(s) = &a.autoscaling {
+            if s.min < 1 || s.max > 10 || s.min > s.max {
+                p.push(Problem::new(
+                    "app.autoscaling",
+                    format!(
+                        "min {} / max {} must satisfy 1 <= min <= max <= 10",
+                        s.min, s.max
+                    ),
+                ));
+            } else if !(s.min..=s.max).contains(&a.desired_count) {
+                p.push(Problem::new(
+                    "app.desiredCount",
+                    format!(
+                        "{} is outside autoscaling min {} .. max {}: set it within",
+                        a.desired_count, s.min, s.max
+                    ),
+                ));
+            }
+            if !(10..=90).contains(&s.target_cpu_percent) {
+                p.push(Problem::new(
+                    "app.autoscaling.targetCpuPercent",
+                    format!("{} is out of range: use 10 to 90", s.target_cpu_percent),
+                ));
+            }
+        }
+        let tz_ok = !a.timezone.is_empty()
+            && a.timezone.len() <= 64
+            && a.timezone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+        if !tz_ok {
+            p.push(Problem::new(
+                "app.timezone",
+                format!(
+                    "{:?} is not a time zone name: use e.g. \"UTC\" or \"Europe/Berlin\"",
+                    a.timezone
+                ),
+            ));
+        }
+        if !LOG_RETENTION_DAYS.contains(&a.log_retention_days) {
+            p.push(Problem::new("app.logRetentionDays", format!("{} is not a CloudWatch Logs retention: use one of 1, 3, 5, 7, 14, 30, 60, 90, 180, 365, ...", a.log_retention_days)));
+        }
+    }
+
+    fn check_load_balancer(&self, p: &mut Vec<Problem>) {
+        let lb = &self.load_balancer;
+        if lb.allowed_cidrs.is_empty() {
+            p.push(Problem::new("loadBalancer.allowedCidrs", "the list is empty, so nobody could reach Metabase: give at least one block, e.g. [\"0.0.0.0/0\"] or your office's /32"));
+        }
+        if lb.allowed_cidrs.len() > MAX_ALLOWED_CIDRS {
+            p.push(Problem::new("loadBalancer.allowedCidrs", format!("{} blocks; at most {MAX_ALLOWED_CIDRS} fit in one security group: merge them into larger blocks", lb.allowed_cidrs.len())));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in lb.allowed_cidrs.iter().enumerate() {
+            let path = format!("loadBalancer.allowedCidrs[{i}]");
+            match c.parse::<Cidr>() {
+                Err(e) => p.push(Problem::new(
+                    path,
+                    format!("{e}: use an IPv4 block such as 203.0.113.0/24"),
+                )),
+                Ok(c) if !seen.insert(c) => p.push(Problem::new(
+                    path,
+                    format!("{c} is listed twice: remove the duplicate"),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if let Some(arn) = &lb.certificate_arn {
+            if !is_acm_certificate_arn(arn) {
+                p.push(Problem::new("loadBalancer.certificateArn", format!("{arn:?} is not an ACM certificate ARN: use arn:aws:acm:<region>:<account>:certificate/<id>, or leave it out for HTTP only")));
+            }
+        }
+        if !(1..=4000).contains(&lb.idle_timeout_seconds) {
+            p.push(Problem::new(
+                "loadBalancer.idleTimeoutSeconds",
+                format!(
+                    "{} is out of range: use 1 to 4000 seconds",
+                    lb.idle_timeout_seconds
+                ),
+            ));
+        }
+    }
+
+    fn check_tags(&self, p: &mut Vec<Problem>) {
+        if self.tags.len() > MAX_USER_TAGS {
+            p.push(Problem::new(
+                "tags",
+                format!(
+                    "{} tags; at most {MAX_USER_TAGS} fit beside mbstack's own: drop some",
+                    self.tags.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.tags {
+            let path = format!("tags.{k}");
+            let lower = k.to_ascii_lowercase();
+            if k.is_empty() || k.chars().count() > 128 {
+                p.push(Problem::new(
+                    path.clone(),
+                    "a tag key must be 1 to 128 characters",
+                ));
+            } else if lower.starts_with("aws:") {
+                p.push(Problem::new(
+                    path.clone(),
+                    "keys starting with \"aws:\" are reserved by AWS: rename the tag",
+                ));
+            } else if lower.starts_with("mbstack:")
+                || OUR_TAG_KEYS.iter().any(|o| o.eq_ignore_ascii_case(k))
+            {
+                p.push(Problem::new(
+                    path.clone(),
+                    "this key is set by mbstack itself: rename the tag",
+                ));
+            } else if !k.chars().all(tag_char_ok) {
+                p.push(Problem::new(
+                    path.clone(),
+                    "tag keys may contain only letters, digits, spaces and _ . : / = + - @",
+                ));
+            }
+            if v.chars().count() > 256 {
+                p.push(Problem::new(
+                    path,
+                    "a tag value must be at most 256 characters",
+                ));
+            } else if !v.chars().all(tag_char_ok) {
+                p.push(Problem::new(
+                    path,
+                    "tag values may contain only letters, digits, spaces and _ . : / = + - @",
+                ));
+            }
+        }
+    }
+}
+
+fn tag_char_ok(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
+}
+
+/// Why an image reference is not pinned, or None when it is.
+fn image_problem(image: &str) -> Option<String> {
+    let fix = "pin an explicit version, e.g. \"metabase/metabase:v0.58.6\"";
+    if image.is_empty()
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        || image.len() > 255
+    {
+        return Some(format!("{image:?} is not an image reference: {fix}"));
+    }
+    if let Some((_, digest)) = image.split_once('@') {
+        let ok = digest
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        return (!ok)
+            .then(|| format!("{image:?} has a malformed digest: use @sha256:<64 hex digits>"));
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        None => Some(format!("{image:?} has no tag, so it means \"latest\" and changes under you: {fix}")),
+        Some((_, tag)) if tag.eq_ignore_ascii_case("latest") => Some(format!("{image:?} uses \"latest\", which changes under you (and Metabase cannot be downgraded): {fix}")),
+        Some((_, tag)) if tag.is_empty() || tag.len() > 128 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) => {
+            Some(format!("{image:?} has an invalid tag: {fix}"))
+        }
+        Some(_) => None,
+    }
+}
+
+fn is_acm_certificate_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "acm"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].strip_prefix("certificate/").is_some_and(|id| {
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn smallest_input_is_complete() {
+        let spec = StackSpec::from_json(&json!({"stack": "analytics"})).unwrap();
+        assert_eq!(spec, StackSpec::new("analytics"));
+        assert_eq!(spec.network.az_count, 2);
+        assert_eq!(spec.network.nat, NatMode::Single);
+        assert!(spec.database.final_snapshot);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut spec = StackSpec::new("a1");
+        spec.app.autoscaling = Some(AutoscalingSpec {
+            min: 1,
+            max: 3,
+            target_cpu_percent: 50,
+        });
+        spec.load_balancer.certificate_arn =
+            Some("arn:aws:acm:eu-west-1:123456789012:certificate/abc-123".into());
+        spec.tags.insert("team".into(), "data".into());
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["loadBalancer"]["allowedCidrs"], json!(["0.0.0.0/0"]));
+        assert_eq!(v["network"]["nat"], json!("single"));
+        assert_eq!(StackSpec::from_json(&v).unwrap(), spec);
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let err = StackSpec::from_json(&json!({
+            "stack": "Bad_Name",
+            "network": {"cidr": "8.8.0.0/16", "azCount": 9},
+            "app": {"image": "metabase/metabase:latest", "cpu": 1024, "memory": 1000},
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err.paths(),
+            vec![
+                "stack",
+                "network.cidr",
+                "network.azCount",
+                "app.image",
+                "app.memory"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported_with_its_path() {
+        let err =
+            StackSpec::from_json(&json!({"stack": "a", "netwrok": {}, "app": {"imgae": "x"}}))
+                .unwrap_err();
+        let mut paths = err.paths();
+        paths.sort();
+        assert_eq!(paths, vec!["app.imgae", "netwrok"]);
+    }
+
+    #[test]
+    fn fargate_sizes() {
+        assert_eq!(fargate_memory_options(256), Some(vec![512, 1024, 2048]));
+        assert!(fargate_memory_options(1024).unwrap().contains(&8192));
+        assert!(!fargate_memory_options(1024).unwrap().contains(&1024));
+        assert!(fargate_memory_options(300).is_none());
+    }
+
+    #[test]
+    fn images() {
+        assert!(image_problem("metabase/metabase:v0.58.6").is_none());
+        assert!(image_problem("123456789012.dkr.ecr.us-east-1.amazonaws.com/mb:v1").is_none());
+        assert!(image_problem("localhost:5000/metabase").is_some());
+        assert!(image_problem(&format!("metabase/metabase@sha256:{}", "a".repeat(64))).is_none());
+        assert!(image_problem("metabase/metabase@sha256:abc").is_some());
+    }
+}

@@ -1,0 +1,308 @@
+//! mbstack-network: the VPC over 2–6 AZs, a public and a private subnet per AZ,
+//! the internet gateway, NAT gateway(s) with their Elastic IPs, route tables and
+//! the three security groups.
+//!
+//! Each resource kind lives in its own module with the same small set of
+//! functions (find / ensure / readiness / delete); this file only composes them in
+//! dependency order.
+
+mod ctx;
+mod igw;
+mod nat;
+mod routes;
+mod security_groups;
+mod subnets;
+mod vpc;
+
+use mbstack_core::spec::NatMode;
+use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb};
+use serde_json::{json, Map, Value};
+
+use ctx::Ctx;
+use subnets::Side;
+
+/// How long the state machine waits between checks while a NAT gateway comes up
+/// or goes away (real AWS: 1–2 minutes).
+const POLL_SECONDS: u32 = 15;
+
+/// The tier's whole handler: plan | apply | check | destroy.
+pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
+    event.spec.validate()?;
+    let ec2 = client!(aws_sdk_ec2, aws);
+    // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
+    match event.verb {
+        Verb::Plan => Box::pin(converge(Ctx::new(ec2, &event.spec, &event.run, true))).await,
+        Verb::Apply => Box::pin(converge(Ctx::new(ec2, &event.spec, &event.run, false))).await,
+        Verb::Check => Box::pin(check(Ctx::new(ec2, &event.spec, &event.run, true))).await,
+        Verb::Destroy => Box::pin(destroy(Ctx::new(ec2, &event.spec, &event.run, false))).await,
+    }
+}
+
+/// What the network looks like after a converge pass: ids (None where planned).
+struct Shape {
+    vpc_id: Option<String>,
+    azs: Vec<String>,
+    subnets: Vec<subnets::Placed>,
+    igw_id: Option<String>,
+    nats: Vec<nat::Wanted>,
+    nat_ids: Vec<Option<String>>,
+    route_table_ids: Vec<Option<String>>,
+    groups: security_groups::Groups,
+}
+
+async fn availability_zones(ctx: &Ctx<'_>) -> Result<Vec<String>, TierError> {
+    let out = ctx
+        .ec2
+        .describe_availability_zones()
+        .filters(ctx::filter("state", &["available"]))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeAvailabilityZones", e))?;
+    let mut azs: Vec<String> = out
+        .availability_zones()
+        .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+        .filter_map(|z| z.zone_name().map(str::to_string))
+        .collect();
+    azs.sort();
+    let want = usize::from(ctx.spec.network.az_count);
+    if azs.len() < want {
+        return Err(TierError::Terminal(format!(
+            "network.azCount is {want} but this region offers {} available AZs ({}): lower network.azCount",
+            azs.len(),
+            azs.join(", ")
+        )));
+    }
+    azs.truncate(want);
+    Ok(azs)
+}
+
+/// Plan (dry run) or apply: every kind in dependency order.
+async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
+    let cidr = ctx.spec.vpc_cidr()?;
+    let azs = availability_zones(ctx).await?;
+    let vpc_id = vpc::ensure(ctx, &cidr.to_string()).await?;
+    let igw_id = igw::ensure(ctx, vpc_id.as_deref()).await?;
+    let placed = subnets::ensure(ctx, vpc_id.as_deref(), &cidr, &azs).await?;
+    let subnet_of = |side: Side, az: &str| {
+        placed
+            .iter()
+            .find(|p| p.side == side && p.az == az)
+            .and_then(|p| p.id.clone())
+    };
+
+    let net = &ctx.spec.network;
+    let nat_azs: Vec<&String> = match net.nat {
+        _ if ctx.spec.paused && net.pause_nat => vec![],
+        NatMode::None => vec![],
+        NatMode::Single => azs.iter().take(1).collect(),
+        NatMode::PerAz => azs.iter().collect(),
+    };
+    let nats: Vec<nat::Wanted> = nat_azs
+        .iter()
+        .map(|az| nat::Wanted {
+            az: az.to_string(),
+            subnet_id: subnet_of(Side::Public, az),
+        })
+        .collect();
+    let nat_ids = nat::ensure(ctx, &nats).await?;
+
+    let mut tables = vec![routes::Wanted {
+        role: "public".into(),
+        target: routes::Target::InternetGateway(igw_id.clone()),
+        subnets: azs.iter().map(|az| subnet_of(Side::Public, az)).collect(),
+    }];
+    let private_subnets: Vec<Option<String>> =
+        azs.iter().map(|az| subnet_of(Side::Private, az)).collect();
+    if net.nat == NatMode::PerAz && !nats.is_empty() {
+        for (i, az) in azs.iter().enumerate() {
+            tables.push(routes::Wanted {
+                role: format!("private-{az}"),
+                target: routes::Target::NatGateway(nat_ids.get(i).cloned().flatten()),
+                subnets: vec![private_subnets[i].clone()],
+            });
+        }
+    } else {
+        tables.push(routes::Wanted {
+            role: "private".into(),
+            target: match nat_ids.first() {
+                Some(id) => routes::Target::NatGateway(id.clone()),
+                None => routes::Target::Nothing,
+            },
+            subnets: private_subnets,
+        });
+    }
+    let route_table_ids = routes::ensure(ctx, vpc_id.as_deref(), &tables).await?;
+    let groups = security_groups::ensure(ctx, vpc_id.as_deref()).await?;
+    // Only now that no route points at them: what the spec no longer asks for.
+    if vpc_id.is_some() {
+        nat::prune(ctx, &nats).await?;
+        subnets::prune(ctx, &placed).await?;
+    }
+    Ok(Shape {
+        vpc_id,
+        azs,
+        subnets: placed,
+        igw_id,
+        nats,
+        nat_ids,
+        route_table_ids,
+        groups,
+    })
+}
+
+fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
+    let ids = |side: Side| -> Vec<Value> {
+        s.subnets
+            .iter()
+            .filter(|p| p.side == side)
+            .map(|p| json!(p.id))
+            .collect()
+    };
+    let out = json!({
+        "vpcId": s.vpc_id,
+        "vpcCidr": ctx.spec.network.cidr,
+        "availabilityZones": s.azs,
+        "publicSubnetIds": ids(Side::Public),
+        "privateSubnetIds": ids(Side::Private),
+        "internetGatewayId": s.igw_id,
+        "natGatewayIds": s.nat_ids,
+        "routeTableIds": s.route_table_ids,
+        "lbSecurityGroupId": s.groups.lb,
+        "appSecurityGroupId": s.groups.app,
+        "dbSecurityGroupId": s.groups.db,
+    });
+    match out {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn outcome(
+    ctx: Ctx<'_>,
+    state: State,
+    message: String,
+    retry: u32,
+    outputs: Map<String, Value>,
+) -> Outcome {
+    Outcome {
+        tier: Tier::Network,
+        state,
+        message,
+        retry_after_seconds: retry,
+        outputs,
+        changes: ctx.changes,
+    }
+}
+
+async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
+    let s = shape(&mut ctx).await?;
+    let outputs = outputs(&ctx, &s);
+    let n = ctx
+        .changes
+        .iter()
+        .filter(|c| c.action != mbstack_core::Action::None)
+        .count();
+    if ctx.dry_run {
+        let message = format!("plan: {n} change(s) to the network");
+        return Ok(outcome(ctx, State::Ready, message, 0, outputs));
+    }
+    match nat::readiness(&ctx, &s.nats).await? {
+        nat::Readiness::Ready => {
+            let message = format!("network ready ({n} change(s))");
+            Ok(outcome(ctx, State::Ready, message, 0, outputs))
+        }
+        nat::Readiness::Pending(why) => {
+            Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs))
+        }
+        nat::Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+    }
+}
+
+/// Read-only: everything the spec asks for exists as asked, and the NAT
+/// gateways are available.
+async fn check(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
+    let s = shape(&mut ctx).await?;
+    let outputs = outputs(&ctx, &s);
+    let missing: Vec<String> = ctx
+        .changes
+        .iter()
+        .filter(|c| c.action != mbstack_core::Action::None)
+        .map(|c| format!("{} {} ({:?})", c.kind, c.id, c.action).to_lowercase())
+        .collect();
+    // check reports readiness; it changed nothing, so it lists no changes.
+    ctx.changes.clear();
+    if !missing.is_empty() {
+        let message = format!("waiting for {}", missing.join(", "));
+        return Ok(outcome(ctx, State::Pending, message, POLL_SECONDS, outputs));
+    }
+    match nat::readiness(&ctx, &s.nats).await? {
+        nat::Readiness::Ready => Ok(outcome(
+            ctx,
+            State::Ready,
+            "network ready".into(),
+            0,
+            outputs,
+        )),
+        nat::Readiness::Pending(why) => {
+            Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs))
+        }
+        nat::Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+    }
+}
+
+/// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →
+/// EIPs → IGW → route tables → security groups → subnets → VPC. `pending` while
+/// waiting (a NAT deleting, an ENI lingering); `gone` when nothing is left.
+async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
+    let waiting = nat::delete(&mut ctx).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(outcome(
+            ctx,
+            State::Pending,
+            message,
+            POLL_SECONDS,
+            Map::new(),
+        ));
+    }
+    let waiting = nat::release_all(&mut ctx).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(outcome(
+            ctx,
+            State::Pending,
+            message,
+            POLL_SECONDS,
+            Map::new(),
+        ));
+    }
+    let steps = async {
+        igw::delete(&mut ctx).await?;
+        routes::delete(&mut ctx).await?;
+        security_groups::delete(&mut ctx).await?;
+        subnets::delete(&mut ctx).await?;
+        vpc::delete(&mut ctx).await
+    };
+    match steps.await {
+        Ok(()) => {
+            let n = ctx.changes.len();
+            Ok(outcome(
+                ctx,
+                State::Gone,
+                format!("network gone ({n} resource(s) deleted now)"),
+                0,
+                Map::new(),
+            ))
+        }
+        // DependencyViolation while ENIs of the ALB or Fargate tasks linger.
+        Err(TierError::Retryable(why)) => Ok(outcome(
+            ctx,
+            State::Pending,
+            format!("waiting: {why}"),
+            POLL_SECONDS,
+            Map::new(),
+        )),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,9 @@
+//! The Lambda binary: hands the library's handler to the Lambda runtime.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    mbstack_core::lambda::run_tier(|event, aws| async move {
+        mbstack_network::handle(event, &aws).await
+    })
+    .await
+}
