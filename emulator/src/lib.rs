@@ -1,1 +1,280 @@
+//! The local AWS emulator: moto's server, pinned, installed on first use into a
+//! cached virtualenv, started as a plain process on a free loopback port, and
+//! stopped when the handle is dropped.
+//!
+//! One server per [`Moto`] handle: tests each start their own (about 0.4 s and
+//! 55 MB each), so they run in parallel without sharing any state.
 
+mod http;
+
+use std::fs::{self, File};
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+
+/// The moto release every test and `mbstack local` run against.
+pub const MOTO_VERSION: &str = "5.2.5";
+/// The emulator's region.
+pub const REGION: &str = "us-east-1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot find Python 3 (tried {0}): install python3 with the venv module, or set MBSTACK_PYTHON")]
+    NoPython(String),
+    #[error("installing moto[server]=={MOTO_VERSION} failed ({0}); see {1}")]
+    Install(String, PathBuf),
+    #[error("moto did not answer on 127.0.0.1:{port} within {secs} s; its log: {log}")]
+    NotReady { port: u16, secs: u64, log: PathBuf },
+    #[error("emulator I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("emulator request {0} failed: {1}")]
+    Request(String, String),
+}
+
+/// Where mbstack keeps its cache: `$MBSTACK_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/mbstack`, else `~/.cache/mbstack`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MBSTACK_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("mbstack");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("mbstack")
+}
+
+/// The virtualenv holding the pinned moto; installs it on first use. Safe to call
+/// from several processes at once (a file lock serializes the install).
+pub fn ensure_installed() -> Result<PathBuf, EmulatorError> {
+    let root = cache_dir();
+    let venv = root.join(format!("moto-{MOTO_VERSION}"));
+    let marker = venv.join(".mbstack-installed");
+    if marker.exists() {
+        return Ok(venv);
+    }
+    fs::create_dir_all(&root)?;
+    let lock = File::create(root.join("install.lock"))?;
+    lock.lock()?;
+    if marker.exists() {
+        return Ok(venv);
+    }
+    let log_path = root.join(format!("moto-{MOTO_VERSION}-install.log"));
+    let log = File::create(&log_path)?;
+    let python = find_python()?;
+    eprintln!(
+        "mbstack: installing moto[server]=={MOTO_VERSION} into {} (once)",
+        venv.display()
+    );
+    let _ = fs::remove_dir_all(&venv);
+    run_logged(
+        Command::new(&python).args(["-m", "venv"]).arg(&venv),
+        &log,
+        &log_path,
+    )?;
+    run_logged(
+        Command::new(venv.join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
+            .arg(format!("moto[server]=={MOTO_VERSION}")),
+        &log,
+        &log_path,
+    )?;
+    File::create(&marker)?;
+    Ok(venv)
+}
+
+fn find_python() -> Result<String, EmulatorError> {
+    let candidates: Vec<String> = match std::env::var("MBSTACK_PYTHON") {
+        Ok(p) => vec![p],
+        Err(_) => vec!["python3".into(), "python".into()],
+    };
+    for c in &candidates {
+        let ok = Command::new(c)
+            .args([
+                "-c",
+                "import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(c.clone());
+        }
+    }
+    Err(EmulatorError::NoPython(candidates.join(", ")))
+}
+
+fn run_logged(cmd: &mut Command, log: &File, log_path: &Path) -> Result<(), EmulatorError> {
+    let status = cmd
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(EmulatorError::Install(
+            format!("{cmd:?} exited with {status}"),
+            log_path.to_path_buf(),
+        ))
+    }
+}
+
+/// A free loopback port (the OS picks it; we release it for the child to take).
+pub fn free_port() -> Result<u16, EmulatorError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running moto server; killed when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+/// How to start the server.
+#[derive(Debug, Clone, Default)]
+pub struct MotoOptions {
+    /// Port to listen on; a free one when None.
+    pub port: Option<u16>,
+    /// Where moto's Step Functions send Lambda invocations (`MOTO_PORT`): the port
+    /// of the local Lambda endpoint in front of it.
+    pub lambda_port: Option<u16>,
+}
+
+impl Moto {
+    /// Starts a fresh server on a free port with Step Functions execution on.
+    pub fn start() -> Result<Self, EmulatorError> {
+        Self::start_with(MotoOptions::default())
+    }
+
+    pub fn start_with(opts: MotoOptions) -> Result<Self, EmulatorError> {
+        let venv = ensure_installed()?;
+        let mut last = None;
+        // A free port can be taken between our probe and moto's bind: try again.
+        for _ in 0..3 {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let log = std::env::temp_dir().join(format!("mbstack-moto-{port}.log"));
+            let out = File::create(&log)?;
+            let mut cmd = Command::new(venv.join("bin").join("moto_server"));
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            let child = cmd.spawn()?;
+            let mut moto = Moto { child, port, log };
+            match moto.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => {
+                    moto.configure()?;
+                    return Ok(moto);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(EmulatorError::NotReady {
+            port: 0,
+            secs: 30,
+            log: PathBuf::new(),
+        }))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), EmulatorError> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break; // exited: port taken, or a broken install
+            }
+            if http::request(self.port, "GET", "/moto-api/", "").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EmulatorError::NotReady {
+            port: self.port,
+            secs: limit.as_secs(),
+            log: self.log.clone(),
+        })
+    }
+
+    fn configure(&self) -> Result<(), EmulatorError> {
+        self.post(
+            "/moto-api/config",
+            r#"{"stepfunctions": {"execute_state_machine": true}}"#,
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every resource (all services, all accounts) and restores the config.
+    pub fn reset(&self) -> Result<(), EmulatorError> {
+        self.post("/moto-api/reset", "")?;
+        self.configure()
+    }
+
+    fn post(&self, path: &str, body: &str) -> Result<(), EmulatorError> {
+        match http::request(self.port, "POST", path, body) {
+            Ok((status, _)) if status < 300 => Ok(()),
+            Ok((status, text)) => Err(EmulatorError::Request(
+                path.into(),
+                format!("HTTP {status}: {text}"),
+            )),
+            Err(e) => Err(EmulatorError::Request(path.into(), e.to_string())),
+        }
+    }
+
+    /// An AWS configuration pointed at this server: its region and dummy
+    /// credentials, never the user's real ones.
+    pub async fn sdk_config(&self) -> aws_types::SdkConfig {
+        sdk_config_for(&self.endpoint()).await
+    }
+}
+
+/// An AWS configuration for an emulator at `endpoint`.
+pub async fn sdk_config_for(endpoint: &str) -> aws_types::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "mbstack-emulator",
+        ))
+        .load()
+        .await
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}

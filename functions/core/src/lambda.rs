@@ -33,6 +33,19 @@ pub fn init_json_logs() {
         .try_init();
 }
 
+/// Parses a raw event strictly and hands it to `handler`: the path every
+/// invocation takes, in Lambda, in the local endpoint and in tests. An invalid
+/// event never reaches the handler, so it cannot create anything.
+pub async fn dispatch<F, Fut>(payload: &Value, handler: F) -> Result<Outcome, TierError>
+where
+    F: FnOnce(Event) -> Fut,
+    Fut: Future<Output = Result<Outcome, TierError>>,
+{
+    let event = Event::parse(payload)?;
+    tracing::info!(verb = ?event.verb, stack = %event.spec.stack, run = %event.run.id, "tier event");
+    handler(event).await
+}
+
 /// Runs a tier handler as a Lambda function. Never returns unless the runtime fails.
 pub async fn run_tier<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
 where
@@ -45,9 +58,7 @@ where
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let aws = aws.clone();
         async move {
-            let event = Event::parse(&ev.payload).map_err(Diagnostic::from)?;
-            tracing::info!(verb = ?event.verb, stack = %event.spec.stack, run = %event.run.id, "tier event");
-            match handler(event, aws).await {
+            match dispatch(&ev.payload, |event| handler(event, aws)).await {
                 Ok(outcome) => {
                     tracing::info!(state = ?outcome.state, message = %outcome.message, "tier outcome");
                     Ok::<Outcome, Diagnostic>(outcome)

@@ -99,6 +99,17 @@ pub(crate) fn name_of(tags: &[Tag]) -> &str {
 }
 
 impl Ctx<'_> {
+    /// The resources of this stack among `items`. Server-side tag filters are not
+    /// enough to stand on (moto ignores them for NAT gateways, for one): nothing
+    /// is touched that does not carry our stack tag.
+    pub fn only_ours<T: Clone>(&self, items: &[T], tags: impl Fn(&T) -> &[Tag]) -> Vec<T> {
+        items
+            .iter()
+            .filter(|i| self.owns_any(tags(i)))
+            .cloned()
+            .collect()
+    }
+
     /// Whether a resource belongs to this stack, whoever created it.
     pub fn owns_any(&self, tags: &[Tag]) -> bool {
         tag(tags, STACK_TAG) == Some(self.spec.stack.as_str())

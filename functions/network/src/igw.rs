@@ -17,7 +17,11 @@ pub(crate) async fn find(ctx: &Ctx<'_>) -> Result<Option<InternetGateway>, TierE
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeInternetGateways", e))?;
-    Ok(out.internet_gateways().first().cloned())
+    Ok(out
+        .internet_gateways()
+        .iter()
+        .find(|g| ctx.owns_any(g.tags()))
+        .cloned())
 }
 
 fn attached_to<'g>(igw: &'g InternetGateway) -> Option<&'g str> {

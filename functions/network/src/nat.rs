@@ -47,7 +47,7 @@ async fn list(ctx: &Ctx<'_>, states: &[&str]) -> Result<Vec<NatGateway>, TierErr
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeNatGateways", e))?;
-    Ok(out.nat_gateways().to_vec())
+    Ok(ctx.only_ours(out.nat_gateways(), |n| n.tags()))
 }
 
 async fn list_addresses(ctx: &Ctx<'_>) -> Result<Vec<Address>, TierError> {
@@ -58,7 +58,7 @@ async fn list_addresses(ctx: &Ctx<'_>) -> Result<Vec<Address>, TierError> {
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
-    Ok(out.addresses().to_vec())
+    Ok(ctx.only_ours(out.addresses(), |a| a.tags()))
 }
 
 fn live(n: &NatGateway) -> bool {
@@ -84,6 +84,12 @@ pub(crate) async fn ensure(
             .find(|n| tag(n.tags(), NAME_TAG) == Some(name.as_str()))
         {
             let id = n.nat_gateway_id().unwrap_or_default().to_string();
+            for address in n.nat_gateway_addresses() {
+                if let Some(allocation) = address.allocation_id() {
+                    let ip = address.public_ip().unwrap_or("").to_string();
+                    ctx.record(EIP_KIND, allocation, Action::None, ip);
+                }
+            }
             let detail = format!("in {}", n.subnet_id().unwrap_or("?"));
             ctx.record(KIND, &id, Action::None, detail);
             ids.push(Some(id));
@@ -208,6 +214,7 @@ pub(crate) async fn prune(ctx: &mut Ctx<'_>, wanted: &[Wanted]) -> Result<(), Ti
             format!("{} is no longer in the spec", name_of(n.tags())),
         );
     }
+    let live = list(ctx, &["pending", "available", "deleting"]).await?;
     for a in list_addresses(ctx).await? {
         if keep_eips
             .iter()
@@ -216,7 +223,7 @@ pub(crate) async fn prune(ctx: &mut Ctx<'_>, wanted: &[Wanted]) -> Result<(), Ti
             continue;
         }
         let id = a.allocation_id().unwrap_or_default().to_string();
-        if a.association_id().is_some() {
+        if mapped_by(&a, &live).is_some() {
             ctx.record(
                 EIP_KIND,
                 id,
@@ -280,6 +287,19 @@ pub(crate) async fn readiness(ctx: &Ctx<'_>, wanted: &[Wanted]) -> Result<Readin
     })
 }
 
+/// The NAT gateway (not yet `deleted`) that still maps this address. An address
+/// whose NAT is gone is free to release, whatever its association field says.
+fn mapped_by<'n>(address: &Address, live: &'n [NatGateway]) -> Option<&'n str> {
+    let allocation = address.allocation_id()?;
+    live.iter()
+        .find(|n| {
+            n.nat_gateway_addresses()
+                .iter()
+                .any(|a| a.allocation_id() == Some(allocation))
+        })
+        .and_then(|n| n.nat_gateway_id())
+}
+
 async fn delete_nat(ctx: &Ctx<'_>, id: &str) -> Result<(), TierError> {
     ctx.ec2
         .delete_nat_gateway()
@@ -321,13 +341,14 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierError> 
 /// Destroy, step 2 (after every NAT is `deleted`): release the EIPs destroy owns.
 pub(crate) async fn release_all(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierError> {
     let mut waiting = Vec::new();
+    let live = list(ctx, &["pending", "available", "deleting"]).await?;
     for a in list_addresses(ctx).await? {
         if !ctx.owns(a.tags()) {
             continue;
         }
         let id = a.allocation_id().unwrap_or_default().to_string();
-        if let Some(assoc) = a.association_id() {
-            waiting.push(format!("Elastic IP {id} to be unmapped ({assoc})"));
+        if let Some(nat) = mapped_by(&a, &live) {
+            waiting.push(format!("Elastic IP {id} to be unmapped from {nat}"));
             continue;
         }
         release(ctx, &id).await?;

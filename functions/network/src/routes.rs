@@ -48,7 +48,7 @@ async fn list_stack(ctx: &Ctx<'_>) -> Result<Vec<RouteTable>, TierError> {
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
-    Ok(out.route_tables().to_vec())
+    Ok(ctx.only_ours(out.route_tables(), |r| r.tags()))
 }
 
 fn default_route_target(rt: &RouteTable) -> Option<(String, bool)> {
@@ -91,7 +91,17 @@ pub(crate) async fn ensure(
         }
         let id = rt.route_table_id().unwrap_or_default().to_string();
         if !ctx.dry_run {
-            delete_table(ctx, rt).await?;
+            // Fresh: ensure_one may just have moved its subnets away.
+            let out = ctx
+                .ec2
+                .describe_route_tables()
+                .route_table_ids(&id)
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
+            if let Some(fresh) = out.route_tables().first() {
+                delete_table(ctx, fresh).await?;
+            }
         }
         ctx.record(
             KIND,

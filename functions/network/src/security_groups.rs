@@ -142,7 +142,7 @@ async fn list(ctx: &Ctx<'_>) -> Result<Vec<SecurityGroup>, TierError> {
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
-    Ok(out.security_groups().to_vec())
+    Ok(ctx.only_ours(out.security_groups(), |g| g.tags()))
 }
 
 async fn ingress_rules(

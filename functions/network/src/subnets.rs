@@ -48,7 +48,7 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Subnet>, TierError> {
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
-    Ok(out.subnets().to_vec())
+    Ok(ctx.only_ours(out.subnets(), |s| s.tags()))
 }
 
 /// Finds or creates every subnet the spec asks for, in AZ order (public, private).

@@ -17,7 +17,7 @@ pub(crate) async fn find(ctx: &Ctx<'_>) -> Result<Option<Vpc>, TierError> {
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeVpcs", e))?;
-    Ok(out.vpcs().first().cloned())
+    Ok(out.vpcs().iter().find(|v| ctx.owns_any(v.tags())).cloned())
 }
 
 /// Finds or creates the VPC; its id (None only when planning a create).
