@@ -1,1 +1,121 @@
-fn main() {}
+//! mbstack: the command-line interface.
+
+mod local;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mbstack_core::StackSpec;
+
+#[derive(Parser)]
+#[command(
+    name = "mbstack",
+    version,
+    about = "Metabase on AWS, provisioned by small Rust Lambdas and a Step Functions state machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run mbstack against the local emulator (no AWS account needed)
+    #[command(subcommand)]
+    Local(LocalCommand),
+    /// Check a stack spec and list every problem in it, without touching AWS
+    #[command(
+        after_help = "Example:\n  mbstack validate -f analytics.json\n  echo '{\"stack\": \"analytics\"}' | mbstack validate -f -"
+    )]
+    Validate {
+        /// The spec file (JSON); `-` reads standard input
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Start the emulator, apply a stack, show it, plan (expect no change), destroy it and check nothing is left
+    #[command(
+        after_help = "Example:\n  mbstack local demo\n  mbstack local demo --stack analytics -f analytics.json"
+    )]
+    Demo {
+        /// Stack name (overrides the file's)
+        #[arg(long, default_value = "demo")]
+        stack: String,
+        /// A spec file (JSON) to start from instead of the defaults
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Keep an emulator running on a fixed port until Ctrl-C, for other tools to use
+    #[command(
+        after_help = "Example:\n  mbstack local up --port 4566\n  AWS_ENDPOINT_URL=http://127.0.0.1:4566 aws ec2 describe-vpcs"
+    )]
+    Up {
+        #[arg(long, default_value_t = 4566)]
+        port: u16,
+    },
+}
+
+fn read_spec(file: &PathBuf) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    }
+    Ok(text)
+}
+
+/// Parses a spec file, printing every problem with its field path.
+fn load_spec(file: &PathBuf) -> anyhow::Result<StackSpec> {
+    match StackSpec::from_json_str(&read_spec(file)?) {
+        Ok(spec) => Ok(spec),
+        Err(e) => {
+            eprintln!("{}: {} problem(s):", file.display(), e.0.len());
+            for p in &e.0 {
+                eprintln!("  {p}");
+            }
+            anyhow::bail!("the spec is invalid; nothing was created")
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { file } => load_spec(&file).map(|spec| {
+            println!("{}: valid; with defaults filled in:", file.display());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&spec).unwrap_or_default()
+            );
+        }),
+        Command::Local(LocalCommand::Demo { stack, file }) => {
+            let spec = match &file {
+                Some(f) => load_spec(f).map(|mut s| {
+                    s.stack = stack.clone();
+                    s
+                }),
+                None => Ok(StackSpec::new(stack)),
+            };
+            match spec {
+                Ok(spec) => local::demo(spec).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Local(LocalCommand::Up { port }) => local::up(port).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mbstack: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -23,8 +23,9 @@ pub const REGION: &str = "us-east-1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot find Python 3 (tried {0}): install python3 with the venv module, or set MBSTACK_PYTHON")]
+    #[error("cannot find Python 3.9+ (tried {0}): install python3 and pip, or set MBSTACK_PYTHON")]
     NoPython(String),
+
     #[error("installing moto[server]=={MOTO_VERSION} failed ({0}); see {1}")]
     Install(String, PathBuf),
     #[error("moto did not answer on 127.0.0.1:{port} within {secs} s; its log: {log}")]
@@ -50,49 +51,96 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("mbstack")
 }
 
-/// The virtualenv holding the pinned moto; installs it on first use. Safe to call
-/// from several processes at once (a file lock serializes the install).
-pub fn ensure_installed() -> Result<PathBuf, EmulatorError> {
+/// How to run the pinned moto: a Python interpreter, plus a `PYTHONPATH` when moto
+/// was installed with `pip --target` (no venv module on the machine).
+#[derive(Debug, Clone)]
+pub struct Install {
+    pub python: PathBuf,
+    pub pythonpath: Option<PathBuf>,
+}
+
+/// Installs the pinned moto on first use (a virtualenv, or `pip --target` where
+/// Python has no venv module) and says how to run it. Safe to call from several
+/// processes at once: a file lock serializes the install.
+pub fn ensure_installed() -> Result<Install, EmulatorError> {
     let root = cache_dir();
     let venv = root.join(format!("moto-{MOTO_VERSION}"));
-    let marker = venv.join(".mbstack-installed");
-    if marker.exists() {
-        return Ok(venv);
+    let target = root.join(format!("moto-{MOTO_VERSION}-site"));
+    let found = || -> Option<Install> {
+        if venv.join(".mbstack-installed").exists() {
+            return Some(Install {
+                python: venv.join("bin").join("python"),
+                pythonpath: None,
+            });
+        }
+        let marker = target.join(".mbstack-installed");
+        let python = fs::read_to_string(marker).ok()?;
+        Some(Install {
+            python: PathBuf::from(python.trim()),
+            pythonpath: Some(target.clone()),
+        })
+    };
+    if let Some(i) = found() {
+        return Ok(i);
     }
     fs::create_dir_all(&root)?;
     let lock = File::create(root.join("install.lock"))?;
     lock.lock()?;
-    if marker.exists() {
-        return Ok(venv);
+    if let Some(i) = found() {
+        return Ok(i);
     }
     let log_path = root.join(format!("moto-{MOTO_VERSION}-install.log"));
     let log = File::create(&log_path)?;
     let python = find_python()?;
+    let package = format!("moto[server]=={MOTO_VERSION}");
     eprintln!(
-        "mbstack: installing moto[server]=={MOTO_VERSION} into {} (once)",
-        venv.display()
+        "mbstack: installing {package} into {} (once)",
+        root.display()
     );
     let _ = fs::remove_dir_all(&venv);
-    run_logged(
+    let venv_ok = run_logged(
         Command::new(&python).args(["-m", "venv"]).arg(&venv),
         &log,
         &log_path,
-    )?;
-    run_logged(
-        Command::new(venv.join("bin").join("python"))
-            .args([
+    )
+    .is_ok()
+        && run_logged(
+            Command::new(venv.join("bin").join("python")).args([
                 "-m",
                 "pip",
                 "install",
                 "--disable-pip-version-check",
                 "--quiet",
-            ])
-            .arg(format!("moto[server]=={MOTO_VERSION}")),
-        &log,
-        &log_path,
-    )?;
-    File::create(&marker)?;
-    Ok(venv)
+                &package,
+            ]),
+            &log,
+            &log_path,
+        )
+        .is_ok();
+    if venv_ok {
+        File::create(venv.join(".mbstack-installed"))?;
+    } else {
+        // Debian's python3 without python3-venv: pip alone can still install.
+        let _ = fs::remove_dir_all(&venv);
+        let _ = fs::remove_dir_all(&target);
+        run_logged(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--quiet",
+                    "--target",
+                ])
+                .arg(&target)
+                .arg(&package),
+            &log,
+            &log_path,
+        )?;
+        fs::write(target.join(".mbstack-installed"), &python)?;
+    }
+    found().ok_or_else(|| EmulatorError::Install("the install left no marker".into(), log_path))
 }
 
 fn find_python() -> Result<String, EmulatorError> {
@@ -163,7 +211,7 @@ impl Moto {
     }
 
     pub fn start_with(opts: MotoOptions) -> Result<Self, EmulatorError> {
-        let venv = ensure_installed()?;
+        let install = ensure_installed()?;
         let mut last = None;
         // A free port can be taken between our probe and moto's bind: try again.
         for _ in 0..3 {
@@ -173,13 +221,23 @@ impl Moto {
             };
             let log = std::env::temp_dir().join(format!("mbstack-moto-{port}.log"));
             let out = File::create(&log)?;
-            let mut cmd = Command::new(venv.join("bin").join("moto_server"));
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-                .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out);
+            let mut cmd = Command::new(&install.python);
+            if let Some(path) = &install.pythonpath {
+                cmd.env("PYTHONPATH", path);
+            }
+            cmd.args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
             let child = cmd.spawn()?;
             let mut moto = Moto { child, port, log };
             match moto.wait_ready(Duration::from_secs(30)) {

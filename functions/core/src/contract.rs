@@ -73,7 +73,22 @@ impl Event {
                     .collect(),
             )
         })?;
-        let mut problems = event.spec.validate().err().map(|e| e.0).unwrap_or_default();
+        // Paths relative to the event, as the unknown-field paths above are.
+        let mut problems: Vec<Problem> = match event.spec.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|p| {
+                        let path = if p.path.is_empty() {
+                            "spec".to_string()
+                        } else {
+                            format!("spec.{}", p.path)
+                        };
+                        Problem::new(path, p.message)
+                    })
+                    .collect()
+            }
+        };
         let id = &event.run.id;
         if id.is_empty()
             || id.len() > 80
@@ -190,6 +205,11 @@ mod tests {
             Err(TierError::InvalidSpec(e)) => assert_eq!(e.paths(), vec!["verb"]),
             other => panic!("{other:?}"),
         }
+        let mut bad_cidr = v.clone();
+        bad_cidr["spec"]["network"]["cidr"] = json!("8.8.8.0/24");
+        assert!(
+            matches!(Event::parse(&bad_cidr), Err(TierError::InvalidSpec(e)) if e.paths() == vec!["spec.network.cidr"])
+        );
         let mut bad_run = v;
         bad_run["run"]["id"] = json!("has space");
         assert!(

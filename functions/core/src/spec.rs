@@ -68,12 +68,26 @@ pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
         Ok(v) if unknown.is_empty() => Ok(v),
         Ok(_) => Err(InvalidSpec(unknown)),
         Err(e) => {
-            let path = json_path(&e.path().to_string());
+            let mut path = json_path(&e.path().to_string());
+            let msg = e.into_inner().to_string();
             let mut problems = unknown;
-            problems.push(Problem::new(
-                path,
-                type_error_message(&e.into_inner().to_string()),
-            ));
+            // serde names a missing field at its parent: point at the field itself.
+            if let Some(field) = msg
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                path = if path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                problems.push(Problem::new(
+                    path,
+                    format!("`{field}` is required: add it (see the spec reference in README.md)"),
+                ));
+            } else {
+                problems.push(Problem::new(path, type_error_message(&msg)));
+            }
             Err(InvalidSpec(problems))
         }
     }

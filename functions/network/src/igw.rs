@@ -24,7 +24,7 @@ pub(crate) async fn find(ctx: &Ctx<'_>) -> Result<Option<InternetGateway>, TierE
         .cloned())
 }
 
-fn attached_to<'g>(igw: &'g InternetGateway) -> Option<&'g str> {
+fn attached_to(igw: &InternetGateway) -> Option<&str> {
     igw.attachments().iter().find_map(|a| a.vpc_id())
 }
 

@@ -171,37 +171,9 @@ async fn ensure_one(
         (Some((cur, false)), Some(Some(want))) if cur == want => {}
         (cur, Some(want)) => {
             let shown = want.clone().unwrap_or_else(|| "the new gateway".into());
-            match (want, ctx.dry_run) {
-                (Some(target), false) => {
-                    if cur.is_some() {
-                        let call = ctx
-                            .ec2
-                            .replace_route()
-                            .route_table_id(&id)
-                            .destination_cidr_block(ANYWHERE);
-                        let call = match &w.target {
-                            Target::InternetGateway(_) => call.gateway_id(&target),
-                            _ => call.nat_gateway_id(&target),
-                        };
-                        call.send()
-                            .await
-                            .map_err(|e| aws_error("ec2:ReplaceRoute", e))?;
-                    } else {
-                        let call = ctx
-                            .ec2
-                            .create_route()
-                            .route_table_id(&id)
-                            .destination_cidr_block(ANYWHERE);
-                        let call = match &w.target {
-                            Target::InternetGateway(_) => call.gateway_id(&target),
-                            _ => call.nat_gateway_id(&target),
-                        };
-                        call.send()
-                            .await
-                            .map_err(|e| aws_error("ec2:CreateRoute", e))?;
-                    }
-                }
-                _ => {}
+            if let (Some(target), false) = (want, ctx.dry_run) {
+                let via_igw = matches!(w.target, Target::InternetGateway(_));
+                set_default_route(ctx, &id, &target, via_igw, cur.is_some()).await?;
             }
             steps.push(match cur {
                 Some((c, blackhole)) => format!(
@@ -272,6 +244,46 @@ async fn ensure_one(
     };
     ctx.record(KIND, &id, action, detail);
     Ok(Some(id))
+}
+
+/// Points 0.0.0.0/0 of table `id` at `target` (replacing the current route).
+async fn set_default_route(
+    ctx: &Ctx<'_>,
+    id: &str,
+    target: &str,
+    via_igw: bool,
+    replace: bool,
+) -> Result<(), TierError> {
+    if replace {
+        let call = ctx
+            .ec2
+            .replace_route()
+            .route_table_id(id)
+            .destination_cidr_block(ANYWHERE);
+        let call = if via_igw {
+            call.gateway_id(target)
+        } else {
+            call.nat_gateway_id(target)
+        };
+        call.send()
+            .await
+            .map_err(|e| aws_error("ec2:ReplaceRoute", e))?;
+    } else {
+        let call = ctx
+            .ec2
+            .create_route()
+            .route_table_id(id)
+            .destination_cidr_block(ANYWHERE);
+        let call = if via_igw {
+            call.gateway_id(target)
+        } else {
+            call.nat_gateway_id(target)
+        };
+        call.send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateRoute", e))?;
+    }
+    Ok(())
 }
 
 fn describe(w: &Wanted) -> String {
