@@ -206,7 +206,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut bad_cidr = v.clone();
-        bad_cidr["spec"]["network"]["cidr"] = json!("8.8.8.0/24");
+        bad_cidr["spec"]["network"]["cidr"] = json!("8.8.0.0/16");
         assert!(
             matches!(Event::parse(&bad_cidr), Err(TierError::InvalidSpec(e)) if e.paths() == vec!["spec.network.cidr"])
         );

@@ -8,12 +8,14 @@ pub mod error;
 pub mod lambda;
 pub mod naming;
 pub mod spec;
+pub mod work;
 
 pub use aws::{Aws, Call, CallLog};
 pub use contract::{Action, Change, Event, Outcome, Run, Scope, State, Verb};
 pub use error::{aws_error, error_code, TierError};
 pub use naming::Tier;
 pub use spec::{InvalidSpec, Problem, StackSpec};
+pub use work::Work;
 
 /// The outcome of a tier or verb that is not built yet: a clear error, never a
 /// pretend success.

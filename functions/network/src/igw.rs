@@ -51,7 +51,7 @@ pub(crate) async fn ensure(
             }
         }
         None if ctx.dry_run => {
-            ctx.record(KIND, ctx.name(ROLE), Action::Create, "attached to the VPC");
+            ctx.record_named(KIND, ROLE, Action::Create, "attached to the VPC");
             return Ok(None);
         }
         None => {

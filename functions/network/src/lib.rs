@@ -15,7 +15,7 @@ mod subnets;
 mod vpc;
 
 use mbstack_core::spec::NatMode;
-use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb};
+use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, TierError, Verb};
 use serde_json::{json, Map, Value};
 
 use ctx::Ctx;
@@ -172,10 +172,7 @@ fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
         "appSecurityGroupId": s.groups.app,
         "dbSecurityGroupId": s.groups.db,
     });
-    match out {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+    mbstack_core::work::object(out)
 }
 
 fn outcome(
@@ -185,14 +182,7 @@ fn outcome(
     retry: u32,
     outputs: Map<String, Value>,
 ) -> Outcome {
-    Outcome {
-        tier: Tier::Network,
-        state,
-        message,
-        retry_after_seconds: retry,
-        outputs,
-        changes: ctx.changes,
-    }
+    ctx.into_work().outcome(state, message, retry, outputs)
 }
 
 async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {

@@ -223,9 +223,9 @@ pub(crate) async fn ensure(ctx: &mut Ctx<'_>, vpc_id: Option<&str>) -> Result<Gr
         let want = wanted_rules(ctx.spec, role, &groups);
         let Some(id) = groups.get(role).cloned() else {
             let rules: Vec<String> = want.iter().map(Rule::to_string).collect();
-            ctx.record(
+            ctx.record_named(
                 KIND,
-                ctx.name(role.as_str()),
+                role.as_str(),
                 Action::Create,
                 format!("ingress {}", rules.join(", ")),
             );

@@ -57,7 +57,7 @@ pub(crate) async fn ensure(ctx: &mut Ctx<'_>, cidr: &str) -> Result<Option<Strin
         return Ok(Some(id));
     }
     if ctx.dry_run {
-        ctx.record(KIND, ctx.name(ROLE), Action::Create, cidr);
+        ctx.record_named(KIND, ROLE, Action::Create, cidr);
         return Ok(None);
     }
     let out = ctx

@@ -1,0 +1,186 @@
+//! What every tier's resource modules share while handling one event: the spec,
+//! the run, plan mode and the change list.
+
+use serde_json::{Map, Value};
+
+use crate::contract::{Action, Change, Outcome, Run, Scope, State};
+use crate::naming::{self, Tier, CREATED_BY_TAG, STACK_TAG};
+use crate::spec::StackSpec;
+
+pub struct Work<'a> {
+    pub tier: Tier,
+    pub spec: &'a StackSpec,
+    pub run: &'a Run,
+    /// Plan or check: read, never write; record what apply would do.
+    pub dry_run: bool,
+    pub changes: Vec<Change>,
+}
+
+impl<'a> Work<'a> {
+    pub fn new(tier: Tier, spec: &'a StackSpec, run: &'a Run, dry_run: bool) -> Self {
+        Self {
+            tier,
+            spec,
+            run,
+            dry_run,
+            changes: Vec::new(),
+        }
+    }
+
+    /// `<stack>-<role>`.
+    pub fn name(&self, role: &str) -> String {
+        naming::resource_name(&self.spec.stack, role)
+    }
+
+    /// The tags of a resource this run creates now.
+    pub fn tags(&self, role: &str) -> Vec<(String, String)> {
+        naming::tags(self.spec, self.tier, &self.run.id, role)
+    }
+
+    pub fn record(
+        &mut self,
+        kind: &str,
+        id: impl Into<String>,
+        action: Action,
+        detail: impl Into<String>,
+    ) {
+        self.changes.push(Change::new(kind, id, action, detail));
+    }
+
+    /// Records a change of a resource known only by its name (planned).
+    pub fn record_named(
+        &mut self,
+        kind: &str,
+        role: &str,
+        action: Action,
+        detail: impl Into<String>,
+    ) {
+        let name = self.name(role);
+        self.record(kind, name, action, detail);
+    }
+
+    /// Whether tags mark a resource of this stack, whoever created it.
+    pub fn is_ours(&self, tags: &[(String, String)]) -> bool {
+        naming::tag_value(tags, STACK_TAG) == Some(self.spec.stack.as_str())
+    }
+
+    /// Whether destroy may delete a resource with these tags: every resource of the
+    /// stack (scope stack), or only those this run created (scope run).
+    pub fn owns(&self, tags: &[(String, String)]) -> bool {
+        self.is_ours(tags)
+            && match self.run.scope {
+                Scope::Stack => true,
+                Scope::Run => naming::tag_value(tags, CREATED_BY_TAG) == Some(self.run.id.as_str()),
+            }
+    }
+
+    /// Whether the resource was created by this run.
+    pub fn created_by_this_run(&self, tags: &[(String, String)]) -> bool {
+        naming::tag_value(tags, CREATED_BY_TAG) == Some(self.run.id.as_str())
+    }
+
+    /// The number of real (not `none`) changes so far.
+    pub fn changed(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.action != Action::None)
+            .count()
+    }
+
+    pub fn outcome(
+        self,
+        state: State,
+        message: impl Into<String>,
+        retry_after_seconds: u32,
+        outputs: Map<String, Value>,
+    ) -> Outcome {
+        Outcome {
+            tier: self.tier,
+            state,
+            message: message.into(),
+            retry_after_seconds,
+            outputs,
+            changes: self.changes,
+        }
+    }
+}
+
+/// `json!({...})` as a map (an outcome's outputs).
+pub fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Seconds since the Unix epoch as `YYYYMMDD-HHMMSS` (UTC): unique, sortable
+/// suffixes for names such as final snapshots.
+pub fn utc_stamp(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+/// Now, as [`utc_stamp`].
+pub fn utc_stamp_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc_stamp(secs)
+}
+
+/// A string output of another tier, e.g. the network's `dbSecurityGroupId`.
+pub fn input_str(inputs: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+    inputs?.get(key)?.as_str().map(str::to_string)
+}
+
+/// A list-of-strings output of another tier; None when absent or when any entry is
+/// still planned (null).
+pub fn input_list(inputs: Option<&Map<String, Value>>, key: &str) -> Option<Vec<String>> {
+    inputs?
+        .get(key)?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_795_892_522), "20261128-190202");
+    }
+
+    #[test]
+    fn inputs() {
+        let m = object(serde_json::json!({"a": "x", "l": ["p", "q"], "n": ["p", null]}));
+        assert_eq!(input_str(Some(&m), "a"), Some("x".into()));
+        assert_eq!(
+            input_list(Some(&m), "l"),
+            Some(vec!["p".into(), "q".into()])
+        );
+        assert_eq!(input_list(Some(&m), "n"), None);
+        assert_eq!(input_str(None, "a"), None);
+    }
+}
