@@ -3,8 +3,9 @@
 
 use aws_sdk_ec2::types::Filter;
 use mbstack_core::naming::STACK_TAG;
-use mbstack_core::{Aws, CallLog, StackSpec};
+use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
 use mbstack_emulator::Moto;
+use serde_json::{Map, Value};
 
 pub struct TestEnv {
     pub moto: Moto,
@@ -36,6 +37,99 @@ impl TestEnv {
     /// A client outside the log: for assertions and out-of-band changes.
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.config)
+    }
+}
+
+/// Runs a tier verb through the same strict event path as Lambda, then checks
+/// until the outcome is not pending (as the state machine does, without waits).
+pub async fn settle<F, Fut>(
+    mut call: F,
+    first: Verb,
+    then: Verb,
+    max_polls: usize,
+) -> Result<Vec<Outcome>, TierError>
+where
+    F: FnMut(Verb) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, TierError>>,
+{
+    let mut all = vec![call(first).await?];
+    while all.last().is_some_and(|o| o.state == State::Pending) {
+        if all.len() > max_polls {
+            panic!(
+                "still pending after {max_polls} polls: {:?}",
+                all.last().map(|o| &o.message)
+            );
+        }
+        all.push(call(then).await?);
+    }
+    Ok(all)
+}
+
+/// Applies the network tier for `spec` and returns the `inputs` the tiers after it get.
+pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
+    let aws = Aws::new(env.config.clone());
+    let outcomes = settle(
+        |verb| {
+            mbstack_network::handle(
+                Event::new(verb, spec.clone(), "net-run", Scope::Stack),
+                &aws,
+            )
+        },
+        Verb::Apply,
+        Verb::Check,
+        10,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("network apply failed: {e}"));
+    let mut inputs = Map::new();
+    if let Some(last) = outcomes.last() {
+        inputs.insert("network".into(), Value::Object(last.outputs.clone()));
+    }
+    inputs
+}
+
+/// Captures what `tracing` logs in this test binary (to scan for secrets). One
+/// global subscriber: a per-thread one misses events whose callsite interest
+/// another test thread has already cached.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// The binary-wide capture, installed on first use.
+    pub fn global() -> LogCapture {
+        static CAPTURE: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        CAPTURE
+            .get_or_init(|| {
+                let capture = LogCapture::default();
+                let sink = capture.clone();
+                let subscriber = tracing_subscriber::fmt()
+                    .json()
+                    .with_max_level(tracing::Level::TRACE)
+                    .with_writer(move || sink.clone())
+                    .finish();
+                let _ = tracing::subscriber::set_global_default(subscriber);
+                capture
+            })
+            .clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -137,7 +137,7 @@ async fn create(
 ) -> Result<Option<String>, TierError> {
     let detail = format!("{cidr} in {az}");
     let Some(vpc_id) = vpc_id.filter(|_| !ctx.dry_run) else {
-        ctx.record_named(KIND, &role, Action::Create, detail);
+        ctx.record_named(KIND, role, Action::Create, detail);
         return Ok(None);
     };
     let out = ctx

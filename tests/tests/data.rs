@@ -1,0 +1,470 @@
+//! The data tier against the emulator: the instance's every property, no password
+//! anywhere, idempotence, in-place changes, pause/resume, destroy with a final
+//! snapshot, deletion protection, rollback without a snapshot.
+
+use aws_sdk_rds::types::DbInstance;
+use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
+use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_data::{readiness, Readiness};
+use mbstack_tests::{network_inputs, settle, LogCapture, TestEnv};
+use serde_json::{Map, Value};
+
+struct Data<'a> {
+    env: &'a TestEnv,
+    inputs: Map<String, Value>,
+}
+
+impl Data<'_> {
+    async fn call(
+        &self,
+        verb: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Result<Outcome, TierError> {
+        let mut event = Event::new(verb, spec.clone(), run, scope);
+        event.inputs = self.inputs.clone();
+        // Through the strict JSON path, as Lambda and the local endpoint call it.
+        let payload = serde_json::to_value(&event).unwrap();
+        let aws = self.env.aws();
+        mbstack_core::lambda::dispatch(&payload, |ev| mbstack_data::handle(ev, &aws)).await
+    }
+
+    async fn settle(
+        &self,
+        first: Verb,
+        then: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Result<Vec<Outcome>, TierError> {
+        settle(|verb| self.call(verb, spec, run, scope), first, then, 10).await
+    }
+
+    async fn apply(&self, spec: &StackSpec, run: &str) -> Vec<Outcome> {
+        self.settle(Verb::Apply, Verb::Check, spec, run, Scope::Stack)
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e}"))
+    }
+}
+
+async fn instance(env: &TestEnv, id: &str) -> Option<DbInstance> {
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    rds.describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .ok()?
+        .db_instances()
+        .first()
+        .cloned()
+}
+
+fn tag<'a>(db: &'a DbInstance, key: &str) -> Option<&'a str> {
+    db.tag_list()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+#[tokio::test]
+async fn apply_creates_one_private_encrypted_instance_and_no_password_leaks() {
+    let env = TestEnv::start().await;
+    let logs = LogCapture::global();
+    let spec = StackSpec::new("dbs");
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let net = d.inputs["network"].clone();
+    let outcomes = d.apply(&spec, "run-a").await;
+    let last = outcomes.last().unwrap();
+    assert_eq!(last.state, State::Ready);
+    assert_eq!(
+        outcomes[0]
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Create)
+            .count(),
+        2
+    );
+
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let all = rds.describe_db_instances().send().await.unwrap();
+    assert_eq!(all.db_instances().len(), 1);
+    let db = instance(&env, "dbs-db").await.expect("the instance");
+    assert_eq!(db.engine(), Some("postgres"));
+    assert!(
+        db.engine_version().unwrap().starts_with("17"),
+        "{:?}",
+        db.engine_version()
+    );
+    assert_eq!(db.db_instance_class(), Some("db.t4g.micro"));
+    assert_eq!(db.allocated_storage(), Some(20));
+    assert_eq!(db.storage_type(), Some("gp3"));
+    assert_eq!(db.storage_encrypted(), Some(true));
+    assert_eq!(db.publicly_accessible(), Some(false));
+    assert_eq!(db.db_name(), Some("metabase"));
+    assert_eq!(db.master_username(), Some("metabase"));
+    assert_eq!(db.backup_retention_period(), Some(7));
+    assert_eq!(db.preferred_backup_window(), Some("03:00-03:30"));
+    assert_eq!(db.auto_minor_version_upgrade(), Some(true));
+    assert_eq!(db.deletion_protection(), Some(false));
+    assert_eq!(db.multi_az(), Some(false));
+    assert_eq!(db.copy_tags_to_snapshot(), Some(true));
+    assert_ne!(db.performance_insights_enabled(), Some(true));
+    let sg = net["dbSecurityGroupId"].as_str().unwrap();
+    let sgs: Vec<&str> = db
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    assert_eq!(sgs, vec![sg]);
+    let group = db.db_subnet_group().expect("subnet group");
+    assert_eq!(group.db_subnet_group_name(), Some("dbs-db"));
+    let mut subnets: Vec<String> = group
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_identifier().map(str::to_string))
+        .collect();
+    subnets.sort();
+    let mut private: Vec<String> = net["privateSubnetIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    private.sort();
+    assert_eq!(subnets, private);
+    assert_eq!(tag(&db, STACK_TAG), Some("dbs"));
+    assert_eq!(tag(&db, TIER_TAG), Some("data"));
+    assert_eq!(tag(&db, CREATED_BY_TAG), Some("run-a"));
+    assert_eq!(tag(&db, NAME_TAG), Some("dbs-db"));
+
+    // The password lives in Secrets Manager only; outputs carry the ARN.
+    let secret_arn = db
+        .master_user_secret()
+        .and_then(|s| s.secret_arn())
+        .expect("a managed secret")
+        .to_string();
+    assert_eq!(last.outputs["secretArn"], Value::String(secret_arn.clone()));
+    assert_eq!(last.outputs["databaseName"], "metabase");
+    assert_eq!(last.outputs["username"], "metabase");
+    assert!(last.outputs["endpoint"].is_string());
+    let sm = aws_sdk_secretsmanager::Client::new(&env.config);
+    let secret = sm
+        .get_secret_value()
+        .secret_id(&secret_arn)
+        .send()
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_str(secret.secret_string().unwrap()).unwrap();
+    let password = value["password"]
+        .as_str()
+        .expect("a password in the secret")
+        .to_string();
+    assert!(password.len() >= 8);
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&outcomes).unwrap(),
+        serde_json::to_string(&d.inputs).unwrap()
+    );
+    assert!(
+        !everything.contains(&password),
+        "the password is in an outcome or event"
+    );
+    assert!(
+        !logs.text().contains(&password),
+        "the password is in the logs"
+    );
+    assert!(
+        logs.text().contains("tier event"),
+        "the capture saw the tier's logs"
+    );
+
+    // The second apply: zero mutating calls, ready at once.
+    env.log.clear();
+    let again = d
+        .call(Verb::Apply, &spec, "run-b", Scope::Stack)
+        .await
+        .unwrap();
+    assert_eq!(env.log.mutating(), vec![]);
+    assert_eq!(again.state, State::Ready);
+    assert!(!again.changed(), "{:?}", again.changes);
+}
+
+#[tokio::test]
+async fn changes_in_place_make_exactly_one_modify_call_and_refuse_what_cannot_change() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("grow");
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    d.apply(&spec, "run-a").await;
+
+    spec.database.instance_class = "db.t4g.small".into();
+    spec.database.storage_gib = 30;
+    spec.database.backup_retention_days = 14;
+    env.log.clear();
+    let o = d
+        .call(Verb::Apply, &spec, "run-b", Scope::Stack)
+        .await
+        .unwrap();
+    let mutating: Vec<String> = env
+        .log
+        .mutating()
+        .iter()
+        .map(|c| c.operation.clone())
+        .collect();
+    assert_eq!(mutating, vec!["ModifyDBInstance"]);
+    let updates: Vec<_> = o
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Update)
+        .collect();
+    assert_eq!(updates.len(), 1);
+    assert!(
+        updates[0]
+            .detail
+            .contains("class db.t4g.micro → db.t4g.small"),
+        "{}",
+        updates[0].detail
+    );
+    assert!(
+        updates[0].detail.contains("storage 20 → 30 GiB"),
+        "{}",
+        updates[0].detail
+    );
+    assert!(
+        updates[0].detail.contains("backup retention 7 → 14 days"),
+        "{}",
+        updates[0].detail
+    );
+    let db = instance(&env, "grow-db").await.unwrap();
+    assert_eq!(db.db_instance_class(), Some("db.t4g.small"));
+    assert_eq!(db.allocated_storage(), Some(30));
+    assert_eq!(db.backup_retention_period(), Some(14));
+
+    for (change, field) in [
+        ("shrink", "database.storageGib"),
+        ("downgrade", "database.engineVersion"),
+    ] {
+        let mut bad = spec.clone();
+        match change {
+            "shrink" => bad.database.storage_gib = 20,
+            _ => bad.database.engine_version = "16".into(),
+        }
+        env.log.clear();
+        match d.call(Verb::Apply, &bad, "run-c", Scope::Stack).await {
+            Err(TierError::Refused(msg)) => assert!(msg.contains(field), "{msg}"),
+            other => panic!("{change}: {other:?}"),
+        }
+        assert_eq!(env.log.mutating(), vec![], "{change} mutated");
+    }
+}
+
+#[test]
+fn readiness_follows_the_status() {
+    let seq: Vec<Readiness> = ["creating", "backing-up", "available"]
+        .iter()
+        .map(|s| readiness("db-1", s, false))
+        .collect();
+    assert!(matches!(&seq[0], Readiness::Pending(m) if m.contains("creating")));
+    assert!(matches!(&seq[1], Readiness::Pending(m) if m.contains("backing-up")));
+    assert_eq!(seq[2], Readiness::Ready);
+    for s in [
+        "failed",
+        "incompatible-parameters",
+        "storage-full",
+        "inaccessible-encryption-credentials",
+    ] {
+        assert!(
+            matches!(readiness("db-1", s, false), Readiness::Failed(m) if m.contains(s)),
+            "{s}"
+        );
+    }
+    assert_eq!(readiness("db-1", "stopped", true), Readiness::Ready);
+    assert!(matches!(
+        readiness("db-1", "stopped", false),
+        Readiness::Pending(_)
+    ));
+    assert!(matches!(
+        readiness("db-1", "available", true),
+        Readiness::Pending(_)
+    ));
+    assert_eq!(
+        readiness("db-1", "storage-optimization", false),
+        Readiness::Ready
+    );
+}
+
+#[tokio::test]
+async fn pause_then_resume_round_trips_the_instance() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("nap");
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    d.apply(&spec, "run-a").await;
+    spec.paused = true;
+    let paused = d.apply(&spec, "run-pause").await;
+    assert!(paused[0]
+        .changes
+        .iter()
+        .any(|c| c.detail == "stop (paused)"));
+    assert_eq!(
+        instance(&env, "nap-db").await.unwrap().db_instance_status(),
+        Some("stopped")
+    );
+    assert_eq!(paused.last().unwrap().state, State::Ready);
+    // A scheduled re-pause of a paused stack changes nothing.
+    env.log.clear();
+    d.apply(&spec, "run-pause-again").await;
+    assert_eq!(env.log.mutating(), vec![]);
+    spec.paused = false;
+    let resumed = d.apply(&spec, "run-resume").await;
+    assert!(resumed[0]
+        .changes
+        .iter()
+        .any(|c| c.detail == "start (resumed)"));
+    assert_eq!(
+        instance(&env, "nap-db").await.unwrap().db_instance_status(),
+        Some("available")
+    );
+}
+
+#[tokio::test]
+async fn destroy_keeps_a_tagged_final_snapshot_and_leaves_nothing_else() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("bye");
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    d.apply(&spec, "run-a").await;
+    let outcomes = d
+        .settle(
+            Verb::Destroy,
+            Verb::Destroy,
+            &spec,
+            "run-destroy",
+            Scope::Stack,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.last().unwrap().state, State::Gone);
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    assert!(instance(&env, "bye-db").await.is_none());
+    assert!(rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("bye-db")
+        .send()
+        .await
+        .is_err());
+    let snaps = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("bye-db")
+        .send()
+        .await
+        .unwrap();
+    let finals: Vec<_> = snaps
+        .db_snapshots()
+        .iter()
+        .filter(|s| {
+            s.db_snapshot_identifier()
+                .unwrap_or("")
+                .starts_with("bye-final-")
+        })
+        .collect();
+    assert_eq!(finals.len(), 1, "{:?}", snaps.db_snapshots());
+    let tags: Vec<(Option<&str>, Option<&str>)> = finals[0]
+        .tag_list()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert!(tags.contains(&(Some(STACK_TAG), Some("bye"))), "{tags:?}");
+    let delete = outcomes[0]
+        .changes
+        .iter()
+        .find(|c| c.kind == "db-instance")
+        .unwrap();
+    assert!(
+        delete
+            .detail
+            .contains(finals[0].db_snapshot_identifier().unwrap()),
+        "{}",
+        delete.detail
+    );
+}
+
+#[tokio::test]
+async fn destroy_refuses_while_deletion_protection_is_on_and_deletes_nothing() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("safe");
+    spec.database.deletion_protection = true;
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    d.apply(&spec, "run-a").await;
+    env.log.clear();
+    match d
+        .call(Verb::Destroy, &spec, "run-destroy", Scope::Stack)
+        .await
+    {
+        Err(e @ TierError::Refused(_)) => {
+            assert_eq!(e.name(), "Mbstack.Refused");
+            assert!(e.to_string().contains("database.deletionProtection"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(env.log.mutating(), vec![]);
+    assert!(instance(&env, "safe-db").await.is_some());
+}
+
+#[tokio::test]
+async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("fresh");
+    let d = Data {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    d.apply(&spec, "run-new").await;
+    // A rollback of another run leaves the DB alone.
+    let other = d
+        .settle(Verb::Destroy, Verb::Destroy, &spec, "run-other", Scope::Run)
+        .await
+        .unwrap();
+    assert!(other.iter().all(|o| o.changes.is_empty()));
+    assert!(instance(&env, "fresh-db").await.is_some());
+    // The rollback of the run that created it: no snapshot, the data is new.
+    let rolled = d
+        .settle(Verb::Destroy, Verb::Destroy, &spec, "run-new", Scope::Run)
+        .await
+        .unwrap();
+    let delete = rolled[0]
+        .changes
+        .iter()
+        .find(|c| c.kind == "db-instance")
+        .unwrap();
+    assert!(
+        delete.detail.starts_with("no final snapshot"),
+        "{}",
+        delete.detail
+    );
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let snaps = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("fresh-db")
+        .send()
+        .await
+        .unwrap();
+    assert!(snaps
+        .db_snapshots()
+        .iter()
+        .all(|s| s.snapshot_type() != Some("manual")));
+    assert!(instance(&env, "fresh-db").await.is_none());
+}
