@@ -1,11 +1,207 @@
-//! mbstack-loadbalancer: not built yet. Every verb answers with a clear
-//! `Mbstack.NotImplemented` error instead of pretending to work.
+//! mbstack-loadbalancer: the internet-facing ALB, its target group and listeners.
+//! The target group is attached to a listener in the same apply, before the app
+//! tier's service references it.
 
-use mbstack_core::{not_implemented, Aws, Event, Outcome, Tier, TierError};
+mod listeners;
+mod load_balancer;
+mod tags;
+mod target_group;
 
-pub async fn handle(event: Event, _aws: &Aws) -> Result<Outcome, TierError> {
-    Err(not_implemented(
-        Tier::LoadBalancer,
-        &format!("{:?}", event.verb).to_lowercase(),
-    ))
+pub use listeners::SSL_POLICY;
+pub use load_balancer::{readiness, Readiness};
+pub use target_group::{
+    DEREGISTRATION_DELAY, HEALTHY_THRESHOLD, HEALTH_INTERVAL, HEALTH_PATH, HEALTH_TIMEOUT, PORT,
+    UNHEALTHY_THRESHOLD,
+};
+
+use aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
+use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::work::{input_list, input_str, object};
+use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
+use serde_json::{json, Map, Value};
+
+/// An ALB takes 2–3 minutes to become active.
+const POLL_SECONDS: u32 = 15;
+
+pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
+    event.spec.validate()?;
+    let elb = client!(aws_sdk_elasticloadbalancingv2, aws);
+    let w = |dry_run| Work::new(Tier::LoadBalancer, &event.spec, &event.run, dry_run);
+    match event.verb {
+        Verb::Plan => Box::pin(converge(&elb, w(true), &event, false)).await,
+        Verb::Apply => Box::pin(converge(&elb, w(false), &event, false)).await,
+        Verb::Check => Box::pin(converge(&elb, w(true), &event, true)).await,
+        Verb::Destroy => Box::pin(destroy(&elb, w(false))).await,
+    }
+}
+
+fn outputs(
+    w: &Work<'_>,
+    lb: Option<&LoadBalancer>,
+    tg: Option<&str>,
+    listeners: &[(i32, Option<String>)],
+) -> Map<String, Value> {
+    let Some(lb) = lb else {
+        return Map::new();
+    };
+    let scheme = if w.spec.load_balancer.certificate_arn.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let listener = |port: i32| {
+        listeners
+            .iter()
+            .find(|(p, _)| *p == port)
+            .and_then(|(_, a)| a.clone())
+    };
+    object(json!({
+        "url": lb.dns_name().map(|d| format!("{scheme}://{d}")),
+        "loadBalancerArn": lb.load_balancer_arn(),
+        "dnsName": lb.dns_name(),
+        "canonicalHostedZoneId": lb.canonical_hosted_zone_id(),
+        "targetGroupArn": tg,
+        "httpListenerArn": listener(80),
+        "httpsListenerArn": listener(443),
+        "listenerArns": listeners.iter().filter_map(|(_, a)| a.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+/// Plan, apply, and (read-only) check: target group → ALB → listeners.
+async fn converge(
+    elb: &Client,
+    mut w: Work<'_>,
+    event: &Event,
+    checking: bool,
+) -> Result<Outcome, TierError> {
+    let net = event.input(Tier::Network);
+    let vpc = input_str(net, "vpcId");
+    let subnets = input_list(net, "publicSubnetIds");
+    let sg = input_str(net, "lbSecurityGroupId");
+    if !w.dry_run && (vpc.is_none() || subnets.is_none() || sg.is_none()) {
+        return Err(TierError::Terminal(
+            "the load balancer tier needs the network tier's outputs (inputs.network.vpcId, publicSubnetIds, lbSecurityGroupId): apply the network first".into(),
+        ));
+    }
+    let tg = target_group::ensure(elb, &mut w, vpc.as_deref()).await?;
+    let tg_arn = tg
+        .as_ref()
+        .and_then(|t| t.target_group_arn())
+        .map(str::to_string);
+    let lb = load_balancer::ensure(elb, &mut w, subnets.as_deref(), sg.as_deref()).await?;
+    let lb_arn = lb
+        .as_ref()
+        .and_then(|l| l.load_balancer_arn())
+        .map(str::to_string);
+    let listeners = listeners::ensure(elb, &mut w, lb_arn.as_deref(), tg_arn.as_deref()).await?;
+    let out = outputs(&w, lb.as_ref(), tg_arn.as_deref(), &listeners);
+    let n = w.changed();
+    if w.dry_run && !checking {
+        return Ok(w.outcome(
+            State::Ready,
+            format!("plan: {n} change(s) to the load balancer"),
+            0,
+            out,
+        ));
+    }
+    if checking && n > 0 {
+        let what: Vec<String> = w
+            .changes
+            .iter()
+            .filter(|c| c.action != mbstack_core::Action::None)
+            .map(|c| format!("{} {}", c.kind, c.id))
+            .collect();
+        w.changes.clear();
+        return Ok(w.outcome(
+            State::Pending,
+            format!("waiting for {}", what.join(", ")),
+            POLL_SECONDS,
+            out,
+        ));
+    }
+    if checking {
+        w.changes.clear();
+    }
+    // A freshly created ALB is `provisioning`: re-read its state.
+    let state = match (&lb_arn, &lb) {
+        (Some(arn), Some(l))
+            if l.state().and_then(|s| s.code())
+                != Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerStateEnum::Active) =>
+        {
+            let fresh = elb
+                .describe_load_balancers()
+                .load_balancer_arns(arn)
+                .send()
+                .await
+                .map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancers", e))?;
+            fresh
+                .load_balancers()
+                .first()
+                .and_then(|l| l.state())
+                .cloned()
+        }
+        (_, Some(l)) => l.state().cloned(),
+        _ => None,
+    };
+    let name = mbstack_core::naming::alb_name(&w.spec.stack);
+    match readiness(
+        &name,
+        state.as_ref().and_then(|s| s.code()),
+        state.as_ref().and_then(|s| s.reason()),
+    ) {
+        Readiness::Ready => Ok(w.outcome(
+            State::Ready,
+            format!("load balancer ready ({n} change(s))"),
+            0,
+            out,
+        )),
+        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, POLL_SECONDS, out)),
+        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+    }
+}
+
+/// Listeners → ALB (wait until gone) → target group (pending while in use).
+async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    if let Some((lb, t)) = load_balancer::find(elb, &w).await? {
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+        // Refuse before deleting anything, not halfway through.
+        if w.owns(&t) && !w.dry_run {
+            let attrs = elb
+                .describe_load_balancer_attributes()
+                .load_balancer_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancerAttributes", e))?;
+            if attrs.attributes().iter().any(|a| {
+                a.key() == Some("deletion_protection.enabled") && a.value() == Some("true")
+            }) {
+                return Err(TierError::Refused(format!(
+                    "load balancer {} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy",
+                    lb.load_balancer_name().unwrap_or("")
+                )));
+            }
+        }
+        listeners::delete(elb, &mut w, &arn).await?;
+        if let Some(waiting) = load_balancer::delete(elb, &mut w).await? {
+            return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
+        }
+    }
+    match target_group::delete(elb, &mut w).await {
+        Ok(()) => {
+            let n = w.changes.len();
+            Ok(w.outcome(
+                State::Gone,
+                format!("load balancer gone ({n} resource(s) deleted now)"),
+                0,
+                Map::new(),
+            ))
+        }
+        Err(TierError::Retryable(why)) => Ok(w.outcome(
+            State::Pending,
+            format!("waiting: {why}"),
+            POLL_SECONDS,
+            Map::new(),
+        )),
+        Err(e) => Err(e),
+    }
 }

@@ -1,0 +1,60 @@
+//! ELBv2 tags: (key, value) pairs of any resource by ARN, and ours for creation.
+
+use std::collections::HashMap;
+
+use aws_sdk_elasticloadbalancingv2::types::Tag;
+use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::{aws_error, TierError, Work};
+
+pub(crate) type Pairs = Vec<(String, String)>;
+
+pub(crate) fn elb_tags(w: &Work<'_>, role: &str) -> Vec<Tag> {
+    w.tags(role)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Tags of up to 20 resources per call, by ARN.
+pub(crate) async fn of(elb: &Client, arns: &[String]) -> Result<HashMap<String, Pairs>, TierError> {
+    let mut out = HashMap::new();
+    for chunk in arns.chunks(20) {
+        let r = elb
+            .describe_tags()
+            .set_resource_arns(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:DescribeTags", e))?;
+        for d in r.tag_descriptions() {
+            let pairs = d
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or("").to_string(),
+                        t.value().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            out.insert(d.resource_arn().unwrap_or("").to_string(), pairs);
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a resource with our deterministic name that is not tagged as ours.
+pub(crate) fn ensure_ours(
+    w: &Work<'_>,
+    what: &str,
+    name: &str,
+    tags: &Pairs,
+) -> Result<(), TierError> {
+    if w.is_ours(tags) {
+        Ok(())
+    } else {
+        Err(TierError::Terminal(format!(
+            "a {what} named {name} exists but is not tagged as stack {}'s: mbstack will not touch it; rename the stack",
+            w.spec.stack
+        )))
+    }
+}

@@ -1,0 +1,518 @@
+//! The load balancer tier against the emulator: every attribute, health-check
+//! setting and listener action, both layouts and the switch between them,
+//! idempotence, destroy (pending while the target group is in use), and
+//! deletion protection.
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    ActionTypeEnum, Listener, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, TargetTypeEnum,
+};
+use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::naming::{CREATED_BY_TAG, STACK_TAG, TIER_TAG};
+use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_loadbalancer as lbt;
+use mbstack_tests::{network_inputs, settle, TestEnv};
+use serde_json::{Map, Value};
+
+/// A certificate in the emulator's ACM (ELBv2 checks that it exists).
+async fn certificate(env: &TestEnv) -> String {
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    let out = acm
+        .request_certificate()
+        .domain_name("metabase.example.com")
+        .send()
+        .await
+        .unwrap();
+    out.certificate_arn().unwrap().to_string()
+}
+
+struct Lb<'a> {
+    env: &'a TestEnv,
+    inputs: Map<String, Value>,
+}
+
+impl Lb<'_> {
+    async fn call(
+        &self,
+        verb: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Result<Outcome, TierError> {
+        let mut event = Event::new(verb, spec.clone(), run, scope);
+        event.inputs = self.inputs.clone();
+        let payload = serde_json::to_value(&event).unwrap();
+        let aws = self.env.aws();
+        mbstack_core::lambda::dispatch(&payload, |ev| lbt::handle(ev, &aws)).await
+    }
+
+    async fn settle(
+        &self,
+        first: Verb,
+        then: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Vec<Outcome> {
+        settle(|verb| self.call(verb, spec, run, scope), first, then, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{first:?}: {e}"))
+    }
+
+    fn elb(&self) -> Client {
+        Client::new(&self.env.config)
+    }
+}
+
+fn out<'a>(o: &'a Outcome, key: &str) -> &'a str {
+    o.outputs
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {key} in {:?}", o.outputs))
+}
+
+async fn listeners(elb: &Client, lb_arn: &str) -> Vec<Listener> {
+    let mut l = elb
+        .describe_listeners()
+        .load_balancer_arn(lb_arn)
+        .send()
+        .await
+        .unwrap()
+        .listeners()
+        .to_vec();
+    l.sort_by_key(|x| x.port());
+    l
+}
+
+async fn tags(elb: &Client, arn: &str) -> Vec<(String, String)> {
+    let t = elb.describe_tags().resource_arns(arn).send().await.unwrap();
+    t.tag_descriptions()[0]
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect()
+}
+
+fn has(tags: &[(String, String)], k: &str, v: &str) -> bool {
+    tags.iter().any(|(a, b)| a == k && b == v)
+}
+
+fn assert_http_layout(l: &[Listener], tg: &str) {
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0].port(), Some(80));
+    assert_eq!(l[0].protocol().map(|p| p.as_str()), Some("HTTP"));
+    let a = l[0].default_actions();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].r#type(), Some(&ActionTypeEnum::Forward));
+    assert_eq!(a[0].target_group_arn(), Some(tg));
+}
+
+fn assert_https_layout(l: &[Listener], tg: &str, cert: &str) {
+    assert_eq!(l.len(), 2, "{l:?}");
+    let (http, https) = (&l[0], &l[1]);
+    assert_eq!((http.port(), https.port()), (Some(80), Some(443)));
+    assert_eq!(https.protocol().map(|p| p.as_str()), Some("HTTPS"));
+    assert_eq!(https.ssl_policy(), Some(lbt::SSL_POLICY));
+    assert_eq!(
+        https
+            .certificates()
+            .first()
+            .and_then(|c| c.certificate_arn()),
+        Some(cert)
+    );
+    assert_eq!(
+        https.default_actions()[0].r#type(),
+        Some(&ActionTypeEnum::Forward)
+    );
+    assert_eq!(https.default_actions()[0].target_group_arn(), Some(tg));
+    let redirect = &http.default_actions()[0];
+    assert_eq!(redirect.r#type(), Some(&ActionTypeEnum::Redirect));
+    let r = redirect.redirect_config().expect("redirect config");
+    assert_eq!(
+        (r.protocol(), r.port(), r.status_code().map(|s| s.as_str())),
+        (Some("HTTPS"), Some("443"), Some("HTTP_301"))
+    );
+}
+
+#[tokio::test]
+async fn http_layout_has_every_setting_and_a_second_apply_changes_nothing() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("web");
+    let lb = Lb {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let net = lb.inputs["network"].clone();
+    let outcomes = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await;
+    let last = outcomes.last().unwrap();
+    assert_eq!(last.state, State::Ready);
+    let elb = lb.elb();
+
+    let lb_arn = out(last, "loadBalancerArn");
+    let desc = elb
+        .describe_load_balancers()
+        .load_balancer_arns(lb_arn)
+        .send()
+        .await
+        .unwrap();
+    let alb = &desc.load_balancers()[0];
+    assert_eq!(alb.load_balancer_name(), Some("web-alb"));
+    assert_eq!(alb.scheme(), Some(&LoadBalancerSchemeEnum::InternetFacing));
+    assert_eq!(alb.r#type(), Some(&LoadBalancerTypeEnum::Application));
+    assert_eq!(
+        alb.security_groups(),
+        [net["lbSecurityGroupId"].as_str().unwrap().to_string()]
+    );
+    let mut subnets: Vec<&str> = alb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id())
+        .collect();
+    subnets.sort();
+    let mut public: Vec<&str> = net["publicSubnetIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    public.sort();
+    assert_eq!(subnets, public);
+    let attrs = elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(lb_arn)
+        .send()
+        .await
+        .unwrap();
+    let attr = |k: &str| {
+        attrs
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some(k))
+            .and_then(|a| a.value())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        attr("routing.http.drop_invalid_header_fields.enabled").as_deref(),
+        Some("true")
+    );
+    assert_eq!(attr("idle_timeout.timeout_seconds").as_deref(), Some("60"));
+    assert_eq!(
+        attr("deletion_protection.enabled").as_deref(),
+        Some("false")
+    );
+    let t = tags(&elb, lb_arn).await;
+    assert!(
+        has(&t, STACK_TAG, "web")
+            && has(&t, TIER_TAG, "loadbalancer")
+            && has(&t, CREATED_BY_TAG, "run-a"),
+        "{t:?}"
+    );
+
+    let tg_arn = out(last, "targetGroupArn");
+    let tgs = elb
+        .describe_target_groups()
+        .target_group_arns(tg_arn)
+        .send()
+        .await
+        .unwrap();
+    let tg = &tgs.target_groups()[0];
+    assert_eq!(tg.target_group_name(), Some("web-tg"));
+    assert_eq!(tg.protocol().map(|p| p.as_str()), Some("HTTP"));
+    assert_eq!(tg.port(), Some(3000));
+    assert_eq!(tg.target_type(), Some(&TargetTypeEnum::Ip));
+    assert_eq!(tg.vpc_id(), net["vpcId"].as_str());
+    assert_eq!(tg.health_check_path(), Some("/api/health"));
+    assert_eq!(tg.health_check_interval_seconds(), Some(30));
+    assert_eq!(tg.health_check_timeout_seconds(), Some(10));
+    assert_eq!(tg.healthy_threshold_count(), Some(2));
+    assert_eq!(tg.unhealthy_threshold_count(), Some(5));
+    assert_eq!(tg.matcher().and_then(|m| m.http_code()), Some("200"));
+    let tga = elb
+        .describe_target_group_attributes()
+        .target_group_arn(tg_arn)
+        .send()
+        .await
+        .unwrap();
+    let tattr = |k: &str| {
+        tga.attributes()
+            .iter()
+            .find(|a| a.key() == Some(k))
+            .and_then(|a| a.value())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        tattr("deregistration_delay.timeout_seconds").as_deref(),
+        Some("30")
+    );
+    assert_eq!(tattr("stickiness.enabled").as_deref(), Some("false"));
+
+    let l = listeners(&elb, lb_arn).await;
+    assert_http_layout(&l, tg_arn);
+    assert!(has(
+        &tags(&elb, l[0].listener_arn().unwrap()).await,
+        STACK_TAG,
+        "web"
+    ));
+    assert_eq!(
+        out(last, "url"),
+        format!("http://{}", alb.dns_name().unwrap())
+    );
+    assert_eq!(out(last, "httpListenerArn"), l[0].listener_arn().unwrap());
+    assert!(last.outputs["canonicalHostedZoneId"].is_string());
+
+    env.log.clear();
+    let again = lb
+        .call(Verb::Apply, &spec, "run-b", Scope::Stack)
+        .await
+        .unwrap();
+    assert_eq!(env.log.mutating(), vec![]);
+    assert!(!again.changed(), "{:?}", again.changes);
+    assert_eq!(again.state, State::Ready);
+    let plan = lb
+        .call(Verb::Plan, &spec, "run-p", Scope::Stack)
+        .await
+        .unwrap();
+    assert!(!plan.changed());
+}
+
+#[tokio::test]
+async fn certificate_switches_the_listener_layout_both_ways() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("tls");
+    let lb = Lb {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let first = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await;
+    let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
+    let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
+    let elb = lb.elb();
+
+    let cert = certificate(&env).await;
+    spec.load_balancer.certificate_arn = Some(cert.clone());
+    let o = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-b", Scope::Stack)
+        .await;
+    assert_https_layout(&listeners(&elb, &lb_arn).await, &tg_arn, &cert);
+    let kinds: Vec<(&str, Action)> = o[0]
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::None)
+        .map(|c| (c.kind.as_str(), c.action))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("listener", Action::Create), ("listener", Action::Update)]
+    );
+    assert!(out(o.last().unwrap(), "url").starts_with("https://"));
+    env.log.clear();
+    let again = lb
+        .call(Verb::Apply, &spec, "run-c", Scope::Stack)
+        .await
+        .unwrap();
+    assert_eq!(env.log.mutating(), vec![], "{:?}", again.changes);
+
+    spec.load_balancer.certificate_arn = None;
+    lb.settle(Verb::Apply, Verb::Check, &spec, "run-d", Scope::Stack)
+        .await;
+    assert_http_layout(&listeners(&elb, &lb_arn).await, &tg_arn);
+}
+
+#[tokio::test]
+async fn drifted_attributes_are_planned_and_repaired() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("drift");
+    let lb = Lb {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let first = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await;
+    let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
+    let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
+    let elb = lb.elb();
+    elb.modify_load_balancer_attributes()
+        .load_balancer_arn(&lb_arn)
+        .attributes(
+            aws_sdk_elasticloadbalancingv2::types::LoadBalancerAttribute::builder()
+                .key("idle_timeout.timeout_seconds")
+                .value("5")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    elb.modify_target_group()
+        .target_group_arn(&tg_arn)
+        .health_check_path("/")
+        .send()
+        .await
+        .unwrap();
+    let plan = lb
+        .call(Verb::Plan, &spec, "run-p", Scope::Stack)
+        .await
+        .unwrap();
+    let changed: Vec<(&str, &str)> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Update)
+        .map(|c| (c.kind.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(
+        changed
+            .iter()
+            .any(|(k, d)| *k == "target-group" && d.contains("health path / → /api/health")),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .iter()
+            .any(|(k, d)| *k == "load-balancer" && d.contains("idle_timeout.timeout_seconds → 60")),
+        "{changed:?}"
+    );
+    lb.settle(Verb::Apply, Verb::Check, &spec, "run-fix", Scope::Stack)
+        .await;
+    env.log.clear();
+    let plan = lb
+        .call(Verb::Plan, &spec, "run-p2", Scope::Stack)
+        .await
+        .unwrap();
+    assert!(!plan.changed(), "{:?}", plan.changes);
+}
+
+#[tokio::test]
+async fn destroy_waits_while_the_target_group_is_in_use_then_leaves_nothing() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("gone");
+    let lb = Lb {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let first = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await;
+    let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
+    let elb = lb.elb();
+    // Someone else's load balancer forwards to our target group.
+    let net = &lb.inputs["network"];
+    let subnets: Vec<String> = net["publicSubnetIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let other = elb
+        .create_load_balancer()
+        .name("someone-else")
+        .set_subnets(Some(subnets))
+        .send()
+        .await
+        .unwrap();
+    let other_arn = other.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let foreign = elb
+        .create_listener()
+        .load_balancer_arn(&other_arn)
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .default_actions(
+            aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg_arn)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let mut pending = None;
+    for _ in 0..3 {
+        let o = lb
+            .call(Verb::Destroy, &spec, "run-destroy", Scope::Stack)
+            .await
+            .expect("in use is not a failure");
+        if o.state == State::Pending && o.message.contains("ResourceInUse") {
+            pending = Some(o);
+            break;
+        }
+    }
+    let pending = pending.expect("destroy reports pending while the target group is in use");
+    assert!(
+        pending.message.contains("DeleteTargetGroup"),
+        "{}",
+        pending.message
+    );
+    elb.delete_listener()
+        .listener_arn(foreign.listeners()[0].listener_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let done = lb
+        .settle(
+            Verb::Destroy,
+            Verb::Destroy,
+            &spec,
+            "run-destroy",
+            Scope::Stack,
+        )
+        .await;
+    assert_eq!(done.last().unwrap().state, State::Gone);
+
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    let names: Vec<&str> = lbs
+        .load_balancers()
+        .iter()
+        .filter_map(|l| l.load_balancer_name())
+        .collect();
+    assert_eq!(names, vec!["someone-else"]);
+    let tgs = elb.describe_target_groups().send().await.unwrap();
+    assert!(tgs.target_groups().is_empty());
+    assert!(listeners(&elb, &other_arn).await.is_empty());
+}
+
+#[tokio::test]
+async fn deletion_protection_refuses_destroy_before_anything_is_deleted() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("keep");
+    spec.load_balancer.deletion_protection = true;
+    let lb = Lb {
+        env: &env,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let first = lb
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await;
+    let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
+    env.log.clear();
+    match lb
+        .call(Verb::Destroy, &spec, "run-destroy", Scope::Stack)
+        .await
+    {
+        Err(TierError::Refused(m)) => assert!(m.contains("loadBalancer.deletionProtection"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(env.log.mutating(), vec![]);
+    assert_eq!(listeners(&lb.elb(), &lb_arn).await.len(), 1);
+}
+
+#[test]
+fn readiness_of_states() {
+    use aws_sdk_elasticloadbalancingv2::types::LoadBalancerStateEnum as S;
+    assert_eq!(
+        lbt::readiness("a", Some(&S::Active), None),
+        lbt::Readiness::Ready
+    );
+    assert!(
+        matches!(lbt::readiness("a", Some(&S::Provisioning), None), lbt::Readiness::Pending(m) if m.contains("provisioning"))
+    );
+    assert!(
+        matches!(lbt::readiness("a", Some(&S::Failed), Some("no capacity")), lbt::Readiness::Failed(m) if m.contains("no capacity"))
+    );
+}
