@@ -1,11 +1,290 @@
-//! mbstack-app: not built yet. Every verb answers with a clear
-//! `Mbstack.NotImplemented` error instead of pretending to work.
+//! mbstack-app: Metabase on ECS Fargate — log group, IAM roles, the encryption
+//! key secret, the cluster, the task definition, the service and optional
+//! autoscaling. Only secret ARNs appear in outputs; values stay in Secrets Manager.
 
-use mbstack_core::{not_implemented, Aws, Event, Outcome, Tier, TierError};
+mod autoscaling;
+mod cluster;
+mod ecs_tags;
+mod iam;
+mod logs;
+mod names;
+mod secret;
+mod service;
+mod task_definition;
 
-pub async fn handle(event: Event, _aws: &Aws) -> Result<Outcome, TierError> {
-    Err(not_implemented(
-        Tier::App,
-        &format!("{:?}", event.verb).to_lowercase(),
+pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};
+pub use service::{
+    readiness, Readiness, HEALTH_CHECK_GRACE_SECONDS, PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
+};
+pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
+
+use mbstack_core::work::{input_list, input_str, object};
+use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
+use serde_json::{json, Map, Value};
+
+/// ECS deployments take minutes (Metabase's start and health checks).
+const POLL_SECONDS: u32 = 20;
+
+struct Clients {
+    ecs: aws_sdk_ecs::Client,
+    iam: aws_sdk_iam::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    sm: aws_sdk_secretsmanager::Client,
+    aas: aws_sdk_applicationautoscaling::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    region: String,
+}
+
+pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
+    event.spec.validate()?;
+    let c = Clients {
+        ecs: client!(aws_sdk_ecs, aws),
+        iam: client!(aws_sdk_iam, aws),
+        logs: client!(aws_sdk_cloudwatchlogs, aws),
+        sm: client!(aws_sdk_secretsmanager, aws),
+        aas: client!(aws_sdk_applicationautoscaling, aws),
+        elb: client!(aws_sdk_elasticloadbalancingv2, aws),
+        region: aws
+            .config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into()),
+    };
+    let w = |dry_run| Work::new(Tier::App, &event.spec, &event.run, dry_run);
+    match event.verb {
+        Verb::Plan => Box::pin(converge(&c, w(true), &event)).await,
+        Verb::Apply => Box::pin(converge(&c, w(false), &event)).await,
+        Verb::Check => Box::pin(check(&c, w(true))).await,
+        Verb::Destroy => Box::pin(destroy(&c, w(false))).await,
+    }
+}
+
+async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
+    let net = event.input(Tier::Network);
+    let data = event.input(Tier::Data);
+    let lb = event.input(Tier::LoadBalancer);
+    let subnets = input_list(net, "privateSubnetIds");
+    let sg = input_str(net, "appSecurityGroupId");
+    let tg = input_str(lb, "targetGroupArn");
+    let db = match (
+        input_str(data, "endpoint"),
+        data.and_then(|d| d.get("port")),
+        input_str(data, "secretArn"),
+    ) {
+        (Some(host), Some(port), Some(secret_arn)) => Some(task_definition::DbInputs {
+            host,
+            port: port
+                .as_i64()
+                .map(|p| p.to_string())
+                .or_else(|| port.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            name: input_str(data, "databaseName").unwrap_or_else(|| "metabase".into()),
+            user: input_str(data, "username").unwrap_or_else(|| "metabase".into()),
+            secret_arn,
+        }),
+        _ => None,
+    };
+    if !w.dry_run {
+        let mut missing = Vec::new();
+        if subnets.is_none() || sg.is_none() {
+            missing.push("network (privateSubnetIds, appSecurityGroupId)");
+        }
+        if db.is_none() {
+            missing.push("data (endpoint, port, secretArn)");
+        }
+        if tg.is_none() {
+            missing.push("loadbalancer (targetGroupArn)");
+        }
+        if !missing.is_empty() {
+            return Err(TierError::Terminal(format!(
+                "the app tier needs the outputs of {} in inputs: apply those tiers first",
+                missing.join(", ")
+            )));
+        }
+    }
+
+    let log_group = logs::ensure(&c.logs, &mut w).await?;
+    let key = secret::ensure(&c.sm, &mut w).await?;
+    let secret_arns = match (&db, &key) {
+        (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
+        _ => None,
+    };
+    let (exec_role, task_role) = iam::ensure(&c.iam, &mut w, secret_arns.as_deref()).await?;
+    let cluster_arn = cluster::ensure(&c.ecs, &mut w).await?;
+    let wanted = match (&db, &key, &exec_role, &task_role) {
+        (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(
+            &w,
+            db,
+            key,
+            (e, t),
+            &log_group,
+            &c.region,
+        )),
+        _ => None,
+    };
+    let (td, previous_td) = task_definition::ensure(&c.ecs, &mut w, wanted.as_ref()).await?;
+    let placement = match (subnets, sg, tg) {
+        (Some(subnets), Some(security_group), Some(target_group)) => Some(service::Placement {
+            subnets,
+            security_group,
+            target_group,
+        }),
+        _ => None,
+    };
+    let svc = service::ensure(
+        &c.ecs,
+        &mut w,
+        cluster_arn.as_deref(),
+        td.as_deref(),
+        placement.as_ref(),
+    )
+    .await?;
+    autoscaling::ensure(&c.aas, &mut w, svc.is_some()).await?;
+
+    let outputs = object(json!({
+        "clusterArn": cluster_arn,
+        "serviceArn": svc.as_ref().and_then(|s| s.service_arn()),
+        "taskDefinitionArn": td,
+        "previousTaskDefinitionArn": previous_td,
+        "logGroup": log_group,
+        "executionRoleArn": exec_role,
+        "taskRoleArn": task_role,
+        "encryptionKeySecretArn": key,
+    }));
+    let n = w.changed();
+    if w.dry_run {
+        return Ok(w.outcome(
+            State::Ready,
+            format!("plan: {n} change(s) to the app"),
+            0,
+            outputs,
+        ));
+    }
+    if n == 0 {
+        // Nothing changed: judge readiness now (a no-op repair run does not wait).
+        let checked = check(c, Work::new(Tier::App, w.spec, w.run, true)).await?;
+        let (state, message, retry) = (checked.state, checked.message, checked.retry_after_seconds);
+        return Ok(w.outcome(state, message, retry, outputs));
+    }
+    Ok(w.outcome(
+        State::Pending,
+        format!("app: {n} change(s) made; waiting for the service to settle"),
+        POLL_SECONDS,
+        outputs,
     ))
+}
+
+/// Read-only: the service runs the latest task definition, rollout COMPLETED,
+/// running == desired, and the target group reports that many healthy targets.
+async fn check(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
+    let Some((svc, _)) = service::find(&c.ecs, &w).await? else {
+        return Ok(w.outcome(
+            State::Pending,
+            "waiting for the ECS service to appear",
+            POLL_SECONDS,
+            Map::new(),
+        ));
+    };
+    let expected = task_definition::latest(&c.ecs, &w)
+        .await?
+        .and_then(|(td, _)| td.task_definition_arn().map(str::to_string));
+    let outputs = object(
+        json!({"serviceArn": svc.service_arn(), "taskDefinitionArn": svc.task_definition()}),
+    );
+    match readiness(&svc, expected.as_deref()) {
+        Readiness::Failed(why) => {
+            let reason = service::why_tasks_stop(&c.ecs, &w).await?;
+            Err(TierError::ResourceFailed(match reason {
+                Some(r) => format!("{why}: {r}"),
+                None => why,
+            }))
+        }
+        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Ready => {
+            let desired = svc.desired_count();
+            if desired > 0 {
+                let Some(tg) = svc
+                    .load_balancers()
+                    .first()
+                    .and_then(|l| l.target_group_arn())
+                else {
+                    return Ok(w.outcome(
+                        State::Pending,
+                        "waiting for the service's target group",
+                        POLL_SECONDS,
+                        outputs,
+                    ));
+                };
+                let health = c
+                    .elb
+                    .describe_target_health()
+                    .target_group_arn(tg)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("elasticloadbalancing:DescribeTargetHealth", e))?;
+                let healthy = health
+                    .target_health_descriptions()
+                    .iter()
+                    .filter(|d| {
+                        d.target_health()
+                            .and_then(|h| h.state())
+                            .map(|s| s.as_str())
+                            == Some("healthy")
+                    })
+                    .count();
+                if healthy != usize::try_from(desired).unwrap_or(0) {
+                    return Ok(w.outcome(
+                        State::Pending,
+                        format!("waiting for healthy targets: {healthy}/{desired} (Metabase answers /api/health once started)"),
+                        POLL_SECONDS,
+                        outputs,
+                    ));
+                }
+            }
+            Ok(w.outcome(
+                State::Ready,
+                format!("Metabase running: {desired} task(s) healthy"),
+                0,
+                outputs,
+            ))
+        }
+    }
+}
+
+/// Autoscaling → service (scale to 0, delete, wait until INACTIVE) → task
+/// definitions → cluster → roles → log group → encryption-key secret.
+async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    let service_owned = match service::find(&c.ecs, &w).await? {
+        Some((_, tags)) => w.owns(&tags),
+        None => w.run.scope == mbstack_core::Scope::Stack,
+    };
+    autoscaling::delete(&c.aas, &mut w, service_owned).await?;
+    if let Some(waiting) = service::delete(&c.ecs, &mut w).await? {
+        return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
+    }
+    let steps = async {
+        task_definition::delete(&c.ecs, &mut w).await?;
+        cluster::delete(&c.ecs, &mut w).await?;
+        iam::delete(&c.iam, &mut w).await?;
+        logs::delete(&c.logs, &mut w).await?;
+        secret::delete(&c.sm, &mut w).await
+    };
+    match steps.await {
+        Ok(()) => {
+            let n = w.changes.len();
+            Ok(w.outcome(
+                State::Gone,
+                format!("app gone ({n} change(s) now)"),
+                0,
+                Map::<String, Value>::new(),
+            ))
+        }
+        Err(TierError::Retryable(why)) => Ok(w.outcome(
+            State::Pending,
+            format!("waiting: {why}"),
+            POLL_SECONDS,
+            Map::new(),
+        )),
+        Err(e) => Err(e),
+    }
 }

@@ -1,0 +1,477 @@
+//! The ECS service `metabase`: private subnets, the app security group, no public
+//! IP, behind the target group on :3000.
+//!
+//! Health-check grace period: 1800 s. Metabase's first boot runs its database
+//! migrations before `/api/health` answers 200 — minutes on a small DB, 26 in one
+//! report — and ECS must not replace a task that is still migrating (a killed
+//! migration can leave a lock in the app DB). A broken image still fails fast: the
+//! circuit breaker counts tasks that stop, whatever the grace period.
+//!
+//! Deployments: minimum healthy 0 %, maximum 100 %, at every desired count: the old
+//! tasks stop before new ones start, so two Metabase versions never migrate one
+//! database at once (Metabase's own advice for upgrades). The price is a short
+//! outage during a deploy. The circuit breaker rolls a failed deployment back.
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration,
+    LoadBalancer, NetworkConfiguration, PropagateTags, Service, ServiceField, Tag,
+};
+use aws_sdk_ecs::Client;
+use mbstack_core::{aws_error, error_code, Action, Scope, TierError, Work};
+
+use crate::cluster;
+use crate::ecs_tags::{ecs_tags, pairs};
+use crate::names;
+use crate::task_definition::PORT;
+
+pub(crate) const KIND: &str = "ecs-service";
+pub const HEALTH_CHECK_GRACE_SECONDS: i32 = 1800;
+/// Tags that record an update, so that its rollback can put the service back.
+pub const PREVIOUS_TASK_DEFINITION_TAG: &str = "mbstack:previous-task-definition";
+pub const UPDATED_BY_TAG: &str = "mbstack:updated-by";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub subnets: Vec<String>,
+    pub security_group: String,
+    pub target_group: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Pending(String),
+    Failed(String),
+}
+
+pub(crate) async fn find(
+    ecs: &Client,
+    w: &Work<'_>,
+) -> Result<Option<(Service, Vec<(String, String)>)>, TierError> {
+    let out = match ecs
+        .describe_services()
+        .cluster(names::cluster(&w.spec.stack))
+        .services(names::SERVICE)
+        .include(ServiceField::Tags)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("ecs:DescribeServices", e)),
+    };
+    let Some(s) = out
+        .services()
+        .iter()
+        .find(|s| s.status() != Some("INACTIVE"))
+    else {
+        return Ok(None);
+    };
+    let tags = pairs(s.tags());
+    if !w.is_ours(&tags) {
+        return Err(TierError::Terminal(format!(
+            "ECS service {} exists but is not tagged as stack {}'s: mbstack will not touch it",
+            names::SERVICE,
+            w.spec.stack
+        )));
+    }
+    Ok(Some((s.clone(), tags)))
+}
+
+/// The desired count the spec asks for, given the service's current one (with
+/// autoscaling, the current count is kept while it is within min..max).
+fn desired(w: &Work<'_>, current: Option<i32>) -> i32 {
+    if w.spec.paused {
+        return 0;
+    }
+    match (&w.spec.app.autoscaling, current) {
+        (Some(a), Some(c)) if c > 0 => c.clamp(i32::from(a.min), i32::from(a.max)),
+        _ => i32::from(w.spec.app.desired_count),
+    }
+}
+
+fn network(p: &Placement) -> Result<NetworkConfiguration, TierError> {
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(p.subnets.clone()))
+        .security_groups(&p.security_group)
+        .assign_public_ip(AssignPublicIp::Disabled)
+        .build()
+        .map_err(|e| TierError::Terminal(format!("building the network configuration: {e}")))?;
+    Ok(NetworkConfiguration::builder()
+        .awsvpc_configuration(vpc)
+        .build())
+}
+
+fn deployment() -> DeploymentConfiguration {
+    DeploymentConfiguration::builder()
+        .minimum_healthy_percent(0)
+        .maximum_percent(100)
+        .deployment_circuit_breaker(
+            DeploymentCircuitBreaker::builder()
+                .enable(true)
+                .rollback(true)
+                .build(),
+        )
+        .build()
+}
+
+fn load_balancer(p: &Placement) -> LoadBalancer {
+    LoadBalancer::builder()
+        .target_group_arn(&p.target_group)
+        .container_name(names::CONTAINER)
+        .container_port(PORT)
+        .build()
+}
+
+/// Finds or creates the service and converges it toward the spec.
+pub(crate) async fn ensure(
+    ecs: &Client,
+    w: &mut Work<'_>,
+    cluster_arn: Option<&str>,
+    task_definition: Option<&str>,
+    placement: Option<&Placement>,
+) -> Result<Option<Service>, TierError> {
+    let found = match cluster_arn {
+        Some(_) => find(ecs, w).await?,
+        None => None,
+    };
+    let Some((svc, _)) = found else {
+        let want = desired(w, None);
+        let (Some(cluster), Some(td), Some(p), false) =
+            (cluster_arn, task_definition, placement, w.dry_run)
+        else {
+            w.record_named(
+                KIND,
+                names::SERVICE,
+                Action::Create,
+                format!("{want} task(s)"),
+            );
+            return Ok(None);
+        };
+        let out = ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(names::SERVICE)
+            .task_definition(td)
+            .desired_count(want)
+            .capacity_provider_strategy(cluster::strategy(w)?)
+            .platform_version("LATEST")
+            .network_configuration(network(p)?)
+            .load_balancers(load_balancer(p))
+            .health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS)
+            .deployment_configuration(deployment())
+            .propagate_tags(PropagateTags::Service)
+            .enable_ecs_managed_tags(true)
+            .enable_execute_command(false)
+            .set_tags(Some(ecs_tags(w, "metabase")))
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:CreateService", e))?;
+        let svc = out.service().cloned();
+        let arn = svc
+            .as_ref()
+            .and_then(|s| s.service_arn())
+            .unwrap_or(names::SERVICE)
+            .to_string();
+        w.record(KIND, arn, Action::Create, format!("{want} task(s) of {td}"));
+        return Ok(svc);
+    };
+
+    let arn = svc.service_arn().unwrap_or_default().to_string();
+    if svc.status() == Some("DRAINING") {
+        return Err(TierError::Retryable(format!(
+            "ECS service {arn} is draining (being deleted): apply again once it is gone"
+        )));
+    }
+    let mut call = ecs
+        .update_service()
+        .cluster(names::cluster(&w.spec.stack))
+        .service(names::SERVICE);
+    let mut steps = Vec::new();
+    let mut new_td = None;
+    if let Some(td) = task_definition {
+        if svc.task_definition() != Some(td) {
+            steps.push(format!(
+                "task definition {} → {td}",
+                svc.task_definition().unwrap_or("none")
+            ));
+            call = call.task_definition(td);
+            new_td = Some(td.to_string());
+        }
+    }
+    let want = desired(w, Some(svc.desired_count()));
+    if svc.desired_count() != want {
+        steps.push(format!("desired count {} → {want}", svc.desired_count()));
+        call = call.desired_count(want);
+    }
+    if let Some(p) = placement {
+        let vpc = svc
+            .network_configuration()
+            .and_then(|n| n.awsvpc_configuration());
+        let mut have_subnets: Vec<&str> = vpc
+            .map(|v| v.subnets().iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        have_subnets.sort();
+        let mut want_subnets: Vec<&str> = p.subnets.iter().map(String::as_str).collect();
+        want_subnets.sort();
+        let same = have_subnets == want_subnets
+            && vpc.map(|v| v.security_groups()) == Some(std::slice::from_ref(&p.security_group))
+            && vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Disabled);
+        if !same {
+            steps.push("network: private subnets, app security group, no public IP".into());
+            call = call.network_configuration(network(p)?);
+        }
+        let lb_ok = svc.load_balancers().len() == 1
+            && svc.load_balancers()[0].target_group_arn() == Some(p.target_group.as_str())
+            && svc.load_balancers()[0].container_port() == Some(PORT);
+        if !lb_ok {
+            steps.push(format!("target group → {}", p.target_group));
+            call = call.load_balancers(load_balancer(p));
+        }
+    }
+    let provider = svc
+        .capacity_provider_strategy()
+        .first()
+        .map(|c| c.capacity_provider());
+    if provider != Some(cluster::provider(w)) {
+        steps.push(format!(
+            "capacity {} → {}",
+            provider.unwrap_or("launch type"),
+            cluster::provider(w)
+        ));
+        call = call
+            .capacity_provider_strategy(cluster::strategy(w)?)
+            .force_new_deployment(true);
+    }
+    if svc.health_check_grace_period_seconds() != Some(HEALTH_CHECK_GRACE_SECONDS) {
+        steps.push(format!(
+            "health-check grace → {HEALTH_CHECK_GRACE_SECONDS} s"
+        ));
+        call = call.health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
+    }
+    let dc = svc.deployment_configuration();
+    let dc_ok = dc.and_then(|d| d.minimum_healthy_percent()) == Some(0)
+        && dc.and_then(|d| d.maximum_percent()) == Some(100)
+        && dc
+            .and_then(|d| d.deployment_circuit_breaker())
+            .map(|c| (c.enable(), c.rollback()))
+            == Some((true, true));
+    if !dc_ok {
+        steps.push("deployment: 0–100 %, circuit breaker with rollback".into());
+        call = call.deployment_configuration(deployment());
+    }
+    if steps.is_empty() {
+        w.record(
+            KIND,
+            &arn,
+            Action::None,
+            format!(
+                "{} task(s) of {}",
+                svc.desired_count(),
+                svc.task_definition().unwrap_or("")
+            ),
+        );
+        return Ok(Some(svc));
+    }
+    if !w.dry_run {
+        if let (Some(_), Some(previous)) = (&new_td, svc.task_definition()) {
+            // Recorded on the service itself, so this run's rollback can put it back.
+            ecs.tag_resource()
+                .resource_arn(&arn)
+                .tags(
+                    Tag::builder()
+                        .key(PREVIOUS_TASK_DEFINITION_TAG)
+                        .value(previous)
+                        .build(),
+                )
+                .tags(Tag::builder().key(UPDATED_BY_TAG).value(&w.run.id).build())
+                .send()
+                .await
+                .map_err(|e| aws_error("ecs:TagResource", e))?;
+        }
+        call.send()
+            .await
+            .map_err(|e| aws_error("ecs:UpdateService", e))?;
+    }
+    w.record(KIND, &arn, Action::Update, steps.join("; "));
+    Ok(Some(svc))
+}
+
+/// Whether the service runs what was deployed: ACTIVE, its primary deployment
+/// COMPLETED on `expected_td`, running == desired, and (read separately) that
+/// many healthy targets.
+pub fn readiness(svc: &Service, expected_td: Option<&str>) -> Readiness {
+    let arn = svc.service_arn().unwrap_or(names::SERVICE);
+    if svc.status() != Some("ACTIVE") {
+        return Readiness::Pending(format!(
+            "waiting for service {arn}: {}",
+            svc.status().unwrap_or("?")
+        ));
+    }
+    let Some(primary) = svc
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+    else {
+        return Readiness::Pending(format!(
+            "waiting for service {arn}: no primary deployment yet"
+        ));
+    };
+    let rollout = primary
+        .rollout_state()
+        .map(|r| r.as_str())
+        .unwrap_or("IN_PROGRESS");
+    if rollout == "FAILED" {
+        return Readiness::Failed(format!(
+            "the deployment of {} failed: {}",
+            primary.task_definition().unwrap_or("?"),
+            primary.rollout_state_reason().unwrap_or("no reason given")
+        ));
+    }
+    if let (Some(want), Some(td)) = (expected_td, svc.task_definition()) {
+        if want != td {
+            return Readiness::Failed(format!(
+                "ECS rolled the service back to {td}: the deployment of {want} failed"
+            ));
+        }
+    }
+    if rollout != "COMPLETED" || primary.task_definition() != svc.task_definition() {
+        return Readiness::Pending(format!(
+            "waiting for service {arn}: deployment {rollout}, {}/{} task(s) running",
+            primary.running_count(),
+            primary.desired_count()
+        ));
+    }
+    if svc.running_count() != svc.desired_count() {
+        return Readiness::Pending(format!(
+            "waiting for service {arn}: {}/{} task(s) running",
+            svc.running_count(),
+            svc.desired_count()
+        ));
+    }
+    Readiness::Ready
+}
+
+/// Why the most recent task of the service stopped, in a sentence a person can
+/// act on: the stopped reason, the container's reason and exit code (137 = OOM).
+pub(crate) async fn why_tasks_stop(
+    ecs: &Client,
+    w: &Work<'_>,
+) -> Result<Option<String>, TierError> {
+    let cluster = names::cluster(&w.spec.stack);
+    let listed = ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .service_name(names::SERVICE)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:ListTasks", e))?;
+    if listed.task_arns().is_empty() {
+        return Ok(None);
+    }
+    let tasks = ecs
+        .describe_tasks()
+        .cluster(&cluster)
+        .set_tasks(Some(listed.task_arns().iter().take(100).cloned().collect()))
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:DescribeTasks", e))?;
+    let Some(task) = tasks
+        .tasks()
+        .iter()
+        .max_by_key(|t| t.stopped_at().map(|d| d.secs()).unwrap_or(0))
+    else {
+        return Ok(None);
+    };
+    let mut why = format!(
+        "task {} stopped: {}",
+        task.task_arn()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or("?"),
+        task.stopped_reason().unwrap_or("no reason given")
+    );
+    if let Some(c) = task
+        .containers()
+        .iter()
+        .find(|c| c.name() == Some(names::CONTAINER))
+    {
+        if let Some(reason) = c.reason() {
+            why.push_str(&format!("; container {}: {reason}", names::CONTAINER));
+        }
+        if let Some(code) = c.exit_code() {
+            why.push_str(&format!(" (exit code {code})"));
+            if code == 137 {
+                why.push_str(": out of memory — raise app.memory");
+            }
+        }
+    }
+    Ok(Some(why))
+}
+
+/// Destroy. Scope stack, or the rollback of the run that created it: scale to 0,
+/// delete, wait until INACTIVE. The rollback of a run that only updated it: put
+/// the recorded previous task definition back. Returns what it still waits for.
+pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<Option<String>, TierError> {
+    let Some((svc, tags)) = find(ecs, w).await? else {
+        return Ok(None);
+    };
+    let arn = svc.service_arn().unwrap_or_default().to_string();
+    let cluster = names::cluster(&w.spec.stack);
+    if !w.owns(&tags) {
+        let updated_by = tags
+            .iter()
+            .find(|(k, _)| k == UPDATED_BY_TAG)
+            .map(|(_, v)| v.as_str());
+        let previous = tags
+            .iter()
+            .find(|(k, _)| k == PREVIOUS_TASK_DEFINITION_TAG)
+            .map(|(_, v)| v.clone());
+        if w.run.scope == Scope::Run && updated_by == Some(w.run.id.as_str()) {
+            if let Some(previous) = previous {
+                ecs.update_service()
+                    .cluster(&cluster)
+                    .service(names::SERVICE)
+                    .task_definition(&previous)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ecs:UpdateService", e))?;
+                ecs.untag_resource()
+                    .resource_arn(&arn)
+                    .tag_keys(PREVIOUS_TASK_DEFINITION_TAG)
+                    .tag_keys(UPDATED_BY_TAG)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ecs:UntagResource", e))?;
+                w.record(
+                    KIND,
+                    &arn,
+                    Action::Update,
+                    format!("back to the previous task definition {previous}"),
+                );
+            }
+        }
+        return Ok(None);
+    }
+    if svc.status() == Some("DRAINING") {
+        return Ok(Some(format!("waiting for service {arn} to drain")));
+    }
+    if svc.desired_count() > 0 {
+        ecs.update_service()
+            .cluster(&cluster)
+            .service(names::SERVICE)
+            .desired_count(0)
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:UpdateService", e))?;
+    }
+    ecs.delete_service()
+        .cluster(&cluster)
+        .service(names::SERVICE)
+        .force(true)
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:DeleteService", e))?;
+    w.record(KIND, &arn, Action::Delete, "scaled to 0 and deleted");
+    Ok(Some(format!("waiting for service {arn} to drain")))
+}

@@ -1,0 +1,385 @@
+//! The task definition (family `<stack>-metabase`): Fargate, awsvpc, the pinned
+//! image on :3000, Metabase's database settings, its two secrets by ARN, JSON logs
+//! to CloudWatch, and a heap of 75 % of the task memory (the rest is for the JVM's
+//! own overhead; more gets the task OOM-killed with exit 137). A new revision is
+//! registered only when something it holds changed.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, CpuArchitecture as EcsArch, KeyValuePair, LogConfiguration,
+    LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform, Secret, TaskDefinition,
+    TaskDefinitionField, TransportProtocol,
+};
+use aws_sdk_ecs::Client;
+use mbstack_core::spec::CpuArchitecture;
+use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use serde_json::{json, Value};
+
+use crate::ecs_tags::{ecs_tags, pairs};
+use crate::names;
+
+pub(crate) const KIND: &str = "task-definition";
+pub const PORT: i32 = 3000;
+/// Fargate's maximum: Metabase gets up to 2 minutes to shut down cleanly.
+pub const STOP_TIMEOUT: i32 = 120;
+
+/// Everything the task definition is made from.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub image: String,
+    pub cpu: String,
+    pub memory: String,
+    pub arch: CpuArchitecture,
+    pub execution_role: String,
+    pub task_role: String,
+    pub env: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+    pub log_group: String,
+    pub region: String,
+}
+
+/// The JVM heap for a task of `memory_mib`: 75 %.
+pub fn heap_mib(memory_mib: u32) -> u32 {
+    memory_mib * 3 / 4
+}
+
+pub(crate) struct DbInputs {
+    pub host: String,
+    pub port: String,
+    pub name: String,
+    pub user: String,
+    pub secret_arn: String,
+}
+
+pub(crate) fn wanted(
+    w: &Work<'_>,
+    db: &DbInputs,
+    key_secret: &str,
+    roles: (&str, &str),
+    log_group: &str,
+    region: &str,
+) -> Wanted {
+    let a = &w.spec.app;
+    let env: BTreeMap<String, String> = [
+        ("MB_DB_TYPE", "postgres".to_string()),
+        ("MB_DB_HOST", db.host.clone()),
+        ("MB_DB_PORT", db.port.clone()),
+        ("MB_DB_DBNAME", db.name.clone()),
+        ("MB_DB_USER", db.user.clone()),
+        ("JAVA_TIMEZONE", a.timezone.clone()),
+        (
+            "JAVA_OPTS",
+            format!("-Xmx{}m -XX:+ExitOnOutOfMemoryError", heap_mib(a.memory)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let secrets: BTreeMap<String, String> = [
+        ("MB_DB_PASS", format!("{}:password::", db.secret_arn)),
+        ("MB_ENCRYPTION_SECRET_KEY", key_secret.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Wanted {
+        image: a.image.clone(),
+        cpu: a.cpu.to_string(),
+        memory: a.memory.to_string(),
+        arch: a.cpu_architecture,
+        execution_role: roles.0.to_string(),
+        task_role: roles.1.to_string(),
+        env,
+        secrets,
+        log_group: log_group.to_string(),
+        region: region.to_string(),
+    }
+}
+
+fn arch_str(a: CpuArchitecture) -> &'static str {
+    match a {
+        CpuArchitecture::X86_64 => "X86_64",
+        CpuArchitecture::Arm64 => "ARM64",
+    }
+}
+
+/// The fields we manage, as comparable JSON.
+fn canonical_wanted(x: &Wanted) -> Value {
+    json!({
+        "image": x.image, "cpu": x.cpu, "memory": x.memory, "cpuArchitecture": arch_str(x.arch),
+        "executionRoleArn": x.execution_role, "taskRoleArn": x.task_role,
+        "environment": x.env, "secrets": x.secrets,
+        "logGroup": x.log_group, "logRegion": x.region,
+        "port": PORT, "stopTimeout": STOP_TIMEOUT,
+    })
+}
+
+fn canonical_live(td: &TaskDefinition) -> Value {
+    let c = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(crate::names::CONTAINER));
+    let env: BTreeMap<&str, &str> = c
+        .map(|c| {
+            c.environment()
+                .iter()
+                .filter_map(|e| Some((e.name()?, e.value()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let secrets: BTreeMap<&str, &str> = c
+        .map(|c| {
+            c.secrets()
+                .iter()
+                .map(|s| (s.name(), s.value_from()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let log = c
+        .and_then(|c| c.log_configuration())
+        .map(|l| l.options().cloned().unwrap_or_default())
+        .unwrap_or_default();
+    json!({
+        "image": c.and_then(|c| c.image()), "cpu": td.cpu(), "memory": td.memory(),
+        "cpuArchitecture": td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()).unwrap_or("X86_64"),
+        "executionRoleArn": td.execution_role_arn(), "taskRoleArn": td.task_role_arn(),
+        "environment": env, "secrets": secrets,
+        "logGroup": log.get("awslogs-group"), "logRegion": log.get("awslogs-region"),
+        "port": c.and_then(|c| c.port_mappings().first()).and_then(|p| p.container_port()),
+        "stopTimeout": c.and_then(|c| c.stop_timeout()),
+    })
+}
+
+/// What changed between two canonical forms, for people: `image a → b; memory 2048 → 4096`.
+fn diff(old: &Value, new: &Value) -> String {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return String::new();
+    };
+    let show = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "unset".into(),
+    };
+    n.iter()
+        .filter(|(k, v)| o.get(*k) != Some(v))
+        .map(|(k, v)| match (o.get(k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => {
+                let keys: Vec<&String> = b
+                    .keys()
+                    .chain(a.keys())
+                    .filter(|x| a.get(*x) != b.get(*x))
+                    .collect();
+                let mut keys: Vec<&String> = keys.into_iter().collect();
+                keys.sort();
+                keys.dedup();
+                format!(
+                    "{k}: {}",
+                    keys.iter()
+                        .map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            (old, new) => format!("{k} {} → {}", show(old), show(Some(new))),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The latest ACTIVE revision of the family, with its tags.
+pub(crate) async fn latest(
+    ecs: &Client,
+    w: &Work<'_>,
+) -> Result<Option<(TaskDefinition, Vec<(String, String)>)>, TierError> {
+    let family = names::family(&w.spec.stack);
+    match ecs
+        .describe_task_definition()
+        .task_definition(&family)
+        .include(TaskDefinitionField::Tags)
+        .send()
+        .await
+    {
+        Ok(o) => {
+            let tags = pairs(o.tags());
+            Ok(o.task_definition().cloned().map(|td| (td, tags)))
+        }
+        Err(e) if matches!(error_code(&e), Some("ClientException" | "ClientError")) => Ok(None),
+        Err(e) => Err(aws_error("ecs:DescribeTaskDefinition", e)),
+    }
+}
+
+/// The revision to run: the latest if it holds what the spec asks for, else a new
+/// one. Returns (its ARN, the ARN it replaces).
+pub(crate) async fn ensure(
+    ecs: &Client,
+    w: &mut Work<'_>,
+    want: Option<&Wanted>,
+) -> Result<(Option<String>, Option<String>), TierError> {
+    let family = names::family(&w.spec.stack);
+    let current = latest(ecs, w).await?;
+    let current_arn = current
+        .as_ref()
+        .and_then(|(td, _)| td.task_definition_arn())
+        .map(str::to_string);
+    let Some(want) = want else {
+        // Planned inputs (a DB or role not created yet): a new revision will follow.
+        let action = if current.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        w.record(KIND, &family, action, format!("image {}", w.spec.app.image));
+        return Ok((current_arn, None));
+    };
+    let new = canonical_wanted(want);
+    if let Some((td, _)) = &current {
+        let old = canonical_live(td);
+        if old == new {
+            w.record(
+                KIND,
+                current_arn.clone().unwrap_or_default(),
+                Action::None,
+                format!("image {}", want.image),
+            );
+            return Ok((current_arn, None));
+        }
+        let detail = diff(&old, &new);
+        if w.dry_run {
+            w.record(KIND, &family, Action::Update, detail);
+            return Ok((current_arn.clone(), current_arn));
+        }
+        let arn = register(ecs, w, want).await?;
+        w.record(KIND, &arn, Action::Update, detail);
+        return Ok((Some(arn), current_arn));
+    }
+    if w.dry_run {
+        w.record(
+            KIND,
+            &family,
+            Action::Create,
+            format!("image {}", want.image),
+        );
+        return Ok((None, None));
+    }
+    let arn = register(ecs, w, want).await?;
+    w.record(KIND, &arn, Action::Create, format!("image {}", want.image));
+    Ok((Some(arn), None))
+}
+
+async fn register(ecs: &Client, w: &Work<'_>, x: &Wanted) -> Result<String, TierError> {
+    let build = |e: aws_sdk_ecs::error::BuildError| {
+        TierError::Terminal(format!("building the task definition: {e}"))
+    };
+    let log = LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", &x.log_group)
+        .options("awslogs-region", &x.region)
+        .options("awslogs-stream-prefix", "metabase")
+        .build()
+        .map_err(build)?;
+    let mut container = ContainerDefinition::builder()
+        .name(names::CONTAINER)
+        .image(&x.image)
+        .essential(true)
+        .port_mappings(
+            PortMapping::builder()
+                .container_port(PORT)
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        )
+        .log_configuration(log)
+        .stop_timeout(STOP_TIMEOUT);
+    for (k, v) in &x.env {
+        container = container.environment(KeyValuePair::builder().name(k).value(v).build());
+    }
+    for (k, v) in &x.secrets {
+        container = container.secrets(
+            Secret::builder()
+                .name(k)
+                .value_from(v)
+                .build()
+                .map_err(build)?,
+        );
+    }
+    let arch = match x.arch {
+        CpuArchitecture::X86_64 => EcsArch::X8664,
+        CpuArchitecture::Arm64 => EcsArch::Arm64,
+    };
+    let out = ecs
+        .register_task_definition()
+        .family(names::family(&w.spec.stack))
+        .requires_compatibilities(Compatibility::Fargate)
+        .network_mode(NetworkMode::Awsvpc)
+        .cpu(&x.cpu)
+        .memory(&x.memory)
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .cpu_architecture(arch)
+                .operating_system_family(OsFamily::Linux)
+                .build(),
+        )
+        .execution_role_arn(&x.execution_role)
+        .task_role_arn(&x.task_role)
+        .container_definitions(container.build())
+        .set_tags(Some(ecs_tags(w, "metabase")))
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:RegisterTaskDefinition", e))?;
+    Ok(out
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Deregisters the family's ACTIVE revisions that destroy owns.
+pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
+    let family = names::family(&w.spec.stack);
+    let out = ecs
+        .list_task_definitions()
+        .family_prefix(&family)
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:ListTaskDefinitions", e))?;
+    for arn in out.task_definition_arns() {
+        // family_prefix matches other families that start the same: check the family.
+        let d = ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DescribeTaskDefinition", e))?;
+        let same_family = d.task_definition().and_then(|t| t.family()) == Some(family.as_str());
+        if !same_family || !w.owns(&pairs(d.tags())) {
+            continue;
+        }
+        ecs.deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DeregisterTaskDefinition", e))?;
+        w.record(KIND, arn, Action::Delete, "deregistered");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_is_three_quarters() {
+        assert_eq!(heap_mib(2048), 1536);
+        assert_eq!(heap_mib(4096), 3072);
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let a = json!({"image": "m:v1", "memory": "2048", "environment": {"A": "1", "B": "2"}});
+        let b = json!({"image": "m:v2", "memory": "2048", "environment": {"A": "1", "B": "3"}});
+        assert_eq!(diff(&a, &b), "environment: B; image m:v1 → m:v2");
+    }
+}
