@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mbstack_core::{Action, Aws, CallLog, Event, Outcome, Scope, StackSpec, State, Verb};
-use mbstack_emulator::{Moto, MotoOptions};
+use mbstack_emulator::Emulator;
 
 /// In the emulator nothing takes real time: cap the tiers' suggested waits.
 const EMULATOR_WAIT_CAP: Duration = Duration::from_secs(1);
@@ -72,10 +72,10 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
         "Starting the emulator (moto {})…",
         mbstack_emulator::MOTO_VERSION
     );
-    let moto = Moto::start().context("starting the emulator")?;
-    println!("  listening on {}", moto.endpoint());
+    let emulator = Emulator::start().context("starting the emulator")?;
+    println!("  listening on {}", emulator.endpoint());
     let log = CallLog::new();
-    let aws = Aws::new(moto.sdk_config().await).with_interceptor(log.clone());
+    let aws = Aws::new(emulator.sdk_config().await).with_interceptor(log.clone());
     let stack = spec.stack.clone();
 
     println!("\nApplying stack {stack:?} (network tier)…");
@@ -147,21 +147,15 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
 }
 
 pub async fn up(port: u16) -> anyhow::Result<()> {
-    let moto = Moto::start_with(MotoOptions {
-        port: Some(port),
-        ..MotoOptions::default()
-    })
-    .with_context(|| format!("starting the emulator on port {port}"))?;
+    let emulator = Emulator::start_on(Some(port)).with_context(|| format!("starting the emulator on port {port}"))?;
+    println!("Emulator (moto {}) at {}", mbstack_emulator::MOTO_VERSION, emulator.endpoint());
     println!(
-        "Emulator (moto {}) at {}",
-        mbstack_emulator::MOTO_VERSION,
-        moto.endpoint()
+        "  AWS_ENDPOINT_URL={} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
+        emulator.endpoint(),
+        mbstack_emulator::REGION
     );
-    println!("  AWS_ENDPOINT_URL={} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing", moto.endpoint(), mbstack_emulator::REGION);
     println!("Ctrl-C stops it.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    drop(moto);
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    drop(emulator);
     Ok(())
 }

@@ -5,7 +5,12 @@
 //! One server per [`Moto`] handle: tests each start their own (about 0.4 s and
 //! 55 MB each), so they run in parallel without sharing any state.
 
+mod ecs;
+mod front_door;
 mod http;
+
+pub use ecs::EcsFault;
+pub use front_door::FrontDoor;
 
 use std::fs::{self, File};
 use std::io;
@@ -334,5 +339,33 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// The whole local emulator: moto behind our front door. Clients use
+/// [`Emulator::endpoint`] (the front door), never moto's port.
+pub struct Emulator {
+    pub front: FrontDoor,
+    pub moto: Moto,
+}
+
+impl Emulator {
+    /// moto on a free port, the front door on `port` (or a free one).
+    pub fn start_on(port: Option<u16>) -> Result<Self, EmulatorError> {
+        let moto = Moto::start()?;
+        let front = FrontDoor::start(moto.port(), port)?;
+        Ok(Self { front, moto })
+    }
+
+    pub fn start() -> Result<Self, EmulatorError> {
+        Self::start_on(None)
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.front.endpoint()
+    }
+
+    pub async fn sdk_config(&self) -> aws_types::SdkConfig {
+        sdk_config_for(&self.endpoint()).await
     }
 }

@@ -4,11 +4,11 @@
 use aws_sdk_ec2::types::Filter;
 use mbstack_core::naming::STACK_TAG;
 use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
-use mbstack_emulator::Moto;
+use mbstack_emulator::Emulator;
 use serde_json::{Map, Value};
 
 pub struct TestEnv {
-    pub moto: Moto,
+    pub emulator: Emulator,
     pub config: aws_types::SdkConfig,
     /// Every call the tiers made through [`TestEnv::aws`].
     pub log: CallLog,
@@ -17,13 +17,13 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh emulator: nothing shared with any other test.
     pub async fn start() -> Self {
-        let moto = match Moto::start() {
+        let emulator = match Emulator::start() {
             Ok(m) => m,
             Err(e) => panic!("the emulator did not start: {e}"),
         };
-        let config = moto.sdk_config().await;
+        let config = emulator.sdk_config().await;
         Self {
-            moto,
+            emulator,
             config,
             log: CallLog::new(),
         }

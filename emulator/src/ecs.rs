@@ -1,0 +1,266 @@
+//! ECS as moto does not play it: moto never runs a task, never finishes a
+//! deployment and never registers tasks in target groups. The front door plays
+//! that part on DescribeServices, so the app tier's real-AWS readiness logic runs
+//! unchanged: a service's tasks "start" `start_delay` after a deployment begins
+//! (the task definition or desired count changed), the primary deployment then
+//! reports COMPLETED with running == desired, and one ip target per task is
+//! registered in the service's target group (moto reports registered targets
+//! healthy). With a fault set, the deployment FAILS instead and the service's
+//! stopped tasks say why (CannotPullContainerError, or OOM with exit code 137).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use crate::front_door::{moto_query, Shared};
+
+const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+
+/// How the next deployments' tasks fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcsFault {
+    /// The image cannot be pulled.
+    CannotPullContainer,
+    /// The container is killed for memory (exit 137).
+    OutOfMemory,
+}
+
+#[derive(Debug)]
+struct Rollout {
+    task_definition: String,
+    desired: i64,
+    since: Instant,
+    id: String,
+    fault: Option<EcsFault>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EcsActor {
+    pub start_delay: Duration,
+    pub fault: Option<EcsFault>,
+    rollouts: HashMap<String, Rollout>,
+    /// Target group ARN → the ip targets we registered.
+    targets: HashMap<String, BTreeSet<String>>,
+    next_id: u64,
+}
+
+impl Default for EcsActor {
+    fn default() -> Self {
+        Self {
+            start_delay: Duration::from_millis(0),
+            fault: None,
+            rollouts: HashMap::new(),
+            targets: HashMap::new(),
+            next_id: 1,
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The synthetic stopped task of a failed rollout.
+fn stopped_task_arn(service_arn: &str, rollout_id: &str) -> String {
+    let base = service_arn.replace(":service/", ":task/");
+    format!("{base}-stopped-{rollout_id}")
+}
+
+fn stopped_task(arn: &str, fault: EcsFault, task_definition: &str) -> Value {
+    let (stopped_reason, stop_code, container) = match fault {
+        EcsFault::CannotPullContainer => (
+            "Task failed to start",
+            "TaskFailedToStart",
+            json!({"name": "metabase", "lastStatus": "STOPPED",
+                   "reason": "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref docker.io/metabase/metabase: not found"}),
+        ),
+        EcsFault::OutOfMemory => (
+            "Essential container in task exited",
+            "EssentialContainerExited",
+            json!({"name": "metabase", "lastStatus": "STOPPED", "exitCode": 137,
+                   "reason": "OutOfMemoryError: Container killed due to memory usage"}),
+        ),
+    };
+    json!({
+        "taskArn": arn, "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
+        "stoppedReason": stopped_reason, "stopCode": stop_code, "stoppedAt": now_secs(),
+        "taskDefinitionArn": task_definition, "launchType": "FARGATE", "containers": [container],
+    })
+}
+
+fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"));
+    *r.status_mut() = StatusCode::OK;
+    r
+}
+
+/// DescribeTasks of our synthetic stopped tasks: answered here (moto has none).
+pub(crate) fn answer_before(shared: &Arc<Shared>, target: &str, request: Option<&Value>) -> Option<Response<Full<Bytes>>> {
+    if target != format!("{TARGET_PREFIX}DescribeTasks") {
+        return None;
+    }
+    let asked: Vec<&str> = request?.get("tasks")?.as_array()?.iter().filter_map(Value::as_str).collect();
+    let ecs = shared.ecs.lock().ok()?;
+    let tasks: Vec<Value> = asked
+        .iter()
+        .filter_map(|arn| {
+            ecs.rollouts.iter().find_map(|(svc, r)| {
+                let fault = r.fault?;
+                (stopped_task_arn(svc, &r.id) == *arn).then(|| stopped_task(arn, fault, &r.task_definition))
+            })
+        })
+        .collect();
+    if tasks.is_empty() {
+        return None;
+    }
+    Some(json_response(&json!({"tasks": tasks, "failures": []})))
+}
+
+/// Completes moto's answers: DescribeServices (deployments, running counts,
+/// target registration) and ListTasks of STOPPED tasks (our synthetic ones).
+pub(crate) async fn rewrite_after(shared: &Arc<Shared>, target: &str, request: Option<&Value>, status: StatusCode, body: Bytes) -> Bytes {
+    if !status.is_success() || !target.starts_with(TARGET_PREFIX) {
+        return body;
+    }
+    let op = &target[TARGET_PREFIX.len()..];
+    let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    match op {
+        "DescribeServices" => {
+            let registrations = describe_services(shared, &mut value);
+            for (tg, register, deregister) in registrations {
+                sync_targets(shared, &tg, &register, &deregister).await;
+            }
+        }
+        "ListTasks" if request.and_then(|r| r.get("desiredStatus")).and_then(Value::as_str) == Some("STOPPED") => {
+            let service = request.and_then(|r| r.get("serviceName")).and_then(Value::as_str).unwrap_or("");
+            if let Ok(ecs) = shared.ecs.lock() {
+                let extra: Vec<Value> = ecs
+                    .rollouts
+                    .iter()
+                    .filter(|(svc, r)| r.fault.is_some() && svc.ends_with(&format!("/{service}")))
+                    .map(|(svc, r)| Value::String(stopped_task_arn(svc, &r.id)))
+                    .collect();
+                if let Some(list) = value.get_mut("taskArns").and_then(Value::as_array_mut) {
+                    list.extend(extra);
+                }
+            }
+        }
+        _ => return body,
+    }
+    Bytes::from(value.to_string())
+}
+
+type Registration = (String, Vec<String>, Vec<String>);
+
+/// Rewrites each ACTIVE service's deployments; returns the target changes to make.
+fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registration> {
+    let Ok(mut ecs) = shared.ecs.lock() else {
+        return Vec::new();
+    };
+    let mut registrations = Vec::new();
+    let Some(services) = value.get_mut("services").and_then(Value::as_array_mut) else {
+        return registrations;
+    };
+    for svc in services.iter_mut() {
+        let arn = svc.get("serviceArn").and_then(Value::as_str).unwrap_or("").to_string();
+        let status = svc.get("status").and_then(Value::as_str).unwrap_or("").to_string();
+        let td = svc.get("taskDefinition").and_then(Value::as_str).unwrap_or("").to_string();
+        let desired = svc.get("desiredCount").and_then(Value::as_i64).unwrap_or(0);
+        let tg = svc
+            .get("loadBalancers")
+            .and_then(|l| l.get(0))
+            .and_then(|l| l.get("targetGroupArn"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if status != "ACTIVE" {
+            // Deleted or draining: its tasks are gone.
+            ecs.rollouts.remove(&arn);
+            if let Some(tg) = tg {
+                let all: Vec<String> = ecs.targets.remove(&tg).map(|s| s.into_iter().collect()).unwrap_or_default();
+                if !all.is_empty() {
+                    registrations.push((tg, Vec::new(), all));
+                }
+            }
+            continue;
+        }
+        let fault = ecs.fault;
+        let delay = ecs.start_delay;
+        let restart = ecs
+            .rollouts
+            .get(&arn)
+            .is_none_or(|r| r.task_definition != td || r.desired != desired);
+        if restart {
+            let id = format!("ecs-svc/{:016}", ecs.next_id);
+            ecs.next_id += 1;
+            ecs.rollouts.insert(arn.clone(), Rollout { task_definition: td.clone(), desired, since: Instant::now(), id, fault });
+        }
+        let Some(r) = ecs.rollouts.get(&arn) else { continue };
+        let started = r.since.elapsed() >= delay;
+        let (rollout, reason, running, failed) = match (started, r.fault) {
+            (false, _) => ("IN_PROGRESS", format!("ECS deployment {} in progress.", r.id), 0, 0),
+            (true, Some(_)) => (
+                "FAILED",
+                format!("ECS deployment circuit breaker: tasks failed to start. (deployment {})", r.id),
+                0,
+                desired.max(1),
+            ),
+            (true, None) => ("COMPLETED", format!("ECS deployment {} completed.", r.id), desired, 0),
+        };
+        let created = svc.get("createdAt").cloned().unwrap_or(json!(now_secs()));
+        svc["runningCount"] = json!(running);
+        svc["pendingCount"] = json!(desired - running);
+        svc["deployments"] = json!([{
+            "id": r.id, "status": "PRIMARY", "taskDefinition": td, "desiredCount": desired,
+            "runningCount": running, "pendingCount": desired - running, "failedTasks": failed,
+            "rolloutState": rollout, "rolloutStateReason": reason,
+            "createdAt": created, "updatedAt": now_secs(), "launchType": "FARGATE",
+        }]);
+        // Targets: one ip per running task.
+        if let Some(tg) = tg {
+            let want: BTreeSet<String> = (0..running).map(|i| format!("10.254.{}.{}", i / 250, 10 + i % 250)).collect();
+            let have = ecs.targets.entry(tg.clone()).or_default();
+            let register: Vec<String> = want.difference(have).cloned().collect();
+            let deregister: Vec<String> = have.difference(&want).cloned().collect();
+            if !register.is_empty() || !deregister.is_empty() {
+                *have = want;
+                registrations.push((tg, register, deregister));
+            }
+        }
+    }
+    registrations
+}
+
+async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], deregister: &[String]) {
+    for (action, ips) in [("RegisterTargets", register), ("DeregisterTargets", deregister)] {
+        if ips.is_empty() {
+            continue;
+        }
+        let mut form = format!("Action={action}&Version=2015-12-01&TargetGroupArn={}", urlencode(tg));
+        for (i, ip) in ips.iter().enumerate() {
+            form.push_str(&format!("&Targets.member.{n}.Id={ip}&Targets.member.{n}.Port=3000", n = i + 1));
+        }
+        if let Err(e) = moto_query(shared, "elasticloadbalancing", &form).await {
+            tracing::warn!(target_group = tg, error = %e, "the emulator could not {action}");
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,208 @@
+//! The emulator's front door: an HTTP endpoint of ours in front of moto. Every
+//! request is forwarded to moto; a few answers are completed where moto stops
+//! short of AWS (see [`crate::ecs`]). Clients (the tiers, the tests, the CLI) talk
+//! to the front door, never to moto directly.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::ecs::{EcsActor, EcsFault};
+use crate::EmulatorError;
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Shared state of the front door.
+pub(crate) struct Shared {
+    pub moto_port: u16,
+    pub client: HttpClient,
+    pub ecs: Mutex<EcsActor>,
+}
+
+/// A running front door; stopped when dropped.
+pub struct FrontDoor {
+    port: u16,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrontDoor {
+    /// Listens on a free loopback port (or `port`) and forwards to moto on `moto_port`.
+    pub fn start(moto_port: u16, port: Option<u16>) -> Result<Self, EmulatorError> {
+        let std_listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))))?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let shared = Arc::new(Shared {
+            moto_port,
+            client,
+            ecs: Mutex::new(EcsActor::default()),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let for_thread = shared.clone();
+        // Its own thread and runtime: independent of whatever the caller runs on.
+        let thread = std::thread::Builder::new().name("mbstack-front-door".into()).spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                let mut stopped = stopped;
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let shared = for_thread.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| handle(shared.clone(), req));
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                            });
+                        }
+                    }
+                }
+            });
+        })?;
+        Ok(Self {
+            port,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How ECS tasks behave from now on (the failure knob).
+    pub fn set_ecs_fault(&self, fault: Option<EcsFault>) {
+        if let Ok(mut ecs) = self.shared.ecs.lock() {
+            ecs.fault = fault;
+        }
+    }
+
+    /// How long ECS tasks take to start and pass health checks.
+    pub fn set_ecs_start_delay(&self, delay: std::time::Duration) {
+        if let Ok(mut ecs) = self.shared.ecs.lock() {
+            ecs.start_delay = delay;
+        }
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("reading the request: {e}"))),
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let request_json: Option<serde_json::Value> = if target.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+
+    // Answers the front door gives itself, without moto.
+    if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {
+        return Ok(answer);
+    }
+
+    let (status, headers, bytes) = match forward(&shared, &parts, body).await {
+        Ok(r) => r,
+        Err(e) => return Ok(text(StatusCode::BAD_GATEWAY, format!("the emulator (moto) did not answer: {e}"))),
+    };
+    let bytes = crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
+    let mut resp = Response::new(Full::new(bytes.clone()));
+    *resp.status_mut() = status;
+    for (k, v) in headers.iter() {
+        if k != hyper::header::CONTENT_LENGTH && k != hyper::header::TRANSFER_ENCODING {
+            resp.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    Ok(resp)
+}
+
+/// Sends a request to moto as is; returns its status, headers and body.
+pub(crate) async fn forward(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri = format!("http://127.0.0.1:{}{path}", shared.moto_port);
+    let mut req = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in parts.headers.iter() {
+        if k != hyper::header::HOST {
+            req = req.header(k, v);
+        }
+    }
+    let req = req
+        .header(hyper::header::HOST, format!("127.0.0.1:{}", shared.moto_port))
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = shared.client.request(req).await.map_err(|e| e.to_string())?;
+    let (rp, rb) = resp.into_parts();
+    let bytes = rb.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((rp.status, rp.headers, bytes))
+}
+
+/// Sends a form-encoded query-protocol call to moto (as the front door itself).
+pub(crate) async fn moto_query(shared: &Shared, service: &str, form: &str) -> Result<Bytes, String> {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
+        crate::REGION
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{}/", shared.moto_port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", auth)
+        .body(Full::new(Bytes::from(form.to_string())))
+        .map_err(|e| e.to_string())?;
+    let resp = shared.client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
+    }
+}
