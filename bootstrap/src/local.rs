@@ -147,15 +147,22 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
 }
 
 pub async fn up(port: u16) -> anyhow::Result<()> {
-    let emulator = Emulator::start_on(Some(port)).with_context(|| format!("starting the emulator on port {port}"))?;
-    println!("Emulator (moto {}) at {}", mbstack_emulator::MOTO_VERSION, emulator.endpoint());
+    let emulator = Emulator::start_on(Some(port))
+        .with_context(|| format!("starting the emulator on port {port}"))?;
+    println!(
+        "Emulator (moto {}) at {}",
+        mbstack_emulator::MOTO_VERSION,
+        emulator.endpoint()
+    );
     println!(
         "  AWS_ENDPOINT_URL={} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
         emulator.endpoint(),
         mbstack_emulator::REGION
     );
     println!("Ctrl-C stops it.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     drop(emulator);
     Ok(())
 }

@@ -13,13 +13,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::{Response, StatusCode};
 use http_body_util::Full;
+use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::front_door::{moto_query, Shared};
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+
+/// CreateService/UpdateService fields moto drops but DescribeServices returns in AWS.
+const FORGOTTEN: &[&str] = &[
+    "capacityProviderStrategy",
+    "healthCheckGracePeriodSeconds",
+    "deploymentConfiguration",
+    "enableECSManagedTags",
+    "enableExecuteCommand",
+];
 
 /// How the next deployments' tasks fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +55,9 @@ pub(crate) struct EcsActor {
     rollouts: HashMap<String, Rollout>,
     /// Target group ARN → the ip targets we registered.
     targets: HashMap<String, BTreeSet<String>>,
+    /// `<cluster>/<service>` → the fields it was given that moto forgets and AWS
+    /// returns (capacity provider strategy, grace period, deployment configuration…).
+    remembered: HashMap<String, serde_json::Map<String, Value>>,
     next_id: u64,
 }
 
@@ -56,6 +68,7 @@ impl Default for EcsActor {
             fault: None,
             rollouts: HashMap::new(),
             targets: HashMap::new(),
+            remembered: HashMap::new(),
             next_id: 1,
         }
     }
@@ -98,24 +111,37 @@ fn stopped_task(arn: &str, fault: EcsFault, task_definition: &str) -> Value {
 
 fn json_response(value: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
-    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     *r.status_mut() = StatusCode::OK;
     r
 }
 
 /// DescribeTasks of our synthetic stopped tasks: answered here (moto has none).
-pub(crate) fn answer_before(shared: &Arc<Shared>, target: &str, request: Option<&Value>) -> Option<Response<Full<Bytes>>> {
+pub(crate) fn answer_before(
+    shared: &Arc<Shared>,
+    target: &str,
+    request: Option<&Value>,
+) -> Option<Response<Full<Bytes>>> {
     if target != format!("{TARGET_PREFIX}DescribeTasks") {
         return None;
     }
-    let asked: Vec<&str> = request?.get("tasks")?.as_array()?.iter().filter_map(Value::as_str).collect();
+    let asked: Vec<&str> = request?
+        .get("tasks")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let ecs = shared.ecs.lock().ok()?;
     let tasks: Vec<Value> = asked
         .iter()
         .filter_map(|arn| {
             ecs.rollouts.iter().find_map(|(svc, r)| {
                 let fault = r.fault?;
-                (stopped_task_arn(svc, &r.id) == *arn).then(|| stopped_task(arn, fault, &r.task_definition))
+                (stopped_task_arn(svc, &r.id) == *arn)
+                    .then(|| stopped_task(arn, fault, &r.task_definition))
             })
         })
         .collect();
@@ -127,7 +153,13 @@ pub(crate) fn answer_before(shared: &Arc<Shared>, target: &str, request: Option<
 
 /// Completes moto's answers: DescribeServices (deployments, running counts,
 /// target registration) and ListTasks of STOPPED tasks (our synthetic ones).
-pub(crate) async fn rewrite_after(shared: &Arc<Shared>, target: &str, request: Option<&Value>, status: StatusCode, body: Bytes) -> Bytes {
+pub(crate) async fn rewrite_after(
+    shared: &Arc<Shared>,
+    target: &str,
+    request: Option<&Value>,
+    status: StatusCode,
+    body: Bytes,
+) -> Bytes {
     if !status.is_success() || !target.starts_with(TARGET_PREFIX) {
         return body;
     }
@@ -136,14 +168,41 @@ pub(crate) async fn rewrite_after(shared: &Arc<Shared>, target: &str, request: O
         return body;
     };
     match op {
+        "CreateService" | "UpdateService" => {
+            let service = request
+                .and_then(|r| r.get("serviceName").or(r.get("service")))
+                .and_then(Value::as_str);
+            let cluster = request
+                .and_then(|r| r.get("cluster"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            if let (Some(req), Some(service), Ok(mut ecs)) = (request, service, shared.ecs.lock()) {
+                let key = format!("{}/{}", last_segment(cluster), last_segment(service));
+                let kept = ecs.remembered.entry(key).or_default();
+                for field in FORGOTTEN {
+                    if let Some(v) = req.get(*field) {
+                        kept.insert(field.to_string(), v.clone());
+                    }
+                }
+            }
+            return body;
+        }
         "DescribeServices" => {
             let registrations = describe_services(shared, &mut value);
             for (tg, register, deregister) in registrations {
                 sync_targets(shared, &tg, &register, &deregister).await;
             }
         }
-        "ListTasks" if request.and_then(|r| r.get("desiredStatus")).and_then(Value::as_str) == Some("STOPPED") => {
-            let service = request.and_then(|r| r.get("serviceName")).and_then(Value::as_str).unwrap_or("");
+        "ListTasks"
+            if request
+                .and_then(|r| r.get("desiredStatus"))
+                .and_then(Value::as_str)
+                == Some("STOPPED") =>
+        {
+            let service = request
+                .and_then(|r| r.get("serviceName"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if let Ok(ecs) = shared.ecs.lock() {
                 let extra: Vec<Value> = ecs
                     .rollouts
@@ -173,9 +232,21 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
         return registrations;
     };
     for svc in services.iter_mut() {
-        let arn = svc.get("serviceArn").and_then(Value::as_str).unwrap_or("").to_string();
-        let status = svc.get("status").and_then(Value::as_str).unwrap_or("").to_string();
-        let td = svc.get("taskDefinition").and_then(Value::as_str).unwrap_or("").to_string();
+        let arn = svc
+            .get("serviceArn")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let status = svc
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let td = svc
+            .get("taskDefinition")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let desired = svc.get("desiredCount").and_then(Value::as_i64).unwrap_or(0);
         let tg = svc
             .get("loadBalancers")
@@ -187,12 +258,27 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
             // Deleted or draining: its tasks are gone.
             ecs.rollouts.remove(&arn);
             if let Some(tg) = tg {
-                let all: Vec<String> = ecs.targets.remove(&tg).map(|s| s.into_iter().collect()).unwrap_or_default();
+                let all: Vec<String> = ecs
+                    .targets
+                    .remove(&tg)
+                    .map(|s| s.into_iter().collect())
+                    .unwrap_or_default();
                 if !all.is_empty() {
                     registrations.push((tg, Vec::new(), all));
                 }
             }
             continue;
+        }
+        let key = arn
+            .rsplit(':')
+            .next()
+            .and_then(|r| r.strip_prefix("service/"))
+            .unwrap_or("")
+            .to_string();
+        if let Some(kept) = ecs.remembered.get(&key) {
+            for (field, v) in kept {
+                svc[field.as_str()] = v.clone();
+            }
         }
         let fault = ecs.fault;
         let delay = ecs.start_delay;
@@ -203,19 +289,43 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
         if restart {
             let id = format!("ecs-svc/{:016}", ecs.next_id);
             ecs.next_id += 1;
-            ecs.rollouts.insert(arn.clone(), Rollout { task_definition: td.clone(), desired, since: Instant::now(), id, fault });
+            ecs.rollouts.insert(
+                arn.clone(),
+                Rollout {
+                    task_definition: td.clone(),
+                    desired,
+                    since: Instant::now(),
+                    id,
+                    fault,
+                },
+            );
         }
-        let Some(r) = ecs.rollouts.get(&arn) else { continue };
+        let Some(r) = ecs.rollouts.get(&arn) else {
+            continue;
+        };
         let started = r.since.elapsed() >= delay;
         let (rollout, reason, running, failed) = match (started, r.fault) {
-            (false, _) => ("IN_PROGRESS", format!("ECS deployment {} in progress.", r.id), 0, 0),
+            (false, _) => (
+                "IN_PROGRESS",
+                format!("ECS deployment {} in progress.", r.id),
+                0,
+                0,
+            ),
             (true, Some(_)) => (
                 "FAILED",
-                format!("ECS deployment circuit breaker: tasks failed to start. (deployment {})", r.id),
+                format!(
+                    "ECS deployment circuit breaker: tasks failed to start. (deployment {})",
+                    r.id
+                ),
                 0,
                 desired.max(1),
             ),
-            (true, None) => ("COMPLETED", format!("ECS deployment {} completed.", r.id), desired, 0),
+            (true, None) => (
+                "COMPLETED",
+                format!("ECS deployment {} completed.", r.id),
+                desired,
+                0,
+            ),
         };
         let created = svc.get("createdAt").cloned().unwrap_or(json!(now_secs()));
         svc["runningCount"] = json!(running);
@@ -228,7 +338,9 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
         }]);
         // Targets: one ip per running task.
         if let Some(tg) = tg {
-            let want: BTreeSet<String> = (0..running).map(|i| format!("10.254.{}.{}", i / 250, 10 + i % 250)).collect();
+            let want: BTreeSet<String> = (0..running)
+                .map(|i| format!("10.254.{}.{}", i / 250, 10 + i % 250))
+                .collect();
             let have = ecs.targets.entry(tg.clone()).or_default();
             let register: Vec<String> = want.difference(have).cloned().collect();
             let deregister: Vec<String> = have.difference(&want).cloned().collect();
@@ -242,13 +354,22 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
 }
 
 async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], deregister: &[String]) {
-    for (action, ips) in [("RegisterTargets", register), ("DeregisterTargets", deregister)] {
+    for (action, ips) in [
+        ("RegisterTargets", register),
+        ("DeregisterTargets", deregister),
+    ] {
         if ips.is_empty() {
             continue;
         }
-        let mut form = format!("Action={action}&Version=2015-12-01&TargetGroupArn={}", urlencode(tg));
+        let mut form = format!(
+            "Action={action}&Version=2015-12-01&TargetGroupArn={}",
+            urlencode(tg)
+        );
         for (i, ip) in ips.iter().enumerate() {
-            form.push_str(&format!("&Targets.member.{n}.Id={ip}&Targets.member.{n}.Port=3000", n = i + 1));
+            form.push_str(&format!(
+                "&Targets.member.{n}.Id={ip}&Targets.member.{n}.Port=3000",
+                n = i + 1
+            ));
         }
         if let Err(e) = moto_query(shared, "elasticloadbalancing", &form).await {
             tracing::warn!(target_group = tg, error = %e, "the emulator could not {action}");
@@ -256,10 +377,16 @@ async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], dereg
     }
 }
 
+fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -42,7 +42,8 @@ pub struct FrontDoor {
 impl FrontDoor {
     /// Listens on a free loopback port (or `port`) and forwards to moto on `moto_port`.
     pub fn start(moto_port: u16, port: Option<u16>) -> Result<Self, EmulatorError> {
-        let std_listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))))?;
+        let std_listener =
+            std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))))?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
@@ -126,11 +127,19 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("reading the request: {e}"))),
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request: {e}"),
+            ))
+        }
     };
     let target = parts
         .headers
@@ -138,7 +147,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let request_json: Option<serde_json::Value> = if target.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+    let request_json: Option<serde_json::Value> = if target.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
 
     // Answers the front door gives itself, without moto.
     if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {
@@ -147,9 +160,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 
     let (status, headers, bytes) = match forward(&shared, &parts, body).await {
         Ok(r) => r,
-        Err(e) => return Ok(text(StatusCode::BAD_GATEWAY, format!("the emulator (moto) did not answer: {e}"))),
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_GATEWAY,
+                format!("the emulator (moto) did not answer: {e}"),
+            ))
+        }
     };
-    let bytes = crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
+    let bytes =
+        crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
     let mut resp = Response::new(Full::new(bytes.clone()));
     *resp.status_mut() = status;
     for (k, v) in headers.iter() {
@@ -166,7 +185,11 @@ pub(crate) async fn forward(
     parts: &hyper::http::request::Parts,
     body: Bytes,
 ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let uri = format!("http://127.0.0.1:{}{path}", shared.moto_port);
     let mut req = Request::builder().method(parts.method.clone()).uri(uri);
     for (k, v) in parts.headers.iter() {
@@ -175,17 +198,28 @@ pub(crate) async fn forward(
         }
     }
     let req = req
-        .header(hyper::header::HOST, format!("127.0.0.1:{}", shared.moto_port))
+        .header(
+            hyper::header::HOST,
+            format!("127.0.0.1:{}", shared.moto_port),
+        )
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let resp = shared.client.request(req).await.map_err(|e| e.to_string())?;
+    let resp = shared
+        .client
+        .request(req)
+        .await
+        .map_err(|e| e.to_string())?;
     let (rp, rb) = resp.into_parts();
     let bytes = rb.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((rp.status, rp.headers, bytes))
 }
 
 /// Sends a form-encoded query-protocol call to moto (as the front door itself).
-pub(crate) async fn moto_query(shared: &Shared, service: &str, form: &str) -> Result<Bytes, String> {
+pub(crate) async fn moto_query(
+    shared: &Shared,
+    service: &str,
+    form: &str,
+) -> Result<Bytes, String> {
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
         crate::REGION
@@ -197,12 +231,24 @@ pub(crate) async fn moto_query(shared: &Shared, service: &str, form: &str) -> Re
         .header("authorization", auth)
         .body(Full::new(Bytes::from(form.to_string())))
         .map_err(|e| e.to_string())?;
-    let resp = shared.client.request(req).await.map_err(|e| e.to_string())?;
+    let resp = shared
+        .client
+        .request(req)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     if status.is_success() {
         Ok(bytes)
     } else {
-        Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
+        Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ))
     }
 }

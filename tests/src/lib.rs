@@ -88,6 +88,39 @@ pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Valu
     inputs
 }
 
+/// Applies network, then data and load balancer, and returns the `inputs` the
+/// app tier gets: every upstream tier's outputs, keyed by tier.
+pub async fn app_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
+    let mut inputs = network_inputs(env, spec).await;
+    let aws = Aws::new(env.config.clone());
+    let event = |verb| {
+        let mut e = Event::new(verb, spec.clone(), "upstream-run", Scope::Stack);
+        e.inputs = inputs.clone();
+        e
+    };
+    let data = settle(
+        |verb| mbstack_data::handle(event(verb), &aws),
+        Verb::Apply,
+        Verb::Check,
+        10,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("data apply failed: {e}"));
+    let lb = settle(
+        |verb| mbstack_loadbalancer::handle(event(verb), &aws),
+        Verb::Apply,
+        Verb::Check,
+        10,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("load balancer apply failed: {e}"));
+    if let (Some(d), Some(l)) = (data.last(), lb.last()) {
+        inputs.insert("data".into(), Value::Object(d.outputs.clone()));
+        inputs.insert("loadbalancer".into(), Value::Object(l.outputs.clone()));
+    }
+    inputs
+}
+
 /// Captures what `tracing` logs in this test binary (to scan for secrets). One
 /// global subscriber: a per-thread one misses events whose callsite interest
 /// another test thread has already cached.
