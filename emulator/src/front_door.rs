@@ -24,11 +24,43 @@ use crate::EmulatorError;
 
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A Lambda function served in-process: the event in, the result or
+/// (errorType, errorMessage) out.
+pub type LambdaFn = Arc<dyn Fn(serde_json::Value) -> LambdaFuture + Send + Sync>;
+pub type LambdaFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, LambdaError>> + Send>,
+>;
+
+/// A function error, as Lambda reports it (`X-Amz-Function-Error`).
+#[derive(Debug, Clone)]
+pub struct LambdaError {
+    pub error_type: String,
+    pub message: String,
+}
+
 /// Shared state of the front door.
 pub(crate) struct Shared {
     pub moto_port: u16,
     pub client: HttpClient,
     pub ecs: Mutex<EcsActor>,
+    /// Function name → handler (the local Lambda endpoint).
+    pub lambdas: Mutex<std::collections::HashMap<String, LambdaFn>>,
+    /// Tier outcomes' `retryAfterSeconds` are divided by this (the state
+    /// machine's waits shrink; the state machine itself is unchanged).
+    pub wait_divisor: std::sync::atomic::AtomicU32,
+}
+
+/// A listening socket for the front door, bound before moto starts (moto must
+/// know the front door's port to send its Lambda invocations there).
+pub struct Bound {
+    listener: std::net::TcpListener,
+    port: u16,
+}
+
+impl Bound {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// A running front door; stopped when dropped.
@@ -40,17 +72,33 @@ pub struct FrontDoor {
 }
 
 impl FrontDoor {
+    /// Binds a loopback port (`port`, or a free one).
+    pub fn bind(port: Option<u16>) -> Result<Bound, EmulatorError> {
+        let listener =
+            std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        Ok(Bound { listener, port })
+    }
+
     /// Listens on a free loopback port (or `port`) and forwards to moto on `moto_port`.
     pub fn start(moto_port: u16, port: Option<u16>) -> Result<Self, EmulatorError> {
-        let std_listener =
-            std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))))?;
-        std_listener.set_nonblocking(true)?;
-        let port = std_listener.local_addr()?.port();
+        Self::serve(Self::bind(port)?, moto_port)
+    }
+
+    /// Serves on `bound`, forwarding to moto on `moto_port`.
+    pub fn serve(bound: Bound, moto_port: u16) -> Result<Self, EmulatorError> {
+        let Bound {
+            listener: std_listener,
+            port,
+        } = bound;
         let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let shared = Arc::new(Shared {
             moto_port,
             client,
             ecs: Mutex::new(EcsActor::default()),
+            lambdas: Mutex::new(std::collections::HashMap::new()),
+            wait_divisor: std::sync::atomic::AtomicU32::new(1),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -102,6 +150,20 @@ impl FrontDoor {
         }
     }
 
+    /// Serves Lambda function `name` in-process (Invoke by name or ARN).
+    pub fn register_lambda(&self, name: &str, f: LambdaFn) {
+        if let Ok(mut l) = self.shared.lambdas.lock() {
+            l.insert(name.to_string(), f);
+        }
+    }
+
+    /// Divides every tier outcome's `retryAfterSeconds` by `divisor` (1: as is).
+    pub fn set_wait_divisor(&self, divisor: u32) {
+        self.shared
+            .wait_divisor
+            .store(divisor.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// How long ECS tasks take to start and pass health checks.
     pub fn set_ecs_start_delay(&self, delay: std::time::Duration) {
         if let Ok(mut ecs) = self.shared.ecs.lock() {
@@ -141,6 +203,9 @@ async fn handle(
             ))
         }
     };
+    if let Some(function) = invoked_function(&parts) {
+        return Ok(invoke(&shared, &function, &body).await);
+    }
     let target = parts
         .headers
         .get("x-amz-target")
@@ -177,6 +242,123 @@ async fn handle(
         }
     }
     Ok(resp)
+}
+
+/// The function name of a Lambda Invoke request (`POST
+/// /2015-03-31/functions/{name or ARN}/invocations`).
+fn invoked_function(parts: &hyper::http::request::Parts) -> Option<String> {
+    if parts.method != hyper::Method::POST {
+        return None;
+    }
+    let rest = parts.uri.path().strip_prefix("/2015-03-31/functions/")?;
+    let raw = rest.strip_suffix("/invocations")?;
+    let decoded = percent_decode(raw);
+    // An ARN (arn:aws:lambda:region:account:function:name[:qualifier]) or a name.
+    let name = match decoded.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "lambda", _, _, "function", name, ..] => name.to_string(),
+        _ => decoded.clone(),
+    };
+    Some(name)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs a registered function and answers exactly as Lambda's Invoke does.
+async fn invoke(shared: &Shared, function: &str, body: &Bytes) -> Response<Full<Bytes>> {
+    let f = shared
+        .lambdas
+        .lock()
+        .ok()
+        .and_then(|l| l.get(function).cloned());
+    let Some(f) = f else {
+        let mut r = text(
+            StatusCode::NOT_FOUND,
+            json_string(
+                &serde_json::json!({"Type": "User", "message": format!("Function not found: {function}")}),
+            ),
+        );
+        r.headers_mut().insert(
+            "x-amzn-errortype",
+            hyper::header::HeaderValue::from_static("ResourceNotFoundException"),
+        );
+        return r;
+    };
+    let event: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut r = text(
+                    StatusCode::BAD_REQUEST,
+                    json_string(
+                        &serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")}),
+                    ),
+                );
+                r.headers_mut().insert(
+                    "x-amzn-errortype",
+                    hyper::header::HeaderValue::from_static("InvalidRequestContentException"),
+                );
+                return r;
+            }
+        }
+    };
+    let (body, function_error) = match f(event).await {
+        Ok(mut v) => {
+            let divisor = shared
+                .wait_divisor
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if divisor > 1 {
+                if let Some(n) = v
+                    .get("retryAfterSeconds")
+                    .and_then(serde_json::Value::as_u64)
+                {
+                    v["retryAfterSeconds"] = serde_json::json!(n / u64::from(divisor));
+                }
+            }
+            (json_string(&v), false)
+        }
+        Err(e) => (
+            json_string(&serde_json::json!({"errorType": e.error_type, "errorMessage": e.message})),
+            true,
+        ),
+    };
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        "x-amz-executed-version",
+        hyper::header::HeaderValue::from_static("$LATEST"),
+    );
+    if function_error {
+        r.headers_mut().insert(
+            "x-amz-function-error",
+            hyper::header::HeaderValue::from_static("Unhandled"),
+        );
+    }
+    r
+}
+
+fn json_string(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
 /// Sends a request to moto as is; returns its status, headers and body.

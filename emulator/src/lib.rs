@@ -10,7 +10,7 @@ mod front_door;
 mod http;
 
 pub use ecs::EcsFault;
-pub use front_door::FrontDoor;
+pub use front_door::{Bound, FrontDoor, LambdaError, LambdaFn, LambdaFuture};
 
 use std::fs::{self, File};
 use std::io;
@@ -352,8 +352,13 @@ pub struct Emulator {
 impl Emulator {
     /// moto on a free port, the front door on `port` (or a free one).
     pub fn start_on(port: Option<u16>) -> Result<Self, EmulatorError> {
-        let moto = Moto::start()?;
-        let front = FrontDoor::start(moto.port(), port)?;
+        // The front door's port first: moto's Step Functions invoke Lambda there.
+        let bound = FrontDoor::bind(port)?;
+        let moto = Moto::start_with(MotoOptions {
+            port: None,
+            lambda_port: Some(bound.port()),
+        })?;
+        let front = FrontDoor::serve(bound, moto.port())?;
         Ok(Self { front, moto })
     }
 

@@ -1,6 +1,8 @@
 //! Test support: a fresh emulator per test, the configuration tiers get (with a
 //! call log), and a raw client for assertions and out-of-band changes.
 
+pub mod e2e;
+
 use aws_sdk_ec2::types::Filter;
 use mbstack_core::naming::STACK_TAG;
 use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
@@ -249,6 +251,129 @@ pub async fn ec2_resources(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(Strin
             .map(|x| ("security-group".into(), x.group_id().unwrap().to_string())),
     );
     out
+}
+
+/// Everything of `stack` that still exists, in every service mbstack uses (empty
+/// when the stack is fully gone). A secret scheduled for deletion is gone (it is
+/// only in its recovery window).
+pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<String> {
+    let mut left: Vec<String> = ec2_resources(&aws_sdk_ec2::Client::new(config), stack)
+        .await
+        .into_iter()
+        .map(|(k, id)| format!("{k} {id}"))
+        .collect();
+    let rds = aws_sdk_rds::Client::new(config);
+    let dbs = rds.describe_db_instances().send().await.unwrap();
+    left.extend(
+        dbs.db_instances()
+            .iter()
+            .filter(|d| {
+                d.tag_list()
+                    .iter()
+                    .any(|t| t.key() == Some(STACK_TAG) && t.value() == Some(stack))
+            })
+            .map(|d| format!("db-instance {}", d.db_instance_identifier().unwrap_or(""))),
+    );
+    if rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(format!("{stack}-db"))
+        .send()
+        .await
+        .is_ok()
+    {
+        left.push(format!("db-subnet-group {stack}-db"));
+    }
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    left.extend(
+        lbs.load_balancers()
+            .iter()
+            .filter(|l| l.load_balancer_name() == Some(&format!("{stack}-alb")))
+            .map(|_| format!("load-balancer {stack}-alb")),
+    );
+    let tgs = elb.describe_target_groups().send().await.unwrap();
+    left.extend(
+        tgs.target_groups()
+            .iter()
+            .filter(|t| t.target_group_name() == Some(&format!("{stack}-tg")))
+            .map(|_| format!("target-group {stack}-tg")),
+    );
+    let ecs = aws_sdk_ecs::Client::new(config);
+    let clusters = ecs
+        .describe_clusters()
+        .clusters(format!("{stack}-cluster"))
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        clusters
+            .clusters()
+            .iter()
+            .filter(|c| c.status() == Some("ACTIVE"))
+            .map(|c| format!("ecs-cluster {}", c.cluster_name().unwrap_or(""))),
+    );
+    let tds = ecs
+        .list_task_definitions()
+        .family_prefix(format!("{stack}-metabase"))
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        tds.task_definition_arns()
+            .iter()
+            .map(|a| format!("task-definition {a}")),
+    );
+    let iam = aws_sdk_iam::Client::new(config);
+    let roles = iam.list_roles().send().await.unwrap();
+    left.extend(
+        roles
+            .roles()
+            .iter()
+            .filter(|r| r.role_name().starts_with(&format!("{stack}-metabase-")))
+            .map(|r| format!("iam-role {}", r.role_name())),
+    );
+    let logs = aws_sdk_cloudwatchlogs::Client::new(config);
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/mbstack/{stack}/"))
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        groups
+            .log_groups()
+            .iter()
+            .map(|g| format!("log-group {}", g.log_group_name().unwrap_or(""))),
+    );
+    let sm = aws_sdk_secretsmanager::Client::new(config);
+    let secrets = sm.list_secrets().send().await.unwrap();
+    left.extend(
+        secrets
+            .secret_list()
+            .iter()
+            .filter(|s| {
+                s.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(STACK_TAG) && t.value() == Some(stack))
+            })
+            .map(|s| format!("secret {}", s.name().unwrap_or(""))),
+    );
+    let aas = aws_sdk_applicationautoscaling::Client::new(config);
+    let targets = aas
+        .describe_scalable_targets()
+        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+        .send()
+        .await
+        .unwrap();
+    left.extend(
+        targets
+            .scalable_targets()
+            .iter()
+            .filter(|t| t.resource_id().contains(&format!("/{stack}-cluster/")))
+            .map(|t| format!("scalable-target {}", t.resource_id())),
+    );
+    left
 }
 
 pub fn spec(stack: &str) -> StackSpec {

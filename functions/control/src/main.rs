@@ -2,8 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    mbstack_core::lambda::run_tier(|event, aws| async move {
-        mbstack_control::handle(event, &aws).await
+    mbstack_core::lambda::run_json(|payload, aws| async move {
+        mbstack_control::handle(payload, &aws).await
     })
     .await
 }

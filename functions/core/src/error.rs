@@ -44,6 +44,19 @@ impl TierError {
         }
     }
 
+    /// The same error, its message saying which tier it comes from.
+    pub fn in_tier(self, tier: crate::naming::Tier) -> TierError {
+        let p = |m: String| format!("{tier} tier: {m}");
+        match self {
+            TierError::InvalidSpec(e) => TierError::InvalidSpec(e),
+            TierError::Retryable(m) => TierError::Retryable(p(m)),
+            TierError::Terminal(m) => TierError::Terminal(p(m)),
+            TierError::ResourceFailed(m) => TierError::ResourceFailed(p(m)),
+            TierError::Refused(m) => TierError::Refused(p(m)),
+            TierError::NotImplemented(m) => TierError::NotImplemented(p(m)),
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, TierError::Retryable(_))
     }

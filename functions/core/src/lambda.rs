@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::aws::Aws;
 use crate::contract::{Event, Outcome};
 use crate::error::TierError;
+use crate::naming::Tier;
 
 impl From<TierError> for Diagnostic {
     fn from(err: TierError) -> Self {
@@ -46,11 +47,44 @@ where
     handler(event).await
 }
 
-/// Runs a tier handler as a Lambda function. Never returns unless the runtime fails.
-pub async fn run_tier<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+/// One invocation of a tier: the strict event path, the outcome as JSON, errors
+/// naming the tier. Lambda and the local endpoint both call this.
+pub async fn invoke_tier<F, Fut>(
+    tier: Tier,
+    payload: &Value,
+    handler: F,
+) -> Result<Value, TierError>
+where
+    F: FnOnce(Event) -> Fut,
+    Fut: Future<Output = Result<Outcome, TierError>>,
+{
+    let outcome = dispatch(payload, handler)
+        .await
+        .map_err(|e| e.in_tier(tier))?;
+    tracing::info!(tier = %tier, state = ?outcome.state, message = %outcome.message, "tier outcome");
+    serde_json::to_value(outcome)
+        .map_err(|e| TierError::Terminal(format!("serializing the outcome: {e}")).in_tier(tier))
+}
+
+/// Runs a tier handler as a Lambda function.
+pub async fn run_tier<F, Fut>(tier: Tier, handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(Event, Arc<Aws>) -> Fut,
     Fut: Future<Output = Result<Outcome, TierError>>,
+{
+    let handler = &handler;
+    run_json(move |payload, aws| async move {
+        invoke_tier(tier, &payload, |event| handler(event, aws)).await
+    })
+    .await
+}
+
+/// Runs a JSON-in, JSON-out handler as a Lambda function (the control function's
+/// contract is not a tier's). Never returns unless the runtime fails.
+pub async fn run_json<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value, Arc<Aws>) -> Fut,
+    Fut: Future<Output = Result<Value, TierError>>,
 {
     init_json_logs();
     let aws = Arc::new(Aws::from_env().await);
@@ -58,16 +92,10 @@ where
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let aws = aws.clone();
         async move {
-            match dispatch(&ev.payload, |event| handler(event, aws)).await {
-                Ok(outcome) => {
-                    tracing::info!(state = ?outcome.state, message = %outcome.message, "tier outcome");
-                    Ok::<Outcome, Diagnostic>(outcome)
-                }
-                Err(err) => {
-                    tracing::warn!(error = err.name(), message = %err, "tier error");
-                    Err(Diagnostic::from(err))
-                }
-            }
+            handler(ev.payload, aws).await.map_err(|err| {
+                tracing::warn!(error = err.name(), message = %err, "error");
+                Diagnostic::from(err)
+            })
         }
     }))
     .await

@@ -1,8 +1,10 @@
 //! The Lambda binary: hands the library's handler to the Lambda runtime.
 
+use mbstack_core::Tier;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    mbstack_core::lambda::run_tier(|event, aws| async move {
+    mbstack_core::lambda::run_tier(Tier::Network, |event, aws| async move {
         mbstack_network::handle(event, &aws).await
     })
     .await
