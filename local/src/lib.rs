@@ -1,19 +1,21 @@
-//! End-to-end: the real state machine deployed into moto, its Lambda tasks served
-//! in-process by the front door, executions run for real.
+//! mbstack deployed into the local emulator: the real state machine created in
+//! moto, its Lambda tasks (the tier handlers and the control function) served
+//! in-process by the front door, executions run for real. The tests and
+//! `mbstack local` both use it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mbstack_core::lambda::invoke_tier;
-use mbstack_core::{Aws, Tier, TierError};
-use mbstack_emulator::{LambdaError, LambdaFn};
+use mbstack_core::{Aws, CallLog, Tier, TierError};
+use mbstack_emulator::{Emulator, LambdaError, LambdaFn};
 use serde_json::Value;
 
-use crate::TestEnv;
-
 pub const ACCOUNT: &str = "123456789012";
+/// An execution running longer than this is reported, not waited for.
+pub const RUN_LIMIT: Duration = Duration::from_secs(180);
 
-/// A failure to inject: after `tier` ran `verb` (what it created stays; the
+/// A failure to inject (tests): after `tier` ran `verb` (what it did stays, its
 /// outcome is lost), the invocation fails with a terminal error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inject {
@@ -22,10 +24,14 @@ pub struct Inject {
 }
 
 pub struct Deployed {
-    pub env: TestEnv,
+    pub emulator: Emulator,
+    /// The emulator's configuration (dummy credentials, the front door's endpoint).
+    pub config: aws_types::SdkConfig,
+    /// Every AWS call the served functions made.
+    pub log: CallLog,
     pub sfn: aws_sdk_sfn::Client,
     pub arn: String,
-    pub inject: Arc<Mutex<Option<Inject>>>,
+    inject: Arc<Mutex<Option<Inject>>>,
 }
 
 /// How an execution ended.
@@ -35,12 +41,22 @@ pub struct Execution {
     pub output: Option<Value>,
     pub error: Option<String>,
     pub cause: Option<String>,
-    /// Every event's input and output text, for secret scans.
+    /// Every event's input, output, error and cause, for scans.
     pub history_text: String,
+    /// The states entered, in order.
     pub state_names: Vec<String>,
 }
 
-fn function_arn(name: &str) -> String {
+/// The name each function has in the emulator.
+pub const FUNCTIONS: &[(&str, &str)] = &[
+    ("control", "mbstack-control"),
+    ("network", "mbstack-network"),
+    ("data", "mbstack-data"),
+    ("loadbalancer", "mbstack-loadbalancer"),
+    ("app", "mbstack-app"),
+];
+
+pub fn function_arn(name: &str) -> String {
     format!(
         "arn:aws:lambda:{}:{ACCOUNT}:function:{name}",
         mbstack_emulator::REGION
@@ -80,12 +96,10 @@ fn tier_fn(tier: Tier, aws: Aws, inject: Arc<Mutex<Option<Inject>>>) -> LambdaFn
                 .and_then(|i| i.clone())
                 .is_some_and(|i| i.tier == tier && i.verb == verb);
             if fire {
-                return Err(to_lambda_error(
-                    TierError::Terminal(format!(
-                        "injected failure after {verb} (what it did stays, its outcome is lost)"
-                    ))
-                    .in_tier(tier),
+                let e = TierError::Terminal(format!(
+                    "injected failure after {verb} (what it did stays, its outcome is lost)"
                 ));
+                return Err(to_lambda_error(e.in_tier(tier)));
             }
             result.map_err(to_lambda_error)
         })
@@ -104,43 +118,37 @@ fn control_fn(aws: Aws) -> LambdaFn {
 }
 
 impl Deployed {
-    /// A fresh emulator with every function served and the state machine created
-    /// from the committed definition.
-    pub async fn start() -> Self {
-        let env = TestEnv::start().await;
+    /// A fresh emulator with every function served and the state machine created.
+    pub async fn start() -> Result<Self, String> {
+        let emulator = Emulator::start().map_err(|e| e.to_string())?;
+        Self::start_in(emulator).await
+    }
+
+    /// Deploys into a running emulator.
+    pub async fn start_in(emulator: Emulator) -> Result<Self, String> {
+        let config = emulator.sdk_config().await;
+        let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
-        let front = &env.emulator.front;
+        let front = &emulator.front;
         // Tier waits of 15–30 s become 0 s: the machine still loops through Wait.
         front.set_wait_divisor(1000);
-        let aws = env.aws();
-        front.register_lambda("mbstack-control", control_fn(aws.clone()));
-        for (tier, name) in [
-            (Tier::Network, "mbstack-network"),
-            (Tier::Data, "mbstack-data"),
-            (Tier::LoadBalancer, "mbstack-loadbalancer"),
-            (Tier::App, "mbstack-app"),
-        ] {
-            front.register_lambda(name, tier_fn(tier, aws.clone(), inject.clone()));
+        let aws = Aws::new(config.clone()).with_interceptor(log.clone());
+        for (key, name) in FUNCTIONS {
+            let f = match *key {
+                "control" => control_fn(aws.clone()),
+                "network" => tier_fn(Tier::Network, aws.clone(), inject.clone()),
+                "data" => tier_fn(Tier::Data, aws.clone(), inject.clone()),
+                "loadbalancer" => tier_fn(Tier::LoadBalancer, aws.clone(), inject.clone()),
+                _ => tier_fn(Tier::App, aws.clone(), inject.clone()),
+            };
+            front.register_lambda(name, f);
         }
-        let arns: Vec<(&str, String)> = vec![
-            ("control", function_arn("mbstack-control")),
-            ("network", function_arn("mbstack-network")),
-            ("data", function_arn("mbstack-data")),
-            ("loadbalancer", function_arn("mbstack-loadbalancer")),
-            ("app", function_arn("mbstack-app")),
-        ];
-        let committed =
-            std::fs::read_to_string(mbstack_statemachine::asl_path()).unwrap_or_default();
-        let mut definition = committed;
-        for (tier, arn) in &arns {
-            if let Some((_, p)) = mbstack_statemachine::PLACEHOLDERS
-                .iter()
-                .find(|(t, _)| t == tier)
-            {
-                definition = definition.replace(p, arn);
-            }
-        }
-        let sfn = aws_sdk_sfn::Client::new(&env.config);
+        let arns: Vec<(&str, String)> = FUNCTIONS
+            .iter()
+            .map(|(k, n)| (*k, function_arn(n)))
+            .collect();
+        let definition = mbstack_statemachine::render(&arns);
+        let sfn = aws_sdk_sfn::Client::new(&config);
         let created = sfn
             .create_state_machine()
             .name("mbstack-provision")
@@ -148,24 +156,38 @@ impl Deployed {
             .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/mbstack-states"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("CreateStateMachine refused the definition: {e:?}"));
+            .map_err(|e| format!("CreateStateMachine refused the definition: {e:?}"))?;
         let arn = created.state_machine_arn().to_string();
-        Self {
-            env,
+        Ok(Self {
+            emulator,
+            config,
+            log,
             sfn,
             arn,
             inject,
-        }
+        })
     }
 
+    /// Sets (or clears) the failure to inject.
     pub fn inject(&self, i: Option<Inject>) {
         if let Ok(mut g) = self.inject.lock() {
             *g = i;
         }
     }
 
-    /// Starts an execution and waits for its end (at most `limit`).
-    pub async fn run(&self, name: &str, input: Value) -> Execution {
+    /// Starts an execution and waits for its end.
+    pub async fn run(&self, name: &str, input: Value) -> Result<Execution, String> {
+        self.run_following(name, input, |_| {}).await
+    }
+
+    /// Starts an execution, calls `progress` with each state entered, and waits
+    /// for its end (at most [`RUN_LIMIT`]).
+    pub async fn run_following(
+        &self,
+        name: &str,
+        input: Value,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Execution, String> {
         let started = self
             .sfn
             .start_execution()
@@ -174,9 +196,10 @@ impl Deployed {
             .input(input.to_string())
             .send()
             .await
-            .unwrap_or_else(|e| panic!("StartExecution: {e:?}"));
+            .map_err(|e| format!("StartExecution: {e:?}"))?;
         let exec = started.execution_arn().to_string();
         let t0 = Instant::now();
+        let mut shown = 0;
         loop {
             let d = self
                 .sfn
@@ -184,28 +207,34 @@ impl Deployed {
                 .execution_arn(&exec)
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("{e:?}"));
+                .map_err(|e| format!("DescribeExecution: {e:?}"))?;
             let status = d.status().as_str().to_string();
+            let (history_text, state_names) = self.history(&exec).await?;
+            for n in state_names.iter().skip(shown) {
+                progress(n);
+            }
+            shown = state_names.len();
             if status != "RUNNING" {
-                let (history_text, state_names) = self.history(&exec).await;
-                return Execution {
+                return Ok(Execution {
                     status,
                     output: d.output().and_then(|o| serde_json::from_str(o).ok()),
                     error: d.error().map(str::to_string),
                     cause: d.cause().map(str::to_string),
                     history_text,
                     state_names,
-                };
+                });
             }
-            if t0.elapsed() > Duration::from_secs(180) {
-                let (_, names) = self.history(&exec).await;
-                panic!("execution {name} still RUNNING after 180 s; states so far: {names:?}");
+            if t0.elapsed() > RUN_LIMIT {
+                return Err(format!(
+                    "execution {name} still RUNNING after {} s; states so far: {state_names:?}",
+                    RUN_LIMIT.as_secs()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    async fn history(&self, exec: &str) -> (String, Vec<String>) {
+    async fn history(&self, exec: &str) -> Result<(String, Vec<String>), String> {
         let mut text = String::new();
         let mut names = Vec::new();
         let mut token = None;
@@ -218,10 +247,10 @@ impl Deployed {
                 .max_results(1000)
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("{e:?}"));
+                .map_err(|e| format!("GetExecutionHistory: {e:?}"))?;
             for e in h.events() {
                 // The SDK's Debug redacts inputs and outputs: take the fields.
-                let mut fields: Vec<Option<&str>> = vec![
+                let fields: Vec<&str> = [
                     e.execution_started_event_details().and_then(|d| d.input()),
                     e.execution_succeeded_event_details()
                         .and_then(|d| d.output()),
@@ -233,13 +262,11 @@ impl Deployed {
                     e.task_succeeded_event_details().and_then(|d| d.output()),
                     e.task_failed_event_details().and_then(|d| d.error()),
                     e.task_failed_event_details().and_then(|d| d.cause()),
-                ];
-                fields.retain(Option::is_some);
-                text.push_str(&format!(
-                    "{} {}\n",
-                    e.r#type().as_str(),
-                    fields.into_iter().flatten().collect::<Vec<_>>().join(" | ")
-                ));
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                text.push_str(&format!("{} {}\n", e.r#type().as_str(), fields.join(" | ")));
                 if let Some(n) = e.state_entered_event_details().map(|d| d.name()) {
                     names.push(n.to_string());
                 }
@@ -249,6 +276,6 @@ impl Deployed {
                 break;
             }
         }
-        (text, names)
+        Ok((text, names))
     }
 }
