@@ -223,7 +223,7 @@ async fn handle(
         return Ok(answer);
     }
 
-    let (status, headers, bytes) = match forward(&shared, &parts, body).await {
+    let (status, headers, bytes) = match forward(&shared, &parts, body.clone()).await {
         Ok(r) => r,
         Err(e) => {
             return Ok(text(
@@ -232,6 +232,9 @@ async fn handle(
             ))
         }
     };
+    if status.is_success() && target.is_empty() {
+        crate::ec2::after(&shared, &body).await;
+    }
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
     let mut resp = Response::new(Full::new(bytes.clone()));

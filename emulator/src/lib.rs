@@ -5,6 +5,7 @@
 //! One server per [`Moto`] handle: tests each start their own (about 0.4 s and
 //! 55 MB each), so they run in parallel without sharing any state.
 
+mod ec2;
 mod ecs;
 mod front_door;
 mod http;

@@ -364,7 +364,8 @@ fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
 
 fn finish(status: &str, next: &str, result_path: &str) -> Value {
     let payload = json!({
-        "command": "finish", "status": status, "action.$": "$.action", "runId.$": "$.runId", "spec.$": "$.spec",
+        "command": "finish", "status": status, "action.$": "$.action", "requested.$": "$.requested",
+        "runId.$": "$.runId", "executionArn.$": "$.executionArn", "spec.$": "$.spec", "lock.$": "$.lock",
         "tiers": {
             "network.$": "$.network", "data.$": "$.tiers.data", "loadbalancer.$": "$.tiers.loadbalancer", "app.$": "$.app"
         }
@@ -377,8 +378,7 @@ fn finish(status: &str, next: &str, result_path: &str) -> Value {
         Some(next),
         None,
     );
-    // Finish must not fail on a missing tier (a run that failed early): defaults.
-    t["Comment"] = json!("Records how the run ended and shapes the execution's output");
+    t["Comment"] = json!("Releases the stack's lock, stores the spec after a success, and shapes the execution's output");
     t
 }
 
@@ -389,22 +389,80 @@ pub fn definition() -> Value {
         "Prepare".into(),
         json!({
             "Type": "Task",
-            "Comment": "Validate the whole input (every problem listed) before anything exists",
+            "Comment": "Merge the input over the stored spec, validate all of it (every problem listed) before anything exists, take the stack's lock",
             "Resource": "arn:aws:states:::lambda:invoke",
-            "Parameters": {"FunctionName": placeholder("control"), "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name"}},
+            "Parameters": {
+                "FunctionName": placeholder("control"),
+                "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id"}
+            },
             "ResultSelector": {
-                "action.$": "$.Payload.action", "spec.$": "$.Payload.spec", "runId.$": "$.Payload.runId", "polls.$": "$.Payload.polls",
+                "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
+                "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
+                "polls.$": "$.Payload.polls",
                 "network": {}, "tiers": {"data": {}, "loadbalancer": {}}, "app": {}
             },
             "ResultPath": "$",
             "Retry": retry(),
-            "Next": "Apply or destroy?"
+            "Next": "Which action?"
         }),
     );
     s.insert(
-        "Apply or destroy?".into(),
-        json!({"Type": "Choice", "Choices": [{"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"}], "Default": "Create network"}),
+        "Which action?".into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
+                {"Variable": "$.action", "StringEquals": "plan", "Next": "Plan network"}
+            ],
+            "Default": "Create network"
+        }),
     );
+
+    // plan: read-only, no lock; each tier's plan sees the outputs of those before it
+    let plan_selector = || json!({"changes.$": "$.Payload.changes", "status": status_selector()});
+    for (name, tier, inputs, path, next) in [
+        (
+            "Plan network",
+            "network",
+            json!({}),
+            "$.network",
+            "Plan database",
+        ),
+        (
+            "Plan database",
+            "data",
+            network_inputs(),
+            "$.tiers.data",
+            "Plan load balancer",
+        ),
+        (
+            "Plan load balancer",
+            "loadbalancer",
+            network_inputs(),
+            "$.tiers.loadbalancer",
+            "Plan Metabase service",
+        ),
+        (
+            "Plan Metabase service",
+            "app",
+            app_inputs(),
+            "$.app",
+            "Record plan",
+        ),
+    ] {
+        s.insert(
+            name.into(),
+            invoke(
+                tier,
+                tier_event("plan", "stack", inputs),
+                plan_selector(),
+                path,
+                Some(next),
+                None,
+            ),
+        );
+    }
+    s.insert("Record plan".into(), finish("planned", "Done", "$.finish"));
 
     // apply
     let err = ("Roll back", "$.error");

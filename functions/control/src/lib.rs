@@ -1,73 +1,85 @@
 //! mbstack-control: the first and last step of every run.
 //!
-//! - `prepare` takes the state machine's raw input (a stack spec plus an optional
-//!   `action`), validates all of it before anything exists — every problem listed
-//!   with its field path — and hands the tiers the spec and the run id.
-//! - `finish` records how the run ended and shapes the execution's output: the URL
-//!   first, then each tier's outputs (ARNs and names, never a secret) and every
-//!   change the run made.
+//! - `prepare` takes the state machine's raw input (a stack spec, or a part of
+//!   one, plus an optional `action`), applies it as a JSON merge patch over the
+//!   stack's stored spec (or the defaults), validates all of it before anything
+//!   exists — every problem listed with its field path — and takes the per-stack
+//!   lock (not for `plan`), so a scheduled run and a manual run never overlap.
+//! - `finish` releases the lock on every ending, stores the spec when the run
+//!   succeeded, records the last run, and shapes the execution's output: the URL
+//!   first, each tier's outputs (IDs and ARNs, never a secret) and every change.
 //!
 //! Its contract is `{"command": "prepare" | "finish", ...}`, not a tier's.
 
-use mbstack_core::{Aws, InvalidSpec, Problem, StackSpec, TierError};
+pub mod store;
+
+use mbstack_core::spec::merge_patch;
+use mbstack_core::{client, Aws, InvalidSpec, Problem, StackSpec, TierError};
 use serde_json::{json, Map, Value};
 
 /// The actions a run can take.
-pub const ACTIONS: &[&str] = &["apply", "destroy"];
-/// Actions the state machine will offer once the lifecycle work lands.
-pub const LATER_ACTIONS: &[&str] = &["plan", "pause", "resume"];
+pub const ACTIONS: &[&str] = &["apply", "plan", "destroy", "pause", "resume"];
 
-pub async fn handle(payload: Value, _aws: &Aws) -> Result<Value, TierError> {
+struct Clients {
+    ssm: aws_sdk_ssm::Client,
+    sfn: aws_sdk_sfn::Client,
+}
+
+pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
+    let c = Clients {
+        ssm: client!(aws_sdk_ssm, aws),
+        sfn: client!(aws_sdk_sfn, aws),
+    };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
+    let execution = payload
+        .get("execution")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let execution_arn = payload
+        .get("executionArn")
+        .and_then(Value::as_str)
+        .unwrap_or(execution);
+    // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
     match command {
-        "prepare" => prepare(
-            payload.get("input").unwrap_or(&Value::Null),
-            payload.get("execution").and_then(Value::as_str).unwrap_or(""),
-        ),
-        "finish" => finish(&payload),
+        "prepare" => Box::pin(prepare(&c, payload.get("input").unwrap_or(&Value::Null), execution, execution_arn)).await,
+        "finish" => Box::pin(finish(&c, &payload)).await,
         other => Err(TierError::Terminal(format!(
             "the control function got command {other:?}: expected \"prepare\" or \"finish\" (is the state machine current?)"
         ))),
     }
 }
 
-/// Validates the whole input and returns `{action, spec, runId, polls}`.
-pub fn prepare(input: &Value, execution: &str) -> Result<Value, TierError> {
+/// The input's problems that do not need AWS: action, stack name, execution name.
+fn check_input(
+    input: &Value,
+    execution: &str,
+) -> Result<(String, String, Map<String, Value>), InvalidSpec> {
     let Some(object) = input.as_object() else {
         return Err(InvalidSpec(vec![Problem::new(
             "",
             "the input must be a JSON object such as {\"stack\": \"analytics\"}",
-        )])
-        .into());
+        )]));
     };
     let mut problems = Vec::new();
     let action = match object.get("action") {
         None => "apply".to_string(),
         Some(Value::String(a)) if ACTIONS.contains(&a.as_str()) => a.clone(),
-        Some(Value::String(a)) if LATER_ACTIONS.contains(&a.as_str()) => {
-            problems.push(Problem::new(
-                "action",
-                format!("{a:?} is not available yet: use \"apply\" or \"destroy\""),
-            ));
-            a.clone()
-        }
         Some(other) => {
             problems.push(Problem::new(
                 "action",
-                format!("{other} is not an action: use \"apply\" (the default) or \"destroy\""),
+                format!(
+                    "{other} is not an action: use one of {}",
+                    ACTIONS.join(", ")
+                ),
             ));
             String::new()
         }
     };
-    let mut spec_input = object.clone();
-    spec_input.remove("action");
-    let spec = match StackSpec::from_json(&Value::Object(spec_input)) {
-        Ok(spec) => Some(spec),
-        Err(e) => {
-            problems.extend(e.0);
-            None
-        }
-    };
+    let stack = object
+        .get("stack")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let run_ok = !execution.is_empty()
         && execution.len() <= 80
         && execution
@@ -79,19 +91,156 @@ pub fn prepare(input: &Value, execution: &str) -> Result<Value, TierError> {
             format!("the execution name {execution:?} cannot tag resources: name executions with 1 to 80 of a-z, A-Z, 0-9, - and _"),
         ));
     }
-    match (spec, problems.is_empty()) {
-        (Some(spec), true) => Ok(json!({
-            "action": action,
-            "spec": spec,
-            "runId": execution,
-            "polls": {"network": {"n": 0}, "data": {"n": 0}, "loadbalancer": {"n": 0}, "app": {"n": 0}},
-        })),
-        _ => Err(InvalidSpec(problems).into()),
+    let mut patch = object.clone();
+    patch.remove("action");
+    if problems.is_empty() {
+        Ok((action, stack, patch))
+    } else {
+        // Add the spec's own problems, so that every problem is listed at once.
+        if let Err(e) = StackSpec::from_json(&Value::Object(patch)) {
+            problems.extend(e.0);
+        }
+        Err(InvalidSpec(problems))
     }
 }
 
-/// Shapes the execution's output from the tiers' final outcomes.
-pub fn finish(payload: &Value) -> Result<Value, TierError> {
+/// Merges, validates, locks; returns `{action, requested, spec, runId, polls, …}`.
+async fn prepare(
+    c: &Clients,
+    input: &Value,
+    execution: &str,
+    execution_arn: &str,
+) -> Result<Value, TierError> {
+    let (requested, stack, patch) = check_input(input, execution)?;
+    // The stack name must be valid before it names a parameter.
+    let probe = StackSpec::new(stack.clone());
+    if let Err(e) = probe.validate() {
+        let mut problems: Vec<Problem> = e.0.into_iter().filter(|p| p.path == "stack").collect();
+        if !problems.is_empty() {
+            if let Err(all) = StackSpec::from_json(&Value::Object(patch.clone())) {
+                problems = all.0;
+            }
+            return Err(InvalidSpec(problems).into());
+        }
+    }
+    let stored = store::stored_spec(&c.ssm, &stack).await?;
+    let mut merged = match &stored {
+        Some(s) => s.clone(),
+        None => json!({"stack": stack}),
+    };
+    merge_patch(&mut merged, &Value::Object(patch));
+    match requested.as_str() {
+        "pause" => merged["paused"] = json!(true),
+        "resume" => merged["paused"] = json!(false),
+        _ => {}
+    }
+    let spec = StackSpec::from_json(&merged)?;
+    let mut lock = json!(null);
+    if requested != "plan" {
+        lock = take_lock(c, &stack, execution_arn).await?;
+    }
+    let action = match requested.as_str() {
+        "pause" | "resume" => "apply",
+        other => other,
+    };
+    Ok(json!({
+        "action": action,
+        "requested": requested,
+        "spec": spec,
+        "runId": execution,
+        "executionArn": execution_arn,
+        "storedSpec": stored.is_some(),
+        "lock": lock,
+        "polls": {"network": {"n": 0}, "data": {"n": 0}, "loadbalancer": {"n": 0}, "app": {"n": 0}},
+    }))
+}
+
+/// Takes `/mbstack/<stack>/lock` for this execution. A lock held by an execution
+/// that is no longer running is taken over (and the takeover reported); one held
+/// by a running execution fails this run at once, naming the holder.
+async fn take_lock(c: &Clients, stack: &str, me: &str) -> Result<Value, TierError> {
+    let name = store::path(stack, "lock");
+    if store::put(&c.ssm, &name, me, false).await? {
+        return Ok(json!({"taken": true}));
+    }
+    let holder = store::get(&c.ssm, &name).await?.unwrap_or_default();
+    if holder == me {
+        return Ok(json!({"taken": true}));
+    }
+    let status = match c
+        .sfn
+        .describe_execution()
+        .execution_arn(&holder)
+        .send()
+        .await
+    {
+        Ok(d) => d.status().as_str().to_string(),
+        Err(e)
+            if matches!(
+                mbstack_core::error_code(&e),
+                Some("ExecutionDoesNotExist" | "InvalidArn")
+            ) =>
+        {
+            "GONE".to_string()
+        }
+        Err(e) => return Err(mbstack_core::aws_error("states:DescribeExecution", e)),
+    };
+    if status == "RUNNING" {
+        return Err(TierError::Locked(format!(
+            "stack {stack} is locked by execution {holder}, which is still running: nothing was touched; wait for it to end (or stop it) and start this run again"
+        )));
+    }
+    store::put(&c.ssm, &name, me, true).await?;
+    Ok(json!({"taken": true, "tookOverFrom": holder, "holderStatus": status}))
+}
+
+/// Releases the lock (if it is ours), stores the spec after a success, records
+/// the last run, and shapes the output.
+async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
+    let out = shape_output(payload);
+    let status = payload
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let requested = payload
+        .get("requested")
+        .and_then(Value::as_str)
+        .unwrap_or("apply");
+    let stack = payload
+        .pointer("/spec/stack")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let me = payload
+        .get("executionArn")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if requested == "plan" || stack.is_empty() {
+        return Ok(out);
+    }
+    if status == "succeeded" {
+        if requested == "destroy" {
+            store::delete(&c.ssm, &store::path(stack, "spec")).await?;
+        } else if let Some(spec) = payload.get("spec") {
+            store::put(&c.ssm, &store::path(stack, "spec"), &spec.to_string(), true).await?;
+        }
+    }
+    let last = json!({"action": requested, "status": status, "execution": me, "url": out["url"]});
+    store::put(
+        &c.ssm,
+        &store::path(stack, "last-run"),
+        &last.to_string(),
+        true,
+    )
+    .await?;
+    let lock = store::path(stack, "lock");
+    if store::get(&c.ssm, &lock).await?.as_deref() == Some(me) {
+        store::delete(&c.ssm, &lock).await?;
+    }
+    Ok(out)
+}
+
+/// The execution's output from the tiers' final outcomes: the URL first.
+pub fn shape_output(payload: &Value) -> Value {
     let status = payload
         .get("status")
         .and_then(Value::as_str)
@@ -129,14 +278,18 @@ pub fn finish(payload: &Value) -> Result<Value, TierError> {
         .and_then(|o| o.get("url"))
         .cloned()
         .unwrap_or(Value::Null);
-    Ok(json!({
+    let mut out = json!({
         "url": url,
         "stack": payload.pointer("/spec/stack"),
-        "action": payload.get("action"),
+        "action": payload.get("requested").or(payload.get("action")),
         "status": status,
         "outputs": outputs,
         "changes": changes,
-    }))
+    });
+    if let Some(holder) = payload.pointer("/lock/tookOverFrom") {
+        out["lockTakenOverFrom"] = holder.clone();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -144,40 +297,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prepare_lists_every_problem_including_the_action() {
-        let e = prepare(
+    fn bad_input_lists_every_problem_including_the_action() {
+        match check_input(
             &json!({"stack": "Bad", "action": "nuke", "network": {"azCount": 1}}),
             "run-1",
-        )
-        .unwrap_err();
-        match e {
-            TierError::InvalidSpec(e) => {
-                assert_eq!(e.paths(), vec!["action", "stack", "network.azCount"])
-            }
-            other => panic!("{other:?}"),
+        ) {
+            Err(e) => assert_eq!(e.paths(), vec!["action", "stack", "network.azCount"]),
+            Ok(_) => panic!("accepted"),
         }
-        let ok = prepare(&json!({"stack": "good"}), "run-1").unwrap();
-        assert_eq!(ok["action"], "apply");
-        assert_eq!(ok["runId"], "run-1");
-        assert_eq!(ok["spec"]["network"]["cidr"], "10.0.0.0/16");
-        assert!(prepare(&json!({"stack": "good", "action": "destroy"}), "r").is_ok());
-        assert!(prepare(&json!({"stack": "good"}), "bad name").is_err());
+        let (action, stack, patch) = check_input(&json!({"stack": "good"}), "run-1").unwrap();
+        assert_eq!((action.as_str(), stack.as_str()), ("apply", "good"));
+        assert!(!patch.contains_key("action"));
+        assert!(check_input(&json!({"stack": "good"}), "bad name").is_err());
     }
 
     #[test]
-    fn finish_puts_the_url_first_and_drops_no_changes() {
-        let out = finish(&json!({
-            "status": "succeeded", "action": "apply", "spec": {"stack": "s"},
+    fn the_output_puts_the_url_first_and_drops_no_changes() {
+        let out = shape_output(&json!({
+            "status": "succeeded", "requested": "apply", "spec": {"stack": "s"},
+            "lock": {"tookOverFrom": "arn:old"},
             "tiers": {
                 "network": {"status": {"outputs": {"vpcId": "vpc-1"}}, "changes": [{"kind": "vpc", "action": "create"}, {"kind": "x", "action": "none"}]},
                 "loadbalancer": {"status": {"outputs": {"url": "http://x"}}, "changes": []}
             }
-        }))
-        .unwrap();
+        }));
         assert_eq!(out["url"], "http://x");
         assert_eq!(out["changes"].as_array().unwrap().len(), 1);
         assert_eq!(out["changes"][0]["tier"], "network");
-        let text = serde_json::to_string(&out).unwrap();
-        assert!(text.starts_with("{\"url\""), "{text}");
+        assert_eq!(out["lockTakenOverFrom"], "arn:old");
+        assert!(serde_json::to_string(&out).unwrap().starts_with("{\"url\""));
     }
 }

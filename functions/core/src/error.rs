@@ -29,6 +29,9 @@ pub enum TierError {
     /// This tier or verb is not built yet.
     #[error("{0}")]
     NotImplemented(String),
+    /// Another run holds the stack's lock; nothing was touched.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl TierError {
@@ -41,6 +44,7 @@ impl TierError {
             TierError::ResourceFailed(_) => "Mbstack.ResourceFailed",
             TierError::Refused(_) => "Mbstack.Refused",
             TierError::NotImplemented(_) => "Mbstack.NotImplemented",
+            TierError::Locked(_) => "Mbstack.Locked",
         }
     }
 
@@ -54,6 +58,7 @@ impl TierError {
             TierError::ResourceFailed(m) => TierError::ResourceFailed(p(m)),
             TierError::Refused(m) => TierError::Refused(p(m)),
             TierError::NotImplemented(m) => TierError::NotImplemented(p(m)),
+            TierError::Locked(m) => TierError::Locked(p(m)),
         }
     }
 

@@ -134,6 +134,29 @@ fn type_error_message(serde_msg: &str) -> String {
     format!("{msg}: fix the value's type or spelling (see the spec reference in README.md)")
 }
 
+/// JSON Merge Patch (RFC 7386): `patch` applied over `target`. An object merges
+/// key by key, `null` removes a key (its default applies again), anything else
+/// replaces.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -790,6 +813,22 @@ mod tests {
         let mut paths = err.paths();
         paths.sort();
         assert_eq!(paths, vec!["app.imgae", "netwrok"]);
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
+        merge_patch(
+            &mut t,
+            &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}),
+        );
+        assert_eq!(
+            t,
+            json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
+        );
+        let mut t = json!({"a": 1});
+        merge_patch(&mut t, &json!([1]));
+        assert_eq!(t, json!([1]));
     }
 
     #[test]

@@ -96,8 +96,9 @@ pub(crate) async fn ensure(
             continue;
         }
         let eip_name = ctx.name(&eip_role(&w.az));
+        // Free: no live NAT gateway maps it (a deleted NAT's EIP is reused).
         let eip = addresses.iter().find(|a| {
-            tag(a.tags(), NAME_TAG) == Some(eip_name.as_str()) && a.association_id().is_none()
+            tag(a.tags(), NAME_TAG) == Some(eip_name.as_str()) && mapped_by(a, &nats).is_none()
         });
         let allocation = match eip {
             Some(a) => {

@@ -1,0 +1,88 @@
+//! EC2 where moto stops short of AWS: deleting a NAT gateway in AWS releases its
+//! Elastic IP's association; moto keeps the association, so the address could
+//! never be mapped to a new NAT gateway (`Resource.AlreadyAssociated`). The front
+//! door drops the association after moto deletes the gateway.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::front_door::{moto_query, Shared};
+
+/// The value of `key` in a form-encoded body.
+pub(crate) fn form_value(body: &[u8], key: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%2D", "-")
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+        })
+    })
+}
+
+/// All values of `<tag>…</tag>` in an XML answer.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
+        .collect()
+}
+
+/// Called with the request body of a successful EC2 call.
+pub(crate) async fn after(shared: &Arc<Shared>, request: &Bytes) {
+    if form_value(request, "Action").as_deref() != Some("DeleteNatGateway") {
+        return;
+    }
+    let Some(nat) = form_value(request, "NatGatewayId") else {
+        return;
+    };
+    let Ok(described) = moto_query(
+        shared,
+        "ec2",
+        &format!("Action=DescribeNatGateways&Version=2016-11-15&NatGatewayId.1={nat}"),
+    )
+    .await
+    else {
+        return;
+    };
+    for allocation in xml_values(&String::from_utf8_lossy(&described), "allocationId") {
+        let Ok(addresses) = moto_query(
+            shared,
+            "ec2",
+            &format!("Action=DescribeAddresses&Version=2016-11-15&AllocationId.1={allocation}"),
+        )
+        .await
+        else {
+            continue;
+        };
+        for association in xml_values(&String::from_utf8_lossy(&addresses), "associationId") {
+            let form = format!(
+                "Action=DisassociateAddress&Version=2016-11-15&AssociationId={association}"
+            );
+            if let Err(e) = moto_query(shared, "ec2", &form).await {
+                tracing::warn!(%nat, %allocation, error = %e, "the emulator could not drop a deleted NAT gateway's address association");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_forms_and_xml() {
+        let body = b"Action=DeleteNatGateway&NatGatewayId=nat-0ab&Version=2016-11-15";
+        assert_eq!(form_value(body, "NatGatewayId").as_deref(), Some("nat-0ab"));
+        assert_eq!(form_value(body, "Nope"), None);
+        let xml = "<a><allocationId>eipalloc-1</allocationId><x/><allocationId> eipalloc-2 </allocationId></a>";
+        assert_eq!(
+            xml_values(xml, "allocationId"),
+            vec!["eipalloc-1", "eipalloc-2"]
+        );
+    }
+}

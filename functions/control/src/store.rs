@@ -1,0 +1,65 @@
+//! What mbstack keeps per stack, in SSM Parameter Store under `/mbstack/<stack>/`:
+//! `spec` (the last successfully applied spec), `last-run` (action, status,
+//! execution, URL — never a secret) and `lock` (the ARN of the execution holding
+//! the stack).
+
+use aws_sdk_ssm::types::ParameterType;
+use aws_sdk_ssm::Client;
+use mbstack_core::{aws_error, error_code, TierError};
+use serde_json::Value;
+
+pub fn path(stack: &str, leaf: &str) -> String {
+    format!("/mbstack/{stack}/{leaf}")
+}
+
+/// A parameter's value, None when it does not exist.
+pub async fn get(ssm: &Client, name: &str) -> Result<Option<String>, TierError> {
+    match ssm.get_parameter().name(name).send().await {
+        Ok(o) => Ok(o.parameter().and_then(|p| p.value()).map(str::to_string)),
+        Err(e) if error_code(&e) == Some("ParameterNotFound") => Ok(None),
+        Err(e) => Err(aws_error("ssm:GetParameter", e)),
+    }
+}
+
+/// The stored spec as JSON, if any.
+pub async fn stored_spec(ssm: &Client, stack: &str) -> Result<Option<Value>, TierError> {
+    match get(ssm, &path(stack, "spec")).await? {
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            TierError::Terminal(format!(
+                "the stored spec of {stack} ({}) is not JSON: {e}",
+                path(stack, "spec")
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// Writes a parameter; `overwrite: false` fails if it exists (the lock).
+pub async fn put(
+    ssm: &Client,
+    name: &str,
+    value: &str,
+    overwrite: bool,
+) -> Result<bool, TierError> {
+    match ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::String)
+        .overwrite(overwrite)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if !overwrite && error_code(&e) == Some("ParameterAlreadyExists") => Ok(false),
+        Err(e) => Err(aws_error("ssm:PutParameter", e)),
+    }
+}
+
+pub async fn delete(ssm: &Client, name: &str) -> Result<(), TierError> {
+    match ssm.delete_parameter().name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ParameterNotFound") => Ok(()),
+        Err(e) => Err(aws_error("ssm:DeleteParameter", e)),
+    }
+}

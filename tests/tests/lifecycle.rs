@@ -1,0 +1,253 @@
+//! Lifecycle, end to end: the stored spec and merge-patch inputs, the per-stack
+//! lock, plan, drift repair, pause and resume.
+
+use mbstack_local::Deployed;
+use serde_json::{json, Value};
+
+async fn ssm_get(d: &Deployed, name: &str) -> Option<String> {
+    let ssm = aws_sdk_ssm::Client::new(&d.config);
+    ssm.get_parameter()
+        .name(name)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+}
+
+fn changes(run: &mbstack_local::Execution) -> Vec<(String, String, String)> {
+    run.output
+        .as_ref()
+        .and_then(|o| o["changes"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["tier"].as_str().unwrap_or("").to_string(),
+                c["kind"].as_str().unwrap_or("").to_string(),
+                c["action"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn ok(d: &Deployed, name: &str, input: Value) -> mbstack_local::Execution {
+    let run = d.run(name, input).await.expect("the execution ran");
+    assert_eq!(
+        run.status, "SUCCEEDED",
+        "{name}: {:?} {:?}",
+        run.error, run.cause
+    );
+    run
+}
+
+#[tokio::test]
+async fn a_partial_input_merges_over_the_stored_spec() {
+    let d = Deployed::start().await.expect("deployed");
+    ok(&d, "apply-1", json!({"stack": "merge"})).await;
+    let stored: Value = serde_json::from_str(
+        &ssm_get(&d, "/mbstack/merge/spec")
+            .await
+            .expect("a stored spec"),
+    )
+    .unwrap();
+    assert_eq!(stored["app"]["desiredCount"], 1);
+
+    let run = ok(
+        &d,
+        "apply-2",
+        json!({"stack": "merge", "app": {"desiredCount": 2}}),
+    )
+    .await;
+    assert_eq!(
+        changes(&run),
+        vec![(
+            "app".to_string(),
+            "ecs-service".to_string(),
+            "update".to_string()
+        )]
+    );
+    let stored: Value =
+        serde_json::from_str(&ssm_get(&d, "/mbstack/merge/spec").await.unwrap()).unwrap();
+    assert_eq!(stored["app"]["desiredCount"], 2);
+    let mut expected = serde_json::to_value(mbstack_core::StackSpec::new("merge")).unwrap();
+    expected["app"]["desiredCount"] = json!(2);
+    assert_eq!(stored, expected, "everything else as before");
+    // A repair run with the stack name alone keeps the stored count.
+    let repair = ok(&d, "apply-3", json!({"stack": "merge"})).await;
+    assert!(changes(&repair).is_empty(), "{:?}", changes(&repair));
+    assert_eq!(
+        ssm_get(&d, "/mbstack/merge/lock").await,
+        None,
+        "the lock is released"
+    );
+}
+
+#[tokio::test]
+async fn two_runs_at_once_one_waits_for_nobody_and_a_stale_lock_is_taken_over() {
+    let d = Deployed::start().await.expect("deployed");
+    let (a, b) = tokio::join!(
+        d.run("race-a", json!({"stack": "race"})),
+        d.run("race-b", json!({"stack": "race"}))
+    );
+    let (a, b) = (a.expect("ran"), b.expect("ran"));
+    let (winner, loser) = if a.status == "SUCCEEDED" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(winner.status, "SUCCEEDED", "{:?}", winner.cause);
+    assert_eq!(loser.status, "FAILED");
+    assert_eq!(
+        loser.error.as_deref(),
+        Some("Mbstack.Locked"),
+        "{:?}",
+        loser.cause
+    );
+    assert!(
+        loser
+            .cause
+            .unwrap_or_default()
+            .contains(":execution:mbstack-provision:race-"),
+        "the cause names the holder"
+    );
+    assert_eq!(
+        loser.state_names,
+        vec!["Prepare"],
+        "the loser touched nothing"
+    );
+    assert_eq!(ssm_get(&d, "/mbstack/race/lock").await, None);
+
+    // A lock left by an execution that no longer runs is taken over.
+    let ssm = aws_sdk_ssm::Client::new(&d.config);
+    let stale = format!(
+        "arn:aws:states:us-east-1:{}:execution:mbstack-provision:long-gone",
+        mbstack_local::ACCOUNT
+    );
+    ssm.put_parameter()
+        .name("/mbstack/race/lock")
+        .value(&stale)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let run = ok(&d, "after-crash", json!({"stack": "race"})).await;
+    assert_eq!(run.output.unwrap()["lockTakenOverFrom"], json!(stale));
+    assert_eq!(ssm_get(&d, "/mbstack/race/lock").await, None);
+}
+
+#[tokio::test]
+async fn plan_shows_creates_then_nothing_then_exactly_the_drift_and_apply_repairs_it() {
+    let d = Deployed::start().await.expect("deployed");
+    d.log.clear();
+    let empty = ok(&d, "plan-1", json!({"stack": "drift", "action": "plan"})).await;
+    let planned = changes(&empty);
+    assert!(planned.len() > 20, "{planned:?}");
+    assert!(planned.iter().all(|(_, _, a)| a == "create"), "{planned:?}");
+    assert_eq!(d.log.mutating(), vec![], "plan mutated");
+    assert_eq!(
+        ssm_get(&d, "/mbstack/drift/lock").await,
+        None,
+        "plan takes no lock"
+    );
+
+    ok(&d, "apply-1", json!({"stack": "drift"})).await;
+    d.log.clear();
+    let clean = ok(&d, "plan-2", json!({"stack": "drift", "action": "plan"})).await;
+    assert!(changes(&clean).is_empty(), "{:?}", changes(&clean));
+    assert_eq!(d.log.mutating(), vec![]);
+
+    // Out of band: the NAT gateway and the HTTP listener are deleted.
+    let ec2 = aws_sdk_ec2::Client::new(&d.config);
+    let nat = clean.output.as_ref().unwrap()["outputs"]["network"]["natGatewayIds"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ec2.delete_nat_gateway()
+        .nat_gateway_id(&nat)
+        .send()
+        .await
+        .unwrap();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&d.config);
+    let listener = clean.output.as_ref().unwrap()["outputs"]["loadbalancer"]["httpListenerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    elb.delete_listener()
+        .listener_arn(&listener)
+        .send()
+        .await
+        .unwrap();
+
+    d.log.clear();
+    let drift = ok(&d, "plan-3", json!({"stack": "drift", "action": "plan"})).await;
+    let mut got = changes(&drift);
+    got.sort();
+    let want = vec![
+        (
+            "loadbalancer".to_string(),
+            "listener".to_string(),
+            "create".to_string(),
+        ),
+        (
+            "network".to_string(),
+            "nat-gateway".to_string(),
+            "create".to_string(),
+        ),
+        // The private route table points at the new NAT: part of restoring it.
+        (
+            "network".to_string(),
+            "route-table".to_string(),
+            "update".to_string(),
+        ),
+    ];
+    assert_eq!(got, want);
+    assert_eq!(d.log.mutating(), vec![]);
+
+    let repair = ok(&d, "apply-2", json!({"stack": "drift"})).await;
+    let mut repaired = changes(&repair);
+    repaired.sort();
+    assert_eq!(repaired, want, "apply restores exactly what was deleted");
+    d.log.clear();
+    let after = ok(&d, "plan-4", json!({"stack": "drift", "action": "plan"})).await;
+    assert!(changes(&after).is_empty(), "{:?}", changes(&after));
+}
+
+#[tokio::test]
+async fn pause_and_resume_round_trip_and_release_the_lock() {
+    let d = Deployed::start().await.expect("deployed");
+    ok(&d, "apply-1", json!({"stack": "nap"})).await;
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let desired = |ecs: aws_sdk_ecs::Client| async move {
+        ecs.describe_services()
+            .cluster("nap-cluster")
+            .services("metabase")
+            .send()
+            .await
+            .unwrap()
+            .services()[0]
+            .desired_count()
+    };
+    let db = |rds: aws_sdk_rds::Client| async move {
+        rds.describe_db_instances()
+            .db_instance_identifier("nap-db")
+            .send()
+            .await
+            .unwrap()
+            .db_instances()[0]
+            .db_instance_status()
+            .unwrap()
+            .to_string()
+    };
+    ok(&d, "pause-1", json!({"stack": "nap", "action": "pause"})).await;
+    assert_eq!(desired(ecs.clone()).await, 0);
+    assert_eq!(db(rds.clone()).await, "stopped");
+    assert_eq!(ssm_get(&d, "/mbstack/nap/lock").await, None);
+    let stored: Value =
+        serde_json::from_str(&ssm_get(&d, "/mbstack/nap/spec").await.unwrap()).unwrap();
+    assert_eq!(stored["paused"], true);
+    ok(&d, "resume-1", json!({"stack": "nap", "action": "resume"})).await;
+    assert_eq!(desired(ecs).await, 1);
+    assert_eq!(db(rds).await, "available");
+    assert_eq!(ssm_get(&d, "/mbstack/nap/lock").await, None);
+}
