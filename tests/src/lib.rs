@@ -3,7 +3,7 @@
 
 use aws_sdk_ec2::types::Filter;
 use mbstack_core::naming::STACK_TAG;
-use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_emulator::Emulator;
 use serde_json::{Map, Value};
 
@@ -63,6 +63,71 @@ where
         all.push(call(then).await?);
     }
     Ok(all)
+}
+
+/// Drives one tier through the strict JSON event path (as Lambda and the local
+/// endpoint call it), with the given upstream `inputs`.
+pub struct TierRunner<'a> {
+    pub env: &'a TestEnv,
+    pub tier: Tier,
+    pub inputs: Map<String, Value>,
+}
+
+impl TierRunner<'_> {
+    pub async fn call(
+        &self,
+        verb: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Result<Outcome, TierError> {
+        let mut event = Event::new(verb, spec.clone(), run, scope);
+        event.inputs = self.inputs.clone();
+        let payload =
+            serde_json::to_value(&event).map_err(|e| TierError::Terminal(e.to_string()))?;
+        let aws = self.env.aws();
+        let value = mbstack_core::lambda::invoke_tier(self.tier, &payload, |ev| async move {
+            match self.tier {
+                Tier::Network => mbstack_network::handle(ev, &aws).await,
+                Tier::Data => mbstack_data::handle(ev, &aws).await,
+                Tier::LoadBalancer => mbstack_loadbalancer::handle(ev, &aws).await,
+                Tier::App => mbstack_app::handle(ev, &aws).await,
+                Tier::Control => Err(TierError::Terminal("control is not a tier".into())),
+            }
+        })
+        .await?;
+        serde_json::from_value(value).map_err(|e| TierError::Terminal(e.to_string()))
+    }
+
+    /// `first`, then `then` until not pending (a short pause between polls: the
+    /// front door's ECS may take a moment).
+    pub async fn settle(
+        &self,
+        first: Verb,
+        then: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+    ) -> Result<Vec<Outcome>, TierError> {
+        settle(
+            |verb| async move {
+                if verb == then {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                self.call(verb, spec, run, scope).await
+            },
+            first,
+            then,
+            60,
+        )
+        .await
+    }
+
+    pub async fn apply(&self, spec: &StackSpec, run: &str) -> Vec<Outcome> {
+        self.settle(Verb::Apply, Verb::Check, spec, run, Scope::Stack)
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e}"))
+    }
 }
 
 /// Applies the network tier for `spec` and returns the `inputs` the tiers after it get.

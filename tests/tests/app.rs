@@ -9,64 +9,10 @@ use std::time::Duration;
 use aws_sdk_ecs::types::{ServiceField, TaskDefinitionField};
 use mbstack_core::naming::STACK_TAG;
 use mbstack_core::spec::AutoscalingSpec;
-use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_core::{Action, Outcome, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_emulator::EcsFault;
-use mbstack_tests::{app_inputs, settle, LogCapture, TestEnv};
+use mbstack_tests::{app_inputs, LogCapture, TestEnv, TierRunner};
 use serde_json::{Map, Value};
-
-struct App<'a> {
-    env: &'a TestEnv,
-    inputs: Map<String, Value>,
-}
-
-impl App<'_> {
-    async fn call(
-        &self,
-        verb: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Result<Outcome, TierError> {
-        let mut event = Event::new(verb, spec.clone(), run, scope);
-        event.inputs = self.inputs.clone();
-        let payload = serde_json::to_value(&event).unwrap();
-        let aws = self.env.aws();
-        mbstack_core::lambda::dispatch(&payload, |ev| mbstack_app::handle(ev, &aws)).await
-    }
-
-    async fn settle(
-        &self,
-        first: Verb,
-        then: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Result<Vec<Outcome>, TierError> {
-        settle(
-            |verb| async move {
-                // The front door's ECS takes a moment: poll like the state machine, faster.
-                if verb == Verb::Check || (verb == Verb::Destroy && first == Verb::Destroy) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                self.call(verb, spec, run, scope).await
-            },
-            first,
-            then,
-            60,
-        )
-        .await
-    }
-
-    async fn apply(&self, spec: &StackSpec, run: &str) -> Vec<Outcome> {
-        self.settle(Verb::Apply, Verb::Check, spec, run, Scope::Stack)
-            .await
-            .unwrap_or_else(|e| panic!("apply: {e}"))
-    }
-
-    fn ecs(&self) -> aws_sdk_ecs::Client {
-        aws_sdk_ecs::Client::new(&self.env.config)
-    }
-}
 
 fn s<'a>(v: &'a Map<String, Value>, tier: &str, key: &str) -> &'a str {
     v[tier][key]
@@ -74,9 +20,8 @@ fn s<'a>(v: &'a Map<String, Value>, tier: &str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {tier}.{key}"))
 }
 
-async fn service(app: &App<'_>, stack: &str) -> aws_sdk_ecs::types::Service {
-    let out = app
-        .ecs()
+async fn service(app: &TierRunner<'_>, stack: &str) -> aws_sdk_ecs::types::Service {
+    let out = aws_sdk_ecs::Client::new(&app.env.config)
         .describe_services()
         .cluster(format!("{stack}-cluster"))
         .services("metabase")
@@ -95,8 +40,9 @@ async fn apply_runs_metabase_exactly_as_designed_and_no_secret_leaks() {
         .front
         .set_ecs_start_delay(Duration::from_millis(300));
     let spec = StackSpec::new("mb");
-    let app = App {
+    let app = TierRunner {
         env: &env,
+        tier: Tier::App,
         inputs: app_inputs(&env, &spec).await,
     };
     let outcomes = app.apply(&spec, "run-a").await;
@@ -111,7 +57,7 @@ async fn apply_runs_metabase_exactly_as_designed_and_no_secret_leaks() {
     );
 
     // The task definition, field by field.
-    let ecs = app.ecs();
+    let ecs = aws_sdk_ecs::Client::new(&app.env.config);
     let svc = service(&app, "mb").await;
     let td_arn = svc.task_definition().unwrap().to_string();
     let td = ecs
@@ -424,8 +370,9 @@ fn last_output(outcomes: &[Outcome], key: &str) -> String {
 async fn an_image_change_registers_one_revision_and_its_rollback_puts_the_old_one_back() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("upg");
-    let app = App {
+    let app = TierRunner {
         env: &env,
+        tier: Tier::App,
         inputs: app_inputs(&env, &spec).await,
     };
     app.apply(&spec, "run-a").await;
@@ -511,8 +458,9 @@ async fn a_failed_rollout_is_a_terminal_error_with_the_stopped_reason() {
         let env = TestEnv::start().await;
         env.emulator.front.set_ecs_fault(Some(fault));
         let spec = StackSpec::new("broken");
-        let app = App {
+        let app = TierRunner {
             env: &env,
+            tier: Tier::App,
             inputs: app_inputs(&env, &spec).await,
         };
         match app
@@ -543,8 +491,9 @@ async fn pause_scales_to_zero_and_suspends_autoscaling_then_resume_restores() {
         max: 3,
         target_cpu_percent: 50,
     });
-    let app = App {
+    let app = TierRunner {
         env: &env,
+        tier: Tier::App,
         inputs: app_inputs(&env, &spec).await,
     };
     app.apply(&spec, "run-a").await;
@@ -581,8 +530,9 @@ async fn destroy_leaves_nothing_of_the_stack_in_ecs_iam_logs_secrets_or_autoscal
         max: 2,
         target_cpu_percent: 60,
     });
-    let app = App {
+    let app = TierRunner {
         env: &env,
+        tier: Tier::App,
         inputs: app_inputs(&env, &spec).await,
     };
     app.apply(&spec, "run-a").await;
@@ -594,7 +544,7 @@ async fn destroy_leaves_nothing_of_the_stack_in_ecs_iam_logs_secrets_or_autoscal
         .unwrap();
     assert_eq!(outcomes.last().unwrap().state, State::Gone);
 
-    let ecs = app.ecs();
+    let ecs = aws_sdk_ecs::Client::new(&app.env.config);
     let clusters = ecs
         .describe_clusters()
         .clusters("tidy-cluster")

@@ -4,49 +4,10 @@
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
-use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_core::{Action, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_data::{readiness, Readiness};
-use mbstack_tests::{network_inputs, settle, LogCapture, TestEnv};
-use serde_json::{Map, Value};
-
-struct Data<'a> {
-    env: &'a TestEnv,
-    inputs: Map<String, Value>,
-}
-
-impl Data<'_> {
-    async fn call(
-        &self,
-        verb: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Result<Outcome, TierError> {
-        let mut event = Event::new(verb, spec.clone(), run, scope);
-        event.inputs = self.inputs.clone();
-        // Through the strict JSON path, as Lambda and the local endpoint call it.
-        let payload = serde_json::to_value(&event).unwrap();
-        let aws = self.env.aws();
-        mbstack_core::lambda::dispatch(&payload, |ev| mbstack_data::handle(ev, &aws)).await
-    }
-
-    async fn settle(
-        &self,
-        first: Verb,
-        then: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Result<Vec<Outcome>, TierError> {
-        settle(|verb| self.call(verb, spec, run, scope), first, then, 10).await
-    }
-
-    async fn apply(&self, spec: &StackSpec, run: &str) -> Vec<Outcome> {
-        self.settle(Verb::Apply, Verb::Check, spec, run, Scope::Stack)
-            .await
-            .unwrap_or_else(|e| panic!("apply: {e}"))
-    }
-}
+use mbstack_tests::{network_inputs, LogCapture, TestEnv, TierRunner};
+use serde_json::Value;
 
 async fn instance(env: &TestEnv, id: &str) -> Option<DbInstance> {
     let rds = aws_sdk_rds::Client::new(&env.config);
@@ -72,8 +33,9 @@ async fn apply_creates_one_private_encrypted_instance_and_no_password_leaks() {
     let env = TestEnv::start().await;
     let logs = LogCapture::global();
     let spec = StackSpec::new("dbs");
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     let net = d.inputs["network"].clone();
@@ -197,8 +159,9 @@ async fn apply_creates_one_private_encrypted_instance_and_no_password_leaks() {
 async fn changes_in_place_make_exactly_one_modify_call_and_refuse_what_cannot_change() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("grow");
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     d.apply(&spec, "run-a").await;
@@ -303,8 +266,9 @@ fn readiness_follows_the_status() {
 async fn pause_then_resume_round_trips_the_instance() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("nap");
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     d.apply(&spec, "run-a").await;
@@ -339,8 +303,9 @@ async fn pause_then_resume_round_trips_the_instance() {
 async fn destroy_keeps_a_tagged_final_snapshot_and_leaves_nothing_else() {
     let env = TestEnv::start().await;
     let spec = StackSpec::new("bye");
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     d.apply(&spec, "run-a").await;
@@ -404,8 +369,9 @@ async fn destroy_refuses_while_deletion_protection_is_on_and_deletes_nothing() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("safe");
     spec.database.deletion_protection = true;
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     d.apply(&spec, "run-a").await;
@@ -428,8 +394,9 @@ async fn destroy_refuses_while_deletion_protection_is_on_and_deletes_nothing() {
 async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db() {
     let env = TestEnv::start().await;
     let spec = StackSpec::new("fresh");
-    let d = Data {
+    let d = TierRunner {
         env: &env,
+        tier: Tier::Data,
         inputs: network_inputs(&env, &spec).await,
     };
     d.apply(&spec, "run-new").await;

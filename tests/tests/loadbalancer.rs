@@ -8,10 +8,10 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::naming::{CREATED_BY_TAG, STACK_TAG, TIER_TAG};
-use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, TierError, Verb};
+use mbstack_core::{Action, Outcome, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_loadbalancer as lbt;
-use mbstack_tests::{network_inputs, settle, TestEnv};
-use serde_json::{Map, Value};
+use mbstack_tests::{network_inputs, TestEnv, TierRunner};
+use serde_json::Value;
 
 /// A certificate in the emulator's ACM (ELBv2 checks that it exists).
 async fn certificate(env: &TestEnv) -> String {
@@ -23,44 +23,6 @@ async fn certificate(env: &TestEnv) -> String {
         .await
         .unwrap();
     out.certificate_arn().unwrap().to_string()
-}
-
-struct Lb<'a> {
-    env: &'a TestEnv,
-    inputs: Map<String, Value>,
-}
-
-impl Lb<'_> {
-    async fn call(
-        &self,
-        verb: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Result<Outcome, TierError> {
-        let mut event = Event::new(verb, spec.clone(), run, scope);
-        event.inputs = self.inputs.clone();
-        let payload = serde_json::to_value(&event).unwrap();
-        let aws = self.env.aws();
-        mbstack_core::lambda::dispatch(&payload, |ev| lbt::handle(ev, &aws)).await
-    }
-
-    async fn settle(
-        &self,
-        first: Verb,
-        then: Verb,
-        spec: &StackSpec,
-        run: &str,
-        scope: Scope,
-    ) -> Vec<Outcome> {
-        settle(|verb| self.call(verb, spec, run, scope), first, then, 10)
-            .await
-            .unwrap_or_else(|e| panic!("{first:?}: {e}"))
-    }
-
-    fn elb(&self) -> Client {
-        Client::new(&self.env.config)
-    }
 }
 
 fn out<'a>(o: &'a Outcome, key: &str) -> &'a str {
@@ -137,17 +99,19 @@ fn assert_https_layout(l: &[Listener], tg: &str, cert: &str) {
 async fn http_layout_has_every_setting_and_a_second_apply_changes_nothing() {
     let env = TestEnv::start().await;
     let spec = StackSpec::new("web");
-    let lb = Lb {
+    let lb = TierRunner {
         env: &env,
+        tier: Tier::LoadBalancer,
         inputs: network_inputs(&env, &spec).await,
     };
     let net = lb.inputs["network"].clone();
     let outcomes = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     let last = outcomes.last().unwrap();
     assert_eq!(last.state, State::Ready);
-    let elb = lb.elb();
+    let elb = Client::new(&env.config);
 
     let lb_arn = out(last, "loadBalancerArn");
     let desc = elb
@@ -280,22 +244,25 @@ async fn http_layout_has_every_setting_and_a_second_apply_changes_nothing() {
 async fn certificate_switches_the_listener_layout_both_ways() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("tls");
-    let lb = Lb {
+    let lb = TierRunner {
         env: &env,
+        tier: Tier::LoadBalancer,
         inputs: network_inputs(&env, &spec).await,
     };
     let first = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
     let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
-    let elb = lb.elb();
+    let elb = Client::new(&env.config);
 
     let cert = certificate(&env).await;
     spec.load_balancer.certificate_arn = Some(cert.clone());
     let o = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-b", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     assert_https_layout(&listeners(&elb, &lb_arn).await, &tg_arn, &cert);
     let kinds: Vec<(&str, Action)> = o[0]
         .changes
@@ -317,7 +284,8 @@ async fn certificate_switches_the_listener_layout_both_ways() {
 
     spec.load_balancer.certificate_arn = None;
     lb.settle(Verb::Apply, Verb::Check, &spec, "run-d", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     assert_http_layout(&listeners(&elb, &lb_arn).await, &tg_arn);
 }
 
@@ -325,16 +293,18 @@ async fn certificate_switches_the_listener_layout_both_ways() {
 async fn drifted_attributes_are_planned_and_repaired() {
     let env = TestEnv::start().await;
     let spec = StackSpec::new("drift");
-    let lb = Lb {
+    let lb = TierRunner {
         env: &env,
+        tier: Tier::LoadBalancer,
         inputs: network_inputs(&env, &spec).await,
     };
     let first = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
     let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
-    let elb = lb.elb();
+    let elb = Client::new(&env.config);
     elb.modify_load_balancer_attributes()
         .load_balancer_arn(&lb_arn)
         .attributes(
@@ -376,7 +346,8 @@ async fn drifted_attributes_are_planned_and_repaired() {
         "{changed:?}"
     );
     lb.settle(Verb::Apply, Verb::Check, &spec, "run-fix", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     env.log.clear();
     let plan = lb
         .call(Verb::Plan, &spec, "run-p2", Scope::Stack)
@@ -389,15 +360,17 @@ async fn drifted_attributes_are_planned_and_repaired() {
 async fn destroy_waits_while_the_target_group_is_in_use_then_leaves_nothing() {
     let env = TestEnv::start().await;
     let spec = StackSpec::new("gone");
-    let lb = Lb {
+    let lb = TierRunner {
         env: &env,
+        tier: Tier::LoadBalancer,
         inputs: network_inputs(&env, &spec).await,
     };
     let first = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     let tg_arn = out(first.last().unwrap(), "targetGroupArn").to_string();
-    let elb = lb.elb();
+    let elb = Client::new(&env.config);
     // Someone else's load balancer forwards to our target group.
     let net = &lb.inputs["network"];
     let subnets: Vec<String> = net["publicSubnetIds"]
@@ -462,7 +435,8 @@ async fn destroy_waits_while_the_target_group_is_in_use_then_leaves_nothing() {
             "run-destroy",
             Scope::Stack,
         )
-        .await;
+        .await
+        .expect("settled");
     assert_eq!(done.last().unwrap().state, State::Gone);
 
     let lbs = elb.describe_load_balancers().send().await.unwrap();
@@ -482,13 +456,15 @@ async fn deletion_protection_refuses_destroy_before_anything_is_deleted() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("keep");
     spec.load_balancer.deletion_protection = true;
-    let lb = Lb {
+    let lb = TierRunner {
         env: &env,
+        tier: Tier::LoadBalancer,
         inputs: network_inputs(&env, &spec).await,
     };
     let first = lb
         .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
-        .await;
+        .await
+        .expect("settled");
     let lb_arn = out(first.last().unwrap(), "loadBalancerArn").to_string();
     env.log.clear();
     match lb
@@ -499,7 +475,7 @@ async fn deletion_protection_refuses_destroy_before_anything_is_deleted() {
         other => panic!("{other:?}"),
     }
     assert_eq!(env.log.mutating(), vec![]);
-    assert_eq!(listeners(&lb.elb(), &lb_arn).await.len(), 1);
+    assert_eq!(listeners(&Client::new(&env.config), &lb_arn).await.len(), 1);
 }
 
 #[test]

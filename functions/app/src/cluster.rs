@@ -45,10 +45,7 @@ async fn find(
     };
     let tags = pairs(c.tags());
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "ECS cluster {name} exists but is not tagged as stack {}'s: mbstack will not touch it",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("ECS cluster", &name));
     }
     Ok(Some((
         c.cluster_arn().unwrap_or_default().to_string(),

@@ -80,10 +80,7 @@ async fn find(
         .map(|t| (t.key().to_string(), t.value().to_string()))
         .collect();
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "IAM role {name} exists but is not tagged as stack {}'s: mbstack will not touch it",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("IAM role", name));
     }
     Ok(Some((role.arn().to_string(), tags)))
 }

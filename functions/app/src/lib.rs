@@ -13,14 +13,15 @@ mod service;
 mod task_definition;
 
 pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};
+pub use mbstack_core::Readiness;
 pub use service::{
-    readiness, Readiness, HEALTH_CHECK_GRACE_SECONDS, PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
+    readiness, HEALTH_CHECK_GRACE_SECONDS, PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
 };
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 
 use mbstack_core::work::{input_list, input_str, object};
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 /// ECS deployments take minutes (Metabase's start and health checks).
 const POLL_SECONDS: u32 = 20;
@@ -285,22 +286,6 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
         logs::delete(&c.logs, &mut w).await?;
         secret::delete(&c.sm, &mut w).await
     };
-    match steps.await {
-        Ok(()) => {
-            let n = w.changes.len();
-            Ok(w.outcome(
-                State::Gone,
-                format!("app gone ({n} change(s) now)"),
-                0,
-                Map::<String, Value>::new(),
-            ))
-        }
-        Err(TierError::Retryable(why)) => Ok(w.outcome(
-            State::Pending,
-            format!("waiting: {why}"),
-            POLL_SECONDS,
-            Map::new(),
-        )),
-        Err(e) => Err(e),
-    }
+    let result = steps.await;
+    w.destroyed(result, "Metabase service", POLL_SECONDS)
 }

@@ -42,10 +42,7 @@ async fn find(
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     if !w.is_ours(&pairs) {
-        return Err(TierError::Terminal(format!(
-            "log group {name} exists but is not tagged as stack {}'s: mbstack will not touch it",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("log group", &name));
     }
     Ok(Some((arn, g.retention_in_days(), pairs)))
 }

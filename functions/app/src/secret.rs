@@ -36,10 +36,7 @@ async fn find(sm: &Client, w: &Work<'_>) -> Result<Option<Found>, TierError> {
         })
         .collect();
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "secret {name} exists but is not tagged as stack {}'s: mbstack will not touch it",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("secret", &name));
     }
     Ok(Some(Found {
         arn: out.arn().unwrap_or_default().to_string(),

@@ -17,7 +17,7 @@ use aws_sdk_ecs::types::{
     LoadBalancer, NetworkConfiguration, PropagateTags, Service, ServiceField, Tag,
 };
 use aws_sdk_ecs::Client;
-use mbstack_core::{aws_error, error_code, Action, Scope, TierError, Work};
+use mbstack_core::{aws_error, error_code, Action, Readiness, Scope, TierError, Work};
 
 use crate::cluster;
 use crate::ecs_tags::{ecs_tags, pairs};
@@ -35,13 +35,6 @@ pub(crate) struct Placement {
     pub subnets: Vec<String>,
     pub security_group: String,
     pub target_group: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    Pending(String),
-    Failed(String),
 }
 
 pub(crate) async fn find(
@@ -69,11 +62,7 @@ pub(crate) async fn find(
     };
     let tags = pairs(s.tags());
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "ECS service {} exists but is not tagged as stack {}'s: mbstack will not touch it",
-            names::SERVICE,
-            w.spec.stack
-        )));
+        return Err(w.not_ours("ECS service", names::SERVICE));
     }
     Ok(Some((s.clone(), tags)))
 }

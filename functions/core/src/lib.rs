@@ -15,7 +15,7 @@ pub use contract::{Action, Change, Event, Outcome, Run, Scope, State, Verb};
 pub use error::{aws_error, error_code, TierError};
 pub use naming::Tier;
 pub use spec::{InvalidSpec, Problem, StackSpec};
-pub use work::Work;
+pub use work::{Readiness, Work};
 
 /// The outcome of a tier or verb that is not built yet: a clear error, never a
 /// pretend success.

@@ -4,8 +4,18 @@
 use serde_json::{Map, Value};
 
 use crate::contract::{Action, Change, Outcome, Run, Scope, State};
+use crate::error::TierError;
 use crate::naming::{self, Tier, CREATED_BY_TAG, STACK_TAG};
 use crate::spec::StackSpec;
+
+/// What a resource's state means for a run: ready, still becoming ready (why),
+/// or failed for good (why). Every tier's readiness check answers with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Pending(String),
+    Failed(String),
+}
 
 pub struct Work<'a> {
     pub tier: Tier,
@@ -62,6 +72,44 @@ impl<'a> Work<'a> {
     /// Whether tags mark a resource of this stack, whoever created it.
     pub fn is_ours(&self, tags: &[(String, String)]) -> bool {
         naming::tag_value(tags, STACK_TAG) == Some(self.spec.stack.as_str())
+    }
+
+    /// The refusal to touch a resource that has our deterministic name but not our
+    /// stack tag (someone else's, or another stack's).
+    pub fn not_ours(&self, what: &str, name: &str) -> TierError {
+        TierError::Terminal(format!(
+            "{what} {name} exists but is not tagged as stack {}'s: mbstack will not touch it; rename the stack or remove that {what}",
+            self.spec.stack
+        ))
+    }
+
+    /// The end of a destroy call: `gone` when its last steps succeeded, `pending`
+    /// when AWS said "not yet" (an ENI lingering, a resource still in use), the
+    /// error otherwise.
+    pub fn destroyed(
+        self,
+        steps: Result<(), TierError>,
+        what: &str,
+        retry_after_seconds: u32,
+    ) -> Result<Outcome, TierError> {
+        match steps {
+            Ok(()) => {
+                let n = self.changes.len();
+                Ok(self.outcome(
+                    State::Gone,
+                    format!("{what} gone ({n} change(s) now)"),
+                    0,
+                    Map::new(),
+                ))
+            }
+            Err(TierError::Retryable(why)) => Ok(self.outcome(
+                State::Pending,
+                format!("waiting: {why}"),
+                retry_after_seconds,
+                Map::new(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether destroy may delete a resource with these tags: every resource of the

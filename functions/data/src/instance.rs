@@ -3,7 +3,7 @@
 //! so no password ever exists outside Secrets Manager.
 
 use aws_sdk_rds::types::DbInstance;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
 
 use crate::tags::{pairs, rds_tags};
 
@@ -15,13 +15,6 @@ const BACKUP_WINDOW: &str = "03:00-03:30";
 const MAINTENANCE_WINDOW: &str = "sun:04:00-sun:04:30";
 
 /// What a DB status means for a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    Pending(String),
-    Failed(String),
-}
-
 /// Statuses from which RDS will not come back by itself.
 const FAILED: &[&str] = &[
     "failed",
@@ -79,10 +72,7 @@ pub(crate) async fn find(
     };
     let tags = pairs(db.tag_list());
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "a DB instance named {id} exists but is not tagged as stack {}'s: mbstack will not touch it; rename the stack",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("DB instance", &id));
     }
     Ok(Some((db, tags)))
 }

@@ -7,7 +7,8 @@ mod instance;
 mod subnet_group;
 mod tags;
 
-pub use instance::{readiness, Readiness};
+pub use instance::readiness;
+pub use mbstack_core::Readiness;
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::work::{input_list, input_str, object, utc_stamp_now};
@@ -130,22 +131,6 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
     if let Some(waiting) = instance::delete(rds, &mut w, &utc_stamp_now()).await? {
         return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
     }
-    match subnet_group::delete(rds, &mut w).await {
-        Ok(()) => {
-            let n = w.changes.len();
-            Ok(w.outcome(
-                State::Gone,
-                format!("database gone ({n} resource(s) deleted now)"),
-                0,
-                Map::new(),
-            ))
-        }
-        Err(TierError::Retryable(why)) => Ok(w.outcome(
-            State::Pending,
-            format!("waiting: {why}"),
-            POLL_SECONDS,
-            Map::new(),
-        )),
-        Err(e) => Err(e),
-    }
+    let result = subnet_group::delete(rds, &mut w).await;
+    w.destroyed(result, "database", POLL_SECONDS)
 }

@@ -49,10 +49,7 @@ pub(crate) async fn find(
         None => Vec::new(),
     };
     if !w.is_ours(&tags) {
-        return Err(TierError::Terminal(format!(
-            "a DB subnet group named {name} exists but is not tagged as stack {}'s: rename the stack or delete that group",
-            w.spec.stack
-        )));
+        return Err(w.not_ours("DB subnet group", &name));
     }
     Ok(Some((group, tags)))
 }

@@ -8,7 +8,8 @@ mod tags;
 mod target_group;
 
 pub use listeners::SSL_POLICY;
-pub use load_balancer::{readiness, Readiness};
+pub use load_balancer::readiness;
+pub use mbstack_core::Readiness;
 pub use target_group::{
     DEREGISTRATION_DELAY, HEALTHY_THRESHOLD, HEALTH_INTERVAL, HEALTH_PATH, HEALTH_TIMEOUT, PORT,
     UNHEALTHY_THRESHOLD,
@@ -186,22 +187,6 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
             return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
         }
     }
-    match target_group::delete(elb, &mut w).await {
-        Ok(()) => {
-            let n = w.changes.len();
-            Ok(w.outcome(
-                State::Gone,
-                format!("load balancer gone ({n} resource(s) deleted now)"),
-                0,
-                Map::new(),
-            ))
-        }
-        Err(TierError::Retryable(why)) => Ok(w.outcome(
-            State::Pending,
-            format!("waiting: {why}"),
-            POLL_SECONDS,
-            Map::new(),
-        )),
-        Err(e) => Err(e),
-    }
+    let result = target_group::delete(elb, &mut w).await;
+    w.destroyed(result, "load balancer", POLL_SECONDS)
 }

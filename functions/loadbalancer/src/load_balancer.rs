@@ -8,19 +8,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::naming::alb_name;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
 
 use crate::tags::{self, elb_tags, ensure_ours, Pairs};
 
 pub(crate) const KIND: &str = "load-balancer";
 const ROLE: &str = "alb";
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    Pending(String),
-    Failed(String),
-}
 
 pub(crate) async fn find(
     elb: &Client,

@@ -52,9 +52,6 @@ pub(crate) fn ensure_ours(
     if w.is_ours(tags) {
         Ok(())
     } else {
-        Err(TierError::Terminal(format!(
-            "a {what} named {name} exists but is not tagged as stack {}'s: mbstack will not touch it; rename the stack",
-            w.spec.stack
-        )))
+        Err(w.not_ours(what, name))
     }
 }

@@ -15,7 +15,7 @@ mod subnets;
 mod vpc;
 
 use mbstack_core::spec::NatMode;
-use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, TierError, Verb};
+use mbstack_core::{aws_error, client, Aws, Event, Outcome, Readiness, State, TierError, Verb};
 use serde_json::{json, Map, Value};
 
 use ctx::Ctx;
@@ -198,14 +198,12 @@ async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         return Ok(outcome(ctx, State::Ready, message, 0, outputs));
     }
     match nat::readiness(&ctx, &s.nats).await? {
-        nat::Readiness::Ready => {
+        Readiness::Ready => {
             let message = format!("network ready ({n} change(s))");
             Ok(outcome(ctx, State::Ready, message, 0, outputs))
         }
-        nat::Readiness::Pending(why) => {
-            Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs))
-        }
-        nat::Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
 
@@ -227,17 +225,15 @@ async fn check(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         return Ok(outcome(ctx, State::Pending, message, POLL_SECONDS, outputs));
     }
     match nat::readiness(&ctx, &s.nats).await? {
-        nat::Readiness::Ready => Ok(outcome(
+        Readiness::Ready => Ok(outcome(
             ctx,
             State::Ready,
             "network ready".into(),
             0,
             outputs,
         )),
-        nat::Readiness::Pending(why) => {
-            Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs))
-        }
-        nat::Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
 
@@ -274,25 +270,7 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         subnets::delete(&mut ctx).await?;
         vpc::delete(&mut ctx).await
     };
-    match steps.await {
-        Ok(()) => {
-            let n = ctx.changes.len();
-            Ok(outcome(
-                ctx,
-                State::Gone,
-                format!("network gone ({n} resource(s) deleted now)"),
-                0,
-                Map::new(),
-            ))
-        }
-        // DependencyViolation while ENIs of the ALB or Fargate tasks linger.
-        Err(TierError::Retryable(why)) => Ok(outcome(
-            ctx,
-            State::Pending,
-            format!("waiting: {why}"),
-            POLL_SECONDS,
-            Map::new(),
-        )),
-        Err(e) => Err(e),
-    }
+    let result = steps.await;
+    // DependencyViolation while ENIs of the ALB or Fargate tasks linger: pending.
+    ctx.into_work().destroyed(result, "network", POLL_SECONDS)
 }

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::{aws_error, Action, TierError};
+use mbstack_core::{aws_error, Action, Readiness, TierError};
 
 use crate::ctx::{filter, name_of, tag, Ctx};
 
@@ -28,13 +28,6 @@ fn eip_role(az: &str) -> String {
 pub(crate) struct Wanted {
     pub az: String,
     pub subnet_id: Option<String>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Readiness {
-    Ready,
-    Pending(String),
-    Failed(String),
 }
 
 /// The stack's NAT gateways in the given states.
