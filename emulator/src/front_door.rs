@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// Tier outcomes' `retryAfterSeconds` are divided by this (the state
     /// machine's waits shrink; the state machine itself is unchanged).
     pub wait_divisor: std::sync::atomic::AtomicU32,
+    /// AWS's rules and timings (see [`crate::realism`]).
+    pub realism: Mutex<crate::realism::Realism>,
 }
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -99,6 +101,7 @@ impl FrontDoor {
             ecs: Mutex::new(EcsActor::default()),
             lambdas: Mutex::new(std::collections::HashMap::new()),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
+            realism: Mutex::new(crate::realism::Realism::default()),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -157,7 +160,26 @@ impl FrontDoor {
         }
     }
 
-    /// Divides every tier outcome's `retryAfterSeconds` by `divisor` (1: as is).
+    /// Turns AWS's rules and timings on (with real durations divided by `scale`)
+    /// or off.
+    pub fn set_realism(&self, enabled: bool, scale: u32) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.enabled = enabled;
+            r.scale = scale.max(1);
+        }
+    }
+
+    /// How many calls the realism layer refused (as AWS would have).
+    pub fn refused_calls(&self) -> u64 {
+        self.shared
+            .realism
+            .lock()
+            .map(|r| r.refused.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Divides every tier outcome's `retryAfterSeconds` by `divisor` (1: as is;
+    /// a nonzero wait stays at least 1 s).
     pub fn set_wait_divisor(&self, divisor: u32) {
         self.shared
             .wait_divisor
@@ -218,6 +240,14 @@ async fn handle(
         serde_json::from_slice(&body).ok()
     };
 
+    // AWS's refusals, where moto would accept.
+    let query = crate::realism::query(&parts.headers, &body);
+    if let Some(refusal) =
+        crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await
+    {
+        return Ok(refusal);
+    }
+
     // Answers the front door gives itself, without moto.
     if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {
         return Ok(answer);
@@ -235,6 +265,10 @@ async fn handle(
     if status.is_success() && target.is_empty() {
         crate::ec2::after(&shared, &body).await;
     }
+    let bytes = match (&query, status.is_success()) {
+        (Some(q), true) => crate::realism::after(&shared, q, bytes),
+        _ => bytes,
+    };
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
     let mut resp = Response::new(Full::new(bytes.clone()));
@@ -332,7 +366,12 @@ async fn invoke(shared: &Shared, function: &str, body: &Bytes) -> Response<Full<
                     .get("retryAfterSeconds")
                     .and_then(serde_json::Value::as_u64)
                 {
-                    v["retryAfterSeconds"] = serde_json::json!(n / u64::from(divisor));
+                    let scaled = if n == 0 {
+                        0
+                    } else {
+                        (n / u64::from(divisor)).max(1)
+                    };
+                    v["retryAfterSeconds"] = serde_json::json!(scaled);
                 }
             }
             (json_string(&v), false)
@@ -397,6 +436,43 @@ pub(crate) async fn forward(
     let (rp, rb) = resp.into_parts();
     let bytes = rb.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((rp.status, rp.headers, bytes))
+}
+
+/// Sends a JSON-protocol call to moto (as the front door itself).
+pub(crate) async fn moto_json(
+    shared: &Shared,
+    target: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let service = if target.starts_with("AmazonEC2ContainerService") {
+        "ecs"
+    } else {
+        "unknown"
+    };
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
+        crate::REGION
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{}/", shared.moto_port))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", target)
+        .header("authorization", auth)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let resp = shared
+        .client
+        .request(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// Sends a form-encoded query-protocol call to moto (as the front door itself).

@@ -9,6 +9,7 @@ mod ec2;
 mod ecs;
 mod front_door;
 mod http;
+mod realism;
 
 pub use ecs::EcsFault;
 pub use front_door::{Bound, FrontDoor, LambdaError, LambdaFn, LambdaFuture};

@@ -12,6 +12,8 @@ use mbstack_emulator::{Emulator, LambdaError, LambdaFn};
 use serde_json::Value;
 
 pub const ACCOUNT: &str = "123456789012";
+/// Real AWS durations are divided by this in the emulator.
+pub const REALISM_SCALE: u32 = 60;
 /// An execution running longer than this is reported, not waited for.
 pub const RUN_LIMIT: Duration = Duration::from_secs(180);
 
@@ -130,8 +132,10 @@ impl Deployed {
         let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
         let front = &emulator.front;
-        // Tier waits of 15–30 s become 0 s: the machine still loops through Wait.
-        front.set_wait_divisor(1000);
+        // AWS's rules and timings, 60 times faster: a NAT gateway takes 2 s, and the
+        // tiers' waits of 15–30 s become 1 s (the state machine is unchanged).
+        front.set_realism(true, REALISM_SCALE);
+        front.set_wait_divisor(REALISM_SCALE);
         let aws = Aws::new(config.clone()).with_interceptor(log.clone());
         for (key, name) in FUNCTIONS {
             let f = match *key {
@@ -166,6 +170,12 @@ impl Deployed {
             arn,
             inject,
         })
+    }
+
+    /// How many calls the emulator refused as AWS would have (zero for mbstack's
+    /// own runs).
+    pub fn refused_calls(&self) -> u64 {
+        self.emulator.front.refused_calls()
     }
 
     /// Sets (or clears) the failure to inject.

@@ -1,0 +1,194 @@
+//! The emulator's realism layer: each AWS rule moto forgives is refused with AWS's
+//! error, mbstack's own runs never provoke one, NAT gateways take time to come and
+//! go, and the ECS failure knob fails a run with the real stopped reason.
+
+use aws_sdk_ecs::types::LoadBalancer;
+use mbstack_core::{StackSpec, Tier};
+use mbstack_emulator::EcsFault;
+use mbstack_local::Deployed;
+use mbstack_tests::{app_inputs, stack_leftovers, TestEnv, TierRunner};
+use serde_json::json;
+
+fn code<E: aws_sdk_ec2::error::ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("rules");
+    let inputs = app_inputs(&env, &spec).await;
+    let app = TierRunner {
+        env: &env,
+        tier: Tier::App,
+        inputs: inputs.clone(),
+    };
+    app.apply(&spec, "run-a").await;
+    env.emulator.front.set_realism(true, 60);
+    let net = &inputs["network"];
+    let s = |k: &str| net[k].as_str().unwrap().to_string();
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let nat = net["natGatewayIds"][0].as_str().unwrap().to_string();
+    let nat_desc = ec2
+        .describe_nat_gateways()
+        .nat_gateway_ids(&nat)
+        .send()
+        .await
+        .unwrap();
+    let allocation = nat_desc.nat_gateways()[0].nat_gateway_addresses()[0]
+        .allocation_id()
+        .unwrap()
+        .to_string();
+    let public_subnet = nat_desc.nat_gateways()[0].subnet_id().unwrap().to_string();
+
+    let e = ec2
+        .release_address()
+        .allocation_id(&allocation)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidIPAddress.InUse");
+    let e = ec2
+        .detach_internet_gateway()
+        .internet_gateway_id(s("internetGatewayId"))
+        .vpc_id(s("vpcId"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DependencyViolation");
+    let e = ec2
+        .delete_subnet()
+        .subnet_id(&public_subnet)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DependencyViolation");
+
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let e = rds
+        .delete_db_instance()
+        .db_instance_identifier("rules-db")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidParameterCombination");
+    let e = rds
+        .delete_db_subnet_group()
+        .db_subnet_group_name("rules-db")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidDBSubnetGroupStateFault");
+
+    let ecs = aws_sdk_ecs::Client::new(&env.config);
+    let e = ecs
+        .delete_cluster()
+        .cluster("rules-cluster")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ClusterContainsServicesException");
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
+    let lonely = elb
+        .create_target_group()
+        .name("lonely")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(3000)
+        .vpc_id(s("vpcId"))
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .unwrap();
+    let lonely_arn = lonely.target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let e = ecs
+        .create_service()
+        .cluster("rules-cluster")
+        .service_name("other")
+        .task_definition("rules-metabase")
+        .desired_count(1)
+        .load_balancers(
+            LoadBalancer::builder()
+                .target_group_arn(&lonely_arn)
+                .container_name("metabase")
+                .container_port(3000)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidParameterException");
+    assert_eq!(env.emulator.front.refused_calls(), 7);
+
+    // With the rules off, moto accepts what AWS refuses: the layer, not moto, refused.
+    env.emulator.front.set_realism(false, 60);
+    rds.delete_db_instance()
+        .db_instance_identifier("rules-db")
+        .send()
+        .await
+        .expect("moto accepts a delete without snapshot choice");
+}
+
+#[tokio::test]
+async fn a_full_apply_and_destroy_waits_for_nat_gateways_and_provokes_no_refusal() {
+    let d = Deployed::start().await.expect("deployed");
+    let run = d
+        .run("apply-1", json!({"stack": "real"}))
+        .await
+        .expect("ran");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let names = &run.state_names;
+    assert!(
+        names.iter().any(|n| n == "Wait for the network"),
+        "the NAT gateway was pending first: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "Wait for the database"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "Wait for the Metabase service"),
+        "{names:?}"
+    );
+    let gone = d
+        .run("destroy-1", json!({"stack": "real", "action": "destroy"}))
+        .await
+        .expect("ran");
+    assert_eq!(gone.status, "SUCCEEDED", "{:?}", gone.cause);
+    assert!(
+        gone.state_names
+            .iter()
+            .any(|n| n == "Wait for the network deletion"),
+        "destroy waited for the NAT gateway to go"
+    );
+    assert_eq!(d.refused_calls(), 0, "mbstack made a call AWS would refuse");
+    assert_eq!(
+        stack_leftovers(&d.config, "real").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn the_ecs_failure_knob_fails_the_run_with_the_stopped_reason_and_rolls_back() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator
+        .front
+        .set_ecs_fault(Some(EcsFault::CannotPullContainer));
+    let run = d
+        .run("apply-1", json!({"stack": "pull"}))
+        .await
+        .expect("ran");
+    assert_eq!(run.status, "FAILED");
+    assert_eq!(run.error.as_deref(), Some("Mbstack.ResourceFailed"));
+    assert!(run
+        .cause
+        .unwrap_or_default()
+        .contains("CannotPullContainerError"));
+    assert_eq!(
+        stack_leftovers(&d.config, "pull").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(d.refused_calls(), 0);
+}
