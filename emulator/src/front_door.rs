@@ -167,6 +167,25 @@ impl FrontDoor {
             r.enabled = enabled;
             r.scale = scale.max(1);
         }
+        if enabled {
+            self.set_ecs_start_delay(crate::realism::ECS_START / scale.max(1));
+        }
+    }
+
+    /// How many "not yet" answers (lingering ENIs) the realism layer gave.
+    pub fn not_yet_answers(&self) -> u64 {
+        self.shared
+            .realism
+            .lock()
+            .map(|r| r.not_yet.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Answers this fraction of calls (0.0–1.0) with the service's throttling error.
+    pub fn set_throttle(&self, fraction: f64) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.throttle = fraction.clamp(0.0, 1.0);
+        }
     }
 
     /// How many calls the realism layer refused (as AWS would have).
@@ -247,6 +266,11 @@ async fn handle(
     {
         return Ok(refusal);
     }
+
+    if let Some(answer) = crate::realism::answer(&shared, query.as_ref()) {
+        return Ok(answer);
+    }
+    crate::realism::before_delete(&shared, query.as_ref(), &target, request_json.as_ref()).await;
 
     // Answers the front door gives itself, without moto.
     if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {

@@ -32,6 +32,17 @@ use crate::front_door::{moto_query, Shared};
 /// Real AWS: a NAT gateway takes about 2 minutes to become available and 1 to go.
 const NAT_CREATE: Duration = Duration::from_secs(120);
 const NAT_DELETE: Duration = Duration::from_secs(60);
+/// A small single-AZ RDS instance: ~6 min to create (the last part backing up),
+/// ~5 min to delete.
+const DB_CREATE: Duration = Duration::from_secs(360);
+const DB_DELETE: Duration = Duration::from_secs(300);
+/// An ALB: ~2.5 min from provisioning to active.
+const ALB_CREATE: Duration = Duration::from_secs(150);
+/// The ENIs of a deleted ALB or Fargate service linger ~1.5 min and block the
+/// deletion of their subnets and security groups.
+const ENI_LINGER: Duration = Duration::from_secs(90);
+/// Metabase's start plus the target group's health checks: ~3 min.
+pub(crate) const ECS_START: Duration = Duration::from_secs(180);
 
 #[derive(Debug)]
 pub(crate) struct Realism {
@@ -39,8 +50,19 @@ pub(crate) struct Realism {
     /// Real durations are divided by this (60: a 2-minute create takes 2 s).
     pub scale: u32,
     pub refused: Arc<AtomicU64>,
+    /// "Not yet" answers (lingering ENIs): AWS's timing, waited out by mbstack.
+    pub not_yet: Arc<AtomicU64>,
     nat_created: HashMap<String, Instant>,
     nat_deleted: HashMap<String, Instant>,
+    db_created: HashMap<String, Instant>,
+    /// Deleted DB instances: when, and their description (status `deleting`).
+    db_deleted: HashMap<String, (Instant, String)>,
+    alb_created: HashMap<String, Instant>,
+    /// Subnets and security groups of ENIs that outlive their ALB or service.
+    lingering: Vec<(Instant, Vec<String>)>,
+    /// The fraction of calls answered with throttling (the reliability knob).
+    pub throttle: f64,
+    rng: u64,
 }
 
 impl Default for Realism {
@@ -49,8 +71,15 @@ impl Default for Realism {
             enabled: false,
             scale: 60,
             refused: Arc::new(AtomicU64::new(0)),
+            not_yet: Arc::new(AtomicU64::new(0)),
             nat_created: HashMap::new(),
             nat_deleted: HashMap::new(),
+            db_created: HashMap::new(),
+            db_deleted: HashMap::new(),
+            alb_created: HashMap::new(),
+            lingering: Vec::new(),
+            throttle: 0.0,
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
 }
@@ -58,6 +87,48 @@ impl Default for Realism {
 impl Realism {
     fn scaled(&self, d: Duration) -> Duration {
         d / self.scale.max(1)
+    }
+
+    fn db_status(&self, id: &str, moto_status: &str) -> String {
+        match self.db_created.get(id) {
+            Some(t) if moto_status == "available" => {
+                let full = self.scaled(DB_CREATE);
+                let e = t.elapsed();
+                if e < full * 4 / 5 {
+                    "creating".into()
+                } else if e < full {
+                    "backing-up".into()
+                } else {
+                    moto_status.into()
+                }
+            }
+            _ => moto_status.into(),
+        }
+    }
+
+    fn deleting_db(&self, id: &str) -> Option<&String> {
+        self.db_deleted
+            .get(id)
+            .filter(|(t, _)| t.elapsed() < self.scaled(DB_DELETE))
+            .map(|(_, xml)| xml)
+    }
+
+    fn lingers(&self, resource: &str) -> bool {
+        let limit = self.scaled(ENI_LINGER);
+        self.lingering
+            .iter()
+            .any(|(t, used)| t.elapsed() < limit && used.iter().any(|u| u == resource))
+    }
+
+    /// Whether this call is throttled (pseudo-random, reproducible).
+    fn throttled(&mut self) -> bool {
+        if self.throttle <= 0.0 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 10_000) as f64 / 10_000.0 < self.throttle
     }
 
     /// The state AWS would report for a NAT gateway moto reports as `moto_state`.
@@ -250,9 +321,47 @@ pub(crate) async fn refuse(
     target: &str,
     json_req: Option<&Value>,
 ) -> Option<Response<Full<Bytes>>> {
-    let enabled = shared.realism.lock().map(|r| r.enabled).unwrap_or(false);
+    // Step Functions' own API (the caller following its executions) is not throttled.
+    let sfn = target.starts_with("AWSStepFunctions.");
+    let (enabled, throttled) = shared
+        .realism
+        .lock()
+        .map(|mut r| (r.enabled, !sfn && r.throttled()))
+        .unwrap_or((false, false));
+    if throttled {
+        // Counted apart: a throttled call is AWS's load, not a call AWS refuses.
+        return Some(match (q, target.is_empty()) {
+            (Some(q), _) if q.service == "ec2" => {
+                ec2_error("RequestLimitExceeded", "Request limit exceeded.")
+            }
+            (Some(_), _) => query_error("Throttling", "Rate exceeded"),
+            (None, _) => json_error("ThrottlingException", "Rate exceeded"),
+        });
+    }
     if !enabled {
         return None;
+    }
+    // ENIs of a deleted ALB or service still hold their subnets and security
+    // groups: AWS's "not yet" (DependencyViolation), which mbstack waits out. It
+    // is counted apart from the refusals mbstack must never provoke.
+    if let Some(q) = q.filter(|q| {
+        q.service == "ec2" && matches!(q.action(), "DeleteSubnet" | "DeleteSecurityGroup")
+    }) {
+        let id = q.get("SubnetId").or(q.get("GroupId")).unwrap_or("");
+        let lingers = shared
+            .realism
+            .lock()
+            .map(|r| r.lingers(id))
+            .unwrap_or(false);
+        if lingers {
+            if let Ok(r) = shared.realism.lock() {
+                r.not_yet.fetch_add(1, Ordering::Relaxed);
+            }
+            return Some(ec2_error(
+                "DependencyViolation",
+                &format!("resource {id} has a dependent object (a network interface still in use)"),
+            ));
+        }
     }
     let refusal = match (q, target) {
         (Some(q), _) => refuse_query(shared, q).await,
@@ -299,10 +408,121 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
         ("ec2", "DeleteSubnet") => {
             let subnet = q.get("SubnetId")?;
             let nats = nat_gateways(shared).await;
-            nats.iter().find(|n| live(&n.1) && n.2 == subnet).map(|_| {
+            let nat = nats.iter().any(|n| live(&n.1) && n.2 == subnet);
+            let eni = shared
+                .realism
+                .lock()
+                .map(|r| r.lingers(subnet))
+                .unwrap_or(false);
+            let used = nat || eni || used_by_lb_or_db(shared, subnet).await;
+            used.then(|| {
                 ec2_error(
                     "DependencyViolation",
                     &format!("The subnet '{subnet}' has dependencies and cannot be deleted."),
+                )
+            })
+        }
+        ("ec2", "DeleteSecurityGroup") => {
+            let group = q.get("GroupId")?;
+            let rules = moto_query(
+                shared,
+                "ec2",
+                "Action=DescribeSecurityGroupRules&Version=2016-11-15",
+            )
+            .await
+            .ok()?;
+            let rules = String::from_utf8_lossy(&rules).to_string();
+            let referenced = rules.split("<item>").skip(1).any(|item| {
+                let owner = xml_values(item, "groupId")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let refs = item
+                    .split("<referencedGroupInfo>")
+                    .nth(1)
+                    .map(|r| xml_values(r, "groupId"))
+                    .unwrap_or_default();
+                owner != group && refs.iter().any(|g| g == group)
+            });
+            (referenced || used_by_lb_or_db(shared, group).await).then(|| {
+                ec2_error(
+                    "DependencyViolation",
+                    &format!("resource {group} has a dependent object"),
+                )
+            })
+        }
+        ("rds", "CreateDBSubnetGroup") => {
+            let subnets: Vec<&String> = q
+                .params
+                .iter()
+                .filter(|(k, _)| k.starts_with("SubnetIds."))
+                .map(|(_, v)| v)
+                .collect();
+            let azs = subnet_azs(shared, &subnets).await;
+            (azs.len() < 2).then(|| {
+                query_error(
+                    "DBSubnetGroupDoesNotCoverEnoughAZs",
+                    &format!(
+                        "The DB subnet group doesn't meet Availability Zone (AZ) coverage requirement. Current AZ coverage: {}. Add subnets to cover at least 2 AZs.",
+                        azs.join(", ")
+                    ),
+                )
+            })
+        }
+        ("rds", "CreateDBInstance") => {
+            let storage: i64 = q
+                .get("AllocatedStorage")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let class = q.get("DBInstanceClass").unwrap_or("");
+            let version = q.get("EngineVersion").unwrap_or("");
+            let major: u32 = version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if q.get("StorageType") == Some("gp3") && !(20..=65536).contains(&storage) {
+                Some(query_error("InvalidParameterValue", &format!("Invalid storage size for engine name postgres and storage type gp3: {storage}")))
+            } else if !class.starts_with("db.") || class.split('.').count() != 3 {
+                Some(query_error(
+                    "InvalidParameterValue",
+                    &format!("Invalid DB Instance class: {class}"),
+                ))
+            } else if q.get("Engine") == Some("postgres")
+                && !version.is_empty()
+                && !(11..=17).contains(&major)
+            {
+                Some(query_error(
+                    "InvalidParameterCombination",
+                    &format!("Cannot find version {version} for postgres"),
+                ))
+            } else {
+                None
+            }
+        }
+        ("elasticloadbalancing", "CreateLoadBalancer") => {
+            let subnets: Vec<&String> = q
+                .params
+                .iter()
+                .filter(|(k, _)| k.starts_with("Subnets.member."))
+                .map(|(_, v)| v)
+                .collect();
+            let azs = subnet_azs(shared, &subnets).await;
+            if azs.len() < 2 {
+                return Some(query_error(
+                    "ValidationError",
+                    "At least two subnets in two different Availability Zones must be specified",
+                ));
+            }
+            let internal = q.get("Scheme") == Some("internal");
+            let vpc = subnet_vpc(shared, subnets.first()?).await?;
+            let form = format!("Action=DescribeInternetGateways&Version=2016-11-15&Filter.1.Name=attachment.vpc-id&Filter.1.Value.1={vpc}");
+            let igws = moto_query(shared, "ec2", &form).await.ok()?;
+            let has_igw = String::from_utf8_lossy(&igws).contains("<internetGatewayId>");
+            (!internal && !has_igw).then(|| {
+                query_error(
+                    "InvalidSubnet",
+                    &format!("VPC {vpc} has no internet gateway"),
                 )
             })
         }
@@ -320,6 +540,23 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
         }
         ("rds", "DeleteDBSubnetGroup") => {
             let group = q.get("DBSubnetGroupName")?;
+            let deleting = shared.realism.lock().ok().and_then(|r| {
+                r.db_deleted
+                    .iter()
+                    .find(|(id, (_, xml))| {
+                        r.deleting_db(id).is_some()
+                            && xml_values(xml, "DBSubnetGroupName")
+                                .iter()
+                                .any(|g| g == group)
+                    })
+                    .map(|(id, _)| id.clone())
+            });
+            if let Some(db) = deleting {
+                return Some(query_error(
+                    "InvalidDBSubnetGroupStateFault",
+                    &format!("Cannot delete the subnet group '{group}' because at least one database instance: {db} is still using it."),
+                ));
+            }
             let xml = moto_query(
                 shared,
                 "rds",
@@ -349,12 +586,78 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
     }
 }
 
+/// The availability zones of these subnets (distinct).
+async fn subnet_azs(shared: &Arc<Shared>, subnets: &[&String]) -> Vec<String> {
+    let mut form = "Action=DescribeSubnets&Version=2016-11-15".to_string();
+    for (i, s) in subnets.iter().enumerate() {
+        form.push_str(&format!("&SubnetId.{}={s}", i + 1));
+    }
+    let Ok(xml) = moto_query(shared, "ec2", &form).await else {
+        return Vec::new();
+    };
+    let mut azs = xml_values(&String::from_utf8_lossy(&xml), "availabilityZone");
+    azs.sort();
+    azs.dedup();
+    azs
+}
+
+async fn subnet_vpc(shared: &Arc<Shared>, subnet: &str) -> Option<String> {
+    let xml = moto_query(
+        shared,
+        "ec2",
+        &format!("Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={subnet}"),
+    )
+    .await
+    .ok()?;
+    xml_values(&String::from_utf8_lossy(&xml), "vpcId")
+        .into_iter()
+        .next()
+}
+
+/// Whether a load balancer or a DB instance uses this subnet or security group.
+async fn used_by_lb_or_db(shared: &Arc<Shared>, resource: &str) -> bool {
+    let lbs = moto_query(
+        shared,
+        "elasticloadbalancing",
+        "Action=DescribeLoadBalancers&Version=2015-12-01",
+    )
+    .await
+    .unwrap_or_default();
+    let dbs = moto_query(
+        shared,
+        "rds",
+        "Action=DescribeDBInstances&Version=2014-10-31",
+    )
+    .await
+    .unwrap_or_default();
+    let needle = format!(">{resource}<");
+    String::from_utf8_lossy(&lbs).contains(&needle)
+        || String::from_utf8_lossy(&dbs).contains(&needle)
+}
+
 async fn refuse_ecs(
     shared: &Arc<Shared>,
     op: &str,
     req: Option<&Value>,
 ) -> Option<Response<Full<Bytes>>> {
     match op {
+        "RegisterTaskDefinition" => {
+            let fargate = req?
+                .get("requiresCompatibilities")?
+                .as_array()?
+                .iter()
+                .any(|c| c.as_str() == Some("FARGATE"));
+            let cpu: u32 = req?.get("cpu")?.as_str()?.parse().ok()?;
+            let memory: u32 = req?.get("memory")?.as_str()?.parse().ok()?;
+            let ok = mbstack_core::spec::fargate_memory_options(cpu)
+                .is_some_and(|m| m.contains(&memory));
+            (fargate && !ok).then(|| {
+                json_error(
+                    "ClientException",
+                    &format!("No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. See the Amazon ECS documentation for the valid values."),
+                )
+            })
+        }
         "DeleteCluster" => {
             let cluster = req?.get("cluster")?.as_str()?;
             let form = json!({"cluster": cluster});
@@ -426,24 +729,118 @@ async fn refuse_ecs(
     }
 }
 
-/// After moto answered a query call: remember NAT gateway lifetimes, and show
-/// NAT gateways in the state AWS would report.
+/// Answers the front door gives in moto's stead: a DB instance that AWS would
+/// still be deleting (moto removes it at once).
+pub(crate) fn answer(shared: &Arc<Shared>, q: Option<&Query>) -> Option<Response<Full<Bytes>>> {
+    let q = q?;
+    if q.service != "rds" || q.action() != "DescribeDBInstances" {
+        return None;
+    }
+    let id = q.get("DBInstanceIdentifier")?;
+    let realism = shared.realism.lock().ok()?;
+    if !realism.enabled {
+        return None;
+    }
+    let block = realism.deleting_db(id)?;
+    let body = format!(
+        "<DescribeDBInstancesResponse xmlns=\"http://rds.amazonaws.com/doc/2014-10-31/\"><DescribeDBInstancesResult><DBInstances>{block}</DBInstances></DescribeDBInstancesResult><ResponseMetadata><RequestId>mbstack-realism</RequestId></ResponseMetadata></DescribeDBInstancesResponse>"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    Some(r)
+}
+
+/// Before a delete reaches moto: remember the subnets and security groups whose
+/// ENIs will linger after it (an ALB, or an ECS service's tasks).
+pub(crate) async fn before_delete(
+    shared: &Arc<Shared>,
+    q: Option<&Query>,
+    target: &str,
+    req: Option<&Value>,
+) {
+    if !shared.realism.lock().map(|r| r.enabled).unwrap_or(false) {
+        return;
+    }
+    let used: Vec<String> = match (q, target) {
+        (Some(q), _)
+            if q.service == "elasticloadbalancing" && q.action() == "DeleteLoadBalancer" =>
+        {
+            let Some(arn) = q.get("LoadBalancerArn") else {
+                return;
+            };
+            let form = format!(
+                "Action=DescribeLoadBalancers&Version=2015-12-01&LoadBalancerArns.member.1={}",
+                crate::ecs::urlencode(arn)
+            );
+            let Ok(xml) = moto_query(shared, "elasticloadbalancing", &form).await else {
+                return;
+            };
+            let xml = String::from_utf8_lossy(&xml).to_string();
+            let mut v = xml_values(&xml, "SubnetId");
+            if let Some(sgs) = xml
+                .split("<SecurityGroups>")
+                .nth(1)
+                .and_then(|r| r.split("</SecurityGroups>").next())
+            {
+                v.extend(xml_values(sgs, "member"));
+            }
+            v
+        }
+        (None, "AmazonEC2ContainerServiceV20141113.DeleteService") => {
+            let Some(req) = req else { return };
+            let body = json!({"cluster": req.get("cluster"), "services": [req.get("service")]});
+            let Ok(d) = crate::front_door::moto_json(
+                shared,
+                "AmazonEC2ContainerServiceV20141113.DescribeServices",
+                &body,
+            )
+            .await
+            else {
+                return;
+            };
+            let vpc = d
+                .pointer("/services/0/networkConfiguration/awsvpcConfiguration")
+                .cloned()
+                .unwrap_or(Value::Null);
+            ["subnets", "securityGroups"]
+                .iter()
+                .flat_map(|k| {
+                    vpc.get(*k)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        }
+        _ => return,
+    };
+    if let Ok(mut r) = shared.realism.lock() {
+        r.lingering.push((Instant::now(), used));
+    }
+}
+
+/// After moto answered a query call: remember creations and deletions, and show
+/// resources in the state AWS would report.
 pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     let Ok(mut realism) = shared.realism.lock() else {
         return body;
     };
-    if !realism.enabled || q.service != "ec2" {
+    if !realism.enabled {
         return body;
     }
     let text = String::from_utf8_lossy(&body).to_string();
-    match q.action() {
-        "CreateNatGateway" => {
+    match (q.service.as_str(), q.action()) {
+        ("ec2", "CreateNatGateway") => {
             for id in xml_values(&text, "natGatewayId") {
                 realism.nat_created.insert(id, Instant::now());
             }
             body
         }
-        "DeleteNatGateway" => {
+        ("ec2", "DeleteNatGateway") => {
             if let Some(id) = q.get("NatGatewayId") {
                 realism
                     .nat_deleted
@@ -452,29 +849,120 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
             }
             body
         }
-        "DescribeNatGateways" => {
-            let mut out = text.clone();
-            for id in xml_values(&text, "natGatewayId") {
-                let marker = format!("<natGatewayId>{id}</natGatewayId>");
-                let Some(pos) = out.find(&marker) else {
-                    continue;
-                };
-                let after_id = pos + marker.len();
-                let Some(rel) = out[after_id..].find("<state>") else {
-                    continue;
-                };
-                let start = after_id + rel + "<state>".len();
-                let Some(len) = out[start..].find("</state>") else {
-                    continue;
-                };
-                let moto_state = out[start..start + len].to_string();
-                let state = realism.nat_state(&id, &moto_state);
-                if state != moto_state {
-                    out.replace_range(start..start + len, &state);
-                }
+        ("ec2", "DescribeNatGateways") => {
+            let out = rewrite_states(&text, "natGatewayId", "state", |id, moto| {
+                realism.nat_state(id, moto)
+            });
+            Bytes::from(out)
+        }
+        ("rds", "CreateDBInstance") => {
+            if let Some(id) = q.get("DBInstanceIdentifier") {
+                realism.db_created.insert(id.to_string(), Instant::now());
             }
+            body
+        }
+        ("rds", "DeleteDBInstance") => {
+            if let (Some(id), Some(block)) = (
+                q.get("DBInstanceIdentifier"),
+                text.split("<DBInstance>")
+                    .nth(1)
+                    .and_then(|r| r.split("</DBInstance>").next()),
+            ) {
+                let block = format!("<DBInstance>{block}</DBInstance>");
+                realism
+                    .db_deleted
+                    .insert(id.to_string(), (Instant::now(), block));
+            }
+            body
+        }
+        ("rds", "DescribeDBInstances") => {
+            let out = rewrite_states(
+                &text,
+                "DBInstanceIdentifier",
+                "DBInstanceStatus",
+                |id, moto| realism.db_status(id, moto),
+            );
+            Bytes::from(out)
+        }
+        ("elasticloadbalancing", "CreateLoadBalancer") => {
+            for arn in xml_values(&text, "LoadBalancerArn") {
+                realism.alb_created.insert(arn, Instant::now());
+            }
+            body
+        }
+        ("elasticloadbalancing", "DescribeLoadBalancers") => {
+            let limit = realism.scaled(ALB_CREATE);
+            let out = rewrite_states(&text, "LoadBalancerArn", "Code", |arn, moto| match realism
+                .alb_created
+                .get(arn)
+            {
+                Some(t) if moto == "active" && t.elapsed() < limit => "provisioning".to_string(),
+                _ => moto.to_string(),
+            });
             Bytes::from(out)
         }
         _ => body,
+    }
+}
+
+/// For each `<{id_tag}>X</{id_tag}>`, the next `<{state_tag}>` after it gets
+/// `state(X, current)` (moto serializes a resource's fields in shape order, its
+/// identifier before its state).
+fn rewrite_states(
+    xml: &str,
+    id_tag: &str,
+    state_tag: &str,
+    state: impl Fn(&str, &str) -> String,
+) -> String {
+    let open_id = format!("<{id_tag}>");
+    let close_id = format!("</{id_tag}>");
+    let open_state = format!("<{state_tag}>");
+    let close_state = format!("</{state_tag}>");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open_id) {
+        let after_open = i + open_id.len();
+        let Some(j) = rest[after_open..].find(&close_id) else {
+            break;
+        };
+        let id = rest[after_open..after_open + j].trim().to_string();
+        let after_id = after_open + j + close_id.len();
+        out.push_str(&rest[..after_id]);
+        rest = &rest[after_id..];
+        // The state must come before the next resource's identifier.
+        let next_id = rest.find(&open_id).unwrap_or(rest.len());
+        if let Some(k) = rest[..next_id].find(&open_state) {
+            let start = k + open_state.len();
+            if let Some(len) = rest[start..].find(&close_state) {
+                let current = &rest[start..start + len];
+                out.push_str(&rest[..start]);
+                out.push_str(&state(&id, current));
+                rest = &rest[start + len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_the_state_that_follows_each_id() {
+        let xml = "<a><id>x</id><n/><state>available</state></a><a><id>y</id><state>available</state></a>";
+        let out = rewrite_states(xml, "id", "state", |id, s| {
+            if id == "x" {
+                "pending".into()
+            } else {
+                s.into()
+            }
+        });
+        assert_eq!(
+            out,
+            "<a><id>x</id><n/><state>pending</state></a><a><id>y</id><state>available</state></a>"
+        );
+        assert_eq!(percent_decode("arn%3Aaws%3Ax+y"), "arn:aws:x y");
     }
 }

@@ -122,6 +122,112 @@ async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
     assert_eq!(code(&e), "InvalidParameterException");
     assert_eq!(env.emulator.front.refused_calls(), 7);
 
+    // Security groups and subnets still in use.
+    let e = ec2
+        .delete_security_group()
+        .group_id(s("dbSecurityGroupId"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DependencyViolation", "used by the DB");
+    let e = ec2
+        .delete_security_group()
+        .group_id(s("appSecurityGroupId"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        "DependencyViolation",
+        "referenced by the DB group's rule"
+    );
+    let private = net["privateSubnetIds"][0].as_str().unwrap().to_string();
+    let e = ec2
+        .delete_subnet()
+        .subnet_id(&private)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DependencyViolation", "used by the DB");
+
+    // What AWS validates and moto does not.
+    let e = rds
+        .create_db_subnet_group()
+        .db_subnet_group_name("one-az")
+        .db_subnet_group_description("x")
+        .subnet_ids(&private)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DBSubnetGroupDoesNotCoverEnoughAZs");
+    let e = rds
+        .create_db_instance()
+        .db_instance_identifier("tiny")
+        .engine("postgres")
+        .engine_version("17")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(10)
+        .storage_type("gp3")
+        .master_username("x")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidParameterValue");
+    let e = elb
+        .create_load_balancer()
+        .name("one-az")
+        .subnets(&public_subnet)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ValidationError");
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut no_igw = Vec::new();
+    for (cidr, az) in [("10.9.0.0/24", "us-east-1a"), ("10.9.1.0/24", "us-east-1b")] {
+        let sn = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .unwrap();
+        no_igw.push(sn.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let e = elb
+        .create_load_balancer()
+        .name("no-igw")
+        .set_subnets(Some(no_igw))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidSubnet");
+    let e = ecs
+        .register_task_definition()
+        .family("odd")
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("4096")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("c")
+                .image("i:1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ClientException");
+    assert_eq!(env.emulator.front.refused_calls(), 15);
+
     // With the rules off, moto accepts what AWS refuses: the layer, not moto, refused.
     env.emulator.front.set_realism(false, 60);
     rds.delete_db_instance()
@@ -191,4 +297,77 @@ async fn the_ecs_failure_knob_fails_the_run_with_the_stopped_reason_and_rolls_ba
         Vec::<String>::new()
     );
     assert_eq!(d.refused_calls(), 0);
+}
+
+#[tokio::test]
+async fn the_enis_of_a_deleted_load_balancer_hold_its_subnets_for_a_while() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("eni");
+    let inputs = mbstack_tests::network_inputs(&env, &spec).await;
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: inputs.clone(),
+    };
+    lb.apply(&spec, "run-a").await;
+    env.emulator.front.set_realism(true, 60);
+    lb.settle(
+        mbstack_core::Verb::Destroy,
+        mbstack_core::Verb::Destroy,
+        &spec,
+        "run-x",
+        mbstack_core::Scope::Stack,
+    )
+    .await
+    .expect("destroyed");
+    // The second public subnet holds no NAT gateway: only the ALB's ENIs hold it.
+    let subnet = inputs["network"]["publicSubnetIds"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let e = ec2
+        .delete_subnet()
+        .subnet_id(&subnet)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "DependencyViolation");
+    assert_eq!(env.emulator.front.not_yet_answers(), 1);
+    assert_eq!(
+        env.emulator.front.refused_calls(),
+        0,
+        "a lingering ENI is AWS's timing, not a broken rule"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    ec2.delete_subnet()
+        .subnet_id(&subnet)
+        .send()
+        .await
+        .expect("free once the ENIs are gone");
+}
+
+#[tokio::test]
+async fn a_run_survives_throttling_of_one_call_in_ten() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator.front.set_throttle(0.1);
+    let run = d
+        .run("apply-1", json!({"stack": "busy"}))
+        .await
+        .expect("ran");
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let gone = d
+        .run("destroy-1", json!({"stack": "busy", "action": "destroy"}))
+        .await
+        .expect("ran");
+    assert_eq!(
+        gone.status, "SUCCEEDED",
+        "{:?} {:?}",
+        gone.error, gone.cause
+    );
+    d.emulator.front.set_throttle(0.0);
+    assert_eq!(
+        stack_leftovers(&d.config, "busy").await,
+        Vec::<String>::new()
+    );
 }
