@@ -24,12 +24,16 @@ async fn plan_all(
     ])
 }
 
-fn follow(name: &str) {
-    if !name.starts_with("Count ")
-        && !name.starts_with("Waited too long")
-        && !name.starts_with("Is the ")
-    {
-        println!("  · {name}");
+/// Prints each state a person cares about, with the time since the run started.
+fn follower() -> impl FnMut(&str) {
+    let start = Instant::now();
+    move |name: &str| {
+        let noise = name.starts_with("Count ")
+            || name.starts_with("Waited too long")
+            || name.starts_with("Is the ");
+        if !noise {
+            println!("  {:>6.1} s  {name}", start.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -65,7 +69,7 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
 
     println!("\nApplying stack {stack:?} (a Step Functions execution)…");
     let run = d
-        .run_following("demo-apply", input.clone(), follow)
+        .run_following("demo-apply", input.clone(), follower())
         .await
         .map_err(anyhow::Error::msg)?;
     ended("apply", &run)?;
@@ -114,7 +118,7 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
         .run_following(
             "demo-destroy",
             json!({"stack": stack, "action": "destroy"}),
-            follow,
+            follower(),
         )
         .await
         .map_err(anyhow::Error::msg)?;
