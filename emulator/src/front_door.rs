@@ -462,59 +462,30 @@ pub(crate) async fn forward(
     Ok((rp.status, rp.headers, bytes))
 }
 
-/// Sends a JSON-protocol call to moto (as the front door itself).
-pub(crate) async fn moto_json(
-    shared: &Shared,
-    target: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let service = if target.starts_with("AmazonEC2ContainerService") {
-        "ecs"
-    } else {
-        "unknown"
-    };
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
-        crate::REGION
-    );
-    let req = Request::builder()
-        .method("POST")
-        .uri(format!("http://127.0.0.1:{}/", shared.moto_port))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", target)
-        .header("authorization", auth)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let resp = shared
-        .client
-        .request(req)
-        .await
-        .map_err(|e| e.to_string())?;
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
-
-/// Sends a form-encoded query-protocol call to moto (as the front door itself).
-pub(crate) async fn moto_query(
+/// Sends one call to moto as the front door itself (signed for `service`; moto
+/// does not check signatures, only the credential scope). The body of a 2xx
+/// answer, or the error.
+async fn send_to_moto(
     shared: &Shared,
     service: &str,
-    form: &str,
+    content_type: &str,
+    target: Option<&str>,
+    body: String,
 ) -> Result<Bytes, String> {
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
         crate::REGION
     );
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method("POST")
         .uri(format!("http://127.0.0.1:{}/", shared.moto_port))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", auth)
-        .body(Full::new(Bytes::from(form.to_string())))
+        .header("content-type", content_type)
+        .header("authorization", auth);
+    if let Some(t) = target {
+        req = req.header("x-amz-target", t);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let resp = shared
         .client
@@ -536,4 +507,37 @@ pub(crate) async fn moto_query(
             String::from_utf8_lossy(&bytes)
         ))
     }
+}
+
+/// Sends a JSON-protocol (ECS) call to moto.
+pub(crate) async fn moto_json(
+    shared: &Shared,
+    target: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let bytes = send_to_moto(
+        shared,
+        "ecs",
+        "application/x-amz-json-1.1",
+        Some(target),
+        body.to_string(),
+    )
+    .await?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Sends a form-encoded query-protocol call to moto.
+pub(crate) async fn moto_query(
+    shared: &Shared,
+    service: &str,
+    form: &str,
+) -> Result<Bytes, String> {
+    send_to_moto(
+        shared,
+        service,
+        "application/x-www-form-urlencoded",
+        None,
+        form.to_string(),
+    )
+    .await
 }
