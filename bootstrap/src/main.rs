@@ -1,6 +1,7 @@
 //! mbstack: the command-line interface.
 
 mod local;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +18,45 @@ use mbstack_core::StackSpec;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: run::Target,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create or update a stack (apply), and follow the run
+    #[command(
+        after_help = "Examples:\n  mbstack up --stack analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up --stack analytics --endpoint-url http://127.0.0.1:4566   # the local emulator"
+    )]
+    Up(run::Input),
+    /// Show what `up` would change, without changing anything
+    #[command(after_help = "Example:\n  mbstack plan --stack analytics --set app.desiredCount=2")]
+    Plan(run::Input),
+    /// Destroy a stack (asks first; the database is kept as a final snapshot)
+    #[command(after_help = "Example:\n  mbstack down --stack analytics --yes")]
+    Down {
+        #[command(flatten)]
+        input: run::Input,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Pause a stack: the service at 0 tasks and the database stopped
+    #[command(after_help = "Example:\n  mbstack pause --stack analytics")]
+    Pause(run::Input),
+    /// Resume a paused stack
+    #[command(after_help = "Example:\n  mbstack resume --stack analytics")]
+    Resume(run::Input),
+    /// Every stack's last run (or one stack's)
+    #[command(
+        after_help = "Example:\n  mbstack status\n  mbstack status --stack analytics --json"
+    )]
+    Status {
+        #[arg(long)]
+        stack: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run mbstack against the local emulator (no AWS account needed)
     #[command(subcommand)]
     Local(LocalCommand),
@@ -85,10 +121,33 @@ fn load_spec(file: &PathBuf) -> anyhow::Result<StackSpec> {
     }
 }
 
+/// A run that ended in failure is an error exit (its cause was printed).
+fn finish_run(r: anyhow::Result<bool>) -> anyhow::Result<()> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(anyhow::anyhow!("the run did not succeed")),
+        Err(e) => Err(e),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let target = cli.target.clone();
     let result = match cli.command {
+        Command::Up(i) => finish_run(run::run(&target, &i, "apply").await),
+        Command::Plan(i) => finish_run(run::run(&target, &i, "plan").await),
+        Command::Pause(i) => finish_run(run::run(&target, &i, "pause").await),
+        Command::Resume(i) => finish_run(run::run(&target, &i, "resume").await),
+        Command::Down { input, yes } => {
+            let stack = input.stack.clone().unwrap_or_default();
+            match run::confirm_down(&stack, yes) {
+                Ok(true) => finish_run(run::run(&target, &input, "destroy").await),
+                Ok(false) => Err(anyhow::anyhow!("not confirmed: nothing was destroyed")),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Status { stack, json } => run::status(&target, stack.as_deref(), json).await,
         Command::Validate { file } => load_spec(&file).map(|spec| {
             println!("{}: valid; with defaults filled in:", file.display());
             println!(

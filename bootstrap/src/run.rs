@@ -1,0 +1,359 @@
+//! `mbstack up | plan | down | pause | resume | status`: start an execution of the
+//! deployed state machine and follow it live, or read the stacks' last runs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use aws_config::BehaviorVersion;
+use mbstack_core::spec::merge_patch;
+use serde_json::{json, Value};
+
+/// Where to find AWS and the state machine.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// AWS region (else the profile's or AWS_REGION)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS profile (SSO and credential_process profiles work)
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Another endpoint, e.g. the local emulator of `mbstack local up` (also AWS_ENDPOINT_URL)
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+    /// The state machine: a name or an ARN
+    #[arg(long, global = true, default_value = "mbstack-provision")]
+    pub state_machine: String,
+}
+
+/// What to run it on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Input {
+    /// A spec file (JSON), merged over the stack's stored spec
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// The stack name (overrides the file's)
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// A field to set, as a JSON value or a plain string: --set app.desiredCount=2
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Start the execution, print its ARN and return
+    #[arg(long)]
+    pub detach: bool,
+    /// Machine-readable output
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
+}
+
+pub async fn config(t: &Target) -> aws_types::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = &t.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(p) = &t.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(e) = &t.endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+/// The execution input: file, then --stack, then each --set, then the action.
+pub fn build_input(i: &Input, action: &str) -> anyhow::Result<Value> {
+    let mut input = match &i.file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?
+        }
+        None => json!({}),
+    };
+    if let Some(s) = &i.stack {
+        input["stack"] = json!(s);
+    }
+    for set in &i.set {
+        let Some((path, raw)) = set.split_once('=') else {
+            bail!("--set {set:?}: write PATH=VALUE, e.g. --set app.desiredCount=2");
+        };
+        let value: Value = serde_json::from_str(raw).unwrap_or_else(|_| json!(raw));
+        let mut patch = value;
+        for key in path.split('.').rev() {
+            patch = json!({ key: patch });
+        }
+        merge_patch(&mut input, &patch);
+    }
+    if input.get("stack").and_then(Value::as_str).is_none() {
+        bail!("which stack? give --stack NAME or a file with \"stack\"");
+    }
+    input["action"] = json!(action);
+    Ok(input)
+}
+
+async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Result<String> {
+    if name.starts_with("arn:") {
+        return Ok(name.to_string());
+    }
+    let mut token = None;
+    loop {
+        let page = sfn
+            .list_state_machines()
+            .set_next_token(token)
+            .send()
+            .await
+            .context("listing state machines")?;
+        if let Some(m) = page.state_machines().iter().find(|m| m.name() == name) {
+            return Ok(m.state_machine_arn().to_string());
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            bail!("no state machine named {name} here: deploy mbstack first (or pass --state-machine, --region, --endpoint-url)");
+        }
+    }
+}
+
+/// A tier's line: the latest state a person cares about.
+fn tier_of(state: &str) -> Option<&'static str> {
+    let s = state.to_ascii_lowercase();
+    [
+        ("network", "network"),
+        ("database", "database"),
+        ("load balancer", "load balancer"),
+        ("metabase", "service"),
+    ]
+    .into_iter()
+    .find(|(k, _)| s.contains(k))
+    .map(|(_, t)| t)
+}
+
+/// Starts `action` and follows it; the exit code says how it ended.
+pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
+    let input = build_input(i, action)?;
+    let stack = input["stack"].as_str().unwrap_or("").to_string();
+    let cfg = config(t).await;
+    let sfn = aws_sdk_sfn::Client::new(&cfg);
+    let arn = state_machine_arn(&sfn, &t.state_machine).await?;
+    let name = format!("{stack}-{action}-{}", mbstack_core::work::utc_stamp_now());
+    let started = sfn
+        .start_execution()
+        .state_machine_arn(&arn)
+        .name(&name)
+        .input(input.to_string())
+        .send()
+        .await
+        .context("starting the execution")?;
+    let exec = started.execution_arn().to_string();
+    let json_out = i.output == "json";
+    if i.detach {
+        if json_out {
+            println!("{}", json!({"executionArn": exec}));
+        } else {
+            println!("{exec}");
+        }
+        return Ok(true);
+    }
+    if !json_out {
+        println!("{action} {stack}: {exec}");
+    }
+    let t0 = Instant::now();
+    let mut seen = 0usize;
+    let mut lines: BTreeMap<&'static str, String> = BTreeMap::new();
+    let tty = std::io::stdout().is_terminal();
+    let desc = loop {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(&exec)
+            .send()
+            .await
+            .context("following the execution")?;
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let h = sfn
+                .get_execution_history()
+                .execution_arn(&exec)
+                .set_next_token(token)
+                .max_results(1000)
+                .send()
+                .await?;
+            names.extend(h.events().iter().filter_map(|e| {
+                e.state_entered_event_details()
+                    .map(|s| s.name().to_string())
+            }));
+            token = h.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        if !json_out {
+            for n in names.iter().skip(seen) {
+                if let Some(tier) = tier_of(n) {
+                    let line = format!("{:>7.1}s  {tier:<14} {n}", t0.elapsed().as_secs_f64());
+                    if tty || lines.get(tier) != Some(&line) {
+                        println!("{line}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    lines.insert(tier, line);
+                }
+            }
+        }
+        seen = names.len();
+        if d.status().as_str() != "RUNNING" {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(if t.endpoint_url.is_some() {
+            200
+        } else {
+            3000
+        }))
+        .await;
+    };
+    let ok = desc.status().as_str() == "SUCCEEDED";
+    let output: Value = desc
+        .output()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or(Value::Null);
+    if json_out {
+        println!(
+            "{}",
+            json!({"status": desc.status().as_str(), "executionArn": exec, "output": output, "error": desc.error(), "cause": desc.cause()})
+        );
+        return Ok(ok);
+    }
+    if ok {
+        println!(
+            "✓ {action} of {stack} succeeded in {:.0} s",
+            t0.elapsed().as_secs_f64()
+        );
+        if let Some(url) = output["url"].as_str() {
+            println!("  Metabase: {url}");
+        }
+        let changes = output["changes"].as_array().cloned().unwrap_or_default();
+        println!("  {} change(s)", changes.len());
+        for c in changes.iter().take(60) {
+            println!(
+                "    {:<8} {:<13} {:<17} {}",
+                c["action"].as_str().unwrap_or(""),
+                c["tier"].as_str().unwrap_or(""),
+                c["kind"].as_str().unwrap_or(""),
+                c["id"].as_str().unwrap_or("")
+            );
+        }
+    } else {
+        println!("✗ {action} of {stack} ended {}", desc.status().as_str());
+        println!("  error: {}", desc.error().unwrap_or("?"));
+        let cause = desc.cause().unwrap_or("");
+        let message = serde_json::from_str::<Value>(cause)
+            .ok()
+            .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+            .unwrap_or_else(|| cause.to_string());
+        println!("  cause: {message}");
+    }
+    Ok(ok)
+}
+
+/// Every stack's last run, from `/mbstack/*/last-run`.
+pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::Result<()> {
+    let cfg = config(t).await;
+    let ssm = aws_sdk_ssm::Client::new(&cfg);
+    let mut rows = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ssm
+            .get_parameters_by_path()
+            .path("/mbstack/")
+            .recursive(true)
+            .set_next_token(token)
+            .send()
+            .await
+            .context("reading /mbstack/ in Parameter Store")?;
+        for p in page.parameters() {
+            let name = p.name().unwrap_or("");
+            let parts: Vec<&str> = name.trim_start_matches('/').split('/').collect();
+            if let ["mbstack", s, "last-run"] = parts.as_slice() {
+                if stack.is_none_or(|want| want == *s) {
+                    let v: Value =
+                        serde_json::from_str(p.value().unwrap_or("{}")).unwrap_or(Value::Null);
+                    rows.push((s.to_string(), v));
+                }
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    if json_out {
+        let all: Vec<Value> = rows
+            .iter()
+            .map(|(s, v)| json!({"stack": s, "lastRun": v}))
+            .collect();
+        println!("{}", Value::Array(all));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no stacks yet");
+        return Ok(());
+    }
+    println!("{:<28} {:<9} {:<10} URL", "STACK", "ACTION", "STATUS");
+    for (s, v) in rows {
+        println!(
+            "{:<28} {:<9} {:<10} {}",
+            s,
+            v["action"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or(""),
+            v["url"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `down` asks first, unless `--yes`: a person must see what a destroy does.
+pub fn confirm_down(stack: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "down destroys stack {stack}: pass --yes to confirm (standard input is not a terminal)"
+        );
+    }
+    println!(
+        "This destroys stack {stack}: every resource is deleted; the database is kept as a final snapshot unless its spec says database.finalSnapshot: false."
+    );
+    print!("Type the stack name to confirm: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == stack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_merge_into_the_input() {
+        let i = Input {
+            file: None,
+            stack: Some("s".into()),
+            set: vec![
+                "app.desiredCount=2".into(),
+                "app.image=metabase/metabase:v0.58.7".into(),
+                "tags.team=bi".into(),
+            ],
+            detach: false,
+            output: "text".into(),
+        };
+        let v = build_input(&i, "apply").unwrap();
+        assert_eq!(
+            v,
+            json!({"stack": "s", "app": {"desiredCount": 2, "image": "metabase/metabase:v0.58.7"}, "tags": {"team": "bi"}, "action": "apply"})
+        );
+        let bad = Input { stack: None, ..i };
+        assert!(build_input(&bad, "apply").is_err());
+    }
+}
