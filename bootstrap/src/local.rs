@@ -8,6 +8,31 @@ use mbstack_emulator::Emulator;
 use mbstack_local::{Deployed, Execution};
 use serde_json::{json, Map, Value};
 
+/// Deploys into the emulator with the same code as `mbstack deploy` (roles,
+/// functions, state machine). The functions' code is a placeholder: the emulator's
+/// front door runs the tier handlers in-process when Step Functions invokes them.
+async fn deploy_into(d: &Deployed) -> anyhow::Result<crate::deploy::Report> {
+    let dir = std::env::temp_dir().join(format!("mbstack-local-zips-{}", std::process::id()));
+    for (_, bin, _, _) in crate::deploy::FUNCTIONS {
+        let f = dir.join(bin);
+        std::fs::create_dir_all(&f)?;
+        let mut empty_zip = vec![0x50, 0x4b, 0x05, 0x06];
+        empty_zip.extend([0u8; 18]);
+        std::fs::write(f.join("bootstrap.zip"), empty_zip)?;
+    }
+    let aws = Aws::new(d.config.clone());
+    let opts = crate::deploy::Options {
+        prefix: "mbstack".into(),
+        zips: dir.clone(),
+        skip_functions: false,
+    };
+    let report = crate::deploy::deploy(&aws, &opts)
+        .await
+        .context("deploying into the emulator")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
+}
+
 /// Every tier's plan, each given the outputs of the tiers before it (read-only).
 async fn plan_all(
     aws: &Aws,
@@ -59,10 +84,12 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)
         .context("deploying into the emulator")?;
+    let report = deploy_into(&d).await?;
     println!(
-        "  emulator at {}; state machine {}",
+        "  emulator at {}; {} resources deployed with mbstack deploy's code; state machine {}",
         d.emulator.endpoint(),
-        d.arn
+        report.changes.len(),
+        report.state_machine_arn
     );
     let stack = spec.stack.clone();
     let input = serde_json::to_value(&spec).context("the spec")?;
@@ -166,6 +193,7 @@ pub async fn up(port: u16) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)
         .context("deploying into the emulator")?;
+    deploy_into(&d).await?;
     println!(
         "Emulator (moto {}) at {endpoint}, mbstack deployed:",
         mbstack_emulator::MOTO_VERSION

@@ -1,7 +1,6 @@
 //! mbstack: the command-line interface.
 
-mod local;
-mod run;
+use mbstack_cli::{deploy, local, run};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +23,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the Lambdas (cargo-lambda, arm64) and create or update mbstack in an account
+    #[command(
+        after_help = "Examples:\n  mbstack deploy --region eu-west-1\n  mbstack deploy --zips target/lambda          # already built\n  mbstack deploy --skip-functions              # functions shipped with `cargo lambda deploy`"
+    )]
+    Deploy {
+        /// Prefix of every name (functions, roles, state machine)
+        #[arg(long, default_value = "mbstack")]
+        prefix: String,
+        /// Prebuilt zips (cargo-lambda's layout: DIR/<binary>/bootstrap.zip); else they are built
+        #[arg(long)]
+        zips: Option<PathBuf>,
+        /// Only wire the state machine to functions that already exist
+        #[arg(long)]
+        skip_functions: bool,
+    },
+    /// Remove mbstack from the account (refuses while stacks exist, unless --force)
+    #[command(after_help = "Example:\n  mbstack undeploy --region eu-west-1")]
+    Undeploy {
+        #[arg(long, default_value = "mbstack")]
+        prefix: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Schedules: nightly repair, and pause / resume outside business hours
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Create or update a stack (apply), and follow the run
     #[command(
         after_help = "Examples:\n  mbstack up --stack analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up --stack analytics --endpoint-url http://127.0.0.1:4566   # the local emulator"
@@ -68,6 +93,43 @@ enum Command {
         /// The spec file (JSON); `-` reads standard input
         #[arg(short, long)]
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Create or update a stack's schedules (EventBridge Scheduler cron expressions)
+    #[command(
+        after_help = "Example:\n  mbstack schedule set --stack analytics --repair 'cron(0 3 * * ? *)' \\\n    --pause 'cron(0 19 ? * MON-FRI *)' --resume 'cron(0 7 ? * MON-FRI *)' --timezone Europe/Berlin"
+    )]
+    Set {
+        #[arg(long)]
+        stack: String,
+        /// When to re-apply the stored spec (drift repair)
+        #[arg(long)]
+        repair: Option<String>,
+        #[arg(long)]
+        pause: Option<String>,
+        #[arg(long)]
+        resume: Option<String>,
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        #[arg(long, default_value = "mbstack")]
+        prefix: String,
+    },
+    /// List the schedules
+    #[command(after_help = "Example:\n  mbstack schedule list")]
+    List {
+        #[arg(long, default_value = "mbstack")]
+        prefix: String,
+    },
+    /// Remove a stack's schedules
+    #[command(after_help = "Example:\n  mbstack schedule remove --stack analytics")]
+    Remove {
+        #[arg(long)]
+        stack: String,
+        #[arg(long, default_value = "mbstack")]
+        prefix: String,
     },
 }
 
@@ -121,6 +183,85 @@ fn load_spec(file: &PathBuf) -> anyhow::Result<StackSpec> {
     }
 }
 
+async fn deploy_cmd(
+    target: &run::Target,
+    prefix: String,
+    zips: Option<PathBuf>,
+    skip_functions: bool,
+) -> anyhow::Result<()> {
+    let zips = match (zips, skip_functions) {
+        (Some(z), _) => z,
+        (None, true) => PathBuf::new(),
+        (None, false) => {
+            println!("Building the Lambdas (cargo lambda build --release --arm64; minutes on a small machine)…");
+            deploy::build(&std::env::current_dir()?).map_err(anyhow::Error::msg)?
+        }
+    };
+    let aws = mbstack_core::Aws::new(run::config(target).await);
+    let report = deploy::deploy(
+        &aws,
+        &deploy::Options {
+            prefix,
+            zips,
+            skip_functions,
+        },
+    )
+    .await?;
+    for c in &report.changes {
+        println!("  changed {c}");
+    }
+    if report.changes.is_empty() {
+        println!(
+            "Nothing to change ({} resources up to date).",
+            report.unchanged.len()
+        );
+    }
+    println!("State machine: {}", report.state_machine_arn);
+    Ok(())
+}
+
+async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Result<()> {
+    let aws = mbstack_core::Aws::new(run::config(target).await);
+    match cmd {
+        ScheduleCommand::Set {
+            stack,
+            repair,
+            pause,
+            resume,
+            timezone,
+            prefix,
+        } => {
+            let wanted: Vec<deploy::Schedule> =
+                [("repair", repair), ("pause", pause), ("resume", resume)]
+                    .into_iter()
+                    .filter_map(|(k, e)| {
+                        e.map(|expression| deploy::Schedule {
+                            kind: k.into(),
+                            expression,
+                        })
+                    })
+                    .collect();
+            if wanted.is_empty() {
+                anyhow::bail!("give at least one of --repair, --pause, --resume (cron(...) or rate(...) expressions)");
+            }
+            for d in deploy::set_schedules(&aws, &prefix, &stack, &wanted, &timezone).await? {
+                println!("  {d}");
+            }
+        }
+        ScheduleCommand::List { prefix } => {
+            for (n, e, tz, input) in deploy::list_schedules(&aws, &prefix).await? {
+                println!("{n:<32} {e:<28} {tz:<16} {input}");
+            }
+        }
+        ScheduleCommand::Remove { stack, prefix } => {
+            let mut done = Vec::new();
+            deploy::remove_schedules(&aws, &prefix, Some(&stack), &mut done).await?;
+            println!("{} removed", done.len());
+        }
+    }
+    Ok(())
+}
+
 /// A run that ended in failure is an error exit (its cause was printed).
 fn finish_run(r: anyhow::Result<bool>) -> anyhow::Result<()> {
     match r {
@@ -148,6 +289,24 @@ async fn main() -> ExitCode {
             }
         }
         Command::Status { stack, json } => run::status(&target, stack.as_deref(), json).await,
+        Command::Deploy {
+            prefix,
+            zips,
+            skip_functions,
+        } => deploy_cmd(&target, prefix, zips, skip_functions).await,
+        Command::Undeploy { prefix, force } => {
+            let aws = mbstack_core::Aws::new(run::config(&target).await);
+            deploy::undeploy(&aws, &prefix, force)
+                .await
+                .map_err(anyhow::Error::from)
+                .map(|done| {
+                    for d in &done {
+                        println!("  removed {d}");
+                    }
+                    println!("{} removed", done.len());
+                })
+        }
+        Command::Schedule(cmd) => schedule_cmd(&target, cmd).await,
         Command::Validate { file } => load_spec(&file).map(|spec| {
             println!("{}: valid; with defaults filled in:", file.display());
             println!(

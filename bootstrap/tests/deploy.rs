@@ -1,0 +1,274 @@
+//! Deploying mbstack itself into the emulator: every function, role, policy and
+//! the state machine as designed; a second deploy changes nothing; no wildcard
+//! beyond the documented ones; schedules; undeploy leaves nothing.
+
+use std::path::PathBuf;
+
+use mbstack_cli::deploy::{self, Options, Schedule, FUNCTIONS};
+use mbstack_cli::policies;
+use mbstack_core::{Aws, CallLog, TierError};
+use mbstack_emulator::Emulator;
+use serde_json::{json, Value};
+
+/// An empty but valid zip per function, in cargo-lambda's layout.
+fn zips(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mbstack-zips-{}-{tag}", std::process::id()));
+    for (_, bin, _, _) in FUNCTIONS {
+        let d = dir.join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut eocd = vec![0x50, 0x4b, 0x05, 0x06];
+        eocd.extend([0u8; 18]);
+        eocd.extend(tag.as_bytes()); // differs per tag: a "new build"
+        std::fs::write(d.join("bootstrap.zip"), eocd).unwrap();
+    }
+    dir
+}
+
+fn policy(doc: &str) -> Value {
+    mbstack_app::parse_policy(doc).expect("a JSON policy")
+}
+
+#[tokio::test]
+async fn deploy_is_complete_idempotent_least_privilege_and_undeploy_leaves_nothing() {
+    let emu = Emulator::start().expect("emulator");
+    let config = emu.sdk_config().await;
+    let log = CallLog::new();
+    let aws = Aws::new(config.clone()).with_interceptor(log.clone());
+    let opts = Options {
+        prefix: "mbt".into(),
+        zips: zips("a"),
+        skip_functions: false,
+    };
+    let report = deploy::deploy(&aws, &opts).await.expect("deploy");
+    assert!(report.changes.len() >= 12, "{:?}", report.changes);
+
+    let lambda = aws_sdk_lambda::Client::new(&config);
+    let iam = aws_sdk_iam::Client::new(&config);
+    let mut arns = Vec::new();
+    for (key, bin, memory, timeout) in FUNCTIONS {
+        let name = format!("mbt-{}", bin.trim_start_matches("mbstack-"));
+        let f = lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .expect("the function exists");
+        let c = f.configuration().unwrap();
+        assert_eq!(
+            c.runtime().map(|r| r.as_str()),
+            Some("provided.al2023"),
+            "{name}"
+        );
+        assert_eq!(
+            c.architectures()
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>(),
+            vec!["arm64"],
+            "{name}"
+        );
+        assert_eq!(
+            (c.memory_size(), c.timeout()),
+            (Some(*memory), Some(*timeout)),
+            "{name}"
+        );
+        assert_eq!(c.handler(), Some("bootstrap"));
+        assert!(
+            c.role().unwrap().ends_with(&format!("role/{name}")),
+            "{name}: one role per function"
+        );
+        arns.push(c.function_arn().unwrap().to_string());
+        let p = iam
+            .get_role_policy()
+            .role_name(&name)
+            .policy_name("mbstack")
+            .send()
+            .await
+            .unwrap();
+        let doc = policy(p.policy_document());
+        assert_eq!(
+            policies::wildcard_violations(&doc),
+            Vec::<String>::new(),
+            "{key}"
+        );
+        let trust = policy(
+            iam.get_role()
+                .role_name(&name)
+                .send()
+                .await
+                .unwrap()
+                .role()
+                .unwrap()
+                .assume_role_policy_document()
+                .unwrap(),
+        );
+        assert_eq!(
+            trust["Statement"][0]["Principal"]["Service"],
+            "lambda.amazonaws.com"
+        );
+    }
+    let states = policy(
+        iam.get_role_policy()
+            .role_name("mbt-states")
+            .policy_name("mbstack")
+            .send()
+            .await
+            .unwrap()
+            .policy_document(),
+    );
+    assert_eq!(
+        states["Statement"][0]["Action"],
+        json!(["lambda:InvokeFunction"])
+    );
+    assert_eq!(
+        states["Statement"][0]["Resource"],
+        json!(arns),
+        "invoke exactly our functions"
+    );
+    assert_eq!(policies::wildcard_violations(&states), Vec::<String>::new());
+
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let sm = sfn
+        .describe_state_machine()
+        .state_machine_arn(&report.state_machine_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !sm.definition().contains("${"),
+        "every placeholder substituted"
+    );
+    for a in &arns {
+        assert!(sm.definition().contains(a.as_str()), "{a}");
+    }
+    let logging = sm.logging_configuration().expect("logging");
+    assert_eq!(logging.level().map(|l| l.as_str()), Some("ERROR"));
+    assert!(
+        !logging.include_execution_data(),
+        "execution data (payloads) are never logged"
+    );
+
+    // A second deploy with the same code changes nothing.
+    log.clear();
+    let again = deploy::deploy(&aws, &opts).await.expect("deploy again");
+    assert_eq!(again.changes, Vec::<String>::new());
+    assert_eq!(log.mutating(), vec![], "a second deploy mutated");
+    // New code for every function: exactly one code update each.
+    log.clear();
+    let rebuilt = deploy::deploy(
+        &aws,
+        &Options {
+            zips: zips("b"),
+            ..opts.clone()
+        },
+    )
+    .await
+    .unwrap();
+    let ops: Vec<String> = log.mutating().iter().map(|c| c.operation.clone()).collect();
+    assert_eq!(ops, vec!["UpdateFunctionCode"; 5], "{:?}", rebuilt.changes);
+
+    // Schedules.
+    let wanted = vec![
+        Schedule {
+            kind: "repair".into(),
+            expression: "cron(0 3 * * ? *)".into(),
+        },
+        Schedule {
+            kind: "pause".into(),
+            expression: "cron(0 19 ? * MON-FRI *)".into(),
+        },
+        Schedule {
+            kind: "resume".into(),
+            expression: "cron(0 7 ? * MON-FRI *)".into(),
+        },
+    ];
+    deploy::set_schedules(&aws, "mbt", "analytics", &wanted, "Europe/Berlin")
+        .await
+        .expect("schedules");
+    let mut listed = deploy::list_schedules(&aws, "mbt").await.unwrap();
+    listed.sort();
+    assert_eq!(listed.len(), 3);
+    for (name, _, tz, input) in &listed {
+        assert_eq!(tz, "Europe/Berlin");
+        let v: Value = serde_json::from_str(input).unwrap();
+        let action = match name.as_str() {
+            "analytics-repair" => "apply",
+            "analytics-pause" => "pause",
+            _ => "resume",
+        };
+        assert_eq!(v, json!({"stack": "analytics", "action": action}));
+    }
+    let sched_role = policy(
+        iam.get_role_policy()
+            .role_name("mbt-scheduler")
+            .policy_name("mbstack")
+            .send()
+            .await
+            .unwrap()
+            .policy_document(),
+    );
+    assert_eq!(
+        sched_role["Statement"][0]["Action"],
+        json!(["states:StartExecution"])
+    );
+    assert_eq!(
+        sched_role["Statement"][0]["Resource"],
+        json!([report.state_machine_arn])
+    );
+
+    // undeploy refuses while a stack exists, then removes everything.
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    ssm.put_parameter()
+        .name("/mbstack/analytics/spec")
+        .value("{}")
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    match deploy::undeploy(&aws, "mbt", false).await {
+        Err(TierError::Refused(m)) => assert!(m.contains("analytics"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    deploy::undeploy(&aws, "mbt", true).await.expect("undeploy");
+    let functions = lambda.list_functions().send().await.unwrap();
+    assert!(functions
+        .functions()
+        .iter()
+        .all(|f| !f.function_name().unwrap_or("").starts_with("mbt-")));
+    let roles = iam.list_roles().send().await.unwrap();
+    assert!(
+        roles
+            .roles()
+            .iter()
+            .all(|r| !r.role_name().starts_with("mbt-")),
+        "{:?}",
+        roles.roles()
+    );
+    assert_eq!(
+        deploy::find_state_machine(&sfn, "mbt-provision")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(deploy::list_schedules(&aws, "mbt")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn the_wildcard_check_catches_what_it_must() {
+    let bad = json!({"Statement": [
+        {"Sid": "A", "Action": "s3:*", "Resource": "arn:aws:s3:::x"},
+        {"Sid": "B", "Action": ["ec2:DeleteVpc"], "Resource": "*"},
+        {"Sid": "C", "Action": ["ec2:DescribeVpcs"], "Resource": "*"},
+        {"Sid": "D", "Action": ["ec2:DeleteVpc"], "Resource": "*", "Condition": {"StringEquals": {"aws:ResourceTag/mbstack:tier": "network"}}}
+    ]});
+    assert_eq!(
+        policies::wildcard_violations(&bad),
+        vec![
+            "\"A\": action s3:*".to_string(),
+            "\"B\": ec2:DeleteVpc on *".to_string()
+        ]
+    );
+}
