@@ -1,7 +1,6 @@
 //! `mbstack up | plan | down | pause | resume | status`: start an execution of the
 //! deployed state machine and follow it live, or read the stacks' last runs.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -115,18 +114,19 @@ async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Res
     }
 }
 
-/// A tier's line: the latest state a person cares about.
-fn tier_of(state: &str) -> Option<&'static str> {
-    let s = state.to_ascii_lowercase();
-    [
-        ("network", "network"),
-        ("database", "database"),
-        ("load balancer", "load balancer"),
-        ("metabase", "service"),
-    ]
-    .into_iter()
-    .find(|(k, _)| s.contains(k))
-    .map(|(_, t)| t)
+/// A person's line for a tier outcome seen in the history: ✓ done, … waiting.
+fn outcome_line(elapsed: f64, payload: &Value) -> Option<String> {
+    let tier = payload.get("tier")?.as_str()?;
+    let state = payload.get("state")?.as_str()?;
+    let message = payload.get("message").and_then(Value::as_str).unwrap_or("");
+    let mark = if state == "pending" { "…" } else { "✓" };
+    let tier = match tier {
+        "loadbalancer" => "load balancer",
+        "data" => "database",
+        "app" => "service",
+        t => t,
+    };
+    Some(format!("{elapsed:>7.1}s  {mark} {tier:<14} {message}"))
 }
 
 /// Starts `action` and follows it; the exit code says how it ended.
@@ -160,8 +160,6 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     }
     let t0 = Instant::now();
     let mut seen = 0usize;
-    let mut lines: BTreeMap<&'static str, String> = BTreeMap::new();
-    let tty = std::io::stdout().is_terminal();
     let desc = loop {
         let d = sfn
             .describe_execution()
@@ -169,7 +167,8 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
             .send()
             .await
             .context("following the execution")?;
-        let mut names = Vec::new();
+        // The tiers' outcomes, in order, from the execution history.
+        let mut outcomes = Vec::new();
         let mut token = None;
         loop {
             let h = sfn
@@ -179,9 +178,10 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
                 .max_results(1000)
                 .send()
                 .await?;
-            names.extend(h.events().iter().filter_map(|e| {
-                e.state_entered_event_details()
-                    .map(|s| s.name().to_string())
+            outcomes.extend(h.events().iter().filter_map(|e| {
+                let out: Value =
+                    serde_json::from_str(e.task_succeeded_event_details()?.output()?).ok()?;
+                out.get("Payload").cloned()
             }));
             token = h.next_token().map(str::to_string);
             if token.is_none() {
@@ -189,17 +189,14 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
             }
         }
         if !json_out {
-            for n in names.iter().skip(seen) {
-                if let Some(tier) = tier_of(n) {
-                    let line = format!("{:>7.1}s  {tier:<14} {n}", t0.elapsed().as_secs_f64());
-                    if tty || lines.get(tier) != Some(&line) {
-                        println!("{line}");
-                        let _ = std::io::stdout().flush();
-                    }
-                    lines.insert(tier, line);
+            for p in outcomes.iter().skip(seen) {
+                if let Some(line) = outcome_line(t0.elapsed().as_secs_f64(), p) {
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
                 }
             }
         }
+        let names = outcomes;
         seen = names.len();
         if d.status().as_str() != "RUNNING" {
             break d;
@@ -286,6 +283,9 @@ pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::
             break;
         }
     }
+    if let (Some(stack), false) = (stack, json_out) {
+        return stack_resources(&cfg, &ssm, stack, rows.first().map(|(_, v)| v)).await;
+    }
     if json_out {
         let all: Vec<Value> = rows
             .iter()
@@ -307,6 +307,75 @@ pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::
             v["status"].as_str().unwrap_or(""),
             v["url"].as_str().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+/// One stack: its last run and its resources, read live (every tier's plan: what
+/// exists is `ok`, what is missing would be created by the next apply).
+async fn stack_resources(
+    cfg: &aws_types::SdkConfig,
+    ssm: &aws_sdk_ssm::Client,
+    stack: &str,
+    last: Option<&Value>,
+) -> anyhow::Result<()> {
+    let stored = ssm
+        .get_parameter()
+        .name(format!("/mbstack/{stack}/spec"))
+        .send()
+        .await
+        .ok();
+    let Some(text) = stored.and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+    else {
+        bail!("no stored spec for stack {stack}: it was never applied (or was destroyed)");
+    };
+    let spec = mbstack_core::StackSpec::from_json_str(&text)
+        .map_err(|e| anyhow::anyhow!("the stored spec of {stack}: {e}"))?;
+    if let Some(v) = last {
+        println!(
+            "{stack}: last {} {} ({}) {}",
+            v["action"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or(""),
+            v["execution"].as_str().unwrap_or(""),
+            v["url"].as_str().unwrap_or("")
+        );
+    }
+    let aws = mbstack_core::Aws::new(cfg.clone());
+    let mut event = mbstack_core::Event::new(
+        mbstack_core::Verb::Plan,
+        spec,
+        "status",
+        mbstack_core::Scope::Stack,
+    );
+    let network = mbstack_network::handle(event.clone(), &aws).await?;
+    event
+        .inputs
+        .insert("network".into(), Value::Object(network.outputs.clone()));
+    let data = mbstack_data::handle(event.clone(), &aws).await?;
+    let lb = mbstack_loadbalancer::handle(event.clone(), &aws).await?;
+    event
+        .inputs
+        .insert("data".into(), Value::Object(data.outputs.clone()));
+    event
+        .inputs
+        .insert("loadbalancer".into(), Value::Object(lb.outputs.clone()));
+    let app = mbstack_app::handle(event, &aws).await?;
+    for o in [&network, &data, &lb, &app] {
+        for c in &o.changes {
+            let state = match c.action {
+                mbstack_core::Action::None => "ok",
+                mbstack_core::Action::Create => "MISSING",
+                _ => "DRIFTED",
+            };
+            println!(
+                "  {:<13} {:<8} {:<17} {:<46} {}",
+                o.tier.as_str(),
+                state,
+                c.kind,
+                c.id,
+                c.detail
+            );
+        }
     }
     Ok(())
 }

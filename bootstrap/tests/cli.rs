@@ -92,6 +92,20 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         "{out}"
     );
 
+    // One stack's resources, read live.
+    let one = mbstack(&e, &["status", "--stack", "cli"]);
+    let out = text(&one);
+    assert!(one.status.success(), "{out}");
+    assert!(
+        out.contains("nat-gateway") && out.contains("db-instance") && out.contains("ecs-service"),
+        "{out}"
+    );
+    assert!(
+        out.lines().filter(|l| l.contains(" ok ")).count() > 20,
+        "{out}"
+    );
+    assert!(!out.contains("MISSING"), "{out}");
+
     // A failing run: the cause is printed, the exit code is not 0.
     let bad = mbstack(&e, &["up", "--stack", "cli", "--set", "network.azCount=9"]);
     let out = text(&bad);
