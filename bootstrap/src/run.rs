@@ -114,19 +114,96 @@ async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Res
     }
 }
 
+/// A tier as a person names it.
+fn tier_label(tier: &str) -> &str {
+    match tier {
+        "loadbalancer" => "load balancer",
+        "data" => "database",
+        "app" => "service",
+        t => t,
+    }
+}
+
 /// A person's line for a tier outcome seen in the history: ✓ done, … waiting.
 fn outcome_line(elapsed: f64, payload: &Value) -> Option<String> {
     let tier = payload.get("tier")?.as_str()?;
     let state = payload.get("state")?.as_str()?;
     let message = payload.get("message").and_then(Value::as_str).unwrap_or("");
     let mark = if state == "pending" { "…" } else { "✓" };
-    let tier = match tier {
-        "loadbalancer" => "load balancer",
-        "data" => "database",
-        "app" => "service",
-        t => t,
-    };
+    let tier = tier_label(tier);
     Some(format!("{elapsed:>7.1}s  {mark} {tier:<14} {message}"))
+}
+
+/// One spinner per tier, each showing the tier's latest message; ✓ when ready or
+/// gone, ✗ for the tiers still running when the run failed.
+struct Spinners {
+    multi: indicatif::MultiProgress,
+    bars: Vec<(String, indicatif::ProgressBar, bool)>,
+}
+
+impl Spinners {
+    fn new() -> Self {
+        Self {
+            multi: indicatif::MultiProgress::new(),
+            bars: Vec::new(),
+        }
+    }
+
+    fn show(&mut self, payload: &Value, elapsed: f64) {
+        let (Some(tier), Some(state)) = (
+            payload.get("tier").and_then(Value::as_str),
+            payload.get("state").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let message = payload
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let idx = match self.bars.iter().position(|(t, _, _)| t == tier) {
+            Some(i) => i,
+            None => {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                if let Ok(style) =
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {msg}")
+                {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(tier_label(tier).to_string());
+                self.bars.push((tier.to_string(), bar, false));
+                self.bars.len() - 1
+            }
+        };
+        let (_, bar, done) = &mut self.bars[idx];
+        if state == "pending" {
+            bar.set_message(format!("{message}, {elapsed:.0}s"));
+            *done = false;
+        } else {
+            bar.finish_with_message(format!("✓ {message} ({elapsed:.0}s)"));
+            *done = true;
+        }
+    }
+
+    fn tick(&self) {
+        for (_, bar, done) in &self.bars {
+            if !done {
+                bar.tick();
+            }
+        }
+    }
+
+    fn finish(self, ok: bool) {
+        for (_, bar, done) in self.bars {
+            if !done {
+                if ok {
+                    bar.finish();
+                } else {
+                    bar.abandon_with_message("✗ stopped");
+                }
+            }
+        }
+    }
 }
 
 /// Starts `action` and follows it; the exit code says how it ended.
@@ -160,6 +237,8 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     }
     let t0 = Instant::now();
     let mut seen = 0usize;
+    // On a terminal: a spinner per tier with its current state; else plain lines.
+    let mut spinners = (!json_out && std::io::stdout().is_terminal()).then(Spinners::new);
     let desc = loop {
         let d = sfn
             .describe_execution()
@@ -190,10 +269,18 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
         }
         if !json_out {
             for p in outcomes.iter().skip(seen) {
-                if let Some(line) = outcome_line(t0.elapsed().as_secs_f64(), p) {
-                    println!("{line}");
-                    let _ = std::io::stdout().flush();
+                match &mut spinners {
+                    Some(s) => s.show(p, t0.elapsed().as_secs_f64()),
+                    None => {
+                        if let Some(line) = outcome_line(t0.elapsed().as_secs_f64(), p) {
+                            println!("{line}");
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
                 }
+            }
+            if let Some(s) = &spinners {
+                s.tick();
             }
         }
         let names = outcomes;
@@ -209,6 +296,9 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
         .await;
     };
     let ok = desc.status().as_str() == "SUCCEEDED";
+    if let Some(s) = spinners {
+        s.finish(ok);
+    }
     let output: Value = desc
         .output()
         .and_then(|o| serde_json::from_str(o).ok())
