@@ -442,3 +442,223 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
 pub fn spec(stack: &str) -> StackSpec {
     StackSpec::new(stack)
 }
+
+/// (input, the exact paths reported, in order).
+pub fn bad_specs() -> Vec<(Value, Vec<&'static str>)> {
+    let long = "a".repeat(29);
+    vec![
+        (serde_json::json!({}), vec!["stack"]),
+        (serde_json::json!({"stack": ""}), vec!["stack"]),
+        (serde_json::json!({"stack": "Analytics"}), vec!["stack"]),
+        (serde_json::json!({"stack": "9lives"}), vec!["stack"]),
+        (serde_json::json!({"stack": "a--b"}), vec!["stack"]),
+        (serde_json::json!({"stack": "trailing-"}), vec!["stack"]),
+        (serde_json::json!({"stack": "spaces here"}), vec!["stack"]),
+        (serde_json::json!({"stack": "ünïcode"}), vec!["stack"]),
+        (serde_json::json!({"stack": long}), vec!["stack"]),
+        (serde_json::json!({"stack": 42}), vec!["stack"]),
+        (
+            serde_json::json!({"stack": "s", "colour": "blue"}),
+            vec!["colour"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidrBlock": "10.0.0.0/16"}}),
+            vec!["network.cidrBlock"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidr": "10.0.0.0"}}),
+            vec!["network.cidr"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidr": "10.0.0.1/16"}}),
+            vec!["network.cidr"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidr": "10.0.0.0/8"}}),
+            vec!["network.cidr"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidr": "10.0.0.0/24"}}),
+            vec!["network.cidr"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"cidr": "52.0.0.0/16"}}),
+            vec!["network.cidr"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"azCount": 1}}),
+            vec!["network.azCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"azCount": 7}}),
+            vec!["network.azCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"azCount": -2}}),
+            vec!["network.azCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"nat": "gateway"}}),
+            vec!["network.nat"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "network": {"nat": "none", "pauseNat": true}}),
+            vec!["network.pauseNat"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"engineVersion": "9.6"}}),
+            vec!["database.engineVersion"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"engineVersion": "17.x"}}),
+            vec!["database.engineVersion"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"instanceClass": "t4g.micro"}}),
+            vec!["database.instanceClass"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"storageGib": 10}}),
+            vec!["database.storageGib"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"backupRetentionDays": 40}}),
+            vec!["database.backupRetentionDays"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "database": {"multiAz": "yes"}}),
+            vec!["database.multiAz"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"image": "metabase/metabase"}}),
+            vec!["app.image"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"image": "metabase/metabase:latest"}}),
+            vec!["app.image"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"image": "metabase/metabase:v1 ; rm -rf /"}}),
+            vec!["app.image"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"cpu": 300}}),
+            vec!["app.cpu"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"cpu": 1024, "memory": 1024}}),
+            vec!["app.memory"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"cpu": 256, "memory": 1024}}),
+            vec!["app.memory"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"desiredCount": 0}}),
+            vec!["app.desiredCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"desiredCount": 11}}),
+            vec!["app.desiredCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"autoscaling": {"min": 3, "max": 2}}}),
+            vec!["app.autoscaling"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"autoscaling": {"min": 2, "max": 4}}}),
+            vec!["app.desiredCount"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"autoscaling": {"min": 1, "max": 2, "targetCpuPercent": 99}}}),
+            vec!["app.autoscaling.targetCpuPercent"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"autoscaling": {"min": 1, "max": 2, "step": 1}}}),
+            vec!["app.autoscaling.step"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"cpuArchitecture": "arm"}}),
+            vec!["app.cpuArchitecture"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"timezone": "Mars/Olympus Mons"}}),
+            vec!["app.timezone"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"logRetentionDays": 10}}),
+            vec!["app.logRetentionDays"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "loadBalancer": {"allowedCidrs": []}}),
+            vec!["loadBalancer.allowedCidrs"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "loadBalancer": {"allowedCidrs": ["1.2.3.4/32", "bad"]}}),
+            vec!["loadBalancer.allowedCidrs[1]"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "loadBalancer": {"allowedCidrs": ["1.2.3.4/32", "1.2.3.4/32"]}}),
+            vec!["loadBalancer.allowedCidrs[1]"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "loadBalancer": {"certificateArn": "arn:aws:iam::123456789012:server-certificate/x"}}),
+            vec!["loadBalancer.certificateArn"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "loadBalancer": {"idleTimeoutSeconds": 0}}),
+            vec!["loadBalancer.idleTimeoutSeconds"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "tags": {"aws:owner": "x"}}),
+            vec!["tags.aws:owner"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "tags": {"mbstack:stack": "other"}}),
+            vec!["tags.mbstack:stack"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "tags": {"Name": "mine"}}),
+            vec!["tags.Name"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "tags": {"team": "<script>"}}),
+            vec!["tags.team"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "tags": {"team": 7}}),
+            vec!["tags.team"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "paused": "no"}),
+            vec!["paused"],
+        ),
+        // An array where a section belongs (serde would read it field by field).
+        (serde_json::json!({"stack": "s", "app": []}), vec!["app"]),
+        (
+            serde_json::json!({"stack": "s", "network": [], "tags": ["a"]}),
+            vec!["network", "tags"],
+        ),
+        (
+            serde_json::json!({"stack": "s", "app": {"autoscaling": [1, 3]}}),
+            vec!["app.autoscaling"],
+        ),
+        // Several problems: all reported, in spec order.
+        (
+            serde_json::json!({"stack": "Bad", "network": {"cidr": "8.8.0.0/16", "azCount": 9}, "app": {"image": "x", "desiredCount": 0}, "tags": {"aws:x": "y"}}),
+            vec![
+                "stack",
+                "network.cidr",
+                "network.azCount",
+                "app.image",
+                "app.desiredCount",
+                "tags.aws:x",
+            ],
+        ),
+        // Unknown fields are all listed at once.
+        (
+            serde_json::json!({"stack": "s", "netwrok": {}, "database": {"size": 1}}),
+            vec!["database.size", "netwrok"],
+        ),
+    ]
+}

@@ -66,6 +66,16 @@ impl Event {
     /// Parses an event strictly (unknown fields anywhere are errors) and validates
     /// its spec and run id.
     pub fn parse(value: &Value) -> Result<Self, TierError> {
+        if let Some(spec) = value.get("spec") {
+            let shape = crate::spec::section_shapes(spec);
+            if !shape.is_empty() {
+                let problems = shape
+                    .into_iter()
+                    .map(|p| Problem::new(format!("spec.{}", p.path), p.message))
+                    .collect();
+                return Err(InvalidSpec(problems).into());
+            }
+        }
         let event: Event = parse_strict(value).map_err(|e| {
             InvalidSpec(
                 e.0.into_iter()

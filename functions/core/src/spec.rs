@@ -157,6 +157,32 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
+/// serde reads a struct from an array too (field by position): every section of
+/// a spec must be a JSON object, as the reference says. Problems, with paths.
+pub fn section_shapes(spec: &serde_json::Value) -> Vec<Problem> {
+    let mut shape = Vec::new();
+    for section in ["network", "database", "app", "loadBalancer", "tags"] {
+        if let Some(v) = spec.get(section).filter(|v| !v.is_object()) {
+            shape.push(Problem::new(
+                section,
+                format!(
+                    "must be a JSON object ({{...}}), not {v}: see the spec reference in README.md"
+                ),
+            ));
+        }
+    }
+    if let Some(v) = spec
+        .pointer("/app/autoscaling")
+        .filter(|v| !v.is_object() && !v.is_null())
+    {
+        shape.push(Problem::new(
+            "app.autoscaling",
+            format!("must be a JSON object such as {{\"min\": 1, \"max\": 3}}, not {v}"),
+        ));
+    }
+    shape
+}
+
 fn default_true() -> bool {
     true
 }
@@ -381,6 +407,10 @@ impl StackSpec {
                 "",
                 "the input must be a JSON object such as {\"stack\": \"analytics\"}",
             )]));
+        }
+        let shape = section_shapes(value);
+        if !shape.is_empty() {
+            return Err(InvalidSpec(shape));
         }
         let (spec, mut problems): (StackSpec, _) = parse_collecting(value)?;
         if let Err(e) = spec.validate() {
