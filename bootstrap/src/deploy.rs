@@ -412,8 +412,8 @@ pub async fn find_state_machine(
     }
 }
 
-/// The stacks with a stored spec (they exist, or did when last applied).
-pub async fn stacks(aws: &Aws) -> Result<Vec<String>, TierError> {
+/// Every record of every stack: `/mbstack/<stack>/<leaf>` → (stack, leaf, value).
+pub async fn records(aws: &Aws) -> Result<Vec<(String, String, String)>, TierError> {
     let ssm = client!(aws_sdk_ssm, aws);
     let mut out = Vec::new();
     let mut token = None;
@@ -427,12 +427,16 @@ pub async fn stacks(aws: &Aws) -> Result<Vec<String>, TierError> {
             .await
             .map_err(|e| aws_error("ssm:GetParametersByPath", e))?;
         for p in page.parameters() {
-            if let Some(stack) = p
+            let rest = p
                 .name()
                 .and_then(|n| n.strip_prefix("/mbstack/"))
-                .and_then(|r| r.strip_suffix("/spec"))
-            {
-                out.push(stack.to_string());
+                .unwrap_or("");
+            if let Some((stack, leaf)) = rest.split_once('/') {
+                out.push((
+                    stack.to_string(),
+                    leaf.to_string(),
+                    p.value().unwrap_or("").to_string(),
+                ));
             }
         }
         token = page.next_token().map(str::to_string);
@@ -440,6 +444,16 @@ pub async fn stacks(aws: &Aws) -> Result<Vec<String>, TierError> {
             return Ok(out);
         }
     }
+}
+
+/// The stacks with a stored spec (they exist, or did when last applied).
+pub async fn stacks(aws: &Aws) -> Result<Vec<String>, TierError> {
+    Ok(records(aws)
+        .await?
+        .into_iter()
+        .filter(|(_, leaf, _)| leaf == "spec")
+        .map(|(s, _, _)| s)
+        .collect())
 }
 
 /// Removes what deploy created (and the schedules); refuses while stacks exist

@@ -346,33 +346,14 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
 pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::Result<()> {
     let cfg = config(t).await;
     let ssm = aws_sdk_ssm::Client::new(&cfg);
-    let mut rows = Vec::new();
-    let mut token = None;
-    loop {
-        let page = ssm
-            .get_parameters_by_path()
-            .path("/mbstack/")
-            .recursive(true)
-            .set_next_token(token)
-            .send()
-            .await
-            .context("reading /mbstack/ in Parameter Store")?;
-        for p in page.parameters() {
-            let name = p.name().unwrap_or("");
-            let parts: Vec<&str> = name.trim_start_matches('/').split('/').collect();
-            if let ["mbstack", s, "last-run"] = parts.as_slice() {
-                if stack.is_none_or(|want| want == *s) {
-                    let v: Value =
-                        serde_json::from_str(p.value().unwrap_or("{}")).unwrap_or(Value::Null);
-                    rows.push((s.to_string(), v));
-                }
-            }
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
+    let records = crate::deploy::records(&mbstack_core::Aws::new(cfg.clone()))
+        .await
+        .context("reading /mbstack/ in Parameter Store")?;
+    let rows: Vec<(String, Value)> = records
+        .into_iter()
+        .filter(|(s, leaf, _)| leaf == "last-run" && stack.is_none_or(|want| want == s))
+        .map(|(s, _, v)| (s, serde_json::from_str(&v).unwrap_or(Value::Null)))
+        .collect();
     if let (Some(stack), false) = (stack, json_out) {
         return stack_resources(&cfg, &ssm, stack, rows.first().map(|(_, v)| v)).await;
     }
