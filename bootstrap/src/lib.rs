@@ -1,6 +1,7 @@
 //! The `mbstack` CLI's library: deploying mbstack itself, its least-privilege
 //! policies, running stacks and the local emulator.
 
+pub mod audit;
 pub mod deploy;
 pub mod local;
 pub mod policies;

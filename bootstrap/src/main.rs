@@ -1,6 +1,6 @@
 //! mbstack: the command-line interface.
 
-use mbstack_cli::{deploy, local, run};
+use mbstack_cli::{audit, deploy, local, run};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +72,14 @@ enum Command {
     /// Resume a paused stack
     #[command(after_help = "Example:\n  mbstack resume --stack analytics")]
     Resume(run::Input),
+    /// Check a stack's security promises against what exists
+    #[command(after_help = "Example:\n  mbstack audit --stack analytics")]
+    Audit {
+        #[arg(long)]
+        stack: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every stack's last run (or one stack's)
     #[command(
         after_help = "Example:\n  mbstack status\n  mbstack status --stack analytics --json"
@@ -289,6 +297,30 @@ async fn main() -> ExitCode {
             }
         }
         Command::Status { stack, json } => run::status(&target, stack.as_deref(), json).await,
+        Command::Audit { stack, json } => {
+            let aws = mbstack_core::Aws::new(run::config(&target).await);
+            match audit::audit(&aws, &stack, Some(&target.state_machine)).await {
+                Ok(findings) if json => {
+                    println!("{}", serde_json::to_string(&findings).unwrap_or_default());
+                    if findings.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(anyhow::anyhow!("{} finding(s)", findings.len()))
+                    }
+                }
+                Ok(findings) if findings.is_empty() => {
+                    println!("{stack}: clean (public IPs, database, ingress, private routes, IAM, state machine logs)");
+                    Ok(())
+                }
+                Ok(findings) => {
+                    for f in &findings {
+                        println!("  {:<18} {:<60} {}", f.rule, f.resource, f.detail);
+                    }
+                    Err(anyhow::anyhow!("{} finding(s)", findings.len()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Deploy {
             prefix,
             zips,
