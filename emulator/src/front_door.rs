@@ -3,7 +3,6 @@
 //! short of AWS (see [`crate::ecs`]). Clients (the tiers, the tests, the CLI) talk
 //! to the front door, never to moto directly.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +49,8 @@ pub(crate) struct Shared {
     pub wait_divisor: std::sync::atomic::AtomicU32,
     /// AWS's rules and timings (see [`crate::realism`]).
     pub realism: Mutex<crate::realism::Realism>,
+    /// The reliability sweep's fault at the k-th call.
+    pub faults: crate::faults::Faults,
 }
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -102,6 +103,7 @@ impl FrontDoor {
             lambdas: Mutex::new(std::collections::HashMap::new()),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::realism::Realism::default()),
+            faults: crate::faults::Faults::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -172,6 +174,36 @@ impl FrontDoor {
         }
     }
 
+    /// Fails the `k`-th AWS call from now on with `class` (None: no fault), and
+    /// restarts the count.
+    pub fn set_fault(&self, plan: Option<(u64, crate::faults::FaultClass)>) {
+        if let Ok(mut p) = self.shared.faults.plan.lock() {
+            *p = plan;
+        }
+        self.shared
+            .faults
+            .calls
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.shared
+            .faults
+            .crash
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// AWS calls counted since the last [`FrontDoor::set_fault`].
+    pub fn aws_calls(&self) -> u64 {
+        self.shared
+            .faults
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The flag a Crash fault raises once its call returned: the layer serving
+    /// the functions takes it and fails the invocation.
+    pub fn crash_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.shared.faults.crash.clone()
+    }
+
     /// How many "not yet" answers (lingering ENIs) the realism layer gave.
     pub fn not_yet_answers(&self) -> u64 {
         self.shared
@@ -233,7 +265,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -259,8 +291,28 @@ async fn handle(
         serde_json::from_slice(&body).ok()
     };
 
-    // AWS's refusals, where moto would accept.
+    // The sweep's fault, for a tier's AWS call (not Step Functions' own API,
+    // not moto's internal API).
     let query = crate::realism::query(&parts.headers, &body);
+    let is_sfn = target.starts_with("AWSStepFunctions.");
+    let is_internal = parts.uri.path().starts_with("/moto-api");
+    let mut crash_after = false;
+    if !is_sfn && !is_internal && (query.is_some() || !target.is_empty()) {
+        let ec2 = query.as_ref().is_some_and(|q| q.service == "ec2");
+        match shared.faults.verdict(!target.is_empty(), ec2) {
+            crate::faults::Verdict::Pass => {}
+            crate::faults::Verdict::Answer(r) => return Ok(r),
+            crate::faults::Verdict::Drop => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected: connection dropped",
+                ))
+            }
+            crate::faults::Verdict::CrashAfter => crash_after = true,
+        }
+    }
+
+    // AWS's refusals, where moto would accept.
     if let Some(refusal) =
         crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await
     {
@@ -295,6 +347,12 @@ async fn handle(
     };
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
+    if crash_after {
+        shared
+            .faults
+            .crash
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let mut resp = Response::new(Full::new(bytes.clone()));
     *resp.status_mut() = status;
     for (k, v) in headers.iter() {

@@ -7,11 +7,13 @@
 
 mod ec2;
 mod ecs;
+mod faults;
 mod front_door;
 mod http;
 mod realism;
 
 pub use ecs::EcsFault;
+pub use faults::FaultClass;
 pub use front_door::{Bound, FrontDoor, LambdaError, LambdaFn, LambdaFuture};
 
 use std::fs::{self, File};

@@ -3,6 +3,7 @@
 //! in-process by the front door, executions run for real. The tests and
 //! `mbstack local` both use it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,10 +73,26 @@ fn to_lambda_error(e: TierError) -> LambdaError {
     }
 }
 
-fn tier_fn(tier: Tier, aws: Aws, inject: Arc<Mutex<Option<Inject>>>) -> LambdaFn {
+/// A crashed function, as Lambda reports it (the runtime process died).
+fn crashed() -> LambdaError {
+    LambdaError {
+        error_type: "Runtime.ExitError".into(),
+        message:
+            "Runtime exited with error: signal: killed (injected crash after an AWS call returned)"
+                .into(),
+    }
+}
+
+fn tier_fn(
+    tier: Tier,
+    aws: Aws,
+    inject: Arc<Mutex<Option<Inject>>>,
+    crash: Arc<AtomicBool>,
+) -> LambdaFn {
     Arc::new(move |payload: Value| {
         let aws = aws.clone();
         let inject = inject.clone();
+        let crash = crash.clone();
         Box::pin(async move {
             let verb = payload
                 .get("verb")
@@ -97,6 +114,9 @@ fn tier_fn(tier: Tier, aws: Aws, inject: Arc<Mutex<Option<Inject>>>) -> LambdaFn
                 .ok()
                 .and_then(|i| i.clone())
                 .is_some_and(|i| i.tier == tier && i.verb == verb);
+            if crash.swap(false, Ordering::SeqCst) {
+                return Err(crashed());
+            }
             if fire {
                 let e = TierError::Terminal(format!(
                     "injected failure after {verb} (what it did stays, its outcome is lost)"
@@ -108,13 +128,18 @@ fn tier_fn(tier: Tier, aws: Aws, inject: Arc<Mutex<Option<Inject>>>) -> LambdaFn
     })
 }
 
-fn control_fn(aws: Aws) -> LambdaFn {
+fn control_fn(aws: Aws, crash: Arc<AtomicBool>) -> LambdaFn {
     Arc::new(move |payload: Value| {
         let aws = aws.clone();
+        let crash = crash.clone();
         Box::pin(async move {
-            mbstack_control::handle(payload, &aws)
+            let result = mbstack_control::handle(payload, &aws)
                 .await
-                .map_err(to_lambda_error)
+                .map_err(to_lambda_error);
+            if crash.swap(false, Ordering::SeqCst) {
+                return Err(crashed());
+            }
+            result
         })
     })
 }
@@ -137,13 +162,19 @@ impl Deployed {
         front.set_realism(true, REALISM_SCALE);
         front.set_wait_divisor(REALISM_SCALE);
         let aws = Aws::new(config.clone()).with_interceptor(log.clone());
+        let crash = front.crash_flag();
         for (key, name) in FUNCTIONS {
             let f = match *key {
-                "control" => control_fn(aws.clone()),
-                "network" => tier_fn(Tier::Network, aws.clone(), inject.clone()),
-                "data" => tier_fn(Tier::Data, aws.clone(), inject.clone()),
-                "loadbalancer" => tier_fn(Tier::LoadBalancer, aws.clone(), inject.clone()),
-                _ => tier_fn(Tier::App, aws.clone(), inject.clone()),
+                "control" => control_fn(aws.clone(), crash.clone()),
+                "network" => tier_fn(Tier::Network, aws.clone(), inject.clone(), crash.clone()),
+                "data" => tier_fn(Tier::Data, aws.clone(), inject.clone(), crash.clone()),
+                "loadbalancer" => tier_fn(
+                    Tier::LoadBalancer,
+                    aws.clone(),
+                    inject.clone(),
+                    crash.clone(),
+                ),
+                _ => tier_fn(Tier::App, aws.clone(), inject.clone(), crash.clone()),
             };
             front.register_lambda(name, f);
         }

@@ -66,6 +66,12 @@ fn retry() -> Value {
             "IntervalSeconds": 2, "MaxAttempts": 5, "BackoffRate": 2, "JitterStrategy": "FULL"
         },
         {
+            // A function that crashed (its outcome lost): every task is idempotent,
+            // so running it again is safe and finishes the work.
+            "ErrorEquals": ["Runtime.ExitError", "Runtime.Unknown", "Sandbox.Timedout"],
+            "IntervalSeconds": 2, "MaxAttempts": 2, "BackoffRate": 2, "JitterStrategy": "FULL"
+        },
+        {
             "ErrorEquals": ["Mbstack.Retryable"],
             "IntervalSeconds": 5, "MaxAttempts": 8, "BackoffRate": 1.5, "MaxDelaySeconds": 60, "JitterStrategy": "FULL"
         }
