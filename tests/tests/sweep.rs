@@ -13,30 +13,51 @@ use mbstack_local::Deployed;
 use mbstack_tests::stack_leftovers;
 use serde_json::json;
 
-const CLASSES: [FaultClass; 5] = [FaultClass::Terminal, FaultClass::Throttle, FaultClass::ServerError, FaultClass::Drop, FaultClass::Crash];
+const CLASSES: [FaultClass; 5] = [
+    FaultClass::Terminal,
+    FaultClass::Throttle,
+    FaultClass::ServerError,
+    FaultClass::Drop,
+    FaultClass::Crash,
+];
 
 async fn lock_released(d: &Deployed, stack: &str) -> bool {
     let ssm = aws_sdk_ssm::Client::new(&d.config);
-    ssm.get_parameter().name(format!("/mbstack/{stack}/lock")).send().await.is_err()
+    ssm.get_parameter()
+        .name(format!("/mbstack/{stack}/lock"))
+        .send()
+        .await
+        .is_err()
 }
 
 #[tokio::test]
 async fn every_fault_class_at_chosen_calls_of_an_apply_ends_safely() {
     let base = Deployed::start().await.expect("deployed");
     base.emulator.front.set_fault(None);
-    let clean = base.run("clean", json!({"stack": "sw"})).await.expect("ran");
+    let clean = base
+        .run("clean", json!({"stack": "sw"}))
+        .await
+        .expect("ran");
     assert_eq!(clean.status, "SUCCEEDED", "{:?}", clean.cause);
     let n = base.emulator.front.aws_calls();
     let mut clean_resources = stack_leftovers(&base.config, "sw").await;
     clean_resources.sort();
-    let shape = |list: &[String]| -> Vec<String> { list.iter().map(|r| r.split(' ').next().unwrap_or("").to_string()).collect() };
+    let shape = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .map(|r| r.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
     drop(base);
 
     let full = std::env::var("MBSTACK_SWEEP").is_ok_and(|v| v == "full");
     // The last calls belong to Finish (recording the run): a terminal fault there
     // fails a run whose stack is complete, by design; the sweep stops before them.
     let last = n.saturating_sub(6);
-    let ks: Vec<u64> = if full { (1..=last).collect() } else { vec![3, last / 2, last] };
+    let ks: Vec<u64> = if full {
+        (1..=last).collect()
+    } else {
+        vec![3, last / 2, last]
+    };
     let mut table: BTreeMap<String, (u32, u32, usize)> = BTreeMap::new();
     for class in CLASSES {
         for &k in &ks {
@@ -49,7 +70,9 @@ async fn every_fault_class_at_chosen_calls_of_an_apply_ends_safely() {
             let released = lock_released(&d, "sw").await;
             let ok = match class {
                 FaultClass::Terminal => run.status == "FAILED" && left.is_empty() && released,
-                _ => run.status == "SUCCEEDED" && shape(&left) == shape(&clean_resources) && released,
+                _ => {
+                    run.status == "SUCCEEDED" && shape(&left) == shape(&clean_resources) && released
+                }
             };
             let leftovers = match class {
                 FaultClass::Terminal => left.len(),
@@ -59,7 +82,11 @@ async fn every_fault_class_at_chosen_calls_of_an_apply_ends_safely() {
             cell.0 += 1;
             cell.1 += u32::from(ok);
             cell.2 += leftovers;
-            assert!(ok, "{class:?} at call {k}/{n}: {} {:?} {:?}; left {left:?}; lock released {released}", run.status, run.error, run.cause);
+            assert!(
+                ok,
+                "{class:?} at call {k}/{n}: {} {:?} {:?}; left {left:?}; lock released {released}",
+                run.status, run.error, run.cause
+            );
         }
     }
     println!("fault class × apply ({n} AWS calls, k in {ks:?}): runs, survived, leftovers");
