@@ -497,7 +497,9 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
             .send()
             .await
         {
-            Ok(_) | Err(_) => {}
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+            Err(e) => return Err(aws_error("iam:DeleteRolePolicy", e)),
         }
         match iam.delete_role().role_name(&role).send().await {
             Ok(_) => done.push(format!("role {role}")),
