@@ -30,6 +30,8 @@ pub enum FaultClass {
 pub(crate) struct Faults {
     pub calls: AtomicU64,
     pub plan: Mutex<Option<(u64, FaultClass)>>,
+    /// What each counted call was, in order.
+    pub names: Mutex<Vec<String>>,
     /// Set when a Crash fault's call has returned; the function serving layer
     /// takes it and fails the invocation.
     pub crash: Arc<AtomicBool>,
@@ -45,8 +47,15 @@ pub(crate) enum Verdict {
 
 impl Faults {
     /// Counts a tier's AWS call and says what to do with it.
-    pub fn verdict(&self, protocol_json: bool, ec2: bool) -> Verdict {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    pub fn verdict(&self, protocol_json: bool, ec2: bool, name: String) -> Verdict {
+        // Counted and named under one lock, so the k-th name is the k-th call.
+        let n = match self.names.lock() {
+            Ok(mut names) => {
+                names.push(name);
+                self.calls.fetch_add(1, Ordering::SeqCst) + 1
+            }
+            Err(_) => self.calls.fetch_add(1, Ordering::SeqCst) + 1,
+        };
         let plan = self.plan.lock().ok().and_then(|p| *p);
         match plan {
             Some((k, class)) if k == n => match class {

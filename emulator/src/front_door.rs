@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub realism: Mutex<crate::realism::Realism>,
     /// The reliability sweep's fault at the k-th call.
     pub faults: crate::faults::Faults,
+    /// Every function invocation served: (function, duration).
+    pub invocations: Mutex<Vec<(String, std::time::Duration)>>,
 }
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -101,6 +103,7 @@ impl FrontDoor {
             client,
             ecs: Mutex::new(EcsActor::default()),
             lambdas: Mutex::new(std::collections::HashMap::new()),
+            invocations: Mutex::new(Vec::new()),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
@@ -184,10 +187,34 @@ impl FrontDoor {
             .faults
             .calls
             .store(0, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut n) = self.shared.faults.names.lock() {
+            n.clear();
+        }
         self.shared
             .faults
             .crash
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The calls counted since the last [`FrontDoor::set_fault`], in order, each as
+    /// `service:Action` (query protocols) or its `X-Amz-Target` (JSON protocols).
+    pub fn call_names(&self) -> Vec<String> {
+        self.shared
+            .faults
+            .names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every function invocation served so far, with how long it took; the list
+    /// is emptied (for cost figures per run).
+    pub fn take_invocations(&self) -> Vec<(String, std::time::Duration)> {
+        self.shared
+            .invocations
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default()
     }
 
     /// AWS calls counted since the last [`FrontDoor::set_fault`].
@@ -299,7 +326,11 @@ async fn handle(
     let mut crash_after = false;
     if !is_sfn && !is_internal && (query.is_some() || !target.is_empty()) {
         let ec2 = query.as_ref().is_some_and(|q| q.service == "ec2");
-        match shared.faults.verdict(!target.is_empty(), ec2) {
+        let name = match &query {
+            Some(q) => format!("{}:{}", q.service, q.action()),
+            None => target.clone(),
+        };
+        match shared.faults.verdict(!target.is_empty(), ec2, name) {
             crate::faults::Verdict::Pass => {}
             crate::faults::Verdict::Answer(r) => return Ok(r),
             crate::faults::Verdict::Drop => {
@@ -438,7 +469,12 @@ async fn invoke(shared: &Shared, function: &str, body: &Bytes) -> Response<Full<
             }
         }
     };
-    let (body, function_error) = match f(event).await {
+    let started = std::time::Instant::now();
+    let result = f(event).await;
+    if let Ok(mut i) = shared.invocations.lock() {
+        i.push((function.to_string(), started.elapsed()));
+    }
+    let (body, function_error) = match result {
         Ok(mut v) => {
             let divisor = shared
                 .wait_divisor
