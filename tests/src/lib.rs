@@ -7,6 +7,8 @@ use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, Tier, 
 use mbstack_emulator::Emulator;
 use serde_json::{Map, Value};
 
+pub mod checks;
+
 pub struct TestEnv {
     pub emulator: Emulator,
     pub config: aws_types::SdkConfig,
@@ -85,8 +87,9 @@ impl TierRunner<'_> {
         event.inputs = self.inputs.clone();
         let payload =
             serde_json::to_value(&event).map_err(|e| TierError::Terminal(e.to_string()))?;
+        let _ = LogCapture::global();
         let aws = self.env.aws();
-        let value = mbstack_core::lambda::invoke_tier(self.tier, &payload, |ev| async move {
+        let result = mbstack_core::lambda::invoke_tier(self.tier, &payload, |ev| async move {
             match self.tier {
                 Tier::Network => mbstack_network::handle(ev, &aws).await,
                 Tier::Data => mbstack_data::handle(ev, &aws).await,
@@ -95,7 +98,15 @@ impl TierRunner<'_> {
                 Tier::Control => Err(TierError::Terminal("control is not a tier".into())),
             }
         })
-        .await?;
+        .await;
+        // Every outcome (and error) of the suite's tier runs is scanned for secrets.
+        let text = match &result {
+            Ok(v) => v.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let moto = self.env.emulator.moto.sdk_config().await;
+        checks::assert_no_secret_leak(&moto, &[("an outcome", &text)]).await;
+        let value = result?;
         serde_json::from_value(value).map_err(|e| TierError::Terminal(e.to_string()))
     }
 
@@ -200,9 +211,16 @@ impl LogCapture {
             .get_or_init(|| {
                 let capture = LogCapture::default();
                 let sink = capture.clone();
+                // Everything of ours down to TRACE; the SDK's and hyper's own
+                // chatter (thousands of lines a run, never a payload) at INFO.
+                let filter = tracing_subscriber::EnvFilter::new(
+                    "info,mbstack_core=trace,mbstack_network=trace,mbstack_data=trace,\
+                     mbstack_loadbalancer=trace,mbstack_app=trace,mbstack_control=trace,\
+                     mbstack_local=trace,mbstack_emulator=trace",
+                );
                 let subscriber = tracing_subscriber::fmt()
                     .json()
-                    .with_max_level(tracing::Level::TRACE)
+                    .with_env_filter(filter)
                     .with_writer(move || sink.clone())
                     .finish();
                 let _ = tracing::subscriber::set_global_default(subscriber);

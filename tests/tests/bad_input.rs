@@ -69,10 +69,7 @@ async fn every_bad_input_fails_in_prepare_naming_its_fields_and_touches_nothing(
     cases.extend(hostile().into_iter().map(|(v, f)| (v, vec![f.to_string()])));
     assert!(cases.len() >= 60, "{} inputs", cases.len());
     for (i, (input, fields)) in cases.iter().enumerate() {
-        let run = d
-            .run(&format!("bad-{i}"), input.clone())
-            .await
-            .expect("ran");
+        let run = mbstack_tests::checks::run(&d, &format!("bad-{i}"), input.clone()).await;
         assert_eq!(run.status, "FAILED", "{input}");
         assert_eq!(
             run.error.as_deref(),

@@ -20,10 +20,7 @@ fn tier_mutations(d: &Deployed) -> Vec<mbstack_core::Call> {
 #[tokio::test]
 async fn apply_then_reapply_without_change_then_destroy() {
     let d = Deployed::start().await.expect("deployed into the emulator");
-    let run = d
-        .run("apply-1", json!({"stack": "e2e"}))
-        .await
-        .expect("the execution ran");
+    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "e2e"})).await;
     assert_eq!(
         run.status, "SUCCEEDED",
         "{:?} {:?} states {:?}",
@@ -82,10 +79,7 @@ async fn apply_then_reapply_without_change_then_destroy() {
     }
 
     d.log.clear();
-    let again = d
-        .run("apply-2", json!({"stack": "e2e"}))
-        .await
-        .expect("the execution ran");
+    let again = mbstack_tests::checks::run(&d, "apply-2", json!({"stack": "e2e"})).await;
     assert_eq!(
         again.status, "SUCCEEDED",
         "{:?} {:?}",
@@ -101,10 +95,12 @@ async fn apply_then_reapply_without_change_then_destroy() {
         .unwrap()
         .is_empty());
 
-    let gone = d
-        .run("destroy-1", json!({"stack": "e2e", "action": "destroy"}))
-        .await
-        .expect("the execution ran");
+    let gone = mbstack_tests::checks::run(
+        &d,
+        "destroy-1",
+        json!({"stack": "e2e", "action": "destroy"}),
+    )
+    .await;
     assert_eq!(
         gone.status, "SUCCEEDED",
         "{:?} {:?} {:?}",
@@ -135,10 +131,7 @@ async fn a_failure_in_any_tier_rolls_back_everything_the_run_created() {
             tier,
             verb: "apply",
         }));
-        let run = d
-            .run("apply-1", json!({"stack": "doomed"}))
-            .await
-            .expect("the execution ran");
+        let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "doomed"})).await;
         assert_eq!(run.status, "FAILED", "{name}");
         assert_eq!(
             run.error.as_deref(),
@@ -168,10 +161,7 @@ async fn a_failure_in_any_tier_rolls_back_everything_the_run_created() {
 #[tokio::test]
 async fn a_failed_update_of_a_healthy_stack_leaves_it_as_it_was() {
     let d = Deployed::start().await.expect("deployed into the emulator");
-    let first = d
-        .run("apply-1", json!({"stack": "steady"}))
-        .await
-        .expect("the execution ran");
+    let first = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "steady"})).await;
     assert_eq!(first.status, "SUCCEEDED", "{:?}", first.cause);
     let mut before = stack_leftovers(&d.config, "steady").await;
     before.sort();
@@ -192,13 +182,12 @@ async fn a_failed_update_of_a_healthy_stack_leaves_it_as_it_was() {
         tier: Tier::App,
         verb: "apply",
     }));
-    let update = d
-        .run(
-            "update-1",
-            json!({"stack": "steady", "app": {"image": "metabase/metabase:v0.58.7"}}),
-        )
-        .await
-        .expect("the execution ran");
+    let update = mbstack_tests::checks::run(
+        &d,
+        "update-1",
+        json!({"stack": "steady", "app": {"image": "metabase/metabase:v0.58.7"}}),
+    )
+    .await;
     assert_eq!(update.status, "FAILED");
     assert!(
         update.cause.unwrap_or_default().contains("app tier"),
@@ -215,10 +204,7 @@ async fn a_failed_update_of_a_healthy_stack_leaves_it_as_it_was() {
     // The stack is healthy: the next apply changes nothing.
     d.inject(None);
     d.log.clear();
-    let repair = d
-        .run("apply-2", json!({"stack": "steady"}))
-        .await
-        .expect("the execution ran");
+    let repair = mbstack_tests::checks::run(&d, "apply-2", json!({"stack": "steady"})).await;
     assert_eq!(repair.status, "SUCCEEDED", "{:?}", repair.cause);
     assert_eq!(tier_mutations(&d), vec![]);
 }
@@ -226,10 +212,7 @@ async fn a_failed_update_of_a_healthy_stack_leaves_it_as_it_was() {
 #[tokio::test]
 async fn an_invalid_input_fails_in_prepare_listing_every_problem_and_touching_nothing() {
     let d = Deployed::start().await.expect("deployed into the emulator");
-    let run = d
-        .run("bad-1", json!({"stack": "Bad Name", "network": {"azCount": 9, "cidr": "8.8.0.0/16"}, "app": {"image": "metabase/metabase:latest"}, "colour": "blue"}))
-        .await
-        .expect("the execution ran");
+    let run = mbstack_tests::checks::run(&d, "bad-1", json!({"stack": "Bad Name", "network": {"azCount": 9, "cidr": "8.8.0.0/16"}, "app": {"image": "metabase/metabase:latest"}, "colour": "blue"})).await;
     assert_eq!(run.status, "FAILED");
     assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
     let cause = run.cause.unwrap_or_default();

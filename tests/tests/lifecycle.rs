@@ -31,7 +31,7 @@ fn changes(run: &mbstack_local::Execution) -> Vec<(String, String, String)> {
 }
 
 async fn ok(d: &Deployed, name: &str, input: Value) -> mbstack_local::Execution {
-    let run = d.run(name, input).await.expect("the execution ran");
+    let run = mbstack_tests::checks::run(d, name, input).await;
     assert_eq!(
         run.status, "SUCCEEDED",
         "{name}: {:?} {:?}",
@@ -86,10 +86,9 @@ async fn a_partial_input_merges_over_the_stored_spec() {
 async fn two_runs_at_once_one_waits_for_nobody_and_a_stale_lock_is_taken_over() {
     let d = Deployed::start().await.expect("deployed");
     let (a, b) = tokio::join!(
-        d.run("race-a", json!({"stack": "race"})),
-        d.run("race-b", json!({"stack": "race"}))
+        mbstack_tests::checks::run(&d, "race-a", json!({"stack": "race"})),
+        mbstack_tests::checks::run(&d, "race-b", json!({"stack": "race"}))
     );
-    let (a, b) = (a.expect("ran"), b.expect("ran"));
     let (winner, loser) = if a.status == "SUCCEEDED" {
         (a, b)
     } else {

@@ -240,10 +240,7 @@ async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
 #[tokio::test]
 async fn a_full_apply_and_destroy_waits_for_nat_gateways_and_provokes_no_refusal() {
     let d = Deployed::start().await.expect("deployed");
-    let run = d
-        .run("apply-1", json!({"stack": "real"}))
-        .await
-        .expect("ran");
+    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "real"})).await;
     assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
     let names = &run.state_names;
     assert!(
@@ -258,10 +255,12 @@ async fn a_full_apply_and_destroy_waits_for_nat_gateways_and_provokes_no_refusal
         names.iter().any(|n| n == "Wait for the Metabase service"),
         "{names:?}"
     );
-    let gone = d
-        .run("destroy-1", json!({"stack": "real", "action": "destroy"}))
-        .await
-        .expect("ran");
+    let gone = mbstack_tests::checks::run(
+        &d,
+        "destroy-1",
+        json!({"stack": "real", "action": "destroy"}),
+    )
+    .await;
     assert_eq!(gone.status, "SUCCEEDED", "{:?}", gone.cause);
     assert!(
         gone.state_names
@@ -282,10 +281,7 @@ async fn the_ecs_failure_knob_fails_the_run_with_the_stopped_reason_and_rolls_ba
     d.emulator
         .front
         .set_ecs_fault(Some(EcsFault::CannotPullContainer));
-    let run = d
-        .run("apply-1", json!({"stack": "pull"}))
-        .await
-        .expect("ran");
+    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "pull"})).await;
     assert_eq!(run.status, "FAILED");
     assert_eq!(run.error.as_deref(), Some("Mbstack.ResourceFailed"));
     assert!(run
@@ -351,11 +347,14 @@ async fn the_enis_of_a_deleted_load_balancer_hold_its_subnets_for_a_while() {
 async fn a_run_survives_throttling_of_one_call_in_ten() {
     let d = Deployed::start().await.expect("deployed");
     d.emulator.front.set_throttle(0.1);
-    let run = d
-        .run("apply-1", json!({"stack": "busy"}))
-        .await
-        .expect("ran");
+    let input = json!({"stack": "busy"});
+    let witness = mbstack_tests::checks::SecretWitness::start(&d.emulator).await;
+    let run = d.run("apply-1", input.clone()).await.expect("ran");
     assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    // The suite's checks read the emulator too: not under the throttling.
+    d.emulator.front.set_throttle(0.0);
+    mbstack_tests::checks::check_after_run(&d, &input, &run, witness).await;
+    d.emulator.front.set_throttle(0.1);
     let gone = d
         .run("destroy-1", json!({"stack": "busy", "action": "destroy"}))
         .await
