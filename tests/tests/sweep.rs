@@ -1,18 +1,35 @@
-//! The reliability sweep: the k-th AWS call of an apply fails with each class of
-//! fault. Throttling, 5xx, a dropped connection and a crash of the function (its
-//! outcome lost after its call succeeded) must end SUCCEEDED with exactly the
-//! resources of a clean run (no duplicate); a terminal error must end FAILED with
-//! everything rolled back. The lock is released in every case.
+//! The reliability sweep (issue 10): the k-th AWS call of a run fails with each
+//! class of fault, in three phases:
+//! - **apply** on an empty account: throttling, 5xx, a dropped connection and a
+//!   crash of the function after its call succeeded (outcome lost) end SUCCEEDED
+//!   with exactly the resources of a clean run (no duplicate); a terminal error
+//!   ends FAILED, names the call, and everything is rolled back;
+//! - **destroy** of a healthy stack: whatever the fault, after it (and, for a
+//!   terminal one, one more destroy without fault) nothing of the stack is left
+//!   and exactly one final snapshot is kept;
+//! - **update** of a healthy stack: the transient faults end with the update
+//!   done; a terminal one ends FAILED with every pre-existing resource still
+//!   there, nothing new left, and the service back on its previous task definition.
 //!
-//! By default a few calls per class (CI); `MBSTACK_SWEEP=full` sweeps every call.
+//! Every run also gets the suite's checks (no secret in history, logs, task
+//! definitions; a clean audit after success) and the lock is released each time.
+//!
+//! By default (CI) one call per fault class and phase, the tiers rotated so each
+//! tier and each class is hit (two per class for apply); `MBSTACK_SWEEP=full`
+//! sweeps every call. `MBSTACK_SWEEP_PHASES=apply,destroy` limits the phases,
+//! `MBSTACK_SWEEP_JOBS` sets how many emulators run at once (default 4),
+//! `MBSTACK_SWEEP_SCALE` how much faster than AWS the emulator is (default 60).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mbstack_emulator::FaultClass;
-use mbstack_local::Deployed;
+use mbstack_local::{Deployed, Execution};
+use mbstack_tests::checks::{self, SecretWitness};
 use mbstack_tests::stack_leftovers;
-use serde_json::json;
+use serde_json::{json, Value};
 
+const STACK: &str = "sw";
 const CLASSES: [FaultClass; 5] = [
     FaultClass::Terminal,
     FaultClass::Throttle,
@@ -21,76 +38,477 @@ const CLASSES: [FaultClass; 5] = [
     FaultClass::Crash,
 ];
 
-async fn lock_released(d: &Deployed, stack: &str) -> bool {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Apply,
+    Destroy,
+    Update,
+}
+
+fn apply_input() -> Value {
+    json!({"stack": STACK})
+}
+
+fn destroy_input() -> Value {
+    json!({"stack": STACK, "action": "destroy"})
+}
+
+/// A change in three tiers at once.
+fn update_input() -> Value {
+    json!({
+        "stack": STACK,
+        "app": {"image": "metabase/metabase:v0.58.7", "desiredCount": 2},
+        "database": {"storageGib": 30},
+        "loadBalancer": {"idleTimeoutSeconds": 120}
+    })
+}
+
+/// What a clean run of each phase looks like.
+#[derive(Debug, Default)]
+struct Baseline {
+    /// The calls of a clean run of each phase (`service:Action` or target).
+    calls: BTreeMap<Phase, Vec<String>>,
+    /// The resources after a clean apply, and after a clean update.
+    applied: Vec<String>,
+    updated: Vec<String>,
+}
+
+fn kinds(list: &[String]) -> Vec<String> {
+    let mut k: Vec<String> = list
+        .iter()
+        .map(|r| r.split(' ').next().unwrap_or("").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+/// The tier that makes a call, from its service.
+fn tier_of(call: &str) -> &'static str {
+    if call.starts_with("ec2:") {
+        "network"
+    } else if call.starts_with("rds:") {
+        "data"
+    } else if call.starts_with("elasticloadbalancing:") {
+        "loadbalancer"
+    } else if call.starts_with("AmazonSSM.") {
+        "control"
+    } else {
+        "app"
+    }
+}
+
+/// `ec2:CreateVpc` → `CreateVpc`; `AmazonSSM.PutParameter` → `PutParameter`.
+fn action_of(call: &str) -> &str {
+    call.rsplit([':', '.']).next().unwrap_or(call)
+}
+
+fn mutating(call: &str) -> bool {
+    let a = action_of(call);
+    !(a.starts_with("Describe") || a.starts_with("List") || a.starts_with("Get"))
+}
+
+/// The calls to fault: all of them in full mode (but the last few of an apply,
+/// Finish's own records: a terminal fault there fails a complete stack, by
+/// design); otherwise one mutating call per class, rotating the tiers.
+fn chosen(calls: &[String], phase: Phase, full: bool) -> Vec<(FaultClass, u64)> {
+    let last = match phase {
+        Phase::Destroy => calls.len(),
+        _ => calls.len().saturating_sub(6),
+    };
+    let calls = &calls[..last];
+    if full {
+        return CLASSES
+            .iter()
+            .flat_map(|&c| (1..=calls.len() as u64).map(move |k| (c, k)))
+            .collect();
+    }
+    let mut tiers: Vec<&str> = calls.iter().map(|c| tier_of(c)).collect();
+    tiers.sort();
+    tiers.dedup();
+    let per_class = if phase == Phase::Apply { 2 } else { 1 };
+    let mut out = Vec::new();
+    for (i, &class) in CLASSES.iter().enumerate() {
+        for j in 0..per_class {
+            let tier = tiers[(i * per_class + j) % tiers.len()];
+            let of_tier: Vec<usize> = (0..calls.len())
+                .filter(|&x| tier_of(&calls[x]) == tier)
+                .collect();
+            let preferred: Vec<usize> = of_tier
+                .iter()
+                .copied()
+                .filter(|&x| mutating(&calls[x]))
+                .collect();
+            let pool = if preferred.is_empty() {
+                of_tier
+            } else {
+                preferred
+            };
+            let x = pool[(i * 3 + j) % pool.len()];
+            out.push((class, x as u64 + 1));
+        }
+    }
+    out
+}
+
+async fn lock_released(d: &Deployed) -> bool {
     let ssm = aws_sdk_ssm::Client::new(&d.config);
     ssm.get_parameter()
-        .name(format!("/mbstack/{stack}/lock"))
+        .name(format!("/mbstack/{STACK}/lock"))
         .send()
         .await
         .is_err()
 }
 
-#[tokio::test]
-async fn every_fault_class_at_chosen_calls_of_an_apply_ends_safely() {
-    let base = Deployed::start().await.expect("deployed");
-    base.emulator.front.set_fault(None);
-    let clean = base
-        .run("clean", json!({"stack": "sw"}))
-        .await
-        .expect("ran");
-    assert_eq!(clean.status, "SUCCEEDED", "{:?}", clean.cause);
-    let n = base.emulator.front.aws_calls();
-    let mut clean_resources = stack_leftovers(&base.config, "sw").await;
-    clean_resources.sort();
-    let shape = |list: &[String]| -> Vec<String> {
-        list.iter()
-            .map(|r| r.split(' ').next().unwrap_or("").to_string())
-            .collect()
-    };
-    drop(base);
+async fn snapshots(d: &Deployed) -> usize {
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    match rds.describe_db_snapshots().send().await {
+        Ok(s) => s
+            .db_snapshots()
+            .iter()
+            .filter(|s| {
+                s.db_instance_identifier()
+                    .is_some_and(|i| i.starts_with(STACK))
+            })
+            .count(),
+        Err(_) => usize::MAX,
+    }
+}
 
-    let full = std::env::var("MBSTACK_SWEEP").is_ok_and(|v| v == "full");
-    // The last calls belong to Finish (recording the run): a terminal fault there
-    // fails a run whose stack is complete, by design; the sweep stops before them.
-    let last = n.saturating_sub(6);
-    let ks: Vec<u64> = if full {
-        (1..=last).collect()
+async fn service_task_definition(d: &Deployed) -> Option<String> {
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let s = ecs
+        .describe_services()
+        .cluster(format!("{STACK}-cluster"))
+        .services(format!("{STACK}-metabase"))
+        .send()
+        .await
+        .ok()?;
+    s.services()
+        .first()
+        .and_then(|s| s.task_definition())
+        .map(str::to_string)
+}
+
+/// AWS's durations are divided by this (`MBSTACK_SWEEP_SCALE`, default the
+/// suite's 60): the full sweep runs faster at 600, where every wait is one poll.
+fn scale() -> u32 {
+    std::env::var("MBSTACK_SWEEP_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(mbstack_local::REALISM_SCALE)
+}
+
+async fn deployed() -> Result<Deployed, String> {
+    let d = Deployed::start().await?;
+    d.emulator.front.set_realism(true, scale());
+    Ok(d)
+}
+
+/// A run with the suite's checks, the witness started before it.
+async fn checked(d: &Deployed, name: &str, input: Value) -> Result<Execution, Fail> {
+    let witness = SecretWitness::start(&d.emulator).await;
+    let run = d.run(name, input.clone()).await.map_err(fail)?;
+    checks::check_after_run(d, &input, &run, witness).await;
+    Ok(run)
+}
+
+async fn healthy(d: &Deployed) -> Result<(), Fail> {
+    let run = checked(d, "setup", apply_input()).await?;
+    if run.status == "SUCCEEDED" {
+        Ok(())
     } else {
-        vec![3, last / 2, last]
-    };
-    let mut table: BTreeMap<String, (u32, u32, usize)> = BTreeMap::new();
-    for class in CLASSES {
-        for &k in &ks {
-            let d = Deployed::start().await.expect("deployed");
+        Err(fail(format!(
+            "the setup apply: {:?} {:?}",
+            run.error, run.cause
+        )))
+    }
+}
+
+/// Why a case did not end as it must, and how many resources it left that it
+/// should not have.
+struct Fail {
+    why: String,
+    left: usize,
+}
+
+fn fail(why: impl Into<String>) -> Fail {
+    Fail {
+        why: why.into(),
+        left: 0,
+    }
+}
+
+/// One faulted run: `Ok` when it ended as it must.
+async fn case(phase: Phase, class: FaultClass, k: u64, base: Arc<Baseline>) -> Result<(), Fail> {
+    let d = deployed().await.map_err(fail)?;
+    let calls = &base.calls[&phase];
+    let call = calls
+        .get(k as usize - 1)
+        .cloned()
+        .unwrap_or_else(|| "?".into());
+    match phase {
+        Phase::Apply => {
+            let witness = SecretWitness::start(&d.emulator).await;
             d.emulator.front.set_fault(Some((k, class)));
-            let run = d.run("sweep", json!({"stack": "sw"})).await.expect("ran");
+            let run = d.run("sweep", apply_input()).await.map_err(fail)?;
+            // Data and load balancer run in parallel: the k-th call of this run
+            // need not be the clean run's k-th.
+            let call = d
+                .emulator
+                .front
+                .call_names()
+                .get(k as usize - 1)
+                .cloned()
+                .unwrap_or(call);
             d.emulator.front.set_fault(None);
-            let mut left = stack_leftovers(&d.config, "sw").await;
-            left.sort();
-            let released = lock_released(&d, "sw").await;
-            let ok = match class {
-                FaultClass::Terminal => run.status == "FAILED" && left.is_empty() && released,
-                _ => {
-                    run.status == "SUCCEEDED" && shape(&left) == shape(&clean_resources) && released
+            checks::check_after_run(&d, &apply_input(), &run, witness).await;
+            let left = stack_leftovers(&d.config, STACK).await;
+            if !lock_released(&d).await {
+                return Err(fail("the lock is still held"));
+            }
+            if class == FaultClass::Terminal {
+                let cause = run.cause.clone().unwrap_or_default();
+                if run.status != "FAILED" {
+                    return Err(fail(format!("{} instead of FAILED", run.status)));
                 }
-            };
-            let leftovers = match class {
-                FaultClass::Terminal => left.len(),
-                _ => left.len().abs_diff(clean_resources.len()),
-            };
-            let cell = table.entry(format!("{class:?}")).or_default();
-            cell.0 += 1;
-            cell.1 += u32::from(ok);
-            cell.2 += leftovers;
-            assert!(
-                ok,
-                "{class:?} at call {k}/{n}: {} {:?} {:?}; left {left:?}; lock released {released}",
-                run.status, run.error, run.cause
-            );
+                if !cause.contains(action_of(&call)) {
+                    return Err(fail(format!("the error does not name {call}: {cause}")));
+                }
+                if !left.is_empty() {
+                    return Err(Fail {
+                        why: format!("not rolled back: {left:?}"),
+                        left: left.len(),
+                    });
+                }
+                Ok(())
+            } else {
+                if run.status != "SUCCEEDED" {
+                    return Err(fail(format!(
+                        "{}: {:?} {:?}",
+                        run.status, run.error, run.cause
+                    )));
+                }
+                if kinds(&left) != kinds(&base.applied) {
+                    return Err(Fail {
+                        why: format!("not the clean run's resources: {left:?}"),
+                        left: left.len().abs_diff(base.applied.len()).max(1),
+                    });
+                }
+                Ok(())
+            }
+        }
+        Phase::Destroy => {
+            healthy(&d).await?;
+            d.emulator.front.set_fault(Some((k, class)));
+            let first = checked(&d, "sweep", destroy_input()).await?;
+            d.emulator.front.set_fault(None);
+            if first.status != "SUCCEEDED" {
+                if class != FaultClass::Terminal {
+                    return Err(fail(format!(
+                        "{}: {:?} {:?}",
+                        first.status, first.error, first.cause
+                    )));
+                }
+                if !lock_released(&d).await {
+                    return Err(fail("the lock is still held after the failed destroy"));
+                }
+                let again = checked(&d, "again", destroy_input()).await?;
+                if again.status != "SUCCEEDED" {
+                    return Err(fail(format!(
+                        "the next destroy could not finish: {:?} {:?}",
+                        again.error, again.cause
+                    )));
+                }
+            }
+            let left = stack_leftovers(&d.config, STACK).await;
+            if !lock_released(&d).await {
+                return Err(fail("the lock is still held"));
+            }
+            let snaps = snapshots(&d).await;
+            if snaps != 1 {
+                return Err(fail(format!("{snaps} final snapshots instead of 1")));
+            }
+            if !left.is_empty() {
+                return Err(Fail {
+                    why: format!("left behind: {left:?}"),
+                    left: left.len(),
+                });
+            }
+            Ok(())
+        }
+        Phase::Update => {
+            healthy(&d).await?;
+            let mut before = stack_leftovers(&d.config, STACK).await;
+            before.sort();
+            let td_before = service_task_definition(&d).await;
+            d.emulator.front.set_fault(Some((k, class)));
+            let run = checked(&d, "sweep", update_input()).await?;
+            d.emulator.front.set_fault(None);
+            let mut after = stack_leftovers(&d.config, STACK).await;
+            after.sort();
+            if !lock_released(&d).await {
+                return Err(fail("the lock is still held"));
+            }
+            let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+            if class == FaultClass::Terminal {
+                if run.status != "FAILED" {
+                    return Err(fail(format!("{} instead of FAILED", run.status)));
+                }
+                if !missing.is_empty() {
+                    return Err(fail(format!("pre-existing resources lost: {missing:?}")));
+                }
+                let extra: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
+                if !extra.is_empty() {
+                    return Err(Fail {
+                        why: format!("not rolled back: {extra:?}"),
+                        left: extra.len(),
+                    });
+                }
+                let td = service_task_definition(&d).await;
+                if td != td_before {
+                    return Err(fail(format!("the service runs {td:?}, not {td_before:?}")));
+                }
+                Ok(())
+            } else {
+                if run.status != "SUCCEEDED" {
+                    return Err(fail(format!(
+                        "{}: {:?} {:?}",
+                        run.status, run.error, run.cause
+                    )));
+                }
+                if kinds(&after) != kinds(&base.updated) {
+                    return Err(fail(format!(
+                        "not the clean update's resources: {after:?} vs {:?}",
+                        base.updated
+                    )));
+                }
+                let lost = missing
+                    .iter()
+                    .filter(|r| !r.starts_with("task-definition"))
+                    .count();
+                if lost > 0 {
+                    return Err(fail(format!(
+                        "pre-existing resources replaced: {missing:?}"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
-    println!("fault class × apply ({n} AWS calls, k in {ks:?}): runs, survived, leftovers");
-    for (class, (runs, survived, leftovers)) in &table {
-        println!("  {class:<12} {runs:>4} {survived:>4} {leftovers:>4}");
+}
+
+async fn baseline(phases: &[Phase]) -> Baseline {
+    let d = deployed().await.expect("deployed");
+    let mut base = Baseline::default();
+    d.emulator.front.set_fault(None);
+    let run = d.run("clean-apply", apply_input()).await.expect("ran");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    base.calls
+        .insert(Phase::Apply, d.emulator.front.call_names());
+    base.applied = stack_leftovers(&d.config, STACK).await;
+    if phases.contains(&Phase::Update) {
+        d.emulator.front.set_fault(None);
+        let run = d.run("clean-update", update_input()).await.expect("ran");
+        assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+        base.calls
+            .insert(Phase::Update, d.emulator.front.call_names());
+        base.updated = stack_leftovers(&d.config, STACK).await;
     }
+    d.emulator.front.set_fault(None);
+    let run = d.run("clean-destroy", destroy_input()).await.expect("ran");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    base.calls
+        .insert(Phase::Destroy, d.emulator.front.call_names());
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_class_in_apply_destroy_and_update_ends_safely() {
+    let full = std::env::var("MBSTACK_SWEEP").is_ok_and(|v| v == "full");
+    let phases: Vec<Phase> = match std::env::var("MBSTACK_SWEEP_PHASES") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|p| match p.trim() {
+                "apply" => Some(Phase::Apply),
+                "destroy" => Some(Phase::Destroy),
+                "update" => Some(Phase::Update),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => vec![Phase::Apply, Phase::Destroy, Phase::Update],
+    };
+    let jobs: usize = std::env::var("MBSTACK_SWEEP_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .max(1);
+    let base = Arc::new(baseline(&phases).await);
+    let mut cases = Vec::new();
+    for &phase in &phases {
+        for (class, k) in chosen(&base.calls[&phase], phase, full) {
+            cases.push((phase, class, k));
+        }
+    }
+    let total = cases.len();
+    let started = std::time::Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut set = tokio::task::JoinSet::new();
+    for (phase, class, k) in cases {
+        let (base, sem) = (base.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let result = tokio::spawn(case(phase, class, k, base)).await;
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => Err(fail(format!("the case panicked: {e}"))),
+            };
+            (phase, class, k, result)
+        });
+    }
+    // phase, class → runs, survived, leftovers
+    let mut table: BTreeMap<(Phase, String), (u32, u32, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    while let Some(done) = set.join_next().await {
+        let Ok((phase, class, k, result)) = done else {
+            failures.push("a case task was lost".to_string());
+            continue;
+        };
+        let call = base.calls[&phase]
+            .get(k as usize - 1)
+            .cloned()
+            .unwrap_or_default();
+        let cell = table.entry((phase, format!("{class:?}"))).or_default();
+        cell.0 += 1;
+        match result {
+            Ok(()) => cell.1 += 1,
+            Err(Fail { why, left }) => {
+                cell.2 += left;
+                failures.push(format!("{phase:?} {class:?} at call {k} ({call}): {why}"));
+            }
+        }
+    }
+    println!(
+        "reliability sweep ({}; {total} runs, {jobs} at once, AWS timings ÷ {}, {} s): calls per clean run: {}",
+        if full { "full" } else { "CI subset" },
+        scale(),
+        started.elapsed().as_secs(),
+        base.calls
+            .iter()
+            .map(|(p, c)| format!("{p:?} {}", c.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  {:<8} {:<12} {:>5} {:>8} {:>9}",
+        "phase", "fault", "runs", "survived", "leftovers"
+    );
+    for ((phase, class), (runs, survived, leftovers)) in &table {
+        println!(
+            "  {:<8} {class:<12} {runs:>5} {survived:>8} {leftovers:>9}",
+            format!("{phase:?}")
+        );
+    }
+    let (runs, survived): (u32, u32) = table.values().fold((0, 0), |(r, s), c| (r + c.0, s + c.1));
+    println!("  total: {runs} runs, {survived} survived");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
