@@ -3,7 +3,7 @@
 //! go, and the ECS failure knob fails a run with the real stopped reason.
 
 use aws_sdk_ecs::types::LoadBalancer;
-use mbstack_core::{StackSpec, Tier};
+use mbstack_core::{Scope, StackSpec, State, Tier, Verb};
 use mbstack_emulator::EcsFault;
 use mbstack_local::Deployed;
 use mbstack_tests::{app_inputs, stack_leftovers, TestEnv, TierRunner};
@@ -367,6 +367,43 @@ async fn a_run_survives_throttling_of_one_call_in_ten() {
     d.emulator.front.set_throttle(0.0);
     assert_eq!(
         stack_leftovers(&d.config, "busy").await,
+        Vec::<String>::new()
+    );
+}
+
+/// Found by the benchmark's cost round (AWS's timings ÷ 10): moto filters NAT
+/// gateways by its own state (`deleted` at once), so a destroy that asked for
+/// `deleting` gateways saw none and released the Elastic IP too early; AWS
+/// refused it as in use and the destroy failed. The tier now checks the states.
+#[tokio::test]
+async fn a_network_destroy_waits_while_its_nat_gateway_is_still_deleting() {
+    let env = TestEnv::start().await;
+    // A NAT gateway takes 4 s to create and 2 s to delete.
+    env.emulator.front.set_realism(true, 30);
+    let spec = StackSpec::new("natwait");
+    let net = TierRunner {
+        env: &env,
+        tier: Tier::Network,
+        inputs: serde_json::Map::new(),
+    };
+    net.apply(&spec, "run-1").await;
+    let mut polls = 0;
+    loop {
+        let o = net
+            .call(Verb::Destroy, &spec, "run-2", Scope::Stack)
+            .await
+            .unwrap_or_else(|e| panic!("destroy poll {polls}: {e}"));
+        polls += 1;
+        if o.state == State::Gone {
+            break;
+        }
+        assert!(polls < 40, "never gone: {}", o.message);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(polls > 2, "the destroy did not wait for the NAT gateway");
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+    assert_eq!(
+        stack_leftovers(&env.config, "natwait").await,
         Vec::<String>::new()
     );
 }
