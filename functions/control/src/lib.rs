@@ -217,24 +217,45 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
     if requested == "plan" || stack.is_empty() {
         return Ok(out);
     }
+    // Every record is attempted, and the lock is released last whatever happened
+    // to the records: a run that could not write them must not also block the
+    // next run. The first failure is still reported (the execution fails).
+    let mut first: Option<TierError> = None;
+    let mut keep = |r: Result<(), TierError>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    };
     if status == "succeeded" {
         if requested == "destroy" {
-            store::delete(&c.ssm, &store::path(stack, "spec")).await?;
+            keep(store::delete(&c.ssm, &store::path(stack, "spec")).await);
         } else if let Some(spec) = payload.get("spec") {
-            store::put(&c.ssm, &store::path(stack, "spec"), &spec.to_string(), true).await?;
+            keep(
+                store::put(&c.ssm, &store::path(stack, "spec"), &spec.to_string(), true)
+                    .await
+                    .map(|_| ()),
+            );
         }
     }
     let last = json!({"action": requested, "status": status, "execution": me, "url": out["url"]});
-    store::put(
-        &c.ssm,
-        &store::path(stack, "last-run"),
-        &last.to_string(),
-        true,
-    )
-    .await?;
+    keep(
+        store::put(
+            &c.ssm,
+            &store::path(stack, "last-run"),
+            &last.to_string(),
+            true,
+        )
+        .await
+        .map(|_| ()),
+    );
     let lock = store::path(stack, "lock");
-    if store::get(&c.ssm, &lock).await?.as_deref() == Some(me) {
-        store::delete(&c.ssm, &lock).await?;
+    match store::get(&c.ssm, &lock).await {
+        Ok(holder) if holder.as_deref() == Some(me) => keep(store::delete(&c.ssm, &lock).await),
+        Ok(_) => {}
+        Err(e) => keep(Err(e)),
+    }
+    if let Some(e) = first {
+        return Err(e);
     }
     Ok(out)
 }
