@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::median;
+
 /// When the prices below were read off AWS's public price pages.
 pub const PRICES_AS_OF: &str = "2025-06 (AWS public price pages, us-east-1; not re-checked since)";
 
@@ -43,15 +45,6 @@ fn memory_mb(function: &str) -> f64 {
         .find(|(_, bin, _, _)| *bin == function)
         .map(|(_, _, mem, _)| f64::from(*mem))
         .unwrap_or(256.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Per step: (state transitions, invocations, AWS calls), one list per round.
