@@ -65,8 +65,11 @@ pub fn build(workspace: &Path) -> Result<PathBuf, String> {
         "--output-format",
         "zip",
     ]);
+    // `-p` per function (each package is named as its binary): features are
+    // unified over the functions only, so the CLI's SSO support stays out of the
+    // zips (`--bin` would unify over the whole workspace).
     for (_, bin, _, _) in FUNCTIONS {
-        cmd.args(["--bin", bin]);
+        cmd.args(["-p", bin]);
     }
     let status = cmd
         .status()
