@@ -96,22 +96,10 @@ async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Res
     if name.starts_with("arn:") {
         return Ok(name.to_string());
     }
-    let mut token = None;
-    loop {
-        let page = sfn
-            .list_state_machines()
-            .set_next_token(token)
-            .send()
-            .await
-            .context("listing state machines")?;
-        if let Some(m) = page.state_machines().iter().find(|m| m.name() == name) {
-            return Ok(m.state_machine_arn().to_string());
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            bail!("no state machine named {name} here: deploy mbstack first (or pass --state-machine, --region, --endpoint-url)");
-        }
-    }
+    crate::deploy::find_state_machine(sfn, name)
+        .await
+        .context("listing state machines")?
+        .ok_or_else(|| anyhow::anyhow!("no state machine named {name} here: deploy mbstack first (or pass --state-machine, --region, --endpoint-url)"))
 }
 
 /// A tier as a person names it.

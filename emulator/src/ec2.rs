@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::front_door::{moto_query, Shared};
+use crate::realism::xml_values;
 
 /// The value of `key` in a form-encoded body.
 pub(crate) fn form_value(body: &[u8], key: &str) -> Option<String> {
@@ -20,16 +21,6 @@ pub(crate) fn form_value(body: &[u8], key: &str) -> Option<String> {
                 .replace("%2F", "/")
         })
     })
-}
-
-/// All values of `<tag>…</tag>` in an XML answer.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
-        .collect()
 }
 
 /// Called with the request body of a successful EC2 call.
