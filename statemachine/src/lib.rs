@@ -12,6 +12,12 @@
 
 use serde_json::{json, Map, Value};
 
+/// The partition placeholder: `arn:${Partition}:states:::lambda:invoke` becomes
+/// `arn:aws-cn:…` in China, `arn:aws-us-gov:…` in GovCloud.
+pub const PARTITION: &str = "${Partition}";
+/// The permissions boundary every role the app tier creates must carry.
+pub const ROLE_BOUNDARY: &str = "${RoleBoundaryArn}";
+
 /// The placeholders a deployer substitutes with function ARNs.
 pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("control", "${ControlFunctionArn}"),
@@ -51,6 +57,9 @@ const APP: Tier = Tier {
     max_polls: 120,
 };
 
+/// The optimised Lambda integration, in the deployment's partition.
+const LAMBDA_INVOKE: &str = "arn:${Partition}:states:::lambda:invoke";
+
 fn placeholder(tier: &str) -> &'static str {
     PLACEHOLDERS
         .iter()
@@ -89,7 +98,7 @@ fn invoke(
 ) -> Value {
     let mut t = json!({
         "Type": "Task",
-        "Resource": "arn:aws:states:::lambda:invoke",
+        "Resource": LAMBDA_INVOKE,
         "Parameters": {"FunctionName": placeholder(tier), "Payload": payload},
         "ResultSelector": selector,
         "ResultPath": result,
@@ -259,6 +268,7 @@ fn network_inputs() -> Value {
 
 fn app_inputs() -> Value {
     json!({
+        "deployment": {"roleBoundaryArn": ROLE_BOUNDARY},
         "network.$": "$.network.status.outputs",
         "data.$": "$.tiers.data.status.outputs",
         "loadbalancer.$": "$.tiers.loadbalancer.status.outputs"
@@ -273,7 +283,9 @@ struct Phase {
     again: &'static str,
     scope: &'static str,
     done: &'static str,
-    /// The name of a Parallel branch's last state.
+    /// A Parallel branch's last state is "<Tier label> <branch_end>": state
+    /// names are unique across the whole definition, branches included (AWS
+    /// refuses a duplicate with DUPLICATE_STATE_NAME).
     branch_end: &'static str,
 }
 
@@ -283,7 +295,7 @@ const CREATE: Phase = Phase {
     again: "check",
     scope: "stack",
     done: "ready",
-    branch_end: "Ready",
+    branch_end: "ready",
 };
 const ROLL_BACK: Phase = Phase {
     verb_label: "Roll back",
@@ -291,7 +303,7 @@ const ROLL_BACK: Phase = Phase {
     again: "destroy",
     scope: "run",
     done: "gone",
-    branch_end: "Rolled back",
+    branch_end: "rolled back",
 };
 const DELETE: Phase = Phase {
     verb_label: "Delete",
@@ -299,7 +311,7 @@ const DELETE: Phase = Phase {
     again: "destroy",
     scope: "stack",
     done: "gone",
-    branch_end: "Deleted",
+    branch_end: "deleted",
 };
 
 /// A parallel step running the data and load balancer loops.
@@ -310,8 +322,10 @@ fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
         again,
         scope,
         done,
-        branch_end: name_done,
+        branch_end,
     } = *phase;
+    let d_done = format!("{} {branch_end}", capitalize(DATA.label));
+    let l_done = format!("{} {branch_end}", capitalize(LB.label));
     let mut d = Map::new();
     let inputs = if first == "apply" {
         network_inputs()
@@ -328,14 +342,14 @@ fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
             scope,
             done_state: done,
             inputs: inputs.clone(),
-            next: name_done,
+            next: &d_done,
             on_error: None,
             error_path: "$.error",
         },
     );
     // Each branch hands back only its tier's outcome: `$[0]`, `$[1]` below.
     d.insert(
-        name_done.to_string(),
+        d_done.clone(),
         json!({"Type": "Succeed", "OutputPath": "$.data"}),
     );
     let mut l = Map::new();
@@ -349,13 +363,13 @@ fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
             scope,
             done_state: done,
             inputs,
-            next: name_done,
+            next: &l_done,
             on_error: None,
             error_path: "$.error",
         },
     );
     l.insert(
-        name_done.to_string(),
+        l_done.clone(),
         json!({"Type": "Succeed", "OutputPath": "$.loadbalancer"}),
     );
     json!({
@@ -396,7 +410,7 @@ pub fn definition() -> Value {
         json!({
             "Type": "Task",
             "Comment": "Merge the input over the stored spec, validate all of it (every problem listed) before anything exists, take the stack's lock",
-            "Resource": "arn:aws:states:::lambda:invoke",
+            "Resource": LAMBDA_INVOKE,
             "Parameters": {
                 "FunctionName": placeholder("control"),
                 "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id"}
@@ -661,13 +675,25 @@ fn add_loop_named(
     )
 }
 
-/// The definition with each placeholder replaced by its function ARN.
-pub fn render(arns: &[(&str, String)]) -> String {
+/// What a deployment substitutes into the definition.
+#[derive(Debug, Clone)]
+pub struct Deployment<'a> {
+    /// (tier key, function ARN) for every function.
+    pub functions: &'a [(&'a str, String)],
+    /// `aws`, `aws-cn`, `aws-us-gov`, …
+    pub partition: &'a str,
+    /// The managed policy every role the app tier creates is bounded by.
+    pub role_boundary_arn: &'a str,
+}
+
+/// The definition with each placeholder replaced.
+pub fn render(d: &Deployment<'_>) -> String {
     let mut text = serde_json::to_string_pretty(&definition()).unwrap_or_default();
-    for (tier, arn) in arns {
+    for (tier, arn) in d.functions {
         text = text.replace(placeholder(tier), arn);
     }
-    text
+    text.replace(PARTITION, d.partition)
+        .replace(ROLE_BOUNDARY, d.role_boundary_arn)
 }
 
 /// The committed file's path.
@@ -800,6 +826,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn state_names_are_unique_across_the_whole_definition() {
+        let def = definition();
+        let mut all = Vec::new();
+        maps(
+            def["States"].as_object().unwrap(),
+            &mut all,
+            def["StartAt"].as_str().unwrap().to_string(),
+        );
+        let mut seen = BTreeSet::new();
+        let dups: Vec<&String> = all
+            .iter()
+            .flat_map(|(_, m)| m.keys())
+            .filter(|k| !seen.insert(k.as_str()))
+            .collect();
+        assert!(dups.is_empty(), "duplicate state names: {dups:?}");
+    }
+
+    #[test]
+    fn render_leaves_no_placeholder_and_no_partition_but_the_deployments() {
+        let functions: Vec<(&str, String)> = PLACEHOLDERS
+            .iter()
+            .map(|(t, _)| (*t, format!("arn:aws-cn:lambda:cn-north-1:1:function:{t}")))
+            .collect();
+        let text = render(&Deployment {
+            functions: &functions,
+            partition: "aws-cn",
+            role_boundary_arn: "arn:aws-cn:iam::1:policy/b",
+        });
+        assert!(!text.contains("${"), "a placeholder is left");
+        assert!(!text.contains("arn:aws:"), "an ARN outside the partition");
+        assert!(text.contains("arn:aws-cn:states:::lambda:invoke"));
     }
 
     #[test]
