@@ -1,373 +1,233 @@
-//! The least-privilege policies of mbstack's own roles: each function may call
-//! exactly the actions its tier calls, on its stack's resources where the service
-//! can scope them (names under `mbstack`/`<stack>-…`, or the `mbstack:tier` tag).
+//! The least-privilege policies of mbstack's own roles, built from the
+//! permissions each resource module declares next to its calls
+//! (`mbstack_core::iam`): each function may call exactly the actions its tier
+//! calls, on its stack's resources where the service can scope them (names
+//! under `mbstack`/`<stack>-…`, or the `mbstack:tier` tag).
 //!
-//! Where AWS offers no resource-level scoping, `Resource: "*"` stands, and only
-//! there (the list the wildcard test checks against):
-//! - read-only Describe*/List*/Get* actions of EC2, RDS, ELBv2, ECS, Logs and
-//!   Application Auto Scaling (these APIs take no resource ARN);
-//! - EC2, ELBv2 and RDS creates, which name no resource before it exists: they are
-//!   allowed only with `mbstack:tier` in the request's tags (tag-on-create);
-//! - EC2/ELBv2/RDS changes and deletes: allowed only on resources tagged with the
-//!   tier (`aws:ResourceTag/mbstack:tier`);
-//! - Application Auto Scaling's Register/Deregister/PutScalingPolicy (no ARNs);
-//! - ECS Create/Register actions (a new cluster or family has no ARN yet);
+//! Where AWS offers no resource-level scoping, `Resource: "*"` stands:
+//! - read-only Describe*/List*/Get* actions that take no resource ARN;
+//! - creates, which name no resource before it exists: only with `mbstack:tier`
+//!   among the request's tags (tag-on-create); tagging actions only in the
+//!   creating call (`ec2:CreateAction`, `elasticloadbalancing:CreateAction`,
+//!   `ecs:CreateAction`), so no tier can stamp its tag on a resource it does not
+//!   own and thereby bring it under its rights;
+//! - changes and deletes: only on resources tagged with the tier;
+//! - `ecs:DeregisterTaskDefinition`, which supports no resource and no condition
+//!   key, and Application Auto Scaling's target actions (random IDs), limited
+//!   to the `ecs` namespace;
 //! - the Step Functions role's CloudWatch Logs delivery actions (AWS requires `*`).
 //!
-//! Not verified against real IAM from this project's machines (no AWS access):
-//! a deploy to a real account is the test that remains.
+//! Every ARN is in the partition of the region deployed to (`aws`, `aws-cn`,
+//! `aws-us-gov`). The roles the app tier creates for Metabase's tasks carry a
+//! permissions boundary ([`role_boundary_policy`]) that the app's own policy
+//! requires on every create and change, and the only managed policy it may
+//! attach is AmazonECSTaskExecutionRolePolicy.
 
-use serde_json::{json, Value};
+use mbstack_core::iam::{Condition, Permission, Resources};
+use serde_json::{json, Map, Value};
 
-/// Read-only actions: the only ones allowed on `*` without a condition.
-pub fn is_read_only(action: &str) -> bool {
-    let op = action.split(':').nth(1).unwrap_or("");
-    ["Describe", "List", "Get"]
-        .iter()
-        .any(|p| op.starts_with(p))
+pub use mbstack_core::iam::is_read_only;
+
+/// What the policies are built for.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `aws`, `aws-cn`, `aws-us-gov`, …
+    pub partition: String,
+    /// The deployment's name prefix (`mbstack`).
+    pub prefix: String,
+    /// The account deployed to (trust policies' `aws:SourceAccount`).
+    pub account: String,
 }
 
-fn stmt(sid: &str, actions: &[&str], resource: Value) -> Value {
-    json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource})
+impl Context {
+    /// The managed policy that bounds every role the app tier creates.
+    pub fn role_boundary_arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:policy/mbstack/{}-task-role-boundary",
+            self.partition, self.account, self.prefix
+        )
+    }
+
+    fn fill(&self, text: &str, tier: &str) -> String {
+        text.replace("${Partition}", &self.partition)
+            .replace("${Prefix}", &self.prefix)
+            .replace("${Tier}", tier)
+            .replace("${RoleBoundaryArn}", &self.role_boundary_arn())
+    }
 }
 
-fn tagged(sid: &str, actions: &[&str], key: &str, tier: &str) -> Value {
-    json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": "*",
-           "Condition": {"StringEquals": {format!("{key}/mbstack:tier"): tier}}})
+/// The permissions of function `tier`, as its resource modules declare them.
+pub fn tier_permissions(tier: &str) -> Vec<Permission> {
+    match tier {
+        "control" => mbstack_control::permissions(),
+        "network" => mbstack_network::permissions(),
+        "data" => mbstack_data::permissions(),
+        "loadbalancer" => mbstack_loadbalancer::permissions(),
+        "app" => mbstack_app::permissions(),
+        _ => Vec::new(),
+    }
+}
+
+fn condition(p: &Permission, tier: &str, ctx: &Context) -> Option<Value> {
+    match p.condition {
+        Condition::None => None,
+        Condition::RequestTier => {
+            Some(json!({"StringEquals": {"aws:RequestTag/mbstack:tier": tier}}))
+        }
+        Condition::ResourceTier => {
+            Some(json!({"StringEquals": {"aws:ResourceTag/mbstack:tier": tier}}))
+        }
+        Condition::Json(text) => serde_json::from_str(&ctx.fill(text, tier)).ok(),
+    }
+}
+
+fn resources(p: &Permission, tier: &str, ctx: &Context) -> Value {
+    match p.resources {
+        Resources::Any => json!("*"),
+        Resources::Arns(arns) => json!(arns.iter().map(|a| ctx.fill(a, tier)).collect::<Vec<_>>()),
+    }
+}
+
+/// Statements from permissions: those with the same resources and condition
+/// are merged (an inline policy holds 10,240 characters), each action once.
+pub fn statements(perms: &[Permission], tier: &str, ctx: &Context) -> Vec<Value> {
+    let mut out: Vec<(String, Value, Option<Value>, Vec<String>)> = Vec::new();
+    for p in perms {
+        let r = resources(p, tier, ctx);
+        let c = condition(p, tier, ctx);
+        match out.iter_mut().find(|(_, r2, c2, _)| *r2 == r && *c2 == c) {
+            Some((_, _, _, actions)) => {
+                for a in p.actions {
+                    if !actions.iter().any(|x| x == a) {
+                        actions.push(a.to_string());
+                    }
+                }
+            }
+            None => {
+                let mut sid = p.sid.to_string();
+                let mut n = 2;
+                while out.iter().any(|(s, ..)| *s == sid) {
+                    sid = format!("{}{n}", p.sid);
+                    n += 1;
+                }
+                out.push((sid, r, c, p.actions.iter().map(|a| a.to_string()).collect()));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(sid, r, c, mut actions)| {
+            actions.sort();
+            let mut st = Map::new();
+            st.insert("Sid".into(), json!(sid));
+            st.insert("Effect".into(), json!("Allow"));
+            st.insert("Action".into(), json!(actions));
+            st.insert("Resource".into(), r);
+            if let Some(c) = c {
+                st.insert("Condition".into(), c);
+            }
+            Value::Object(st)
+        })
+        .collect()
 }
 
 /// CloudWatch Logs of the function itself.
-fn own_logs(function: &str) -> Value {
-    stmt(
-        "OwnLogs",
-        &[
-            "logs:CreateLogGroup",
-            "logs:CreateLogStream",
-            "logs:PutLogEvents",
-        ],
-        json!([
-            format!("arn:aws:logs:*:*:log-group:/aws/lambda/{function}"),
-            format!("arn:aws:logs:*:*:log-group:/aws/lambda/{function}:*")
-        ]),
-    )
+fn own_logs(function: &str, ctx: &Context) -> Value {
+    let p = &ctx.partition;
+    json!({"Sid": "OwnLogs", "Effect": "Allow",
+           "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+           "Resource": [format!("arn:{p}:logs:*:*:log-group:/aws/lambda/{function}"),
+                        format!("arn:{p}:logs:*:*:log-group:/aws/lambda/{function}:*")]})
 }
 
 /// The inline policy of function `tier` (named `function`).
-pub fn function_policy(tier: &str, function: &str, prefix: &str) -> Value {
-    let mut s = vec![own_logs(function)];
-    match tier {
-        "control" => {
-            s.push(stmt(
-                "StackRecords",
-                &[
-                    "ssm:GetParameter",
-                    "ssm:PutParameter",
-                    "ssm:DeleteParameter",
-                    "ssm:GetParametersByPath",
-                ],
-                json!(["arn:aws:ssm:*:*:parameter/mbstack/*"]),
-            ));
-            s.push(stmt(
-                "LockHolder",
-                &["states:DescribeExecution"],
-                json!([format!("arn:aws:states:*:*:execution:{prefix}-provision:*")]),
-            ));
-        }
-        "network" => {
-            s.push(stmt(
-                "Read",
-                &[
-                    "ec2:DescribeVpcs",
-                    "ec2:DescribeVpcAttribute",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeInternetGateways",
-                    "ec2:DescribeNatGateways",
-                    "ec2:DescribeAddresses",
-                    "ec2:DescribeRouteTables",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSecurityGroupRules",
-                    "ec2:DescribeAvailabilityZones",
-                ],
-                json!("*"),
-            ));
-            s.push(tagged(
-                "CreateTagged",
-                &[
-                    "ec2:CreateVpc",
-                    "ec2:CreateSubnet",
-                    "ec2:CreateInternetGateway",
-                    "ec2:AllocateAddress",
-                    "ec2:CreateNatGateway",
-                    "ec2:CreateRouteTable",
-                    "ec2:CreateSecurityGroup",
-                    "ec2:AuthorizeSecurityGroupIngress",
-                    "ec2:CreateTags",
-                ],
-                "aws:RequestTag",
-                "network",
-            ));
-            s.push(tagged(
-                "ChangeTagged",
-                &[
-                    "ec2:ModifyVpcAttribute",
-                    "ec2:ModifySubnetAttribute",
-                    "ec2:AttachInternetGateway",
-                    "ec2:DetachInternetGateway",
-                    "ec2:DeleteInternetGateway",
-                    "ec2:ReleaseAddress",
-                    "ec2:DeleteNatGateway",
-                    "ec2:CreateRoute",
-                    "ec2:ReplaceRoute",
-                    "ec2:DeleteRoute",
-                    "ec2:AssociateRouteTable",
-                    "ec2:DisassociateRouteTable",
-                    "ec2:ReplaceRouteTableAssociation",
-                    "ec2:DeleteRouteTable",
-                    "ec2:AuthorizeSecurityGroupIngress",
-                    "ec2:RevokeSecurityGroupIngress",
-                    "ec2:DeleteSecurityGroup",
-                    "ec2:DeleteSubnet",
-                    "ec2:DeleteVpc",
-                    "ec2:CreateSubnet",
-                    "ec2:CreateNatGateway",
-                    "ec2:CreateRouteTable",
-                    "ec2:CreateSecurityGroup",
-                ],
-                "aws:ResourceTag",
-                "network",
-            ));
-        }
-        "data" => {
-            s.push(stmt(
-                "Read",
-                &[
-                    "rds:DescribeDBInstances",
-                    "rds:DescribeDBSubnetGroups",
-                    "rds:ListTagsForResource",
-                ],
-                json!("*"),
-            ));
-            s.push(tagged(
-                "CreateTagged",
-                &[
-                    "rds:CreateDBInstance",
-                    "rds:CreateDBSubnetGroup",
-                    "rds:AddTagsToResource",
-                ],
-                "aws:RequestTag",
-                "data",
-            ));
-            s.push(tagged(
-                "ChangeTagged",
-                &[
-                    "rds:ModifyDBInstance",
-                    "rds:StopDBInstance",
-                    "rds:StartDBInstance",
-                    "rds:DeleteDBInstance",
-                    "rds:ModifyDBSubnetGroup",
-                    "rds:DeleteDBSubnetGroup",
-                    "rds:CreateDBInstance",
-                    "rds:CreateDBSnapshot",
-                ],
-                "aws:ResourceTag",
-                "data",
-            ));
-            // ManageMasterUserPassword: RDS creates the secret with the caller's rights.
-            s.push(stmt(
-                "ManagedPassword",
-                &[
-                    "secretsmanager:CreateSecret",
-                    "secretsmanager:TagResource",
-                    "secretsmanager:RotateSecret",
-                    "secretsmanager:DeleteSecret",
-                ],
-                json!(["arn:aws:secretsmanager:*:*:secret:rds!*"]),
-            ));
-            s.push(stmt(
-                "SubnetsOfTheGroup",
-                &[
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeVpcs",
-                    "ec2:DescribeSecurityGroups",
-                ],
-                json!("*"),
-            ));
-        }
-        "loadbalancer" => {
-            s.push(stmt(
-                "Read",
-                &[
-                    "elasticloadbalancing:DescribeLoadBalancers",
-                    "elasticloadbalancing:DescribeLoadBalancerAttributes",
-                    "elasticloadbalancing:DescribeTargetGroups",
-                    "elasticloadbalancing:DescribeTargetGroupAttributes",
-                    "elasticloadbalancing:DescribeListeners",
-                    "elasticloadbalancing:DescribeTags",
-                ],
-                json!("*"),
-            ));
-            s.push(tagged(
-                "CreateTagged",
-                &[
-                    "elasticloadbalancing:CreateLoadBalancer",
-                    "elasticloadbalancing:CreateTargetGroup",
-                    "elasticloadbalancing:CreateListener",
-                    "elasticloadbalancing:AddTags",
-                ],
-                "aws:RequestTag",
-                "loadbalancer",
-            ));
-            s.push(tagged(
-                "ChangeTagged",
-                &[
-                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
-                    "elasticloadbalancing:SetSecurityGroups",
-                    "elasticloadbalancing:SetSubnets",
-                    "elasticloadbalancing:ModifyTargetGroup",
-                    "elasticloadbalancing:ModifyTargetGroupAttributes",
-                    "elasticloadbalancing:ModifyListener",
-                    "elasticloadbalancing:DeleteListener",
-                    "elasticloadbalancing:DeleteLoadBalancer",
-                    "elasticloadbalancing:DeleteTargetGroup",
-                    "elasticloadbalancing:CreateListener",
-                ],
-                "aws:ResourceTag",
-                "loadbalancer",
-            ));
-        }
-        "app" => {
-            s.push(stmt(
-                "Read",
-                &[
-                    "ecs:DescribeClusters",
-                    "ecs:DescribeServices",
-                    "ecs:DescribeTaskDefinition",
-                    "ecs:ListTaskDefinitions",
-                    "ecs:ListTasks",
-                    "ecs:DescribeTasks",
-                    "logs:DescribeLogGroups",
-                    "application-autoscaling:DescribeScalableTargets",
-                    "application-autoscaling:DescribeScalingPolicies",
-                    "elasticloadbalancing:DescribeTargetHealth",
-                ],
-                json!("*"),
-            ));
-            s.push(stmt(
-                "EcsCreate",
-                &[
-                    "ecs:CreateCluster",
-                    "ecs:RegisterTaskDefinition",
-                    "ecs:CreateService",
-                    "ecs:TagResource",
-                ],
-                json!("*"),
-            ));
-            s.push(tagged(
-                "EcsChangeTagged",
-                &[
-                    "ecs:UpdateService",
-                    "ecs:DeleteService",
-                    "ecs:DeleteCluster",
-                    "ecs:DeregisterTaskDefinition",
-                    "ecs:TagResource",
-                    "ecs:UntagResource",
-                ],
-                "aws:ResourceTag",
-                "app",
-            ));
-            s.push(stmt(
-                "Roles",
-                &[
-                    "iam:GetRole",
-                    "iam:CreateRole",
-                    "iam:DeleteRole",
-                    "iam:TagRole",
-                    "iam:PutRolePolicy",
-                    "iam:GetRolePolicy",
-                    "iam:DeleteRolePolicy",
-                    "iam:ListRolePolicies",
-                    "iam:AttachRolePolicy",
-                    "iam:DetachRolePolicy",
-                    "iam:ListAttachedRolePolicies",
-                ],
-                json!([
-                    "arn:aws:iam::*:role/*-metabase-execution",
-                    "arn:aws:iam::*:role/*-metabase-task"
-                ]),
-            ));
-            s.push(json!({"Sid": "PassRolesToTasks", "Effect": "Allow", "Action": "iam:PassRole",
-                          "Resource": ["arn:aws:iam::*:role/*-metabase-execution", "arn:aws:iam::*:role/*-metabase-task"],
-                          "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}}));
-            s.push(stmt(
-                "Logs",
-                &[
-                    "logs:CreateLogGroup",
-                    "logs:PutRetentionPolicy",
-                    "logs:DeleteLogGroup",
-                    "logs:ListTagsForResource",
-                    "logs:TagResource",
-                ],
-                json!(["arn:aws:logs:*:*:log-group:/mbstack/*"]),
-            ));
-            s.push(stmt(
-                "EncryptionKey",
-                &[
-                    "secretsmanager:DescribeSecret",
-                    "secretsmanager:CreateSecret",
-                    "secretsmanager:DeleteSecret",
-                    "secretsmanager:RestoreSecret",
-                    "secretsmanager:TagResource",
-                ],
-                json!(["arn:aws:secretsmanager:*:*:secret:mbstack/*"]),
-            ));
-            s.push(stmt(
-                "RandomKey",
-                &["secretsmanager:GetRandomPassword"],
-                json!("*"),
-            ));
-            s.push(stmt(
-                "Autoscaling",
-                &[
-                    "application-autoscaling:RegisterScalableTarget",
-                    "application-autoscaling:DeregisterScalableTarget",
-                    "application-autoscaling:PutScalingPolicy",
-                    "iam:CreateServiceLinkedRole",
-                ],
-                json!("*"),
-            ));
-        }
-        _ => {}
-    }
+pub fn function_policy(tier: &str, function: &str, ctx: &Context) -> Value {
+    let mut s = vec![own_logs(function, ctx)];
+    s.extend(statements(&tier_permissions(tier), tier, ctx));
     json!({"Version": "2012-10-17", "Statement": s})
+}
+
+/// The permissions boundary of the roles the app tier creates for Metabase's
+/// tasks: pull images, write their logs, read the stack's two secrets. Whatever
+/// policy such a role is given, it can do no more than this.
+pub fn role_boundary_policy(ctx: &Context) -> Value {
+    let p = &ctx.partition;
+    json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "PullImages", "Effect": "Allow",
+         "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+         "Resource": "*"},
+        {"Sid": "WriteLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [format!("arn:{p}:logs:*:*:log-group:/mbstack/*")]},
+        {"Sid": "ReadStackSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": [format!("arn:{p}:secretsmanager:*:*:secret:mbstack/*"), format!("arn:{p}:secretsmanager:*:*:secret:rds!*")]}
+    ]})
+}
+
+/// A trust policy for `service`. For services that act on a caller's behalf
+/// (Step Functions, the scheduler), only from this account: no confused deputy.
+pub fn trust_policy(service: &str, ctx: &Context) -> Value {
+    let mut st =
+        json!({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"});
+    if service != "lambda.amazonaws.com" {
+        st["Condition"] = json!({"StringEquals": {"aws:SourceAccount": ctx.account}});
+    }
+    json!({"Version": "2012-10-17", "Statement": [st]})
 }
 
 /// The state machine's role: invoke exactly our functions, deliver its logs.
 pub fn states_policy(function_arns: &[String]) -> Value {
     json!({"Version": "2012-10-17", "Statement": [
-        stmt("InvokeOurFunctions", &["lambda:InvokeFunction"], json!(function_arns)),
-        stmt("LogDelivery", &["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
-              "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"], json!("*")),
+        {"Sid": "InvokeOurFunctions", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": function_arns},
+        {"Sid": "LogDelivery", "Effect": "Allow", "Action": ["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+              "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"], "Resource": "*"},
     ]})
 }
 
 /// The scheduler's role: start executions of our state machine only.
 pub fn scheduler_policy(state_machine_arn: &str) -> Value {
-    json!({"Version": "2012-10-17", "Statement": [stmt("StartOurStateMachine", &["states:StartExecution"], json!([state_machine_arn]))]})
+    json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "StartOurStateMachine", "Effect": "Allow", "Action": ["states:StartExecution"], "Resource": [state_machine_arn]}
+    ]})
 }
 
-/// What a wildcard check reports: write actions on `*` without a tag condition,
+/// What the person (or pipeline) running `mbstack deploy`, `undeploy` and
+/// `schedule` needs: printed by `mbstack deploy --print-deployer-policy`.
+pub fn deployer_policy(ctx: &Context) -> Value {
+    let p = &ctx.partition;
+    let pre = &ctx.prefix;
+    json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Roles", "Effect": "Allow",
+         "Action": ["iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:TagRole", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:UpdateAssumeRolePolicy"],
+         "Resource": [format!("arn:{p}:iam::*:role/{pre}-*")]},
+        {"Sid": "PassRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": [format!("arn:{p}:iam::*:role/{pre}-*")],
+         "Condition": {"StringEquals": {"iam:PassedToService": ["lambda.amazonaws.com", "states.amazonaws.com", "scheduler.amazonaws.com"]}}},
+        {"Sid": "RoleBoundary", "Effect": "Allow",
+         "Action": ["iam:GetPolicy", "iam:GetPolicyVersion", "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:ListPolicyVersions", "iam:DeletePolicyVersion", "iam:DeletePolicy"],
+         "Resource": [format!("arn:{p}:iam::*:policy/mbstack/{pre}-*")]},
+        {"Sid": "Functions", "Effect": "Allow",
+         "Action": ["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:CreateFunction", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration", "lambda:DeleteFunction", "lambda:TagResource"],
+         "Resource": [format!("arn:{p}:lambda:*:*:function:{pre}-*")]},
+        {"Sid": "StateMachine", "Effect": "Allow",
+         "Action": ["states:CreateStateMachine", "states:UpdateStateMachine", "states:DescribeStateMachine", "states:DeleteStateMachine", "states:TagResource"],
+         "Resource": [format!("arn:{p}:states:*:*:stateMachine:{pre}-provision")]},
+        {"Sid": "Runs", "Effect": "Allow",
+         "Action": ["states:StartExecution", "states:DescribeExecution", "states:GetExecutionHistory", "states:ListExecutions", "states:StopExecution"],
+         "Resource": [format!("arn:{p}:states:*:*:stateMachine:{pre}-provision"), format!("arn:{p}:states:*:*:execution:{pre}-provision:*")]},
+        {"Sid": "ListStateMachines", "Effect": "Allow", "Action": ["states:ListStateMachines", "iam:ListPolicies", "logs:DescribeLogGroups", "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:ListLogDeliveries"], "Resource": "*"},
+        {"Sid": "ExecutionLogs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:DeleteLogGroup"],
+         "Resource": [format!("arn:{p}:logs:*:*:log-group:/aws/vendedlogs/states/{pre}-provision*")]},
+        {"Sid": "Schedules", "Effect": "Allow",
+         "Action": ["scheduler:CreateScheduleGroup", "scheduler:DeleteScheduleGroup", "scheduler:GetSchedule", "scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:DeleteSchedule", "scheduler:ListSchedules"],
+         "Resource": [format!("arn:{p}:scheduler:*:*:schedule-group/{pre}"), format!("arn:{p}:scheduler:*:*:schedule/{pre}/*")]},
+        {"Sid": "StackRecords", "Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
+         "Resource": [format!("arn:{p}:ssm:*:*:parameter/mbstack/*")]}
+    ]})
+}
+
+/// What a wildcard check reports: write actions on `*` without a condition,
 /// other than the documented exceptions; and any `*` action.
 pub fn wildcard_violations(policy: &Value) -> Vec<String> {
     let documented = [
-        "ecs:CreateCluster",
-        "ecs:RegisterTaskDefinition",
-        "ecs:CreateService",
-        "ecs:TagResource",
-        "application-autoscaling:RegisterScalableTarget",
-        "application-autoscaling:DeregisterScalableTarget",
-        "application-autoscaling:PutScalingPolicy",
-        "iam:CreateServiceLinkedRole",
-        "secretsmanager:GetRandomPassword",
+        "ecs:DeregisterTaskDefinition",
         "logs:CreateLogDelivery",
         "logs:GetLogDelivery",
         "logs:UpdateLogDelivery",

@@ -7,6 +7,7 @@ use aws_sdk_applicationautoscaling::types::{
     SuspendedState, TargetTrackingScalingPolicyConfiguration,
 };
 use aws_sdk_applicationautoscaling::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError, Work};
 
 use crate::names;
@@ -177,3 +178,36 @@ pub(crate) async fn delete(
     w.record(KIND, resource, Action::Delete, "with its scaling policy");
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
+    ),
+    // A scalable target's ARN carries a random ID: it cannot be named in advance.
+    Permission {
+        sid: "Autoscaling",
+        actions: &[
+            "application-autoscaling:RegisterScalableTarget",
+            "application-autoscaling:DeregisterScalableTarget",
+            "application-autoscaling:PutScalingPolicy",
+        ],
+        resources: mbstack_core::iam::Resources::Any,
+        condition: mbstack_core::iam::Condition::Json(
+            r#"{"StringEquals": {"application-autoscaling:service-namespace": "ecs"}}"#,
+        ),
+    },
+    // Target tracking creates and deletes its alarms with the caller's rights.
+    Permission::on(
+        "TargetTrackingAlarms",
+        &["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
+        &["arn:${Partition}:cloudwatch:*:*:alarm:TargetTracking-service/*"],
+    ),
+    Permission::on(
+        "AutoscalingServiceLinkedRole",
+        &["iam:CreateServiceLinkedRole"],
+        &["arn:${Partition}:iam::*:role/aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService"],
+    )
+    .when(r#"{"StringEquals": {"iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com"}}"#),
+];

@@ -4,6 +4,7 @@ use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, ClusterField, ClusterSetting, ClusterSettingName,
 };
 use aws_sdk_ecs::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError, Work};
 
 use crate::ecs_tags::{ecs_tags, pairs};
@@ -104,3 +105,17 @@ pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<(), TierErr
     w.record(KIND, arn, Action::Delete, "");
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ecs:DescribeClusters"]),
+    Permission::create_tagged("CreateTagged", &["ecs:CreateCluster"]),
+    Permission::own_tagged("ChangeTagged", &["ecs:DeleteCluster"]),
+    // The first cluster of an account creates ECS's service-linked role.
+    Permission::on(
+        "EcsServiceLinkedRole",
+        &["iam:CreateServiceLinkedRole"],
+        &["arn:${Partition}:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"],
+    )
+    .when(r#"{"StringEquals": {"iam:AWSServiceName": "ecs.amazonaws.com"}}"#),
+];

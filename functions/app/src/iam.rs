@@ -5,6 +5,7 @@
 //! assume role"; that is classified retryable (see mbstack-core).
 
 use aws_sdk_iam::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, TierError, Work};
 use serde_json::{json, Value};
 
@@ -60,12 +61,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A role of ours: its ARN and tags, if it exists.
-async fn find(
-    iam: &Client,
-    w: &Work<'_>,
-    name: &str,
-) -> Result<Option<(String, Vec<(String, String)>)>, TierError> {
+/// A role of ours: its ARN, tags and permissions boundary, if it exists.
+type Found = (String, Vec<(String, String)>, Option<String>);
+
+async fn find(iam: &Client, w: &Work<'_>, name: &str) -> Result<Option<Found>, TierError> {
     let out = match iam.get_role().role_name(name).send().await {
         Ok(o) => o,
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
@@ -82,7 +81,36 @@ async fn find(
     if !w.is_ours(&tags) {
         return Err(w.not_ours("IAM role", name));
     }
-    Ok(Some((role.arn().to_string(), tags)))
+    let boundary = role
+        .permissions_boundary()
+        .and_then(|b| b.permissions_boundary_arn())
+        .map(str::to_string);
+    Ok(Some((role.arn().to_string(), tags, boundary)))
+}
+
+/// Puts the deployment's permissions boundary on an existing role that lacks it.
+async fn bound(
+    iam: &Client,
+    w: &Work<'_>,
+    name: &str,
+    have: Option<&str>,
+    want: Option<&str>,
+    steps: &mut Vec<String>,
+) -> Result<(), TierError> {
+    let Some(want) = want else { return Ok(()) };
+    if have == Some(want) {
+        return Ok(());
+    }
+    if !w.dry_run {
+        iam.put_role_permissions_boundary()
+            .role_name(name)
+            .permissions_boundary(want)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:PutRolePermissionsBoundary", e))?;
+    }
+    steps.push(format!("permissions boundary {want}"));
+    Ok(())
 }
 
 async fn create(
@@ -91,6 +119,7 @@ async fn create(
     name: &str,
     role: &str,
     description: &str,
+    boundary: Option<&str>,
 ) -> Result<String, TierError> {
     let tags = w
         .tags(role)
@@ -103,6 +132,7 @@ async fn create(
         .role_name(name)
         .assume_role_policy_document(trust())
         .description(description)
+        .set_permissions_boundary(boundary.map(str::to_string))
         .set_tags(Some(tags))
         .send()
         .await
@@ -115,18 +145,20 @@ fn partition(arn: &str) -> &str {
     arn.split(':').nth(1).unwrap_or("aws")
 }
 
-/// Finds or creates both roles; converges the execution role's policies. Returns
+/// Finds or creates both roles; converges the execution role's policies and
+/// both roles' permissions boundary (`boundary`, from the deployment). Returns
 /// (execution role ARN, task role ARN), None where planned.
 pub(crate) async fn ensure(
     iam: &Client,
     w: &mut Work<'_>,
     secret_arns: Option<&[String]>,
+    boundary: Option<&str>,
 ) -> Result<(Option<String>, Option<String>), TierError> {
     let exec_name = names::execution_role(&w.spec.stack);
     let task_name = names::task_role(&w.spec.stack);
 
     let exec = match find(iam, w, &exec_name).await? {
-        Some((arn, _)) => Some((arn, false)),
+        Some((arn, _, have)) => Some((arn, false, have)),
         None if w.dry_run => {
             w.record(
                 KIND,
@@ -143,13 +175,16 @@ pub(crate) async fn ensure(
                 &exec_name,
                 "metabase-execution",
                 "mbstack: ECS task execution role of Metabase",
+                boundary,
             )
             .await?,
             true,
+            boundary.map(str::to_string),
         )),
     };
-    if let Some((arn, created)) = &exec {
+    if let Some((arn, created, have)) = &exec {
         let mut steps = Vec::new();
+        bound(iam, w, &exec_name, have.as_deref(), boundary, &mut steps).await?;
         let managed = format!("arn:{}{EXECUTION_POLICY_ARN_SUFFIX}", partition(arn));
         let attached = if *created {
             false
@@ -221,8 +256,13 @@ pub(crate) async fn ensure(
     }
 
     let task = match find(iam, w, &task_name).await? {
-        Some((arn, _)) => {
-            w.record(KIND, &arn, Action::None, "task role, no permissions");
+        Some((arn, _, have)) => {
+            let mut steps = Vec::new();
+            bound(iam, w, &task_name, have.as_deref(), boundary, &mut steps).await?;
+            match steps.is_empty() {
+                true => w.record(KIND, &arn, Action::None, "task role, no permissions"),
+                false => w.record(KIND, &arn, Action::Update, steps.join("; ")),
+            }
             Some(arn)
         }
         None if w.dry_run => {
@@ -241,13 +281,14 @@ pub(crate) async fn ensure(
                 &task_name,
                 "metabase-task",
                 "mbstack: Metabase's task role (no permissions)",
+                boundary,
             )
             .await?;
             w.record(KIND, &arn, Action::Create, "task role, no permissions");
             Some(arn)
         }
     };
-    Ok((exec.map(|(a, _)| a), task))
+    Ok((exec.map(|(a, _, _)| a), task))
 }
 
 /// Deletes both roles destroy owns, with their policies.
@@ -256,7 +297,7 @@ pub(crate) async fn delete(iam: &Client, w: &mut Work<'_>) -> Result<(), TierErr
         names::execution_role(&w.spec.stack),
         names::task_role(&w.spec.stack),
     ] {
-        let Some((arn, tags)) = find(iam, w, &name).await? else {
+        let Some((arn, tags, _)) = find(iam, w, &name).await? else {
             continue;
         };
         if !w.owns(&tags) {
@@ -301,6 +342,38 @@ pub(crate) async fn delete(iam: &Client, w: &mut Work<'_>) -> Result<(), TierErr
     }
     Ok(())
 }
+
+/// The two roles of every stack's Metabase tasks.
+const ROLE_ARNS: &[&str] = &[
+    "arn:${Partition}:iam::*:role/*-metabase-execution",
+    "arn:${Partition}:iam::*:role/*-metabase-task",
+];
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::on(
+        "ReadRoles",
+        &["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies"],
+        ROLE_ARNS,
+    ),
+    // Every role this tier creates or changes carries the deployment's
+    // permissions boundary: whatever policy it gets, it can do no more.
+    Permission::on(
+        "BoundedRoles",
+        &["iam:CreateRole", "iam:PutRolePolicy", "iam:PutRolePermissionsBoundary"],
+        ROLE_ARNS,
+    )
+    .when(r#"{"StringEquals": {"iam:PermissionsBoundary": "${RoleBoundaryArn}"}}"#),
+    Permission::on(
+        "ChangeRoles",
+        &["iam:TagRole", "iam:DeleteRolePolicy", "iam:DeleteRole"],
+        ROLE_ARNS,
+    ),
+    // The one managed policy the execution role gets.
+    Permission::on("ExecutionPolicy", &["iam:AttachRolePolicy", "iam:DetachRolePolicy"], ROLE_ARNS).when(
+        r#"{"ArnEquals": {"iam:PolicyARN": "arn:${Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"}}"#,
+    ),
+];
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ pub use service::{
 };
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 
+use mbstack_core::iam::Permission;
 use mbstack_core::work::{input_list, input_str, object};
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
 use serde_json::{json, Map};
@@ -110,7 +111,16 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
         _ => None,
     };
-    let (exec_role, task_role) = iam::ensure(&c.iam, &mut w, secret_arns.as_deref()).await?;
+    // The permissions boundary the deployment puts on every role this tier
+    // creates (the state machine passes it; a direct call may leave it out).
+    let boundary = event
+        .inputs
+        .get("deployment")
+        .and_then(|d| d.get("roleBoundaryArn"))
+        .and_then(|b| b.as_str())
+        .filter(|b| !b.is_empty() && !b.starts_with("${"));
+    let (exec_role, task_role) =
+        iam::ensure(&c.iam, &mut w, secret_arns.as_deref(), boundary).await?;
     let cluster_arn = cluster::ensure(&c.ecs, &mut w).await?;
     let wanted = match (&db, &key, &exec_role, &task_role) {
         (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(
@@ -288,4 +298,78 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
     };
     let result = steps.await;
     w.destroyed(result, "Metabase service", POLL_SECONDS)
+}
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub const OWN_PERMISSIONS: &[Permission] = &[Permission::read(
+    "Read",
+    &["elasticloadbalancing:DescribeTargetHealth"],
+)];
+
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [
+        OWN_PERMISSIONS,
+        autoscaling::PERMISSIONS,
+        cluster::PERMISSIONS,
+        ecs_tags::PERMISSIONS,
+        iam::PERMISSIONS,
+        logs::PERMISSIONS,
+        secret::PERMISSIONS,
+        service::PERMISSIONS,
+        task_definition::PERMISSIONS,
+    ]
+    .concat()
+}
+
+#[cfg(test)]
+mod declared_permissions {
+    use super::*;
+
+    #[test]
+    fn every_call_of_every_file_is_declared_in_that_file() {
+        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
+            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
+            (
+                "autoscaling.rs",
+                include_str!("autoscaling.rs"),
+                autoscaling::PERMISSIONS,
+            ),
+            (
+                "cluster.rs",
+                include_str!("cluster.rs"),
+                cluster::PERMISSIONS,
+            ),
+            (
+                "ecs_tags.rs",
+                include_str!("ecs_tags.rs"),
+                ecs_tags::PERMISSIONS,
+            ),
+            ("iam.rs", include_str!("iam.rs"), iam::PERMISSIONS),
+            ("logs.rs", include_str!("logs.rs"), logs::PERMISSIONS),
+            ("secret.rs", include_str!("secret.rs"), secret::PERMISSIONS),
+            (
+                "service.rs",
+                include_str!("service.rs"),
+                service::PERMISSIONS,
+            ),
+            (
+                "task_definition.rs",
+                include_str!("task_definition.rs"),
+                task_definition::PERMISSIONS,
+            ),
+        ];
+        for (file, source, declared) in files {
+            let declared = mbstack_core::iam::actions(declared);
+            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
+                .into_iter()
+                .filter(|a| !declared.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{file} calls {missing:?} but does not declare them"
+            );
+        }
+    }
 }

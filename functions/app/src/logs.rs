@@ -1,6 +1,7 @@
 //! The CloudWatch log group the Metabase container logs to.
 
 use aws_sdk_cloudwatchlogs::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError, Work};
 
 use crate::names;
@@ -117,3 +118,19 @@ pub(crate) async fn delete(logs: &Client, w: &mut Work<'_>) -> Result<(), TierEr
     w.record(KIND, name, Action::Delete, "");
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["logs:DescribeLogGroups"]),
+    Permission::on(
+        "LogGroup",
+        &[
+            "logs:CreateLogGroup",
+            "logs:PutRetentionPolicy",
+            "logs:DeleteLogGroup",
+            "logs:ListTagsForResource",
+            "logs:TagResource",
+        ],
+        &["arn:${Partition}:logs:*:*:log-group:/mbstack/*"],
+    ),
+];

@@ -4,6 +4,7 @@
 //! never leaves Secrets Manager except into the container, by ARN.
 
 use aws_sdk_secretsmanager::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, TierError, Work};
 
 use crate::names;
@@ -151,3 +152,20 @@ pub(crate) async fn delete(sm: &Client, w: &mut Work<'_>) -> Result<(), TierErro
     );
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::on(
+        "EncryptionKey",
+        &[
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:CreateSecret",
+            "secretsmanager:DeleteSecret",
+            "secretsmanager:RestoreSecret",
+            "secretsmanager:TagResource",
+        ],
+        &["arn:${Partition}:secretsmanager:*:*:secret:mbstack/*"],
+    ),
+    // Takes no resource.
+    Permission::read("RandomKey", &["secretsmanager:GetRandomPassword"]),
+];

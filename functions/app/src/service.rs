@@ -17,6 +17,7 @@ use aws_sdk_ecs::types::{
     LoadBalancer, NetworkConfiguration, PropagateTags, Service, ServiceField, Tag,
 };
 use aws_sdk_ecs::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, Readiness, Scope, TierError, Work};
 
 use crate::cluster;
@@ -464,3 +465,14 @@ pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<Option<Stri
     w.record(KIND, &arn, Action::Delete, "scaled to 0 and deleted");
     Ok(Some(format!("waiting for service {arn} to drain")))
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ecs:DescribeServices", "ecs:DescribeTasks", "ecs:ListTasks"]),
+    Permission::create_tagged("CreateTagged", &["ecs:CreateService"]),
+    Permission::own_tagged("ChangeTagged", &["ecs:UpdateService", "ecs:DeleteService"]),
+    // The rollback's record on a service it updated: that one tag key only.
+    Permission::own_tagged("UpdatedByTag", &["ecs:TagResource", "ecs:UntagResource"]).when(
+        r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:updated-by"]}}"#,
+    ),
+];

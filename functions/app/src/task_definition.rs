@@ -4,6 +4,7 @@
 //! own overhead; more gets the task OOM-killed with exit 137). A new revision is
 //! registered only when something it holds changed.
 
+use mbstack_core::iam::Permission;
 use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
@@ -395,6 +396,32 @@ pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<(), TierErr
     }
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    // DescribeTaskDefinition, ListTaskDefinitions and DeregisterTaskDefinition
+    // take no resource and no condition key: `*` is all AWS offers.
+    Permission::read(
+        "Read",
+        &["ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions"],
+    ),
+    Permission::create_tagged("CreateTagged", &["ecs:RegisterTaskDefinition"]),
+    Permission {
+        sid: "DeregisterTaskDefinition",
+        actions: &["ecs:DeregisterTaskDefinition"],
+        resources: mbstack_core::iam::Resources::Any,
+        condition: mbstack_core::iam::Condition::None,
+    },
+    Permission::on(
+        "PassRolesToTasks",
+        &["iam:PassRole"],
+        &[
+            "arn:${Partition}:iam::*:role/*-metabase-execution",
+            "arn:${Partition}:iam::*:role/*-metabase-task",
+        ],
+    )
+    .when(r#"{"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}"#),
+];
 
 #[cfg(test)]
 mod tests {

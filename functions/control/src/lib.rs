@@ -13,6 +13,7 @@
 
 pub mod store;
 
+use mbstack_core::iam::Permission;
 use mbstack_core::spec::merge_patch;
 use mbstack_core::{client, Aws, InvalidSpec, Problem, StackSpec, TierError};
 use serde_json::{json, Map, Value};
@@ -313,6 +314,13 @@ pub fn shape_output(payload: &Value) -> Value {
     out
 }
 
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub const OWN_PERMISSIONS: &[Permission] = &[Permission::on(
+    "LockHolder",
+    &["states:DescribeExecution"],
+    &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
+)];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +355,35 @@ mod tests {
         assert_eq!(out["changes"][0]["tier"], "network");
         assert_eq!(out["lockTakenOverFrom"], "arn:old");
         assert!(serde_json::to_string(&out).unwrap().starts_with("{\"url\""));
+    }
+}
+
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [OWN_PERMISSIONS, store::PERMISSIONS].concat()
+}
+
+#[cfg(test)]
+mod declared_permissions {
+    use super::*;
+
+    #[test]
+    fn every_call_of_every_file_is_declared_in_that_file() {
+        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
+            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
+            ("store.rs", include_str!("store.rs"), store::PERMISSIONS),
+        ];
+        for (file, source, declared) in files {
+            let declared = mbstack_core::iam::actions(declared);
+            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
+                .into_iter()
+                .filter(|a| !declared.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{file} calls {missing:?} but does not declare them"
+            );
+        }
     }
 }

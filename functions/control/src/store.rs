@@ -5,6 +5,7 @@
 
 use aws_sdk_ssm::types::ParameterType;
 use aws_sdk_ssm::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, TierError};
 use serde_json::Value;
 
@@ -63,3 +64,15 @@ pub async fn delete(ssm: &Client, name: &str) -> Result<(), TierError> {
         Err(e) => Err(aws_error("ssm:DeleteParameter", e)),
     }
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[Permission::on(
+    "StackRecords",
+    &[
+        "ssm:GetParameter",
+        "ssm:PutParameter",
+        "ssm:DeleteParameter",
+        "ssm:GetParametersByPath",
+    ],
+    &["arn:${Partition}:ssm:*:*:parameter/mbstack/*"],
+)];

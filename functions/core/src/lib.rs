@@ -5,6 +5,7 @@ pub mod aws;
 pub mod cidr;
 pub mod contract;
 pub mod error;
+pub mod iam;
 pub mod lambda;
 pub mod naming;
 pub mod spec;

@@ -116,3 +116,38 @@ mod tests {
         assert_eq!(t.last(), Some(&("team".to_string(), "bi".to_string())));
     }
 }
+
+/// The partition of a region, for the ARNs mbstack writes itself (policies, the
+/// state machine): `aws-cn` in China, `aws-us-gov` in GovCloud, the ISO
+/// partitions by their prefixes, `aws` elsewhere.
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::partition_of_region;
+
+    #[test]
+    fn regions_map_to_their_partitions() {
+        assert_eq!(partition_of_region("eu-west-1"), "aws");
+        assert_eq!(partition_of_region("cn-northwest-1"), "aws-cn");
+        assert_eq!(partition_of_region("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition_of_region("us-isob-east-1"), "aws-iso-b");
+        assert_eq!(partition_of_region("us-iso-east-1"), "aws-iso");
+    }
+}

@@ -3,6 +3,7 @@
 //! so no password ever exists outside Secrets Manager.
 
 use aws_sdk_rds::types::DbInstance;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
 
 use crate::tags::{pairs, rds_tags};
@@ -313,6 +314,61 @@ pub(crate) async fn delete(
     w.record(KIND, &id, Action::Delete, detail);
     Ok(Some(format!("waiting for DB {id} to be deleted")))
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["rds:DescribeDBInstances"]),
+    Permission::create_tagged("CreateTagged", &["rds:CreateDBInstance"]),
+    // CreateDBInstance is also authorized on its subnet group (ours); the final
+    // snapshot of DeleteDBInstance on the instance (ours) and on the new snapshot.
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "rds:CreateDBInstance",
+            "rds:ModifyDBInstance",
+            "rds:StopDBInstance",
+            "rds:StartDBInstance",
+            "rds:DeleteDBInstance",
+            "rds:CreateDBSnapshot",
+        ],
+    ),
+    // The final snapshot has no tags until it exists: a ResourceTag condition
+    // could never match it. Named as DeleteDBInstance names it.
+    Permission::on(
+        "FinalSnapshot",
+        &["rds:CreateDBSnapshot", "rds:AddTagsToResource"],
+        &["arn:${Partition}:rds:*:*:snapshot:*-final-*"],
+    ),
+    // Tags in the creating call, on the names this tier gives (RDS has no
+    // CreateAction condition key).
+    Permission::on(
+        "TagOnCreate",
+        &["rds:AddTagsToResource"],
+        &[
+            "arn:${Partition}:rds:*:*:db:*-db",
+            "arn:${Partition}:rds:*:*:subgrp:*-db",
+        ],
+    )
+    .when(r#"{"StringEquals": {"aws:RequestTag/mbstack:tier": "${Tier}"}}"#),
+    // ManageMasterUserPassword: RDS creates the secret with the caller's rights.
+    Permission::on(
+        "ManagedPassword",
+        &[
+            "secretsmanager:CreateSecret",
+            "secretsmanager:TagResource",
+            "secretsmanager:RotateSecret",
+            "secretsmanager:DeleteSecret",
+        ],
+        &["arn:${Partition}:secretsmanager:*:*:secret:rds!*"],
+    ),
+    // The first DB instance of an account creates RDS's service-linked role.
+    Permission::on(
+        "ServiceLinkedRole",
+        &["iam:CreateServiceLinkedRole"],
+        &["arn:${Partition}:iam::*:role/aws-service-role/rds.amazonaws.com/AWSServiceRoleForRDS"],
+    )
+    .when(r#"{"StringEquals": {"iam:AWSServiceName": "rds.amazonaws.com"}}"#),
+];
 
 #[cfg(test)]
 mod tests {

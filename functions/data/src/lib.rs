@@ -134,3 +134,50 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
     let result = subnet_group::delete(rds, &mut w).await;
     w.destroyed(result, "database", POLL_SECONDS)
 }
+
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [
+        OWN_PERMISSIONS,
+        instance::PERMISSIONS,
+        subnet_group::PERMISSIONS,
+    ]
+    .concat()
+}
+
+#[cfg(test)]
+mod declared_permissions {
+    use super::*;
+
+    #[test]
+    fn every_call_of_every_file_is_declared_in_that_file() {
+        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
+            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
+            (
+                "instance.rs",
+                include_str!("instance.rs"),
+                instance::PERMISSIONS,
+            ),
+            (
+                "subnet_group.rs",
+                include_str!("subnet_group.rs"),
+                subnet_group::PERMISSIONS,
+            ),
+        ];
+        for (file, source, declared) in files {
+            let declared = mbstack_core::iam::actions(declared);
+            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
+                .into_iter()
+                .filter(|a| !declared.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{file} calls {missing:?} but does not declare them"
+            );
+        }
+    }
+}
+
+/// The IAM permissions of the calls in this file: none (the resource files make them).
+pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];

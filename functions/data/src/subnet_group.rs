@@ -1,6 +1,7 @@
 //! The DB subnet group over the network tier's private subnets.
 
 use aws_sdk_rds::types::DbSubnetGroup;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, TierError, Work};
 
 use crate::tags::{pairs, rds_tags};
@@ -144,3 +145,16 @@ pub(crate) async fn delete(rds: &aws_sdk_rds::Client, w: &mut Work<'_>) -> Resul
     w.record(KIND, name, Action::Delete, "");
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &["rds:DescribeDBSubnetGroups", "rds:ListTagsForResource"],
+    ),
+    Permission::create_tagged("CreateTagged", &["rds:CreateDBSubnetGroup"]),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &["rds:ModifyDBSubnetGroup", "rds:DeleteDBSubnetGroup"],
+    ),
+];

@@ -190,3 +190,65 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     let result = target_group::delete(elb, &mut w).await;
     w.destroyed(result, "load balancer", POLL_SECONDS)
 }
+
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [
+        OWN_PERMISSIONS,
+        listeners::PERMISSIONS,
+        load_balancer::PERMISSIONS,
+        tags::PERMISSIONS,
+        target_group::PERMISSIONS,
+    ]
+    .concat()
+}
+
+#[cfg(test)]
+mod declared_permissions {
+    use super::*;
+
+    #[test]
+    fn every_call_of_every_file_is_declared_in_that_file() {
+        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
+            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
+            (
+                "listeners.rs",
+                include_str!("listeners.rs"),
+                listeners::PERMISSIONS,
+            ),
+            (
+                "load_balancer.rs",
+                include_str!("load_balancer.rs"),
+                load_balancer::PERMISSIONS,
+            ),
+            ("tags.rs", include_str!("tags.rs"), tags::PERMISSIONS),
+            (
+                "target_group.rs",
+                include_str!("target_group.rs"),
+                target_group::PERMISSIONS,
+            ),
+        ];
+        for (file, source, declared) in files {
+            let declared = mbstack_core::iam::actions(declared);
+            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
+                .into_iter()
+                .filter(|a| !declared.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{file} calls {missing:?} but does not declare them"
+            );
+        }
+    }
+}
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
+    &[mbstack_core::iam::Permission::read(
+        "Read",
+        &[
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeLoadBalancerAttributes",
+        ],
+    )];

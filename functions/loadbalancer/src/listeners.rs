@@ -8,6 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum,
 };
 use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError, Work};
 
 use crate::tags::{self, elb_tags};
@@ -253,3 +254,18 @@ pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>, lb_arn: &str) -> Resu
     }
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["elasticloadbalancing:DescribeListeners"]),
+    Permission::create_tagged("CreateTagged", &["elasticloadbalancing:CreateListener"]),
+    // CreateListener is authorized on the load balancer (ours).
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "elasticloadbalancing:CreateListener",
+            "elasticloadbalancing:ModifyListener",
+            "elasticloadbalancing:DeleteListener",
+        ],
+    ),
+];

@@ -7,6 +7,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     LoadBalancerStateEnum, LoadBalancerTypeEnum,
 };
 use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::naming::alb_name;
 use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
 
@@ -235,3 +236,25 @@ pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>) -> Result<Option<Stri
         "waiting for load balancer {name} to be deleted"
     )))
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes"]),
+    Permission::create_tagged("CreateTagged", &["elasticloadbalancing:CreateLoadBalancer"]),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "elasticloadbalancing:ModifyLoadBalancerAttributes",
+            "elasticloadbalancing:SetSecurityGroups",
+            "elasticloadbalancing:SetSubnets",
+            "elasticloadbalancing:DeleteLoadBalancer",
+        ],
+    ),
+    // The first load balancer of an account creates ELB's service-linked role.
+    Permission::on(
+        "ServiceLinkedRole",
+        &["iam:CreateServiceLinkedRole"],
+        &["arn:${Partition}:iam::*:role/aws-service-role/elasticloadbalancing.amazonaws.com/AWSServiceRoleForElasticLoadBalancing"],
+    )
+    .when(r#"{"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}"#),
+];

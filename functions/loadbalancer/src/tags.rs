@@ -1,5 +1,6 @@
 //! ELBv2 tags: (key, value) pairs of any resource by ARN, and ours for creation.
 
+use mbstack_core::iam::Permission;
 use std::collections::HashMap;
 
 use aws_sdk_elasticloadbalancingv2::types::Tag;
@@ -55,3 +56,12 @@ pub(crate) fn ensure_ours(
         Err(w.not_ours(what, name))
     }
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["elasticloadbalancing:DescribeTags"]),
+    // Tags only in the creating call.
+    Permission::create_tagged("TagOnCreate", &["elasticloadbalancing:AddTags"]).when(
+        r#"{"StringEquals": {"elasticloadbalancing:CreateAction": ["CreateLoadBalancer", "CreateTargetGroup", "CreateListener"], "aws:RequestTag/mbstack:tier": "${Tier}"}}"#,
+    ),
+];

@@ -12,6 +12,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum,
 };
 use aws_sdk_elasticloadbalancingv2::Client;
+use mbstack_core::iam::Permission;
 use mbstack_core::naming::target_group_name;
 use mbstack_core::{aws_error, error_code, Action, TierError, Work};
 
@@ -257,3 +258,23 @@ pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>) -> Result<(), TierErr
     );
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &[
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetGroupAttributes",
+        ],
+    ),
+    Permission::create_tagged("CreateTagged", &["elasticloadbalancing:CreateTargetGroup"]),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "elasticloadbalancing:ModifyTargetGroup",
+            "elasticloadbalancing:ModifyTargetGroupAttributes",
+            "elasticloadbalancing:DeleteTargetGroup",
+        ],
+    ),
+];

@@ -1,6 +1,7 @@
 //! What every resource kind of the tier shares: the EC2 client and the core
 //! [`Work`] (spec, run, plan mode, change list), plus EC2's tag filters.
 
+use mbstack_core::iam::Permission;
 use std::ops::{Deref, DerefMut};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
@@ -118,3 +119,12 @@ pub(crate) fn tag<'t>(tags: &'t [Tag], key: &str) -> Option<&'t str> {
 pub(crate) fn name_of(tags: &[Tag]) -> &str {
     tag(tags, NAME_TAG).unwrap_or("(unnamed)")
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    // Tags only in the creating call: CreateTags can never stamp the tier's
+    // tag on a resource that exists (and so bring it under the tier's rights).
+    Permission::create_tagged("TagOnCreate", &["ec2:CreateTags"]).when(
+        r#"{"StringEquals": {"ec2:CreateAction": ["CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway", "CreateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress"], "aws:RequestTag/mbstack:tier": "${Tier}"}}"#,
+    ),
+];

@@ -1,6 +1,7 @@
 //! The internet gateway, attached to the VPC.
 
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError};
 
 use crate::ctx::{name_of, Ctx};
@@ -121,3 +122,17 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
     ctx.record(KIND, id, Action::Delete, name_of(igw.tags()).to_string());
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ec2:DescribeInternetGateways"]),
+    Permission::create_tagged("CreateTagged", &["ec2:CreateInternetGateway"]),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "ec2:AttachInternetGateway",
+            "ec2:DetachInternetGateway",
+            "ec2:DeleteInternetGateway",
+        ],
+    ),
+];

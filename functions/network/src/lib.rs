@@ -14,6 +14,7 @@ mod security_groups;
 mod subnets;
 mod vpc;
 
+use mbstack_core::iam::Permission;
 use mbstack_core::spec::NatMode;
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, Readiness, State, TierError, Verb};
 use serde_json::{json, Map, Value};
@@ -273,4 +274,62 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     let result = steps.await;
     // DependencyViolation while ENIs of the ALB or Fargate tasks linger: pending.
     ctx.into_work().destroyed(result, "network", POLL_SECONDS)
+}
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub const OWN_PERMISSIONS: &[Permission] =
+    &[Permission::read("Read", &["ec2:DescribeAvailabilityZones"])];
+
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [
+        OWN_PERMISSIONS,
+        ctx::PERMISSIONS,
+        igw::PERMISSIONS,
+        nat::PERMISSIONS,
+        routes::PERMISSIONS,
+        security_groups::PERMISSIONS,
+        subnets::PERMISSIONS,
+        vpc::PERMISSIONS,
+    ]
+    .concat()
+}
+
+#[cfg(test)]
+mod declared_permissions {
+    use super::*;
+
+    #[test]
+    fn every_call_of_every_file_is_declared_in_that_file() {
+        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
+            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
+            ("ctx.rs", include_str!("ctx.rs"), ctx::PERMISSIONS),
+            ("igw.rs", include_str!("igw.rs"), igw::PERMISSIONS),
+            ("nat.rs", include_str!("nat.rs"), nat::PERMISSIONS),
+            ("routes.rs", include_str!("routes.rs"), routes::PERMISSIONS),
+            (
+                "security_groups.rs",
+                include_str!("security_groups.rs"),
+                security_groups::PERMISSIONS,
+            ),
+            (
+                "subnets.rs",
+                include_str!("subnets.rs"),
+                subnets::PERMISSIONS,
+            ),
+            ("vpc.rs", include_str!("vpc.rs"), vpc::PERMISSIONS),
+        ];
+        for (file, source, declared) in files {
+            let declared = mbstack_core::iam::actions(declared);
+            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
+                .into_iter()
+                .filter(|a| !declared.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{file} calls {missing:?} but does not declare them"
+            );
+        }
+    }
 }

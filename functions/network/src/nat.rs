@@ -4,6 +4,7 @@
 //! asynchronous (~1 min), and its EIP can be released (and the IGW detached) only
 //! once it is `deleted`.
 
+use mbstack_core::iam::Permission;
 use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
@@ -355,3 +356,24 @@ pub(crate) async fn release_all(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierEr
     }
     Ok(waiting)
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &["ec2:DescribeNatGateways", "ec2:DescribeAddresses"],
+    ),
+    Permission::create_tagged(
+        "CreateTagged",
+        &["ec2:AllocateAddress", "ec2:CreateNatGateway"],
+    ),
+    // CreateNatGateway is also authorized on its subnet and Elastic IP (ours).
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "ec2:CreateNatGateway",
+            "ec2:DeleteNatGateway",
+            "ec2:ReleaseAddress",
+        ],
+    ),
+];

@@ -3,6 +3,7 @@
 //! one with no default route when nat is `none`.
 
 use aws_sdk_ec2::types::{ResourceType, RouteState, RouteTable};
+use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::{aws_error, Action, TierError};
 
@@ -332,3 +333,22 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
     }
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ec2:DescribeRouteTables"]),
+    Permission::create_tagged("CreateTagged", &["ec2:CreateRouteTable"]),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "ec2:CreateRouteTable",
+            "ec2:CreateRoute",
+            "ec2:ReplaceRoute",
+            "ec2:DeleteRoute",
+            "ec2:AssociateRouteTable",
+            "ec2:DisassociateRouteTable",
+            "ec2:ReplaceRouteTableAssociation",
+            "ec2:DeleteRouteTable",
+        ],
+    ),
+];

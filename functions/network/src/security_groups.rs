@@ -5,6 +5,7 @@
 use aws_sdk_ec2::types::{
     IpPermission, IpRange, ResourceType, SecurityGroup, SecurityGroupRule, UserIdGroupPair,
 };
+use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::{aws_error, Action, StackSpec, TierError};
 
@@ -391,3 +392,30 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
     }
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &[
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSecurityGroupRules",
+        ],
+    ),
+    Permission::create_tagged(
+        "CreateTagged",
+        &[
+            "ec2:CreateSecurityGroup",
+            "ec2:AuthorizeSecurityGroupIngress",
+        ],
+    ),
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "ec2:CreateSecurityGroup",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DeleteSecurityGroup",
+        ],
+    ),
+];

@@ -4,6 +4,7 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Subnet};
 use mbstack_core::cidr::{self, Cidr};
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError};
 
 use crate::ctx::{name_of, tag, Ctx};
@@ -203,3 +204,18 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
     }
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ec2:DescribeSubnets"]),
+    Permission::create_tagged("CreateTagged", &["ec2:CreateSubnet"]),
+    // CreateSubnet is also authorized on the VPC it goes into (ours).
+    Permission::own_tagged(
+        "ChangeTagged",
+        &[
+            "ec2:CreateSubnet",
+            "ec2:ModifySubnetAttribute",
+            "ec2:DeleteSubnet",
+        ],
+    ),
+];

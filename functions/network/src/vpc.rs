@@ -1,6 +1,7 @@
 //! The VPC: DNS support and hostnames on (RDS endpoints and ECS need them).
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Vpc, VpcAttributeName};
+use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, Action, TierError};
 
 use crate::ctx::{name_of, Ctx};
@@ -134,3 +135,10 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
     ctx.record(KIND, id, Action::Delete, name_of(vpc.tags()).to_string());
     Ok(())
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read("Read", &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"]),
+    Permission::create_tagged("CreateTagged", &["ec2:CreateVpc"]),
+    Permission::own_tagged("ChangeTagged", &["ec2:ModifyVpcAttribute", "ec2:DeleteVpc"]),
+];

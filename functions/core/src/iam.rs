@@ -1,0 +1,131 @@
+//! The IAM permissions a resource module needs, declared next to the calls that
+//! need them (`pub(crate) const PERMISSIONS` in each module). `mbstack deploy`
+//! builds every function's policy from these declarations and nothing else, so
+//! the code and its policy cannot drift; a test compares each module's calls
+//! (the `service:Action` names its errors carry) with its declarations, and the
+//! IAM evaluation test checks every call a run makes against the deployed policy.
+//!
+//! Patterns may use `${Partition}` (the region's partition), `${Tier}` (the
+//! calling tier), `${Prefix}` (the deployment's name prefix) and
+//! `${RoleBoundaryArn}` (the permissions boundary of the roles the app creates).
+
+/// Which resources a permission names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resources {
+    /// `*`, for one of the reasons AWS leaves: a read-only call that takes no
+    /// resource ARN, or an action the Service Authorization Reference lists with
+    /// no resource type (e.g. `ecs:DeregisterTaskDefinition`), or a create whose
+    /// new resource has no ARN yet (then always with a condition).
+    Any,
+    /// These ARN patterns.
+    Arns(&'static [&'static str]),
+}
+
+/// The condition of a permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// The request tags the new resource `mbstack:tier=<tier>` (tag-on-create).
+    RequestTier,
+    /// The resource already carries `mbstack:tier=<tier>`.
+    ResourceTier,
+    /// A condition block as JSON text (placeholders allowed).
+    Json(&'static str),
+}
+
+/// One statement of a function's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    pub sid: &'static str,
+    pub actions: &'static [&'static str],
+    pub resources: Resources,
+    pub condition: Condition,
+}
+
+impl Permission {
+    /// Read-only calls that take no resource ARN.
+    pub const fn read(sid: &'static str, actions: &'static [&'static str]) -> Self {
+        Self {
+            sid,
+            actions,
+            resources: Resources::Any,
+            condition: Condition::None,
+        }
+    }
+
+    /// Creates, allowed only when the request tags the tier.
+    pub const fn create_tagged(sid: &'static str, actions: &'static [&'static str]) -> Self {
+        Self {
+            sid,
+            actions,
+            resources: Resources::Any,
+            condition: Condition::RequestTier,
+        }
+    }
+
+    /// Changes and deletes of what carries the tier's tag.
+    pub const fn own_tagged(sid: &'static str, actions: &'static [&'static str]) -> Self {
+        Self {
+            sid,
+            actions,
+            resources: Resources::Any,
+            condition: Condition::ResourceTier,
+        }
+    }
+
+    /// Named resources.
+    pub const fn on(
+        sid: &'static str,
+        actions: &'static [&'static str],
+        arns: &'static [&'static str],
+    ) -> Self {
+        Self {
+            sid,
+            actions,
+            resources: Resources::Arns(arns),
+            condition: Condition::None,
+        }
+    }
+
+    /// The same with a condition block.
+    pub const fn when(self, condition: &'static str) -> Self {
+        Self {
+            condition: Condition::Json(condition),
+            ..self
+        }
+    }
+}
+
+/// Whether `action` is one a read-only permission may carry.
+pub fn is_read_only(action: &str) -> bool {
+    let op = action.split(':').nth(1).unwrap_or("");
+    ["Describe", "List", "Get"]
+        .iter()
+        .any(|p| op.starts_with(p))
+}
+
+/// Every action of `permissions`.
+pub fn actions(permissions: &[Permission]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = permissions
+        .iter()
+        .flat_map(|p| p.actions.iter().copied())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The `service:Action` names a source file's calls carry in their errors
+/// (`aws_error("ec2:CreateVpc", e)`): what the file calls.
+pub fn called_actions(source: &str) -> Vec<String> {
+    let mut out: Vec<String> = source
+        .split("aws_error(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|a| a.contains(':') && !a.contains(' '))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
