@@ -4,8 +4,11 @@
 //! with a role that may only start our state machine. Idempotent: a second deploy
 //! with unchanged code and settings changes nothing (code compared by SHA-256).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use aws_sdk_lambda::error::ProvideErrorMetadata;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
     Architecture, Environment, FunctionCode, LogFormat, LoggingConfig, Runtime,
@@ -15,7 +18,55 @@ use mbstack_core::{aws_error, client, error_code, Aws, TierError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::policies;
+use crate::policies::{self, Context};
+
+/// AWS's answers that mean "not yet" while deploying: a role created moments
+/// ago is not yet assumable (IAM is eventually consistent), or the function's
+/// previous update is still in progress.
+pub fn not_yet(code: Option<&str>, message: Option<&str>) -> bool {
+    let m = message.unwrap_or("");
+    match code {
+        Some("InvalidParameterValueException") => m.contains("cannot be assumed"),
+        Some("AccessDeniedException") | Some("InvalidDefinition") => {
+            m.contains("is authorized to assume the provided role")
+        }
+        Some("ResourceConflictException") => m.contains("in progress") || m.contains("Pending"),
+        _ => false,
+    }
+}
+
+/// Runs `call` until AWS stops answering "not yet" ([`not_yet`]), waiting
+/// `first_wait`, doubled each time up to 10 s, at most [`PATIENCE`] times; each
+/// wait is said in the report.
+async fn patiently<T, E, F, Fut>(
+    label: &str,
+    first_wait: Duration,
+    report: &mut Report,
+    mut call: F,
+) -> Result<T, aws_sdk_lambda::error::SdkError<E>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, aws_sdk_lambda::error::SdkError<E>>>,
+{
+    let mut wait = first_wait;
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(e) if tries < PATIENCE && not_yet(e.code(), e.message()) => {
+                tries += 1;
+                report.waits.push(format!(
+                    "{label}: {} — waiting {:.1} s (try {tries} of {PATIENCE})",
+                    e.message().unwrap_or("not yet"),
+                    wait.as_secs_f64()
+                ));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10).max(first_wait));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// The functions: (key in the state machine, binary, memory MiB, timeout s).
 pub const FUNCTIONS: &[(&str, &str, i32, i32)] = &[
@@ -34,13 +85,35 @@ pub struct Options {
     pub zips: PathBuf,
     /// Wire the state machine to functions deployed some other way.
     pub skip_functions: bool,
+    /// The first wait while AWS is not ready yet (a new role not yet assumable,
+    /// a function update in progress); doubled each time, bounded by
+    /// [`PATIENCE`]. Tests shorten it.
+    pub first_wait: Duration,
 }
+
+impl Options {
+    pub fn new(prefix: impl Into<String>, zips: PathBuf) -> Self {
+        Self {
+            prefix: prefix.into(),
+            zips,
+            skip_functions: false,
+            first_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How many times deploy asks again while AWS is not ready: with a first wait
+/// of 1 s, doubling up to 10 s, about 90 s in all (IAM propagates in seconds,
+/// rarely a minute).
+pub const PATIENCE: u32 = 12;
 
 /// What a deploy did, resource by resource.
 #[derive(Debug, Default)]
 pub struct Report {
     pub changes: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Waits for AWS (role propagation, updates in progress), said as they happened.
+    pub waits: Vec<String>,
     pub state_machine_arn: String,
 }
 
@@ -94,11 +167,27 @@ async fn ensure_role(
     role: &str,
     service: &str,
     policy: &Value,
+    ctx: &Context,
     report: &mut Report,
 ) -> Result<String, TierError> {
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]});
+    let trust = policies::trust_policy(service, ctx);
     let arn = match iam.get_role().role_name(role).send().await {
-        Ok(o) => o.role().map(|r| r.arn().to_string()).unwrap_or_default(),
+        Ok(o) => {
+            let have = o
+                .role()
+                .and_then(|r| r.assume_role_policy_document())
+                .and_then(mbstack_app::parse_policy);
+            if have.as_ref() != Some(&trust) {
+                iam.update_assume_role_policy()
+                    .role_name(role)
+                    .policy_document(trust.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("iam:UpdateAssumeRolePolicy", e))?;
+                report.changes.push(format!("trust policy of role {role}"));
+            }
+            o.role().map(|r| r.arn().to_string()).unwrap_or_default()
+        }
         Err(e) if error_code(&e) == Some("NoSuchEntity") => {
             let t = tags("")
                 .into_iter()
@@ -150,82 +239,229 @@ async fn ensure_role(
     Ok(arn)
 }
 
+/// Waits until the function is neither `Pending` (just created) nor in the
+/// middle of an update (`LastUpdateStatus: InProgress`): AWS refuses the next
+/// update (ResourceConflictException) or invocation until then.
+async fn settled(
+    lambda: &aws_sdk_lambda::Client,
+    fname: &str,
+    first_wait: Duration,
+    report: &mut Report,
+) -> Result<(), TierError> {
+    use aws_sdk_lambda::types::{LastUpdateStatus, State};
+    let mut wait = first_wait;
+    for tries in 0..=PATIENCE {
+        let c = lambda
+            .get_function_configuration()
+            .function_name(fname)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:GetFunctionConfiguration", e))?;
+        if c.state() == Some(&State::Failed)
+            || c.last_update_status() == Some(&LastUpdateStatus::Failed)
+        {
+            return Err(TierError::Terminal(format!(
+                "function {fname} failed to become ready: {}",
+                c.state_reason()
+                    .or(c.last_update_status_reason())
+                    .unwrap_or("no reason given")
+            )));
+        }
+        let busy = c.state() == Some(&State::Pending)
+            || c.last_update_status() == Some(&LastUpdateStatus::InProgress);
+        if !busy {
+            return Ok(());
+        }
+        if tries == PATIENCE {
+            break;
+        }
+        report.waits.push(format!(
+            "function {fname}: {} — waiting {:.1} s",
+            if c.state() == Some(&State::Pending) {
+                "Pending"
+            } else {
+                "update in progress"
+            },
+            wait.as_secs_f64()
+        ));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10).max(first_wait));
+    }
+    Err(TierError::Retryable(format!(
+        "function {fname} is still Pending or updating after {PATIENCE} waits: run deploy again"
+    )))
+}
+
 async fn ensure_function(
     lambda: &aws_sdk_lambda::Client,
     f: (&str, String, i32, i32),
     role: &str,
     zip: &[u8],
-    prefix: &str,
+    opts: &Options,
     report: &mut Report,
 ) -> Result<String, TierError> {
     let (_, fname, memory, timeout) = f;
     let sha = sha256_b64(zip);
+    let wait = opts.first_wait;
     match lambda.get_function().function_name(&fname).send().await {
         Ok(o) => {
             let c = o
                 .configuration()
                 .cloned()
                 .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build());
-            if c.code_sha256() != Some(sha.as_str()) {
-                lambda
-                    .update_function_code()
-                    .function_name(&fname)
-                    .zip_file(Blob::new(zip.to_vec()))
-                    .architectures(Architecture::Arm64)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("lambda:UpdateFunctionCode", e))?;
-                report.changes.push(format!("code of {fname}"));
-            }
             let same = c.memory_size() == Some(memory)
                 && c.timeout() == Some(timeout)
                 && c.role() == Some(role);
+            let new_code = c.code_sha256() != Some(sha.as_str());
+            if new_code || !same {
+                settled(lambda, &fname, wait, report).await?;
+            }
+            if new_code {
+                patiently("lambda:UpdateFunctionCode", wait, report, || {
+                    lambda
+                        .update_function_code()
+                        .function_name(&fname)
+                        .zip_file(Blob::new(zip.to_vec()))
+                        .architectures(Architecture::Arm64)
+                        .send()
+                })
+                .await
+                .map_err(|e| aws_error("lambda:UpdateFunctionCode", e))?;
+                report.changes.push(format!("code of {fname}"));
+            }
             if !same {
-                lambda
-                    .update_function_configuration()
-                    .function_name(&fname)
-                    .memory_size(memory)
-                    .timeout(timeout)
-                    .role(role)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("lambda:UpdateFunctionConfiguration", e))?;
+                if new_code {
+                    // The code update must finish before the configuration can change.
+                    settled(lambda, &fname, wait, report).await?;
+                }
+                patiently("lambda:UpdateFunctionConfiguration", wait, report, || {
+                    lambda
+                        .update_function_configuration()
+                        .function_name(&fname)
+                        .memory_size(memory)
+                        .timeout(timeout)
+                        .role(role)
+                        .send()
+                })
+                .await
+                .map_err(|e| aws_error("lambda:UpdateFunctionConfiguration", e))?;
                 report.changes.push(format!("configuration of {fname}"));
             }
-            if c.code_sha256() == Some(sha.as_str()) && same {
+            if !new_code && same {
                 report.unchanged.push(format!("function {fname}"));
             }
             Ok(c.function_arn().unwrap_or_default().to_string())
         }
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-            let mut call = lambda
-                .create_function()
-                .function_name(&fname)
-                .runtime(Runtime::Providedal2023)
-                .architectures(Architecture::Arm64)
-                .handler("bootstrap")
-                .role(role)
-                .code(
-                    FunctionCode::builder()
-                        .zip_file(Blob::new(zip.to_vec()))
-                        .build(),
-                )
-                .memory_size(memory)
-                .timeout(timeout)
-                .logging_config(LoggingConfig::builder().log_format(LogFormat::Json).build())
-                .environment(Environment::builder().variables("RUST_LOG", "info").build());
-            for (k, v) in tags(prefix) {
-                call = call.tags(k, v);
-            }
-            let out = call
-                .send()
-                .await
-                .map_err(|e| aws_error("lambda:CreateFunction", e))?;
+            let out = patiently("lambda:CreateFunction", wait, report, || {
+                let mut call = lambda
+                    .create_function()
+                    .function_name(&fname)
+                    .runtime(Runtime::Providedal2023)
+                    .architectures(Architecture::Arm64)
+                    .handler("bootstrap")
+                    .role(role)
+                    .code(
+                        FunctionCode::builder()
+                            .zip_file(Blob::new(zip.to_vec()))
+                            .build(),
+                    )
+                    .memory_size(memory)
+                    .timeout(timeout)
+                    .logging_config(LoggingConfig::builder().log_format(LogFormat::Json).build())
+                    .environment(Environment::builder().variables("RUST_LOG", "info").build());
+                for (k, v) in tags(&opts.prefix) {
+                    call = call.tags(k, v);
+                }
+                call.send()
+            })
+            .await
+            .map_err(|e| aws_error("lambda:CreateFunction", e))?;
             report.changes.push(format!("create function {fname}"));
             Ok(out.function_arn().unwrap_or_default().to_string())
         }
         Err(e) => Err(aws_error("lambda:GetFunction", e)),
     }
+}
+
+/// The managed policy that bounds every role the app tier creates, created or
+/// brought up to date; returns its ARN (which names the account).
+async fn ensure_role_boundary(
+    iam: &aws_sdk_iam::Client,
+    prefix: &str,
+    partition: &str,
+    report: &mut Report,
+) -> Result<String, TierError> {
+    let name = format!("{prefix}-task-role-boundary");
+    let listed = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .path_prefix("/mbstack/")
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:ListPolicies", e))?;
+    let found = listed
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(name.as_str()))
+        .and_then(|p| {
+            p.arn()
+                .map(|a| (a.to_string(), p.default_version_id().map(str::to_string)))
+        });
+    let Some((arn, version)) = found else {
+        let ctx = Context {
+            partition: partition.to_string(),
+            prefix: prefix.to_string(),
+            account: String::new(),
+        };
+        let out = iam
+            .create_policy()
+            .policy_name(&name)
+            .path("/mbstack/")
+            .description("mbstack: the most any role of Metabase's tasks may do")
+            .policy_document(policies::role_boundary_policy(&ctx).to_string())
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:CreatePolicy", e))?;
+        report.changes.push(format!("create policy {name}"));
+        return Ok(out
+            .policy()
+            .and_then(|p| p.arn())
+            .unwrap_or_default()
+            .to_string());
+    };
+    let ctx = Context {
+        partition: partition.to_string(),
+        prefix: prefix.to_string(),
+        account: account_of(&arn).to_string(),
+    };
+    let want = policies::role_boundary_policy(&ctx);
+    let have = match version {
+        Some(v) => iam
+            .get_policy_version()
+            .policy_arn(&arn)
+            .version_id(v)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:GetPolicyVersion", e))?
+            .policy_version()
+            .and_then(|v| v.document())
+            .and_then(mbstack_app::parse_policy),
+        None => None,
+    };
+    if have.as_ref() != Some(&want) {
+        iam.create_policy_version()
+            .policy_arn(&arn)
+            .policy_document(want.to_string())
+            .set_as_default(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:CreatePolicyVersion", e))?;
+        report.changes.push(format!("policy {name}"));
+    } else {
+        report.unchanged.push(format!("policy {name}"));
+    }
+    Ok(arn)
 }
 
 fn account_of(arn: &str) -> &str {
@@ -243,7 +479,14 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         .region()
         .map(|r| r.to_string())
         .unwrap_or_else(|| "us-east-1".into());
+    let partition = mbstack_core::naming::partition_of_region(&region);
     let mut report = Report::default();
+    let boundary = ensure_role_boundary(&iam, &opts.prefix, partition, &mut report).await?;
+    let ctx = Context {
+        partition: partition.to_string(),
+        prefix: opts.prefix.clone(),
+        account: account_of(&boundary).to_string(),
+    };
     let mut arns: Vec<(&str, String)> = Vec::new();
     for (key, bin, memory, timeout) in FUNCTIONS {
         let fname = name(&opts.prefix, bin);
@@ -273,7 +516,8 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             &iam,
             &fname,
             "lambda.amazonaws.com",
-            &policies::function_policy(key, &fname, &opts.prefix),
+            &policies::function_policy(key, &fname, &ctx),
+            &ctx,
             &mut report,
         )
         .await?;
@@ -282,11 +526,23 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             (key, fname, *memory, *timeout),
             &role,
             &zip,
-            &opts.prefix,
+            opts,
             &mut report,
         )
         .await?;
         arns.push((key, arn));
+    }
+    // A new function is Pending for a moment: the first run must not meet that.
+    if !opts.skip_functions {
+        for (_, bin, _, _) in FUNCTIONS {
+            settled(
+                &lambda,
+                &name(&opts.prefix, bin),
+                opts.first_wait,
+                &mut report,
+            )
+            .await?;
+        }
     }
     let function_arns: Vec<String> = arns.iter().map(|(_, a)| a.clone()).collect();
     let states_role = ensure_role(
@@ -294,6 +550,7 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         &format!("{}-states", opts.prefix),
         "states.amazonaws.com",
         &policies::states_policy(&function_arns),
+        &ctx,
         &mut report,
     )
     .await?;
@@ -324,8 +581,10 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             .map_err(|e| aws_error("logs:PutRetentionPolicy", e))?;
         report.changes.push(format!("create log group {group}"));
     }
-    let account = account_of(&states_role);
-    let group_arn = format!("arn:aws:logs:{region}:{account}:log-group:{group}:*");
+    let group_arn = format!(
+        "arn:{partition}:logs:{region}:{}:log-group:{group}:*",
+        ctx.account
+    );
     let logging = aws_sdk_sfn::types::LoggingConfiguration::builder()
         .level(aws_sdk_sfn::types::LogLevel::Error)
         .include_execution_data(false)
@@ -339,7 +598,11 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
                 .build(),
         )
         .build();
-    let definition = mbstack_statemachine::render(&arns);
+    let definition = mbstack_statemachine::render(&mbstack_statemachine::Deployment {
+        functions: &arns,
+        partition,
+        role_boundary_arn: &boundary,
+    });
     let sm_name = format!("{}-provision", opts.prefix);
     let found = find_state_machine(&sfn, &sm_name).await?;
     let sm_arn = match found {
@@ -353,14 +616,21 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             let same_def = serde_json::from_str::<Value>(d.definition()).ok()
                 == serde_json::from_str::<Value>(&definition).ok();
             if !same_def || d.role_arn() != states_role {
-                sfn.update_state_machine()
-                    .state_machine_arn(&arn)
-                    .definition(&definition)
-                    .role_arn(&states_role)
-                    .logging_configuration(logging)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("states:UpdateStateMachine", e))?;
+                patiently(
+                    "states:UpdateStateMachine",
+                    opts.first_wait,
+                    &mut report,
+                    || {
+                        sfn.update_state_machine()
+                            .state_machine_arn(&arn)
+                            .definition(&definition)
+                            .role_arn(&states_role)
+                            .logging_configuration(logging.clone())
+                            .send()
+                    },
+                )
+                .await
+                .map_err(|e| aws_error("states:UpdateStateMachine", e))?;
                 report.changes.push(format!("state machine {sm_name}"));
             } else {
                 report.unchanged.push(format!("state machine {sm_name}"));
@@ -368,21 +638,27 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             arn
         }
         None => {
-            let out = sfn
-                .create_state_machine()
-                .name(&sm_name)
-                .definition(&definition)
-                .role_arn(&states_role)
-                .logging_configuration(logging)
-                .tags(
-                    aws_sdk_sfn::types::Tag::builder()
-                        .key("mbstack:deployment")
-                        .value(&opts.prefix)
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| aws_error("states:CreateStateMachine", e))?;
+            let out = patiently(
+                "states:CreateStateMachine",
+                opts.first_wait,
+                &mut report,
+                || {
+                    sfn.create_state_machine()
+                        .name(&sm_name)
+                        .definition(&definition)
+                        .role_arn(&states_role)
+                        .logging_configuration(logging.clone())
+                        .tags(
+                            aws_sdk_sfn::types::Tag::builder()
+                                .key("mbstack:deployment")
+                                .value(&opts.prefix)
+                                .build(),
+                        )
+                        .send()
+                },
+            )
+            .await
+            .map_err(|e| aws_error("states:CreateStateMachine", e))?;
             report
                 .changes
                 .push(format!("create state machine {sm_name}"));
@@ -510,6 +786,7 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
             Err(e) => return Err(aws_error("iam:DeleteRole", e)),
         }
     }
+    remove_role_boundary(&iam, prefix, &mut done).await?;
     let logs = client!(aws_sdk_cloudwatchlogs, aws);
     let group = format!("/aws/vendedlogs/states/{prefix}-provision");
     if logs
@@ -522,6 +799,64 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
         done.push(format!("log group {group}"));
     }
     Ok(done)
+}
+
+/// Deletes the roles' boundary policy, unless roles of stacks left behind
+/// (`undeploy --force`) still carry it: then it stays, and says so.
+async fn remove_role_boundary(
+    iam: &aws_sdk_iam::Client,
+    prefix: &str,
+    done: &mut Vec<String>,
+) -> Result<(), TierError> {
+    let name = format!("{prefix}-task-role-boundary");
+    let listed = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .path_prefix("/mbstack/")
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:ListPolicies", e))?;
+    let Some(p) = listed
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(name.as_str()))
+    else {
+        return Ok(());
+    };
+    let arn = p.arn().unwrap_or_default().to_string();
+    if p.permissions_boundary_usage_count().unwrap_or(0) > 0 {
+        done.push(format!(
+            "kept policy {name}: still the permissions boundary of {} role(s) of stacks left behind",
+            p.permissions_boundary_usage_count().unwrap_or(0)
+        ));
+        return Ok(());
+    }
+    let versions = iam
+        .list_policy_versions()
+        .policy_arn(&arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:ListPolicyVersions", e))?;
+    for v in versions.versions() {
+        if !v.is_default_version() {
+            if let Some(id) = v.version_id() {
+                iam.delete_policy_version()
+                    .policy_arn(&arn)
+                    .version_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("iam:DeletePolicyVersion", e))?;
+            }
+        }
+    }
+    match iam.delete_policy().policy_arn(&arn).send().await {
+        Ok(_) => done.push(format!("policy {name}")),
+        Err(e) if error_code(&e) == Some("DeleteConflict") => done.push(format!(
+            "kept policy {name}: roles of stacks left behind still carry it"
+        )),
+        Err(e) => return Err(aws_error("iam:DeletePolicy", e)),
+    }
+    Ok(())
 }
 
 /// One schedule: `repair` (apply the stored spec), `pause` or `resume`.
@@ -547,11 +882,17 @@ pub async fn set_schedules(
     };
     let iam = client!(aws_sdk_iam, aws);
     let mut report = Report::default();
+    let ctx = Context {
+        partition: sm.split(':').nth(1).unwrap_or("aws").to_string(),
+        prefix: prefix.to_string(),
+        account: account_of(&sm).to_string(),
+    };
     let role = ensure_role(
         &iam,
         &format!("{prefix}-scheduler"),
         "scheduler.amazonaws.com",
         &policies::scheduler_policy(&sm),
+        &ctx,
         &mut report,
     )
     .await?;

@@ -22,9 +22,8 @@ async fn deploy_into(d: &Deployed) -> anyhow::Result<crate::deploy::Report> {
     }
     let aws = Aws::new(d.config.clone());
     let opts = crate::deploy::Options {
-        prefix: "mbstack".into(),
-        zips: dir.clone(),
-        skip_functions: false,
+        first_wait: std::time::Duration::from_millis(100),
+        ..crate::deploy::Options::new("mbstack", dir.clone())
     };
     let report = crate::deploy::deploy(&aws, &opts)
         .await

@@ -37,6 +37,9 @@ enum Command {
         /// Only wire the state machine to functions that already exist
         #[arg(long)]
         skip_functions: bool,
+        /// Print the IAM policy the person or pipeline running deploy needs, and stop
+        #[arg(long)]
+        print_deployer_policy: bool,
     },
     /// Remove mbstack from the account (refuses while stacks exist, unless --force)
     #[command(after_help = "Example:\n  mbstack undeploy --region eu-west-1")]
@@ -209,12 +212,14 @@ async fn deploy_cmd(
     let report = deploy::deploy(
         &aws,
         &deploy::Options {
-            prefix,
-            zips,
             skip_functions,
+            ..deploy::Options::new(prefix, zips)
         },
     )
     .await?;
+    for w in &report.waits {
+        println!("  waited: {w}");
+    }
     for c in &report.changes {
         println!("  changed {c}");
     }
@@ -323,8 +328,27 @@ async fn main() -> ExitCode {
         }
         Command::Deploy {
             prefix,
+            print_deployer_policy: true,
+            ..
+        } => {
+            let region = target.region.clone().unwrap_or_else(|| "us-east-1".into());
+            let ctx = mbstack_cli::policies::Context {
+                partition: mbstack_core::naming::partition_of_region(&region).to_string(),
+                prefix,
+                account: String::new(),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&mbstack_cli::policies::deployer_policy(&ctx))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Deploy {
+            prefix,
             zips,
             skip_functions,
+            ..
         } => deploy_cmd(&target, prefix, zips, skip_functions).await,
         Command::Undeploy { prefix, force } => {
             let aws = mbstack_core::Aws::new(run::config(&target).await);

@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub faults: crate::faults::Faults,
     /// Every function invocation served: (function, duration).
     pub invocations: Mutex<Vec<(String, std::time::Duration)>>,
+    /// IAM propagation and Lambda function states while deploying.
+    pub deploying: Mutex<crate::deploying::Deploying>,
 }
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -104,6 +106,7 @@ impl FrontDoor {
             ecs: Mutex::new(EcsActor::default()),
             lambdas: Mutex::new(std::collections::HashMap::new()),
             invocations: Mutex::new(Vec::new()),
+            deploying: Mutex::new(Default::default()),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
@@ -232,6 +235,15 @@ impl FrontDoor {
     }
 
     /// How many "not yet" answers (lingering ENIs) the realism layer gave.
+    /// How many "not yet" answers the deploy rules gave (young roles, busy functions).
+    pub fn deploy_not_yet_answers(&self) -> u64 {
+        self.shared
+            .deploying
+            .lock()
+            .map(|d| d.answered)
+            .unwrap_or(0)
+    }
+
     pub fn not_yet_answers(&self) -> u64 {
         self.shared
             .realism
@@ -343,6 +355,12 @@ async fn handle(
         }
     }
 
+    // AWS's refusals while deploying (invalid definitions, young roles, busy functions).
+    if let Some(refusal) =
+        crate::deploying::refuse(&shared, &parts, &target, request_json.as_ref(), &body)
+    {
+        return Ok(refusal);
+    }
     // AWS's refusals, where moto would accept.
     if let Some(refusal) =
         crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await
@@ -375,6 +393,11 @@ async fn handle(
     let bytes = match (&query, status.is_success()) {
         (Some(q), true) => crate::realism::after(&shared, q, bytes),
         _ => bytes,
+    };
+    let bytes = if status.is_success() {
+        crate::deploying::after(&shared, &parts, query.as_ref(), bytes)
+    } else {
+        bytes
     };
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;

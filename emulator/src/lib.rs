@@ -5,13 +5,17 @@
 //! One server per [`Moto`] handle: tests each start their own (about 0.4 s and
 //! 55 MB each), so they run in parallel without sharing any state.
 
+mod asl;
+mod deploying;
 mod ec2;
 mod ecs;
 mod faults;
 mod front_door;
 mod http;
+pub mod node_tools;
 mod realism;
 
+pub use asl::problems as asl_problems;
 pub use ecs::EcsFault;
 pub use faults::FaultClass;
 pub use front_door::{Bound, FrontDoor, LambdaError, LambdaFn, LambdaFuture};

@@ -85,7 +85,7 @@ impl Default for Realism {
 }
 
 impl Realism {
-    fn scaled(&self, d: Duration) -> Duration {
+    pub(crate) fn scaled(&self, d: Duration) -> Duration {
         d / self.scale.max(1)
     }
 
@@ -252,9 +252,18 @@ fn query_error(code: &str, message: &str) -> Response<Full<Bytes>> {
 }
 
 fn json_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+    json_error_with(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// A JSON-protocol error with AWS's code in the body and the header.
+pub(crate) fn json_error_with(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
     let body = json!({"__type": code, "message": message}).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
+    *r.status_mut() = status;
     r.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),

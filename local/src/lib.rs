@@ -66,6 +66,12 @@ pub fn function_arn(name: &str) -> String {
     )
 }
 
+/// The permissions boundary of the roles the app creates, as `mbstack deploy`
+/// names it for the prefix `mbstack`.
+pub fn role_boundary_arn() -> String {
+    format!("arn:aws:iam::{ACCOUNT}:policy/mbstack/mbstack-task-role-boundary")
+}
+
 fn to_lambda_error(e: TierError) -> LambdaError {
     LambdaError {
         error_type: e.name().to_string(),
@@ -182,7 +188,11 @@ impl Deployed {
             .iter()
             .map(|(k, n)| (*k, function_arn(n)))
             .collect();
-        let definition = mbstack_statemachine::render(&arns);
+        let definition = mbstack_statemachine::render(&mbstack_statemachine::Deployment {
+            functions: &arns,
+            partition: "aws",
+            role_boundary_arn: &role_boundary_arn(),
+        });
         let sfn = aws_sdk_sfn::Client::new(&config);
         let created = sfn
             .create_state_machine()
