@@ -35,9 +35,8 @@ async fn deploy_is_complete_idempotent_least_privilege_and_undeploy_leaves_nothi
     let log = CallLog::new();
     let aws = Aws::new(config.clone()).with_interceptor(log.clone());
     let opts = Options {
-        prefix: "mbt".into(),
-        zips: zips("a"),
-        skip_functions: false,
+        first_wait: std::time::Duration::from_millis(50),
+        ..Options::new("mbt", zips("a"))
     };
     let report = deploy::deploy(&aws, &opts).await.expect("deploy");
     assert!(report.changes.len() >= 12, "{:?}", report.changes);
@@ -271,4 +270,102 @@ fn the_wildcard_check_catches_what_it_must() {
             "\"B\": ec2:DeleteVpc on *".to_string()
         ]
     );
+}
+
+/// A fresh account as AWS behaves: new roles are not assumable for a while
+/// (IAM propagation), a new function is Pending, an update is InProgress. The
+/// first deploy waits them out (and says so), the second changes nothing, a
+/// deploy with new code and drifted configuration updates both in turn.
+#[tokio::test]
+async fn a_first_deploy_survives_iam_propagation_and_function_states() {
+    let emu = Emulator::start().expect("emulator");
+    // AWS's delays ÷ 4: a role is assumable after 2.5 s, a function Pending 1.25 s.
+    emu.front.set_realism(true, 4);
+    let config = emu.sdk_config().await;
+    let log = CallLog::new();
+    let aws = Aws::new(config.clone()).with_interceptor(log.clone());
+    let opts = Options {
+        first_wait: std::time::Duration::from_millis(100),
+        ..Options::new("mbp", zips("p1"))
+    };
+    let report = deploy::deploy(&aws, &opts).await.expect("first deploy");
+    assert!(
+        emu.front.deploy_not_yet_answers() > 0,
+        "the emulator never said 'not yet': the rule is not on"
+    );
+    assert!(
+        report
+            .waits
+            .iter()
+            .any(|w| w.contains("cannot be assumed by Lambda")),
+        "{:?}",
+        report.waits
+    );
+    assert!(
+        report
+            .waits
+            .iter()
+            .any(|w| w.contains("states:CreateStateMachine")),
+        "{:?}",
+        report.waits
+    );
+    let lambda = aws_sdk_lambda::Client::new(&config);
+    for (_, bin, _, _) in FUNCTIONS {
+        let name = format!("mbp-{}", bin.trim_start_matches("mbstack-"));
+        let c = lambda
+            .get_function_configuration()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            c.state().map(|s| s.as_str()),
+            Some("Pending"),
+            "{name}: deploy ended before the function was Active"
+        );
+    }
+
+    log.clear();
+    let again = deploy::deploy(&aws, &opts).await.expect("second deploy");
+    assert_eq!(again.changes, Vec::<String>::new());
+    assert_eq!(log.mutating(), vec![], "a second deploy mutated");
+
+    // Drift in one function's configuration, and new code for all.
+    lambda
+        .update_function_configuration()
+        .function_name("mbp-network")
+        .memory_size(512)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let third = deploy::deploy(
+        &aws,
+        &Options {
+            zips: zips("p2"),
+            ..opts.clone()
+        },
+    )
+    .await
+    .expect("deploy with new code and configuration");
+    assert!(
+        third.changes.contains(&"code of mbp-network".to_string())
+            && third
+                .changes
+                .contains(&"configuration of mbp-network".to_string()),
+        "{:?}",
+        third.changes
+    );
+    assert!(
+        third.waits.iter().any(|w| w.contains("update in progress")),
+        "the configuration update must wait for the code update: {:?}",
+        third.waits
+    );
+    let c = lambda
+        .get_function_configuration()
+        .function_name("mbp-network")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.memory_size(), Some(256));
 }

@@ -321,6 +321,12 @@ pub const OWN_PERMISSIONS: &[Permission] = &[Permission::on(
     &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
 )];
 
+/// Every IAM permission this tier's calls need, as the files that make the calls
+/// declare them: the deployed policy is built from this and nothing else.
+pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
+    [OWN_PERMISSIONS, store::PERMISSIONS].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,12 +362,6 @@ mod tests {
         assert_eq!(out["lockTakenOverFrom"], "arn:old");
         assert!(serde_json::to_string(&out).unwrap().starts_with("{\"url\""));
     }
-}
-
-/// Every IAM permission this tier's calls need, as the files that make the calls
-/// declare them: the deployed policy is built from this and nothing else.
-pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
-    [OWN_PERMISSIONS, store::PERMISSIONS].concat()
 }
 
 #[cfg(test)]

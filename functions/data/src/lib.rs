@@ -135,6 +135,9 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
     w.destroyed(result, "database", POLL_SECONDS)
 }
 
+/// The IAM permissions of the calls in this file: none (the resource files make them).
+pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];
+
 /// Every IAM permission this tier's calls need, as the files that make the calls
 /// declare them: the deployed policy is built from this and nothing else.
 pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
@@ -178,6 +181,3 @@ mod declared_permissions {
         }
     }
 }
-
-/// The IAM permissions of the calls in this file: none (the resource files make them).
-pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];

@@ -191,6 +191,16 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     w.destroyed(result, "load balancer", POLL_SECONDS)
 }
 
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
+    &[mbstack_core::iam::Permission::read(
+        "Read",
+        &[
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeLoadBalancerAttributes",
+        ],
+    )];
+
 /// Every IAM permission this tier's calls need, as the files that make the calls
 /// declare them: the deployed policy is built from this and nothing else.
 pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
@@ -242,13 +252,3 @@ mod declared_permissions {
         }
     }
 }
-
-/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
-pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
-    &[mbstack_core::iam::Permission::read(
-        "Read",
-        &[
-            "elasticloadbalancing:DescribeLoadBalancers",
-            "elasticloadbalancing:DescribeLoadBalancerAttributes",
-        ],
-    )];

