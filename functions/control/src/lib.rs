@@ -374,16 +374,10 @@ mod declared_permissions {
             ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
             ("store.rs", include_str!("store.rs"), store::PERMISSIONS),
         ];
-        for (file, source, declared) in files {
-            let declared = mbstack_core::iam::actions(declared);
-            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
-                .into_iter()
-                .filter(|a| !declared.contains(&a.as_str()))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "{file} calls {missing:?} but does not declare them"
-            );
-        }
+        let undeclared = mbstack_core::iam::undeclared_calls(files);
+        assert!(
+            undeclared.is_empty(),
+            "calls not declared in their file: {undeclared:?}"
+        );
     }
 }

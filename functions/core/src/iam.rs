@@ -129,3 +129,18 @@ pub fn called_actions(source: &str) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// For each (file, its source, its declared permissions): the actions the file
+/// calls but does not declare, as "file: action" (empty when code and policy agree).
+pub fn undeclared_calls(files: &[(&str, &str, &[Permission])]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, source, declared) in files {
+        let declared = actions(declared);
+        for a in called_actions(source) {
+            if !declared.contains(&a.as_str()) {
+                out.push(format!("{file}: {a}"));
+            }
+        }
+    }
+    out
+}

@@ -320,16 +320,10 @@ mod declared_permissions {
             ),
             ("vpc.rs", include_str!("vpc.rs"), vpc::PERMISSIONS),
         ];
-        for (file, source, declared) in files {
-            let declared = mbstack_core::iam::actions(declared);
-            let missing: Vec<String> = mbstack_core::iam::called_actions(source)
-                .into_iter()
-                .filter(|a| !declared.contains(&a.as_str()))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "{file} calls {missing:?} but does not declare them"
-            );
-        }
+        let undeclared = mbstack_core::iam::undeclared_calls(files);
+        assert!(
+            undeclared.is_empty(),
+            "calls not declared in their file: {undeclared:?}"
+        );
     }
 }
