@@ -384,6 +384,25 @@ async fn ensure_function(
     }
 }
 
+/// The boundary policy `name` under `/mbstack/`, if it exists.
+async fn find_role_boundary(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::Policy>, TierError> {
+    let listed = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .path_prefix("/mbstack/")
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:ListPolicies", e))?;
+    Ok(listed
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(name))
+        .cloned())
+}
+
 /// The managed policy that bounds every role the app tier creates, created or
 /// brought up to date; returns its ARN (which names the account).
 async fn ensure_role_boundary(
@@ -393,21 +412,11 @@ async fn ensure_role_boundary(
     report: &mut Report,
 ) -> Result<String, TierError> {
     let name = format!("{prefix}-task-role-boundary");
-    let listed = iam
-        .list_policies()
-        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
-        .path_prefix("/mbstack/")
-        .send()
-        .await
-        .map_err(|e| aws_error("iam:ListPolicies", e))?;
-    let found = listed
-        .policies()
-        .iter()
-        .find(|p| p.policy_name() == Some(name.as_str()))
-        .and_then(|p| {
-            p.arn()
-                .map(|a| (a.to_string(), p.default_version_id().map(str::to_string)))
-        });
+    let found = find_role_boundary(iam, &name).await?;
+    let found = found.and_then(|p| {
+        p.arn()
+            .map(|a| (a.to_string(), p.default_version_id().map(str::to_string)))
+    });
     let Some((arn, version)) = found else {
         let ctx = Context {
             partition: partition.to_string(),
@@ -809,18 +818,8 @@ async fn remove_role_boundary(
     done: &mut Vec<String>,
 ) -> Result<(), TierError> {
     let name = format!("{prefix}-task-role-boundary");
-    let listed = iam
-        .list_policies()
-        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
-        .path_prefix("/mbstack/")
-        .send()
-        .await
-        .map_err(|e| aws_error("iam:ListPolicies", e))?;
-    let Some(p) = listed
-        .policies()
-        .iter()
-        .find(|p| p.policy_name() == Some(name.as_str()))
-    else {
+    let found = find_role_boundary(iam, &name).await?;
+    let Some(p) = found else {
         return Ok(());
     };
     let arn = p.arn().unwrap_or_default().to_string();
