@@ -1,7 +1,8 @@
 //! AWS's timing while mbstack deploys itself, which moto skips (on with the
 //! realism rules, at their scale):
 //! - IAM is eventually consistent: a role created less than [`ROLE_PROPAGATION`]
-//!   ago cannot be assumed yet. Lambda's CreateFunction / UpdateFunctionConfiguration
+//!   ago cannot be assumed yet. ECS tasks whose execution or task role is that
+//!   young fail to start (see [`crate::ecs`]). Lambda's CreateFunction / UpdateFunctionConfiguration
 //!   with it → `InvalidParameterValueException` "The role defined for the
 //!   function cannot be assumed by Lambda."; Step Functions' CreateStateMachine /
 //!   UpdateStateMachine → `AccessDeniedException` "Neither the global service
@@ -41,6 +42,30 @@ pub(crate) struct Deploying {
     updated: HashMap<String, Instant>,
     /// How many "not yet" answers these rules gave.
     pub answered: u64,
+    /// How long a new role takes to become assumable, when a test sets it
+    /// (else [`ROLE_PROPAGATION`] at the realism scale).
+    pub role_propagation: Option<Duration>,
+}
+
+impl Deploying {
+    fn propagation(&self, scale: u32) -> Duration {
+        self.role_propagation
+            .unwrap_or(ROLE_PROPAGATION / scale.max(1))
+    }
+
+    fn is_young(&self, arn: &str, scale: u32, now: Instant) -> bool {
+        self.roles
+            .get(role_name(arn))
+            .is_some_and(|t| now.duration_since(*t) < self.propagation(scale))
+    }
+}
+
+/// The first of `roles` that services cannot assume yet (realism on).
+pub(crate) fn young_role(shared: &Shared, roles: &[String]) -> Option<String> {
+    let scale = realism(shared)?;
+    let d = shared.deploying.lock().ok()?;
+    let now = Instant::now();
+    roles.iter().find(|r| d.is_young(r, scale, now)).cloned()
 }
 
 /// A Lambda control-plane request: (operation, function name), from its path.
@@ -106,11 +131,7 @@ pub(crate) fn refuse(
     let scale = realism(shared)?;
     let now = Instant::now();
     let mut d = shared.deploying.lock().ok()?;
-    let young = |d: &Deploying, arn: &str| {
-        d.roles
-            .get(role_name(arn))
-            .is_some_and(|t| now.duration_since(*t) < ROLE_PROPAGATION / scale)
-    };
+    let young = |d: &Deploying, arn: &str| d.is_young(arn, scale, now);
     if sfn_write {
         let role = json.and_then(|j| j.get("roleArn")).and_then(|r| r.as_str());
         if role.is_some_and(|r| young(&d, r)) {

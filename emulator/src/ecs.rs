@@ -7,6 +7,9 @@
 //! registered in the service's target group (moto reports registered targets
 //! healthy). With a fault set, the deployment FAILS instead and the service's
 //! stopped tasks say why (CannotPullContainerError, or OOM with exit code 137).
+//! With realism on, a deployment whose task definition names a role IAM has not
+//! propagated yet fails the same way: "ECS was unable to assume the role …"
+//! (its tasks fail to start until the circuit breaker gives up).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -46,6 +49,15 @@ struct Rollout {
     since: Instant,
     id: String,
     fault: Option<EcsFault>,
+    /// A role of the task definition that ECS could not assume yet when the
+    /// rollout began (IAM propagation): its tasks fail to start.
+    young_role: Option<String>,
+}
+
+impl Rollout {
+    fn fails(&self) -> bool {
+        self.fault.is_some() || self.young_role.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -58,6 +70,8 @@ pub(crate) struct EcsActor {
     /// `<cluster>/<service>` → the fields it was given that moto forgets and AWS
     /// returns (capacity provider strategy, grace period, deployment configuration…).
     remembered: HashMap<String, serde_json::Map<String, Value>>,
+    /// Task definition ARN → its execution and task roles.
+    task_roles: HashMap<String, Vec<String>>,
     next_id: u64,
 }
 
@@ -69,6 +83,7 @@ impl Default for EcsActor {
             rollouts: HashMap::new(),
             targets: HashMap::new(),
             remembered: HashMap::new(),
+            task_roles: HashMap::new(),
             next_id: 1,
         }
     }
@@ -87,7 +102,20 @@ fn stopped_task_arn(service_arn: &str, rollout_id: &str) -> String {
     format!("{base}-stopped-{rollout_id}")
 }
 
-fn stopped_task(arn: &str, fault: EcsFault, task_definition: &str) -> Value {
+fn stopped_task(arn: &str, r: &Rollout) -> Value {
+    let task_definition = r.task_definition.as_str();
+    if let Some(role) = &r.young_role {
+        return json!({
+            "taskArn": arn, "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
+            "stoppedReason": format!("ECS was unable to assume the role '{role}' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role."),
+            "stopCode": "TaskFailedToStart", "stoppedAt": now_secs(),
+            "taskDefinitionArn": task_definition, "launchType": "FARGATE",
+            "containers": [{"name": "metabase", "lastStatus": "STOPPED"}],
+        });
+    }
+    let Some(fault) = r.fault else {
+        return json!({"taskArn": arn, "lastStatus": "STOPPED"});
+    };
     let (stopped_reason, stop_code, container) = match fault {
         EcsFault::CannotPullContainer => (
             "Task failed to start",
@@ -139,9 +167,7 @@ pub(crate) fn answer_before(
         .iter()
         .filter_map(|arn| {
             ecs.rollouts.iter().find_map(|(svc, r)| {
-                let fault = r.fault?;
-                (stopped_task_arn(svc, &r.id) == *arn)
-                    .then(|| stopped_task(arn, fault, &r.task_definition))
+                (r.fails() && stopped_task_arn(svc, &r.id) == *arn).then(|| stopped_task(arn, r))
             })
         })
         .collect();
@@ -187,6 +213,20 @@ pub(crate) async fn rewrite_after(
             }
             return body;
         }
+        "RegisterTaskDefinition" => {
+            let td = &value["taskDefinition"];
+            let roles: Vec<String> = ["executionRoleArn", "taskRoleArn"]
+                .iter()
+                .filter_map(|k| td.get(*k).and_then(Value::as_str).map(str::to_string))
+                .collect();
+            if let (Some(arn), Ok(mut ecs)) = (
+                td.get("taskDefinitionArn").and_then(Value::as_str),
+                shared.ecs.lock(),
+            ) {
+                ecs.task_roles.insert(arn.to_string(), roles);
+            }
+            return body;
+        }
         "DescribeServices" => {
             let registrations = describe_services(shared, &mut value);
             for (tg, register, deregister) in registrations {
@@ -207,7 +247,7 @@ pub(crate) async fn rewrite_after(
                 let extra: Vec<Value> = ecs
                     .rollouts
                     .iter()
-                    .filter(|(svc, r)| r.fault.is_some() && svc.ends_with(&format!("/{service}")))
+                    .filter(|(svc, r)| r.fails() && svc.ends_with(&format!("/{service}")))
                     .map(|(svc, r)| Value::String(stopped_task_arn(svc, &r.id)))
                     .collect();
                 if let Some(list) = value.get_mut("taskArns").and_then(Value::as_array_mut) {
@@ -287,6 +327,8 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
             .get(&arn)
             .is_none_or(|r| r.task_definition != td || r.desired != desired);
         if restart {
+            let roles = ecs.task_roles.get(&td).cloned().unwrap_or_default();
+            let young_role = crate::deploying::young_role(shared, &roles);
             let id = format!("ecs-svc/{:016}", ecs.next_id);
             ecs.next_id += 1;
             ecs.rollouts.insert(
@@ -297,6 +339,7 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                     since: Instant::now(),
                     id,
                     fault,
+                    young_role,
                 },
             );
         }
@@ -304,14 +347,14 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
             continue;
         };
         let started = r.since.elapsed() >= delay;
-        let (rollout, reason, running, failed) = match (started, r.fault) {
+        let (rollout, reason, running, failed) = match (started, r.fails()) {
             (false, _) => (
                 "IN_PROGRESS",
                 format!("ECS deployment {} in progress.", r.id),
                 0,
                 0,
             ),
-            (true, Some(_)) => (
+            (true, true) => (
                 "FAILED",
                 format!(
                     "ECS deployment circuit breaker: tasks failed to start. (deployment {})",
@@ -320,7 +363,7 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                 0,
                 desired.max(1),
             ),
-            (true, None) => (
+            (true, false) => (
                 "COMPLETED",
                 format!("ECS deployment {} completed.", r.id),
                 desired,

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub invocations: Mutex<Vec<(String, std::time::Duration)>>,
     /// IAM propagation and Lambda function states while deploying.
     pub deploying: Mutex<crate::deploying::Deploying>,
+    /// Every call served, while a test records them.
+    pub journal: crate::journal::Journal,
 }
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -107,6 +109,7 @@ impl FrontDoor {
             lambdas: Mutex::new(std::collections::HashMap::new()),
             invocations: Mutex::new(Vec::new()),
             deploying: Mutex::new(Default::default()),
+            journal: Default::default(),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
@@ -234,7 +237,32 @@ impl FrontDoor {
         self.shared.faults.crash.clone()
     }
 
-    /// How many "not yet" answers (lingering ENIs) the realism layer gave.
+    /// How long a new IAM role takes to become assumable by services (Lambda,
+    /// Step Functions, ECS tasks), instead of the realism scale's share of AWS's.
+    pub fn set_role_propagation(&self, delay: std::time::Duration) {
+        if let Ok(mut d) = self.shared.deploying.lock() {
+            d.role_propagation = Some(delay);
+        }
+    }
+
+    /// Records every call served from now on (see [`crate::journal`]).
+    pub fn start_journal(&self) {
+        if let Ok(mut j) = self.shared.journal.0.lock() {
+            *j = Some(Vec::new());
+        }
+    }
+
+    /// The calls recorded since [`FrontDoor::start_journal`]; recording goes on.
+    pub fn take_journal(&self) -> Vec<crate::journal::Entry> {
+        self.shared
+            .journal
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut j| j.as_mut().map(std::mem::take))
+            .unwrap_or_default()
+    }
+
     /// How many "not yet" answers the deploy rules gave (young roles, busy functions).
     pub fn deploy_not_yet_answers(&self) -> u64 {
         self.shared
@@ -244,6 +272,7 @@ impl FrontDoor {
             .unwrap_or(0)
     }
 
+    /// How many "not yet" answers (lingering ENIs) the realism layer gave.
     pub fn not_yet_answers(&self) -> u64 {
         self.shared
             .realism
@@ -315,7 +344,53 @@ async fn handle(
             ))
         }
     };
-    if let Some(function) = invoked_function(&parts) {
+    if !shared.journal.on() {
+        return serve(&shared, &parts, body).await;
+    }
+    let resp = serve(&shared, &parts, body.clone()).await?;
+    let (rparts, rbody) = resp.into_parts();
+    let rbytes = rbody
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let entry = match invoked_function(&parts) {
+        Some(function) => crate::journal::Entry {
+            caller: crate::journal::signer(&parts.headers).0,
+            service: "lambda".into(),
+            action: "Invoke".into(),
+            params: serde_json::json!({ "FunctionName": function }),
+            status: rparts.status.as_u16(),
+            response: String::new(),
+        },
+        None => {
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let json = serde_json::from_slice(&body).ok();
+            crate::journal::entry(
+                &parts.headers,
+                crate::realism::query(&parts.headers, &body).as_ref(),
+                target,
+                json.as_ref(),
+                rparts.status.as_u16(),
+                &rbytes,
+            )
+        }
+    };
+    shared.journal.push(entry);
+    Ok(Response::from_parts(rparts, Full::new(rbytes)))
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let shared = shared.clone();
+    if let Some(function) = invoked_function(parts) {
         return Ok(invoke(&shared, &function, &body).await);
     }
     let target = parts
@@ -357,7 +432,7 @@ async fn handle(
 
     // AWS's refusals while deploying (invalid definitions, young roles, busy functions).
     if let Some(refusal) =
-        crate::deploying::refuse(&shared, &parts, &target, request_json.as_ref(), &body)
+        crate::deploying::refuse(&shared, parts, &target, request_json.as_ref(), &body)
     {
         return Ok(refusal);
     }
@@ -378,7 +453,7 @@ async fn handle(
         return Ok(answer);
     }
 
-    let (status, headers, bytes) = match forward(&shared, &parts, body.clone()).await {
+    let (status, headers, bytes) = match forward(&shared, parts, body.clone()).await {
         Ok(r) => r,
         Err(e) => {
             return Ok(text(
@@ -395,7 +470,7 @@ async fn handle(
         _ => bytes,
     };
     let bytes = if status.is_success() {
-        crate::deploying::after(&shared, &parts, query.as_ref(), bytes)
+        crate::deploying::after(&shared, parts, query.as_ref(), bytes)
     } else {
         bytes
     };

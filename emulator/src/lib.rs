@@ -12,6 +12,7 @@ mod ecs;
 mod faults;
 mod front_door;
 mod http;
+pub mod journal;
 pub mod node_tools;
 mod realism;
 

@@ -50,6 +50,12 @@ pub struct Execution {
     pub state_names: Vec<String>,
 }
 
+/// How long a new IAM role takes to become assumable in the emulator: AWS's
+/// figure at the emulator's scale.
+pub fn iam_propagation() -> Duration {
+    mbstack_core::aws::ROLE_PROPAGATION / REALISM_SCALE
+}
+
 /// The name each function has in the emulator.
 pub const FUNCTIONS: &[(&str, &str)] = &[
     ("control", "mbstack-control"),
@@ -70,6 +76,19 @@ pub fn function_arn(name: &str) -> String {
 /// names it for the prefix `mbstack`.
 pub fn role_boundary_arn() -> String {
     format!("arn:aws:iam::{ACCOUNT}:policy/mbstack/mbstack-task-role-boundary")
+}
+
+/// `config`, with the function's name as its access key (the secret is the
+/// emulator's): the emulator's journal names the caller of every call by it.
+pub fn signed_as(config: &aws_types::SdkConfig, function: &str) -> aws_types::SdkConfig {
+    let credentials =
+        aws_credential_types::Credentials::new(function, "testing", None, None, "mbstack-local");
+    config
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .build()
 }
 
 fn to_lambda_error(e: TierError) -> LambdaError {
@@ -159,6 +178,17 @@ impl Deployed {
 
     /// Deploys into a running emulator.
     pub async fn start_in(emulator: Emulator) -> Result<Self, String> {
+        Self::start_with(emulator, iam_propagation(), iam_propagation()).await
+    }
+
+    /// Deploys into a running emulator where a new IAM role takes `iam_delay`
+    /// to become assumable, and the tiers give a new role `patience` before a
+    /// service uses it (tests of that rule set them apart).
+    pub async fn start_with(
+        emulator: Emulator,
+        iam_delay: Duration,
+        patience: Duration,
+    ) -> Result<Self, String> {
         let config = emulator.sdk_config().await;
         let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
@@ -167,9 +197,14 @@ impl Deployed {
         // tiers' waits of 15–30 s become 1 s (the state machine is unchanged).
         front.set_realism(true, REALISM_SCALE);
         front.set_wait_divisor(REALISM_SCALE);
-        let aws = Aws::new(config.clone()).with_interceptor(log.clone());
+        front.set_role_propagation(iam_delay);
         let crash = front.crash_flag();
         for (key, name) in FUNCTIONS {
+            // Each function signs as itself, as its role would on AWS: the
+            // emulator's journal tells the callers apart.
+            let aws = Aws::new(signed_as(&config, name))
+                .with_interceptor(log.clone())
+                .with_role_propagation(patience);
             let f = match *key {
                 "control" => control_fn(aws.clone(), crash.clone()),
                 "network" => tier_fn(Tier::Network, aws.clone(), inject.clone(), crash.clone()),

@@ -33,7 +33,9 @@ impl TestEnv {
 
     /// What a tier handler gets: the emulator's configuration with the call log.
     pub fn aws(&self) -> Aws {
-        Aws::new(self.config.clone()).with_interceptor(self.log.clone())
+        Aws::new(self.config.clone())
+            .with_interceptor(self.log.clone())
+            .with_role_propagation(mbstack_local::iam_propagation())
     }
 
     /// A client outside the log: for assertions and out-of-band changes.

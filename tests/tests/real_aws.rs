@@ -9,8 +9,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use mbstack_cli::policies::{self, Context};
+use mbstack_core::Tier;
 use mbstack_emulator::node_tools::ensure_node_tools;
 use mbstack_emulator::Emulator;
+use mbstack_local::{Deployed, Inject};
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "123456789012";
@@ -279,6 +281,32 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
     }
 }
 
+/// Runs one of our scripts around the installed tools: `input` as JSON on stdin,
+/// its JSON answer.
+fn node(script: &str, tools: &std::path::Path, input: &Value) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(tools)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let text = input.to_string();
+    // Written from a thread: the script's answer may fill the pipe before it has read all.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().expect("node ends");
+    writer.join().expect("writer").expect("input written");
+    assert!(
+        out.status.success(),
+        "{script:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script answers JSON")
+}
+
 #[test]
 fn the_deployed_policies_allow_what_the_tiers_do_and_deny_the_rest_in_an_independent_simulator() {
     let tools = ensure_node_tools().expect("the node tools install");
@@ -293,28 +321,9 @@ fn the_deployed_policies_allow_what_the_tiers_do_and_deny_the_rest_in_an_indepen
                                "action": c.action, "resource": c.resource, "context": c.context}})
         })
         .collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("iam/simulate.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(&tools)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(input).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let results = node("iam/simulate.mjs", &tools, &Value::Array(input));
+    let results = results.as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), cases.len(), "one answer per request");
     let mut wrong = Vec::new();
     let (mut allowed, mut denied) = (0, 0);
     for (c, r) in cases.iter().zip(&results) {
@@ -400,4 +409,156 @@ fn the_readme_shows_the_deployer_policy_the_cli_prints() {
         readme[start..end] == policy,
         "README's deployer policy is stale: run MBSTACK_WRITE_README=1 cargo test --workspace --test real_aws readme"
     );
+}
+
+/// Runs `input` and checks how it ended.
+async fn phase(d: &Deployed, name: &str, input: Value, status: &str) {
+    let run = mbstack_tests::checks::run(d, name, input).await;
+    assert_eq!(
+        run.status, status,
+        "{name}: {:?} {:?}",
+        run.error, run.cause
+    );
+}
+
+#[tokio::test]
+async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
+    let tools = ensure_node_tools().expect("the node tools install");
+    let d = Deployed::start().await.expect("deployed into the emulator");
+    d.emulator.front.start_journal();
+    let mut phases: Vec<(&str, usize)> = Vec::new();
+    let mut entries: Vec<Value> = Vec::new();
+    let mut take = |phase: &'static str, entries: &mut Vec<Value>| {
+        let journal = d.emulator.front.take_journal();
+        phases.push((phase, journal.len()));
+        entries.extend(journal.iter().map(|e| e.to_json()));
+    };
+    phase(&d, "apply-1", json!({"stack": "s1"}), "SUCCEEDED").await;
+    take("apply", &mut entries);
+    phase(&d, "apply-2", json!({"stack": "s1"}), "SUCCEEDED").await;
+    take("no-op apply", &mut entries);
+    let update =
+        json!({"stack": "s1", "app": {"desiredCount": 2, "image": "metabase/metabase:v0.58.7"}});
+    phase(&d, "update-1", update, "SUCCEEDED").await;
+    take("update", &mut entries);
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let failing = json!({"stack": "s1", "app": {"desiredCount": 1}});
+    phase(&d, "update-2", failing, "FAILED").await;
+    phase(&d, "apply-new", json!({"stack": "s2"}), "FAILED").await;
+    d.inject(None);
+    take("rollback (update, create)", &mut entries);
+    phase(
+        &d,
+        "pause-1",
+        json!({"stack": "s1", "action": "pause"}),
+        "SUCCEEDED",
+    )
+    .await;
+    take("pause", &mut entries);
+    phase(
+        &d,
+        "resume-1",
+        json!({"stack": "s1", "action": "resume"}),
+        "SUCCEEDED",
+    )
+    .await;
+    take("resume", &mut entries);
+    phase(
+        &d,
+        "destroy-1",
+        json!({"stack": "s1", "action": "destroy"}),
+        "SUCCEEDED",
+    )
+    .await;
+    take("destroy", &mut entries);
+
+    let c = ctx("aws");
+    let mut callers = serde_json::Map::new();
+    for (key, name) in mbstack_local::FUNCTIONS {
+        callers.insert(
+            name.to_string(),
+            json!({"who": key, "policy": policies::function_policy(key, name, &c)}),
+        );
+    }
+    let invocable: Vec<String> = mbstack_local::FUNCTIONS
+        .iter()
+        .map(|(_, n)| mbstack_local::function_arn(n))
+        .collect();
+    callers.insert(
+        "states".into(),
+        json!({"who": "states", "policy": policies::states_policy(&invocable)}),
+    );
+    let input = json!({"account": ACCOUNT, "region": "us-east-1", "partition": "aws",
+                       "callers": callers, "entries": entries});
+    // Kept for reading (node tests/iam/calls.mjs TOOLS < this file).
+    let saved = std::env::temp_dir().join("mbstack-iam-journal.json");
+    if std::fs::write(&saved, input.to_string()).is_ok() {
+        println!("the journal and policies evaluated: {}", saved.display());
+    }
+    let answer = node("iam/calls.mjs", &tools, &input);
+    let unmapped: Vec<&str> = answer["unmapped"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        unmapped.is_empty(),
+        "calls the evaluation could not read:\n{}",
+        unmapped.join("\n")
+    );
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    let mut per: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut refused = Vec::new();
+    for r in &results {
+        let who = r["who"].as_str().unwrap_or("?").to_string();
+        let e = per.entry(who).or_default();
+        e.0 += 1;
+        if r["result"] == "Allowed" {
+            e.1 += 1;
+        } else {
+            refused.push(format!(
+                "{} {} on {} ({}), context {}: {}",
+                r["who"], r["action"], r["resource"], r["call"], r["context"], r["result"]
+            ));
+        }
+    }
+    let calls_by = |who: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                let invoke = e["service"] == "lambda" && e["action"] == "Invoke";
+                if who == "states" {
+                    invoke
+                } else {
+                    !invoke && e["caller"] == format!("mbstack-{who}")
+                }
+            })
+            .count()
+    };
+    println!(
+        "journal per phase: {phases:?}; not ours (the test's own client): {}",
+        answer["skipped"]
+    );
+    for (who, (n, ok)) in &per {
+        println!(
+            "{who}: {} calls → {n} distinct authorization requests, {ok} allowed",
+            calls_by(who)
+        );
+    }
+    for who in [
+        "control",
+        "network",
+        "data",
+        "loadbalancer",
+        "app",
+        "states",
+    ] {
+        assert!(
+            per.get(who).is_some_and(|(n, _)| *n > 0),
+            "no request of {who} was evaluated"
+        );
+    }
+    assert!(refused.is_empty(), "denied:\n{}", refused.join("\n"));
 }

@@ -407,3 +407,45 @@ async fn a_network_destroy_waits_while_its_nat_gateway_is_still_deleting() {
         Vec::<String>::new()
     );
 }
+
+/// IAM is eventually consistent: ECS cannot start tasks with a role created a
+/// moment ago ("ECS was unable to assume the role"), and the circuit breaker
+/// fails the deployment. The emulator plays it (here with a 1.5 s propagation);
+/// the app tier gives a role it just created that long before the service uses it.
+#[tokio::test]
+async fn ecs_cannot_assume_a_role_iam_has_not_propagated_yet() {
+    use std::time::Duration;
+    let iam = Duration::from_millis(1500);
+    // A tier that does not wait: the rule fails the run, with ECS's reason.
+    let impatient = Deployed::start_with(
+        mbstack_emulator::Emulator::start().expect("the emulator starts"),
+        iam,
+        Duration::ZERO,
+    )
+    .await
+    .expect("deployed");
+    let run = mbstack_tests::checks::run(&impatient, "apply-1", json!({"stack": "young"})).await;
+    assert_eq!(run.status, "FAILED", "{:?}", run.cause);
+    let cause = run.cause.unwrap_or_default();
+    assert!(
+        cause.contains("ECS was unable to assume the role") && cause.contains("young-metabase"),
+        "{cause}"
+    );
+    drop(impatient);
+
+    // mbstack's own patience: the same rule, and the run succeeds.
+    let patient = Deployed::start_with(
+        mbstack_emulator::Emulator::start().expect("the emulator starts"),
+        iam,
+        iam,
+    )
+    .await
+    .expect("deployed");
+    let run = mbstack_tests::checks::run(&patient, "apply-1", json!({"stack": "young"})).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    // Only a new role is waited for: a repair run with the roles in place is as quick as before.
+    let started = std::time::Instant::now();
+    let again = mbstack_tests::checks::run(&patient, "apply-2", json!({"stack": "young"})).await;
+    assert_eq!(again.status, "SUCCEEDED", "{:?}", again.cause);
+    println!("repair run: {:.1} s", started.elapsed().as_secs_f64());
+}

@@ -35,6 +35,7 @@ struct Clients {
     aas: aws_sdk_applicationautoscaling::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     region: String,
+    role_propagation: std::time::Duration,
 }
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
@@ -51,6 +52,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
             .region()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "us-east-1".into()),
+        role_propagation: aws.role_propagation(),
     };
     let w = |dry_run| Work::new(Tier::App, &event.spec, &event.run, dry_run);
     match event.verb {
@@ -121,6 +123,20 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         .filter(|b| !b.is_empty() && !b.starts_with("${"));
     let (exec_role, task_role) =
         iam::ensure(&c.iam, &mut w, secret_arns.as_deref(), boundary).await?;
+    if !w.dry_run
+        && w.changes
+            .iter()
+            .any(|ch| ch.kind == iam::KIND && ch.action == mbstack_core::Action::Create)
+    {
+        // ECS cannot assume a role IAM has not propagated yet: the tasks would
+        // fail to start ("ECS was unable to assume the role") and the circuit
+        // breaker would fail the deployment. A new role gets IAM's time first.
+        tracing::info!(
+            seconds = c.role_propagation.as_secs_f64(),
+            "new roles: giving IAM time to propagate them before ECS uses them"
+        );
+        tokio::time::sleep(c.role_propagation).await;
+    }
     let cluster_arn = cluster::ensure(&c.ecs, &mut w).await?;
     let wanted = match (&db, &key, &exec_role, &task_role) {
         (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(

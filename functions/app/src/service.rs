@@ -342,6 +342,14 @@ pub fn readiness(svc: &Service, expected_td: Option<&str>) -> Readiness {
     Readiness::Ready
 }
 
+/// What to do when Docker Hub refuses an anonymous pull (its rate limit is per
+/// source IP, and a NAT gateway's address is shared by every task behind it).
+pub const PULL_RATE_LIMITED: &str =
+    ": Docker Hub's rate limit for anonymous pulls refused the image. \
+Pull it through an ECR pull-through cache for Docker Hub (set app.image to \
+<account>.dkr.ecr.<region>.amazonaws.com/<cache prefix>/metabase/metabase:<tag>) or copy it \
+into your own ECR repository, then apply again";
+
 /// Why the most recent task of the service stopped, in a sentence a person can
 /// act on: the stopped reason, the container's reason and exit code (137 = OOM).
 pub(crate) async fn why_tasks_stop(
@@ -388,6 +396,9 @@ pub(crate) async fn why_tasks_stop(
     {
         if let Some(reason) = c.reason() {
             why.push_str(&format!("; container {}: {reason}", names::CONTAINER));
+            if reason.contains("toomanyrequests") {
+                why.push_str(PULL_RATE_LIMITED);
+            }
         }
         if let Some(code) = c.exit_code() {
             why.push_str(&format!(" (exit code {code})"));
@@ -471,8 +482,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::read("Read", &["ecs:DescribeServices", "ecs:DescribeTasks", "ecs:ListTasks"]),
     Permission::create_tagged("CreateTagged", &["ecs:CreateService"]),
     Permission::own_tagged("ChangeTagged", &["ecs:UpdateService", "ecs:DeleteService"]),
-    // The rollback's record on a service it updated: that one tag key only.
+    // The rollback's record on a service it updates (which run, and the task
+    // definition to put back): these two tag keys only.
     Permission::own_tagged("UpdatedByTag", &["ecs:TagResource", "ecs:UntagResource"]).when(
-        r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:updated-by"]}}"#,
+        r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:updated-by", "mbstack:previous-task-definition"]}}"#,
     ),
 ];

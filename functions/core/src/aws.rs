@@ -20,7 +20,12 @@ use aws_types::SdkConfig;
 pub struct Aws {
     pub config: SdkConfig,
     interceptors: Vec<SharedInterceptor>,
+    role_propagation: Duration,
 }
+
+/// How long IAM takes, at most in practice, before a service can assume a role
+/// just created (AWS: "usually within seconds"; changes are eventually consistent).
+pub const ROLE_PROPAGATION: Duration = Duration::from_secs(10);
 
 impl Aws {
     /// aws-config's default chain: environment, profiles, region, `AWS_ENDPOINT_URL`,
@@ -41,7 +46,19 @@ impl Aws {
         Self {
             config,
             interceptors: Vec::new(),
+            role_propagation: ROLE_PROPAGATION,
         }
+    }
+
+    /// How long to give IAM before a service uses a role created this run
+    /// ([`ROLE_PROPAGATION`] on AWS; the emulator's own figure locally).
+    pub fn with_role_propagation(mut self, delay: Duration) -> Self {
+        self.role_propagation = delay;
+        self
+    }
+
+    pub fn role_propagation(&self) -> Duration {
+        self.role_propagation
     }
 
     /// Adds an interceptor to every client built from this configuration.
