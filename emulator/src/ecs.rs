@@ -40,6 +40,8 @@ pub enum EcsFault {
     CannotPullContainer,
     /// The container is killed for memory (exit 137).
     OutOfMemory,
+    /// Docker Hub refuses the pull: its anonymous rate limit (`toomanyrequests`).
+    PullRateLimited,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,12 @@ fn stopped_task(arn: &str, r: &Rollout) -> Value {
             "TaskFailedToStart",
             json!({"name": "metabase", "lastStatus": "STOPPED",
                    "reason": "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref docker.io/metabase/metabase: not found"}),
+        ),
+        EcsFault::PullRateLimited => (
+            "Task failed to start",
+            "TaskFailedToStart",
+            json!({"name": "metabase", "lastStatus": "STOPPED",
+                   "reason": "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref docker.io/metabase/metabase: unexpected status from HEAD request: 429 Too Many Requests: toomanyrequests: You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"}),
         ),
         EcsFault::OutOfMemory => (
             "Essential container in task exited",
