@@ -374,9 +374,13 @@ pub(crate) async fn refuse(
     }
     let refusal = match (q, target) {
         (Some(q), _) => refuse_query(shared, q).await,
-        (None, t) => match t.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
-            Some(op) => refuse_ecs(shared, op, json_req).await,
-            None => None,
+        (None, t) => match (
+            t.strip_prefix("AmazonEC2ContainerServiceV20141113."),
+            t.strip_prefix("AmazonSSM."),
+        ) {
+            (Some(op), _) => refuse_ecs(shared, op, json_req).await,
+            (_, Some(op)) => refuse_ssm(op, json_req),
+            _ => None,
         },
     };
     if let Some(r) = &refusal {
@@ -508,6 +512,28 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
             } else {
                 None
             }
+        }
+        ("ec2", "CreateSecurityGroup")
+            if q.get("GroupName").is_some_and(|n| n.starts_with("sg-")) =>
+        {
+            Some(ec2_error(
+                "InvalidParameterValue",
+                &format!(
+                    "Value ({}) for parameter GroupName is invalid. Group names may not be in the format sg-*.",
+                    q.get("GroupName").unwrap_or("")
+                ),
+            ))
+        }
+        ("elasticloadbalancing", "CreateLoadBalancer")
+            if q.get("Name").is_some_and(|n| n.starts_with("internal-")) =>
+        {
+            Some(query_error(
+                "ValidationError",
+                &format!(
+                    "The load balancer name '{}' is invalid: it must not begin with 'internal-'",
+                    q.get("Name").unwrap_or("")
+                ),
+            ))
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             let subnets: Vec<&String> = q
@@ -642,6 +668,22 @@ async fn used_by_lb_or_db(shared: &Arc<Shared>, resource: &str) -> bool {
     let needle = format!(">{resource}<");
     String::from_utf8_lossy(&lbs).contains(&needle)
         || String::from_utf8_lossy(&dbs).contains(&needle)
+}
+
+/// SSM: a Standard parameter holds at most 4,096 characters.
+fn refuse_ssm(op: &str, req: Option<&Value>) -> Option<Response<Full<Bytes>>> {
+    let req = req?;
+    let value = req.get("Value").and_then(Value::as_str)?;
+    let standard = req
+        .get("Tier")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t == "Standard");
+    (op == "PutParameter" && standard && value.chars().count() > 4096).then(|| {
+        json_error(
+            "ValidationException",
+            "Standard tier parameters support a maximum parameter value of 4096 characters. To create a larger parameter value, upgrade the parameter to use the advanced-parameter tier. For more information, see https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html",
+        )
+    })
 }
 
 async fn refuse_ecs(

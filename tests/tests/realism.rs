@@ -449,3 +449,132 @@ async fn ecs_cannot_assume_a_role_iam_has_not_propagated_yet() {
     assert_eq!(again.status, "SUCCEEDED", "{:?}", again.cause);
     println!("repair run: {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Names and sizes AWS refuses: a security group named `sg-…`, a load balancer
+/// named `internal-…`, an SSM Standard parameter over 4,096 characters. The
+/// emulator refuses them as AWS does; a stack whose derived names or stored
+/// record would break them is refused in Prepare, before anything is created;
+/// the largest spec accepted stores and reads back.
+#[tokio::test]
+async fn names_and_sizes_aws_refuses_are_refused_before_anything_is_created() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = env.ec2();
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_string();
+    let e = ec2
+        .create_security_group()
+        .group_name("sg-app")
+        .description("x")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidParameterValue");
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
+    let e = elb
+        .create_load_balancer()
+        .name("internal-alb")
+        .subnets("subnet-1")
+        .subnets("subnet-2")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ValidationError");
+    let ssm = aws_sdk_ssm::Client::new(&env.config);
+    let e = ssm
+        .put_parameter()
+        .name("/big")
+        .value("x".repeat(4097))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ValidationException");
+    ssm.put_parameter()
+        .name("/fits")
+        .value("x".repeat(4096))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .expect("4,096 characters fit");
+
+    let d = Deployed::start().await.expect("deployed");
+    for (stack, prefix) in [("internal", "internal-"), ("sg-prod", "sg-")] {
+        let run =
+            mbstack_tests::checks::run(&d, &format!("bad-{stack}"), json!({"stack": stack})).await;
+        assert_eq!(run.status, "FAILED", "{stack}");
+        assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"), "{stack}");
+        let cause = run.cause.unwrap_or_default();
+        assert!(
+            cause.contains("stack:") && cause.contains(prefix),
+            "{cause}"
+        );
+        assert_eq!(run.state_names, vec!["Prepare"], "{stack}");
+    }
+    let long: serde_json::Map<String, serde_json::Value> = (0..20)
+        .map(|i| (format!("team-{i}"), json!("x".repeat(250))))
+        .collect();
+    let run =
+        mbstack_tests::checks::run(&d, "bad-tags", json!({"stack": "big", "tags": long})).await;
+    assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
+    let cause = run.cause.unwrap_or_default();
+    assert!(cause.contains("tags:") && cause.contains("4096"), "{cause}");
+    assert_eq!(run.state_names, vec!["Prepare"]);
+    assert_eq!(d.log.mutating(), vec![], "a refused spec changed something");
+
+    // The largest spec accepted: exactly what one SSM parameter holds.
+    let mut spec = StackSpec::new("big");
+    let mut i = 0;
+    while spec.stored_chars() < mbstack_core::spec::MAX_STORED_CHARS - 300 {
+        spec.tags.insert(format!("team-{i}"), "y".repeat(200));
+        i += 1;
+    }
+    spec.tags.insert("last".into(), String::new());
+    let room = mbstack_core::spec::MAX_STORED_CHARS - spec.stored_chars();
+    spec.tags.insert("last".into(), "z".repeat(room));
+    assert_eq!(spec.stored_chars(), mbstack_core::spec::MAX_STORED_CHARS);
+    spec.validate().expect("the largest spec is valid");
+    let input = serde_json::to_value(&spec).unwrap();
+    let run = mbstack_tests::checks::run(&d, "apply-big", input.clone()).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let stored = aws_sdk_ssm::Client::new(&d.config)
+        .get_parameter()
+        .name("/mbstack/big/spec")
+        .send()
+        .await
+        .expect("the spec is stored");
+    let stored: serde_json::Value =
+        serde_json::from_str(stored.parameter().and_then(|p| p.value()).unwrap_or("")).unwrap();
+    assert_eq!(stored, input, "the stored spec reads back as applied");
+}
+
+/// Docker Hub's anonymous pull limit (`toomanyrequests`, per NAT address) stops
+/// the tasks: the run fails naming it and what to do about it.
+#[tokio::test]
+async fn a_pull_refused_by_the_registry_rate_limit_is_named_with_its_remedy() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator
+        .front
+        .set_ecs_fault(Some(EcsFault::PullRateLimited));
+    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "limited"})).await;
+    assert_eq!(run.status, "FAILED");
+    let cause = run.cause.unwrap_or_default();
+    assert!(cause.contains("toomanyrequests"), "{cause}");
+    assert!(
+        cause.contains("rate limit for anonymous pulls") && cause.contains("pull-through cache"),
+        "no remedy in: {cause}"
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, "limited").await,
+        Vec::<String>::new()
+    );
+}

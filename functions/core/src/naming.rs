@@ -60,6 +60,16 @@ pub fn max_stack_name_len() -> usize {
         .unwrap_or(32)
 }
 
+/// Name beginnings AWS refuses for names derived from the stack's
+/// (`<stack>-alb`, `<stack>-app`, …), with the rule each breaks.
+pub const RESERVED_PREFIXES: &[(&str, &str)] = &[
+    (
+        "internal-",
+        "a load balancer's name may not begin with \"internal-\"",
+    ),
+    ("sg-", "a security group's name may not begin with \"sg-\""),
+];
+
 /// `<stack>-<role>`: the Name tag, and the name of resources that take one.
 pub fn resource_name(stack: &str, role: &str) -> String {
     format!("{stack}-{role}")

@@ -378,6 +378,10 @@ pub const MAX_USER_TAGS: usize = 40;
 pub const MAX_ALLOWED_CIDRS: usize = 25;
 /// The largest input we accept, in bytes of JSON.
 pub const MAX_INPUT_BYTES: usize = 32 * 1024;
+/// The stack's settings are kept in one SSM Standard parameter, which holds at
+/// most 4,096 characters: a spec whose stored form is longer is refused up front
+/// (else the run would apply it and then fail to record it).
+pub const MAX_STORED_CHARS: usize = 4096;
 
 impl StackSpec {
     /// The defaults for a new stack.
@@ -449,6 +453,7 @@ impl StackSpec {
         self.check_app(&mut p);
         self.check_load_balancer(&mut p);
         self.check_tags(&mut p);
+        self.check_stored_size(&mut p);
         if p.is_empty() {
             Ok(())
         } else {
@@ -482,6 +487,16 @@ impl StackSpec {
                 path,
                 format!("{s:?} must not end with a hyphen or contain two in a row"),
             ));
+        }
+        // Every derived name is `<stack>-<role>`: a stack called "internal" or
+        // "sg-x" gives names AWS refuses.
+        for (prefix, rule) in naming::RESERVED_PREFIXES {
+            if format!("{s}-").starts_with(prefix) {
+                p.push(Problem::new(
+                    path,
+                    format!("{s:?} would name resources \"{s}-…\", and {rule}: choose a name that does not begin with \"{prefix}\""),
+                ));
+            }
         }
         if s.chars().count() > max {
             p.push(Problem::new(path, format!(
@@ -684,6 +699,28 @@ impl StackSpec {
                     "{} is out of range: use 1 to 4000 seconds",
                     lb.idle_timeout_seconds
                 ),
+            ));
+        }
+    }
+
+    /// The stored form (the spec as JSON) must fit SSM's Standard parameter.
+    pub fn stored_chars(&self) -> usize {
+        serde_json::to_string(self)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+    }
+
+    fn check_stored_size(&self, p: &mut Vec<Problem>) {
+        let n = self.stored_chars();
+        if n > MAX_STORED_CHARS {
+            let tags: usize = self
+                .tags
+                .iter()
+                .map(|(k, v)| k.chars().count() + v.chars().count())
+                .sum();
+            p.push(Problem::new(
+                if tags > 0 { "tags" } else { "" },
+                format!("the stack's settings take {n} characters stored, {tags} of them in tags; SSM keeps at most {MAX_STORED_CHARS} in the stack's record: shorten or drop tags (or other long values) by {} characters", n - MAX_STORED_CHARS),
             ));
         }
     }
