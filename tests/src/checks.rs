@@ -143,6 +143,25 @@ impl SecretWitness {
         }
     }
 
+    /// Waits until the witness has seen the secret `name` (at most `limit`):
+    /// true once seen. Its polls run whenever the caller awaits, so a loaded
+    /// machine delays them; a test waits for the sighting, not for a fixed time.
+    pub async fn wait_for(&self, name: &str, limit: std::time::Duration) -> bool {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if self
+                .seen
+                .lock()
+                .map(|s| s.contains_key(name))
+                .unwrap_or(false)
+            {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Every secret value seen since [`SecretWitness::start`], and where any of them
     /// is: in `places`, the captured logs or a task definition.
     pub async fn leaks(self, places: &[(&str, &str)]) -> Vec<(String, String)> {

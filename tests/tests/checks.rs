@@ -27,7 +27,12 @@ async fn the_secret_scan_finds_a_planted_secret_in_every_place_it_scans() {
         .await
         .expect("created");
     // Seen by the witness, then gone before the scan: as in a rolled-back run.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        witness
+            .wait_for("short-lived", std::time::Duration::from_secs(60))
+            .await,
+        "the witness never saw the secret"
+    );
     sm.delete_secret()
         .secret_id(created.arn().unwrap_or("short-lived"))
         .force_delete_without_recovery(true)
