@@ -153,6 +153,7 @@ pub(crate) async fn ensure(
     w: &mut Work<'_>,
     secret_arns: Option<&[String]>,
     boundary: Option<&str>,
+    propagation: std::time::Duration,
 ) -> Result<(Option<String>, Option<String>), TierError> {
     let exec_name = names::execution_role(&w.spec.stack);
     let task_name = names::task_role(&w.spec.stack);
@@ -288,6 +289,20 @@ pub(crate) async fn ensure(
             Some(arn)
         }
     };
+    let created = w
+        .changes
+        .iter()
+        .any(|c| c.kind == KIND && c.action == Action::Create);
+    if created && !w.dry_run {
+        // ECS cannot assume a role IAM has not propagated yet: its tasks would fail
+        // to start ("ECS was unable to assume the role") and the circuit breaker
+        // would fail the deployment. A new role gets IAM's time before ECS uses it.
+        tracing::info!(
+            seconds = propagation.as_secs_f64(),
+            "new roles: giving IAM time to propagate them before ECS uses them"
+        );
+        tokio::time::sleep(propagation).await;
+    }
     Ok((exec.map(|(a, _, _)| a), task))
 }
 

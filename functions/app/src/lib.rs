@@ -121,22 +121,14 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         .and_then(|d| d.get("roleBoundaryArn"))
         .and_then(|b| b.as_str())
         .filter(|b| !b.is_empty() && !b.starts_with("${"));
-    let (exec_role, task_role) =
-        iam::ensure(&c.iam, &mut w, secret_arns.as_deref(), boundary).await?;
-    if !w.dry_run
-        && w.changes
-            .iter()
-            .any(|ch| ch.kind == iam::KIND && ch.action == mbstack_core::Action::Create)
-    {
-        // ECS cannot assume a role IAM has not propagated yet: the tasks would
-        // fail to start ("ECS was unable to assume the role") and the circuit
-        // breaker would fail the deployment. A new role gets IAM's time first.
-        tracing::info!(
-            seconds = c.role_propagation.as_secs_f64(),
-            "new roles: giving IAM time to propagate them before ECS uses them"
-        );
-        tokio::time::sleep(c.role_propagation).await;
-    }
+    let (exec_role, task_role) = iam::ensure(
+        &c.iam,
+        &mut w,
+        secret_arns.as_deref(),
+        boundary,
+        c.role_propagation,
+    )
+    .await?;
     let cluster_arn = cluster::ensure(&c.ecs, &mut w).await?;
     let wanted = match (&db, &key, &exec_role, &task_role) {
         (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(
@@ -322,64 +314,13 @@ pub const OWN_PERMISSIONS: &[Permission] = &[Permission::read(
     &["elasticloadbalancing:DescribeTargetHealth"],
 )];
 
-/// Every IAM permission this tier's calls need, as the files that make the calls
-/// declare them: the deployed policy is built from this and nothing else.
-pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
-    [
-        OWN_PERMISSIONS,
-        autoscaling::PERMISSIONS,
-        cluster::PERMISSIONS,
-        ecs_tags::PERMISSIONS,
-        iam::PERMISSIONS,
-        logs::PERMISSIONS,
-        secret::PERMISSIONS,
-        service::PERMISSIONS,
-        task_definition::PERMISSIONS,
-    ]
-    .concat()
-}
-
-#[cfg(test)]
-mod declared_permissions {
-    use super::*;
-
-    #[test]
-    fn every_call_of_every_file_is_declared_in_that_file() {
-        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
-            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
-            (
-                "autoscaling.rs",
-                include_str!("autoscaling.rs"),
-                autoscaling::PERMISSIONS,
-            ),
-            (
-                "cluster.rs",
-                include_str!("cluster.rs"),
-                cluster::PERMISSIONS,
-            ),
-            (
-                "ecs_tags.rs",
-                include_str!("ecs_tags.rs"),
-                ecs_tags::PERMISSIONS,
-            ),
-            ("iam.rs", include_str!("iam.rs"), iam::PERMISSIONS),
-            ("logs.rs", include_str!("logs.rs"), logs::PERMISSIONS),
-            ("secret.rs", include_str!("secret.rs"), secret::PERMISSIONS),
-            (
-                "service.rs",
-                include_str!("service.rs"),
-                service::PERMISSIONS,
-            ),
-            (
-                "task_definition.rs",
-                include_str!("task_definition.rs"),
-                task_definition::PERMISSIONS,
-            ),
-        ];
-        let undeclared = mbstack_core::iam::undeclared_calls(files);
-        assert!(
-            undeclared.is_empty(),
-            "calls not declared in their file: {undeclared:?}"
-        );
-    }
-}
+mbstack_core::tier_permissions!(
+    autoscaling,
+    cluster,
+    ecs_tags,
+    iam,
+    logs,
+    secret,
+    service,
+    task_definition
+);

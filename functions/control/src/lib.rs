@@ -321,11 +321,7 @@ pub const OWN_PERMISSIONS: &[Permission] = &[Permission::on(
     &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
 )];
 
-/// Every IAM permission this tier's calls need, as the files that make the calls
-/// declare them: the deployed policy is built from this and nothing else.
-pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
-    [OWN_PERMISSIONS, store::PERMISSIONS].concat()
-}
+mbstack_core::tier_permissions!(store);
 
 #[cfg(test)]
 mod tests {
@@ -361,23 +357,5 @@ mod tests {
         assert_eq!(out["changes"][0]["tier"], "network");
         assert_eq!(out["lockTakenOverFrom"], "arn:old");
         assert!(serde_json::to_string(&out).unwrap().starts_with("{\"url\""));
-    }
-}
-
-#[cfg(test)]
-mod declared_permissions {
-    use super::*;
-
-    #[test]
-    fn every_call_of_every_file_is_declared_in_that_file() {
-        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
-            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
-            ("store.rs", include_str!("store.rs"), store::PERMISSIONS),
-        ];
-        let undeclared = mbstack_core::iam::undeclared_calls(files);
-        assert!(
-            undeclared.is_empty(),
-            "calls not declared in their file: {undeclared:?}"
-        );
     }
 }

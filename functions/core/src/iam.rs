@@ -130,6 +130,72 @@ pub fn called_actions(source: &str) -> Vec<String> {
     out
 }
 
+/// A tier's permissions, from the files that make its calls. In the tier's
+/// `lib.rs`, after its own `OWN_PERMISSIONS`:
+/// `mbstack_core::tier_permissions!(instance, subnet_group);` defines
+/// `pub fn permissions()` (what the deployed policy is built from) and a test
+/// that every call of every listed file (and of `lib.rs`) is declared in that
+/// file, and that no file of `src/` makes calls without being listed.
+#[macro_export]
+macro_rules! tier_permissions {
+    ($($module:ident),* $(,)?) => {
+        /// Every IAM permission this tier's calls need, as the files that make the
+        /// calls declare them: the deployed policy is built from this and nothing else.
+        pub fn permissions() -> Vec<$crate::iam::Permission> {
+            [OWN_PERMISSIONS, $($module::PERMISSIONS),*].concat()
+        }
+
+        #[cfg(test)]
+        mod declared_permissions {
+            #[test]
+            fn every_call_of_every_file_is_declared_in_that_file() {
+                let files: &[(&str, &str, &[$crate::iam::Permission])] = &[
+                    ("lib.rs", include_str!("lib.rs"), super::OWN_PERMISSIONS),
+                    $((
+                        concat!(stringify!($module), ".rs"),
+                        include_str!(concat!(stringify!($module), ".rs")),
+                        super::$module::PERMISSIONS,
+                    )),*
+                ];
+                let undeclared = $crate::iam::undeclared_calls(files);
+                assert!(undeclared.is_empty(), "calls not declared in their file: {undeclared:?}");
+                let listed: Vec<&str> = files.iter().map(|f| f.0).collect();
+                // Read where the crate is now (cargo sets it for the test run), not
+                // where it was compiled: a shared target dir can hold a binary built
+                // from another checkout.
+                let root = std::env::var_os("CARGO_MANIFEST_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+                let unlisted = $crate::iam::unlisted_callers(&root.join("src"), &listed);
+                assert!(
+                    unlisted.is_empty(),
+                    "files that make AWS calls but are not in tier_permissions!: {unlisted:?}"
+                );
+            }
+        }
+    };
+}
+
+/// The `.rs` files of `dir` that make AWS calls (see [`called_actions`]) but are
+/// not among `listed`: their permissions would be missing from the policy.
+pub fn unlisted_callers(dir: &std::path::Path, listed: &[&str]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![format!("{} cannot be read", dir.display())];
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".rs") && !listed.contains(&name.as_str()))
+        .filter(|name| {
+            std::fs::read_to_string(dir.join(name))
+                .map(|text| !called_actions(&text).is_empty())
+                .unwrap_or(true)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// For each (file, its source, its declared permissions): the actions the file
 /// calls but does not declare, as "file: action" (empty when code and policy agree).
 pub fn undeclared_calls(files: &[(&str, &str, &[Permission])]) -> Vec<String> {

@@ -138,40 +138,4 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
 /// The IAM permissions of the calls in this file: none (the resource files make them).
 pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];
 
-/// Every IAM permission this tier's calls need, as the files that make the calls
-/// declare them: the deployed policy is built from this and nothing else.
-pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
-    [
-        OWN_PERMISSIONS,
-        instance::PERMISSIONS,
-        subnet_group::PERMISSIONS,
-    ]
-    .concat()
-}
-
-#[cfg(test)]
-mod declared_permissions {
-    use super::*;
-
-    #[test]
-    fn every_call_of_every_file_is_declared_in_that_file() {
-        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
-            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
-            (
-                "instance.rs",
-                include_str!("instance.rs"),
-                instance::PERMISSIONS,
-            ),
-            (
-                "subnet_group.rs",
-                include_str!("subnet_group.rs"),
-                subnet_group::PERMISSIONS,
-            ),
-        ];
-        let undeclared = mbstack_core::iam::undeclared_calls(files);
-        assert!(
-            undeclared.is_empty(),
-            "calls not declared in their file: {undeclared:?}"
-        );
-    }
-}
+mbstack_core::tier_permissions!(instance, subnet_group);

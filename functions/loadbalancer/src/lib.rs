@@ -201,48 +201,4 @@ pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
         ],
     )];
 
-/// Every IAM permission this tier's calls need, as the files that make the calls
-/// declare them: the deployed policy is built from this and nothing else.
-pub fn permissions() -> Vec<mbstack_core::iam::Permission> {
-    [
-        OWN_PERMISSIONS,
-        listeners::PERMISSIONS,
-        load_balancer::PERMISSIONS,
-        tags::PERMISSIONS,
-        target_group::PERMISSIONS,
-    ]
-    .concat()
-}
-
-#[cfg(test)]
-mod declared_permissions {
-    use super::*;
-
-    #[test]
-    fn every_call_of_every_file_is_declared_in_that_file() {
-        let files: &[(&str, &str, &[mbstack_core::iam::Permission])] = &[
-            ("lib.rs", include_str!("lib.rs"), OWN_PERMISSIONS),
-            (
-                "listeners.rs",
-                include_str!("listeners.rs"),
-                listeners::PERMISSIONS,
-            ),
-            (
-                "load_balancer.rs",
-                include_str!("load_balancer.rs"),
-                load_balancer::PERMISSIONS,
-            ),
-            ("tags.rs", include_str!("tags.rs"), tags::PERMISSIONS),
-            (
-                "target_group.rs",
-                include_str!("target_group.rs"),
-                target_group::PERMISSIONS,
-            ),
-        ];
-        let undeclared = mbstack_core::iam::undeclared_calls(files);
-        assert!(
-            undeclared.is_empty(),
-            "calls not declared in their file: {undeclared:?}"
-        );
-    }
-}
+mbstack_core::tier_permissions!(listeners, load_balancer, tags, target_group);
