@@ -28,8 +28,9 @@ use hyper::{Response, StatusCode};
 use crate::front_door::Shared;
 use crate::realism::{json_error_with, Query};
 
-/// A new IAM role becomes assumable by services within seconds (seen up to a minute).
-pub(crate) const ROLE_PROPAGATION: Duration = Duration::from_secs(10);
+/// A new IAM role becomes assumable by services within seconds: the same figure
+/// the tiers wait for (one place: `mbstack_core::aws`).
+pub(crate) const ROLE_PROPAGATION: Duration = mbstack_core::aws::ROLE_PROPAGATION;
 /// A new function is `Pending` for a few seconds.
 pub(crate) const FUNCTION_PENDING: Duration = Duration::from_secs(5);
 /// A code or configuration update is `InProgress` for a few seconds.

@@ -80,7 +80,7 @@ pub fn role_boundary_arn() -> String {
 
 /// `config`, with the function's name as its access key (the secret is the
 /// emulator's): the emulator's journal names the caller of every call by it.
-pub fn signed_as(config: &aws_types::SdkConfig, function: &str) -> aws_types::SdkConfig {
+fn signed_as(config: &aws_types::SdkConfig, function: &str) -> aws_types::SdkConfig {
     let credentials =
         aws_credential_types::Credentials::new(function, "testing", None, None, "mbstack-local");
     config

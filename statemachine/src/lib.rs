@@ -730,6 +730,15 @@ mod tests {
         }
     }
 
+    /// The state maps of a whole definition, each with its `StartAt`.
+    fn all_maps(def: &Value) -> Vec<(String, Map<String, Value>)> {
+        let mut all = Vec::new();
+        let states = def["States"].as_object().expect("a definition has States");
+        let start = def["StartAt"].as_str().expect("a definition has StartAt");
+        maps(states, &mut all, start.to_string());
+        all
+    }
+
     fn targets(st: &Value) -> Vec<String> {
         let mut t = Vec::new();
         for key in ["Next", "Default"] {
@@ -749,13 +758,7 @@ mod tests {
 
     #[test]
     fn every_state_is_reachable_every_target_exists_and_no_loop_is_unbounded() {
-        let def = definition();
-        let mut all = Vec::new();
-        maps(
-            def["States"].as_object().unwrap(),
-            &mut all,
-            def["StartAt"].as_str().unwrap().to_string(),
-        );
+        let all = all_maps(&definition());
         assert!(
             all.len() >= 5,
             "the top level and the four Parallel branches"
@@ -830,13 +833,7 @@ mod tests {
 
     #[test]
     fn state_names_are_unique_across_the_whole_definition() {
-        let def = definition();
-        let mut all = Vec::new();
-        maps(
-            def["States"].as_object().unwrap(),
-            &mut all,
-            def["StartAt"].as_str().unwrap().to_string(),
-        );
+        let all = all_maps(&definition());
         let mut seen = BTreeSet::new();
         let dups: Vec<&String> = all
             .iter()

@@ -130,7 +130,6 @@ const varsOf = (pattern) =>
 const tagsOf = new Map() // ARN → {key: value}
 const associations = new Map() // rtbassoc-… → route table ID
 const secretArns = new Map() // secret name → ARN
-const scalableTargets = new Map() // ResourceId → ARN
 const boundaries = new Map() // role ARN → its permissions boundary
 
 // Where a variable of an ARN format is found in a call's parameters.
@@ -257,7 +256,7 @@ async function authorize(who, service, action, entry, flat, { explicit, extra = 
   if (det.isWildcardOnly) return add('*', det.conditionKeys, null)
   const types = []
   for (const r of det.resourceTypes) types.push({ ...r, details: await resourceType(service, r.name) })
-  const creates = createdType(service, action, det)
+  const creates = CREATES[`${service}:${action}`]
   let any = false
   if (explicit) {
     for (const arn of explicit) {
@@ -299,9 +298,6 @@ const CREATES = {
   'ecs:CreateCluster': 'cluster', 'ecs:CreateService': 'service', 'ecs:RegisterTaskDefinition': 'task-definition',
   'iam:CreateRole': 'role', 'logs:CreateLogGroup': 'log-group', 'secretsmanager:CreateSecret': 'Secret',
   'application-autoscaling:RegisterScalableTarget': 'ScalableTarget',
-}
-function createdType(service, action) {
-  return CREATES[`${service}:${action}`]
 }
 
 // The created resource's real ARN, from the call and its answer.
@@ -383,7 +379,8 @@ for (const entry of input.entries) {
   const created = ok ? createdArn(entry, flat) : undefined
   const a = `${service}:${action}`
   // Tags written in the creating call: a tagging action on the new resource.
-  if (Object.keys(reqTags).length && CREATES[a] !== undefined || (a === 'elasticloadbalancing:CreateListener' && Object.keys(reqTags).length)) {
+  const tagsOnCreate = CREATES[a] !== undefined || a === 'elasticloadbalancing:CreateListener'
+  if (Object.keys(reqTags).length && tagsOnCreate) {
     const [ts, ta, createKey] = TAG_ACTION[service] || []
     if (ts) {
       const arn = created || fill((await resourceType(service, CREATES[a] || 'listener/app')).arn, {})
@@ -411,7 +408,6 @@ for (const entry of input.entries) {
     boundaries.set(role, p.PermissionsBoundary)
   }
   if (created && a === 'secretsmanager:CreateSecret') secretArns.set(p.Name, created)
-  if (created && a === 'application-autoscaling:RegisterScalableTarget') scalableTargets.set(p.ResourceId, created)
 
   // The first resource of its kind in an account creates the service's linked role.
   if (SLR[a]) {

@@ -410,16 +410,16 @@ async fn a_network_destroy_waits_while_its_nat_gateway_is_still_deleting() {
 
 /// IAM is eventually consistent: ECS cannot start tasks with a role created a
 /// moment ago ("ECS was unable to assume the role"), and the circuit breaker
-/// fails the deployment. The emulator plays it (here with a 1.5 s propagation);
-/// the app tier gives a role it just created that long before the service uses it.
+/// fails the deployment. The emulator plays it; the app tier gives a role it just
+/// created IAM's propagation time before the service uses it.
 #[tokio::test]
 async fn ecs_cannot_assume_a_role_iam_has_not_propagated_yet() {
     use std::time::Duration;
-    let iam = Duration::from_millis(1500);
-    // A tier that does not wait: the rule fails the run, with ECS's reason.
+    // A tier that does not wait: the rule fails the run, with ECS's reason. (IAM
+    // takes a minute here, so no load on the machine can let the run outlast it.)
     let impatient = Deployed::start_with(
         mbstack_emulator::Emulator::start().expect("the emulator starts"),
-        iam,
+        Duration::from_secs(60),
         Duration::ZERO,
     )
     .await
@@ -433,7 +433,8 @@ async fn ecs_cannot_assume_a_role_iam_has_not_propagated_yet() {
     );
     drop(impatient);
 
-    // mbstack's own patience: the same rule, and the run succeeds.
+    // mbstack's own patience (as long as IAM takes): the run succeeds.
+    let iam = Duration::from_millis(1500);
     let patient = Deployed::start_with(
         mbstack_emulator::Emulator::start().expect("the emulator starts"),
         iam,
