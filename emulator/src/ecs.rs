@@ -54,6 +54,8 @@ struct Rollout {
     /// A role of the task definition that ECS could not assume yet when the
     /// rollout began (IAM propagation): its tasks fail to start.
     young_role: Option<String>,
+    /// When its tasks started (wall clock, seconds): the deployment's `createdAt`.
+    started_at: f64,
 }
 
 impl Rollout {
@@ -74,6 +76,10 @@ pub(crate) struct EcsActor {
     remembered: HashMap<String, serde_json::Map<String, Value>>,
     /// Task definition ARN → its execution and task roles.
     task_roles: HashMap<String, Vec<String>>,
+    /// Task definition ARN → the secrets ECS injects into its container (`valueFrom`).
+    task_secrets: HashMap<String, Vec<String>>,
+    /// Secret ARN → when its value last rotated (wall clock, seconds).
+    pub rotated: HashMap<String, f64>,
     next_id: u64,
 }
 
@@ -86,12 +92,14 @@ impl Default for EcsActor {
             targets: HashMap::new(),
             remembered: HashMap::new(),
             task_roles: HashMap::new(),
+            task_secrets: HashMap::new(),
+            rotated: HashMap::new(),
             next_id: 1,
         }
     }
 }
 
-fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -218,6 +226,14 @@ pub(crate) async fn rewrite_after(
                         kept.insert(field.to_string(), v.clone());
                     }
                 }
+                // A forced deployment replaces every task, whatever else changed.
+                let forced = req.get("forceNewDeployment").and_then(Value::as_bool) == Some(true);
+                if let (true, Some(arn)) = (
+                    forced,
+                    value.pointer("/service/serviceArn").and_then(Value::as_str),
+                ) {
+                    ecs.rollouts.remove(arn);
+                }
             }
             return body;
         }
@@ -227,11 +243,25 @@ pub(crate) async fn rewrite_after(
                 .iter()
                 .filter_map(|k| td.get(*k).and_then(Value::as_str).map(str::to_string))
                 .collect();
+            let secrets: Vec<String> = td
+                .get("containerDefinitions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|c| {
+                    c.get("secrets")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|s| s.get("valueFrom").and_then(Value::as_str).map(str::to_string))
+                .collect();
             if let (Some(arn), Ok(mut ecs)) = (
                 td.get("taskDefinitionArn").and_then(Value::as_str),
                 shared.ecs.lock(),
             ) {
                 ecs.task_roles.insert(arn.to_string(), roles);
+                ecs.task_secrets.insert(arn.to_string(), secrets);
             }
             return body;
         }
@@ -348,6 +378,7 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                     id,
                     fault,
                     young_role,
+                    started_at: now_secs(),
                 },
             );
         }
@@ -378,7 +409,16 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                 0,
             ),
         };
-        let created = svc.get("createdAt").cloned().unwrap_or(json!(now_secs()));
+        // A secret rotated after the tasks started: ECS injected the old value, so
+        // Metabase cannot open new database connections and fails its health checks.
+        let stale = ecs.task_secrets.get(&td).is_some_and(|secrets| {
+            secrets.iter().any(|s| {
+                ecs.rotated
+                    .iter()
+                    .any(|(arn, at)| s.starts_with(arn.as_str()) && *at > r.started_at)
+            })
+        });
+        let created = r.started_at;
         svc["runningCount"] = json!(running);
         svc["pendingCount"] = json!(desired - running);
         svc["deployments"] = json!([{
@@ -389,7 +429,8 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
         }]);
         // Targets: one ip per running task.
         if let Some(tg) = tg {
-            let want: BTreeSet<String> = (0..running)
+            let healthy = if stale { 0 } else { running };
+            let want: BTreeSet<String> = (0..healthy)
                 .map(|i| format!("10.254.{}.{}", i / 250, 10 + i % 250))
                 .collect();
             let have = ecs.targets.entry(tg.clone()).or_default();

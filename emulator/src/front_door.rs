@@ -476,6 +476,14 @@ async fn serve(
     };
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
+    if status.is_success() && target == "secretsmanager.RotateSecret" {
+        let rotated = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_string));
+        if let Some(arn) = rotated {
+            crate::rotation::rotated(&shared, &arn).await;
+        }
+    }
     if crash_after {
         shared
             .faults
@@ -707,9 +715,19 @@ pub(crate) async fn moto_json(
     target: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    moto_json_for(shared, "ecs", target, body).await
+}
+
+/// Sends a JSON-protocol call of `service` to moto.
+pub(crate) async fn moto_json_for(
+    shared: &Shared,
+    service: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let bytes = send_to_moto(
         shared,
-        "ecs",
+        service,
         "application/x-amz-json-1.1",
         Some(target),
         body.to_string(),

@@ -15,6 +15,7 @@ mod http;
 pub mod journal;
 pub mod node_tools;
 mod realism;
+mod rotation;
 
 pub use asl::problems as asl_problems;
 pub use ecs::EcsFault;

@@ -250,3 +250,87 @@ async fn pause_and_resume_round_trip_and_release_the_lock() {
     assert_eq!(db(rds).await, "available");
     assert_eq!(ssm_get(&d, "/mbstack/nap/lock").await, None);
 }
+
+/// The password RDS manages rotates (every 7 days on AWS); ECS injected the old
+/// one into the running tasks, which can no longer open a connection (the
+/// emulator fails their health checks). Before the rotation a repair changes
+/// nothing; after it, plan names the reason and the repair replaces every task.
+#[tokio::test]
+async fn a_rotated_database_password_replaces_the_tasks_that_hold_the_old_one() {
+    let d = Deployed::start().await.expect("deployed");
+    let first = ok(&d, "apply-1", json!({"stack": "rotate"})).await;
+    let outputs = &first.output.as_ref().unwrap()["outputs"];
+    let secret = outputs["data"]["secretArn"].as_str().unwrap().to_string();
+    let repair = ok(&d, "apply-2", json!({"stack": "rotate"})).await;
+    assert!(changes(&repair).is_empty(), "{:?}", changes(&repair));
+
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let deployment = |svc: &aws_sdk_ecs::operation::describe_services::DescribeServicesOutput| {
+        svc.services()[0].deployments()[0]
+            .id()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let describe = || {
+        ecs.describe_services()
+            .cluster("rotate-cluster")
+            .services("metabase")
+            .send()
+    };
+    let before = deployment(&describe().await.unwrap());
+    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
+    sm.rotate_secret()
+        .secret_id(&secret)
+        .rotate_immediately(true)
+        .send()
+        .await
+        .unwrap();
+
+    // The emulator's rule: the old tasks fail their health checks.
+    let tg = outputs["loadbalancer"]["targetGroupArn"].as_str().unwrap();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&d.config);
+    let healthy = || async {
+        describe().await.unwrap();
+        elb.describe_target_health()
+            .target_group_arn(tg)
+            .send()
+            .await
+            .unwrap()
+            .target_health_descriptions()
+            .len()
+    };
+    assert_eq!(healthy().await, 0, "tasks with the old password stay healthy");
+
+    let plan = ok(&d, "plan-1", json!({"stack": "rotate", "action": "plan"})).await;
+    let planned = plan.output.as_ref().unwrap()["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0]["kind"], "ecs-service", "{planned:?}");
+    let detail = planned[0]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("database password changed after the tasks started"),
+        "{detail}"
+    );
+    assert_eq!(
+        deployment(&describe().await.unwrap()),
+        before,
+        "plan replaced tasks"
+    );
+
+    let repaired = ok(&d, "apply-3", json!({"stack": "rotate"})).await;
+    assert_eq!(
+        changes(&repaired),
+        vec![(
+            "app".to_string(),
+            "ecs-service".to_string(),
+            "update".to_string()
+        )]
+    );
+    let after = describe().await.unwrap();
+    assert_ne!(deployment(&after), before, "the tasks were not replaced");
+    assert_eq!(healthy().await, 1, "the new tasks are not healthy");
+    let again = ok(&d, "apply-4", json!({"stack": "rotate"})).await;
+    assert!(changes(&again).is_empty(), "{:?}", changes(&again));
+}

@@ -150,12 +150,19 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         }),
         _ => None,
     };
+    let password_rotated = match &db {
+        Some(db) => secret::db_password_rotated(&c.sm, &db.secret_arn).await?,
+        None => None,
+    };
     let svc = service::ensure(
         &c.ecs,
         &mut w,
-        cluster_arn.as_deref(),
-        td.as_deref(),
-        placement.as_ref(),
+        service::Wanted {
+            cluster_arn: cluster_arn.as_deref(),
+            task_definition: td.as_deref(),
+            placement: placement.as_ref(),
+            password_rotated,
+        },
     )
     .await?;
     autoscaling::ensure(&c.aas, &mut w, svc.is_some()).await?;

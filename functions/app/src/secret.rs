@@ -3,6 +3,7 @@
 //! regenerated (a new key would make every saved connection unreadable). The value
 //! never leaves Secrets Manager except into the container, by ARN.
 
+use aws_sdk_secretsmanager::primitives::DateTime;
 use aws_sdk_secretsmanager::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, TierError, Work};
@@ -128,6 +129,20 @@ pub(crate) async fn ensure(sm: &Client, w: &mut Work<'_>) -> Result<Option<Strin
     Ok(Some(arn))
 }
 
+/// When the database password (the secret RDS manages, `arn`) last rotated:
+/// None when it never has. ECS reads a secret only when a task starts, so tasks
+/// older than this hold a password that no longer opens a connection.
+pub(crate) async fn db_password_rotated(
+    sm: &Client,
+    arn: &str,
+) -> Result<Option<DateTime>, TierError> {
+    match sm.describe_secret().secret_id(arn).send().await {
+        Ok(o) => Ok(o.last_rotated_date().copied()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(aws_error("secretsmanager:DescribeSecret", e)),
+    }
+}
+
 /// Schedules deletion with a recovery window (never forced).
 pub(crate) async fn delete(sm: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
     let Some(found) = find(sm, w).await? else {
@@ -165,6 +180,12 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
             "secretsmanager:TagResource",
         ],
         &["arn:${Partition}:secretsmanager:*:*:secret:mbstack/*"],
+    ),
+    // The database password RDS manages: only when it last rotated (never its value).
+    Permission::on(
+        "DatabasePassword",
+        &["secretsmanager:DescribeSecret"],
+        &["arn:${Partition}:secretsmanager:*:*:secret:rds!db-*"],
     ),
     // Takes no resource.
     Permission::read("RandomKey", &["secretsmanager:GetRandomPassword"]),

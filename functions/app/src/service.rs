@@ -16,6 +16,7 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration,
     LoadBalancer, NetworkConfiguration, PropagateTags, Service, ServiceField, Tag,
 };
+use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ecs::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, Readiness, Scope, TierError, Work};
@@ -113,14 +114,36 @@ fn load_balancer(p: &Placement) -> LoadBalancer {
         .build()
 }
 
+/// What the service should run (None: not known yet, in a plan).
+pub(crate) struct Wanted<'a> {
+    pub cluster_arn: Option<&'a str>,
+    pub task_definition: Option<&'a str>,
+    pub placement: Option<&'a Placement>,
+    /// When the database password last rotated.
+    pub password_rotated: Option<DateTime>,
+}
+
+/// Whether tasks started at `started` hold a password rotated since (ECS injects
+/// a secret only when a task starts).
+fn password_is_newer(started: Option<&DateTime>, rotated: Option<&DateTime>) -> bool {
+    match (started, rotated) {
+        (Some(s), Some(r)) => s.as_nanos() < r.as_nanos(),
+        _ => false,
+    }
+}
+
 /// Finds or creates the service and converges it toward the spec.
 pub(crate) async fn ensure(
     ecs: &Client,
     w: &mut Work<'_>,
-    cluster_arn: Option<&str>,
-    task_definition: Option<&str>,
-    placement: Option<&Placement>,
+    wanted: Wanted<'_>,
 ) -> Result<Option<Service>, TierError> {
+    let Wanted {
+        cluster_arn,
+        task_definition,
+        placement,
+        password_rotated,
+    } = wanted;
     let found = match cluster_arn {
         Some(_) => find(ecs, w).await?,
         None => None,
@@ -193,6 +216,22 @@ pub(crate) async fn ensure(
     if svc.desired_count() != want {
         steps.push(format!("desired count {} → {want}", svc.desired_count()));
         call = call.desired_count(want);
+    }
+    // A new task definition starts new tasks anyway; otherwise running tasks
+    // older than the password's rotation are replaced.
+    let started = svc
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.created_at());
+    if new_td.is_none() && want > 0 && password_is_newer(started, password_rotated.as_ref()) {
+        let when = password_rotated
+            .and_then(|r| r.fmt(DateTimeFormat::DateTime).ok())
+            .unwrap_or_default();
+        steps.push(format!(
+            "the database password changed after the tasks started (rotated {when}): replace the tasks"
+        ));
+        call = call.force_new_deployment(true);
     }
     if let Some(p) = placement {
         let vpc = svc
