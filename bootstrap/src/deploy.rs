@@ -611,6 +611,7 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         functions: &arns,
         partition,
         role_boundary_arn: &boundary,
+        events_role_arn: &ctx.events_role_arn(),
     });
     let sm_name = format!("{}-provision", opts.prefix);
     let found = find_state_machine(&sfn, &sm_name).await?;
@@ -674,6 +675,17 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             out.state_machine_arn().to_string()
         }
     };
+    // EventBridge's role: the app tier's rule starts a repair with it when a
+    // stack's database password rotates.
+    ensure_role(
+        &iam,
+        &format!("{}-events", opts.prefix),
+        "events.amazonaws.com",
+        &policies::scheduler_policy(&sm_arn),
+        &ctx,
+        &mut report,
+    )
+    .await?;
     report.state_machine_arn = sm_arn;
     Ok(report)
 }
@@ -767,7 +779,11 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
     }
     let lambda = client!(aws_sdk_lambda, aws);
     let iam = client!(aws_sdk_iam, aws);
-    let mut roles = vec![format!("{prefix}-states"), format!("{prefix}-scheduler")];
+    let mut roles = vec![
+        format!("{prefix}-states"),
+        format!("{prefix}-scheduler"),
+        format!("{prefix}-events"),
+    ];
     for (_, bin, _, _) in FUNCTIONS {
         let fname = name(prefix, bin);
         match lambda.delete_function().function_name(&fname).send().await {

@@ -40,6 +40,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// The role EventBridge starts the state machine with (the app tier's
+    /// password-rotation rule).
+    pub fn events_role_arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:role/{}-events",
+            self.partition, self.account, self.prefix
+        )
+    }
+
     /// The managed policy that bounds every role the app tier creates.
     pub fn role_boundary_arn(&self) -> String {
         format!(
@@ -182,7 +191,8 @@ pub fn states_policy(function_arns: &[String]) -> Value {
     ]})
 }
 
-/// The scheduler's role: start executions of our state machine only.
+/// The scheduler's role, and EventBridge's: start executions of our state
+/// machine only.
 pub fn scheduler_policy(state_machine_arn: &str) -> Value {
     json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "StartOurStateMachine", "Effect": "Allow", "Action": ["states:StartExecution"], "Resource": [state_machine_arn]}
@@ -199,7 +209,7 @@ pub fn deployer_policy(ctx: &Context) -> Value {
          "Action": ["iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:TagRole", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:UpdateAssumeRolePolicy"],
          "Resource": [format!("arn:{p}:iam::*:role/{pre}-*")]},
         {"Sid": "PassRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": [format!("arn:{p}:iam::*:role/{pre}-*")],
-         "Condition": {"StringEquals": {"iam:PassedToService": ["lambda.amazonaws.com", "states.amazonaws.com", "scheduler.amazonaws.com"]}}},
+         "Condition": {"StringEquals": {"iam:PassedToService": ["lambda.amazonaws.com", "states.amazonaws.com", "scheduler.amazonaws.com", "events.amazonaws.com"]}}},
         {"Sid": "RoleBoundary", "Effect": "Allow",
          "Action": ["iam:GetPolicy", "iam:GetPolicyVersion", "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:ListPolicyVersions", "iam:DeletePolicyVersion", "iam:DeletePolicy"],
          "Resource": [format!("arn:{p}:iam::*:policy/mbstack/{pre}-*")]},

@@ -254,7 +254,11 @@ pub(crate) async fn rewrite_after(
                         .cloned()
                         .unwrap_or_default()
                 })
-                .filter_map(|s| s.get("valueFrom").and_then(Value::as_str).map(str::to_string))
+                .filter_map(|s| {
+                    s.get("valueFrom")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
                 .collect();
             if let (Some(arn), Ok(mut ecs)) = (
                 td.get("taskDefinitionArn").and_then(Value::as_str),

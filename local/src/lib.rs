@@ -227,6 +227,7 @@ impl Deployed {
             functions: &arns,
             partition: "aws",
             role_boundary_arn: &role_boundary_arn(),
+            events_role_arn: &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
         });
         let sfn = aws_sdk_sfn::Client::new(&config);
         let created = sfn

@@ -17,6 +17,9 @@ use serde_json::{json, Map, Value};
 pub const PARTITION: &str = "${Partition}";
 /// The permissions boundary every role the app tier creates must carry.
 pub const ROLE_BOUNDARY: &str = "${RoleBoundaryArn}";
+/// The role EventBridge starts this state machine with (`<prefix>-events`): the
+/// app tier's rule that repairs the stack when its database password rotates.
+pub const EVENTS_ROLE: &str = "${EventsRoleArn}";
 
 /// The placeholders a deployer substitutes with function ARNs.
 pub const PLACEHOLDERS: &[(&str, &str)] = &[
@@ -268,7 +271,11 @@ fn network_inputs() -> Value {
 
 fn app_inputs() -> Value {
     json!({
-        "deployment": {"roleBoundaryArn": ROLE_BOUNDARY},
+        "deployment": {
+            "roleBoundaryArn": ROLE_BOUNDARY,
+            "eventsRoleArn": EVENTS_ROLE,
+            "stateMachineArn.$": "$$.StateMachine.Id"
+        },
         "network.$": "$.network.status.outputs",
         "data.$": "$.tiers.data.status.outputs",
         "loadbalancer.$": "$.tiers.loadbalancer.status.outputs"
@@ -684,6 +691,8 @@ pub struct Deployment<'a> {
     pub partition: &'a str,
     /// The managed policy every role the app tier creates is bounded by.
     pub role_boundary_arn: &'a str,
+    /// The role EventBridge starts the state machine with.
+    pub events_role_arn: &'a str,
 }
 
 /// The definition with each placeholder replaced.
@@ -694,6 +703,7 @@ pub fn render(d: &Deployment<'_>) -> String {
     }
     text.replace(PARTITION, d.partition)
         .replace(ROLE_BOUNDARY, d.role_boundary_arn)
+        .replace(EVENTS_ROLE, d.events_role_arn)
 }
 
 /// The committed file's path.
@@ -853,6 +863,7 @@ mod tests {
             functions: &functions,
             partition: "aws-cn",
             role_boundary_arn: "arn:aws-cn:iam::1:policy/b",
+            events_role_arn: "arn:aws-cn:iam::1:role/e",
         });
         assert!(!text.contains("${"), "a placeholder is left");
         assert!(!text.contains("arn:aws:"), "an ARN outside the partition");

@@ -427,6 +427,18 @@ for (const entry of input.entries) {
       why: "the task's roles",
     })
   }
+  // EventBridge checks that the caller may pass a target's role (EventBridge
+  // user guide, "Permissions for targets": iam:PassRole on the RoleArn).
+  if (a === 'events:PutTargets') {
+    const roles = (p.Targets || []).map((t) => t.RoleArn).filter(Boolean)
+    if (roles.length) {
+      await authorize(who, 'iam', 'PassRole', entry, flat, {
+        explicit: roles,
+        extra: { 'iam:PassedToService': 'events.amazonaws.com' },
+        why: "the target's role",
+      })
+    }
+  }
   // A final snapshot is a CreateDBSnapshot on the instance and the new snapshot.
   if (a === 'rds:DeleteDBInstance' && p.FinalDBSnapshotIdentifier) {
     const db = `arn:${partition}:rds:${region}:${account}:db:${p.DBInstanceIdentifier}`

@@ -254,7 +254,9 @@ async fn pause_and_resume_round_trip_and_release_the_lock() {
 /// The password RDS manages rotates (every 7 days on AWS); ECS injected the old
 /// one into the running tasks, which can no longer open a connection (the
 /// emulator fails their health checks). Before the rotation a repair changes
-/// nothing; after it, plan names the reason and the repair replaces every task.
+/// nothing. With the stack's rotation rule off, plan names the reason and the
+/// next repair replaces every task (and turns the rule back on); with the rule
+/// on, the rotation event starts that repair by itself.
 #[tokio::test]
 async fn a_rotated_database_password_replaces_the_tasks_that_hold_the_old_one() {
     let d = Deployed::start().await.expect("deployed");
@@ -265,32 +267,24 @@ async fn a_rotated_database_password_replaces_the_tasks_that_hold_the_old_one() 
     assert!(changes(&repair).is_empty(), "{:?}", changes(&repair));
 
     let ecs = aws_sdk_ecs::Client::new(&d.config);
-    let deployment = |svc: &aws_sdk_ecs::operation::describe_services::DescribeServicesOutput| {
+    let deployment = || async {
+        let svc = ecs
+            .describe_services()
+            .cluster("rotate-cluster")
+            .services("metabase")
+            .send()
+            .await
+            .unwrap();
         svc.services()[0].deployments()[0]
             .id()
             .unwrap_or_default()
             .to_string()
     };
-    let describe = || {
-        ecs.describe_services()
-            .cluster("rotate-cluster")
-            .services("metabase")
-            .send()
-    };
-    let before = deployment(&describe().await.unwrap());
-    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
-    sm.rotate_secret()
-        .secret_id(&secret)
-        .rotate_immediately(true)
-        .send()
-        .await
-        .unwrap();
-
-    // The emulator's rule: the old tasks fail their health checks.
+    // The emulator's rule: tasks holding the old password fail their health checks.
     let tg = outputs["loadbalancer"]["targetGroupArn"].as_str().unwrap();
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&d.config);
     let healthy = || async {
-        describe().await.unwrap();
+        deployment().await;
         elb.describe_target_health()
             .target_group_arn(tg)
             .send()
@@ -299,38 +293,108 @@ async fn a_rotated_database_password_replaces_the_tasks_that_hold_the_old_one() 
             .target_health_descriptions()
             .len()
     };
-    assert_eq!(healthy().await, 0, "tasks with the old password stay healthy");
+    assert_eq!(healthy().await, 1);
+    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
+    let rotate = || {
+        sm.rotate_secret()
+            .secret_id(&secret)
+            .rotate_immediately(true)
+            .send()
+    };
 
+    // The rule off: nothing happens until a repair.
+    let events = aws_sdk_eventbridge::Client::new(&d.config);
+    events
+        .disable_rule()
+        .name("rotate-db-password-rotated")
+        .send()
+        .await
+        .unwrap();
+    let before = deployment().await;
+    rotate().await.unwrap();
+    assert_eq!(
+        healthy().await,
+        0,
+        "tasks with the old password stay healthy"
+    );
     let plan = ok(&d, "plan-1", json!({"stack": "rotate", "action": "plan"})).await;
     let planned = plan.output.as_ref().unwrap()["changes"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(planned.len(), 1, "{planned:?}");
-    assert_eq!(planned[0]["kind"], "ecs-service", "{planned:?}");
-    let detail = planned[0]["detail"].as_str().unwrap_or("");
+    let service = planned
+        .iter()
+        .find(|c| c["kind"] == "ecs-service")
+        .unwrap_or_else(|| panic!("no service change: {planned:?}"));
+    let detail = service["detail"].as_str().unwrap_or("");
     assert!(
         detail.contains("database password changed after the tasks started"),
         "{detail}"
     );
-    assert_eq!(
-        deployment(&describe().await.unwrap()),
-        before,
-        "plan replaced tasks"
-    );
-
+    assert_eq!(deployment().await, before, "plan replaced tasks");
     let repaired = ok(&d, "apply-3", json!({"stack": "rotate"})).await;
-    assert_eq!(
-        changes(&repaired),
-        vec![(
-            "app".to_string(),
-            "ecs-service".to_string(),
-            "update".to_string()
-        )]
-    );
-    let after = describe().await.unwrap();
-    assert_ne!(deployment(&after), before, "the tasks were not replaced");
+    let mut got = changes(&repaired);
+    got.sort();
+    let update = |kind: &str| ("app".to_string(), kind.to_string(), "update".to_string());
+    assert_eq!(got, vec![update("ecs-service"), update("event-rule")]);
+    assert_ne!(deployment().await, before, "the tasks were not replaced");
     assert_eq!(healthy().await, 1, "the new tasks are not healthy");
+
+    // The rule on: the rotation's event starts the repair, nobody else does.
+    let ours: Vec<String> = executions(&d).await;
+    let before = deployment().await;
+    rotate().await.unwrap();
+    let started = std::time::Instant::now();
+    let by_event = loop {
+        let now = executions(&d).await;
+        if let Some(arn) = now.iter().find(|a| !ours.contains(a)) {
+            break arn.clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the rotation started no execution"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let status = loop {
+        let out = d
+            .sfn
+            .describe_execution()
+            .execution_arn(&by_event)
+            .send()
+            .await
+            .unwrap();
+        if out.status().as_str() != "RUNNING" {
+            break format!(
+                "{} {} {}",
+                out.status().as_str(),
+                out.error().unwrap_or(""),
+                out.cause().unwrap_or("")
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(300));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(status.trim(), "SUCCEEDED");
+    assert_ne!(
+        deployment().await,
+        before,
+        "the event's repair replaced no task"
+    );
+    assert_eq!(healthy().await, 1);
     let again = ok(&d, "apply-4", json!({"stack": "rotate"})).await;
     assert!(changes(&again).is_empty(), "{:?}", changes(&again));
+}
+
+async fn executions(d: &Deployed) -> Vec<String> {
+    d.sfn
+        .list_executions()
+        .state_machine_arn(&d.arn)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .iter()
+        .map(|e| e.execution_arn().to_string())
+        .collect()
 }

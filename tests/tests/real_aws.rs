@@ -43,6 +43,7 @@ fn rendered(partition: &str) -> String {
         functions: &f,
         partition,
         role_boundary_arn: &ctx(partition).role_boundary_arn(),
+        events_role_arn: &ctx(partition).events_role_arn(),
     })
 }
 

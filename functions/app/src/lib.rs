@@ -8,6 +8,7 @@ mod ecs_tags;
 mod iam;
 mod logs;
 mod names;
+mod password_rule;
 mod secret;
 mod service;
 mod task_definition;
@@ -34,6 +35,7 @@ struct Clients {
     sm: aws_sdk_secretsmanager::Client,
     aas: aws_sdk_applicationautoscaling::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    events: aws_sdk_eventbridge::Client,
     region: String,
     role_propagation: std::time::Duration,
 }
@@ -47,6 +49,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
         sm: client!(aws_sdk_secretsmanager, aws),
         aas: client!(aws_sdk_applicationautoscaling, aws),
         elb: client!(aws_sdk_elasticloadbalancingv2, aws),
+        events: client!(aws_sdk_eventbridge, aws),
         region: aws
             .config
             .region()
@@ -115,12 +118,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     };
     // The permissions boundary the deployment puts on every role this tier
     // creates (the state machine passes it; a direct call may leave it out).
-    let boundary = event
-        .inputs
-        .get("deployment")
-        .and_then(|d| d.get("roleBoundaryArn"))
-        .and_then(|b| b.as_str())
-        .filter(|b| !b.is_empty() && !b.starts_with("${"));
+    let boundary = deployment_input(event, "roleBoundaryArn");
     let (exec_role, task_role) = iam::ensure(
         &c.iam,
         &mut w,
@@ -166,6 +164,23 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     )
     .await?;
     autoscaling::ensure(&c.aas, &mut w, svc.is_some()).await?;
+    let repair = match (
+        deployment_input(event, "stateMachineArn"),
+        deployment_input(event, "eventsRoleArn"),
+    ) {
+        (Some(sm), Some(role)) => Some(password_rule::Repair {
+            state_machine_arn: sm.to_string(),
+            role_arn: role.to_string(),
+        }),
+        _ => None,
+    };
+    password_rule::ensure(
+        &c.events,
+        &mut w,
+        db.as_ref().map(|d| d.secret_arn.as_str()),
+        repair.as_ref(),
+    )
+    .await?;
 
     let outputs = object(json!({
         "clusterArn": cluster_arn,
@@ -198,6 +213,17 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         POLL_SECONDS,
         outputs,
     ))
+}
+
+/// A value the state machine passes about its deployment (None when the tier is
+/// called directly, outside a deployment).
+fn deployment_input<'e>(event: &'e Event, key: &str) -> Option<&'e str> {
+    event
+        .inputs
+        .get("deployment")
+        .and_then(|d| d.get(key))
+        .and_then(|b| b.as_str())
+        .filter(|b| !b.is_empty() && !b.starts_with("${"))
 }
 
 /// Read-only: readiness, and when ready the tier's full outputs (read by a plan
@@ -305,6 +331,7 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
         return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
     }
     let steps = async {
+        password_rule::delete(&c.events, &mut w).await?;
         task_definition::delete(&c.ecs, &mut w).await?;
         cluster::delete(&c.ecs, &mut w).await?;
         iam::delete(&c.iam, &mut w).await?;
@@ -327,6 +354,7 @@ mbstack_core::tier_permissions!(
     ecs_tags,
     iam,
     logs,
+    password_rule,
     secret,
     service,
     task_definition

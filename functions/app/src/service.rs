@@ -12,11 +12,11 @@
 //! database at once (Metabase's own advice for upgrades). The price is a short
 //! outage during a deploy. The circuit breaker rolls a failed deployment back.
 
+use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration,
     LoadBalancer, NetworkConfiguration, PropagateTags, Service, ServiceField, Tag,
 };
-use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ecs::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::{aws_error, error_code, Action, Readiness, Scope, TierError, Work};
