@@ -453,6 +453,7 @@ async fn serve(
         return Ok(answer);
     }
 
+    let body = crate::realism::rewrite_request(&shared, query.as_ref(), body).await;
     let (status, headers, bytes) = match forward(&shared, parts, body.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -640,8 +641,9 @@ pub(crate) async fn forward(
         .unwrap_or("/");
     let uri = format!("http://127.0.0.1:{}{path}", shared.moto_port);
     let mut req = Request::builder().method(parts.method.clone()).uri(uri);
+    // Content-Length is hyper's to set: the front door may have rewritten the body.
     for (k, v) in parts.headers.iter() {
-        if k != hyper::header::HOST {
+        if k != hyper::header::HOST && k != hyper::header::CONTENT_LENGTH {
             req = req.header(k, v);
         }
     }

@@ -36,6 +36,19 @@ const NAT_DELETE: Duration = Duration::from_secs(60);
 /// ~5 min to delete.
 const DB_CREATE: Duration = Duration::from_secs(360);
 const DB_DELETE: Duration = Duration::from_secs(300);
+/// After a storage change RDS refuses another for 6 hours (or until the storage
+/// optimization ends, if later).
+const STORAGE_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
+/// Statuses in which RDS cannot take a final snapshot.
+const BUSY: &[&str] = &[
+    "creating",
+    "backing-up",
+    "modifying",
+    "starting",
+    "stopping",
+    "rebooting",
+    "upgrading",
+];
 /// An ALB: ~2.5 min from provisioning to active.
 const ALB_CREATE: Duration = Duration::from_secs(150);
 /// The ENIs of a deleted ALB or Fargate service linger ~1.5 min and block the
@@ -55,6 +68,8 @@ pub(crate) struct Realism {
     nat_created: HashMap<String, Instant>,
     nat_deleted: HashMap<String, Instant>,
     db_created: HashMap<String, Instant>,
+    /// DB instances whose storage last changed: when.
+    storage_changed: HashMap<String, Instant>,
     /// Deleted DB instances: when, and their description (status `deleting`).
     db_deleted: HashMap<String, (Instant, String)>,
     alb_created: HashMap<String, Instant>,
@@ -75,6 +90,7 @@ impl Default for Realism {
             nat_created: HashMap::new(),
             nat_deleted: HashMap::new(),
             db_created: HashMap::new(),
+            storage_changed: HashMap::new(),
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),
             lingering: Vec::new(),
@@ -566,10 +582,41 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
             let snapshot = q
                 .get("FinalDBSnapshotIdentifier")
                 .is_some_and(|s| !s.is_empty());
-            (!skip && !snapshot).then(|| {
-                query_error(
+            if !skip && !snapshot {
+                return Some(query_error(
                     "InvalidParameterCombination",
                     "FinalDBSnapshotIdentifier is required unless SkipFinalSnapshot is specified.",
+                ));
+            }
+            // A final snapshot needs an instance at rest.
+            let id = q.get("DBInstanceIdentifier")?;
+            let status = db_status_now(shared, id).await?;
+            (snapshot && !skip && BUSY.contains(&status.as_str())).then(|| {
+                query_error(
+                    "InvalidDBInstanceState",
+                    &format!("Instance {id} is currently {status} - a final snapshot cannot be taken."),
+                )
+            })
+        }
+        ("rds", "ModifyDBInstance") => {
+            let id = q.get("DBInstanceIdentifier")?;
+            let status = db_status_now(shared, id).await?;
+            if status == "stopped" {
+                return Some(query_error(
+                    "InvalidDBInstanceState",
+                    &format!("Instance {id} is not in available state: it is stopped (start it first)."),
+                ));
+            }
+            let recent = q.get("AllocatedStorage").is_some()
+                && shared.realism.lock().is_ok_and(|r| {
+                    r.storage_changed
+                        .get(id)
+                        .is_some_and(|t| t.elapsed() < r.scaled(STORAGE_COOLDOWN))
+                });
+            recent.then(|| {
+                query_error(
+                    "InvalidParameterCombination",
+                    "You can't currently modify the storage of this DB instance because the previous storage change is being optimized: storage can change again 6 hours after the last change, once its optimization has completed.",
                 )
             })
         }
@@ -619,6 +666,68 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
         }
         _ => None,
     }
+}
+
+/// A DB instance's status as AWS would report it now (None: no such instance).
+async fn db_status_now(shared: &Arc<Shared>, id: &str) -> Option<String> {
+    let xml = moto_query(
+        shared,
+        "rds",
+        &format!("Action=DescribeDBInstances&Version=2014-10-31&DBInstanceIdentifier={id}"),
+    )
+    .await
+    .ok()?;
+    let xml = String::from_utf8_lossy(&xml).to_string();
+    let moto = xml_values(&xml, "DBInstanceStatus").into_iter().next()?;
+    let r = shared.realism.lock().ok()?;
+    Some(r.db_status(id, &moto))
+}
+
+/// The request as AWS would carry it out: an RDS storage increase under 10 % is
+/// rounded up to 10 % (ModifyDBInstance API reference, AllocatedStorage). Other
+/// requests are unchanged.
+pub(crate) async fn rewrite_request(shared: &Arc<Shared>, q: Option<&Query>, body: Bytes) -> Bytes {
+    let Some(q) = q.filter(|q| q.service == "rds" && q.action() == "ModifyDBInstance") else {
+        return body;
+    };
+    if !shared.realism.lock().is_ok_and(|r| r.enabled) {
+        return body;
+    }
+    let (Some(id), Some(want)) = (
+        q.get("DBInstanceIdentifier"),
+        q.get("AllocatedStorage")
+            .and_then(|v| v.parse::<u64>().ok()),
+    ) else {
+        return body;
+    };
+    let form = format!("Action=DescribeDBInstances&Version=2014-10-31&DBInstanceIdentifier={id}");
+    let Ok(xml) = moto_query(shared, "rds", &form).await else {
+        return body;
+    };
+    let Some(have) = xml_values(&String::from_utf8_lossy(&xml), "AllocatedStorage")
+        .into_iter()
+        .next()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return body;
+    };
+    let least = (have * 11).div_ceil(10);
+    if want <= have || want >= least {
+        return body;
+    }
+    let form: Vec<String> = q
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "AllocatedStorage" {
+                least.to_string()
+            } else {
+                v.clone()
+            };
+            format!("{}={}", crate::ecs::urlencode(k), crate::ecs::urlencode(&v))
+        })
+        .collect();
+    Bytes::from(form.join("&"))
 }
 
 /// The availability zones of these subnets (distinct).
@@ -923,6 +1032,15 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
                 realism
                     .db_deleted
                     .insert(id.to_string(), (Instant::now(), block));
+            }
+            body
+        }
+        ("rds", "ModifyDBInstance") => {
+            if let (Some(id), Some(_)) = (q.get("DBInstanceIdentifier"), q.get("AllocatedStorage"))
+            {
+                realism
+                    .storage_changed
+                    .insert(id.to_string(), Instant::now());
             }
             body
         }

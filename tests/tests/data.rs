@@ -7,7 +7,7 @@ use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
 use mbstack_core::{Action, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_data::{readiness, Readiness};
 use mbstack_tests::{network_inputs, LogCapture, TestEnv, TierRunner};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 async fn instance(env: &TestEnv, id: &str) -> Option<DbInstance> {
     let rds = aws_sdk_rds::Client::new(&env.config);
@@ -180,7 +180,9 @@ async fn changes_in_place_make_exactly_one_modify_call_and_refuse_what_cannot_ch
         .iter()
         .map(|c| c.operation.clone())
         .collect();
-    assert_eq!(mutating, vec!["ModifyDBInstance"]);
+    // The modification, and the tag recording when storage last changed (RDS
+    // allows the next change 6 hours later).
+    assert_eq!(mutating, vec!["ModifyDBInstance", "AddTagsToResource"]);
     let updates: Vec<_> = o
         .changes
         .iter()
@@ -209,22 +211,14 @@ async fn changes_in_place_make_exactly_one_modify_call_and_refuse_what_cannot_ch
     assert_eq!(db.allocated_storage(), Some(30));
     assert_eq!(db.backup_retention_period(), Some(14));
 
-    for (change, field) in [
-        ("shrink", "database.storageGib"),
-        ("downgrade", "database.engineVersion"),
-    ] {
-        let mut bad = spec.clone();
-        match change {
-            "shrink" => bad.database.storage_gib = 20,
-            _ => bad.database.engine_version = "16".into(),
-        }
-        env.log.clear();
-        match d.call(Verb::Apply, &bad, "run-c", Scope::Stack).await {
-            Err(TierError::Refused(msg)) => assert!(msg.contains(field), "{msg}"),
-            other => panic!("{change}: {other:?}"),
-        }
-        assert_eq!(env.log.mutating(), vec![], "{change} mutated");
+    let mut bad = spec.clone();
+    bad.database.engine_version = "16".into();
+    env.log.clear();
+    match d.call(Verb::Apply, &bad, "run-c", Scope::Stack).await {
+        Err(TierError::Refused(msg)) => assert!(msg.contains("database.engineVersion"), "{msg}"),
+        other => panic!("downgrade: {other:?}"),
     }
+    assert_eq!(env.log.mutating(), vec![], "downgrade mutated");
 }
 
 #[test]
@@ -434,4 +428,214 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
         .iter()
         .all(|s| s.snapshot_type() != Some("manual")));
     assert!(instance(&env, "fresh-db").await.is_none());
+}
+
+/// Apply, then check until settled, at the pace of the realism layer's timings.
+async fn applied(d: &TierRunner<'_>, spec: &StackSpec, run: &str) -> Vec<mbstack_core::Outcome> {
+    let mut all = vec![d.call(Verb::Apply, spec, run, Scope::Stack).await.unwrap()];
+    for _ in 0..150 {
+        if all.last().is_some_and(|o| o.state != State::Pending) {
+            return all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        all.push(d.call(Verb::Check, spec, run, Scope::Stack).await.unwrap());
+    }
+    panic!("{run}: still pending: {:?}", all.last().map(|o| &o.message));
+}
+
+/// The realism layer on, after the networks of `stacks` exist (their NAT gateways
+/// would otherwise take their 2 s).
+async fn realistic(stacks: &[&str]) -> (TestEnv, Vec<Map<String, Value>>) {
+    let env = TestEnv::start().await;
+    let mut inputs = Vec::new();
+    for s in stacks {
+        inputs.push(network_inputs(&env, &StackSpec::new(*s)).await);
+    }
+    env.emulator.front.set_realism(true, 60);
+    (env, inputs)
+}
+
+fn code(e: &dyn aws_sdk_rds::error::ProvideErrorMetadata) -> String {
+    e.code().unwrap_or("").to_string()
+}
+
+/// RDS takes no final snapshot of an instance still creating
+/// (`InvalidDBInstanceState`): a destroy that meets one waits, then snapshots.
+#[tokio::test]
+async fn a_destroy_waits_for_a_creating_db_before_its_final_snapshot() {
+    let (env, mut inputs) = realistic(&["early"]).await;
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let spec = StackSpec::new("early");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    d.call(Verb::Apply, &spec, "run-a", Scope::Stack)
+        .await
+        .unwrap();
+    let e = rds
+        .delete_db_instance()
+        .db_instance_identifier("early-db")
+        .final_db_snapshot_identifier("early-raw")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidDBInstanceState");
+    let first = d
+        .call(Verb::Destroy, &spec, "run-destroy", Scope::Stack)
+        .await
+        .unwrap();
+    assert_eq!(first.state, State::Pending);
+    assert!(first.message.contains("creating"), "{}", first.message);
+    // The create takes 6 s at the emulator's scale: poll as the state machine does.
+    let mut last = first;
+    for _ in 0..100 {
+        if last.state != State::Pending {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        last = d
+            .call(Verb::Destroy, &spec, "run-destroy", Scope::Stack)
+            .await
+            .unwrap();
+    }
+    assert_eq!(last.state, State::Gone, "{}", last.message);
+    let snapshots = rds.describe_db_snapshots().send().await.unwrap();
+    assert!(
+        snapshots.db_snapshots().iter().any(|s| s
+            .db_snapshot_identifier()
+            .is_some_and(|i| i.starts_with("early-final-"))),
+        "no final snapshot"
+    );
+    assert_eq!(
+        env.emulator.front.refused_calls(),
+        1,
+        "only the test's raw call is refused"
+    );
+}
+
+/// RDS modifies no stopped instance (`InvalidDBInstanceState`): a change to a
+/// paused stack waits for the instance to run; resume starts it, the apply after
+/// that makes the change.
+#[tokio::test]
+async fn a_stopped_db_is_changed_once_it_runs_again() {
+    let (env, mut inputs) = realistic(&["asleep"]).await;
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let mut spec = StackSpec::new("asleep");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    applied(&d, &spec, "run-a").await;
+    spec.paused = true;
+    applied(&d, &spec, "run-pause").await;
+    let e = rds
+        .modify_db_instance()
+        .db_instance_identifier("asleep-db")
+        .backup_retention_period(9)
+        .apply_immediately(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidDBInstanceState");
+    spec.database.backup_retention_days = 14;
+    env.log.clear();
+    let o = applied(&d, &spec, "run-change-paused").await;
+    assert_eq!(
+        env.log.mutating(),
+        vec![],
+        "a stopped instance was modified"
+    );
+    let note = &o[0].changes[1].detail;
+    assert!(
+        note.contains("backup retention 7 → 14 days not yet"),
+        "{note}"
+    );
+    spec.paused = false;
+    let resumed = applied(&d, &spec, "run-resume").await;
+    assert!(resumed[0]
+        .changes
+        .iter()
+        .any(|c| c.detail.starts_with("start (resumed)")));
+    let after = applied(&d, &spec, "run-after").await;
+    assert!(after[0]
+        .changes
+        .iter()
+        .any(|c| c.action == Action::Update && c.detail.contains("backup retention 7 → 14 days")));
+    assert_eq!(
+        instance(&env, "asleep-db")
+            .await
+            .unwrap()
+            .backup_retention_period(),
+        Some(14)
+    );
+    assert_eq!(
+        env.emulator.front.refused_calls(),
+        1,
+        "only the test's raw call is refused"
+    );
+}
+
+/// RDS grows storage by at least 10 % (less is rounded up, after which the spec
+/// would ask to shrink) and once in 6 hours (`InvalidParameterCombination`):
+/// +5 % is refused in plan, naming the field and the least size; +10 % grows;
+/// the next change within 6 hours waits, with its time; less than the instance
+/// has is converged.
+#[tokio::test]
+async fn storage_grows_by_ten_percent_once_in_six_hours_and_never_shrinks() {
+    let (env, mut inputs) = realistic(&["disk"]).await;
+    let mut spec = StackSpec::new("disk");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    applied(&d, &spec, "run-a").await;
+    spec.database.storage_gib = 21;
+    env.log.clear();
+    match d.call(Verb::Plan, &spec, "run-plan", Scope::Stack).await {
+        Err(TierError::Refused(msg)) => {
+            assert!(
+                msg.contains("database.storageGib") && msg.contains("22"),
+                "{msg}"
+            )
+        }
+        other => panic!("a 5 % increase: {other:?}"),
+    }
+    match d.call(Verb::Apply, &spec, "run-5", Scope::Stack).await {
+        Err(TierError::Refused(msg)) => assert!(msg.contains("at least 10 %"), "{msg}"),
+        other => panic!("a 5 % increase: {other:?}"),
+    }
+    assert_eq!(env.log.mutating(), vec![]);
+    spec.database.storage_gib = 22;
+    applied(&d, &spec, "run-10").await;
+    assert_eq!(
+        instance(&env, "disk-db").await.unwrap().allocated_storage(),
+        Some(22)
+    );
+    spec.database.storage_gib = 30;
+    env.log.clear();
+    let o = applied(&d, &spec, "run-again").await;
+    assert_eq!(
+        env.log.mutating(),
+        vec![],
+        "a second storage change within 6 hours"
+    );
+    let note = &o[0].changes[1].detail;
+    assert!(
+        note.contains("not yet") && note.contains("6 hours after the last, at 20"),
+        "{note}"
+    );
+    spec.database.storage_gib = 20;
+    env.log.clear();
+    let o = applied(&d, &spec, "run-less").await;
+    assert_eq!(env.log.mutating(), vec![]);
+    assert!(
+        o[0].changes[1].detail.contains("storage stays 22 GiB"),
+        "{:?}",
+        o[0].changes
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
 }

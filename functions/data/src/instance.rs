@@ -45,6 +45,19 @@ pub fn readiness(id: &str, status: &str, paused: bool) -> Readiness {
     }
 }
 
+/// Statuses in which RDS takes no final snapshot (DeleteDBInstance answers
+/// `InvalidDBInstanceState`: "is currently creating - a final snapshot cannot be
+/// taken"): a destroy waits them out.
+const BUSY: &[&str] = &[
+    "creating",
+    "backing-up",
+    "modifying",
+    "starting",
+    "stopping",
+    "rebooting",
+    "upgrading",
+];
+
 /// The instance and its tags, if it exists.
 pub(crate) async fn find(
     rds: &aws_sdk_rds::Client,
@@ -173,15 +186,29 @@ async fn converge(
         ));
         call = call.db_instance_class(&d.instance_class);
     }
+    let status = db.db_instance_status().unwrap_or("");
+    let mut notes = Vec::new();
     let storage = db.allocated_storage().unwrap_or(0);
     let want_storage = d.storage_gib as i32;
-    if want_storage < storage {
-        return Err(TierError::Refused(format!(
-            "DB {id} has {storage} GiB and RDS storage cannot shrink: set database.storageGib to {storage} or more"
-        )));
-    } else if want_storage > storage {
-        steps.push(format!("storage {storage} → {want_storage} GiB"));
-        call = call.allocated_storage(want_storage);
+    let mut storage_changes = false;
+    match storage_step(storage, want_storage, status, storage_changed_at(db), now_secs()) {
+        StorageStep::Same => {}
+        StorageStep::Larger => notes.push(format!(
+            "storage stays {storage} GiB (database.storageGib is {want_storage}; RDS storage never shrinks)"
+        )),
+        StorageStep::TooSmall(least) => {
+            return Err(TierError::Refused(format!(
+                "database.storageGib: RDS grows storage by at least 10 %: DB {id} has {storage} GiB, so set {least} or more (or keep {storage})"
+            )))
+        }
+        StorageStep::Wait(why) => notes.push(format!(
+            "storage {storage} → {want_storage} GiB not yet: {why}; apply again then"
+        )),
+        StorageStep::Grow => {
+            steps.push(format!("storage {storage} → {want_storage} GiB"));
+            call = call.allocated_storage(want_storage);
+            storage_changes = true;
+        }
     }
     if db.backup_retention_period() != Some(i32::from(d.backup_retention_days)) {
         steps.push(format!(
@@ -222,18 +249,47 @@ async fn converge(
             }
         }
     }
+    // RDS modifies no stopped instance: the changes wait for the run that finds
+    // it started (resume starts it; the apply after that changes it).
+    if !steps.is_empty() && status == "stopped" {
+        notes.push(format!(
+            "{} not yet: RDS does not modify a stopped instance; {}",
+            steps.join("; "),
+            if w.spec.paused {
+                "resume, then apply again"
+            } else {
+                "it starts now, apply again once it is available"
+            }
+        ));
+        steps.clear();
+    }
     if !steps.is_empty() {
         if !w.dry_run {
             call.send()
                 .await
                 .map_err(|e| aws_error("rds:ModifyDBInstance", e))?;
+            if storage_changes {
+                // When the storage may change again (RDS allows one change in 6 hours).
+                let arn = db.db_instance_arn().unwrap_or_default();
+                rds.add_tags_to_resource()
+                    .resource_name(arn)
+                    .tags(
+                        aws_sdk_rds::types::Tag::builder()
+                            .key(STORAGE_CHANGED_TAG)
+                            .value(now_secs().to_string())
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("rds:AddTagsToResource", e))?;
+            }
         }
         w.record(KIND, &id, Action::Update, steps.join("; "));
     }
 
+    let also: String = notes.iter().map(|n| format!("; {n}")).collect();
     // Pause and resume. RDS restarts a stopped instance after 7 days; a scheduled
     // re-pause (apply with paused) stops it again.
-    let status = db.db_instance_status().unwrap_or("");
     if w.spec.paused && status == "available" {
         if !w.dry_run {
             rds.stop_db_instance()
@@ -242,7 +298,7 @@ async fn converge(
                 .await
                 .map_err(|e| aws_error("rds:StopDBInstance", e))?;
         }
-        w.record(KIND, &id, Action::Update, "stop (paused)");
+        w.record(KIND, &id, Action::Update, format!("stop (paused){also}"));
     } else if !w.spec.paused && status == "stopped" {
         if !w.dry_run {
             rds.start_db_instance()
@@ -251,16 +307,88 @@ async fn converge(
                 .await
                 .map_err(|e| aws_error("rds:StartDBInstance", e))?;
         }
-        w.record(KIND, &id, Action::Update, "start (resumed)");
+        w.record(KIND, &id, Action::Update, format!("start (resumed){also}"));
     } else if steps.is_empty() {
         w.record(
             KIND,
             &id,
             Action::None,
-            format!("{status}, {}", describe(w)),
+            format!("{status}, {}{also}", describe(w)),
         );
     }
     Ok(())
+}
+
+/// The tag that records when mbstack last changed the storage (Unix seconds).
+pub(crate) const STORAGE_CHANGED_TAG: &str = "mbstack:storage-changed-at";
+/// RDS allows the next storage change 6 hours after the last (or when its
+/// optimization ends, if later).
+const STORAGE_COOLDOWN_SECS: u64 = 6 * 3600;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn storage_changed_at(db: &DbInstance) -> Option<u64> {
+    db.tag_list()
+        .iter()
+        .find(|t| t.key() == Some(STORAGE_CHANGED_TAG))
+        .and_then(|t| t.value())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What to do about the storage.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StorageStep {
+    Same,
+    /// The instance has more than the spec: converged (storage never shrinks).
+    Larger,
+    /// An increase under 10 % (RDS's minimum): the least size it takes.
+    TooSmall(i32),
+    /// RDS refuses a storage change now: why, and until when.
+    Wait(String),
+    Grow,
+}
+
+/// The storage decision: `have` and `want` GiB, the instance's status, when
+/// mbstack last changed the storage and the time now (Unix seconds).
+pub(crate) fn storage_step(
+    have: i32,
+    want: i32,
+    status: &str,
+    changed_at: Option<u64>,
+    now: u64,
+) -> StorageStep {
+    if want == have {
+        return StorageStep::Same;
+    }
+    if want < have {
+        return StorageStep::Larger;
+    }
+    let least = (i64::from(have) * 11 + 9) / 10;
+    if i64::from(want) < least {
+        return StorageStep::TooSmall(i32::try_from(least).unwrap_or(i32::MAX));
+    }
+    if let Some(at) = changed_at.filter(|at| now < at + STORAGE_COOLDOWN_SECS) {
+        let until = aws_sdk_rds::primitives::DateTime::from_secs(
+            i64::try_from(at + STORAGE_COOLDOWN_SECS).unwrap_or(i64::MAX),
+        )
+        .fmt(aws_sdk_rds::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default();
+        return StorageStep::Wait(format!(
+            "RDS allows the next storage change 6 hours after the last, at {until}"
+        ));
+    }
+    if status == "storage-optimization" {
+        return StorageStep::Wait(
+            "RDS is still optimizing the last storage change (the next may start when it ends)"
+                .into(),
+        );
+    }
+    StorageStep::Grow
 }
 
 /// Destroy: refuses while deletion protection is on (nothing deleted); takes a
@@ -288,6 +416,13 @@ pub(crate) async fn delete(
         )));
     }
     let call = rds.delete_db_instance().db_instance_identifier(&id);
+    let skip = (w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run)
+        || !w.spec.database.final_snapshot;
+    if !skip && BUSY.contains(&status) {
+        return Ok(Some(format!(
+            "waiting for DB {id} to finish {status}: RDS takes no final snapshot before"
+        )));
+    }
     let (call, detail) = if w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run
     {
         (
@@ -308,9 +443,16 @@ pub(crate) async fn delete(
             format!("final snapshot {snapshot}"),
         )
     };
-    call.send()
-        .await
-        .map_err(|e| aws_error("rds:DeleteDBInstance", e))?;
+    match call.send().await {
+        Ok(_) => {}
+        // Not yet (a status RDS refuses deletion in): wait, as for a busy instance.
+        Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => {
+            return Ok(Some(format!(
+                "waiting for DB {id} to accept its deletion ({status})"
+            )))
+        }
+        Err(e) => return Err(aws_error("rds:DeleteDBInstance", e)),
+    }
     w.record(KIND, &id, Action::Delete, detail);
     Ok(Some(format!("waiting for DB {id} to be deleted")))
 }
@@ -330,6 +472,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
             "rds:StartDBInstance",
             "rds:DeleteDBInstance",
             "rds:CreateDBSnapshot",
+            "rds:AddTagsToResource",
         ],
     ),
     // The final snapshot has no tags until it exists: a ResourceTag condition
@@ -379,5 +522,43 @@ mod tests {
         assert_eq!(major("16.4"), Some(16));
         assert_eq!(minor("16.4"), Some(4));
         assert_eq!(minor("17"), None);
+    }
+
+    #[test]
+    fn storage_grows_by_ten_percent_once_in_six_hours_and_never_shrinks() {
+        let now = 1_800_000_000;
+        assert_eq!(
+            storage_step(20, 20, "available", None, now),
+            StorageStep::Same
+        );
+        assert_eq!(
+            storage_step(22, 20, "available", None, now),
+            StorageStep::Larger
+        );
+        assert_eq!(
+            storage_step(20, 21, "available", None, now),
+            StorageStep::TooSmall(22)
+        );
+        assert_eq!(
+            storage_step(25, 27, "available", None, now),
+            StorageStep::TooSmall(28)
+        );
+        assert_eq!(
+            storage_step(20, 22, "available", None, now),
+            StorageStep::Grow
+        );
+        let recent = storage_step(20, 30, "available", Some(now - 3600), now);
+        match recent {
+            StorageStep::Wait(why) => assert!(why.contains("2027-01-15T13:00:00Z"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            storage_step(20, 30, "available", Some(now - 6 * 3600), now),
+            StorageStep::Grow
+        );
+        assert!(matches!(
+            storage_step(20, 30, "storage-optimization", None, now),
+            StorageStep::Wait(_)
+        ));
     }
 }
