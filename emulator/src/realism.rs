@@ -54,6 +54,9 @@ const ALB_CREATE: Duration = Duration::from_secs(150);
 /// The ENIs of a deleted ALB or Fargate service linger ~1.5 min and block the
 /// deletion of their subnets and security groups.
 const ENI_LINGER: Duration = Duration::from_secs(90);
+/// A deleted service's Fargate tasks take ~1 min to stop and deprovision; until
+/// then their cluster cannot be deleted.
+const TASKS_STOP: Duration = Duration::from_secs(60);
 /// Metabase's start plus the target group's health checks: ~3 min.
 pub(crate) const ECS_START: Duration = Duration::from_secs(180);
 
@@ -75,6 +78,8 @@ pub(crate) struct Realism {
     alb_created: HashMap<String, Instant>,
     /// Subnets and security groups of ENIs that outlive their ALB or service.
     lingering: Vec<(Instant, Vec<String>)>,
+    /// Clusters whose deleted service's tasks are still stopping: since when.
+    tasks_stopping: HashMap<String, Instant>,
     /// The fraction of calls answered with throttling (the reliability knob).
     pub throttle: f64,
     rng: u64,
@@ -94,6 +99,7 @@ impl Default for Realism {
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),
             lingering: Vec::new(),
+            tasks_stopping: HashMap::new(),
             throttle: 0.0,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -388,6 +394,29 @@ pub(crate) async fn refuse(
             ));
         }
     }
+    // A deleted service's tasks still stopping hold their cluster: AWS's "not
+    // yet" (ClusterContainsTasksException), counted with the lingering ENIs.
+    if target == "AmazonEC2ContainerServiceV20141113.DeleteCluster" {
+        let cluster = json_req
+            .and_then(|r| r.get("cluster"))
+            .and_then(Value::as_str)
+            .map(last_segment)
+            .unwrap_or("");
+        let stopping = shared.realism.lock().is_ok_and(|r| {
+            r.tasks_stopping
+                .get(cluster)
+                .is_some_and(|t| t.elapsed() < r.scaled(TASKS_STOP))
+        });
+        if stopping {
+            if let Ok(r) = shared.realism.lock() {
+                r.not_yet.fetch_add(1, Ordering::Relaxed);
+            }
+            return Some(json_error(
+                "ClusterContainsTasksException",
+                "The Cluster cannot be deleted while Tasks are active.",
+            ));
+        }
+    }
     let refusal = match (q, target) {
         (Some(q), _) => refuse_query(shared, q).await,
         (None, t) => match (
@@ -666,6 +695,11 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
         }
         _ => None,
     }
+}
+
+/// The name at the end of an ARN (`…:cluster/name` → `name`), or the name itself.
+fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
 }
 
 /// A DB instance's status as AWS would report it now (None: no such instance).
@@ -951,6 +985,13 @@ pub(crate) async fn before_delete(
         }
         (None, "AmazonEC2ContainerServiceV20141113.DeleteService") => {
             let Some(req) = req else { return };
+            if let (Some(cluster), Ok(mut r)) = (
+                req.get("cluster").and_then(Value::as_str),
+                shared.realism.lock(),
+            ) {
+                r.tasks_stopping
+                    .insert(last_segment(cluster).to_string(), Instant::now());
+            }
             let body = json!({"cluster": req.get("cluster"), "services": [req.get("service")]});
             let Ok(d) = crate::front_door::moto_json(
                 shared,

@@ -615,3 +615,38 @@ async fn destroy_leaves_nothing_of_the_stack_in_ecs_iam_logs_secrets_or_autoscal
         .unwrap();
     assert!(targets.scalable_targets().is_empty());
 }
+
+/// A deleted service's tasks take a minute to stop, and until then ECS refuses
+/// to delete their cluster (`ClusterContainsTasksException`): destroy waits.
+#[tokio::test]
+async fn a_destroy_waits_for_the_tasks_of_its_service_to_stop() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("stopping");
+    let app = TierRunner {
+        env: &env,
+        tier: Tier::App,
+        inputs: app_inputs(&env, &spec).await,
+    };
+    app.apply(&spec, "run-a").await;
+    env.emulator.front.set_realism(true, 60);
+    let mut last = app
+        .call(Verb::Destroy, &spec, "run-x", Scope::Stack)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if last.state != State::Pending {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        last = app
+            .call(Verb::Destroy, &spec, "run-x", Scope::Stack)
+            .await
+            .unwrap_or_else(|e| panic!("destroy: {e}"));
+    }
+    assert_eq!(last.state, State::Gone, "{}", last.message);
+    assert!(
+        env.emulator.front.not_yet_answers() > 0,
+        "the cluster was never refused while its tasks stopped"
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+}

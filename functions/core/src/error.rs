@@ -92,6 +92,8 @@ const NOT_YET: &[&str] = &[
     "ResourceInUse",
     "ResourceInUseException",
     "IncorrectState",
+    // A deleted service's tasks still stopping hold their cluster.
+    "ClusterContainsTasksException",
     "InvalidNatGatewayState",
     "InvalidAddress.Locked",
     "InternalError",
