@@ -32,6 +32,9 @@ use crate::front_door::{moto_query, Shared};
 /// Real AWS: a NAT gateway takes about 2 minutes to become available and 1 to go.
 const NAT_CREATE: Duration = Duration::from_secs(120);
 const NAT_DELETE: Duration = Duration::from_secs(60);
+/// A deleted NAT gateway's Elastic IP stays "in use" for a short while after
+/// the gateway reports `deleted`.
+const NAT_EIP_SETTLE: Duration = Duration::from_secs(60);
 /// A small single-AZ RDS instance: ~6 min to create (the last part backing up),
 /// ~5 min to delete.
 const DB_CREATE: Duration = Duration::from_secs(360);
@@ -69,6 +72,8 @@ pub(crate) struct Realism {
     /// "Not yet" answers (lingering ENIs): AWS's timing, waited out by mbstack.
     pub not_yet: Arc<AtomicU64>,
     nat_created: HashMap<String, Instant>,
+    /// CreateNatGateway's ClientToken → the gateway it created.
+    nat_tokens: HashMap<String, String>,
     nat_deleted: HashMap<String, Instant>,
     db_created: HashMap<String, Instant>,
     /// DB instances whose storage last changed: when.
@@ -93,6 +98,7 @@ impl Default for Realism {
             refused: Arc::new(AtomicU64::new(0)),
             not_yet: Arc::new(AtomicU64::new(0)),
             nat_created: HashMap::new(),
+            nat_tokens: HashMap::new(),
             nat_deleted: HashMap::new(),
             db_created: HashMap::new(),
             storage_changed: HashMap::new(),
@@ -151,6 +157,14 @@ impl Realism {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         (self.rng % 10_000) as f64 / 10_000.0 < self.throttle
+    }
+
+    /// Whether this NAT gateway is `deleted` but its address not yet free.
+    fn nat_eip_settling(&self, id: &str) -> bool {
+        self.nat_deleted.get(id).is_some_and(|t| {
+            let e = t.elapsed();
+            e >= self.scaled(NAT_DELETE) && e < self.scaled(NAT_DELETE + NAT_EIP_SETTLE)
+        })
     }
 
     /// The state AWS would report for a NAT gateway moto reports as `moto_state`.
@@ -417,6 +431,30 @@ pub(crate) async fn refuse(
             ));
         }
     }
+    // The Elastic IP of a NAT gateway `deleted` moments ago is still in use:
+    // AWS's "not yet" (InvalidIPAddress.InUse; AuthFailure for some), which
+    // mbstack waits out.
+    if let Some(allocation) = q
+        .filter(|q| q.service == "ec2" && q.action() == "ReleaseAddress")
+        .and_then(|q| q.get("AllocationId"))
+    {
+        let nats = nat_gateways(shared).await;
+        let settling = shared.realism.lock().ok().and_then(|r| {
+            nats.iter()
+                .filter(|n| n.4.iter().any(|a| a == allocation))
+                .find(|n| r.nat_eip_settling(&n.0))
+                .map(|n| n.0.clone())
+        });
+        if let Some(nat) = settling {
+            if let Ok(r) = shared.realism.lock() {
+                r.not_yet.fetch_add(1, Ordering::Relaxed);
+            }
+            return Some(ec2_error(
+                "InvalidIPAddress.InUse",
+                &format!("The address with allocation id [{allocation}] is in use by {nat} (deleted moments ago)."),
+            ));
+        }
+    }
     let refusal = match (q, target) {
         (Some(q), _) => refuse_query(shared, q).await,
         (None, t) => match (
@@ -450,6 +488,30 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
                 &format!(
                     "The address with allocation id [{allocation}] is in use by {} ({}).",
                     user.0, user.1
+                ),
+            ))
+        }
+        ("ec2", "CreateNatGateway") => {
+            let allocation = q.get("AllocationId")?;
+            let nats = nat_gateways(shared).await;
+            let holder = nats
+                .iter()
+                .find(|n| live(&n.1) && n.4.iter().any(|a| a == allocation))?;
+            // The same ClientToken again is a retry: AWS answers with that gateway.
+            let retry = q.get("ClientToken").is_some_and(|t| {
+                shared
+                    .realism
+                    .lock()
+                    .is_ok_and(|r| r.nat_tokens.get(t) == Some(&holder.0))
+            });
+            if retry {
+                return None;
+            }
+            Some(ec2_error(
+                "Resource.AlreadyAssociated",
+                &format!(
+                    "Elastic IP address [{allocation}] is already associated (with {}, {}).",
+                    holder.0, holder.1
                 ),
             ))
         }
@@ -1037,6 +1099,9 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     match (q.service.as_str(), q.action()) {
         ("ec2", "CreateNatGateway") => {
             for id in xml_values(&text, "natGatewayId") {
+                if let Some(token) = q.get("ClientToken") {
+                    realism.nat_tokens.insert(token.to_string(), id.clone());
+                }
                 realism.nat_created.insert(id, Instant::now());
             }
             body

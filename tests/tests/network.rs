@@ -696,3 +696,102 @@ async fn changing_allowed_cidrs_and_certificate_rewrites_lb_ingress_exactly() {
     ];
     assert_eq!(ingress(&env, &lb).await, want);
 }
+
+/// One call of the tier, its error returned (the state machine retries a
+/// retryable one).
+async fn try_run(
+    env: &TestEnv,
+    verb: Verb,
+    spec: &StackSpec,
+    run_id: &str,
+) -> Result<Outcome, mbstack_core::TierError> {
+    mbstack_network::handle(
+        Event::new(verb, spec.clone(), run_id, Scope::Stack),
+        &env.aws(),
+    )
+    .await
+}
+
+/// `verb` (then check, for apply) until settled, retrying a retryable error as
+/// the state machine does, at the pace of the realism layer.
+async fn settled(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str) -> Outcome {
+    let done = if verb == Verb::Destroy {
+        State::Gone
+    } else {
+        State::Ready
+    };
+    let mut next = verb;
+    for _ in 0..200 {
+        match try_run(env, next, spec, run_id).await {
+            Ok(o) if o.state == done => return o,
+            Ok(_) if verb == Verb::Apply => next = Verb::Check,
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => next = verb,
+            Err(e) => panic!("{verb:?} {run_id}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{verb:?} {run_id} never settled");
+}
+
+/// AWS frees a NAT gateway's Elastic IP moments after the gateway is `deleted`
+/// (until then ReleaseAddress answers InvalidIPAddress.InUse): destroy waits.
+#[tokio::test]
+async fn a_deleted_nat_gateways_address_is_released_once_aws_frees_it() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let spec = StackSpec::new("freed");
+    settled(&env, Verb::Apply, &spec, "run-a").await;
+    settled(&env, Verb::Destroy, &spec, "run-x").await;
+    assert!(
+        env.emulator.front.not_yet_answers() > 0,
+        "the address was never refused after its NAT was deleted"
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+    assert!(ec2_resources(&env.ec2(), "freed").await.is_empty());
+}
+
+/// Resume while the paused stack's NAT gateway is still `deleting`: that NAT
+/// still holds the Elastic IP (CreateNatGateway would answer
+/// Resource.AlreadyAssociated). The tier waits for it and reuses the address;
+/// it never allocates a second one.
+#[tokio::test]
+async fn resume_while_the_old_nat_is_deleting_waits_for_its_address() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let mut spec = StackSpec::new("waking");
+    spec.network.pause_nat = true;
+    settled(&env, Verb::Apply, &spec, "run-a").await;
+    let ec2 = env.ec2();
+    let addresses = || async {
+        ec2.describe_addresses()
+            .filters(stack_filter("waking"))
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .iter()
+            .filter_map(|a| a.allocation_id().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let before = addresses().await;
+    assert_eq!(before.len(), 1);
+    spec.paused = true;
+    settled(&env, Verb::Apply, &spec, "run-pause").await;
+    spec.paused = false;
+    let first = try_run(&env, Verb::Apply, &spec, "run-resume").await;
+    match &first {
+        Err(e) => assert!(
+            e.is_retryable() && e.to_string().contains("deleting"),
+            "{e}"
+        ),
+        Ok(o) => panic!("resumed while the NAT was deleting: {:?}", o.changes),
+    }
+    settled(&env, Verb::Apply, &spec, "run-resume").await;
+    assert_eq!(
+        addresses().await,
+        before,
+        "a second Elastic IP was allocated"
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+}

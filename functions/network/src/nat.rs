@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::{aws_error, Action, Readiness, TierError};
+use mbstack_core::{aws_error, error_code, Action, Readiness, TierError};
 
 use crate::ctx::{name_of, tag, Ctx};
 
@@ -74,6 +74,7 @@ pub(crate) async fn ensure(
     wanted: &[Wanted],
 ) -> Result<Vec<Option<String>>, TierError> {
     let nats = list(ctx, &["pending", "available"]).await?;
+    let deleting = list(ctx, &["deleting"]).await?;
     let addresses = list_addresses(ctx).await?;
     let mut ids = Vec::new();
     for w in wanted {
@@ -95,10 +96,36 @@ pub(crate) async fn ensure(
             continue;
         }
         let eip_name = ctx.name(&eip_role(&w.az));
-        // Free: no live NAT gateway maps it (a deleted NAT's EIP is reused).
-        let eip = addresses.iter().find(|a| {
-            tag(a.tags(), NAME_TAG) == Some(eip_name.as_str()) && mapped_by(a, &nats).is_none()
-        });
+        // Free: no live NAT gateway maps it (a deleted NAT's EIP is reused). One
+        // still `deleting` holds it (CreateNatGateway would answer
+        // Resource.AlreadyAssociated): wait for it rather than allocate another.
+        let named: Vec<&Address> = addresses
+            .iter()
+            .filter(|a| tag(a.tags(), NAME_TAG) == Some(eip_name.as_str()))
+            .collect();
+        let eip = named
+            .iter()
+            .copied()
+            .find(|a| mapped_by(a, &nats).is_none() && mapped_by(a, &deleting).is_none());
+        if let (None, Some(held)) = (eip, named.iter().find_map(|a| mapped_by(a, &deleting))) {
+            if ctx.dry_run {
+                ctx.record(
+                    KIND,
+                    name,
+                    Action::Create,
+                    format!(
+                        "in the public subnet of {}, once {held} (deleting) frees its Elastic IP",
+                        w.az
+                    ),
+                );
+                ids.push(None);
+                continue;
+            }
+            return Err(TierError::Retryable(format!(
+                "the Elastic IP {eip_name} is still held by NAT gateway {held}, which is deleting: the new NAT gateway in {} takes it once AWS frees it",
+                w.az
+            )));
+        }
         let allocation = match eip {
             Some(a) => {
                 let id = a.allocation_id().unwrap_or_default().to_string();
@@ -311,13 +338,24 @@ async fn delete_nat(ctx: &Ctx<'_>, id: &str) -> Result<(), TierError> {
 }
 
 async fn release(ctx: &Ctx<'_>, allocation_id: &str) -> Result<(), TierError> {
-    ctx.ec2
+    match ctx
+        .ec2
         .release_address()
         .allocation_id(allocation_id)
         .send()
         .await
-        .map_err(|e| aws_error("ec2:ReleaseAddress", e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        // Its NAT gateway is `deleted`, but AWS frees the address moments later
+        // (until then: InvalidIPAddress.InUse, or AuthFailure): not yet.
+        Err(e) if matches!(error_code(&e), Some("InvalidIPAddress.InUse" | "AuthFailure")) => {
+            Err(TierError::Retryable(format!(
+                "Elastic IP {allocation_id}: AWS has not freed it from its deleted NAT gateway yet ({})",
+                error_code(&e).unwrap_or("")
+            )))
+        }
+        Err(e) => Err(aws_error("ec2:ReleaseAddress", e)),
+    }
 }
 
 /// Destroy, step 1: delete the NAT gateways destroy owns. Returns what is still
