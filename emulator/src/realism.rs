@@ -32,6 +32,9 @@ use crate::front_door::{moto_query, Shared};
 /// Real AWS: a NAT gateway takes about 2 minutes to become available and 1 to go.
 const NAT_CREATE: Duration = Duration::from_secs(120);
 const NAT_DELETE: Duration = Duration::from_secs(60);
+/// The default quota of Elastic IPs per region (EC2-VPC Elastic IPs, L-0263D0A3),
+/// as DescribeAccountAttributes' `vpc-max-elastic-ips` reports it.
+const EIP_QUOTA: usize = 5;
 /// A deleted NAT gateway's Elastic IP stays "in use" for a short while after
 /// the gateway reports `deleted`.
 const NAT_EIP_SETTLE: Duration = Duration::from_secs(60);
@@ -490,6 +493,18 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
                     user.0, user.1
                 ),
             ))
+        }
+        ("ec2", "AllocateAddress") => {
+            let xml = moto_query(shared, "ec2", "Action=DescribeAddresses&Version=2016-11-15")
+                .await
+                .ok()?;
+            let in_use = xml_values(&String::from_utf8_lossy(&xml), "allocationId").len();
+            (in_use >= EIP_QUOTA).then(|| {
+                ec2_error(
+                    "AddressLimitExceeded",
+                    "The maximum number of addresses has been reached.",
+                )
+            })
         }
         ("ec2", "CreateNatGateway") => {
             let allocation = q.get("AllocationId")?;

@@ -795,3 +795,54 @@ async fn resume_while_the_old_nat_is_deleting_waits_for_its_address() {
     );
     assert_eq!(env.emulator.front.refused_calls(), 0);
 }
+
+/// A region allows 5 Elastic IPs by default (AllocateAddress then answers
+/// AddressLimitExceeded): a spec whose NAT gateways need more than are left is
+/// refused before anything is created, naming the field and the ways out.
+#[tokio::test]
+async fn nat_gateways_beyond_the_elastic_ip_quota_are_refused_before_anything_is_created() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = env.ec2();
+    // Someone else's addresses in the region.
+    for _ in 0..3 {
+        ec2.allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut spec = StackSpec::new("quota");
+    spec.network.nat = NatMode::PerAz;
+    spec.network.az_count = 3;
+    for verb in [Verb::Plan, Verb::Apply] {
+        match try_run(&env, verb, &spec, "run-a").await {
+            Err(mbstack_core::TierError::Refused(msg)) => {
+                assert!(
+                    msg.contains("network.nat")
+                        && msg.contains("allows 5")
+                        && msg.contains("3 are allocated"),
+                    "{msg}"
+                )
+            }
+            other => panic!("{verb:?}: {other:?}"),
+        }
+    }
+    assert!(
+        ec2_resources(&ec2, "quota").await.is_empty(),
+        "created before refusing"
+    );
+    // Two AZs fit (3 + 2 = 5); the sixth address is AWS's refusal.
+    spec.network.az_count = 2;
+    settled(&env, Verb::Apply, &spec, "run-b").await;
+    let e = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&e),
+        Some("AddressLimitExceeded")
+    );
+}

@@ -82,6 +82,14 @@ async fn availability_zones(ctx: &Ctx<'_>) -> Result<Vec<String>, TierError> {
 async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     let cidr = ctx.spec.vpc_cidr()?;
     let azs = availability_zones(ctx).await?;
+    let net = &ctx.spec.network;
+    let nat_azs: Vec<&String> = match net.nat {
+        _ if ctx.spec.paused && net.pause_nat => vec![],
+        NatMode::None => vec![],
+        NatMode::Single => azs.iter().take(1).collect(),
+        NatMode::PerAz => azs.iter().collect(),
+    };
+    nat::check_address_quota(ctx, &nat_azs).await?;
     let vpc_id = vpc::ensure(ctx, &cidr.to_string()).await?;
     let igw_id = igw::ensure(ctx, vpc_id.as_deref()).await?;
     let placed = subnets::ensure(ctx, vpc_id.as_deref(), &cidr, &azs).await?;
@@ -93,12 +101,6 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     };
 
     let net = &ctx.spec.network;
-    let nat_azs: Vec<&String> = match net.nat {
-        _ if ctx.spec.paused && net.pause_nat => vec![],
-        NatMode::None => vec![],
-        NatMode::Single => azs.iter().take(1).collect(),
-        NatMode::PerAz => azs.iter().collect(),
-    };
     let nats: Vec<nat::Wanted> = nat_azs
         .iter()
         .map(|az| nat::Wanted {

@@ -208,6 +208,58 @@ pub(crate) async fn ensure(
     Ok(ids)
 }
 
+/// Refuses, before anything is created, a spec whose NAT gateways need more new
+/// Elastic IPs than the region's quota leaves (5 by default: `per-az` on 6 AZs
+/// cannot be created). `azs`: the AZs that get a NAT gateway.
+pub(crate) async fn check_address_quota(ctx: &Ctx<'_>, azs: &[&String]) -> Result<(), TierError> {
+    if azs.is_empty() {
+        return Ok(());
+    }
+    let all = ctx
+        .ec2
+        .describe_addresses()
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+    let names: Vec<String> = azs.iter().map(|az| ctx.name(&eip_role(az))).collect();
+    let have = all
+        .addresses()
+        .iter()
+        .filter(|a| tag(a.tags(), NAME_TAG).is_some_and(|n| names.iter().any(|w| w == n)))
+        .count();
+    let new = names.len().saturating_sub(have);
+    if new == 0 {
+        return Ok(());
+    }
+    let attrs = ctx
+        .ec2
+        .describe_account_attributes()
+        .attribute_names(aws_sdk_ec2::types::AccountAttributeName::from(
+            "vpc-max-elastic-ips",
+        ))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeAccountAttributes", e))?;
+    let quota = attrs
+        .account_attributes()
+        .iter()
+        .find(|a| a.attribute_name() == Some("vpc-max-elastic-ips"))
+        .and_then(|a| a.attribute_values().first())
+        .and_then(|v| v.attribute_value())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(quota) = quota else {
+        return Ok(());
+    };
+    let in_use = all.addresses().len();
+    if in_use + new > quota {
+        return Err(TierError::Refused(format!(
+            "network.nat: {} NAT gateway(s) need {new} new Elastic IP(s), but this region allows {quota} and {in_use} are allocated: use network.nat \"single\" (one address), release addresses you no longer use, or ask AWS for more (Service Quotas: \"EC2-VPC Elastic IPs\", L-0263D0A3)",
+            names.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Idempotency token of a create: the same run retrying the same NAT gets the same
 /// gateway back instead of a second one (at most 64 ASCII characters).
 fn client_token(stack: &str, run: &str, az: &str) -> String {
@@ -399,7 +451,11 @@ pub(crate) async fn release_all(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierEr
 pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::read(
         "Read",
-        &["ec2:DescribeNatGateways", "ec2:DescribeAddresses"],
+        &[
+            "ec2:DescribeNatGateways",
+            "ec2:DescribeAddresses",
+            "ec2:DescribeAccountAttributes",
+        ],
     ),
     Permission::create_tagged(
         "CreateTagged",
