@@ -24,7 +24,34 @@ pub enum FaultClass {
     /// The call succeeds, then the function that made it crashes before it
     /// returns its outcome (what it created exists, the outcome is lost).
     Crash,
+    /// Eventual consistency: the first mutating call from the k-th on that uses
+    /// an ID this run created is answered as if the ID did not exist yet
+    /// (`InvalidVpcID.NotFound`, `InvalidSubnetID.NotFound`, …; for ECS, "Unable
+    /// to assume the service linked role" on a cluster just created).
+    NotYetVisible,
 }
+
+/// EC2 ID prefixes and the NotFound code AWS answers for each.
+const NOT_FOUND: &[(&str, &str)] = &[
+    ("vpc-", "InvalidVpcID.NotFound"),
+    ("igw-", "InvalidInternetGatewayID.NotFound"),
+    ("subnet-", "InvalidSubnetID.NotFound"),
+    ("sg-", "InvalidGroup.NotFound"),
+    ("nat-", "InvalidNatGatewayID.NotFound"),
+    ("eipalloc-", "InvalidAllocationID.NotFound"),
+    ("rtb-", "InvalidRouteTableID.NotFound"),
+];
+
+/// The tags of EC2 create answers that carry a new ID.
+const CREATED_ID_TAGS: &[&str] = &[
+    "vpcId",
+    "internetGatewayId",
+    "subnetId",
+    "groupId",
+    "natGatewayId",
+    "allocationId",
+    "routeTableId",
+];
 
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
@@ -35,6 +62,18 @@ pub(crate) struct Faults {
     /// Set when a Crash fault's call has returned; the function serving layer
     /// takes it and fails the invocation.
     pub crash: Arc<AtomicBool>,
+    /// IDs (and ECS cluster names) created since the plan was set.
+    pub created: Mutex<Vec<String>>,
+    /// Whether a NotYetVisible fault has been answered.
+    pub fired: AtomicBool,
+}
+
+/// A call as the eventual-consistency fault sees it.
+pub(crate) struct CallRefs<'a> {
+    /// `ec2:CreateSubnet`, or the JSON target.
+    pub name: &'a str,
+    /// Every parameter value (query) or the ECS `cluster` (JSON).
+    pub values: Vec<&'a str>,
 }
 
 /// What the front door does with this call.
@@ -46,8 +85,79 @@ pub(crate) enum Verdict {
 }
 
 impl Faults {
+    /// Remembers the IDs a successful create answered with.
+    pub fn note_created(&self, name: &str, body: &[u8]) {
+        let action = name.rsplit([':', '.']).next().unwrap_or("");
+        if !(action.starts_with("Create") || action.starts_with("Allocate")) {
+            return;
+        }
+        let text = String::from_utf8_lossy(body);
+        let mut ids: Vec<String> = if name.starts_with("ec2:") {
+            CREATED_ID_TAGS
+                .iter()
+                .flat_map(|t| crate::realism::xml_values(&text, t))
+                .collect()
+        } else if name.ends_with(".CreateCluster") {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .map(|v| {
+                    ["/cluster/clusterName", "/cluster/clusterArn"]
+                        .iter()
+                        .filter_map(|p| v.pointer(p).and_then(|n| n.as_str()))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if let Ok(mut c) = self.created.lock() {
+            c.append(&mut ids);
+        }
+    }
+
+    /// The answer of the eventual-consistency fault to this call, if it is the
+    /// one: from the k-th call on, the first mutating call that uses an ID this
+    /// run created (once per run).
+    fn not_yet_visible(&self, n: u64, k: u64, call: &CallRefs<'_>) -> Option<Verdict> {
+        let action = call.name.rsplit([':', '.']).next().unwrap_or("");
+        let reads = ["Describe", "List", "Get", "Delete"];
+        if n < k || self.fired.load(Ordering::SeqCst) || reads.iter().any(|r| action.starts_with(r))
+        {
+            return None;
+        }
+        let created = self.created.lock().ok()?;
+        let used = call
+            .values
+            .iter()
+            .find(|v| created.iter().any(|c| c == *v))?;
+        let answer = if call.name.starts_with("ec2:") {
+            let code = NOT_FOUND.iter().find(|(p, _)| used.starts_with(p))?.1;
+            error(
+                false,
+                true,
+                StatusCode::BAD_REQUEST,
+                code,
+                &format!("The ID '{used}' does not exist (injected: not yet visible)"),
+            )
+        } else if call.name.ends_with(".CreateService") {
+            error(
+                true,
+                false,
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterException",
+                "Unable to assume the service linked role. Please verify that the ECS service linked role exists. (injected: not yet visible)",
+            )
+        } else {
+            return None;
+        };
+        self.fired.store(true, Ordering::SeqCst);
+        Some(Verdict::Answer(answer))
+    }
+
     /// Counts a tier's AWS call and says what to do with it.
-    pub fn verdict(&self, protocol_json: bool, ec2: bool, name: String) -> Verdict {
+    pub fn verdict(&self, protocol_json: bool, ec2: bool, call: CallRefs<'_>) -> Verdict {
+        let name = call.name.to_string();
         // Counted and named under one lock, so the k-th name is the k-th call.
         let n = match self.names.lock() {
             Ok(mut names) => {
@@ -57,6 +167,9 @@ impl Faults {
             Err(_) => self.calls.fetch_add(1, Ordering::SeqCst) + 1,
         };
         let plan = self.plan.lock().ok().and_then(|p| *p);
+        if let Some((k, FaultClass::NotYetVisible)) = plan {
+            return self.not_yet_visible(n, k, &call).unwrap_or(Verdict::Pass);
+        }
         match plan {
             Some((k, class)) if k == n => match class {
                 FaultClass::Terminal => Verdict::Answer(error(
@@ -98,6 +211,7 @@ impl Faults {
                 )),
                 FaultClass::Drop => Verdict::Drop,
                 FaultClass::Crash => Verdict::CrashAfter,
+                FaultClass::NotYetVisible => Verdict::Pass,
             },
             _ => Verdict::Pass,
         }

@@ -200,6 +200,22 @@ impl FrontDoor {
             .faults
             .crash
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shared
+            .faults
+            .fired
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut c) = self.shared.faults.created.lock() {
+            c.clear();
+        }
+    }
+
+    /// Whether the eventual-consistency fault set by [`FrontDoor::set_fault`] has
+    /// been answered (a run may make no call it applies to).
+    pub fn not_yet_visible_fired(&self) -> bool {
+        self.shared
+            .faults
+            .fired
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The calls counted since the last [`FrontDoor::set_fault`], in order, each as
@@ -417,7 +433,20 @@ async fn serve(
             Some(q) => format!("{}:{}", q.service, q.action()),
             None => target.clone(),
         };
-        match shared.faults.verdict(!target.is_empty(), ec2, name) {
+        let values: Vec<&str> = match (&query, &request_json) {
+            (Some(q), _) => q.params.values().map(String::as_str).collect(),
+            (None, Some(j)) => j
+                .get("cluster")
+                .and_then(|c| c.as_str())
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let refs = crate::faults::CallRefs {
+            name: &name,
+            values,
+        };
+        match shared.faults.verdict(!target.is_empty(), ec2, refs) {
             crate::faults::Verdict::Pass => {}
             crate::faults::Verdict::Answer(r) => return Ok(r),
             crate::faults::Verdict::Drop => {
@@ -465,6 +494,13 @@ async fn serve(
     };
     if status.is_success() && target.is_empty() {
         crate::ec2::after(&shared, &body).await;
+    }
+    if status.is_success() && !is_sfn && !is_internal {
+        let name = match &query {
+            Some(q) => format!("{}:{}", q.service, q.action()),
+            None => target.clone(),
+        };
+        shared.faults.note_created(&name, &bytes);
     }
     let bytes = match (&query, status.is_success()) {
         (Some(q), true) => crate::realism::after(&shared, q, bytes),

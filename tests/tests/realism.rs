@@ -579,3 +579,56 @@ async fn a_pull_refused_by_the_registry_rate_limit_is_named_with_its_remedy() {
         Vec::<String>::new()
     );
 }
+
+/// Eventual consistency: right after a create, AWS may not know the new ID
+/// (`InvalidVpcID.NotFound` on the next call that uses it) or, for an account's
+/// first cluster, ECS may not yet assume its new service-linked role. For an ID
+/// the run just created that is "not yet": the run retries and succeeds, with
+/// exactly one of everything.
+#[tokio::test]
+async fn an_id_aws_does_not_know_yet_is_not_yet_and_the_run_succeeds() {
+    use mbstack_emulator::FaultClass;
+    let clean = Deployed::start().await.expect("deployed");
+    clean.emulator.front.set_fault(None);
+    let run = mbstack_tests::checks::run(&clean, "apply-1", json!({"stack": "fresh"})).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let after_cluster = clean
+        .emulator
+        .front
+        .call_names()
+        .iter()
+        .position(|n| n.ends_with(".CreateCluster"))
+        .expect("a CreateCluster") as u64
+        + 2;
+    let mut want = stack_leftovers(&clean.config, "fresh").await;
+    want.sort();
+    let kinds = |v: &[String]| {
+        let mut k: Vec<String> = v
+            .iter()
+            .map(|r| r.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    drop(clean);
+
+    // From the first call: an EC2 ID. From the call after CreateCluster: ECS's
+    // service-linked role.
+    for from in ["first", "cluster"] {
+        let d = Deployed::start().await.expect("deployed");
+        let k = if from == "first" { 1 } else { after_cluster };
+        d.emulator
+            .front
+            .set_fault(Some((k, FaultClass::NotYetVisible)));
+        let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "fresh"})).await;
+        assert!(
+            d.emulator.front.not_yet_visible_fired(),
+            "{from}: the fault never fired"
+        );
+        assert_eq!(run.status, "SUCCEEDED", "{from}: {:?}", run.cause);
+        let mut got = stack_leftovers(&d.config, "fresh").await;
+        got.sort();
+        assert_eq!(kinds(&got), kinds(&want), "{from}");
+        assert_eq!(d.refused_calls(), 0);
+    }
+}

@@ -129,6 +129,7 @@ where
                 || THROTTLING.contains(&code)
                 || NOT_YET.contains(&code)
                 || is_iam_propagation(message)
+                || not_visible_yet(op, code, message)
             {
                 TierError::Retryable(text)
             } else {
@@ -137,6 +138,34 @@ where
         }
         _ => TierError::Terminal(format!("{op} failed: {}", describe_transport(&err))),
     }
+}
+
+/// EC2's answers for an ID it does not know. Right after a create, AWS may not
+/// know the new ID yet (eventual consistency: "an ID just created can be unknown
+/// to the next call for a moment").
+const NOT_FOUND: &[&str] = &[
+    "InvalidVpcID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidNatGatewayID.NotFound",
+    "InvalidAllocationID.NotFound",
+    "InvalidRouteTableID.NotFound",
+];
+
+/// Whether a failed call met an ID (or a service-linked role) not visible yet.
+/// A call that changes something uses IDs the run has just read or created, so
+/// its NotFound is "not yet"; a read or a delete that finds nothing means the
+/// resource is gone (their callers handle that). ECS's first cluster of an
+/// account answers "Unable to assume the service linked role" until the role it
+/// has just created propagates.
+fn not_visible_yet(op: &str, code: &str, message: &str) -> bool {
+    let action = op.split(':').nth(1).unwrap_or(op);
+    let changes = !["Describe", "List", "Get", "Delete"]
+        .iter()
+        .any(|r| action.starts_with(r));
+    (changes && NOT_FOUND.contains(&code))
+        || message.contains("Unable to assume the service linked role")
 }
 
 fn is_iam_propagation(message: &str) -> bool {
@@ -202,5 +231,21 @@ mod tests {
             error_code(&service_error("X.NotFound", 400)),
             Some("X.NotFound")
         );
+        // An ID just created: not yet, for a call that uses it; gone, for a read.
+        assert!(aws_error(
+            "ec2:CreateSubnet",
+            service_error("InvalidVpcID.NotFound", 400)
+        )
+        .is_retryable());
+        assert!(!aws_error(
+            "ec2:DescribeVpcs",
+            service_error("InvalidVpcID.NotFound", 400)
+        )
+        .is_retryable());
+        assert!(!aws_error(
+            "ec2:DeleteSubnet",
+            service_error("InvalidSubnetID.NotFound", 400)
+        )
+        .is_retryable());
     }
 }
