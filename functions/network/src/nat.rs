@@ -441,8 +441,12 @@ pub(crate) async fn release_all(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierEr
             waiting.push(format!("Elastic IP {id} to be unmapped from {nat}"));
             continue;
         }
-        release(ctx, &id).await?;
-        ctx.record(EIP_KIND, id, Action::Delete, name_of(a.tags()).to_string());
+        match release(ctx, &id).await {
+            Ok(()) => ctx.record(EIP_KIND, id, Action::Delete, name_of(a.tags()).to_string()),
+            // Not freed yet: destroy reports pending and tries again.
+            Err(TierError::Retryable(why)) => waiting.push(why),
+            Err(e) => return Err(e),
+        }
     }
     Ok(waiting)
 }
