@@ -936,14 +936,21 @@ pub async fn set_schedules(
             .build()
             .map_err(|e| TierError::Terminal(format!("building the schedule window: {e}")))?;
         let sname = format!("{stack}-{}", s.kind);
-        let exists = sched
+        let existing = sched
             .get_schedule()
             .group_name(prefix)
             .name(&sname)
             .send()
             .await
-            .is_ok();
-        if exists {
+            .ok();
+        let was = existing.as_ref().map(|e| {
+            format!(
+                " (replaces {} ({}))",
+                e.schedule_expression().unwrap_or("?"),
+                e.schedule_expression_timezone().unwrap_or("UTC")
+            )
+        });
+        if existing.is_some() {
             sched
                 .update_schedule()
                 .group_name(prefix)
@@ -968,7 +975,11 @@ pub async fn set_schedules(
                 .await
                 .map_err(|e| aws_error("scheduler:CreateSchedule", e))?;
         }
-        done.push(format!("{sname}: {} ({timezone}) → {action}", s.expression));
+        done.push(format!(
+            "{sname}: {} ({timezone}) → {action}{}",
+            s.expression,
+            was.unwrap_or_default()
+        ));
     }
     Ok(done)
 }

@@ -6,3 +6,4 @@ pub mod deploy;
 pub mod local;
 pub mod policies;
 pub mod run;
+pub mod schedule;

@@ -208,7 +208,7 @@ async fn deploy_cmd(
             deploy::build(&std::env::current_dir()?).map_err(anyhow::Error::msg)?
         }
     };
-    let aws = mbstack_core::Aws::new(run::config(target).await);
+    let aws = mbstack_core::Aws::new(run::config(target).await?);
     let report = deploy::deploy(
         &aws,
         &deploy::Options {
@@ -234,7 +234,7 @@ async fn deploy_cmd(
 }
 
 async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Result<()> {
-    let aws = mbstack_core::Aws::new(run::config(target).await);
+    let aws = mbstack_core::Aws::new(run::config(target).await?);
     match cmd {
         ScheduleCommand::Set {
             stack,
@@ -257,6 +257,21 @@ async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Res
             if wanted.is_empty() {
                 anyhow::bail!("give at least one of --repair, --pause, --resume (cron(...) or rate(...) expressions)");
             }
+            let mut problems: Vec<String> = wanted
+                .iter()
+                .filter_map(|w| {
+                    mbstack_cli::schedule::check_expression(&w.expression)
+                        .err()
+                        .map(|e| format!("--{}: {e}", w.kind))
+                })
+                .collect();
+            if let Err(e) = mbstack_cli::schedule::check_timezone(&timezone) {
+                problems.push(format!("--timezone: {e}"));
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("\n"));
+            }
+            run::require_stack(&aws.config, &stack).await?;
             for d in deploy::set_schedules(&aws, &prefix, &stack, &wanted, &timezone).await? {
                 println!("  {d}");
             }
@@ -295,7 +310,11 @@ async fn main() -> ExitCode {
         Command::Resume(i) => finish_run(run::run(&target, &i, "resume").await),
         Command::Down { input, yes } => {
             let stack = input.stack.clone().unwrap_or_default();
-            match run::confirm_down(&stack, yes) {
+            let exists = match run::config(&target).await {
+                Ok(cfg) => run::require_stack(&cfg, &stack).await,
+                Err(e) => Err(e),
+            };
+            match exists.and_then(|()| run::confirm_down(&stack, yes)) {
                 Ok(true) => finish_run(run::run(&target, &input, "destroy").await),
                 Ok(false) => Err(anyhow::anyhow!("not confirmed: nothing was destroyed")),
                 Err(e) => Err(e),
@@ -303,7 +322,14 @@ async fn main() -> ExitCode {
         }
         Command::Status { stack, json } => run::status(&target, stack.as_deref(), json).await,
         Command::Audit { stack, json } => {
-            let aws = mbstack_core::Aws::new(run::config(&target).await);
+            let cfg = match run::config(&target).await {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = run::require_stack(&cfg, &stack).await {
+                return fail(e);
+            }
+            let aws = mbstack_core::Aws::new(cfg);
             match audit::audit(&aws, &stack, Some(&target.state_machine)).await {
                 Ok(findings) if json => {
                     println!("{}", serde_json::to_string(&findings).unwrap_or_default());
@@ -351,7 +377,10 @@ async fn main() -> ExitCode {
             ..
         } => deploy_cmd(&target, prefix, zips, skip_functions).await,
         Command::Undeploy { prefix, force } => {
-            let aws = mbstack_core::Aws::new(run::config(&target).await);
+            let aws = match run::config(&target).await {
+                Ok(c) => mbstack_core::Aws::new(c),
+                Err(e) => return fail(e),
+            };
             deploy::undeploy(&aws, &prefix, force)
                 .await
                 .map_err(anyhow::Error::from)
@@ -387,9 +416,12 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mbstack: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
+}
+
+/// One line on standard error, and the failure exit code.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("mbstack: {e:#}");
+    ExitCode::FAILURE
 }

@@ -47,18 +47,106 @@ pub struct Input {
     pub output: String,
 }
 
-pub async fn config(t: &Target) -> aws_types::SdkConfig {
+/// Whether `endpoint` is this machine (the emulator of `mbstack local up`).
+pub fn is_loopback(endpoint: &str) -> bool {
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+/// The SDK configuration, checked: credentials that load and a region. Against
+/// a loopback endpoint (the emulator), its test credentials and `us-east-1`
+/// unless given. Elsewhere a missing credential, profile or region is one line
+/// saying what was looked for and what to do.
+pub async fn config(t: &Target) -> anyhow::Result<aws_types::SdkConfig> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let endpoint = t
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    let local = endpoint.as_deref().is_some_and(is_loopback);
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(r) = &t.region {
         loader = loader.region(aws_config::Region::new(r.clone()));
+    } else if local {
+        loader = loader.region(aws_config::Region::new(mbstack_emulator::REGION));
     }
     if let Some(p) = &t.profile {
         loader = loader.profile_name(p);
     }
-    if let Some(e) = &t.endpoint_url {
+    if let Some(e) = &endpoint {
         loader = loader.endpoint_url(e);
     }
-    loader.load().await
+    if local && t.profile.is_none() {
+        // The emulator checks no signature: its test credentials, whatever the
+        // environment holds.
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "mbstack-emulator",
+        ));
+    }
+    let cfg = loader.load().await;
+    let profile = t
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok());
+    let named = profile
+        .as_deref()
+        .map(|p| format!("profile {p}"))
+        .unwrap_or_else(|| "the environment, ~/.aws and the instance role".into());
+    if cfg.region().is_none() {
+        bail!(
+            "no AWS region: pass --region (e.g. --region eu-west-1), set AWS_REGION, or give {} a region",
+            profile.as_deref().map(|p| format!("profile {p}")).unwrap_or_else(|| "your profile".into())
+        );
+    }
+    let Some(provider) = cfg.credentials_provider() else {
+        bail!("no AWS credentials provider could be built from {named}");
+    };
+    if let Err(e) = provider.provide_credentials().await {
+        let sso = profile
+            .as_deref()
+            .map(|p| format!("`aws sso login --profile {p}`"))
+            .unwrap_or_else(|| "`aws sso login`".into());
+        bail!(
+            "no AWS credentials found in {named} ({}): run {sso}, pass --profile NAME, export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or try mbstack on the local emulator (`mbstack local up`, then --endpoint-url http://127.0.0.1:4566)",
+            first_line(&e.to_string())
+        );
+    }
+    Ok(cfg)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// A unique execution name: the stack, the action, the UTC time to the
+/// millisecond and a random part (two runs in one second must not collide:
+/// Step Functions refuses, or with the same input returns the other run).
+pub fn execution_name(stack: &str, action: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let millis = now.subsec_millis();
+    let random = (u64::from(now.subsec_nanos()) ^ u64::from(std::process::id()).rotate_left(17))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        >> 48;
+    format!(
+        "{stack}-{action}-{}{millis:03}-{random:04x}",
+        mbstack_core::work::utc_stamp_now()
+    )
 }
 
 /// The execution input: file, then --stack, then each --set, then the action.
@@ -198,10 +286,10 @@ impl Spinners {
 pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     let input = build_input(i, action)?;
     let stack = input["stack"].as_str().unwrap_or("").to_string();
-    let cfg = config(t).await;
+    let cfg = config(t).await?;
     let sfn = aws_sdk_sfn::Client::new(&cfg);
     let arn = state_machine_arn(&sfn, &t.state_machine).await?;
-    let name = format!("{stack}-{action}-{}", mbstack_core::work::utc_stamp_now());
+    let name = execution_name(&stack, action);
     let started = sfn
         .start_execution()
         .state_machine_arn(&arn)
@@ -332,7 +420,7 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
 
 /// Every stack's last run, from `/mbstack/*/last-run`.
 pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::Result<()> {
-    let cfg = config(t).await;
+    let cfg = config(t).await?;
     let ssm = aws_sdk_ssm::Client::new(&cfg);
     let records = crate::deploy::records(&mbstack_core::Aws::new(cfg.clone()))
         .await
@@ -437,6 +525,60 @@ async fn stack_resources(
         }
     }
     Ok(())
+}
+
+/// Whether `stack` exists here: a stored spec, a run holding its lock, or a VPC
+/// tagged as the stack's (a create that never finished). A command naming a
+/// stack that does not exist refuses instead of "succeeding" on nothing.
+pub async fn stack_exists(cfg: &aws_types::SdkConfig, stack: &str) -> anyhow::Result<bool> {
+    let ssm = aws_sdk_ssm::Client::new(cfg);
+    for p in ["spec", "lock"] {
+        match ssm
+            .get_parameter()
+            .name(format!("/mbstack/{stack}/{p}"))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(e)
+                if aws_sdk_ssm::error::ProvideErrorMetadata::code(&e)
+                    == Some("ParameterNotFound") => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "reading /mbstack/{stack}/{p}: {}",
+                    e.into_service_error()
+                ))
+            }
+        }
+    }
+    let ec2 = aws_sdk_ec2::Client::new(cfg);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", mbstack_core::naming::STACK_TAG))
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "looking for stack {stack}'s VPC: {}",
+                e.into_service_error()
+            )
+        })?;
+    Ok(!vpcs.vpcs().is_empty())
+}
+
+/// Fails with one line when `stack` does not exist here.
+pub async fn require_stack(cfg: &aws_types::SdkConfig, stack: &str) -> anyhow::Result<()> {
+    if stack_exists(cfg, stack).await? {
+        return Ok(());
+    }
+    bail!(
+        "no stack {stack} here (no stored spec, no run in progress, no resource tagged mbstack:stack={stack}): check the name (`mbstack status` lists the stacks), --region and --endpoint-url"
+    )
 }
 
 /// `down` asks first, unless `--yes`: a person must see what a destroy does.

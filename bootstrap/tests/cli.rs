@@ -148,3 +148,167 @@ fn every_command_shows_an_example_in_its_help() {
         assert!(t.contains("Example"), "{cmd:?} --help has no example:\n{t}");
     }
 }
+
+/// `mbstack` with no AWS credentials, profile or region anywhere: a fresh HOME
+/// and no AWS_* variables (and no instance metadata to ask).
+fn bare(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join(format!("mbstack-bare-home-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&home);
+    let mut c = Command::new(BIN);
+    c.args(args).stdin(Stdio::null()).env("HOME", &home);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("mbstack runs")
+}
+
+/// What a new user met (issue 20), each through the binary: the emulator needs no
+/// credentials; a missing credential or region is one line saying what to do;
+/// a stack that does not exist is refused, not reported clean or destroyed;
+/// schedules are checked before any call and one stack's do not replace
+/// another's; two runs started in one second get two executions.
+#[test]
+fn a_new_user_gets_a_working_first_command_and_no_false_assurance() {
+    let e = start_emulator();
+
+    // The emulator's own credentials and region, with nothing configured.
+    let status = bare(&["status", "--endpoint-url", &e.endpoint]);
+    assert!(status.status.success(), "{}", text(&status));
+
+    // Real AWS with nothing configured: one line each, naming the way out.
+    let no_creds = bare(&["status", "--region", "eu-west-1"]);
+    let out = String::from_utf8_lossy(&no_creds.stderr).to_string();
+    assert!(!no_creds.status.success());
+    assert_eq!(out.trim().lines().count(), 1, "{out}");
+    assert!(
+        out.contains("no AWS credentials")
+            && out.contains("aws sso login")
+            && out.contains("mbstack local up"),
+        "{out}"
+    );
+    assert!(!out.contains("IMDS"), "{out}");
+    let no_region = bare(&["status"]);
+    let out = String::from_utf8_lossy(&no_region.stderr).to_string();
+    assert!(!no_region.status.success());
+    assert!(
+        out.contains("no AWS region") && out.contains("--region"),
+        "{out}"
+    );
+
+    // A stack that does not exist.
+    let audit = mbstack(&e, &["audit", "--stack", "nope"]);
+    let out = text(&audit);
+    assert!(!audit.status.success(), "{out}");
+    assert!(
+        out.contains("no stack nope") && !out.contains("clean"),
+        "{out}"
+    );
+    let down = mbstack(&e, &["down", "--stack", "nope", "--yes"]);
+    let out = text(&down);
+    assert!(!down.status.success(), "{out}");
+    assert!(
+        out.contains("no stack nope") && !out.contains("succeeded"),
+        "{out}"
+    );
+
+    // Two stacks: one applied, one whose first run is under way.
+    let up = mbstack(&e, &["up", "--stack", "one"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let first = mbstack(&e, &["up", "--stack", "two", "--detach"]);
+    let second = mbstack(&e, &["up", "--stack", "two", "--detach"]);
+    assert!(
+        first.status.success() && second.status.success(),
+        "{}{}",
+        text(&first),
+        text(&second)
+    );
+    let (a, b) = (
+        String::from_utf8_lossy(&first.stdout).trim().to_string(),
+        String::from_utf8_lossy(&second.stdout).trim().to_string(),
+    );
+    assert!(
+        a.starts_with("arn:") && b.starts_with("arn:") && a != b,
+        "one execution for two runs: {a} {b}"
+    );
+
+    // Schedules: checked before any call; the stack must exist; one stack's
+    // schedules leave another's alone.
+    for (args, says) in [
+        (
+            &[
+                "--pause",
+                "cron(0 19 ? * MON-FRI *)",
+                "--timezone",
+                "Berlin/Europe",
+            ][..],
+            "did you mean Europe/Berlin",
+        ),
+        (
+            &["--pause", "0 19 * * 1-5"][..],
+            "not a schedule expression",
+        ),
+    ] {
+        let mut all = vec!["schedule", "set", "--stack", "one"];
+        all.extend_from_slice(args);
+        let o = mbstack(&e, &all);
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let ghost = mbstack(
+        &e,
+        &[
+            "schedule",
+            "set",
+            "--stack",
+            "ghost",
+            "--repair",
+            "rate(1 day)",
+        ],
+    );
+    assert!(
+        !ghost.status.success() && text(&ghost).contains("no stack ghost"),
+        "{}",
+        text(&ghost)
+    );
+    for stack in ["one", "two"] {
+        let o = mbstack(
+            &e,
+            &[
+                "schedule",
+                "set",
+                "--stack",
+                stack,
+                "--repair",
+                "cron(0 3 * * ? *)",
+                "--timezone",
+                "Europe/Berlin",
+            ],
+        );
+        assert!(o.status.success(), "{stack}: {}", text(&o));
+    }
+    let again = mbstack(
+        &e,
+        &[
+            "schedule",
+            "set",
+            "--stack",
+            "one",
+            "--repair",
+            "cron(0 4 * * ? *)",
+        ],
+    );
+    assert!(
+        text(&again).contains("replaces cron(0 3 * * ? *) (Europe/Berlin)"),
+        "{}",
+        text(&again)
+    );
+    let list = text(&mbstack(&e, &["schedule", "list"]));
+    assert!(
+        list.contains("one-repair") && list.contains("two-repair"),
+        "a stack's schedules were lost:\n{list}"
+    );
+}

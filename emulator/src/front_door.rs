@@ -459,6 +459,27 @@ async fn serve(
         }
     }
 
+    // EventBridge Scheduler: a group that exists is a ConflictException on AWS;
+    // moto replaces it, deleting its schedules (other stacks' included).
+    if parts.method == hyper::Method::POST
+        && parts.uri.path().starts_with("/schedule-groups/")
+        && crate::journal::signer(&parts.headers).1 == "scheduler"
+    {
+        let path = parts.uri.path().to_string();
+        if moto_get(&shared, "scheduler", &path).await.is_ok() {
+            let name = path.trim_start_matches("/schedule-groups/");
+            let mut r = crate::realism::json_error_with(
+                StatusCode::CONFLICT,
+                "ConflictException",
+                &format!("Schedule group {name} already exists."),
+            );
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            return Ok(r);
+        }
+    }
     // AWS's refusals while deploying (invalid definitions, young roles, busy functions).
     if let Some(refusal) =
         crate::deploying::refuse(&shared, parts, &target, request_json.as_ref(), &body)
@@ -772,6 +793,37 @@ pub(crate) async fn moto_json_for(
     )
     .await?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// A REST GET of `path` to moto, signed for `service`: the body of a 2xx answer.
+pub(crate) async fn moto_get(shared: &Shared, service: &str, path: &str) -> Result<Bytes, String> {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
+        crate::REGION
+    );
+    let req = Request::builder()
+        .method("GET")
+        .uri(format!("http://127.0.0.1:{}{path}", shared.moto_port))
+        .header("authorization", auth)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = shared
+        .client
+        .request(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(format!("HTTP {status}"))
+    }
 }
 
 /// Sends a form-encoded query-protocol call to moto.

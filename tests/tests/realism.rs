@@ -580,41 +580,6 @@ async fn a_pull_refused_by_the_registry_rate_limit_is_named_with_its_remedy() {
     );
 }
 
-/// Eventual consistency: right after a create, AWS may not know the new ID
-/// (`InvalidVpcID.NotFound` on the next call that uses it). For an ID the run
-/// just created that is "not yet": the run retries and succeeds, with exactly
-/// one of everything.
-#[tokio::test]
-async fn an_id_aws_does_not_know_yet_is_not_yet_and_the_run_succeeds() {
-    use mbstack_emulator::FaultClass;
-    let clean = Deployed::start().await.expect("deployed");
-    let run = mbstack_tests::checks::run(&clean, "apply-1", json!({"stack": "fresh"})).await;
-    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
-    let kinds = |v: Vec<String>| {
-        let mut k: Vec<String> = v
-            .iter()
-            .map(|r| r.split(' ').next().unwrap_or("").to_string())
-            .collect();
-        k.sort();
-        k
-    };
-    let want = kinds(stack_leftovers(&clean.config, "fresh").await);
-    drop(clean);
-
-    let d = Deployed::start().await.expect("deployed");
-    d.emulator
-        .front
-        .set_fault(Some((1, FaultClass::NotYetVisible)));
-    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "fresh"})).await;
-    assert!(
-        d.emulator.front.not_yet_visible_fired(),
-        "the fault never fired"
-    );
-    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
-    assert_eq!(kinds(stack_leftovers(&d.config, "fresh").await), want);
-    assert_eq!(d.refused_calls(), 0);
-}
-
 /// An account's first ECS cluster: ECS creates its service-linked role, and
 /// until the role propagates CreateService answers "Unable to assume the service
 /// linked role". Not yet: the next attempt creates the service.

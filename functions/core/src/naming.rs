@@ -127,6 +127,42 @@ mod tests {
     }
 }
 
+/// The candidate closest to `word` (edit distance, case-insensitive), if it is
+/// close enough to be what was meant: "did you mean …?".
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let w: Vec<char> = word.to_lowercase().chars().collect();
+    let limit = (w.len() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| {
+            (
+                edit_distance(&w, &c.to_lowercase().chars().collect::<Vec<_>>()),
+                c,
+            )
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The partition of a region, for the ARNs mbstack writes itself (policies, the
 /// state machine): `aws-cn` in China, `aws-us-gov` in GovCloud, the ISO
 /// partitions by their prefixes, `aws` elsewhere.
@@ -159,5 +195,18 @@ mod partition_tests {
         assert_eq!(partition_of_region("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition_of_region("us-isob-east-1"), "aws-iso-b");
         assert_eq!(partition_of_region("us-iso-east-1"), "aws-iso");
+    }
+}
+
+#[cfg(test)]
+mod closest_tests {
+    use super::closest;
+
+    #[test]
+    fn the_closest_name_when_it_is_close_enough() {
+        let fields = ["desiredCount", "image", "loadBalancer", "cpu"];
+        assert_eq!(closest("desiredCont", fields), Some("desiredCount"));
+        assert_eq!(closest("loadbalancer", fields), Some("loadBalancer"));
+        assert_eq!(closest("memory", fields), None);
     }
 }
