@@ -313,6 +313,7 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     }
     let t0 = Instant::now();
     let mut seen = 0usize;
+    let mut all_outcomes: Vec<Value> = Vec::new();
     // On a terminal: a spinner per tier with its current state; else plain lines.
     let mut spinners = (!json_out && std::io::stdout().is_terminal()).then(Spinners::new);
     let desc = loop {
@@ -359,8 +360,8 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
                 s.tick();
             }
         }
-        let names = outcomes;
-        seen = names.len();
+        seen = outcomes.len();
+        all_outcomes = outcomes;
         if d.status().as_str() != "RUNNING" {
             break d;
         }
@@ -391,19 +392,21 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
             "✓ {action} of {stack} succeeded in {:.0} s",
             t0.elapsed().as_secs_f64()
         );
+        // Every change of the run: a destroy deletes over several polls, and the
+        // output keeps only each tier's last one.
+        let changes = run_changes(&all_outcomes, &output);
+        println!("  {} change(s)", changes.len());
+        for c in &changes {
+            println!("{}", change_line(c));
+        }
+        if let Some(snapshot) = final_snapshot(&changes) {
+            println!(
+                "  The database is kept as the final snapshot {snapshot}. To get the data back:"
+            );
+            println!("    aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier {snapshot} --db-instance-identifier {stack}-restored");
+        }
         if let Some(url) = output["url"].as_str() {
             println!("  Metabase: {url}");
-        }
-        let changes = output["changes"].as_array().cloned().unwrap_or_default();
-        println!("  {} change(s)", changes.len());
-        for c in changes.iter().take(60) {
-            println!(
-                "    {:<8} {:<13} {:<17} {}",
-                c["action"].as_str().unwrap_or(""),
-                c["tier"].as_str().unwrap_or(""),
-                c["kind"].as_str().unwrap_or(""),
-                c["id"].as_str().unwrap_or("")
-            );
         }
     } else {
         println!("✗ {action} of {stack} ended {}", desc.status().as_str());
@@ -581,6 +584,99 @@ pub async fn require_stack(cfg: &aws_types::SdkConfig, stack: &str) -> anyhow::R
     )
 }
 
+/// One change of a run: (tier, kind, id, action, detail).
+type Change = (String, String, String, String, String);
+
+/// Every change the run's tier outcomes report, in order, each once (the
+/// execution output's own list when the history has none).
+fn run_changes(outcomes: &[Value], output: &Value) -> Vec<Change> {
+    let field = |c: &Value, k: &str| c[k].as_str().unwrap_or("").to_string();
+    let mut out: Vec<Change> = Vec::new();
+    let from_history = outcomes.iter().flat_map(|o| {
+        let tier = o["tier"].as_str().unwrap_or("").to_string();
+        o["changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(move |c| (tier.clone(), c))
+    });
+    let from_output = output["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c["tier"].as_str().unwrap_or("").to_string(), c));
+    let all: Vec<(String, Value)> = if outcomes.is_empty() {
+        from_output.collect()
+    } else {
+        from_history.collect()
+    };
+    for (tier, c) in all {
+        let action = field(&c, "action");
+        if action == "none" || action.is_empty() {
+            continue;
+        }
+        let key = (
+            tier,
+            field(&c, "kind"),
+            field(&c, "id"),
+            action,
+            field(&c, "detail"),
+        );
+        if !out
+            .iter()
+            .any(|o| o.0 == key.0 && o.1 == key.1 && o.2 == key.2 && o.3 == key.3)
+        {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// A resource's name rather than its whole ARN, where the ARN ends with one
+/// (`…:service/cluster/metabase` → `metabase`; `…:loadbalancer/app/name/0123abcd…` → `name`).
+pub fn short_id(id: &str) -> &str {
+    if !id.starts_with("arn:") {
+        return id;
+    }
+    let parts: Vec<&str> = id.split('/').collect();
+    let last = parts.last().copied().unwrap_or(id);
+    let hex = last.len() >= 12 && last.chars().all(|c| c.is_ascii_hexdigit());
+    if hex && parts.len() >= 3 {
+        parts[parts.len() - 2]
+    } else if parts.len() >= 2 {
+        last
+    } else {
+        id.rsplit(':').next().unwrap_or(id)
+    }
+}
+
+/// A change as a person reads it: what, where, and what changes.
+fn change_line(c: &Change) -> String {
+    let (tier, kind, id, action, detail) = c;
+    let id = short_id(id);
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    format!(
+        "    {action:<7} {:<13} {kind:<15} {id}{detail}",
+        tier_label(tier)
+    )
+}
+
+/// The final snapshot a destroy kept, from its DB change.
+fn final_snapshot(changes: &[Change]) -> Option<String> {
+    changes.iter().find_map(|(_, kind, _, action, detail)| {
+        (kind == "db-instance" && action == "delete")
+            .then(|| detail.strip_prefix("final snapshot "))
+            .flatten()
+            .map(|s| s.split_whitespace().next().unwrap_or(s).to_string())
+    })
+}
+
 /// `down` asks first, unless `--yes`: a person must see what a destroy does.
 pub fn confirm_down(stack: &str, yes: bool) -> anyhow::Result<bool> {
     if yes {
@@ -604,6 +700,20 @@ pub fn confirm_down(stack: &str, yes: bool) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_instead_of_arns() {
+        assert_eq!(
+            short_id("arn:aws:ecs:us-east-1:1:service/cli-cluster/metabase"),
+            "metabase"
+        );
+        assert_eq!(
+            short_id("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/cli-alb/50dc6c495c0c9188"),
+            "cli-alb"
+        );
+        assert_eq!(short_id("arn:aws:rds:us-east-1:1:db:cli-db"), "cli-db");
+        assert_eq!(short_id("vpc-0123"), "vpc-0123");
+    }
 
     #[test]
     fn sets_merge_into_the_input() {

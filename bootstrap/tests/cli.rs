@@ -115,6 +115,16 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         "{out}"
     );
 
+    // A plan says what each change is.
+    let plan = mbstack(
+        &e,
+        &["plan", "--stack", "cli", "--set", "app.desiredCount=2"],
+    );
+    let out = text(&plan);
+    assert!(plan.status.success(), "{out}");
+    assert!(out.contains("desired count 1 → 2"), "{out}");
+    assert!(!out.contains("arn:aws:ecs"), "ARNs instead of names: {out}");
+
     let json = mbstack(&e, &["plan", "--stack", "cli", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
     assert_eq!(v["status"], "SUCCEEDED");
@@ -128,6 +138,26 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     let out = text(&down);
     assert!(down.status.success(), "{out}");
     assert!(out.contains("destroy of cli succeeded"), "{out}");
+    // Every deletion, and the snapshot that keeps the data, with how to restore it.
+    for kind in [
+        "nat-gateway",
+        "db-instance",
+        "load-balancer",
+        "listener",
+        "ecs-service",
+        "vpc",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("delete") && l.contains(kind)),
+            "{kind} missing from the summary: {out}"
+        );
+    }
+    assert!(
+        out.contains("final snapshot cli-final-")
+            && out.contains("restore-db-instance-from-db-snapshot"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -294,13 +294,14 @@ async fn case(phase: Phase, class: FaultClass, k: u64, base: Arc<Baseline>) -> V
     // The calls of this run (data and load balancer run in parallel, and the
     // number of polls varies: the k-th call need not be the clean run's k-th).
     let names = d.emulator.front.call_names();
+    let fired = d.emulator.front.not_yet_visible_fired();
     d.emulator.front.set_fault(None);
     checks::check_after_run(&d, &input, &run, witness).await;
     let Some(call) = names.get(k as usize - 1).cloned() else {
         return Ok(false);
     };
     // From the k-th call on, no call used an ID the run had created: not reached.
-    if class == FaultClass::NotYetVisible && !d.emulator.front.not_yet_visible_fired() {
+    if class == FaultClass::NotYetVisible && !fired {
         return Ok(false);
     }
     let finish = in_finish(&names, k);
