@@ -44,8 +44,10 @@ enum Command {
     /// Remove mbstack from the account (refuses while stacks exist, unless --force)
     #[command(after_help = "Example:\n  mbstack undeploy --region eu-west-1")]
     Undeploy {
+        /// The prefix the deployment was made with
         #[arg(long, default_value = "mbstack")]
         prefix: String,
+        /// Remove it even while stacks exist (they stay, without their provisioner)
         #[arg(long)]
         force: bool,
     },
@@ -56,17 +58,19 @@ enum Command {
     #[command(
         after_help = "Examples:\n  mbstack up --stack analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up --stack analytics --endpoint-url http://127.0.0.1:4566   # the local emulator"
     )]
+    #[command(visible_alias = "apply")]
     Up(run::Input),
     /// Show what `up` would change, without changing anything
     #[command(after_help = "Example:\n  mbstack plan --stack analytics --set app.desiredCount=2")]
     Plan(run::Input),
     /// Destroy a stack (asks first; the database is kept as a final snapshot)
     #[command(after_help = "Example:\n  mbstack down --stack analytics --yes")]
+    #[command(visible_alias = "destroy")]
     Down {
         #[command(flatten)]
         input: run::Input,
         /// Do not ask for confirmation
-        #[arg(long)]
+        #[arg(short = 'y', long)]
         yes: bool,
     },
     /// Pause a stack: the service at 0 tasks and the database stopped
@@ -78,8 +82,10 @@ enum Command {
     /// Check a stack's security promises against what exists
     #[command(after_help = "Example:\n  mbstack audit --stack analytics")]
     Audit {
+        /// The stack to audit
         #[arg(long)]
         stack: String,
+        /// Machine-readable output (the findings as JSON)
         #[arg(long)]
         json: bool,
     },
@@ -88,8 +94,10 @@ enum Command {
         after_help = "Example:\n  mbstack status\n  mbstack status --stack analytics --json"
     )]
     Status {
+        /// One stack: its last run and its resources, read live
         #[arg(long)]
         stack: Option<String>,
+        /// Machine-readable output
         #[arg(long)]
         json: bool,
     },
@@ -105,6 +113,14 @@ enum Command {
         #[arg(short, long)]
         file: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  mbstack completions bash > ~/.local/share/bash-completion/completions/mbstack"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,31 +130,39 @@ enum ScheduleCommand {
         after_help = "Example:\n  mbstack schedule set --stack analytics --repair 'cron(0 3 * * ? *)' \\\n    --pause 'cron(0 19 ? * MON-FRI *)' --resume 'cron(0 7 ? * MON-FRI *)' --timezone Europe/Berlin"
     )]
     Set {
+        /// The stack the schedules run for
         #[arg(long)]
         stack: String,
-        /// When to re-apply the stored spec (drift repair)
+        /// When to re-apply the stored spec (drift repair), e.g. 'cron(0 3 * * ? *)'
         #[arg(long)]
         repair: Option<String>,
+        /// When to pause, e.g. 'cron(0 19 ? * MON-FRI *)'
         #[arg(long)]
         pause: Option<String>,
+        /// When to resume, e.g. 'cron(0 7 ? * MON-FRI *)'
         #[arg(long)]
         resume: Option<String>,
+        /// The IANA time zone of the expressions, e.g. Europe/Berlin
         #[arg(long, default_value = "UTC")]
         timezone: String,
+        /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
     },
     /// List the schedules
     #[command(after_help = "Example:\n  mbstack schedule list")]
     List {
+        /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
     },
     /// Remove a stack's schedules
     #[command(after_help = "Example:\n  mbstack schedule remove --stack analytics")]
     Remove {
+        /// The stack whose schedules to remove
         #[arg(long)]
         stack: String,
+        /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
     },
@@ -163,6 +187,7 @@ enum LocalCommand {
         after_help = "Example:\n  mbstack local up --port 4566\n  AWS_ENDPOINT_URL=http://127.0.0.1:4566 aws ec2 describe-vpcs"
     )]
     Up {
+        /// The port to listen on (127.0.0.1)
         #[arg(long, default_value_t = 4566)]
         port: u16,
     },
@@ -309,7 +334,7 @@ async fn main() -> ExitCode {
         Command::Pause(i) => finish_run(run::run(&target, &i, "pause").await),
         Command::Resume(i) => finish_run(run::run(&target, &i, "resume").await),
         Command::Down { input, yes } => {
-            let stack = input.stack.clone().unwrap_or_default();
+            let stack = input.stack_name().unwrap_or_default();
             let exists = match run::config(&target).await {
                 Ok(cfg) => run::require_stack(&cfg, &stack).await,
                 Err(e) => Err(e),
@@ -413,6 +438,16 @@ async fn main() -> ExitCode {
             }
         }
         Command::Local(LocalCommand::Up { port }) => local::up(port).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mbstack",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

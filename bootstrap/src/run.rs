@@ -36,6 +36,9 @@ pub struct Input {
     /// The stack name (overrides the file's)
     #[arg(long)]
     pub stack: Option<String>,
+    /// The stack name, as the first argument: `mbstack up analytics`
+    #[arg(value_name = "STACK", conflicts_with = "stack")]
+    pub stack_arg: Option<String>,
     /// A field to set, as a JSON value or a plain string: --set app.desiredCount=2
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
@@ -149,6 +152,13 @@ pub fn execution_name(stack: &str, action: &str) -> String {
     )
 }
 
+impl Input {
+    /// The stack named by `--stack` or the first argument.
+    pub fn stack_name(&self) -> Option<String> {
+        self.stack.clone().or_else(|| self.stack_arg.clone())
+    }
+}
+
 /// The execution input: file, then --stack, then each --set, then the action.
 pub fn build_input(i: &Input, action: &str) -> anyhow::Result<Value> {
     let mut input = match &i.file {
@@ -159,7 +169,7 @@ pub fn build_input(i: &Input, action: &str) -> anyhow::Result<Value> {
         }
         None => json!({}),
     };
-    if let Some(s) = &i.stack {
+    if let Some(s) = i.stack_name() {
         input["stack"] = json!(s);
     }
     for set in &i.set {
@@ -720,6 +730,7 @@ mod tests {
         let i = Input {
             file: None,
             stack: Some("s".into()),
+            stack_arg: None,
             set: vec![
                 "app.desiredCount=2".into(),
                 "app.image=metabase/metabase:v0.58.7".into(),
@@ -733,6 +744,12 @@ mod tests {
             v,
             json!({"stack": "s", "app": {"desiredCount": 2, "image": "metabase/metabase:v0.58.7"}, "tags": {"team": "bi"}, "action": "apply"})
         );
+        let positional = Input {
+            stack: None,
+            stack_arg: Some("s".into()),
+            ..i.clone()
+        };
+        assert_eq!(build_input(&positional, "apply").unwrap(), v);
         let bad = Input { stack: None, ..i };
         assert!(build_input(&bad, "apply").is_err());
     }

@@ -342,3 +342,61 @@ fn a_new_user_gets_a_working_first_command_and_no_false_assurance() {
         "a stack's schedules were lost:\n{list}"
     );
 }
+
+/// Every option and argument of every command says what it is for, the
+/// conventional aliases exist, and the shells get completions.
+#[test]
+fn every_option_has_help_and_the_conventions_are_there() {
+    let commands: &[&[&str]] = &[
+        &["deploy"],
+        &["undeploy"],
+        &["schedule", "set"],
+        &["schedule", "list"],
+        &["schedule", "remove"],
+        &["up"],
+        &["apply"],
+        &["plan"],
+        &["down"],
+        &["destroy"],
+        &["pause"],
+        &["resume"],
+        &["audit"],
+        &["status"],
+        &["local", "demo"],
+        &["local", "up"],
+        &["validate"],
+        &["completions"],
+    ];
+    for cmd in commands {
+        let o = Command::new(BIN).args(*cmd).arg("--help").output().unwrap();
+        assert!(o.status.success(), "{cmd:?} --help");
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        let mut in_list = false;
+        for line in t.lines() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = matches!(line, "Options:" | "Arguments:");
+                continue;
+            }
+            let l = line.trim_start();
+            if !in_list || !(l.starts_with('-') || l.starts_with('<') || l.starts_with('[')) {
+                continue;
+            }
+            let help = l.split_once("  ").map(|(_, h)| h.trim()).unwrap_or("");
+            assert!(
+                !help.is_empty() && !help.starts_with("[default"),
+                "{cmd:?}: an option without help: {line:?}\n{t}"
+            );
+        }
+    }
+    let down = Command::new(BIN).args(["down", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&down.stdout).contains("-y, --yes"));
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        bash.status.success() && script.contains("_mbstack()") && script.contains("schedule"),
+        "{script}"
+    );
+}
