@@ -323,7 +323,7 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     }
     let t0 = Instant::now();
     let mut seen = 0usize;
-    let mut all_outcomes: Vec<Value> = Vec::new();
+    let mut all_outcomes: Vec<Value>;
     // On a terminal: a spinner per tier with its current state; else plain lines.
     let mut spinners = (!json_out && std::io::stdout().is_terminal()).then(Spinners::new);
     let desc = loop {
