@@ -297,9 +297,10 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     let input = build_input(i, action)?;
     let stack = input["stack"].as_str().unwrap_or("").to_string();
     let cfg = config(t).await?;
+    let name = execution_name(&stack, action);
+    check_spec(&cfg, &input, &stack, &name).await?;
     let sfn = aws_sdk_sfn::Client::new(&cfg);
     let arn = state_machine_arn(&sfn, &t.state_machine).await?;
-    let name = execution_name(&stack, action);
     let started = sfn
         .start_execution()
         .state_machine_arn(&arn)
@@ -592,6 +593,42 @@ pub async fn require_stack(cfg: &aws_types::SdkConfig, stack: &str) -> anyhow::R
     bail!(
         "no stack {stack} here (no stored spec, no run in progress, no resource tagged mbstack:stack={stack}): check the name (`mbstack status` lists the stacks), --region and --endpoint-url"
     )
+}
+
+/// The merged spec, checked here with Prepare's own code before any execution
+/// starts: every problem, one per line.
+async fn check_spec(
+    cfg: &aws_types::SdkConfig,
+    input: &Value,
+    stack: &str,
+    execution: &str,
+) -> anyhow::Result<()> {
+    let lines = |e: mbstack_core::InvalidSpec| {
+        let mut text = format!(
+            "the spec has {} problem(s); nothing was started:",
+            e.0.len()
+        );
+        for p in &e.0 {
+            let path = if p.path.is_empty() {
+                "(input)"
+            } else {
+                p.path.as_str()
+            };
+            text.push_str(&format!("\n  {path}: {}", p.message));
+        }
+        text
+    };
+    if let Err(e) = mbstack_control::requested_stack(input, execution) {
+        bail!("{}", lines(e));
+    }
+    let ssm = aws_sdk_ssm::Client::new(cfg);
+    let stored = mbstack_control::stored_spec(&ssm, stack)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the stored spec of {stack}: {e}"))?;
+    if let Err(e) = mbstack_control::merged_spec(input, stored.as_ref(), execution) {
+        bail!("{}", lines(e));
+    }
+    Ok(())
 }
 
 /// One change of a run: (tier, kind, id, action, detail).

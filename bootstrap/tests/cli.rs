@@ -245,9 +245,39 @@ fn a_new_user_gets_a_working_first_command_and_no_false_assurance() {
         "{out}"
     );
 
-    // Two stacks: one applied, one whose first run is under way.
-    let up = mbstack(&e, &["up", "--stack", "one"]);
-    assert!(up.status.success(), "{}", text(&up));
+    // A bad spec is refused before any execution, every problem on its own line,
+    // with the field meant.
+    let bad = mbstack(
+        &e,
+        &[
+            "up",
+            "--stack",
+            "one",
+            "--set",
+            "app.desiredCont=2",
+            "--set",
+            "app.cpu=oops",
+        ],
+    );
+    let out = text(&bad);
+    assert!(!bad.status.success(), "{out}");
+    assert!(
+        !out.contains("arn:aws:states"),
+        "an execution was started: {out}"
+    );
+    assert!(out.contains("a whole number"), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.contains("app.desiredCont:") && l.contains("did you mean `app.desiredCount`")
+        ),
+        "{out}"
+    );
+
+    // Two stacks, and two runs of the second started at once.
+    for stack in ["one", "two"] {
+        let up = mbstack(&e, &["up", stack]);
+        assert!(up.status.success(), "{}", text(&up));
+    }
     let first = mbstack(&e, &["up", "--stack", "two", "--detach"]);
     let second = mbstack(&e, &["up", "--stack", "two", "--detach"]);
     assert!(

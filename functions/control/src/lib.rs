@@ -12,6 +12,7 @@
 //! Its contract is `{"command": "prepare" | "finish", ...}`, not a tier's.
 
 pub mod store;
+pub use store::stored_spec;
 
 use mbstack_core::iam::Permission;
 use mbstack_core::spec::merge_patch;
@@ -105,27 +106,34 @@ fn check_input(
     }
 }
 
-/// Merges, validates, locks; returns `{action, requested, spec, runId, polls, …}`.
-async fn prepare(
-    c: &Clients,
-    input: &Value,
-    execution: &str,
-    execution_arn: &str,
-) -> Result<Value, TierError> {
+/// The requested action and the stack, checked (the stack name before it names
+/// a parameter).
+pub fn requested_stack(input: &Value, execution: &str) -> Result<(String, String), InvalidSpec> {
     let (requested, stack, patch) = check_input(input, execution)?;
-    // The stack name must be valid before it names a parameter.
     let probe = StackSpec::new(stack.clone());
     if let Err(e) = probe.validate() {
         let mut problems: Vec<Problem> = e.0.into_iter().filter(|p| p.path == "stack").collect();
         if !problems.is_empty() {
-            if let Err(all) = StackSpec::from_json(&Value::Object(patch.clone())) {
+            if let Err(all) = StackSpec::from_json(&Value::Object(patch)) {
                 problems = all.0;
             }
-            return Err(InvalidSpec(problems).into());
+            return Err(InvalidSpec(problems));
         }
     }
-    let stored = store::stored_spec(&c.ssm, &stack).await?;
-    let mut merged = match &stored {
+    Ok((requested, stack))
+}
+
+/// The spec a run applies: the input (a merge patch plus `action`) over the
+/// stored spec (or the defaults), validated; every problem at once. Prepare and
+/// the CLI (before it starts an execution) use this same code.
+pub fn merged_spec(
+    input: &Value,
+    stored: Option<&Value>,
+    execution: &str,
+) -> Result<StackSpec, InvalidSpec> {
+    let (requested, stack) = requested_stack(input, execution)?;
+    let (_, _, patch) = check_input(input, execution)?;
+    let mut merged = match stored {
         Some(s) => s.clone(),
         None => json!({"stack": stack}),
     };
@@ -135,7 +143,19 @@ async fn prepare(
         "resume" => merged["paused"] = json!(false),
         _ => {}
     }
-    let spec = StackSpec::from_json(&merged)?;
+    StackSpec::from_json(&merged)
+}
+
+/// Merges, validates, locks; returns `{action, requested, spec, runId, polls, …}`.
+async fn prepare(
+    c: &Clients,
+    input: &Value,
+    execution: &str,
+    execution_arn: &str,
+) -> Result<Value, TierError> {
+    let (requested, stack) = requested_stack(input, execution)?;
+    let stored = store::stored_spec(&c.ssm, &stack).await?;
+    let spec = merged_spec(input, stored.as_ref(), execution)?;
     let mut lock = json!(null);
     if requested != "plan" {
         lock = take_lock(c, &stack, execution_arn).await?;

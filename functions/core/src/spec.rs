@@ -131,7 +131,56 @@ fn type_error_message(serde_msg: &str) -> String {
         .next()
         .unwrap_or(serde_msg)
         .to_string();
+    // Rust's type names, in people's words.
+    let words = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected i32", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected a text in quotes"),
+    ];
+    let msg = words
+        .iter()
+        .fold(msg, |m, (rust, people)| m.replace(rust, people));
     format!("{msg}: fix the value's type or spelling (see the spec reference in README.md)")
+}
+
+/// For each unknown field, the known field of its section it most resembles:
+/// "did you mean `app.desiredCount`?".
+fn suggest_fields(mut e: InvalidSpec) -> InvalidSpec {
+    let Ok(known) = serde_json::to_value(StackSpec::new("x")) else {
+        return e;
+    };
+    for p in
+        e.0.iter_mut()
+            .filter(|p| p.message.starts_with("unknown field"))
+    {
+        let (parent, field) = match p.path.rsplit_once('.') {
+            Some((parent, field)) => (parent, field),
+            None => ("", p.path.as_str()),
+        };
+        let section = if parent.is_empty() {
+            Some(&known)
+        } else {
+            known.pointer(&format!("/{}", parent.replace('.', "/")))
+        };
+        let Some(keys) = section.and_then(|s| s.as_object()) else {
+            continue;
+        };
+        if let Some(c) = crate::naming::closest(field, keys.keys().map(String::as_str)) {
+            let full = if parent.is_empty() {
+                c.to_string()
+            } else {
+                format!("{parent}.{c}")
+            };
+            p.message = format!("unknown field: did you mean `{full}`? (or remove it)");
+        }
+    }
+    e
 }
 
 /// JSON Merge Patch (RFC 7386): `patch` applied over `target`. An object merges
@@ -397,8 +446,13 @@ impl StackSpec {
         }
     }
 
-    /// Parses and validates a spec from JSON, reporting every problem found.
+    /// Parses and validates a spec from JSON, reporting every problem found (an
+    /// unknown field with the known one it most resembles).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, InvalidSpec> {
+        Self::from_json_as_given(value).map_err(suggest_fields)
+    }
+
+    fn from_json_as_given(value: &serde_json::Value) -> Result<Self, InvalidSpec> {
         let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(0);
         if size > MAX_INPUT_BYTES {
             return Err(InvalidSpec(vec![Problem::new(
@@ -880,6 +934,32 @@ mod tests {
         let mut paths = err.paths();
         paths.sort();
         assert_eq!(paths, vec!["app.imgae", "netwrok"]);
+        let said: Vec<&str> = err.0.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            said.iter().any(|m| m.contains("did you mean `app.image`")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|m| m.contains("did you mean `network`")),
+            "{said:?}"
+        );
+        let e = StackSpec::from_json(
+            &json!({"stack": "a", "loadbalancer": {}, "app": {"desiredCont": 2}}),
+        )
+        .unwrap_err();
+        let said: Vec<&str> = e.0.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            said.iter().any(|m| m.contains("`loadBalancer`")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|m| m.contains("`app.desiredCount`")),
+            "{said:?}"
+        );
+        // Types in people's words.
+        let e = StackSpec::from_json(&json!({"stack": "a", "app": {"desiredCount": "oops"}}))
+            .unwrap_err();
+        assert!(e.0[0].message.contains("a whole number"), "{:?}", e.0);
     }
 
     #[test]
