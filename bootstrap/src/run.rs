@@ -428,6 +428,24 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
             .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
             .unwrap_or_else(|| cause.to_string());
         println!("  cause: {message}");
+        // What the run changed before it failed, and what its rollback undid.
+        let changes = run_changes(&all_outcomes, &output);
+        let undone: Vec<&Change> = changes.iter().filter(|c| c.3 == "delete").collect();
+        if action != "destroy" {
+            if undone.is_empty() {
+                println!(
+                    "  rolled back: nothing this run created (what existed before is untouched)"
+                );
+            } else {
+                println!(
+                    "  rolled back: {} resource(s) this run created",
+                    undone.len()
+                );
+                for c in undone {
+                    println!("{}", change_line(c));
+                }
+            }
+        }
     }
     Ok(ok)
 }

@@ -106,13 +106,38 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     );
     assert!(!out.contains("MISSING"), "{out}");
 
-    // A failing run: the cause is printed, the exit code is not 0.
+    // A bad spec: refused before any execution, the field named, exit code not 0.
     let bad = mbstack(&e, &["up", "--stack", "cli", "--set", "network.azCount=9"]);
     let out = text(&bad);
     assert!(!bad.status.success(), "{out}");
     assert!(
-        out.contains("Mbstack.InvalidSpec") && out.contains("network.azCount"),
+        out.contains("network.azCount") && !out.contains("arn:aws:states"),
         "{out}"
+    );
+
+    // A change AWS cannot make in place: refused with its reason; the rollback
+    // says it undid nothing (the stack is intact) and status keeps the URL.
+    let refused = mbstack(
+        &e,
+        &["up", "--stack", "cli", "--set", "network.cidr=10.1.0.0/16"],
+    );
+    let out = text(&refused);
+    assert!(!refused.status.success(), "{out}");
+    assert!(
+        out.contains("Mbstack.Refused") && out.contains("cannot change in place"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rolled back: nothing this run created"),
+        "{out}"
+    );
+    assert!(!out.contains("network gone"), "{out}");
+    let after = text(&mbstack(&e, &["status"]));
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("cli ") && l.contains("http://cli-alb")),
+        "the URL of a stack that still serves: {after}"
     );
 
     // A plan says what each change is.

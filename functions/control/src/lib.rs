@@ -258,7 +258,18 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
             );
         }
     }
-    let last = json!({"action": requested, "status": status, "execution": me, "url": out["url"]});
+    // A failed apply rolls back what it created; the stack it found still serves
+    // at the URL of the last run that had one (a destroy keeps none).
+    let mut url = out["url"].clone();
+    if url.is_null() && requested != "destroy" {
+        if let Ok(Some(previous)) = store::get(&c.ssm, &store::path(stack, "last-run")).await {
+            url = serde_json::from_str::<Value>(&previous)
+                .ok()
+                .map(|p| p["url"].clone())
+                .unwrap_or(Value::Null);
+        }
+    }
+    let last = json!({"action": requested, "status": status, "execution": me, "url": url});
     keep(
         store::put(
             &c.ssm,

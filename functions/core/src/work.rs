@@ -95,12 +95,14 @@ impl<'a> Work<'a> {
         match steps {
             Ok(()) => {
                 let n = self.changes.len();
-                Ok(self.outcome(
-                    State::Gone,
-                    format!("{what} gone ({n} change(s) now)"),
-                    0,
-                    Map::new(),
-                ))
+                // A rollback removes only what its run created: the rest stays.
+                let message = match self.run.scope {
+                    Scope::Stack => format!("{what} gone ({n} change(s) now)"),
+                    Scope::Run => {
+                        format!("{what}: what this run created is undone ({n} change(s) now)")
+                    }
+                };
+                Ok(self.outcome(State::Gone, message, 0, Map::new()))
             }
             Err(TierError::Retryable(why)) => Ok(self.outcome(
                 State::Pending,

@@ -26,7 +26,7 @@ pub(crate) async fn ensure(ctx: &mut Ctx<'_>, cidr: &str) -> Result<Option<Strin
     if let Some(vpc) = find(ctx).await? {
         let id = vpc.vpc_id().unwrap_or_default().to_string();
         if vpc.cidr_block() != Some(cidr) {
-            return Err(TierError::Terminal(format!(
+            return Err(TierError::Refused(format!(
                 "VPC {id} has CIDR {} but the spec asks for {cidr}: a VPC's CIDR cannot change in place; \
                  set network.cidr back to {}, or destroy the stack and create it again",
                 vpc.cidr_block().unwrap_or("?"),
