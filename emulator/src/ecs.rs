@@ -473,7 +473,7 @@ async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], dereg
     }
 }
 
-fn last_segment(s: &str) -> &str {
+pub(crate) fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 

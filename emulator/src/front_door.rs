@@ -731,21 +731,45 @@ async fn send_to_moto(
     target: Option<&str>,
     body: String,
 ) -> Result<Bytes, String> {
+    let body = Bytes::from(body);
+    moto_request(
+        shared,
+        service,
+        "POST",
+        "/",
+        Some(content_type),
+        target,
+        body,
+    )
+    .await
+}
+
+/// One request to moto as the front door itself: the body of a 2xx answer, or
+/// the error.
+async fn moto_request(
+    shared: &Shared,
+    service: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    target: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, String> {
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
         crate::REGION
     );
     let mut req = Request::builder()
-        .method("POST")
-        .uri(format!("http://127.0.0.1:{}/", shared.moto_port))
-        .header("content-type", content_type)
+        .method(method)
+        .uri(format!("http://127.0.0.1:{}{path}", shared.moto_port))
         .header("authorization", auth);
+    if let Some(c) = content_type {
+        req = req.header("content-type", c);
+    }
     if let Some(t) = target {
         req = req.header("x-amz-target", t);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = shared
         .client
         .request(req)
@@ -797,33 +821,7 @@ pub(crate) async fn moto_json_for(
 
 /// A REST GET of `path` to moto, signed for `service`: the body of a 2xx answer.
 pub(crate) async fn moto_get(shared: &Shared, service: &str, path: &str) -> Result<Bytes, String> {
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
-        crate::REGION
-    );
-    let req = Request::builder()
-        .method("GET")
-        .uri(format!("http://127.0.0.1:{}{path}", shared.moto_port))
-        .header("authorization", auth)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = shared
-        .client
-        .request(req)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if status.is_success() {
-        Ok(bytes)
-    } else {
-        Err(format!("HTTP {status}"))
-    }
+    moto_request(shared, service, "GET", path, None, None, Bytes::new()).await
 }
 
 /// Sends a form-encoded query-protocol call to moto.

@@ -186,13 +186,17 @@ pub fn utc_stamp(unix_seconds: u64) -> String {
     )
 }
 
-/// Now, as [`utc_stamp`].
-pub fn utc_stamp_now() -> String {
-    let secs = std::time::SystemTime::now()
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    utc_stamp(secs)
+        .unwrap_or(0)
+}
+
+/// Now, as [`utc_stamp`].
+pub fn utc_stamp_now() -> String {
+    utc_stamp(unix_now())
 }
 
 /// A string output of another tier, e.g. the network's `dbSecurityGroupId`.

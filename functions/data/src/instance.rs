@@ -191,7 +191,7 @@ async fn converge(
     let storage = db.allocated_storage().unwrap_or(0);
     let want_storage = d.storage_gib as i32;
     let mut storage_changes = false;
-    match storage_step(storage, want_storage, status, storage_changed_at(db), now_secs()) {
+    match storage_step(storage, want_storage, status, storage_changed_at(db), mbstack_core::work::unix_now()) {
         StorageStep::Same => {}
         StorageStep::Larger => notes.push(format!(
             "storage stays {storage} GiB (database.storageGib is {want_storage}; RDS storage never shrinks)"
@@ -276,7 +276,7 @@ async fn converge(
                     .tags(
                         aws_sdk_rds::types::Tag::builder()
                             .key(STORAGE_CHANGED_TAG)
-                            .value(now_secs().to_string())
+                            .value(mbstack_core::work::unix_now().to_string())
                             .build(),
                     )
                     .send()
@@ -324,13 +324,6 @@ pub(crate) const STORAGE_CHANGED_TAG: &str = "mbstack:storage-changed-at";
 /// RDS allows the next storage change 6 hours after the last (or when its
 /// optimization ends, if later).
 const STORAGE_COOLDOWN_SECS: u64 = 6 * 3600;
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn storage_changed_at(db: &DbInstance) -> Option<u64> {
     db.tag_list()
