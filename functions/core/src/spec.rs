@@ -53,7 +53,7 @@ impl InvalidSpec {
 }
 
 /// Deserializes `value` strictly: every unknown field is reported (all of them,
-/// with their paths), then the first type error with its path.
+/// with their paths), and every value of the wrong type with its path.
 pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, InvalidSpec> {
     match parse_collecting(value) {
         Ok((v, unknown)) if unknown.is_empty() => Ok(v),
@@ -64,44 +64,95 @@ pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
 
 /// Deserializes `value`, returning the unknown fields beside the value so that a
 /// caller can add its own checks' problems to them (every problem at once).
+///
+/// serde stops at the first wrong type; to report every one, the wrong value is
+/// taken out and the input parsed again (a field so removed takes its default,
+/// which is never used: the result is an error listing each wrong value).
 pub fn parse_collecting<T: DeserializeOwned>(
     value: &serde_json::Value,
 ) -> Result<(T, Vec<Problem>), InvalidSpec> {
-    let mut unknown = Vec::new();
-    let mut on_unknown = |path: serde_ignored::Path<'_>| {
-        unknown.push(Problem::new(
-            json_path(&path.to_string()),
-            "unknown field: remove it, or check its spelling against the spec reference in README.md",
-        ))
+    let mut value = value.clone();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut wrong_types = 0usize;
+    let mut add = |problems: &mut Vec<Problem>, p: Problem| {
+        if !problems.iter().any(|q| q.path == p.path) {
+            problems.push(p);
+        }
     };
-    let ignored = serde_ignored::Deserializer::new(value, &mut on_unknown);
-    let parsed: Result<T, _> = serde_path_to_error::deserialize(ignored);
-    match parsed {
-        Ok(v) => Ok((v, unknown)),
-        Err(e) => {
-            let mut path = json_path(&e.path().to_string());
-            let msg = e.into_inner().to_string();
-            let mut problems = unknown;
-            // serde names a missing field at its parent: point at the field itself.
-            if let Some(field) = msg
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                path = if path.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{path}.{field}")
-                };
-                problems.push(Problem::new(
+    // Each pass removes one wrong value; a spec has far fewer fields than this.
+    for _ in 0..64 {
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path<'_>| {
+            unknown.push(Problem::new(
+                json_path(&path.to_string()),
+                "unknown field: remove it, or check its spelling against the spec reference in README.md",
+            ))
+        };
+        let ignored = serde_ignored::Deserializer::new(&value, &mut on_unknown);
+        let parsed: Result<T, _> = serde_path_to_error::deserialize(ignored);
+        for u in unknown {
+            add(&mut problems, u);
+        }
+        let e = match parsed {
+            Ok(v) if wrong_types == 0 => return Ok((v, problems)),
+            Ok(_) => return Err(InvalidSpec(problems)),
+            Err(e) => e,
+        };
+        let segments: Vec<String> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => key.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        let mut path = json_path(&e.path().to_string());
+        let msg = e.into_inner().to_string();
+        wrong_types += 1;
+        // serde names a missing field at its parent: point at the field itself.
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            add(
+                &mut problems,
+                Problem::new(
                     path,
                     format!("`{field}` is required: add it (see the spec reference in README.md)"),
-                ));
-            } else {
-                problems.push(Problem::new(path, type_error_message(&msg)));
-            }
-            Err(InvalidSpec(problems))
+                ),
+            );
+            break;
+        }
+        add(&mut problems, Problem::new(path, type_error_message(&msg)));
+        if !remove_at(&mut value, &segments) {
+            break;
         }
     }
+    Err(InvalidSpec(problems))
+}
+
+/// Removes the field at `keys` (object keys from the root; an empty key, for
+/// an array element, stops it): whether something was removed.
+fn remove_at(value: &mut serde_json::Value, keys: &[String]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for k in parents {
+        match at.get_mut(k.as_str()) {
+            Some(v) if !k.is_empty() => at = v,
+            _ => return false,
+        }
+    }
+    !last.is_empty()
+        && at
+            .as_object_mut()
+            .is_some_and(|o| o.remove(last.as_str()).is_some())
 }
 
 /// serde_ignored prints `a.b.0.c`, serde_path_to_error `a.b[0].c`; we print the latter.
@@ -960,6 +1011,39 @@ mod tests {
         let e = StackSpec::from_json(&json!({"stack": "a", "app": {"desiredCount": "oops"}}))
             .unwrap_err();
         assert!(e.0[0].message.contains("a whole number"), "{:?}", e.0);
+    }
+
+    #[test]
+    fn every_value_of_the_wrong_type_is_reported_not_only_the_first() {
+        let e = StackSpec::from_json(&json!({
+            "stack": "a",
+            "app": {"desiredCount": "oops", "cpu": true},
+            "database": {"storageGib": "big"},
+            "netwrok": {}
+        }))
+        .unwrap_err();
+        let mut paths = e.paths();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "app.cpu",
+                "app.desiredCount",
+                "database.storageGib",
+                "netwrok"
+            ],
+            "{:?}",
+            e.0
+        );
+        // A required field missing is named as such after the wrong types.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Two {
+            a: u8,
+            b: String,
+        }
+        let e = parse_collecting::<Two>(&json!({"b": 1})).unwrap_err();
+        assert_eq!(e.paths(), vec!["b", "a"], "{:?}", e.0);
     }
 
     #[test]
