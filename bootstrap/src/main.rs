@@ -17,8 +17,9 @@ use mbstack_core::StackSpec;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    target: run::Target,
+    /// text for people; json for scripts (one JSON document on standard output)
+    #[arg(long, global = true, value_enum, default_value_t = run::Output::Text)]
+    output: run::Output,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +41,8 @@ enum Command {
         /// Print the IAM policy the person or pipeline running deploy needs, and stop
         #[arg(long)]
         print_deployer_policy: bool,
+        #[command(flatten)]
+        target: run::Target,
     },
     /// Remove mbstack from the account (refuses while stacks exist, unless --force)
     #[command(after_help = "Example:\n  mbstack undeploy --region eu-west-1")]
@@ -50,13 +53,15 @@ enum Command {
         /// Remove it even while stacks exist (they stay, without their provisioner)
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        target: run::Target,
     },
     /// Schedules: nightly repair, and pause / resume outside business hours
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// Create or update a stack (apply), and follow the run
     #[command(
-        after_help = "Examples:\n  mbstack up --stack analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up --stack analytics --endpoint-url http://127.0.0.1:4566   # the local emulator"
+        after_help = "Examples:\n  mbstack up analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up analytics --endpoint-url http://127.0.0.1:4566   # the local emulator\n\nCtrl-C stops following; the run goes on (`mbstack watch analytics` follows it again)."
     )]
     #[command(visible_alias = "apply")]
     Up(run::Input),
@@ -80,27 +85,16 @@ enum Command {
     #[command(after_help = "Example:\n  mbstack resume --stack analytics")]
     Resume(run::Input),
     /// Check a stack's security promises against what exists
-    #[command(after_help = "Example:\n  mbstack audit --stack analytics")]
-    Audit {
-        /// The stack to audit
-        #[arg(long)]
-        stack: String,
-        /// Machine-readable output (the findings as JSON)
-        #[arg(long)]
-        json: bool,
-    },
-    /// Every stack's last run (or one stack's)
     #[command(
-        after_help = "Example:\n  mbstack status\n  mbstack status --stack analytics --json"
+        after_help = "Example:\n  mbstack audit analytics\n  mbstack audit analytics --output json"
     )]
-    Status {
-        /// One stack: its last run and its resources, read live
-        #[arg(long)]
-        stack: Option<String>,
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
+    Audit(run::Named),
+    /// Every stack's last run and run in progress (or one stack's, with its resources read live)
+    #[command(after_help = "Example:\n  mbstack status\n  mbstack status analytics --output json")]
+    Status(run::Named),
+    /// Follow the run in progress on a stack (started here, elsewhere or by a schedule)
+    #[command(after_help = "Example:\n  mbstack watch analytics")]
+    Watch(run::Named),
     /// Run mbstack against the local emulator (no AWS account needed)
     #[command(subcommand)]
     Local(LocalCommand),
@@ -148,6 +142,8 @@ enum ScheduleCommand {
         /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
+        #[command(flatten)]
+        target: run::Target,
     },
     /// List the schedules
     #[command(after_help = "Example:\n  mbstack schedule list")]
@@ -155,6 +151,8 @@ enum ScheduleCommand {
         /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
+        #[command(flatten)]
+        target: run::Target,
     },
     /// Remove a stack's schedules
     #[command(after_help = "Example:\n  mbstack schedule remove --stack analytics")]
@@ -165,6 +163,8 @@ enum ScheduleCommand {
         /// The deployment's prefix (the schedule group's name)
         #[arg(long, default_value = "mbstack")]
         prefix: String,
+        #[command(flatten)]
+        target: run::Target,
     },
 }
 
@@ -221,6 +221,7 @@ fn load_spec(file: &PathBuf) -> anyhow::Result<StackSpec> {
 
 async fn deploy_cmd(
     target: &run::Target,
+    output: run::Output,
     prefix: String,
     zips: Option<PathBuf>,
     skip_functions: bool,
@@ -242,6 +243,13 @@ async fn deploy_cmd(
         },
     )
     .await?;
+    if output == run::Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"stateMachineArn": report.state_machine_arn, "changes": report.changes, "waits": report.waits, "unchanged": report.unchanged})
+        );
+        return Ok(());
+    }
     for w in &report.waits {
         println!("  waited: {w}");
     }
@@ -258,8 +266,8 @@ async fn deploy_cmd(
     Ok(())
 }
 
-async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Result<()> {
-    let aws = mbstack_core::Aws::new(run::config(target).await?);
+async fn schedule_cmd(cmd: ScheduleCommand, output: run::Output) -> anyhow::Result<()> {
+    let json_out = output == run::Output::Json;
     match cmd {
         ScheduleCommand::Set {
             stack,
@@ -268,6 +276,7 @@ async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Res
             resume,
             timezone,
             prefix,
+            target,
         } => {
             let wanted: Vec<deploy::Schedule> =
                 [("repair", repair), ("pause", pause), ("resume", resume)]
@@ -296,23 +305,80 @@ async fn schedule_cmd(target: &run::Target, cmd: ScheduleCommand) -> anyhow::Res
             if !problems.is_empty() {
                 anyhow::bail!("{}", problems.join("\n"));
             }
+            let aws = mbstack_core::Aws::new(run::config(&target).await?);
             run::require_stack(&aws.config, &stack).await?;
-            for d in deploy::set_schedules(&aws, &prefix, &stack, &wanted, &timezone).await? {
-                println!("  {d}");
+            let done = deploy::set_schedules(&aws, &prefix, &stack, &wanted, &timezone).await?;
+            if json_out {
+                println!("{}", serde_json::json!({"stack": stack, "changes": done}));
+            } else {
+                for d in done {
+                    println!("  {d}");
+                }
             }
         }
-        ScheduleCommand::List { prefix } => {
-            for (n, e, tz, input) in deploy::list_schedules(&aws, &prefix).await? {
-                println!("{n:<32} {e:<28} {tz:<16} {input}");
+        ScheduleCommand::List { prefix, target } => {
+            let aws = mbstack_core::Aws::new(run::config(&target).await?);
+            let all = deploy::list_schedules(&aws, &prefix).await?;
+            if json_out {
+                let list: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|(n, e, tz, input)| serde_json::json!({"name": n, "expression": e, "timezone": tz, "input": input}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for (n, e, tz, input) in all {
+                    println!("{n:<32} {e:<28} {tz:<16} {input}");
+                }
             }
         }
-        ScheduleCommand::Remove { stack, prefix } => {
+        ScheduleCommand::Remove {
+            stack,
+            prefix,
+            target,
+        } => {
+            let aws = mbstack_core::Aws::new(run::config(&target).await?);
             let mut done = Vec::new();
             deploy::remove_schedules(&aws, &prefix, Some(&stack), &mut done).await?;
-            println!("{} removed", done.len());
+            if json_out {
+                println!("{}", serde_json::json!({"stack": stack, "removed": done}));
+            } else {
+                println!("{} removed", done.len());
+            }
         }
     }
     Ok(())
+}
+
+async fn audit_cmd(named: &run::Named, output: run::Output) -> anyhow::Result<()> {
+    let stack = named.name("audit")?;
+    let cfg = run::config(&named.target).await?;
+    run::require_stack(&cfg, &stack).await?;
+    let aws = mbstack_core::Aws::new(cfg);
+    let findings = audit::audit(&aws, &stack, Some(&named.target.state_machine)).await?;
+    if output == run::Output::Json {
+        println!("{}", serde_json::to_string(&findings).unwrap_or_default());
+    } else if findings.is_empty() {
+        println!("{stack}: clean (public IPs, database, ingress, private routes, IAM, state machine logs)");
+    } else {
+        for f in &findings {
+            println!("  {:<18} {:<60} {}", f.rule, f.resource, f.detail);
+        }
+    }
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{} finding(s)", findings.len()))
+    }
+}
+
+async fn down_cmd(input: &run::Input, yes: bool, output: run::Output) -> anyhow::Result<()> {
+    let stack = input.stack_name().unwrap_or_default();
+    let cfg = run::config(&input.target).await?;
+    run::require_stack(&cfg, &stack).await?;
+    if !run::confirm_down(&stack, yes)? {
+        anyhow::bail!("not confirmed: nothing was destroyed");
+    }
+    finish_run(run::run(input, "destroy", output).await)
 }
 
 /// A run that ended in failure is an error exit (its cause was printed).
@@ -327,59 +393,26 @@ fn finish_run(r: anyhow::Result<bool>) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let target = cli.target.clone();
+    let output = cli.output;
     let result = match cli.command {
-        Command::Up(i) => finish_run(run::run(&target, &i, "apply").await),
-        Command::Plan(i) => finish_run(run::run(&target, &i, "plan").await),
-        Command::Pause(i) => finish_run(run::run(&target, &i, "pause").await),
-        Command::Resume(i) => finish_run(run::run(&target, &i, "resume").await),
-        Command::Down { input, yes } => {
-            let stack = input.stack_name().unwrap_or_default();
-            let exists = match run::config(&target).await {
-                Ok(cfg) => run::require_stack(&cfg, &stack).await,
-                Err(e) => Err(e),
-            };
-            match exists.and_then(|()| run::confirm_down(&stack, yes)) {
-                Ok(true) => finish_run(run::run(&target, &input, "destroy").await),
-                Ok(false) => Err(anyhow::anyhow!("not confirmed: nothing was destroyed")),
-                Err(e) => Err(e),
-            }
+        Command::Up(i) => finish_run(run::run(&i, "apply", output).await),
+        Command::Plan(i) => finish_run(run::run(&i, "plan", output).await),
+        Command::Pause(i) => finish_run(run::run(&i, "pause", output).await),
+        Command::Resume(i) => finish_run(run::run(&i, "resume", output).await),
+        Command::Down { input, yes } => down_cmd(&input, yes, output).await,
+        Command::Watch(named) => match named.name("watch") {
+            Ok(stack) => finish_run(run::watch(&named.target, &stack, output).await),
+            Err(e) => Err(e),
+        },
+        Command::Status(named) => {
+            let stack = named.stack.clone().or_else(|| named.stack_arg.clone());
+            run::status(&named.target, stack.as_deref(), output).await
         }
-        Command::Status { stack, json } => run::status(&target, stack.as_deref(), json).await,
-        Command::Audit { stack, json } => {
-            let cfg = match run::config(&target).await {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            if let Err(e) = run::require_stack(&cfg, &stack).await {
-                return fail(e);
-            }
-            let aws = mbstack_core::Aws::new(cfg);
-            match audit::audit(&aws, &stack, Some(&target.state_machine)).await {
-                Ok(findings) if json => {
-                    println!("{}", serde_json::to_string(&findings).unwrap_or_default());
-                    if findings.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(anyhow::anyhow!("{} finding(s)", findings.len()))
-                    }
-                }
-                Ok(findings) if findings.is_empty() => {
-                    println!("{stack}: clean (public IPs, database, ingress, private routes, IAM, state machine logs)");
-                    Ok(())
-                }
-                Ok(findings) => {
-                    for f in &findings {
-                        println!("  {:<18} {:<60} {}", f.rule, f.resource, f.detail);
-                    }
-                    Err(anyhow::anyhow!("{} finding(s)", findings.len()))
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        Command::Audit(named) => audit_cmd(&named, output).await,
         Command::Deploy {
             prefix,
             print_deployer_policy: true,
+            target,
             ..
         } => {
             let region = target.region.clone().unwrap_or_else(|| "us-east-1".into());
@@ -399,30 +432,38 @@ async fn main() -> ExitCode {
             prefix,
             zips,
             skip_functions,
+            target,
             ..
-        } => deploy_cmd(&target, prefix, zips, skip_functions).await,
-        Command::Undeploy { prefix, force } => {
-            let aws = match run::config(&target).await {
-                Ok(c) => mbstack_core::Aws::new(c),
-                Err(e) => return fail(e),
-            };
-            deploy::undeploy(&aws, &prefix, force)
+        } => deploy_cmd(&target, output, prefix, zips, skip_functions).await,
+        Command::Undeploy {
+            prefix,
+            force,
+            target,
+        } => match run::config(&target).await {
+            Ok(c) => deploy::undeploy(&mbstack_core::Aws::new(c), &prefix, force)
                 .await
                 .map_err(anyhow::Error::from)
                 .map(|done| {
+                    if output == run::Output::Json {
+                        println!("{}", serde_json::json!({"removed": done}));
+                        return;
+                    }
                     for d in &done {
                         println!("  removed {d}");
                     }
                     println!("{} removed", done.len());
-                })
-        }
-        Command::Schedule(cmd) => schedule_cmd(&target, cmd).await,
+                }),
+            Err(e) => Err(e),
+        },
+        Command::Schedule(cmd) => schedule_cmd(cmd, output).await,
         Command::Validate { file } => load_spec(&file).map(|spec| {
-            println!("{}: valid; with defaults filled in:", file.display());
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&spec).unwrap_or_default()
-            );
+            let full = serde_json::to_string_pretty(&spec).unwrap_or_default();
+            if output == run::Output::Json {
+                println!("{full}");
+            } else {
+                println!("{}: valid; with defaults filled in:", file.display());
+                println!("{full}");
+            }
         }),
         Command::Local(LocalCommand::Demo { stack, file }) => {
             let spec = match &file {
@@ -451,6 +492,8 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Ctrl-C while following: said already; the shell's code for SIGINT.
+        Err(e) if e.is::<run::StoppedFollowing>() => ExitCode::from(130),
         Err(e) => fail(e),
     }
 }

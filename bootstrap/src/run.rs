@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aws_config::BehaviorVersion;
+use mbstack_core::naming::tier_label;
 use mbstack_core::spec::merge_patch;
 use serde_json::{json, Value};
 
@@ -14,16 +15,16 @@ use serde_json::{json, Value};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
     /// AWS region (else the profile's or AWS_REGION)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub region: Option<String>,
     /// AWS profile (SSO and credential_process profiles work)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub profile: Option<String>,
     /// Another endpoint, e.g. the local emulator of `mbstack local up` (also AWS_ENDPOINT_URL)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub endpoint_url: Option<String>,
     /// The state machine: a name or an ARN
-    #[arg(long, global = true, default_value = "mbstack-provision")]
+    #[arg(long, default_value = "mbstack-provision")]
     pub state_machine: String,
 }
 
@@ -42,12 +43,25 @@ pub struct Input {
     /// A field to set, as a JSON value or a plain string: --set app.desiredCount=2
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Start the execution, print its ARN and return
+    /// Start the execution, print its ARN and return (`mbstack watch` follows it)
     #[arg(long)]
     pub detach: bool,
-    /// Machine-readable output
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
-    pub output: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// How a command prints what it has to say.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Ctrl-C while following a run: the run goes on (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped following; the run goes on: {execution}")]
+pub struct StoppedFollowing {
+    pub execution: String,
 }
 
 /// Whether `endpoint` is this machine (the emulator of `mbstack local up`).
@@ -152,6 +166,29 @@ pub fn execution_name(stack: &str, action: &str) -> String {
     )
 }
 
+/// A stack named by `--stack` or as the first argument, and where it is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Named {
+    /// The stack name
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// The stack name, as the first argument
+    #[arg(value_name = "STACK", conflicts_with = "stack")]
+    pub stack_arg: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl Named {
+    /// The stack, or an error saying how to give it.
+    pub fn name(&self, command: &str) -> anyhow::Result<String> {
+        match self.stack.clone().or_else(|| self.stack_arg.clone()) {
+            Some(s) => Ok(s),
+            None => bail!("which stack? `mbstack {command} NAME` (or --stack NAME)"),
+        }
+    }
+}
+
 impl Input {
     /// The stack named by `--stack` or the first argument.
     pub fn stack_name(&self) -> Option<String> {
@@ -200,21 +237,11 @@ async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("no state machine named {name} here: deploy mbstack first (or pass --state-machine, --region, --endpoint-url)"))
 }
 
-/// A tier as a person names it.
-fn tier_label(tier: &str) -> &str {
-    match tier {
-        "loadbalancer" => "load balancer",
-        "data" => "database",
-        "app" => "service",
-        t => t,
-    }
-}
-
 /// A person's line for a tier outcome seen in the history: ✓ done, … waiting.
 fn outcome_line(elapsed: f64, payload: &Value) -> Option<String> {
     let tier = payload.get("tier")?.as_str()?;
     let state = payload.get("state")?.as_str()?;
-    let message = payload.get("message").and_then(Value::as_str).unwrap_or("");
+    let message = shorten_arns(payload.get("message").and_then(Value::as_str).unwrap_or(""));
     let mark = if state == "pending" { "…" } else { "✓" };
     let tier = tier_label(tier);
     Some(format!("{elapsed:>7.1}s  {mark} {tier:<14} {message}"))
@@ -242,17 +269,15 @@ impl Spinners {
         ) else {
             return;
         };
-        let message = payload
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let message = shorten_arns(payload.get("message").and_then(Value::as_str).unwrap_or(""));
         let idx = match self.bars.iter().position(|(t, _, _)| t == tier) {
             Some(i) => i,
             None => {
                 let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                // The message is cut to the terminal's width: a line that wraps
+                // breaks the redraw (and an ARN in two).
                 if let Ok(style) =
-                    indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {msg}")
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {wide_msg}")
                 {
                     bar.set_style(style);
                 }
@@ -280,12 +305,16 @@ impl Spinners {
     }
 
     fn finish(self, ok: bool) {
+        self.end(if ok { None } else { Some("✗ stopped") });
+    }
+
+    /// Each tier not done ends with `message` (or as it is).
+    fn end(self, message: Option<&'static str>) {
         for (_, bar, done) in self.bars {
             if !done {
-                if ok {
-                    bar.finish();
-                } else {
-                    bar.abandon_with_message("✗ stopped");
+                match message {
+                    None => bar.finish(),
+                    Some(m) => bar.abandon_with_message(m),
                 }
             }
         }
@@ -293,9 +322,10 @@ impl Spinners {
 }
 
 /// Starts `action` and follows it; the exit code says how it ended.
-pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
+pub async fn run(i: &Input, action: &str, output: Output) -> anyhow::Result<bool> {
     let input = build_input(i, action)?;
     let stack = input["stack"].as_str().unwrap_or("").to_string();
+    let t = &i.target;
     let cfg = config(t).await?;
     let name = execution_name(&stack, action);
     check_spec(&cfg, &input, &stack, &name).await?;
@@ -310,79 +340,71 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
         .await
         .context("starting the execution")?;
     let exec = started.execution_arn().to_string();
-    let json_out = i.output == "json";
     if i.detach {
-        if json_out {
+        if output == Output::Json {
             println!("{}", json!({"executionArn": exec}));
         } else {
             println!("{exec}");
         }
         return Ok(true);
     }
+    follow(
+        &sfn,
+        &exec,
+        action,
+        &stack,
+        output,
+        t.endpoint_url.is_some(),
+    )
+    .await
+}
+
+/// The last segment of an execution ARN: its name (an ARN does not fit a line).
+fn execution_of(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
+}
+
+/// Follows the execution `exec` to its end: the tiers' progress live, then a
+/// summary. Ctrl-C stops following (the run goes on) with
+/// [`StoppedFollowing`].
+pub async fn follow(
+    sfn: &aws_sdk_sfn::Client,
+    exec: &str,
+    action: &str,
+    stack: &str,
+    output: Output,
+    local: bool,
+) -> anyhow::Result<bool> {
+    let json_out = output == Output::Json;
     if !json_out {
-        println!("{action} {stack}: {exec}");
+        println!("{action} {stack}: execution {}", execution_of(exec));
     }
     let t0 = Instant::now();
-    let mut seen = 0usize;
-    let mut all_outcomes: Vec<Value>;
     // On a terminal: a spinner per tier with its current state; else plain lines.
     let mut spinners = (!json_out && std::io::stdout().is_terminal()).then(Spinners::new);
-    let desc = loop {
-        let d = sfn
-            .describe_execution()
-            .execution_arn(&exec)
-            .send()
-            .await
-            .context("following the execution")?;
-        // The tiers' outcomes, in order, from the execution history.
-        let mut outcomes = Vec::new();
-        let mut token = None;
-        loop {
-            let h = sfn
-                .get_execution_history()
-                .execution_arn(&exec)
-                .set_next_token(token)
-                .max_results(1000)
-                .send()
-                .await?;
-            outcomes.extend(h.events().iter().filter_map(|e| {
-                let out: Value =
-                    serde_json::from_str(e.task_succeeded_event_details()?.output()?).ok()?;
-                out.get("Payload").cloned()
-            }));
-            token = h.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-        if !json_out {
-            for p in outcomes.iter().skip(seen) {
-                match &mut spinners {
-                    Some(s) => s.show(p, t0.elapsed().as_secs_f64()),
-                    None => {
-                        if let Some(line) = outcome_line(t0.elapsed().as_secs_f64(), p) {
-                            println!("{line}");
-                            let _ = std::io::stdout().flush();
-                        }
-                    }
-                }
-            }
-            if let Some(s) = &spinners {
-                s.tick();
-            }
-        }
-        seen = outcomes.len();
-        all_outcomes = outcomes;
-        if d.status().as_str() != "RUNNING" {
-            break d;
-        }
-        tokio::time::sleep(Duration::from_millis(if t.endpoint_url.is_some() {
-            200
-        } else {
-            3000
-        }))
-        .await;
+    let ended = tokio::select! {
+        r = follow_history(sfn, exec, json_out, t0, &mut spinners, local) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
     };
+    let Some(ended) = ended else {
+        if let Some(s) = spinners {
+            s.end(Some("… still running"));
+        }
+        if json_out {
+            println!(
+                "{}",
+                json!({"status": "RUNNING", "executionArn": exec, "following": false})
+            );
+        } else {
+            println!("stopped following; the run goes on: {}", execution_of(exec));
+            println!("  `mbstack watch {stack}` follows it again");
+        }
+        return Err(StoppedFollowing {
+            execution: exec.to_string(),
+        }
+        .into());
+    };
+    let (desc, all_outcomes) = ended?;
     let ok = desc.status().as_str() == "SUCCEEDED";
     if let Some(s) = spinners {
         s.finish(ok);
@@ -407,8 +429,11 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
         // output keeps only each tier's last one.
         let changes = run_changes(&all_outcomes, &output);
         println!("  {} change(s)", changes.len());
+        let width = terminal_width();
         for c in &changes {
-            println!("{}", change_line(c));
+            for l in change_lines(c, width) {
+                println!("{l}");
+            }
         }
         if let Some(snapshot) = final_snapshot(&changes) {
             println!(
@@ -441,8 +466,11 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
                     "  rolled back: {} resource(s) this run created",
                     undone.len()
                 );
+                let width = terminal_width();
                 for c in undone {
-                    println!("{}", change_line(c));
+                    for l in change_lines(c, width) {
+                        println!("{l}");
+                    }
                 }
             }
         }
@@ -450,75 +478,300 @@ pub async fn run(t: &Target, i: &Input, action: &str) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// Every stack's last run, from `/mbstack/*/last-run`.
-pub async fn status(t: &Target, stack: Option<&str>, json_out: bool) -> anyhow::Result<()> {
+/// Polls the execution until it ends, showing each tier outcome as it comes;
+/// its description and every outcome, in order.
+async fn follow_history(
+    sfn: &aws_sdk_sfn::Client,
+    exec: &str,
+    json_out: bool,
+    t0: Instant,
+    spinners: &mut Option<Spinners>,
+    local: bool,
+) -> anyhow::Result<(
+    aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
+    Vec<Value>,
+)> {
+    let mut seen = 0usize;
+    loop {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(exec)
+            .send()
+            .await
+            .context("following the execution")?;
+        // The tiers' outcomes, in order, from the execution history.
+        let mut outcomes = Vec::new();
+        let mut token = None;
+        loop {
+            let h = sfn
+                .get_execution_history()
+                .execution_arn(exec)
+                .set_next_token(token)
+                .max_results(1000)
+                .send()
+                .await?;
+            outcomes.extend(h.events().iter().filter_map(|e| {
+                let out: Value =
+                    serde_json::from_str(e.task_succeeded_event_details()?.output()?).ok()?;
+                out.get("Payload").cloned()
+            }));
+            token = h.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        if !json_out {
+            for p in outcomes.iter().skip(seen) {
+                match spinners {
+                    Some(s) => s.show(p, t0.elapsed().as_secs_f64()),
+                    None => {
+                        if let Some(line) = outcome_line(t0.elapsed().as_secs_f64(), p) {
+                            println!("{line}");
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                }
+            }
+            if let Some(s) = spinners {
+                s.tick();
+            }
+        }
+        seen = outcomes.len();
+        if d.status().as_str() != "RUNNING" {
+            return Ok((d, outcomes));
+        }
+        tokio::time::sleep(Duration::from_millis(if local { 200 } else { 3000 })).await;
+    }
+}
+
+/// The execution holding `stack`'s lock, when it is still running: its ARN,
+/// its input and when it started (Unix seconds).
+async fn running_execution(
+    cfg: &aws_types::SdkConfig,
+    stack: &str,
+) -> anyhow::Result<Option<(String, Value, i64)>> {
+    let ssm = aws_sdk_ssm::Client::new(cfg);
+    let holder = match ssm
+        .get_parameter()
+        .name(format!("/mbstack/{stack}/lock"))
+        .send()
+        .await
+    {
+        Ok(o) => o.parameter().and_then(|p| p.value()).map(str::to_string),
+        Err(e)
+            if aws_sdk_ssm::error::ProvideErrorMetadata::code(&e) == Some("ParameterNotFound") =>
+        {
+            None
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "reading /mbstack/{stack}/lock: {}",
+                e.into_service_error()
+            ))
+        }
+    };
+    let Some(holder) = holder.filter(|h| h.starts_with("arn:")) else {
+        return Ok(None);
+    };
+    let sfn = aws_sdk_sfn::Client::new(cfg);
+    let Ok(d) = sfn.describe_execution().execution_arn(&holder).send().await else {
+        // Gone or unreadable: the next run takes the lock over.
+        return Ok(None);
+    };
+    if d.status().as_str() != "RUNNING" {
+        return Ok(None);
+    }
+    let input = d
+        .input()
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or(Value::Null);
+    Ok(Some((holder, input, d.start_date().secs())))
+}
+
+/// `mbstack watch STACK`: follows the run in progress on the stack (started
+/// here, elsewhere, by a schedule or by the console); says so when there is none.
+pub async fn watch(t: &Target, stack: &str, output: Output) -> anyhow::Result<bool> {
     let cfg = config(t).await?;
-    let ssm = aws_sdk_ssm::Client::new(&cfg);
+    require_stack(&cfg, stack).await?;
+    match running_execution(&cfg, stack).await? {
+        Some((exec, input, _)) => {
+            let action = input["action"].as_str().unwrap_or("apply").to_string();
+            let sfn = aws_sdk_sfn::Client::new(&cfg);
+            follow(
+                &sfn,
+                &exec,
+                &action,
+                stack,
+                output,
+                t.endpoint_url.is_some(),
+            )
+            .await
+        }
+        None => {
+            if output == Output::Json {
+                println!("{}", json!({"stack": stack, "running": false}));
+            } else {
+                println!(
+                    "no run of {stack} in progress (`mbstack status {stack}` shows its last one)"
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// A moment as people read it: `2026-11-30 20:56 UTC`.
+pub fn when(unix_seconds: i64) -> String {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// One stack as `status` shows it: its last run and the run in progress.
+struct StackRow {
+    stack: String,
+    last: Value,
+    /// The run holding the lock: execution ARN, action, start (Unix seconds).
+    running: Option<(String, String, i64)>,
+}
+
+impl StackRow {
+    fn to_json(&self) -> Value {
+        json!({
+            "stack": self.stack,
+            "lastRun": self.last,
+            "running": self.running.as_ref().map(|(e, a, s)| json!({"executionArn": e, "action": a, "started": when(*s)})),
+        })
+    }
+}
+
+/// Every stack's last run (from `/mbstack/*/last-run`) and the run in progress
+/// (the lock's holder, while it runs); `stack`: one stack, with its resources
+/// read live.
+pub async fn status(t: &Target, stack: Option<&str>, output: Output) -> anyhow::Result<()> {
+    let cfg = config(t).await?;
     let records = crate::deploy::records(&mbstack_core::Aws::new(cfg.clone()))
         .await
         .context("reading /mbstack/ in Parameter Store")?;
-    let rows: Vec<(String, Value)> = records
-        .into_iter()
-        .filter(|(s, leaf, _)| leaf == "last-run" && stack.is_none_or(|want| want == s))
-        .map(|(s, _, v)| (s, serde_json::from_str(&v).unwrap_or(Value::Null)))
+    let mut names: Vec<String> = records
+        .iter()
+        .filter(|(s, leaf, _)| {
+            (leaf == "last-run" || leaf == "lock") && stack.is_none_or(|want| want == s)
+        })
+        .map(|(s, _, _)| s.clone())
         .collect();
-    if let (Some(stack), false) = (stack, json_out) {
-        return stack_resources(&cfg, &ssm, stack, rows.first().map(|(_, v)| v)).await;
-    }
-    if json_out {
-        let all: Vec<Value> = rows
+    names.dedup();
+    let mut rows = Vec::new();
+    for name in names {
+        let last = records
             .iter()
-            .map(|(s, v)| json!({"stack": s, "lastRun": v}))
-            .collect();
+            .find(|(s, leaf, _)| *s == name && leaf == "last-run")
+            .map(|(_, _, v)| serde_json::from_str(v).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        let running = running_execution(&cfg, &name).await?.map(|(e, input, at)| {
+            let action = input["action"].as_str().unwrap_or("apply").to_string();
+            (e, action, at)
+        });
+        rows.push(StackRow {
+            stack: name,
+            last,
+            running,
+        });
+    }
+    if let Some(stack) = stack {
+        require_stack(&cfg, stack).await?;
+        return stack_resources(&cfg, stack, rows.first(), output).await;
+    }
+    if output == Output::Json {
+        let all: Vec<Value> = rows.iter().map(StackRow::to_json).collect();
         println!("{}", Value::Array(all));
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no stacks yet");
+        println!("no stacks yet (`mbstack up NAME` creates one)");
         return Ok(());
     }
-    println!("{:<28} {:<9} {:<10} URL", "STACK", "ACTION", "STATUS");
-    for (s, v) in rows {
+    println!(
+        "{:<20} {:<8} {:<10} {:<21} URL",
+        "STACK", "ACTION", "STATUS", "WHEN"
+    );
+    for r in rows {
+        let (action, status, at) = match &r.running {
+            Some((_, action, started)) => (
+                action.clone(),
+                "running".to_string(),
+                format!("since {}", when(*started)),
+            ),
+            None => (
+                r.last["action"].as_str().unwrap_or("").to_string(),
+                r.last["status"].as_str().unwrap_or("").to_string(),
+                r.last["ended"].as_i64().map(when).unwrap_or_default(),
+            ),
+        };
         println!(
-            "{:<28} {:<9} {:<10} {}",
-            s,
-            v["action"].as_str().unwrap_or(""),
-            v["status"].as_str().unwrap_or(""),
-            v["url"].as_str().unwrap_or("")
+            "{:<20} {action:<8} {status:<10} {at:<21} {}",
+            r.stack,
+            r.last["url"].as_str().unwrap_or("")
         );
     }
     Ok(())
 }
 
-/// One stack: its last run and its resources, read live (every tier's plan: what
-/// exists is `ok`, what is missing would be created by the next apply).
+/// One stack: its last run, the run in progress, and its resources read live
+/// (every tier's plan: what exists is `ok`, what is missing would be created by
+/// the next apply).
 async fn stack_resources(
     cfg: &aws_types::SdkConfig,
-    ssm: &aws_sdk_ssm::Client,
     stack: &str,
-    last: Option<&Value>,
+    row: Option<&StackRow>,
+    output: Output,
 ) -> anyhow::Result<()> {
-    let stored = ssm
-        .get_parameter()
-        .name(format!("/mbstack/{stack}/spec"))
-        .send()
+    let ssm = aws_sdk_ssm::Client::new(cfg);
+    let stored = mbstack_control::stored_spec(&ssm, stack)
         .await
-        .ok();
-    let Some(text) = stored.and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
-    else {
-        bail!("no stored spec for stack {stack}: it was never applied (or was destroyed)");
-    };
-    let spec = mbstack_core::StackSpec::from_json_str(&text)
+        .map_err(|e| anyhow::anyhow!("reading the stored spec of {stack}: {e}"))?
+        .map(|v| mbstack_core::StackSpec::from_json(&v))
+        .transpose()
         .map_err(|e| anyhow::anyhow!("the stored spec of {stack}: {e}"))?;
-    if let Some(v) = last {
-        println!(
-            "{stack}: last {} {} ({}) {}",
-            v["action"].as_str().unwrap_or(""),
-            v["status"].as_str().unwrap_or(""),
-            v["execution"].as_str().unwrap_or(""),
-            v["url"].as_str().unwrap_or("")
-        );
+    let text_out = output == Output::Text;
+    if text_out {
+        println!("stack {stack}");
+        if let Some(r) = row {
+            if !r.last.is_null() {
+                let ended = r.last["ended"]
+                    .as_i64()
+                    .map(|t| format!(", ended {}", when(t)))
+                    .unwrap_or_default();
+                println!(
+                    "  last run:  {} {}{ended} (execution {})",
+                    r.last["action"].as_str().unwrap_or(""),
+                    r.last["status"].as_str().unwrap_or(""),
+                    execution_of(r.last["execution"].as_str().unwrap_or(""))
+                );
+            }
+            if let Some((exec, action, started)) = &r.running {
+                println!(
+                    "  running:   {action} since {} (execution {}): `mbstack watch {stack}` follows it",
+                    when(*started),
+                    execution_of(exec)
+                );
+            }
+            if let Some(url) = r.last["url"].as_str() {
+                println!("  Metabase:  {url}");
+            }
+        }
     }
+    let Some(spec) = stored else {
+        if text_out {
+            println!("  no stored spec: the stack was never applied to the end (or was destroyed)");
+        } else {
+            println!(
+                "{}",
+                json!({"stack": stack, "lastRun": row.map(|r| r.last.clone()), "running": row.map(|r| r.to_json()["running"].clone()), "resources": []})
+            );
+        }
+        return Ok(());
+    };
     let aws = mbstack_core::Aws::new(cfg.clone());
     let mut event = mbstack_core::Event::new(
         mbstack_core::Verb::Plan,
@@ -539,21 +792,40 @@ async fn stack_resources(
         .inputs
         .insert("loadbalancer".into(), Value::Object(lb.outputs.clone()));
     let app = mbstack_app::handle(event, &aws).await?;
+    let mut resources = Vec::new();
     for o in [&network, &data, &lb, &app] {
         for c in &o.changes {
             let state = match c.action {
                 mbstack_core::Action::None => "ok",
-                mbstack_core::Action::Create => "MISSING",
-                _ => "DRIFTED",
+                mbstack_core::Action::Create => "missing",
+                _ => "drifted",
             };
-            println!(
-                "  {:<13} {:<8} {:<17} {:<46} {}",
-                o.tier.as_str(),
-                state,
-                c.kind,
-                c.id,
-                c.detail
-            );
+            resources.push(json!({"tier": o.tier.label(), "state": state, "kind": c.kind, "id": c.id, "detail": c.detail}));
+        }
+    }
+    if !text_out {
+        println!(
+            "{}",
+            json!({"stack": stack, "lastRun": row.map(|r| r.last.clone()), "running": row.map(|r| r.to_json()["running"].clone()), "resources": resources})
+        );
+        return Ok(());
+    }
+    println!(
+        "  {:<13} {:<8} {:<17} {:<28} DETAIL",
+        "TIER", "STATE", "KIND", "NAME"
+    );
+    let width = terminal_width();
+    for r in &resources {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        let head = format!(
+            "  {:<13} {:<8} {:<17} {:<28}",
+            s("tier"),
+            s("state"),
+            s("kind"),
+            short_id(&s("id")),
+        );
+        for l in fit(head, &shorten_arns(&s("detail")), width) {
+            println!("{l}");
         }
     }
     Ok(())
@@ -664,7 +936,8 @@ fn run_changes(outcomes: &[Value], output: &Value) -> Vec<Change> {
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .map(move |c| (tier.clone(), c))
+            // Finish's output names each change's tier in the change.
+            .map(move |c| (c["tier"].as_str().unwrap_or(&tier).to_string(), c))
     });
     let from_output = output["changes"]
         .as_array()
@@ -717,19 +990,76 @@ pub fn short_id(id: &str) -> &str {
     }
 }
 
-/// A change as a person reads it: what, where, and what changes.
-fn change_line(c: &Change) -> String {
+/// `text` with each ARN in it replaced by the name it ends with (an ARN is
+/// wider than half a terminal).
+pub fn shorten_arns(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let Some(at) = word.find("arn:") else {
+                return word.to_string();
+            };
+            let (before, arn) = word.split_at(at);
+            let end = arn.trim_end_matches([',', ';', ')', '.']);
+            let after = &arn[end.len()..];
+            let name = match short_id(end) {
+                // An ARN without a path: its last `:` part.
+                n if n == end => end.rsplit(':').next().unwrap_or(end),
+                n => n,
+            };
+            format!("{before}{name}{after}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A change as a person reads it: what, where, and what changes; fitted to
+/// `width` when on a terminal.
+fn change_lines(c: &Change, width: Option<usize>) -> Vec<String> {
     let (tier, kind, id, action, detail) = c;
-    let id = short_id(id);
-    let detail = if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
+    let head = format!(
+        "    {action:<7} {:<13} {kind:<15} {}",
+        tier_label(tier),
+        short_id(id)
+    );
+    if detail.is_empty() {
+        return vec![head];
+    }
+    fit(format!("{head}:"), &shorten_arns(detail), width)
+}
+
+/// The width to fit lines to: the terminal's, when standard output is one.
+pub fn terminal_width() -> Option<usize> {
+    let term = console::Term::stdout();
+    term.is_term().then(|| usize::from(term.size().1))
+}
+
+/// `head` and `tail` on one line when it fits in `width`; else `tail` on the
+/// lines below, indented and broken between words (a terminal breaks a long
+/// line anywhere, even in a name).
+pub fn fit(head: String, tail: &str, width: Option<usize>) -> Vec<String> {
+    let one = format!("{head} {tail}");
+    let Some(width) = width.filter(|&w| one.chars().count() > w) else {
+        return vec![one];
     };
-    format!(
-        "    {action:<7} {:<13} {kind:<15} {id}{detail}",
-        tier_label(tier)
-    )
+    let indent = "          ";
+    let mut out = vec![head];
+    let mut line = String::new();
+    for word in tail.split(' ') {
+        if !line.is_empty()
+            && indent.len() + line.chars().count() + 1 + word.chars().count() > width
+        {
+            out.push(format!("{indent}{line}"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push(format!("{indent}{line}"));
+    }
+    out
 }
 
 /// The final snapshot a destroy kept, from its DB change.
@@ -778,6 +1108,33 @@ mod tests {
         );
         assert_eq!(short_id("arn:aws:rds:us-east-1:1:db:cli-db"), "cli-db");
         assert_eq!(short_id("vpc-0123"), "vpc-0123");
+        assert_eq!(
+            shorten_arns("1 task(s) of arn:aws:ecs:us-east-1:1:task-definition/s-metabase:3, on arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1-ab."),
+            "1 task(s) of s-metabase:3, on rds!db-1-ab."
+        );
+    }
+
+    #[test]
+    fn long_lines_break_between_words_under_their_head() {
+        let head = "    create  network       subnet          subnet-0123:".to_string();
+        assert_eq!(fit(head.clone(), "10.0.0.0/20 in a", Some(80)).len(), 1);
+        let lines = fit(
+            head.clone(),
+            "10.0.128.0/20 in us-east-1a and more words here",
+            Some(60),
+        );
+        assert_eq!(lines[0], head);
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{lines:?}");
+        assert_eq!(
+            lines[1..]
+                .iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join(" "),
+            "10.0.128.0/20 in us-east-1a and more words here"
+        );
+        // Not on a terminal: one line, whatever its length.
+        assert_eq!(fit(head, &"x ".repeat(80), None).len(), 1);
     }
 
     #[test]
@@ -792,7 +1149,12 @@ mod tests {
                 "tags.team=bi".into(),
             ],
             detach: false,
-            output: "text".into(),
+            target: Target {
+                region: None,
+                profile: None,
+                endpoint_url: None,
+                state_machine: "mbstack-provision".into(),
+            },
         };
         let v = build_input(&i, "apply").unwrap();
         assert_eq!(

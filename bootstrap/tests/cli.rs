@@ -1,74 +1,11 @@
 //! The CLI binary against the emulator of `mbstack local up`: up, status, a
 //! failing run, down — exit codes and what a person reads.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mbstack");
-
-struct Emulator {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_emulator() -> Emulator {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BIN)
-        .args(["local", "up", "--port", &port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("mbstack local up starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("Ctrl-C stops it") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the emulator came up");
-    Emulator {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-fn mbstack(e: &Emulator, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--endpoint-url", &e.endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mbstack runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::*;
 
 #[test]
 fn up_status_a_failing_run_and_down_through_the_binary() {
@@ -78,10 +15,12 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     let out = text(&up);
     assert!(up.status.success(), "{out}");
     assert!(out.contains("Metabase: http://cli-alb"), "{out}");
-    assert!(
-        out.contains("network") && out.contains("database") && out.contains("service"),
-        "a line per tier: {out}"
-    );
+    for tier in ["network", "database", "load balancer", "app"] {
+        assert!(
+            out.lines().any(|l| l.contains(&format!("✓ {tier} "))),
+            "a line per tier, named as in the spec ({tier}): {out}"
+        );
+    }
 
     let status = mbstack(&e, &["status"]);
     let out = text(&status);
@@ -104,7 +43,19 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         out.lines().filter(|l| l.contains(" ok ")).count() > 20,
         "{out}"
     );
-    assert!(!out.contains("MISSING"), "{out}");
+    assert!(!out.lines().any(|l| l.contains(" missing ")), "{out}");
+    // A header: the stack, its last run and when it ended, then the columns.
+    assert!(out.starts_with("stack cli\n"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("last run:") && l.contains("apply succeeded, ended 20")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("TIER")),
+        "{out}"
+    );
+    assert!(!out.contains("arn:aws:"), "names, not ARNs: {out}");
 
     // A bad spec: refused before any execution, the field named, exit code not 0.
     let bad = mbstack(&e, &["up", "--stack", "cli", "--set", "network.azCount=9"]);
@@ -194,6 +145,8 @@ fn every_command_shows_an_example_in_its_help() {
         &["pause"],
         &["resume"],
         &["status"],
+        &["watch"],
+        &["audit"],
         &["validate"],
         &["local", "demo"],
         &["local", "up"],
@@ -417,6 +370,7 @@ fn every_option_has_help_and_the_conventions_are_there() {
         &["resume"],
         &["audit"],
         &["status"],
+        &["watch"],
         &["local", "demo"],
         &["local", "up"],
         &["validate"],
@@ -443,6 +397,29 @@ fn every_option_has_help_and_the_conventions_are_there() {
             );
         }
     }
+    // Commands that call no AWS do not offer AWS's options; every command
+    // prints JSON on --output json.
+    for cmd in [
+        &["validate"][..],
+        &["local", "demo"],
+        &["local", "up"],
+        &["completions"],
+    ] {
+        let o = Command::new(BIN).args(cmd).arg("--help").output().unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !t.contains("--region") && !t.contains("--endpoint-url"),
+            "{cmd:?} lists AWS options it does not use:\n{t}"
+        );
+    }
+    for cmd in commands {
+        let o = Command::new(BIN).args(*cmd).arg("--help").output().unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            t.contains("--output <OUTPUT>"),
+            "{cmd:?}: no --output:\n{t}"
+        );
+    }
     let down = Command::new(BIN).args(["down", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&down.stdout).contains("-y, --yes"));
     let bash = Command::new(BIN)
@@ -454,4 +431,95 @@ fn every_option_has_help_and_the_conventions_are_there() {
         bash.status.success() && script.contains("_mbstack()") && script.contains("schedule"),
         "{script}"
     );
+}
+
+/// In a terminal 80 columns wide: the live view and the summary keep every ARN
+/// on one line; Ctrl-C stops following (exit 130) and says how to follow again;
+/// `status` shows the run in progress; `watch` follows it to its end, and then
+/// says there is none; `--output json` on status and audit.
+#[test]
+fn ctrl_c_stops_following_and_watch_takes_the_run_up_again() {
+    let e = start_emulator();
+    let run_in_terminal = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--endpoint-url", &e.endpoint])
+            .env_remove("AWS_PROFILE");
+        Terminal::spawn(&mut cmd, 80)
+    };
+
+    let mut up = run_in_terminal(&["up", "one"]);
+    let code = up.wait(Duration::from_secs(300));
+    let lines = up.lines();
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("succeeded")), "{lines:#?}");
+    // Names, not ARNs (an ARN is wider than half the screen); no word, and so no
+    // ARN, broken over two lines, in the live view or the summary.
+    assert!(!lines.iter().any(|l| l.contains("arn:")), "{lines:#?}");
+    let wraps = up.wraps_mid_word(80);
+    assert!(
+        wraps.is_empty(),
+        "lines wrap mid-word at 80 columns: {wraps:#?}"
+    );
+
+    // Ctrl-C once the run is under way.
+    let mut up = run_in_terminal(&["up", "two"]);
+    assert!(
+        up.wait_for("network", Duration::from_secs(60)),
+        "{:#?}",
+        up.lines()
+    );
+    up.interrupt();
+    let code = up.wait(Duration::from_secs(20));
+    let lines = up.lines();
+    assert_eq!(code, Some(130), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stopped following; the run goes on: two-apply-")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("mbstack watch two")),
+        "{lines:#?}"
+    );
+
+    // The run goes on: status shows it, watch follows it to its end.
+    let status = mbstack(&e, &["status"]);
+    let out = text(&status);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("two ") && l.contains("running") && l.contains("since 20")),
+        "{out}"
+    );
+    let json = mbstack(&e, &["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON status");
+    let two = v
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["stack"] == "two"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(two["running"]["action"], "apply", "{v}");
+    let watch = mbstack(&e, &["watch", "two"]);
+    let out = text(&watch);
+    assert!(watch.status.success(), "{out}");
+    assert!(out.contains("apply of two succeeded"), "{out}");
+    assert!(out.contains("Metabase: http://two-alb"), "{out}");
+    let again = mbstack(&e, &["watch", "two"]);
+    assert!(
+        again.status.success() && text(&again).contains("no run of two in progress"),
+        "{}",
+        text(&again)
+    );
+    let ghost = mbstack(&e, &["watch", "ghost"]);
+    assert!(
+        !ghost.status.success() && text(&ghost).contains("no stack ghost"),
+        "{}",
+        text(&ghost)
+    );
+
+    let audit = mbstack(&e, &["audit", "two", "--output", "json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("JSON audit");
+    assert!(audit.status.success(), "{}", text(&audit));
+    assert_eq!(findings, serde_json::json!([]));
 }

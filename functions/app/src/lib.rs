@@ -309,12 +309,12 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
                     ));
                 }
             }
-            Ok(w.outcome(
-                State::Ready,
-                format!("Metabase running: {desired} task(s) healthy"),
-                0,
-                outputs,
-            ))
+            let message = if desired > 0 {
+                format!("Metabase running: {desired} task(s) healthy")
+            } else {
+                "paused: no task runs (`mbstack resume` starts Metabase)".to_string()
+            };
+            Ok(w.outcome(State::Ready, message, 0, outputs))
         }
     }
 }

@@ -269,7 +269,8 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
                 .unwrap_or(Value::Null);
         }
     }
-    let last = json!({"action": requested, "status": status, "execution": me, "url": url});
+    // `ended`: Unix seconds, for `mbstack status`.
+    let last = json!({"action": requested, "status": status, "execution": me, "url": url, "ended": mbstack_core::work::unix_now()});
     keep(
         store::put(
             &c.ssm,

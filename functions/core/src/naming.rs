@@ -33,6 +33,37 @@ impl Tier {
             Tier::App => "app",
         }
     }
+
+    /// The tier as every view names it for people: the spec's section names
+    /// (`loadBalancer` → "load balancer", `data` → "database").
+    pub fn label(&self) -> &'static str {
+        match self {
+            Tier::Control => "control",
+            Tier::Network => "network",
+            Tier::Data => "database",
+            Tier::LoadBalancer => "load balancer",
+            Tier::App => "app",
+        }
+    }
+
+    /// The tier named `name` (as in outcomes and outputs: `loadbalancer`).
+    pub fn from_name(name: &str) -> Option<Tier> {
+        [
+            Tier::Control,
+            Tier::Network,
+            Tier::Data,
+            Tier::LoadBalancer,
+            Tier::App,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+}
+
+/// A tier's name (`loadbalancer`) as people read it ("load balancer"); other
+/// text as it is.
+pub fn tier_label(name: &str) -> &str {
+    Tier::from_name(name).map_or(name, |t| t.label())
 }
 
 impl std::fmt::Display for Tier {

@@ -73,14 +73,14 @@ pub fn parse_collecting<T: DeserializeOwned>(
 ) -> Result<(T, Vec<Problem>), InvalidSpec> {
     let mut value = value.clone();
     let mut problems: Vec<Problem> = Vec::new();
-    let mut wrong_types = 0usize;
-    let mut add = |problems: &mut Vec<Problem>, p: Problem| {
+    let add = |problems: &mut Vec<Problem>, p: Problem| {
         if !problems.iter().any(|q| q.path == p.path) {
             problems.push(p);
         }
     };
     // Each pass removes one wrong value; a spec has far fewer fields than this.
-    for _ in 0..64 {
+    // Pass n follows n wrong values taken out.
+    for pass in 0..64 {
         let mut unknown = Vec::new();
         let mut on_unknown = |path: serde_ignored::Path<'_>| {
             unknown.push(Problem::new(
@@ -94,7 +94,7 @@ pub fn parse_collecting<T: DeserializeOwned>(
             add(&mut problems, u);
         }
         let e = match parsed {
-            Ok(v) if wrong_types == 0 => return Ok((v, problems)),
+            Ok(v) if pass == 0 => return Ok((v, problems)),
             Ok(_) => return Err(InvalidSpec(problems)),
             Err(e) => e,
         };
@@ -108,7 +108,6 @@ pub fn parse_collecting<T: DeserializeOwned>(
             .collect();
         let mut path = json_path(&e.path().to_string());
         let msg = e.into_inner().to_string();
-        wrong_types += 1;
         // serde names a missing field at its parent: point at the field itself.
         if let Some(field) = msg
             .strip_prefix("missing field `")
