@@ -64,6 +64,21 @@ pub struct StoppedFollowing {
     pub execution: String,
 }
 
+impl Target {
+    /// The endpoint given by `--endpoint-url` or `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+    }
+
+    /// Whether it is the emulator on this machine (answers in milliseconds:
+    /// poll it often).
+    pub fn is_local(&self) -> bool {
+        self.endpoint().as_deref().is_some_and(is_loopback)
+    }
+}
+
 /// Whether `endpoint` is this machine (the emulator of `mbstack local up`).
 pub fn is_loopback(endpoint: &str) -> bool {
     let host = endpoint
@@ -86,11 +101,8 @@ pub fn is_loopback(endpoint: &str) -> bool {
 /// saying what was looked for and what to do.
 pub async fn config(t: &Target) -> anyhow::Result<aws_types::SdkConfig> {
     use aws_credential_types::provider::ProvideCredentials;
-    let endpoint = t
-        .endpoint_url
-        .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-    let local = endpoint.as_deref().is_some_and(is_loopback);
+    let endpoint = t.endpoint();
+    let local = t.is_local();
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(r) = &t.region {
         loader = loader.region(aws_config::Region::new(r.clone()));
@@ -348,15 +360,7 @@ pub async fn run(i: &Input, action: &str, output: Output) -> anyhow::Result<bool
         }
         return Ok(true);
     }
-    follow(
-        &sfn,
-        &exec,
-        action,
-        &stack,
-        output,
-        t.endpoint_url.is_some(),
-    )
-    .await
+    follow(&sfn, &exec, action, &stack, output, t.is_local()).await
 }
 
 /// The last segment of an execution ARN: its name (an ARN does not fit a line).
@@ -588,36 +592,85 @@ async fn running_execution(
     Ok(Some((holder, input, d.start_date().secs())))
 }
 
+/// The newest running execution of the state machine whose input names
+/// `stack`: a run that has not taken the lock yet (it was started a moment ago).
+async fn unlocked_execution(
+    sfn: &aws_sdk_sfn::Client,
+    state_machine: &str,
+    stack: &str,
+) -> anyhow::Result<Option<(String, Value)>> {
+    let arn = state_machine_arn(sfn, state_machine).await?;
+    let running = sfn
+        .list_executions()
+        .state_machine_arn(&arn)
+        .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+        .send()
+        .await
+        .context("listing the running executions")?;
+    for e in running.executions() {
+        let Ok(d) = sfn
+            .describe_execution()
+            .execution_arn(e.execution_arn())
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let input: Value = d
+            .input()
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or(Value::Null);
+        if input["stack"].as_str() == Some(stack) {
+            return Ok(Some((e.execution_arn().to_string(), input)));
+        }
+    }
+    Ok(None)
+}
+
 /// `mbstack watch STACK`: follows the run in progress on the stack (started
-/// here, elsewhere, by a schedule or by the console); says so when there is none.
+/// here, elsewhere, by a schedule or by the console); when there is none, says
+/// how the last one ended.
 pub async fn watch(t: &Target, stack: &str, output: Output) -> anyhow::Result<bool> {
     let cfg = config(t).await?;
     require_stack(&cfg, stack).await?;
-    match running_execution(&cfg, stack).await? {
-        Some((exec, input, _)) => {
-            let action = input["action"].as_str().unwrap_or("apply").to_string();
-            let sfn = aws_sdk_sfn::Client::new(&cfg);
-            follow(
-                &sfn,
-                &exec,
-                &action,
-                stack,
-                output,
-                t.endpoint_url.is_some(),
-            )
-            .await
-        }
-        None => {
-            if output == Output::Json {
-                println!("{}", json!({"stack": stack, "running": false}));
-            } else {
-                println!(
-                    "no run of {stack} in progress (`mbstack status {stack}` shows its last one)"
-                );
-            }
-            Ok(true)
-        }
+    let sfn = aws_sdk_sfn::Client::new(&cfg);
+    let running = match running_execution(&cfg, stack).await? {
+        Some((exec, input, _)) => Some((exec, input)),
+        None => unlocked_execution(&sfn, &t.state_machine, stack).await?,
+    };
+    if let Some((exec, input)) = running {
+        let action = input["action"].as_str().unwrap_or("apply").to_string();
+        return follow(&sfn, &exec, &action, stack, output, t.is_local()).await;
     }
+    let ssm = aws_sdk_ssm::Client::new(&cfg);
+    let last: Value = ssm
+        .get_parameter()
+        .name(format!("/mbstack/{stack}/last-run"))
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or(Value::Null);
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"stack": stack, "running": false, "lastRun": last})
+        );
+    } else if last.is_null() {
+        println!("no run of {stack} in progress");
+    } else {
+        let ended = last["ended"]
+            .as_i64()
+            .map(|t| format!(", ended {}", when(t)))
+            .unwrap_or_default();
+        println!(
+            "no run of {stack} in progress; the last: {} {}{ended}",
+            last["action"].as_str().unwrap_or(""),
+            last["status"].as_str().unwrap_or("")
+        );
+    }
+    Ok(true)
 }
 
 /// A moment as people read it: `2026-11-30 20:56 UTC`.

@@ -708,7 +708,11 @@ pub fn render(d: &Deployment<'_>) -> String {
 
 /// The committed file's path.
 pub fn asl_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("provision.asl.json")
+    // Where the crate is while its tests run (as mbstack_core::source_dir).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .join("provision.asl.json")
 }
 
 #[cfg(test)]

@@ -285,7 +285,7 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
 /// Runs one of our scripts around the installed tools: `input` as JSON on stdin,
 /// its JSON answer.
 fn node(script: &str, tools: &std::path::Path, input: &Value) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let script = mbstack_core::source_dir(env!("CARGO_MANIFEST_DIR")).join(script);
     let mut child = Command::new("node")
         .arg(&script)
         .arg(tools)
@@ -387,7 +387,7 @@ fn every_arn_is_in_the_partition_and_service_trusts_name_the_account() {
 
 #[test]
 fn the_readme_shows_the_deployer_policy_the_cli_prints() {
-    let readme_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme_path = mbstack_core::source_dir(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap();
     let policy = serde_json::to_string_pretty(&policies::deployer_policy(&Context {
         partition: "aws".into(),

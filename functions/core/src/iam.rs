@@ -160,12 +160,7 @@ macro_rules! tier_permissions {
                 let undeclared = $crate::iam::undeclared_calls(files);
                 assert!(undeclared.is_empty(), "calls not declared in their file: {undeclared:?}");
                 let listed: Vec<&str> = files.iter().map(|f| f.0).collect();
-                // Read where the crate is now (cargo sets it for the test run), not
-                // where it was compiled: a shared target dir can hold a binary built
-                // from another checkout.
-                let root = std::env::var_os("CARGO_MANIFEST_DIR")
-                    .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+                let root = $crate::source_dir(env!("CARGO_MANIFEST_DIR"));
                 let unlisted = $crate::iam::unlisted_callers(&root.join("src"), &listed);
                 assert!(
                     unlisted.is_empty(),

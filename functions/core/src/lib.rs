@@ -20,6 +20,17 @@ pub use work::{Readiness, Work};
 
 /// The outcome of a tier or verb that is not built yet: a clear error, never a
 /// pretend success.
+/// A crate's own folder while its tests run: where cargo says it is now
+/// (`CARGO_MANIFEST_DIR` at run time), else where it was compiled
+/// (`compiled`: the crate's `env!("CARGO_MANIFEST_DIR")`). A shared target dir
+/// can hold a test binary built from another checkout: its compiled path may be
+/// gone, or another version of the files.
+pub fn source_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(compiled))
+}
+
 pub fn not_implemented(tier: Tier, what: &str) -> TierError {
     TierError::NotImplemented(format!(
         "the {tier} tier does not implement {what} yet (see the project's open issues)"
