@@ -525,3 +525,56 @@ fn ctrl_c_stops_following_and_watch_takes_the_run_up_again() {
     assert!(audit.status.success(), "{}", text(&audit));
     assert_eq!(findings, serde_json::json!([]));
 }
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …; comm may hold spaces: read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// `mbstack local up` killed outright (SIGKILL: no cleanup runs) leaves no moto
+/// server behind: a test that times out, or a user's `kill -9`, orphaned one.
+#[test]
+fn a_killed_emulator_leaves_no_moto_server_behind() {
+    let mut e = start_emulator();
+    let owner = e.pid();
+    let moto: Vec<u32> = children_of(owner)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("moto.server"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(moto.len(), 1, "one moto server under mbstack local up");
+    e.kill_outright();
+    let alive = || std::path::Path::new(&format!("/proc/{}", moto[0])).exists();
+    let t0 = std::time::Instant::now();
+    while alive() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A zombie (exited, not yet reaped by init) is gone for this purpose.
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", moto[0])).unwrap_or_default();
+    let zombie = state
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    assert!(
+        !alive() || zombie,
+        "moto (pid {}) outlived its owner by 10 s",
+        moto[0]
+    );
+}

@@ -566,31 +566,15 @@ fn invoked_function(parts: &hyper::http::request::Parts) -> Option<String> {
     }
     let rest = parts.uri.path().strip_prefix("/2015-03-31/functions/")?;
     let raw = rest.strip_suffix("/invocations")?;
-    let decoded = percent_decode(raw);
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned();
     // An ARN (arn:aws:lambda:region:account:function:name[:qualifier]) or a name.
     let name = match decoded.split(':').collect::<Vec<_>>().as_slice() {
         ["arn", _, "lambda", _, _, "function", name, ..] => name.to_string(),
         _ => decoded.clone(),
     };
     Some(name)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs a registered function and answers exactly as Lambda's Invoke does.

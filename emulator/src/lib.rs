@@ -205,9 +205,21 @@ pub fn free_port() -> Result<u16, EmulatorError> {
 #[derive(Debug)]
 pub struct Moto {
     child: Child,
+    /// moto's standard input: it exits when this closes, so it never outlives
+    /// its owner, even one killed outright (SIGKILL runs no `Drop`).
+    _lifeline: Option<std::process::ChildStdin>,
     port: u16,
     log: PathBuf,
 }
+
+/// Starts moto's server after a thread that ends the process once standard
+/// input reaches its end (the owner's end of the pipe closed: the owner is
+/// gone, however it died).
+const MOTO_WITH_LIFELINE: &str = "import os, sys, threading\n\
+def _lifeline():\n    sys.stdin.buffer.read()\n    os._exit(0)\n\
+threading.Thread(target=_lifeline, daemon=True).start()\n\
+from moto.server import main\n\
+main(sys.argv[1:])\n";
 
 /// How to start the server.
 #[derive(Debug, Clone, Default)]
@@ -241,8 +253,8 @@ impl Moto {
                 cmd.env("PYTHONPATH", path);
             }
             cmd.args([
-                "-m",
-                "moto.server",
+                "-c",
+                MOTO_WITH_LIFELINE,
                 "-H",
                 "127.0.0.1",
                 "-p",
@@ -250,11 +262,17 @@ impl Moto {
             ])
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(out.try_clone()?)
             .stderr(out);
-            let child = cmd.spawn()?;
-            let mut moto = Moto { child, port, log };
+            let mut child = cmd.spawn()?;
+            let lifeline = child.stdin.take();
+            let mut moto = Moto {
+                child,
+                _lifeline: lifeline,
+                port,
+                log,
+            };
             match moto.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => {
                     moto.configure()?;

@@ -204,28 +204,6 @@ impl Query {
     }
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses a form-encoded query request; None for other protocols.
 pub(crate) fn query(headers: &hyper::HeaderMap, body: &[u8]) -> Option<Query> {
     let ct = headers
@@ -245,14 +223,8 @@ pub(crate) fn query(headers: &hyper::HeaderMap, body: &[u8]) -> Option<Query> {
         .and_then(|c| c.split('/').nth(3))
         .unwrap_or("")
         .to_string();
-    let text = std::str::from_utf8(body).ok()?;
-    let params = text
-        .split('&')
-        .filter_map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        })
-        .collect();
+    std::str::from_utf8(body).ok()?;
+    let params = form_urlencoded::parse(body).into_owned().collect();
     Some(Query { service, params })
 }
 
@@ -1244,6 +1216,15 @@ mod tests {
             out,
             "<a><id>x</id><n/><state>pending</state></a><a><id>y</id><state>available</state></a>"
         );
-        assert_eq!(percent_decode("arn%3Aaws%3Ax+y"), "arn:aws:x y");
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        // Decoded as a form: `+` is a space; a stray `%` before a multi-byte
+        // character is kept, not a panic.
+        let q = query(&h, "A=arn%3Aaws%3Ax+y&B=%a\u{e9}".as_bytes()).expect("a form");
+        assert_eq!(q.get("A"), Some("arn:aws:x y"));
+        assert_eq!(q.get("B"), Some("%a\u{e9}"));
     }
 }

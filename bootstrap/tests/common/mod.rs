@@ -16,6 +16,18 @@ pub struct Emulator {
     pub endpoint: String,
 }
 
+impl Emulator {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a test runner's timeout or `kill -9` does.
+    pub fn kill_outright(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -39,26 +39,11 @@ pub fn parse_policy(doc: &str) -> Option<Value> {
         .or_else(|| serde_json::from_str(&percent_decode(doc)).ok())
 }
 
+/// A URL-encoded text (`+` for a space, as IAM's answers have it).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A role of ours: its ARN, tags and permissions boundary, if it exists.
@@ -406,5 +391,6 @@ mod tests {
         assert_eq!(parse_policy(&encoded), Some(want.clone()));
         assert_eq!(parse_policy(&want.to_string()), Some(want));
         assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%a\u{e9}+b"), "%a\u{e9} b");
     }
 }
