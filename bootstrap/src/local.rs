@@ -109,9 +109,9 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
     for c in &changes {
         println!(
             "  {:<13} {:<17} {:<46} {}",
-            c["tier"].as_str().unwrap_or(""),
+            mbstack_core::naming::tier_label(c["tier"].as_str().unwrap_or("")),
             c["kind"].as_str().unwrap_or(""),
-            c["id"].as_str().unwrap_or(""),
+            crate::run::short_id(c["id"].as_str().unwrap_or("")),
             c["detail"].as_str().unwrap_or("")
         );
     }
@@ -175,7 +175,7 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
         println!("  database: {}", db["detail"].as_str().unwrap_or(""));
     }
     let tiers = [Tier::Network, Tier::Data, Tier::LoadBalancer, Tier::App]
-        .map(|t| t.to_string())
+        .map(|t| t.label())
         .join(", ");
     println!(
         "\nNothing left in {tiers}. Demo passed in {:.1} s.",

@@ -196,3 +196,46 @@ fn the_readme_examples_run_as_written() {
     );
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The README's first set-up command, `cargo run --bin mbstack -- local demo`
+/// (the binary cargo builds for it): applies, shows, plans, destroys and
+/// checks nothing is left, naming tiers as everywhere else and resources by name.
+#[test]
+fn the_readme_demo_command_runs() {
+    let readme = std::fs::read_to_string(
+        mbstack_core::source_dir(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("README.md");
+    assert!(
+        readme.contains("cargo run --bin mbstack -- local demo"),
+        "the README's set-up command changed: run that one here"
+    );
+    let o = Command::new(BIN)
+        .args(["local", "demo"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("mbstack runs");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("Demo passed"), "{out}");
+    let created: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Created ("))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(created.len() > 20, "{out}");
+    for tier in ["network", "database", "load balancer", "app"] {
+        assert!(
+            created.iter().any(|l| l.starts_with(&format!("  {tier} "))),
+            "no {tier} line: {out}"
+        );
+    }
+    assert!(
+        // The name column: after the tier (13) and kind (17) columns.
+        created
+            .iter()
+            .all(|l| !l.get(34..).unwrap_or("").starts_with("arn:")),
+        "names, not ARNs: {out}"
+    );
+}
