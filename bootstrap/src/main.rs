@@ -372,8 +372,12 @@ async fn audit_cmd(named: &run::Named, output: run::Output) -> anyhow::Result<()
 }
 
 async fn down_cmd(input: &run::Input, yes: bool, output: run::Output) -> anyhow::Result<()> {
-    let stack = input.stack_name().unwrap_or_default();
-    let cfg = run::config(&input.target).await?;
+    // The stack as the run will see it (argument, --stack, or the file's).
+    let stack = run::build_input(input, "destroy")?["stack"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let cfg = run::config(&input.named.target).await?;
     run::require_stack(&cfg, &stack).await?;
     if !run::confirm_down(&stack, yes)? {
         anyhow::bail!("not confirmed: nothing was destroyed");
@@ -405,8 +409,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Status(named) => {
-            let stack = named.stack.clone().or_else(|| named.stack_arg.clone());
-            run::status(&named.target, stack.as_deref(), output).await
+            run::status(&named.target, named.given().as_deref(), output).await
         }
         Command::Audit(named) => audit_cmd(&named, output).await,
         Command::Deploy {

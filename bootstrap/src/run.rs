@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aws_config::BehaviorVersion;
+use mbstack_control::store;
 use mbstack_core::naming::tier_label;
 use mbstack_core::spec::merge_patch;
 use serde_json::{json, Value};
@@ -34,20 +35,14 @@ pub struct Input {
     /// A spec file (JSON), merged over the stack's stored spec
     #[arg(short, long)]
     pub file: Option<PathBuf>,
-    /// The stack name (overrides the file's)
-    #[arg(long)]
-    pub stack: Option<String>,
-    /// The stack name, as the first argument: `mbstack up analytics`
-    #[arg(value_name = "STACK", conflicts_with = "stack")]
-    pub stack_arg: Option<String>,
+    #[command(flatten)]
+    pub named: Named,
     /// A field to set, as a JSON value or a plain string: --set app.desiredCount=2
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
     /// Start the execution, print its ARN and return (`mbstack watch` follows it)
     #[arg(long)]
     pub detach: bool,
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// How a command prints what it has to say.
@@ -181,10 +176,10 @@ pub fn execution_name(stack: &str, action: &str) -> String {
 /// A stack named by `--stack` or as the first argument, and where it is.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Named {
-    /// The stack name
+    /// The stack name (over a spec file's)
     #[arg(long)]
     pub stack: Option<String>,
-    /// The stack name, as the first argument
+    /// The stack name, as the first argument: `mbstack up analytics`
     #[arg(value_name = "STACK", conflicts_with = "stack")]
     pub stack_arg: Option<String>,
     #[command(flatten)]
@@ -192,19 +187,17 @@ pub struct Named {
 }
 
 impl Named {
+    /// The stack named by `--stack` or the first argument.
+    pub fn given(&self) -> Option<String> {
+        self.stack.clone().or_else(|| self.stack_arg.clone())
+    }
+
     /// The stack, or an error saying how to give it.
     pub fn name(&self, command: &str) -> anyhow::Result<String> {
-        match self.stack.clone().or_else(|| self.stack_arg.clone()) {
+        match self.given() {
             Some(s) => Ok(s),
             None => bail!("which stack? `mbstack {command} NAME` (or --stack NAME)"),
         }
-    }
-}
-
-impl Input {
-    /// The stack named by `--stack` or the first argument.
-    pub fn stack_name(&self) -> Option<String> {
-        self.stack.clone().or_else(|| self.stack_arg.clone())
     }
 }
 
@@ -218,7 +211,7 @@ pub fn build_input(i: &Input, action: &str) -> anyhow::Result<Value> {
         }
         None => json!({}),
     };
-    if let Some(s) = i.stack_name() {
+    if let Some(s) = i.named.given() {
         input["stack"] = json!(s);
     }
     for set in &i.set {
@@ -337,7 +330,7 @@ impl Spinners {
 pub async fn run(i: &Input, action: &str, output: Output) -> anyhow::Result<bool> {
     let input = build_input(i, action)?;
     let stack = input["stack"].as_str().unwrap_or("").to_string();
-    let t = &i.target;
+    let t = &i.named.target;
     let cfg = config(t).await?;
     let name = execution_name(&stack, action);
     check_spec(&cfg, &input, &stack, &name).await?;
@@ -555,25 +548,7 @@ async fn running_execution(
     stack: &str,
 ) -> anyhow::Result<Option<(String, Value, i64)>> {
     let ssm = aws_sdk_ssm::Client::new(cfg);
-    let holder = match ssm
-        .get_parameter()
-        .name(format!("/mbstack/{stack}/lock"))
-        .send()
-        .await
-    {
-        Ok(o) => o.parameter().and_then(|p| p.value()).map(str::to_string),
-        Err(e)
-            if aws_sdk_ssm::error::ProvideErrorMetadata::code(&e) == Some("ParameterNotFound") =>
-        {
-            None
-        }
-        Err(e) => {
-            return Err(anyhow::anyhow!(
-                "reading /mbstack/{stack}/lock: {}",
-                e.into_service_error()
-            ))
-        }
-    };
+    let holder = store::get(&ssm, &store::path(stack, "lock")).await?;
     let Some(holder) = holder.filter(|h| h.starts_with("arn:")) else {
         return Ok(None);
     };
@@ -643,13 +618,8 @@ pub async fn watch(t: &Target, stack: &str, output: Output) -> anyhow::Result<bo
         return follow(&sfn, &exec, &action, stack, output, t.is_local()).await;
     }
     let ssm = aws_sdk_ssm::Client::new(&cfg);
-    let last: Value = ssm
-        .get_parameter()
-        .name(format!("/mbstack/{stack}/last-run"))
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+    let last: Value = store::get(&ssm, &store::path(stack, "last-run"))
+        .await?
         .and_then(|v| serde_json::from_str(&v).ok())
         .unwrap_or(Value::Null);
     if output == Output::Json {
@@ -770,6 +740,15 @@ pub async fn status(t: &Target, stack: Option<&str>, output: Output) -> anyhow::
     Ok(())
 }
 
+/// One stack as `status STACK --output json` prints it.
+fn with_resources(stack: &str, row: Option<&StackRow>, resources: Vec<Value>) -> Value {
+    let mut v = row
+        .map(StackRow::to_json)
+        .unwrap_or_else(|| json!({"stack": stack, "lastRun": null, "running": null}));
+    v["resources"] = Value::Array(resources);
+    v
+}
+
 /// One stack: its last run, the run in progress, and its resources read live
 /// (every tier's plan: what exists is `ok`, what is missing would be created by
 /// the next apply).
@@ -818,10 +797,7 @@ async fn stack_resources(
         if text_out {
             println!("  no stored spec: the stack was never applied to the end (or was destroyed)");
         } else {
-            println!(
-                "{}",
-                json!({"stack": stack, "lastRun": row.map(|r| r.last.clone()), "running": row.map(|r| r.to_json()["running"].clone()), "resources": []})
-            );
+            println!("{}", with_resources(stack, row, Vec::new()));
         }
         return Ok(());
     };
@@ -857,10 +833,7 @@ async fn stack_resources(
         }
     }
     if !text_out {
-        println!(
-            "{}",
-            json!({"stack": stack, "lastRun": row.map(|r| r.last.clone()), "running": row.map(|r| r.to_json()["running"].clone()), "resources": resources})
-        );
+        println!("{}", with_resources(stack, row, resources));
         return Ok(());
     }
     println!(
@@ -890,22 +863,8 @@ async fn stack_resources(
 pub async fn stack_exists(cfg: &aws_types::SdkConfig, stack: &str) -> anyhow::Result<bool> {
     let ssm = aws_sdk_ssm::Client::new(cfg);
     for p in ["spec", "lock"] {
-        match ssm
-            .get_parameter()
-            .name(format!("/mbstack/{stack}/{p}"))
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(true),
-            Err(e)
-                if aws_sdk_ssm::error::ProvideErrorMetadata::code(&e)
-                    == Some("ParameterNotFound") => {}
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "reading /mbstack/{stack}/{p}: {}",
-                    e.into_service_error()
-                ))
-            }
+        if store::get(&ssm, &store::path(stack, p)).await?.is_some() {
+            return Ok(true);
         }
     }
     let ec2 = aws_sdk_ec2::Client::new(cfg);
@@ -1194,33 +1153,34 @@ mod tests {
     fn sets_merge_into_the_input() {
         let i = Input {
             file: None,
-            stack: Some("s".into()),
-            stack_arg: None,
+            named: Named {
+                stack: Some("s".into()),
+                stack_arg: None,
+                target: Target {
+                    region: None,
+                    profile: None,
+                    endpoint_url: None,
+                    state_machine: "mbstack-provision".into(),
+                },
+            },
             set: vec![
                 "app.desiredCount=2".into(),
                 "app.image=metabase/metabase:v0.58.7".into(),
                 "tags.team=bi".into(),
             ],
             detach: false,
-            target: Target {
-                region: None,
-                profile: None,
-                endpoint_url: None,
-                state_machine: "mbstack-provision".into(),
-            },
         };
         let v = build_input(&i, "apply").unwrap();
         assert_eq!(
             v,
             json!({"stack": "s", "app": {"desiredCount": 2, "image": "metabase/metabase:v0.58.7"}, "tags": {"team": "bi"}, "action": "apply"})
         );
-        let positional = Input {
-            stack: None,
-            stack_arg: Some("s".into()),
-            ..i.clone()
-        };
+        let mut positional = i.clone();
+        positional.named.stack = None;
+        positional.named.stack_arg = Some("s".into());
         assert_eq!(build_input(&positional, "apply").unwrap(), v);
-        let bad = Input { stack: None, ..i };
+        let mut bad = i;
+        bad.named.stack = None;
         assert!(build_input(&bad, "apply").is_err());
     }
 }

@@ -223,7 +223,10 @@ pub(crate) fn query(headers: &hyper::HeaderMap, body: &[u8]) -> Option<Query> {
         .and_then(|c| c.split('/').nth(3))
         .unwrap_or("")
         .to_string();
-    std::str::from_utf8(body).ok()?;
+    // A form body is ASCII; anything else is not a query call.
+    if std::str::from_utf8(body).is_err() {
+        return None;
+    }
     let params = form_urlencoded::parse(body).into_owned().collect();
     Some(Query { service, params })
 }

@@ -18,8 +18,6 @@ pub use naming::Tier;
 pub use spec::{InvalidSpec, Problem, StackSpec};
 pub use work::{Readiness, Work};
 
-/// The outcome of a tier or verb that is not built yet: a clear error, never a
-/// pretend success.
 /// A crate's own folder while its tests run: where cargo says it is now
 /// (`CARGO_MANIFEST_DIR` at run time), else where it was compiled
 /// (`compiled`: the crate's `env!("CARGO_MANIFEST_DIR")`). A shared target dir
@@ -31,6 +29,8 @@ pub fn source_dir(compiled: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from(compiled))
 }
 
+/// The outcome of a tier or verb that is not built yet: a clear error, never a
+/// pretend success.
 pub fn not_implemented(tier: Tier, what: &str) -> TierError {
     TierError::NotImplemented(format!(
         "the {tier} tier does not implement {what} yet (see the project's open issues)"
