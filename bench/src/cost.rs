@@ -40,10 +40,10 @@ pub fn today() -> String {
 }
 
 fn memory_mb(function: &str) -> f64 {
-    mbstack_cli::deploy::FUNCTIONS
+    mbstack_core::naming::TIERS
         .iter()
-        .find(|(_, bin, _, _)| *bin == function)
-        .map(|(_, _, mem, _)| f64::from(*mem))
+        .find(|t| t.binary == function)
+        .map(|t| f64::from(t.memory_mib))
         .unwrap_or(256.0)
 }
 

@@ -306,9 +306,10 @@ impl Terraform {
 }
 
 fn zip_sizes(release: &Path) -> Vec<(String, Option<u64>, Option<u64>)> {
-    mbstack_cli::deploy::FUNCTIONS
+    mbstack_core::naming::TIERS
         .iter()
-        .map(|(_, bin, _, _)| {
+        .map(|t| t.binary)
+        .map(|bin| {
             let size = |arch: &str| {
                 std::fs::metadata(
                     release
@@ -482,7 +483,7 @@ async fn main() -> Result<()> {
     println!("| function | to first `next` | to first response | first outcome |");
     println!("|---|---:|---:|---|");
     let mut all_next = Vec::new();
-    for (_, bin, _, _) in mbstack_cli::deploy::FUNCTIONS {
+    for bin in mbstack_core::naming::TIERS.iter().map(|t| t.binary) {
         let path = bin_dir.join(bin);
         if !path.exists() {
             println!("| {bin} | not built | | |");

@@ -14,7 +14,8 @@ use aws_sdk_lambda::types::{
     Architecture, Environment, FunctionCode, LogFormat, LoggingConfig, Runtime,
 };
 use base64::Engine;
-use mbstack_core::{aws_error, client, error_code, Aws, TierError};
+use mbstack_core::naming::{TierInfo, TIERS};
+use mbstack_core::{aws_error, client, error_code, Aws, Tier, TierError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -68,14 +69,22 @@ where
     }
 }
 
-/// The functions: (key in the state machine, binary, memory MiB, timeout s).
-pub const FUNCTIONS: &[(&str, &str, i32, i32)] = &[
-    ("control", "mbstack-control", 128, 60),
-    ("network", "mbstack-network", 256, 120),
-    ("data", "mbstack-data", 256, 120),
-    ("loadbalancer", "mbstack-loadbalancer", 256, 120),
-    ("app", "mbstack-app", 256, 120),
-];
+/// Writes an empty but valid zip per function in cargo-lambda's layout under
+/// `dir` (`<dir>/<binary>/bootstrap.zip`): a deployment whose functions the
+/// emulator runs in-process needs no code. `build` is appended to each, so
+/// that two builds differ.
+pub fn placeholder_zips(dir: &Path, build: &str) -> std::io::Result<()> {
+    for t in &TIERS {
+        let f = dir.join(t.binary);
+        std::fs::create_dir_all(&f)?;
+        // The end-of-central-directory record alone: a zip with no entry.
+        let mut eocd = vec![0x50, 0x4b, 0x05, 0x06];
+        eocd.extend([0u8; 18]);
+        eocd.extend(build.as_bytes());
+        std::fs::write(f.join("bootstrap.zip"), eocd)?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -141,8 +150,8 @@ pub fn build(workspace: &Path) -> Result<PathBuf, String> {
     // `-p` per function (each package is named as its binary): features are
     // unified over the functions only, so the CLI's SSO support stays out of the
     // zips (`--bin` would unify over the whole workspace).
-    for (_, bin, _, _) in FUNCTIONS {
-        cmd.args(["-p", bin]);
+    for t in &TIERS {
+        cmd.args(["-p", t.binary]);
     }
     let status = cmd
         .status()
@@ -294,13 +303,14 @@ async fn settled(
 
 async fn ensure_function(
     lambda: &aws_sdk_lambda::Client,
-    f: (&str, String, i32, i32),
+    f: (&TierInfo, String),
     role: &str,
     zip: &[u8],
     opts: &Options,
     report: &mut Report,
 ) -> Result<String, TierError> {
-    let (_, fname, memory, timeout) = f;
+    let (t, fname) = f;
+    let (memory, timeout) = (t.memory_mib, t.timeout_seconds);
     let sha = sha256_b64(zip);
     let wait = opts.first_wait;
     match lambda.get_function().function_name(&fname).send().await {
@@ -496,9 +506,9 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         prefix: opts.prefix.clone(),
         account: account_of(&boundary).to_string(),
     };
-    let mut arns: Vec<(&str, String)> = Vec::new();
-    for (key, bin, memory, timeout) in FUNCTIONS {
-        let fname = name(&opts.prefix, bin);
+    let mut arns: Vec<(Tier, String)> = Vec::new();
+    for t in &TIERS {
+        let fname = name(&opts.prefix, t.binary);
         if opts.skip_functions {
             let got = lambda
                 .get_function()
@@ -511,10 +521,10 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
                 .and_then(|c| c.function_arn())
                 .unwrap_or_default()
                 .to_string();
-            arns.push((key, arn));
+            arns.push((t.tier, arn));
             continue;
         }
-        let zip_path = opts.zips.join(bin).join("bootstrap.zip");
+        let zip_path = opts.zips.join(t.binary).join("bootstrap.zip");
         let zip = std::fs::read(&zip_path).map_err(|e| {
             TierError::Terminal(format!(
                 "reading {}: {e} (build with cargo lambda first)",
@@ -525,28 +535,20 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
             &iam,
             &fname,
             "lambda.amazonaws.com",
-            &policies::function_policy(key, &fname, &ctx),
+            &policies::function_policy(t.tier, &fname, &ctx),
             &ctx,
             &mut report,
         )
         .await?;
-        let arn = ensure_function(
-            &lambda,
-            (key, fname, *memory, *timeout),
-            &role,
-            &zip,
-            opts,
-            &mut report,
-        )
-        .await?;
-        arns.push((key, arn));
+        let arn = ensure_function(&lambda, (t, fname), &role, &zip, opts, &mut report).await?;
+        arns.push((t.tier, arn));
     }
     // A new function is Pending for a moment: the first run must not meet that.
     if !opts.skip_functions {
-        for (_, bin, _, _) in FUNCTIONS {
+        for t in &TIERS {
             settled(
                 &lambda,
-                &name(&opts.prefix, bin),
+                &name(&opts.prefix, t.binary),
                 opts.first_wait,
                 &mut report,
             )
@@ -784,8 +786,8 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
         format!("{prefix}-scheduler"),
         format!("{prefix}-events"),
     ];
-    for (_, bin, _, _) in FUNCTIONS {
-        let fname = name(prefix, bin);
+    for t in &TIERS {
+        let fname = name(prefix, t.binary);
         match lambda.delete_function().function_name(&fname).send().await {
             Ok(_) => done.push(format!("function {fname}")),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}

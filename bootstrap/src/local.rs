@@ -13,13 +13,7 @@ use serde_json::{json, Map, Value};
 /// front door runs the tier handlers in-process when Step Functions invokes them.
 async fn deploy_into(d: &Deployed) -> anyhow::Result<crate::deploy::Report> {
     let dir = std::env::temp_dir().join(format!("mbstack-local-zips-{}", std::process::id()));
-    for (_, bin, _, _) in crate::deploy::FUNCTIONS {
-        let f = dir.join(bin);
-        std::fs::create_dir_all(&f)?;
-        let mut empty_zip = vec![0x50, 0x4b, 0x05, 0x06];
-        empty_zip.extend([0u8; 18]);
-        std::fs::write(f.join("bootstrap.zip"), empty_zip)?;
-    }
+    crate::deploy::placeholder_zips(&dir, "")?;
     let aws = Aws::new(d.config.clone());
     let opts = crate::deploy::Options {
         first_wait: std::time::Duration::from_millis(100),

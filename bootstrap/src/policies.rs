@@ -24,6 +24,7 @@
 //! attach is AmazonECSTaskExecutionRolePolicy.
 
 use mbstack_core::iam::{Condition, Permission, Resources};
+use mbstack_core::Tier;
 use serde_json::{json, Map, Value};
 
 pub use mbstack_core::iam::is_read_only;
@@ -66,14 +67,13 @@ impl Context {
 }
 
 /// The permissions of function `tier`, as its resource modules declare them.
-pub fn tier_permissions(tier: &str) -> Vec<Permission> {
+pub fn tier_permissions(tier: Tier) -> Vec<Permission> {
     match tier {
-        "control" => mbstack_control::permissions(),
-        "network" => mbstack_network::permissions(),
-        "data" => mbstack_data::permissions(),
-        "loadbalancer" => mbstack_loadbalancer::permissions(),
-        "app" => mbstack_app::permissions(),
-        _ => Vec::new(),
+        Tier::Control => mbstack_control::permissions(),
+        Tier::Network => mbstack_network::permissions(),
+        Tier::Data => mbstack_data::permissions(),
+        Tier::LoadBalancer => mbstack_loadbalancer::permissions(),
+        Tier::App => mbstack_app::permissions(),
     }
 }
 
@@ -149,9 +149,9 @@ fn own_logs(function: &str, ctx: &Context) -> Value {
 }
 
 /// The inline policy of function `tier` (named `function`).
-pub fn function_policy(tier: &str, function: &str, ctx: &Context) -> Value {
+pub fn function_policy(tier: Tier, function: &str, ctx: &Context) -> Value {
     let mut s = vec![own_logs(function, ctx)];
-    s.extend(statements(&tier_permissions(tier), tier, ctx));
+    s.extend(statements(&tier_permissions(tier), tier.as_str(), ctx));
     json!({"Version": "2012-10-17", "Statement": s})
 }
 

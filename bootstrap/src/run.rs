@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use aws_config::BehaviorVersion;
 use mbstack_control::store;
 use mbstack_core::naming::tier_label;
+use mbstack_core::outputs::inputs_from;
 use mbstack_core::spec::merge_patch;
 use serde_json::{json, Value};
 
@@ -809,17 +810,10 @@ async fn stack_resources(
         mbstack_core::Scope::Stack,
     );
     let network = mbstack_network::handle(event.clone(), &aws).await?;
-    event
-        .inputs
-        .insert("network".into(), Value::Object(network.outputs.clone()));
+    event.inputs = inputs_from([&network]);
     let data = mbstack_data::handle(event.clone(), &aws).await?;
     let lb = mbstack_loadbalancer::handle(event.clone(), &aws).await?;
-    event
-        .inputs
-        .insert("data".into(), Value::Object(data.outputs.clone()));
-    event
-        .inputs
-        .insert("loadbalancer".into(), Value::Object(lb.outputs.clone()));
+    event.inputs = inputs_from([&network, &data, &lb]);
     let app = mbstack_app::handle(event, &aws).await?;
     let mut resources = Vec::new();
     for o in [&network, &data, &lb, &app] {

@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use mbstack_cli::deploy::{self, Options, Schedule, FUNCTIONS};
+use mbstack_cli::deploy::{self, Options, Schedule};
 use mbstack_cli::policies;
+use mbstack_core::naming::TIERS;
 use mbstack_core::{Aws, CallLog, TierError};
 use mbstack_emulator::Emulator;
 use serde_json::{json, Value};
@@ -13,14 +14,7 @@ use serde_json::{json, Value};
 /// An empty but valid zip per function, in cargo-lambda's layout.
 fn zips(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mbstack-zips-{}-{tag}", std::process::id()));
-    for (_, bin, _, _) in FUNCTIONS {
-        let d = dir.join(bin);
-        std::fs::create_dir_all(&d).unwrap();
-        let mut eocd = vec![0x50, 0x4b, 0x05, 0x06];
-        eocd.extend([0u8; 18]);
-        eocd.extend(tag.as_bytes()); // differs per tag: a "new build"
-        std::fs::write(d.join("bootstrap.zip"), eocd).unwrap();
-    }
+    deploy::placeholder_zips(&dir, tag).unwrap(); // differs per tag: a "new build"
     dir
 }
 
@@ -44,8 +38,8 @@ async fn deploy_is_complete_idempotent_least_privilege_and_undeploy_leaves_nothi
     let lambda = aws_sdk_lambda::Client::new(&config);
     let iam = aws_sdk_iam::Client::new(&config);
     let mut arns = Vec::new();
-    for (key, bin, memory, timeout) in FUNCTIONS {
-        let name = format!("mbt-{}", bin.trim_start_matches("mbstack-"));
+    for t in &TIERS {
+        let name = format!("mbt-{}", t.tier);
         let f = lambda
             .get_function()
             .function_name(&name)
@@ -68,7 +62,7 @@ async fn deploy_is_complete_idempotent_least_privilege_and_undeploy_leaves_nothi
         );
         assert_eq!(
             (c.memory_size(), c.timeout()),
-            (Some(*memory), Some(*timeout)),
+            (Some(t.memory_mib), Some(t.timeout_seconds)),
             "{name}"
         );
         assert_eq!(c.handler(), Some("bootstrap"));
@@ -88,7 +82,8 @@ async fn deploy_is_complete_idempotent_least_privilege_and_undeploy_leaves_nothi
         assert_eq!(
             policies::wildcard_violations(&doc),
             Vec::<String>::new(),
-            "{key}"
+            "{}",
+            t.tier
         );
         let trust = policy(
             iam.get_role()
@@ -324,8 +319,8 @@ async fn a_first_deploy_survives_iam_propagation_and_function_states() {
         "deploy would not retry this: {e:?}"
     );
     let lambda = aws_sdk_lambda::Client::new(&config);
-    for (_, bin, _, _) in FUNCTIONS {
-        let name = format!("mbp-{}", bin.trim_start_matches("mbstack-"));
+    for t in &TIERS {
+        let name = format!("mbp-{}", t.tier);
         let c = lambda
             .get_function_configuration()
             .function_name(&name)

@@ -56,15 +56,6 @@ pub fn iam_propagation() -> Duration {
     mbstack_core::aws::ROLE_PROPAGATION / REALISM_SCALE
 }
 
-/// The name each function has in the emulator.
-pub const FUNCTIONS: &[(&str, &str)] = &[
-    ("control", "mbstack-control"),
-    ("network", "mbstack-network"),
-    ("data", "mbstack-data"),
-    ("loadbalancer", "mbstack-loadbalancer"),
-    ("app", "mbstack-app"),
-];
-
 pub fn function_arn(name: &str) -> String {
     format!(
         "arn:aws:lambda:{}:{ACCOUNT}:function:{name}",
@@ -199,29 +190,21 @@ impl Deployed {
         front.set_wait_divisor(REALISM_SCALE);
         front.set_role_propagation(iam_delay);
         let crash = front.crash_flag();
-        for (key, name) in FUNCTIONS {
+        for t in &mbstack_core::naming::TIERS {
             // Each function signs as itself, as its role would on AWS: the
             // emulator's journal tells the callers apart.
-            let aws = Aws::new(signed_as(&config, name))
+            let aws = Aws::new(signed_as(&config, t.binary))
                 .with_interceptor(log.clone())
                 .with_role_propagation(patience);
-            let f = match *key {
-                "control" => control_fn(aws.clone(), crash.clone()),
-                "network" => tier_fn(Tier::Network, aws.clone(), inject.clone(), crash.clone()),
-                "data" => tier_fn(Tier::Data, aws.clone(), inject.clone(), crash.clone()),
-                "loadbalancer" => tier_fn(
-                    Tier::LoadBalancer,
-                    aws.clone(),
-                    inject.clone(),
-                    crash.clone(),
-                ),
-                _ => tier_fn(Tier::App, aws.clone(), inject.clone(), crash.clone()),
+            let f = match t.tier {
+                Tier::Control => control_fn(aws.clone(), crash.clone()),
+                tier => tier_fn(tier, aws.clone(), inject.clone(), crash.clone()),
             };
-            front.register_lambda(name, f);
+            front.register_lambda(t.binary, f);
         }
-        let arns: Vec<(&str, String)> = FUNCTIONS
+        let arns: Vec<(Tier, String)> = mbstack_core::naming::TIERS
             .iter()
-            .map(|(k, n)| (*k, function_arn(n)))
+            .map(|t| (t.tier, function_arn(t.binary)))
             .collect();
         let definition = mbstack_statemachine::render(&mbstack_statemachine::Deployment {
             functions: &arns,

@@ -21,53 +21,34 @@ pub const ROLE_BOUNDARY: &str = "${RoleBoundaryArn}";
 /// app tier's rule that repairs the stack when its database password rotates.
 pub const EVENTS_ROLE: &str = "${EventsRoleArn}";
 
-/// The placeholders a deployer substitutes with function ARNs.
-pub const PLACEHOLDERS: &[(&str, &str)] = &[
-    ("control", "${ControlFunctionArn}"),
-    ("network", "${NetworkFunctionArn}"),
-    ("data", "${DataFunctionArn}"),
-    ("loadbalancer", "${LoadBalancerFunctionArn}"),
-    ("app", "${AppFunctionArn}"),
-];
-
-/// A tier's display name and its poll limit (polls × its retryAfterSeconds is the
-/// time limit: network 40 × 15 s, data 80 × 30 s, load balancer 40 × 15 s, app
-/// 120 × 20 s — the app covers Metabase's first boot with migrations).
+/// A tier as the state machine's loops see it: its key, the label its state
+/// names use and its poll bound, all from core's tier table.
 struct Tier {
     key: &'static str,
     label: &'static str,
     max_polls: u32,
 }
 
-const NETWORK: Tier = Tier {
-    key: "network",
-    label: "network",
-    max_polls: 40,
-};
-const DATA: Tier = Tier {
-    key: "data",
-    label: "database",
-    max_polls: 80,
-};
-const LB: Tier = Tier {
-    key: "loadbalancer",
-    label: "load balancer",
-    max_polls: 40,
-};
-const APP: Tier = Tier {
-    key: "app",
-    label: "Metabase service",
-    max_polls: 120,
-};
+const fn of(tier: mbstack_core::Tier) -> Tier {
+    let info = tier.info();
+    Tier {
+        key: tier.as_str(),
+        label: info.state_label,
+        max_polls: info.max_polls,
+    }
+}
+
+const NETWORK: Tier = of(mbstack_core::Tier::Network);
+const DATA: Tier = of(mbstack_core::Tier::Data);
+const LB: Tier = of(mbstack_core::Tier::LoadBalancer);
+const APP: Tier = of(mbstack_core::Tier::App);
 
 /// The optimised Lambda integration, in the deployment's partition.
 const LAMBDA_INVOKE: &str = "arn:${Partition}:states:::lambda:invoke";
 
 fn placeholder(tier: &str) -> &'static str {
-    PLACEHOLDERS
-        .iter()
-        .find(|(t, _)| *t == tier)
-        .map(|(_, p)| *p)
+    mbstack_core::Tier::from_name(tier)
+        .map(|t| t.info().arn_placeholder)
         .unwrap_or("${UnknownFunctionArn}")
 }
 
@@ -271,7 +252,7 @@ fn network_inputs() -> Value {
 
 fn app_inputs() -> Value {
     json!({
-        "deployment": {
+        (mbstack_core::outputs::DEPLOYMENT_KEY): {
             "roleBoundaryArn": ROLE_BOUNDARY,
             "eventsRoleArn": EVENTS_ROLE,
             "stateMachineArn.$": "$$.StateMachine.Id"
@@ -542,16 +523,16 @@ pub fn definition() -> Value {
         json!({
             "Type": "Pass",
             "Comment": "Delete what this run created; put back what it updated",
-            "Result": {"network": {"n": 0}, "data": {"n": 0}, "loadbalancer": {"n": 0}, "app": {"n": 0}},
+            "Result": mbstack_core::contract::poll_counters(),
             "ResultPath": "$.polls",
             "Next": "Roll back Metabase service"
         }),
     );
     let rb_err = ("Rollback failed", "$.rollbackError");
+    // Undoing the service is a scale-down and a delete: half the create's bound.
     let rb_app = Tier {
-        key: "app",
-        label: "Metabase service",
-        max_polls: 60,
+        max_polls: APP.max_polls / 2,
+        ..APP
     };
     add_loop_named(
         &mut s,
@@ -685,8 +666,8 @@ fn add_loop_named(
 /// What a deployment substitutes into the definition.
 #[derive(Debug, Clone)]
 pub struct Deployment<'a> {
-    /// (tier key, function ARN) for every function.
-    pub functions: &'a [(&'a str, String)],
+    /// The function ARN of every tier (control included).
+    pub functions: &'a [(mbstack_core::Tier, String)],
     /// `aws`, `aws-cn`, `aws-us-gov`, …
     pub partition: &'a str,
     /// The managed policy every role the app tier creates is bounded by.
@@ -699,7 +680,7 @@ pub struct Deployment<'a> {
 pub fn render(d: &Deployment<'_>) -> String {
     let mut text = serde_json::to_string_pretty(&definition()).unwrap_or_default();
     for (tier, arn) in d.functions {
-        text = text.replace(placeholder(tier), arn);
+        text = text.replace(tier.info().arn_placeholder, arn);
     }
     text.replace(PARTITION, d.partition)
         .replace(ROLE_BOUNDARY, d.role_boundary_arn)
@@ -858,10 +839,29 @@ mod tests {
     }
 
     #[test]
+    fn the_app_gets_every_deployment_input_it_reads() {
+        let given = &app_inputs()[mbstack_core::outputs::DEPLOYMENT_KEY];
+        let filled: Map<String, Value> = given
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (k.trim_end_matches(".$").to_string(), json!("arn:x")))
+            .collect();
+        let d: mbstack_core::outputs::DeploymentInputs =
+            serde_json::from_value(Value::Object(filled)).unwrap();
+        assert!(
+            d.role_boundary_arn.is_some()
+                && d.events_role_arn.is_some()
+                && d.state_machine_arn.is_some(),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn render_leaves_no_placeholder_and_no_partition_but_the_deployments() {
-        let functions: Vec<(&str, String)> = PLACEHOLDERS
+        let functions: Vec<(mbstack_core::Tier, String)> = mbstack_core::Tier::ALL
             .iter()
-            .map(|(t, _)| (*t, format!("arn:aws-cn:lambda:cn-north-1:1:function:{t}")))
+            .map(|t| (*t, format!("arn:aws-cn:lambda:cn-north-1:1:function:{t}")))
             .collect();
         let text = render(&Deployment {
             functions: &functions,

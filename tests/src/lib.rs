@@ -159,11 +159,7 @@ pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Valu
     )
     .await
     .unwrap_or_else(|e| panic!("network apply failed: {e}"));
-    let mut inputs = Map::new();
-    if let Some(last) = outcomes.last() {
-        inputs.insert("network".into(), Value::Object(last.outputs.clone()));
-    }
-    inputs
+    mbstack_core::outputs::inputs_from(outcomes.last())
 }
 
 /// Applies network, then data and load balancer, and returns the `inputs` the
@@ -192,10 +188,9 @@ pub async fn app_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
     )
     .await
     .unwrap_or_else(|e| panic!("load balancer apply failed: {e}"));
-    if let (Some(d), Some(l)) = (data.last(), lb.last()) {
-        inputs.insert("data".into(), Value::Object(d.outputs.clone()));
-        inputs.insert("loadbalancer".into(), Value::Object(l.outputs.clone()));
-    }
+    inputs.extend(mbstack_core::outputs::inputs_from(
+        data.last().into_iter().chain(lb.last()),
+    ));
     inputs
 }
 

@@ -120,12 +120,8 @@ async fn apply_then_reapply_without_change_then_destroy() {
 
 #[tokio::test]
 async fn a_failure_in_any_tier_rolls_back_everything_the_run_created() {
-    for (tier, name) in [
-        (Tier::Network, "network"),
-        (Tier::Data, "data"),
-        (Tier::LoadBalancer, "loadbalancer"),
-        (Tier::App, "app"),
-    ] {
+    for tier in Tier::PROVISIONED {
+        let name = tier.as_str();
         let d = Deployed::start().await.expect("deployed into the emulator");
         d.inject(Some(Inject {
             tier,

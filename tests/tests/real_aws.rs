@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use mbstack_cli::policies::{self, Context};
+use mbstack_core::naming::TIERS;
 use mbstack_core::Tier;
 use mbstack_emulator::node_tools::ensure_node_tools;
 use mbstack_emulator::Emulator;
@@ -25,13 +26,16 @@ fn ctx(partition: &str) -> Context {
     }
 }
 
-fn functions(partition: &str) -> Vec<(&'static str, String)> {
-    mbstack_statemachine::PLACEHOLDERS
+fn functions(partition: &str) -> Vec<(Tier, String)> {
+    Tier::ALL
         .iter()
-        .map(|(t, _)| {
+        .map(|t| {
             (
                 *t,
-                format!("arn:{partition}:lambda:us-east-1:{ACCOUNT}:function:mbstack-{t}"),
+                format!(
+                    "arn:{partition}:lambda:us-east-1:{ACCOUNT}:function:{}",
+                    t.info().binary
+                ),
             )
         })
         .collect()
@@ -275,10 +279,13 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
             json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
             Some(policies::role_boundary_policy(&c)),
         ),
-        tier => (
-            policies::function_policy(tier, &format!("mbstack-{tier}"), &c),
-            None,
-        ),
+        tier => {
+            let tier = Tier::from_name(tier).unwrap_or_else(|| panic!("no tier {tier}"));
+            (
+                policies::function_policy(tier, tier.info().binary, &c),
+                None,
+            )
+        }
     }
 }
 
@@ -363,12 +370,8 @@ fn every_arn_is_in_the_partition_and_service_trusts_name_the_account() {
         policies::role_boundary_policy(&c),
         policies::deployer_policy(&c),
     ];
-    for (tier, _) in mbstack_statemachine::PLACEHOLDERS {
-        all.push(policies::function_policy(
-            tier,
-            &format!("mbstack-{tier}"),
-            &c,
-        ));
+    for tier in Tier::ALL {
+        all.push(policies::function_policy(tier, tier.info().binary, &c));
     }
     for p in &all {
         let text = p.to_string();
@@ -478,15 +481,15 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
 
     let c = ctx("aws");
     let mut callers = serde_json::Map::new();
-    for (key, name) in mbstack_local::FUNCTIONS {
+    for t in &TIERS {
         callers.insert(
-            name.to_string(),
-            json!({"who": key, "policy": policies::function_policy(key, name, &c)}),
+            t.binary.to_string(),
+            json!({"who": t.tier, "policy": policies::function_policy(t.tier, t.binary, &c)}),
         );
     }
-    let invocable: Vec<String> = mbstack_local::FUNCTIONS
+    let invocable: Vec<String> = TIERS
         .iter()
-        .map(|(_, n)| mbstack_local::function_arn(n))
+        .map(|t| mbstack_local::function_arn(t.binary))
         .collect();
     callers.insert(
         "states".into(),

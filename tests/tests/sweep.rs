@@ -21,7 +21,9 @@
 //! sweeps every call. `MBSTACK_SWEEP_PHASES=apply,destroy` limits the phases,
 //! `MBSTACK_SWEEP_CLASSES=NotYetVisible,Crash` the fault classes (by name),
 //! `MBSTACK_SWEEP_JOBS` sets how many emulators run at once (default 4),
-//! `MBSTACK_SWEEP_SCALE` how much faster than AWS the emulator is (default 60).
+//! `MBSTACK_SWEEP_SCALE` how much faster than AWS the emulator is (default 60),
+//! `MBSTACK_SWEEP_RESUME=<log>` skips the cases an earlier sweep's output
+//! already reports as `ok` (a long sweep that was stopped goes on where it was).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -484,6 +486,22 @@ async fn every_fault_class_in_apply_destroy_and_update_ends_safely() {
             }
             cases.push((phase, class, k));
         }
+    }
+    let resumed = match std::env::var("MBSTACK_SWEEP_RESUME") {
+        Ok(path) => {
+            let log = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("MBSTACK_SWEEP_RESUME={path}: {e}"));
+            let before = cases.len();
+            cases.retain(|&(phase, class, k)| {
+                !log.lines()
+                    .any(|l| l == format!("case {phase:?} {class:?} k={k}: ok"))
+            });
+            before - cases.len()
+        }
+        Err(_) => 0,
+    };
+    if resumed > 0 {
+        println!("{resumed} cases skipped: reported ok by MBSTACK_SWEEP_RESUME's log");
     }
     // Interleaved (call by call, every class), so a full sweep stopped early has
     // covered the first calls of every class rather than one class entirely.

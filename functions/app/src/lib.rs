@@ -21,12 +21,11 @@ pub use service::{
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 
 use mbstack_core::iam::Permission;
-use mbstack_core::work::{input_list, input_str, object};
+use mbstack_core::outputs::{
+    self, AppOutputs, DataOutputs, DeploymentInputs, LoadBalancerOutputs, NetworkOutputs,
+};
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
-use serde_json::{json, Map};
-
-/// ECS deployments take minutes (Metabase's start and health checks).
-const POLL_SECONDS: u32 = 20;
+use serde_json::Map;
 
 struct Clients {
     ecs: aws_sdk_ecs::Client,
@@ -67,26 +66,19 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
 }
 
 async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
-    let net = event.input(Tier::Network);
-    let data = event.input(Tier::Data);
-    let lb = event.input(Tier::LoadBalancer);
-    let subnets = input_list(net, "privateSubnetIds");
-    let sg = input_str(net, "appSecurityGroupId");
-    let tg = input_str(lb, "targetGroupArn");
-    let db = match (
-        input_str(data, "endpoint"),
-        data.and_then(|d| d.get("port")),
-        input_str(data, "secretArn"),
-    ) {
+    let net: NetworkOutputs = event.upstream()?;
+    let data: DataOutputs = event.upstream()?;
+    let lb: LoadBalancerOutputs = event.upstream()?;
+    let deployment = event.deployment()?;
+    let subnets = net.private_subnets();
+    let sg = net.app_security_group_id;
+    let tg = lb.target_group_arn;
+    let db = match (data.endpoint, data.port, data.secret_arn) {
         (Some(host), Some(port), Some(secret_arn)) => Some(task_definition::DbInputs {
             host,
-            port: port
-                .as_i64()
-                .map(|p| p.to_string())
-                .or_else(|| port.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            name: input_str(data, "databaseName").unwrap_or_else(|| "metabase".into()),
-            user: input_str(data, "username").unwrap_or_else(|| "metabase".into()),
+            port: port.to_string(),
+            name: data.database_name.unwrap_or_else(|| "metabase".into()),
+            user: data.username.unwrap_or_else(|| "metabase".into()),
             secret_arn,
         }),
         _ => None,
@@ -118,7 +110,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     };
     // The permissions boundary the deployment puts on every role this tier
     // creates (the state machine passes it; a direct call may leave it out).
-    let boundary = deployment_input(event, "roleBoundaryArn");
+    let boundary = DeploymentInputs::given(&deployment.role_boundary_arn);
     let (exec_role, task_role) = iam::ensure(
         &c.iam,
         &mut w,
@@ -165,8 +157,8 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     .await?;
     autoscaling::ensure(&c.aas, &mut w, svc.is_some()).await?;
     let repair = match (
-        deployment_input(event, "stateMachineArn"),
-        deployment_input(event, "eventsRoleArn"),
+        DeploymentInputs::given(&deployment.state_machine_arn),
+        DeploymentInputs::given(&deployment.events_role_arn),
     ) {
         (Some(sm), Some(role)) => Some(password_rule::Repair {
             state_machine_arn: sm.to_string(),
@@ -182,48 +174,37 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     )
     .await?;
 
-    let outputs = object(json!({
-        "clusterArn": cluster_arn,
-        "serviceArn": svc.as_ref().and_then(|s| s.service_arn()),
-        "taskDefinitionArn": td,
-        "previousTaskDefinitionArn": previous_td,
-        "logGroup": log_group,
-        "executionRoleArn": exec_role,
-        "taskRoleArn": task_role,
-        "encryptionKeySecretArn": key,
-    }));
+    let outputs = outputs::to_map(&AppOutputs {
+        cluster_arn,
+        service_arn: svc
+            .as_ref()
+            .and_then(|s| s.service_arn())
+            .map(str::to_string),
+        task_definition_arn: td,
+        previous_task_definition_arn: previous_td,
+        log_group: Some(log_group),
+        execution_role_arn: exec_role,
+        task_role_arn: task_role,
+        encryption_key_secret_arn: key,
+    });
     let n = w.changed();
     if w.dry_run {
         return Ok(w.outcome(
             State::Ready,
             format!("plan: {n} change(s) to the app"),
-            0,
             outputs,
         ));
     }
     if n == 0 {
         // Nothing changed: judge readiness now (a no-op repair run does not wait).
         let checked = readiness_of(c, Work::new(Tier::App, w.spec, w.run, true)).await?;
-        let (state, message, retry) = (checked.state, checked.message, checked.retry_after_seconds);
-        return Ok(w.outcome(state, message, retry, outputs));
+        return Ok(w.outcome(checked.state, checked.message, outputs));
     }
     Ok(w.outcome(
         State::Pending,
         format!("app: {n} change(s) made; waiting for the service to settle"),
-        POLL_SECONDS,
         outputs,
     ))
-}
-
-/// A value the state machine passes about its deployment (None when the tier is
-/// called directly, outside a deployment).
-fn deployment_input<'e>(event: &'e Event, key: &str) -> Option<&'e str> {
-    event
-        .inputs
-        .get("deployment")
-        .and_then(|d| d.get(key))
-        .and_then(|b| b.as_str())
-        .filter(|b| !b.is_empty() && !b.starts_with("${"))
 }
 
 /// Read-only: readiness, and when ready the tier's full outputs (read by a plan
@@ -249,16 +230,17 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
         return Ok(w.outcome(
             State::Pending,
             "waiting for the ECS service to appear",
-            POLL_SECONDS,
             Map::new(),
         ));
     };
     let expected = task_definition::latest(&c.ecs, &w)
         .await?
         .and_then(|(td, _)| td.task_definition_arn().map(str::to_string));
-    let outputs = object(
-        json!({"serviceArn": svc.service_arn(), "taskDefinitionArn": svc.task_definition()}),
-    );
+    let outputs = outputs::to_map(&AppOutputs {
+        service_arn: svc.service_arn().map(str::to_string),
+        task_definition_arn: svc.task_definition().map(str::to_string),
+        ..Default::default()
+    });
     match readiness(&svc, expected.as_deref()) {
         Readiness::Failed(why) => {
             let reason = service::why_tasks_stop(&c.ecs, &w).await?;
@@ -267,7 +249,7 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
                 None => why,
             }))
         }
-        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, outputs)),
         Readiness::Ready => {
             let desired = svc.desired_count();
             if desired > 0 {
@@ -279,7 +261,6 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
                     return Ok(w.outcome(
                         State::Pending,
                         "waiting for the service's target group",
-                        POLL_SECONDS,
                         outputs,
                     ));
                 };
@@ -304,7 +285,6 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
                     return Ok(w.outcome(
                         State::Pending,
                         format!("waiting for healthy targets: {healthy}/{desired} (Metabase answers /api/health once started)"),
-                        POLL_SECONDS,
                         outputs,
                     ));
                 }
@@ -314,7 +294,7 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
             } else {
                 "paused: no task runs (`mbstack resume` starts Metabase)".to_string()
             };
-            Ok(w.outcome(State::Ready, message, 0, outputs))
+            Ok(w.outcome(State::Ready, message, outputs))
         }
     }
 }
@@ -328,7 +308,7 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
     };
     autoscaling::delete(&c.aas, &mut w, service_owned).await?;
     if let Some(waiting) = service::delete(&c.ecs, &mut w).await? {
-        return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
+        return Ok(w.outcome(State::Pending, waiting, Map::new()));
     }
     let steps = async {
         password_rule::delete(&c.events, &mut w).await?;
@@ -339,7 +319,7 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
         secret::delete(&c.sm, &mut w).await
     };
     let result = steps.await;
-    w.destroyed(result, "Metabase service", POLL_SECONDS)
+    w.destroyed(result, "Metabase service")
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

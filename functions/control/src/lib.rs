@@ -15,8 +15,9 @@ pub mod store;
 pub use store::stored_spec;
 
 use mbstack_core::iam::Permission;
+use mbstack_core::outputs::{self, LoadBalancerOutputs};
 use mbstack_core::spec::merge_patch;
-use mbstack_core::{client, Aws, InvalidSpec, Problem, StackSpec, TierError};
+use mbstack_core::{client, Aws, InvalidSpec, Problem, StackSpec, Tier, TierError};
 use serde_json::{json, Map, Value};
 
 /// The actions a run can take.
@@ -172,7 +173,7 @@ async fn prepare(
         "executionArn": execution_arn,
         "storedSpec": stored.is_some(),
         "lock": lock,
-        "polls": {"network": {"n": 0}, "data": {"n": 0}, "loadbalancer": {"n": 0}, "app": {"n": 0}},
+        "polls": mbstack_core::contract::poll_counters(),
     }))
 }
 
@@ -306,7 +307,7 @@ pub fn shape_output(payload: &Value) -> Value {
         .unwrap_or_default();
     let mut outputs = Map::new();
     let mut changes = Vec::new();
-    for tier in ["network", "data", "loadbalancer", "app"] {
+    for tier in Tier::PROVISIONED.map(|t| t.as_str()) {
         let Some(t) = tiers.get(tier) else { continue };
         if let Some(o) = t
             .pointer("/status/outputs")
@@ -327,11 +328,10 @@ pub fn shape_output(payload: &Value) -> Value {
             }
         }
     }
-    let url = outputs
-        .get("loadbalancer")
-        .and_then(|o| o.get("url"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    // Finishing must not fail on an output it only shows: no URL then.
+    let lb: LoadBalancerOutputs =
+        outputs::read(&outputs, Tier::LoadBalancer.as_str()).unwrap_or_default();
+    let url = json!(lb.url);
     let mut out = json!({
         "url": url,
         "stack": payload.pointer("/spec/stack"),

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::error::TierError;
 use crate::naming::Tier;
+use crate::outputs::{self, DeploymentInputs, Upstream};
 use crate::spec::{parse_strict, InvalidSpec, Problem, StackSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,9 +119,15 @@ impl Event {
         }
     }
 
-    /// The outputs of tier `tier` as handed in by the state machine.
-    pub fn input(&self, tier: Tier) -> Option<&Map<String, Value>> {
-        self.inputs.get(tier.as_str()).and_then(Value::as_object)
+    /// The outputs of the tier before (`NetworkOutputs`, …) as handed in by
+    /// the state machine; empty when absent.
+    pub fn upstream<T: Upstream>(&self) -> Result<T, TierError> {
+        outputs::read(&self.inputs, T::TIER.as_str())
+    }
+
+    /// What the state machine says of its deployment; empty when absent.
+    pub fn deployment(&self) -> Result<DeploymentInputs, TierError> {
+        outputs::read(&self.inputs, outputs::DEPLOYMENT_KEY)
     }
 }
 
@@ -188,6 +195,16 @@ impl Outcome {
     pub fn changed(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::None)
     }
+}
+
+/// Every tier's poll counter at zero, as the state machine keeps them at
+/// `$.polls` (a phase starts counting afresh).
+pub fn poll_counters() -> Value {
+    Tier::PROVISIONED
+        .iter()
+        .map(|t| (t.to_string(), serde_json::json!({"n": 0})))
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 #[cfg(test)]

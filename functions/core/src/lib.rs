@@ -8,6 +8,7 @@ pub mod error;
 pub mod iam;
 pub mod lambda;
 pub mod naming;
+pub mod outputs;
 pub mod spec;
 pub mod work;
 

@@ -24,7 +24,7 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub fn as_str(&self) -> &'static str {
+    pub const fn as_str(&self) -> &'static str {
         match self {
             Tier::Control => "control",
             Tier::Network => "network",
@@ -48,17 +48,111 @@ impl Tier {
 
     /// The tier named `name` (as in outcomes and outputs: `loadbalancer`).
     pub fn from_name(name: &str) -> Option<Tier> {
-        [
-            Tier::Control,
-            Tier::Network,
-            Tier::Data,
-            Tier::LoadBalancer,
-            Tier::App,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == name)
+        Tier::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Every function of a deployment: control, then the tiers in apply order.
+    pub const ALL: [Tier; 5] = [
+        Tier::Control,
+        Tier::Network,
+        Tier::Data,
+        Tier::LoadBalancer,
+        Tier::App,
+    ];
+
+    /// The tiers that own resources, in apply order (destroy runs them backwards).
+    pub const PROVISIONED: [Tier; 4] = [Tier::Network, Tier::Data, Tier::LoadBalancer, Tier::App];
+
+    /// This tier's row of [`TIERS`].
+    pub const fn info(self) -> &'static TierInfo {
+        match self {
+            Tier::Control => &TIERS[0],
+            Tier::Network => &TIERS[1],
+            Tier::Data => &TIERS[2],
+            Tier::LoadBalancer => &TIERS[3],
+            Tier::App => &TIERS[4],
+        }
     }
 }
+
+/// What the state machine, the deployer, the local emulator, the CLI and the
+/// tests know of a function: one row per tier, here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierInfo {
+    pub tier: Tier,
+    /// The binary, and the function's name after the deployment's prefix.
+    pub binary: &'static str,
+    pub memory_mib: i32,
+    pub timeout_seconds: i32,
+    /// How long the state machine waits before checking a pending tier again.
+    pub poll_seconds: u32,
+    /// Checks before the state machine gives up: `poll_seconds × max_polls` is
+    /// the tier's time limit (the app's covers Metabase's first boot with its
+    /// migrations).
+    pub max_polls: u32,
+    /// How the state machine's state names call the tier ("Is the database ready?").
+    pub state_label: &'static str,
+    /// The function ARN's placeholder in the state machine definition.
+    pub arn_placeholder: &'static str,
+}
+
+/// The table itself, in [`Tier::ALL`]'s order.
+pub const TIERS: [TierInfo; 5] = [
+    TierInfo {
+        tier: Tier::Control,
+        binary: "mbstack-control",
+        memory_mib: 128,
+        timeout_seconds: 60,
+        poll_seconds: 0,
+        max_polls: 0,
+        state_label: "control",
+        arn_placeholder: "${ControlFunctionArn}",
+    },
+    // A NAT gateway takes 1–2 minutes: 40 × 15 s.
+    TierInfo {
+        tier: Tier::Network,
+        binary: "mbstack-network",
+        memory_mib: 256,
+        timeout_seconds: 120,
+        poll_seconds: 15,
+        max_polls: 40,
+        state_label: "network",
+        arn_placeholder: "${NetworkFunctionArn}",
+    },
+    // RDS takes minutes (a create up to ~20): 80 × 30 s.
+    TierInfo {
+        tier: Tier::Data,
+        binary: "mbstack-data",
+        memory_mib: 256,
+        timeout_seconds: 120,
+        poll_seconds: 30,
+        max_polls: 80,
+        state_label: "database",
+        arn_placeholder: "${DataFunctionArn}",
+    },
+    // An ALB takes 2–3 minutes to become active: 40 × 15 s.
+    TierInfo {
+        tier: Tier::LoadBalancer,
+        binary: "mbstack-loadbalancer",
+        memory_mib: 256,
+        timeout_seconds: 120,
+        poll_seconds: 15,
+        max_polls: 40,
+        state_label: "load balancer",
+        arn_placeholder: "${LoadBalancerFunctionArn}",
+    },
+    // ECS deployments take minutes (Metabase's start and health checks): 120 × 20 s.
+    TierInfo {
+        tier: Tier::App,
+        binary: "mbstack-app",
+        memory_mib: 256,
+        timeout_seconds: 120,
+        poll_seconds: 20,
+        max_polls: 120,
+        state_label: "Metabase service",
+        arn_placeholder: "${AppFunctionArn}",
+    },
+];
 
 /// A tier's name (`loadbalancer`) as people read it ("load balancer"); other
 /// text as it is.
@@ -135,6 +229,24 @@ pub fn tag_value<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tier_has_its_own_row_and_names() {
+        for t in Tier::ALL {
+            assert_eq!(t.info().tier, t, "{t}'s row");
+            assert_eq!(t.info().binary, format!("mbstack-{t}"));
+        }
+        for (i, a) in TIERS.iter().enumerate() {
+            for b in &TIERS[i + 1..] {
+                assert_ne!(a.arn_placeholder, b.arn_placeholder);
+                assert_ne!(a.state_label, b.state_label);
+            }
+        }
+        // A tier that can be pending waits and has a bound on its checks.
+        for t in Tier::PROVISIONED {
+            assert!(t.info().poll_seconds > 0 && t.info().max_polls > 0, "{t}");
+        }
+    }
 
     #[test]
     fn every_derived_name_fits_at_the_longest_stack_name() {

@@ -86,12 +86,7 @@ impl<'a> Work<'a> {
     /// The end of a destroy call: `gone` when its last steps succeeded, `pending`
     /// when AWS said "not yet" (an ENI lingering, a resource still in use), the
     /// error otherwise.
-    pub fn destroyed(
-        self,
-        steps: Result<(), TierError>,
-        what: &str,
-        retry_after_seconds: u32,
-    ) -> Result<Outcome, TierError> {
+    pub fn destroyed(self, steps: Result<(), TierError>, what: &str) -> Result<Outcome, TierError> {
         match steps {
             Ok(()) => {
                 let n = self.changes.len();
@@ -102,14 +97,11 @@ impl<'a> Work<'a> {
                         format!("{what}: what this run created is undone ({n} change(s) now)")
                     }
                 };
-                Ok(self.outcome(State::Gone, message, 0, Map::new()))
+                Ok(self.outcome(State::Gone, message, Map::new()))
             }
-            Err(TierError::Retryable(why)) => Ok(self.outcome(
-                State::Pending,
-                format!("waiting: {why}"),
-                retry_after_seconds,
-                Map::new(),
-            )),
+            Err(TierError::Retryable(why)) => {
+                Ok(self.outcome(State::Pending, format!("waiting: {why}"), Map::new()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -137,13 +129,18 @@ impl<'a> Work<'a> {
             .count()
     }
 
+    /// The tier's answer. A pending one asks to be checked again after the
+    /// tier's poll interval ([`crate::naming::TierInfo::poll_seconds`]).
     pub fn outcome(
         self,
         state: State,
         message: impl Into<String>,
-        retry_after_seconds: u32,
         outputs: Map<String, Value>,
     ) -> Outcome {
+        let retry_after_seconds = match state {
+            State::Pending => self.tier.info().poll_seconds,
+            State::Ready | State::Gone => 0,
+        };
         Outcome {
             tier: self.tier,
             state,
@@ -199,22 +196,6 @@ pub fn utc_stamp_now() -> String {
     utc_stamp(unix_now())
 }
 
-/// A string output of another tier, e.g. the network's `dbSecurityGroupId`.
-pub fn input_str(inputs: Option<&Map<String, Value>>, key: &str) -> Option<String> {
-    inputs?.get(key)?.as_str().map(str::to_string)
-}
-
-/// A list-of-strings output of another tier; None when absent or when any entry is
-/// still planned (null).
-pub fn input_list(inputs: Option<&Map<String, Value>>, key: &str) -> Option<Vec<String>> {
-    inputs?
-        .get(key)?
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,17 +205,5 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
         assert_eq!(utc_stamp(1_795_892_522), "20261128-190202");
-    }
-
-    #[test]
-    fn inputs() {
-        let m = object(serde_json::json!({"a": "x", "l": ["p", "q"], "n": ["p", null]}));
-        assert_eq!(input_str(Some(&m), "a"), Some("x".into()));
-        assert_eq!(
-            input_list(Some(&m), "l"),
-            Some(vec!["p".into(), "q".into()])
-        );
-        assert_eq!(input_list(Some(&m), "n"), None);
-        assert_eq!(input_str(None, "a"), None);
     }
 }

@@ -11,12 +11,10 @@ pub use instance::readiness;
 pub use mbstack_core::Readiness;
 
 use aws_sdk_rds::types::DbInstance;
-use mbstack_core::work::{input_list, input_str, object, utc_stamp_now};
+use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};
+use mbstack_core::work::utc_stamp_now;
 use mbstack_core::{client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
-use serde_json::{json, Map, Value};
-
-/// RDS takes minutes: poll every 30 s.
-const POLL_SECONDS: u32 = 30;
+use serde_json::{Map, Value};
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
@@ -34,16 +32,17 @@ fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
     let Some(db) = db else {
         return Map::new();
     };
-    object(json!({
-        "instanceId": db.db_instance_identifier(),
-        "instanceArn": db.db_instance_arn(),
-        "endpoint": db.endpoint().and_then(|e| e.address()),
-        "port": db.endpoint().and_then(|e| e.port()),
-        "databaseName": instance::DB_NAME,
-        "username": instance::MASTER_USER,
-        "secretArn": db.master_user_secret().and_then(|s| s.secret_arn()),
-        "status": db.db_instance_status(),
-    }))
+    let own = |v: Option<&str>| v.map(str::to_string);
+    outputs::to_map(&DataOutputs {
+        instance_id: own(db.db_instance_identifier()),
+        instance_arn: own(db.db_instance_arn()),
+        endpoint: own(db.endpoint().and_then(|e| e.address())),
+        port: db.endpoint().and_then(|e| e.port()),
+        database_name: Some(instance::DB_NAME.to_string()),
+        username: Some(instance::MASTER_USER.to_string()),
+        secret_arn: own(db.master_user_secret().and_then(|s| s.secret_arn())),
+        status: own(db.db_instance_status()),
+    })
 }
 
 async fn converge(
@@ -51,9 +50,9 @@ async fn converge(
     mut w: Work<'_>,
     event: &Event,
 ) -> Result<Outcome, TierError> {
-    let net = event.input(Tier::Network);
-    let subnets = input_list(net, "privateSubnetIds");
-    let sg = input_str(net, "dbSecurityGroupId");
+    let net: NetworkOutputs = event.upstream()?;
+    let subnets = net.private_subnets();
+    let sg = net.db_security_group_id;
     if !w.dry_run && (subnets.is_none() || sg.is_none()) {
         return Err(TierError::Terminal(
             "the data tier needs the network tier's outputs (inputs.network.privateSubnetIds and dbSecurityGroupId): apply the network first".into(),
@@ -66,7 +65,6 @@ async fn converge(
         return Ok(w.outcome(
             State::Ready,
             format!("plan: {n} change(s) to the database"),
-            0,
             outputs(db.as_ref()),
         ));
     }
@@ -85,7 +83,6 @@ async fn converge(
                     return Ok(w.outcome(
                         State::Ready,
                         format!("DB {id} ready, no change"),
-                        0,
                         outputs(Some(db)),
                     ))
                 }
@@ -96,7 +93,7 @@ async fn converge(
     }
     // Statuses read before this apply's own create/modify/stop/start: check judges.
     let message = format!("database: {n} change(s) made; waiting for it to settle");
-    Ok(w.outcome(State::Pending, message, POLL_SECONDS, outputs(db.as_ref())))
+    Ok(w.outcome(State::Pending, message, outputs(db.as_ref())))
 }
 
 async fn check(rds: &aws_sdk_rds::Client, w: Work<'_>) -> Result<Outcome, TierError> {
@@ -105,7 +102,6 @@ async fn check(rds: &aws_sdk_rds::Client, w: Work<'_>) -> Result<Outcome, TierEr
         return Ok(w.outcome(
             State::Pending,
             format!("waiting for DB {id} to appear"),
-            POLL_SECONDS,
             Map::new(),
         ));
     };
@@ -117,11 +113,9 @@ async fn check(rds: &aws_sdk_rds::Client, w: Work<'_>) -> Result<Outcome, TierEr
     ) {
         Readiness::Ready => {
             let message = format!("DB {id} {}", db.db_instance_status().unwrap_or(""));
-            Ok(w.outcome(State::Ready, message, 0, outputs(Some(&db))))
+            Ok(w.outcome(State::Ready, message, outputs(Some(&db))))
         }
-        Readiness::Pending(why) => {
-            Ok(w.outcome(State::Pending, why, POLL_SECONDS, outputs(Some(&db))))
-        }
+        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, outputs(Some(&db)))),
         Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
@@ -129,10 +123,10 @@ async fn check(rds: &aws_sdk_rds::Client, w: Work<'_>) -> Result<Outcome, TierEr
 /// Instance (final snapshot, wait until gone) → subnet group.
 async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     if let Some(waiting) = instance::delete(rds, &mut w, &utc_stamp_now()).await? {
-        return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
+        return Ok(w.outcome(State::Pending, waiting, Map::new()));
     }
     let result = subnet_group::delete(rds, &mut w).await;
-    w.destroyed(result, "database", POLL_SECONDS)
+    w.destroyed(result, "database")
 }
 
 /// The IAM permissions of the calls in this file: none (the resource files make them).

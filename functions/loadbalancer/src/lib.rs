@@ -17,12 +17,9 @@ pub use target_group::{
 
 use aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
 use aws_sdk_elasticloadbalancingv2::Client;
-use mbstack_core::work::{input_list, input_str, object};
+use mbstack_core::outputs::{self, LoadBalancerOutputs, NetworkOutputs};
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
-use serde_json::{json, Map, Value};
-
-/// An ALB takes 2–3 minutes to become active.
-const POLL_SECONDS: u32 = 15;
+use serde_json::{Map, Value};
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
@@ -56,16 +53,17 @@ fn outputs(
             .find(|(p, _)| *p == port)
             .and_then(|(_, a)| a.clone())
     };
-    object(json!({
-        "url": lb.dns_name().map(|d| format!("{scheme}://{d}")),
-        "loadBalancerArn": lb.load_balancer_arn(),
-        "dnsName": lb.dns_name(),
-        "canonicalHostedZoneId": lb.canonical_hosted_zone_id(),
-        "targetGroupArn": tg,
-        "httpListenerArn": listener(80),
-        "httpsListenerArn": listener(443),
-        "listenerArns": listeners.iter().filter_map(|(_, a)| a.clone()).collect::<Vec<_>>(),
-    }))
+    let own = |v: Option<&str>| v.map(str::to_string);
+    outputs::to_map(&LoadBalancerOutputs {
+        url: lb.dns_name().map(|d| format!("{scheme}://{d}")),
+        load_balancer_arn: own(lb.load_balancer_arn()),
+        dns_name: own(lb.dns_name()),
+        canonical_hosted_zone_id: own(lb.canonical_hosted_zone_id()),
+        target_group_arn: own(tg),
+        http_listener_arn: listener(80),
+        https_listener_arn: listener(443),
+        listener_arns: listeners.iter().filter_map(|(_, a)| a.clone()).collect(),
+    })
 }
 
 /// Plan, apply, and (read-only) check: target group → ALB → listeners.
@@ -75,10 +73,9 @@ async fn converge(
     event: &Event,
     checking: bool,
 ) -> Result<Outcome, TierError> {
-    let net = event.input(Tier::Network);
-    let vpc = input_str(net, "vpcId");
-    let subnets = input_list(net, "publicSubnetIds");
-    let sg = input_str(net, "lbSecurityGroupId");
+    let net: NetworkOutputs = event.upstream()?;
+    let subnets = net.public_subnets();
+    let (vpc, sg) = (net.vpc_id, net.lb_security_group_id);
     if !w.dry_run && (vpc.is_none() || subnets.is_none() || sg.is_none()) {
         return Err(TierError::Terminal(
             "the load balancer tier needs the network tier's outputs (inputs.network.vpcId, publicSubnetIds, lbSecurityGroupId): apply the network first".into(),
@@ -101,7 +98,6 @@ async fn converge(
         return Ok(w.outcome(
             State::Ready,
             format!("plan: {n} change(s) to the load balancer"),
-            0,
             out,
         ));
     }
@@ -116,7 +112,6 @@ async fn converge(
         return Ok(w.outcome(
             State::Pending,
             format!("waiting for {}", what.join(", ")),
-            POLL_SECONDS,
             out,
         ));
     }
@@ -153,10 +148,9 @@ async fn converge(
         Readiness::Ready => Ok(w.outcome(
             State::Ready,
             format!("load balancer ready ({n} change(s))"),
-            0,
             out,
         )),
-        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, POLL_SECONDS, out)),
+        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, out)),
         Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
@@ -184,11 +178,11 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
         }
         listeners::delete(elb, &mut w, &arn).await?;
         if let Some(waiting) = load_balancer::delete(elb, &mut w).await? {
-            return Ok(w.outcome(State::Pending, waiting, POLL_SECONDS, Map::new()));
+            return Ok(w.outcome(State::Pending, waiting, Map::new()));
         }
     }
     let result = target_group::delete(elb, &mut w).await;
-    w.destroyed(result, "load balancer", POLL_SECONDS)
+    w.destroyed(result, "load balancer")
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

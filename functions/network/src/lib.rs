@@ -15,16 +15,13 @@ mod subnets;
 mod vpc;
 
 use mbstack_core::iam::Permission;
+use mbstack_core::outputs::{self, NetworkOutputs};
 use mbstack_core::spec::NatMode;
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, Readiness, State, TierError, Verb};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use ctx::Ctx;
 use subnets::Side;
-
-/// How long the state machine waits between checks while a NAT gateway comes up
-/// or goes away (real AWS: 1–2 minutes).
-const POLL_SECONDS: u32 = 15;
 
 /// The tier's whole handler: plan | apply | check | destroy.
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
@@ -155,37 +152,30 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
 }
 
 fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
-    let ids = |side: Side| -> Vec<Value> {
+    let ids = |side: Side| -> Vec<Option<String>> {
         s.subnets
             .iter()
             .filter(|p| p.side == side)
-            .map(|p| json!(p.id))
+            .map(|p| p.id.clone())
             .collect()
     };
-    let out = json!({
-        "vpcId": s.vpc_id,
-        "vpcCidr": ctx.spec.network.cidr,
-        "availabilityZones": s.azs,
-        "publicSubnetIds": ids(Side::Public),
-        "privateSubnetIds": ids(Side::Private),
-        "internetGatewayId": s.igw_id,
-        "natGatewayIds": s.nat_ids,
-        "routeTableIds": s.route_table_ids,
-        "lbSecurityGroupId": s.groups.lb,
-        "appSecurityGroupId": s.groups.app,
-        "dbSecurityGroupId": s.groups.db,
-    });
-    mbstack_core::work::object(out)
+    outputs::to_map(&NetworkOutputs {
+        vpc_id: s.vpc_id.clone(),
+        vpc_cidr: Some(ctx.spec.network.cidr.clone()),
+        availability_zones: s.azs.clone(),
+        public_subnet_ids: ids(Side::Public),
+        private_subnet_ids: ids(Side::Private),
+        internet_gateway_id: s.igw_id.clone(),
+        nat_gateway_ids: s.nat_ids.clone(),
+        route_table_ids: s.route_table_ids.clone(),
+        lb_security_group_id: s.groups.lb.clone(),
+        app_security_group_id: s.groups.app.clone(),
+        db_security_group_id: s.groups.db.clone(),
+    })
 }
 
-fn outcome(
-    ctx: Ctx<'_>,
-    state: State,
-    message: String,
-    retry: u32,
-    outputs: Map<String, Value>,
-) -> Outcome {
-    ctx.into_work().outcome(state, message, retry, outputs)
+fn outcome(ctx: Ctx<'_>, state: State, message: String, outputs: Map<String, Value>) -> Outcome {
+    ctx.into_work().outcome(state, message, outputs)
 }
 
 async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
@@ -198,14 +188,14 @@ async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         .count();
     if ctx.dry_run {
         let message = format!("plan: {n} change(s) to the network");
-        return Ok(outcome(ctx, State::Ready, message, 0, outputs));
+        return Ok(outcome(ctx, State::Ready, message, outputs));
     }
     match nat::readiness(&ctx, &s.nats).await? {
         Readiness::Ready => {
             let message = format!("network ready ({n} change(s))");
-            Ok(outcome(ctx, State::Ready, message, 0, outputs))
+            Ok(outcome(ctx, State::Ready, message, outputs))
         }
-        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, outputs)),
         Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
@@ -225,17 +215,11 @@ async fn check(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     ctx.changes.clear();
     if !missing.is_empty() {
         let message = format!("waiting for {}", missing.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, POLL_SECONDS, outputs));
+        return Ok(outcome(ctx, State::Pending, message, outputs));
     }
     match nat::readiness(&ctx, &s.nats).await? {
-        Readiness::Ready => Ok(outcome(
-            ctx,
-            State::Ready,
-            "network ready".into(),
-            0,
-            outputs,
-        )),
-        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, POLL_SECONDS, outputs)),
+        Readiness::Ready => Ok(outcome(ctx, State::Ready, "network ready".into(), outputs)),
+        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, outputs)),
         Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
     }
 }
@@ -247,24 +231,12 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     let waiting = nat::delete(&mut ctx).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(
-            ctx,
-            State::Pending,
-            message,
-            POLL_SECONDS,
-            Map::new(),
-        ));
+        return Ok(outcome(ctx, State::Pending, message, Map::new()));
     }
     let waiting = nat::release_all(&mut ctx).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(
-            ctx,
-            State::Pending,
-            message,
-            POLL_SECONDS,
-            Map::new(),
-        ));
+        return Ok(outcome(ctx, State::Pending, message, Map::new()));
     }
     let steps = async {
         igw::delete(&mut ctx).await?;
@@ -275,7 +247,7 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     };
     let result = steps.await;
     // DependencyViolation while ENIs of the ALB or Fargate tasks linger: pending.
-    ctx.into_work().destroyed(result, "network", POLL_SECONDS)
+    ctx.into_work().destroyed(result, "network")
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
