@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::front_door::{moto_query, Shared};
-use crate::realism::xml_values;
+use crate::xml;
 
 /// The value of `key` in a form-encoded body.
 pub(crate) fn form_value(body: &[u8], key: &str) -> Option<String> {
@@ -40,7 +40,7 @@ pub(crate) async fn after(shared: &Arc<Shared>, request: &Bytes) {
     else {
         return;
     };
-    for allocation in xml_values(&String::from_utf8_lossy(&described), "allocationId") {
+    for allocation in xml::values(&String::from_utf8_lossy(&described), "allocationId") {
         let Ok(addresses) = moto_query(
             shared,
             "ec2",
@@ -50,7 +50,7 @@ pub(crate) async fn after(shared: &Arc<Shared>, request: &Bytes) {
         else {
             continue;
         };
-        for association in xml_values(&String::from_utf8_lossy(&addresses), "associationId") {
+        for association in xml::values(&String::from_utf8_lossy(&addresses), "associationId") {
             let form = format!(
                 "Action=DisassociateAddress&Version=2016-11-15&AssociationId={association}"
             );
@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(form_value(body, "Nope"), None);
         let xml = "<a><allocationId>eipalloc-1</allocationId><x/><allocationId> eipalloc-2 </allocationId></a>";
         assert_eq!(
-            xml_values(xml, "allocationId"),
+            xml::values(xml, "allocationId"),
             vec!["eipalloc-1", "eipalloc-2"]
         );
     }

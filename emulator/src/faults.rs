@@ -95,7 +95,7 @@ impl Faults {
         let mut ids: Vec<String> = if name.starts_with("ec2:") {
             CREATED_ID_TAGS
                 .iter()
-                .flat_map(|t| crate::realism::xml_values(&text, t))
+                .flat_map(|t| crate::xml::values(&text, t))
                 .collect()
         } else if name.ends_with(".CreateCluster") {
             serde_json::from_str::<serde_json::Value>(&text)

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod node_tools;
 mod realism;
 mod rotation;
+mod xml;
 
 pub use asl::problems as asl_problems;
 pub use ecs::EcsFault;

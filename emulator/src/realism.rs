@@ -28,6 +28,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::front_door::{moto_query, Shared};
+use crate::xml;
 
 /// Real AWS: a NAT gateway takes about 2 minutes to become available and 1 to go.
 const NAT_CREATE: Duration = Duration::from_secs(120);
@@ -231,16 +232,6 @@ pub(crate) fn query(headers: &hyper::HeaderMap, body: &[u8]) -> Option<Query> {
     Some(Query { service, params })
 }
 
-/// All values of `<tag>…</tag>` in an XML text.
-pub(crate) fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
-        .collect()
-}
-
 fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>mbstack-realism</RequestID></Response>"
@@ -305,34 +296,17 @@ async fn nat_gateways(shared: &Arc<Shared>) -> Vec<(String, String, String, Stri
     let Ok(realism) = shared.realism.lock() else {
         return Vec::new();
     };
-    xml.split("<natGatewayId>")
-        .skip(1)
-        .filter_map(|rest| {
-            let id = rest.split_once("</natGatewayId>")?.0.trim().to_string();
-            // The NAT's own fields follow its id (moto serializes in shape order);
-            // its addresses come before it.
-            let before_id = xml
-                .split(&format!("<natGatewayId>{id}</natGatewayId>"))
-                .next()
-                .unwrap_or("");
-            let item_start = before_id.rfind("<natGatewayAddressSet>").unwrap_or(0);
-            let allocations = xml_values(&before_id[item_start..], "allocationId");
-            let state = xml_values(rest, "state")
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let subnet = xml_values(rest, "subnetId")
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let vpc = xml_values(rest, "vpcId")
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let effective = realism.nat_state(&id, &state);
-            Some((id, effective, subnet, vpc, allocations))
-        })
-        .collect()
+    // Each NAT is the element around its id: its own state, subnet and VPC
+    // are children of it, its addresses inside it.
+    xml::each(&xml, "natGatewayId", |id| {
+        let nat = id.parent()?;
+        let id = id.text();
+        let state = nat.child("state").unwrap_or_default();
+        let subnet = nat.child("subnetId").unwrap_or_default();
+        let vpc = nat.child("vpcId").unwrap_or_default();
+        let effective = realism.nat_state(&id, &state);
+        Some((id, effective, subnet, vpc, nat.all("allocationId")))
+    })
 }
 
 fn live(state: &str) -> bool {
@@ -475,7 +449,7 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
             let xml = moto_query(shared, "ec2", "Action=DescribeAddresses&Version=2016-11-15")
                 .await
                 .ok()?;
-            let in_use = xml_values(&String::from_utf8_lossy(&xml), "allocationId").len();
+            let in_use = xml::values(&String::from_utf8_lossy(&xml), "allocationId").len();
             (in_use >= EIP_QUOTA).then(|| {
                 ec2_error(
                     "AddressLimitExceeded",
@@ -544,18 +518,13 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
             .await
             .ok()?;
             let rules = String::from_utf8_lossy(&rules).to_string();
-            let referenced = rules.split("<item>").skip(1).any(|item| {
-                let owner = xml_values(item, "groupId")
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                let refs = item
-                    .split("<referencedGroupInfo>")
-                    .nth(1)
-                    .map(|r| xml_values(r, "groupId"))
-                    .unwrap_or_default();
-                owner != group && refs.iter().any(|g| g == group)
-            });
+            // A rule of another group whose source is this one.
+            let referenced = xml::each(&rules, "referencedGroupInfo", |r| {
+                let owner = r.parent()?.child("groupId")?;
+                Some(owner != group && r.child("groupId").as_deref() == Some(group))
+            })
+            .into_iter()
+            .any(|b| b);
             (referenced || used_by_lb_or_db(shared, group).await).then(|| {
                 ec2_error(
                     "DependencyViolation",
@@ -710,7 +679,7 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
                     .iter()
                     .find(|(id, (_, xml))| {
                         r.deleting_db(id).is_some()
-                            && xml_values(xml, "DBSubnetGroupName")
+                            && xml::values(xml, "DBSubnetGroupName")
                                 .iter()
                                 .any(|g| g == group)
                     })
@@ -730,16 +699,13 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
             .await
             .ok()?;
             let xml = String::from_utf8_lossy(&xml).to_string();
-            let users: Vec<String> = xml
-                .split("<DBInstance>")
-                .skip(1)
-                .filter(|item| {
-                    xml_values(item, "DBSubnetGroupName")
-                        .iter()
-                        .any(|g| g == group)
-                })
-                .filter_map(|item| xml_values(item, "DBInstanceIdentifier").into_iter().next())
-                .collect();
+            let users: Vec<String> = xml::each(&xml, "DBInstance", |db| {
+                db.all("DBSubnetGroupName")
+                    .iter()
+                    .any(|g| g == group)
+                    .then(|| db.child("DBInstanceIdentifier"))
+                    .flatten()
+            });
             users.first().map(|db| {
                 query_error(
                     "InvalidDBSubnetGroupStateFault",
@@ -755,9 +721,7 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
 /// no such value).
 async fn moto_value(shared: &Arc<Shared>, service: &str, form: &str, tag: &str) -> Option<String> {
     let xml = moto_query(shared, service, form).await.ok()?;
-    xml_values(&String::from_utf8_lossy(&xml), tag)
-        .into_iter()
-        .next()
+    xml::first(&String::from_utf8_lossy(&xml), tag)
 }
 
 fn describe_db(id: &str) -> String {
@@ -822,7 +786,7 @@ async fn subnet_azs(shared: &Arc<Shared>, subnets: &[&String]) -> Vec<String> {
     let Ok(xml) = moto_query(shared, "ec2", &form).await else {
         return Vec::new();
     };
-    let mut azs = xml_values(&String::from_utf8_lossy(&xml), "availabilityZone");
+    let mut azs = xml::values(&String::from_utf8_lossy(&xml), "availabilityZone");
     azs.sort();
     azs.dedup();
     azs
@@ -946,12 +910,10 @@ async fn refuse_ecs(
                     .await
                     .ok()?;
                 let xml = String::from_utf8_lossy(&xml).to_string();
-                let lbs = xml
-                    .split("<LoadBalancerArns>")
-                    .nth(1)
-                    .and_then(|r| r.split("</LoadBalancerArns>").next())
-                    .unwrap_or("");
-                if !lbs.contains("<member>") {
+                let used = xml::each(&xml, "LoadBalancerArns", |l| {
+                    Some(!l.children("member").is_empty())
+                });
+                if !used.into_iter().any(|u| u) {
                     return Some(json_error(
                         "InvalidParameterException",
                         &format!("The target group with targetGroupArn {tg} does not have an associated load balancer."),
@@ -1014,14 +976,12 @@ pub(crate) async fn before_delete(
                 return;
             };
             let xml = String::from_utf8_lossy(&xml).to_string();
-            let mut v = xml_values(&xml, "SubnetId");
-            if let Some(sgs) = xml
-                .split("<SecurityGroups>")
-                .nth(1)
-                .and_then(|r| r.split("</SecurityGroups>").next())
-            {
-                v.extend(xml_values(sgs, "member"));
-            }
+            let mut v = xml::values(&xml, "SubnetId");
+            v.extend(
+                xml::each(&xml, "SecurityGroups", |g| Some(g.all("member")))
+                    .into_iter()
+                    .flatten(),
+            );
             v
         }
         (None, "AmazonEC2ContainerServiceV20141113.DeleteService") => {
@@ -1079,7 +1039,7 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     let text = String::from_utf8_lossy(&body).to_string();
     match (q.service.as_str(), q.action()) {
         ("ec2", "CreateNatGateway") => {
-            for id in xml_values(&text, "natGatewayId") {
+            for id in xml::values(&text, "natGatewayId") {
                 if let Some(token) = q.get("ClientToken") {
                     realism.nat_tokens.insert(token.to_string(), id.clone());
                 }
@@ -1097,7 +1057,7 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
             body
         }
         ("ec2", "DescribeNatGateways") => {
-            let out = rewrite_states(&text, "natGatewayId", "state", |id, moto| {
+            let out = xml::rewrite_state(&text, "natGatewayId", &["state"], |id, moto| {
                 realism.nat_state(id, moto)
             });
             Bytes::from(out)
@@ -1111,11 +1071,10 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
         ("rds", "DeleteDBInstance") => {
             if let (Some(id), Some(block)) = (
                 q.get("DBInstanceIdentifier"),
-                text.split("<DBInstance>")
-                    .nth(1)
-                    .and_then(|r| r.split("</DBInstance>").next()),
+                xml::each(&text, "DBInstance", |d| Some(d.source().to_string()))
+                    .into_iter()
+                    .next(),
             ) {
-                let block = format!("<DBInstance>{block}</DBInstance>");
                 realism
                     .db_deleted
                     .insert(id.to_string(), (Instant::now(), block));
@@ -1132,73 +1091,35 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
             body
         }
         ("rds", "DescribeDBInstances") => {
-            let out = rewrite_states(
+            let out = xml::rewrite_state(
                 &text,
                 "DBInstanceIdentifier",
-                "DBInstanceStatus",
+                &["DBInstanceStatus"],
                 |id, moto| realism.db_status(id, moto),
             );
             Bytes::from(out)
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
-            for arn in xml_values(&text, "LoadBalancerArn") {
+            for arn in xml::values(&text, "LoadBalancerArn") {
                 realism.alb_created.insert(arn, Instant::now());
             }
             body
         }
         ("elasticloadbalancing", "DescribeLoadBalancers") => {
             let limit = realism.scaled(ALB_CREATE);
-            let out = rewrite_states(&text, "LoadBalancerArn", "Code", |arn, moto| match realism
-                .alb_created
-                .get(arn)
-            {
-                Some(t) if moto == "active" && t.elapsed() < limit => "provisioning".to_string(),
-                _ => moto.to_string(),
-            });
+            let out =
+                xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
+                    match realism.alb_created.get(arn) {
+                        Some(t) if moto == "active" && t.elapsed() < limit => {
+                            "provisioning".to_string()
+                        }
+                        _ => moto.to_string(),
+                    }
+                });
             Bytes::from(out)
         }
         _ => body,
     }
-}
-
-/// For each `<{id_tag}>X</{id_tag}>`, the next `<{state_tag}>` after it gets
-/// `state(X, current)` (moto serializes a resource's fields in shape order, its
-/// identifier before its state).
-fn rewrite_states(
-    xml: &str,
-    id_tag: &str,
-    state_tag: &str,
-    state: impl Fn(&str, &str) -> String,
-) -> String {
-    let open_id = format!("<{id_tag}>");
-    let close_id = format!("</{id_tag}>");
-    let open_state = format!("<{state_tag}>");
-    let close_state = format!("</{state_tag}>");
-    let mut out = String::with_capacity(xml.len());
-    let mut rest = xml;
-    while let Some(i) = rest.find(&open_id) {
-        let after_open = i + open_id.len();
-        let Some(j) = rest[after_open..].find(&close_id) else {
-            break;
-        };
-        let id = rest[after_open..after_open + j].trim().to_string();
-        let after_id = after_open + j + close_id.len();
-        out.push_str(&rest[..after_id]);
-        rest = &rest[after_id..];
-        // The state must come before the next resource's identifier.
-        let next_id = rest.find(&open_id).unwrap_or(rest.len());
-        if let Some(k) = rest[..next_id].find(&open_state) {
-            let start = k + open_state.len();
-            if let Some(len) = rest[start..].find(&close_state) {
-                let current = &rest[start..start + len];
-                out.push_str(&rest[..start]);
-                out.push_str(&state(&id, current));
-                rest = &rest[start + len..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -1206,19 +1127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rewrites_the_state_that_follows_each_id() {
-        let xml = "<a><id>x</id><n/><state>available</state></a><a><id>y</id><state>available</state></a>";
-        let out = rewrite_states(xml, "id", "state", |id, s| {
-            if id == "x" {
-                "pending".into()
-            } else {
-                s.into()
-            }
-        });
-        assert_eq!(
-            out,
-            "<a><id>x</id><n/><state>pending</state></a><a><id>y</id><state>available</state></a>"
-        );
+    fn reads_a_form_query() {
         let mut h = hyper::HeaderMap::new();
         h.insert(
             "content-type",

@@ -4,12 +4,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-/// An IPv4 CIDR block whose host bits are zero (`10.0.0.0/16`).
+use ipnet::Ipv4Net;
+
+/// An IPv4 CIDR block whose host bits are zero (`10.0.0.0/16`): ipnet's
+/// `Ipv4Net`, parsed strictly (ipnet takes `10.0.0.1/16` as it is; a spec
+/// with host bits set is a mistake worth naming).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    network: u32,
-    prefix: u8,
-}
+pub struct Cidr(Ipv4Net);
 
 /// Why a string is not a usable CIDR block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,55 +24,41 @@ pub enum CidrError {
 impl Cidr {
     /// Builds a block; `None` when the prefix is over 32 or host bits are set.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        if prefix > 32 {
-            return None;
-        }
-        let network = u32::from(addr);
-        (network & !Self::mask(prefix) == 0).then_some(Self { network, prefix })
-    }
-
-    fn mask(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix))
-        }
+        Ipv4Net::new(addr, prefix)
+            .ok()
+            .filter(|n| n.network() == addr)
+            .map(Cidr)
     }
 
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     pub fn addr(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network)
+        self.0.network()
     }
 
     /// Whether `other` lies entirely inside this block.
     pub fn contains(&self, other: &Cidr) -> bool {
-        other.prefix >= self.prefix && other.network & Self::mask(self.prefix) == self.network
+        self.0.contains(&other.0)
     }
 
     /// Whether the block lies inside the RFC 1918 private ranges.
     pub fn is_private(&self) -> bool {
         ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
             .iter()
-            .filter_map(|r| r.parse::<Cidr>().ok())
-            .any(|range| range.contains(self))
+            .filter_map(|r| r.parse::<Ipv4Net>().ok())
+            .any(|range| range.contains(&self.0))
     }
 
     /// The `index`-th block of prefix `self.prefix + extra_bits` inside this one.
     pub fn subnet(&self, extra_bits: u8, index: u32) -> Option<Cidr> {
-        let prefix = self.prefix.checked_add(extra_bits)?;
-        if prefix > 32 || u64::from(index) >= 1u64 << extra_bits {
-            return None;
-        }
-        let size = if prefix == 32 {
-            1
-        } else {
-            1u32 << (32 - prefix)
-        };
-        let network = self.network.checked_add(index.checked_mul(size)?)?;
-        Some(Cidr { network, prefix })
+        let prefix = self.prefix().checked_add(extra_bits)?;
+        self.0
+            .subnets(prefix)
+            .ok()?
+            .nth(usize::try_from(index).ok()?)
+            .map(Cidr)
     }
 }
 
@@ -80,29 +67,22 @@ impl FromStr for Cidr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let syntax = || CidrError::Syntax(s.to_string());
-        let (addr, prefix) = s.split_once('/').ok_or_else(syntax)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
+        // Only `a.b.c.d/n`, n in one or two digits (ipnet would take more forms).
+        let (_, prefix) = s.split_once('/').ok_or_else(syntax)?;
         if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(syntax());
         }
-        let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
-        if prefix > 32 {
-            return Err(syntax());
-        }
-        Cidr::new(addr, prefix).ok_or_else(|| CidrError::HostBits {
+        let net: Ipv4Net = s.parse().map_err(|_| syntax())?;
+        Cidr::new(net.addr(), net.prefix_len()).ok_or_else(|| CidrError::HostBits {
             given: s.to_string(),
-            network: format!(
-                "{}/{}",
-                Ipv4Addr::from(u32::from(addr) & Cidr::mask(prefix)),
-                prefix
-            ),
+            network: net.trunc().to_string(),
         })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr(), self.prefix)
+        self.0.fmt(f)
     }
 }
 
