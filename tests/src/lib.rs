@@ -2,6 +2,8 @@
 //! call log), and a raw client for assertions and out-of-band changes.
 
 use aws_sdk_ec2::types::Filter;
+use mbstack_app::names as app_names;
+use mbstack_core::naming;
 use mbstack_core::naming::STACK_TAG;
 use mbstack_core::{Aws, CallLog, Event, Outcome, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_emulator::Emulator;
@@ -354,32 +356,38 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
     );
     if rds
         .describe_db_subnet_groups()
-        .db_subnet_group_name(format!("{stack}-db"))
+        .db_subnet_group_name(naming::resource_name(
+            stack,
+            mbstack_data::SUBNET_GROUP_ROLE,
+        ))
         .send()
         .await
         .is_ok()
     {
-        left.push(format!("db-subnet-group {stack}-db"));
+        left.push(format!(
+            "db-subnet-group {}",
+            naming::resource_name(stack, mbstack_data::SUBNET_GROUP_ROLE)
+        ));
     }
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let lbs = elb.describe_load_balancers().send().await.unwrap();
     left.extend(
         lbs.load_balancers()
             .iter()
-            .filter(|l| l.load_balancer_name() == Some(&format!("{stack}-alb")))
-            .map(|_| format!("load-balancer {stack}-alb")),
+            .filter(|l| l.load_balancer_name() == Some(&naming::alb_name(stack)))
+            .map(|_| format!("load-balancer {}", naming::alb_name(stack))),
     );
     let tgs = elb.describe_target_groups().send().await.unwrap();
     left.extend(
         tgs.target_groups()
             .iter()
-            .filter(|t| t.target_group_name() == Some(&format!("{stack}-tg")))
-            .map(|_| format!("target-group {stack}-tg")),
+            .filter(|t| t.target_group_name() == Some(&naming::target_group_name(stack)))
+            .map(|_| format!("target-group {}", naming::target_group_name(stack))),
     );
     let ecs = aws_sdk_ecs::Client::new(config);
     let clusters = ecs
         .describe_clusters()
-        .clusters(format!("{stack}-cluster"))
+        .clusters(app_names::cluster(stack))
         .send()
         .await
         .unwrap();
@@ -392,7 +400,7 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
     );
     let tds = ecs
         .list_task_definitions()
-        .family_prefix(format!("{stack}-metabase"))
+        .family_prefix(app_names::family(stack))
         .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
         .send()
         .await
@@ -408,7 +416,12 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
         roles
             .roles()
             .iter()
-            .filter(|r| r.role_name().starts_with(&format!("{stack}-metabase-")))
+            // Any role named like the stack's (not only the two the app means
+            // to create): a stray one counts too.
+            .filter(|r| {
+                r.role_name()
+                    .starts_with(&format!("{}-", app_names::family(stack)))
+            })
             .map(|r| format!("iam-role {}", r.role_name())),
     );
     let logs = aws_sdk_cloudwatchlogs::Client::new(config);
@@ -448,7 +461,10 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
         targets
             .scalable_targets()
             .iter()
-            .filter(|t| t.resource_id().contains(&format!("/{stack}-cluster/")))
+            .filter(|t| {
+                t.resource_id()
+                    .contains(&format!("/{}/", app_names::cluster(stack)))
+            })
             .map(|t| format!("scalable-target {}", t.resource_id())),
     );
     left

@@ -7,7 +7,7 @@ mod cluster;
 mod ecs_tags;
 mod iam;
 mod logs;
-mod names;
+pub mod names;
 mod password_rule;
 mod secret;
 mod service;

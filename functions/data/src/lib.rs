@@ -9,6 +9,8 @@ mod tags;
 
 pub use instance::readiness;
 pub use mbstack_core::Readiness;
+/// The DB subnet group's name: `naming::resource_name(stack, SUBNET_GROUP_ROLE)`.
+pub use subnet_group::ROLE as SUBNET_GROUP_ROLE;
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};

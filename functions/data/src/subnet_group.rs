@@ -7,7 +7,7 @@ use mbstack_core::{aws_error, error_code, Action, TierError, Work};
 use crate::tags::{pairs, rds_tags};
 
 pub(crate) const KIND: &str = "db-subnet-group";
-pub(crate) const ROLE: &str = "db";
+pub const ROLE: &str = "db";
 
 async fn tags_of(rds: &aws_sdk_rds::Client, arn: &str) -> Result<Vec<(String, String)>, TierError> {
     let out = rds
