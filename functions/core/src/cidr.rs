@@ -67,13 +67,17 @@ impl FromStr for Cidr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let syntax = || CidrError::Syntax(s.to_string());
-        // Only `a.b.c.d/n`, n in one or two digits (ipnet would take more forms).
-        let (_, prefix) = s.split_once('/').ok_or_else(syntax)?;
+        // Only `a.b.c.d/n`, n in one or two digits. The address goes through std's
+        // parser, which refuses a leading zero (`010.…`, octal to some tools);
+        // ipnet's own parser takes it.
+        let (addr, prefix) = s.split_once('/').ok_or_else(syntax)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
         if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(syntax());
         }
-        let net: Ipv4Net = s.parse().map_err(|_| syntax())?;
-        Cidr::new(net.addr(), net.prefix_len()).ok_or_else(|| CidrError::HostBits {
+        let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
+        let net = Ipv4Net::new(addr, prefix).map_err(|_| syntax())?;
+        Cidr::new(addr, prefix).ok_or_else(|| CidrError::HostBits {
             given: s.to_string(),
             network: net.trunc().to_string(),
         })
@@ -125,6 +129,9 @@ mod tests {
             "10.0.0.0/+1",
             "x/1",
             "10.0.0.0/016",
+            // A leading zero reads as octal in some tools: std refuses it, so do we.
+            "010.0.0.0/16",
+            " 10.0.0.0/16",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} parsed");
         }
