@@ -56,12 +56,11 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
             .unwrap_or_else(|| "us-east-1".into()),
         role_propagation: aws.role_propagation(),
     };
-    let w = |dry_run| Work::new(Tier::App, &event.spec, &event.run, dry_run);
+    let w = Work::new(Tier::App, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan => Box::pin(converge(&c, w(true), &event)).await,
-        Verb::Apply => Box::pin(converge(&c, w(false), &event)).await,
-        Verb::Check => Box::pin(check(&c, w(true), &event)).await,
-        Verb::Destroy => Box::pin(destroy(&c, w(false))).await,
+        Verb::Plan | Verb::Apply => Box::pin(converge(&c, w, &event)).await,
+        Verb::Check => Box::pin(check(&c, w, &event)).await,
+        Verb::Destroy => Box::pin(destroy(&c, w)).await,
     }
 }
 
@@ -197,7 +196,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     }
     if n == 0 {
         // Nothing changed: judge readiness now (a no-op repair run does not wait).
-        let checked = readiness_of(c, Work::new(Tier::App, w.spec, w.run, true)).await?;
+        let checked = readiness_of(c, Work::new(Tier::App, w.spec, w.run, Verb::Check)).await?;
         return Ok(w.outcome(checked.state, checked.message, outputs));
     }
     Ok(w.outcome(
@@ -214,7 +213,7 @@ async fn check(c: &Clients, w: Work<'_>, event: &Event) -> Result<Outcome, TierE
     if outcome.state == State::Ready {
         let plan = converge(
             c,
-            Work::new(Tier::App, &event.spec, &event.run, true),
+            Work::new(Tier::App, &event.spec, &event.run, Verb::Plan),
             event,
         )
         .await?;

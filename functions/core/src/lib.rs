@@ -9,6 +9,7 @@ pub mod iam;
 pub mod lambda;
 pub mod naming;
 pub mod outputs;
+pub mod resource;
 pub mod spec;
 pub mod work;
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::contract::{Action, Change, Outcome, Run, Scope, State};
+use crate::contract::{Action, Change, Outcome, Run, Scope, State, Verb};
 use crate::error::TierError;
 use crate::naming::{self, Tier, CREATED_BY_TAG, STACK_TAG};
 use crate::spec::StackSpec;
@@ -21,20 +21,28 @@ pub struct Work<'a> {
     pub tier: Tier,
     pub spec: &'a StackSpec,
     pub run: &'a Run,
+    /// What the tier was asked to do.
+    pub verb: Verb,
     /// Plan or check: read, never write; record what apply would do.
     pub dry_run: bool,
     pub changes: Vec<Change>,
 }
 
 impl<'a> Work<'a> {
-    pub fn new(tier: Tier, spec: &'a StackSpec, run: &'a Run, dry_run: bool) -> Self {
+    pub fn new(tier: Tier, spec: &'a StackSpec, run: &'a Run, verb: Verb) -> Self {
         Self {
             tier,
             spec,
             run,
-            dry_run,
+            verb,
+            dry_run: matches!(verb, Verb::Plan | Verb::Check),
             changes: Vec::new(),
         }
+    }
+
+    /// Whether this work only reads (plan, check).
+    pub fn read_only(&self) -> bool {
+        self.dry_run
     }
 
     /// `<stack>-<role>`.

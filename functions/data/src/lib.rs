@@ -21,12 +21,11 @@ use serde_json::{Map, Value};
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let rds = client!(aws_sdk_rds, aws);
-    let w = |dry_run| Work::new(Tier::Data, &event.spec, &event.run, dry_run);
+    let w = Work::new(Tier::Data, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan => Box::pin(converge(&rds, w(true), &event)).await,
-        Verb::Apply => Box::pin(converge(&rds, w(false), &event)).await,
-        Verb::Check => Box::pin(check(&rds, w(true))).await,
-        Verb::Destroy => Box::pin(destroy(&rds, w(false))).await,
+        Verb::Plan | Verb::Apply => Box::pin(converge(&rds, w, &event)).await,
+        Verb::Check => Box::pin(check(&rds, w)).await,
+        Verb::Destroy => Box::pin(destroy(&rds, w)).await,
     }
 }
 

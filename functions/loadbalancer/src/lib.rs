@@ -24,12 +24,11 @@ use serde_json::{Map, Value};
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let elb = client!(aws_sdk_elasticloadbalancingv2, aws);
-    let w = |dry_run| Work::new(Tier::LoadBalancer, &event.spec, &event.run, dry_run);
+    let w = Work::new(Tier::LoadBalancer, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan => Box::pin(converge(&elb, w(true), &event, false)).await,
-        Verb::Apply => Box::pin(converge(&elb, w(false), &event, false)).await,
-        Verb::Check => Box::pin(converge(&elb, w(true), &event, true)).await,
-        Verb::Destroy => Box::pin(destroy(&elb, w(false))).await,
+        Verb::Plan | Verb::Apply => Box::pin(converge(&elb, w, &event, false)).await,
+        Verb::Check => Box::pin(converge(&elb, w, &event, true)).await,
+        Verb::Destroy => Box::pin(destroy(&elb, w)).await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use mbstack_core::naming::{NAME_TAG, STACK_TAG};
-use mbstack_core::{Run, StackSpec, Tier, Work};
+use mbstack_core::{Run, StackSpec, Tier, Verb, Work};
 
 pub(crate) struct Ctx<'a> {
     pub ec2: aws_sdk_ec2::Client,
@@ -27,10 +27,10 @@ impl DerefMut for Ctx<'_> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(ec2: aws_sdk_ec2::Client, spec: &'a StackSpec, run: &'a Run, dry_run: bool) -> Self {
+    pub fn new(ec2: aws_sdk_ec2::Client, spec: &'a StackSpec, run: &'a Run, verb: Verb) -> Self {
         Self {
             ec2,
-            work: Work::new(Tier::Network, spec, run, dry_run),
+            work: Work::new(Tier::Network, spec, run, verb),
         }
     }
 
@@ -38,28 +38,19 @@ impl<'a> Ctx<'a> {
         self.work
     }
 
+    /// The run's [`Work`], for core's generic converge.
+    pub fn work(&mut self) -> &mut Work<'a> {
+        &mut self.work
+    }
+
     /// Tags for a resource created now, in the creating call itself.
     pub fn tag_spec(&self, kind: ResourceType, role: &str) -> TagSpecification {
-        let tags = self
-            .work
-            .tags(role)
-            .into_iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
-        TagSpecification::builder()
-            .resource_type(kind)
-            .set_tags(Some(tags))
-            .build()
+        tag_spec(&self.work, kind, role)
     }
 
     /// Every resource of this stack.
     pub fn stack_filter(&self) -> Filter {
-        tag_filter(STACK_TAG, &self.spec.stack)
-    }
-
-    /// The one resource of this stack named `<stack>-<role>`.
-    pub fn name_filter(&self, role: &str) -> Filter {
-        tag_filter(NAME_TAG, &self.name(role))
+        stack_filter(&self.work)
     }
 
     /// Whether destroy may delete a resource with these tags (see [`Work::owns`]).
@@ -84,7 +75,31 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
+/// Tags for a resource created now, in the creating call itself.
+pub(crate) fn tag_spec(w: &Work<'_>, kind: ResourceType, role: &str) -> TagSpecification {
+    let tags = w
+        .tags(role)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(tags))
+        .build()
+}
+
+/// Every resource of this stack.
+pub(crate) fn stack_filter(w: &Work<'_>) -> Filter {
+    tag_filter(STACK_TAG, &w.spec.stack)
+}
+
+/// The one resource of this stack named `<stack>-<role>`.
+pub(crate) fn name_filter(w: &Work<'_>, role: &str) -> Filter {
+    tag_filter(NAME_TAG, &w.name(role))
+}
+
+/// EC2's tags as (key, value) pairs, as core compares them.
+pub(crate) fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
     tags.iter()
         .map(|t| {
             (

@@ -2,125 +2,161 @@
 
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError};
+use mbstack_core::naming::NAME_TAG;
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Work};
 
-use crate::ctx::{name_of, Ctx};
+use crate::ctx::{name_filter, pairs, stack_filter, tag, tag_spec};
 
-pub(crate) const KIND: &str = "internet-gateway";
 const ROLE: &str = "igw";
 
-pub(crate) async fn find(ctx: &Ctx<'_>) -> Result<Option<InternetGateway>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_internet_gateways()
-        .filters(ctx.stack_filter())
-        .filters(ctx.name_filter(ROLE))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeInternetGateways", e))?;
-    Ok(out
-        .internet_gateways()
-        .iter()
-        .find(|g| ctx.owns_any(g.tags()))
-        .cloned())
+/// The stack's internet gateway, in the VPC `vpc_id` (None: planned).
+pub(crate) struct Gateways {
+    pub ec2: aws_sdk_ec2::Client,
+    pub vpc_id: Option<String>,
+}
+
+/// Attach it to the stack's VPC.
+pub(crate) struct Attach(Option<String>);
+
+impl std::fmt::Display for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(vpc) => write!(f, "attached to {vpc}"),
+            None => write!(f, "attach to the VPC"),
+        }
+    }
 }
 
 fn attached_to(igw: &InternetGateway) -> Option<&str> {
     igw.attachments().iter().find_map(|a| a.vpc_id())
 }
 
-/// Finds or creates the gateway and attaches it to `vpc_id`.
-pub(crate) async fn ensure(
-    ctx: &mut Ctx<'_>,
-    vpc_id: Option<&str>,
-) -> Result<Option<String>, TierError> {
-    let found = find(ctx).await?;
-    let (id, created) = match found {
-        Some(igw) => {
-            let id = igw.internet_gateway_id().unwrap_or_default().to_string();
-            match (attached_to(&igw), vpc_id) {
-                (Some(v), Some(want)) if v == want => {
-                    ctx.record(KIND, &id, Action::None, format!("attached to {want}"));
-                    return Ok(Some(id));
-                }
-                (Some(v), _) => {
-                    return Err(TierError::Terminal(format!(
-                        "internet gateway {id} is attached to {v}, not to the stack's VPC: detach it by hand"
-                    )))
-                }
-                (None, _) => (id, false),
-            }
+impl Gateways {
+    async fn attach(&self, id: &str) -> Result<(), TierError> {
+        let vpc = self.vpc_id.as_deref().ok_or_else(|| {
+            TierError::Terminal("the internet gateway needs the VPC, which does not exist".into())
+        })?;
+        self.ec2
+            .attach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AttachInternetGateway", e))?;
+        Ok(())
+    }
+}
+
+impl Resource for Gateways {
+    const KIND: &'static str = "internet-gateway";
+    const LABEL: &'static str = "internet gateway";
+    type Live = InternetGateway;
+    type Want = ();
+    type Step = Attach;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        w.name(ROLE)
+    }
+    fn live_name(&self, live: &InternetGateway) -> Option<String> {
+        tag(live.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &InternetGateway) -> String {
+        live.internet_gateway_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &InternetGateway) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<InternetGateway>, TierError> {
+        let out = self
+            .ec2
+            .describe_internet_gateways()
+            .filters(stack_filter(w))
+            .filters(name_filter(w, ROLE))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeInternetGateways", e))?;
+        Ok(out
+            .internet_gateways()
+            .iter()
+            .filter(|g| w.is_ours(&pairs(g.tags())))
+            .cloned()
+            .collect())
+    }
+
+    fn diff(
+        &self,
+        _w: &Work<'_>,
+        live: &InternetGateway,
+        _want: &(),
+    ) -> Result<Vec<Attach>, TierError> {
+        match (attached_to(live), self.vpc_id.as_deref()) {
+            (Some(v), Some(want)) if v == want => Ok(vec![]),
+            (Some(v), _) => Err(TierError::Terminal(format!(
+                "internet gateway {} is attached to {v}, not to the stack's VPC: detach it by hand",
+                self.id(live)
+            ))),
+            (None, _) => Ok(vec![Attach(self.vpc_id.clone())]),
         }
-        None if ctx.dry_run => {
-            ctx.record_named(KIND, ROLE, Action::Create, "attached to the VPC");
-            return Ok(None);
-        }
-        None => {
-            let out = ctx
-                .ec2
-                .create_internet_gateway()
-                .tag_specifications(ctx.tag_spec(ResourceType::InternetGateway, ROLE))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
-            let id = out
-                .internet_gateway()
-                .and_then(|g| g.internet_gateway_id())
-                .ok_or_else(|| {
-                    TierError::Terminal("ec2:CreateInternetGateway returned no id".into())
-                })?
-                .to_string();
-            (id, true)
-        }
-    };
-    let action = if created {
-        Action::Create
-    } else {
-        Action::Update
-    };
-    match vpc_id {
-        Some(vpc) if !ctx.dry_run => {
-            ctx.ec2
-                .attach_internet_gateway()
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        Attach(self.vpc_id.clone()).to_string()
+    }
+    fn summary(&self, _w: &Work<'_>, live: &InternetGateway) -> String {
+        format!("attached to {}", attached_to(live).unwrap_or("?"))
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<InternetGateway, TierError> {
+        let out = self
+            .ec2
+            .create_internet_gateway()
+            .tag_specifications(tag_spec(w, ResourceType::InternetGateway, ROLE))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
+        let igw = out
+            .internet_gateway()
+            .filter(|g| g.internet_gateway_id().is_some())
+            .ok_or_else(|| {
+                TierError::Terminal("ec2:CreateInternetGateway returned no id".into())
+            })?;
+        self.attach(&self.id(igw)).await?;
+        Ok(igw.clone())
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &InternetGateway,
+        _steps: &[Attach],
+    ) -> Result<(), TierError> {
+        self.attach(&self.id(live)).await
+    }
+
+    /// Detaches and deletes the gateway. Fails with a retryable
+    /// DependencyViolation while a NAT gateway's public address is still mapped
+    /// in the VPC.
+    async fn delete(&self, _w: &Work<'_>, live: &InternetGateway) -> Result<Deleted, TierError> {
+        let id = self.id(live);
+        for vpc in live.attachments().iter().filter_map(|a| a.vpc_id()) {
+            self.ec2
+                .detach_internet_gateway()
                 .internet_gateway_id(&id)
                 .vpc_id(vpc)
                 .send()
                 .await
-                .map_err(|e| aws_error("ec2:AttachInternetGateway", e))?;
-            ctx.record(KIND, &id, action, format!("attached to {vpc}"));
+                .map_err(|e| aws_error("ec2:DetachInternetGateway", e))?;
         }
-        _ => ctx.record(KIND, &id, action, "attach to the VPC"),
-    }
-    Ok(Some(id))
-}
-
-/// Detaches and deletes the gateway. Fails with a retryable DependencyViolation
-/// while a NAT gateway's public address is still mapped in the VPC.
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
-    let Some(igw) = find(ctx).await? else {
-        return Ok(());
-    };
-    if !ctx.owns(igw.tags()) {
-        return Ok(());
-    }
-    let id = igw.internet_gateway_id().unwrap_or_default().to_string();
-    for vpc in igw.attachments().iter().filter_map(|a| a.vpc_id()) {
-        ctx.ec2
-            .detach_internet_gateway()
+        self.ec2
+            .delete_internet_gateway()
             .internet_gateway_id(&id)
-            .vpc_id(vpc)
             .send()
             .await
-            .map_err(|e| aws_error("ec2:DetachInternetGateway", e))?;
+            .map_err(|e| aws_error("ec2:DeleteInternetGateway", e))?;
+        Ok(Deleted::Now)
     }
-    ctx.ec2
-        .delete_internet_gateway()
-        .internet_gateway_id(&id)
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DeleteInternetGateway", e))?;
-    ctx.record(KIND, id, Action::Delete, name_of(igw.tags()).to_string());
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

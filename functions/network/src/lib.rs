@@ -16,6 +16,7 @@ mod vpc;
 
 use mbstack_core::iam::Permission;
 use mbstack_core::outputs::{self, NetworkOutputs};
+use mbstack_core::resource::{self, Resource};
 use mbstack_core::spec::NatMode;
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, Readiness, State, TierError, Verb};
 use serde_json::{Map, Value};
@@ -28,11 +29,11 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let ec2 = client!(aws_sdk_ec2, aws);
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
+    let ctx = Ctx::new(ec2, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan => Box::pin(converge(Ctx::new(ec2, &event.spec, &event.run, true))).await,
-        Verb::Apply => Box::pin(converge(Ctx::new(ec2, &event.spec, &event.run, false))).await,
-        Verb::Check => Box::pin(check(Ctx::new(ec2, &event.spec, &event.run, true))).await,
-        Verb::Destroy => Box::pin(destroy(Ctx::new(ec2, &event.spec, &event.run, false))).await,
+        Verb::Plan | Verb::Apply => Box::pin(converge(ctx)).await,
+        Verb::Check => Box::pin(check(ctx)).await,
+        Verb::Destroy => Box::pin(destroy(ctx)).await,
     }
 }
 
@@ -40,7 +41,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
 struct Shape {
     vpc_id: Option<String>,
     azs: Vec<String>,
-    subnets: Vec<subnets::Placed>,
+    subnets: Vec<(subnets::Want, Option<String>)>,
     igw_id: Option<String>,
     nats: Vec<nat::Wanted>,
     nat_ids: Vec<Option<String>>,
@@ -87,14 +88,33 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
         NatMode::PerAz => azs.iter().collect(),
     };
     nat::check_address_quota(ctx, &nat_azs).await?;
-    let vpc_id = vpc::ensure(ctx, &cidr.to_string()).await?;
-    let igw_id = igw::ensure(ctx, vpc_id.as_deref()).await?;
-    let placed = subnets::ensure(ctx, vpc_id.as_deref(), &cidr, &azs).await?;
+    let ec2 = ctx.ec2.clone();
+    let vpcs = vpc::Vpcs { ec2: ec2.clone() };
+    let want = vpc::Want {
+        cidr: cidr.to_string(),
+    };
+    let vpc_id = first_id(&vpcs, resource::converge(&vpcs, ctx.work(), &[want]).await?);
+    let gateways = igw::Gateways {
+        ec2: ec2.clone(),
+        vpc_id: vpc_id.clone(),
+    };
+    let igw_id = first_id(
+        &gateways,
+        resource::converge(&gateways, ctx.work(), &[()]).await?,
+    );
+    let subnet_kind = subnets::Subnets {
+        ec2,
+        vpc_id: vpc_id.clone(),
+    };
+    let wants = subnets::wants(&cidr, &azs)?;
+    let made = resource::converge(&subnet_kind, ctx.work(), &wants).await?;
+    let placed: Vec<(subnets::Want, Option<String>)> =
+        wants.into_iter().zip(made.ids(&subnet_kind)).collect();
     let subnet_of = |side: Side, az: &str| {
         placed
             .iter()
-            .find(|p| p.side == side && p.az == az)
-            .and_then(|p| p.id.clone())
+            .find(|(w, _)| w.side == side && w.az == az)
+            .and_then(|(_, id)| id.clone())
     };
 
     let net = &ctx.spec.network;
@@ -137,7 +157,7 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     // Only now that no route points at them: what the spec no longer asks for.
     if vpc_id.is_some() {
         nat::prune(ctx, &nats).await?;
-        subnets::prune(ctx, &placed).await?;
+        resource::prune(&subnet_kind, ctx.work(), &made.unwanted).await?;
     }
     Ok(Shape {
         vpc_id,
@@ -151,12 +171,17 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     })
 }
 
+/// The ID of a kind that has one resource (None: planned).
+fn first_id<R: Resource>(r: &R, c: resource::Converged<R>) -> Option<String> {
+    c.ids(r).into_iter().next().flatten()
+}
+
 fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
     let ids = |side: Side| -> Vec<Option<String>> {
         s.subnets
             .iter()
-            .filter(|p| p.side == side)
-            .map(|p| p.id.clone())
+            .filter(|(w, _)| w.side == side)
+            .map(|(_, id)| id.clone())
             .collect()
     };
     outputs::to_map(&NetworkOutputs {
@@ -238,12 +263,22 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         let message = format!("waiting for {}", waiting.join(", "));
         return Ok(outcome(ctx, State::Pending, message, Map::new()));
     }
+    let ec2 = ctx.ec2.clone();
     let steps = async {
-        igw::delete(&mut ctx).await?;
+        let gateways = igw::Gateways {
+            ec2: ec2.clone(),
+            vpc_id: None,
+        };
+        resource::destroy(&gateways, ctx.work()).await?;
         routes::delete(&mut ctx).await?;
         security_groups::delete(&mut ctx).await?;
-        subnets::delete(&mut ctx).await?;
-        vpc::delete(&mut ctx).await
+        let subnet_kind = subnets::Subnets {
+            ec2: ec2.clone(),
+            vpc_id: None,
+        };
+        resource::destroy(&subnet_kind, ctx.work()).await?;
+        resource::destroy(&vpc::Vpcs { ec2 }, ctx.work()).await?;
+        Ok(())
     };
     let result = steps.await;
     // DependencyViolation while ENIs of the ALB or Fargate tasks linger: pending.

@@ -5,12 +5,11 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Subnet};
 use mbstack_core::cidr::{self, Cidr};
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError};
-
-use crate::ctx::{name_of, tag, Ctx};
 use mbstack_core::naming::NAME_TAG;
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Work};
 
-pub(crate) const KIND: &str = "subnet";
+use crate::ctx::{name_of, pairs, stack_filter, tag, tag_spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -32,38 +31,17 @@ pub(crate) fn role(side: Side, az: &str) -> String {
     format!("{}-{az}", side.as_str())
 }
 
-/// A subnet of the stack, existing or planned.
+/// A subnet the spec asks for.
 #[derive(Debug, Clone)]
-pub(crate) struct Placed {
+pub(crate) struct Want {
     pub az: String,
     pub side: Side,
-    /// None when planning its creation.
-    pub id: Option<String>,
+    pub cidr: Cidr,
 }
 
-pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Vec<Subnet>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_subnets()
-        .filters(ctx.stack_filter())
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
-    Ok(ctx.only_ours(out.subnets(), |s| s.tags()))
-}
-
-/// Finds or creates every subnet the spec asks for, in AZ order (public, private).
-pub(crate) async fn ensure(
-    ctx: &mut Ctx<'_>,
-    vpc_id: Option<&str>,
-    vpc_cidr: &Cidr,
-    azs: &[String],
-) -> Result<Vec<Placed>, TierError> {
-    let existing = match vpc_id {
-        Some(_) => list(ctx).await?,
-        None => Vec::new(),
-    };
-    let mut placed = Vec::new();
+/// Every subnet the spec asks for, in AZ order (public, private).
+pub(crate) fn wants(vpc_cidr: &Cidr, azs: &[String]) -> Result<Vec<Want>, TierError> {
+    let mut wants = Vec::new();
     for (i, az) in azs.iter().enumerate() {
         for side in [Side::Public, Side::Private] {
             let cidr = match side {
@@ -71,138 +49,149 @@ pub(crate) async fn ensure(
                 Side::Private => cidr::private_subnet(vpc_cidr, i),
             }
             .ok_or_else(|| TierError::Terminal(format!("no room for subnet {i} in {vpc_cidr}")))?;
-            let role = role(side, az);
-            let name = ctx.name(&role);
-            let found = existing
-                .iter()
-                .find(|s| tag(s.tags(), NAME_TAG) == Some(name.as_str()));
-            let id = match found {
-                Some(s) => Some(converge(ctx, s, &cidr, az).await?),
-                None => create(ctx, vpc_id, &role, &cidr, az).await?,
-            };
-            placed.push(Placed {
+            wants.push(Want {
                 az: az.clone(),
                 side,
-                id,
+                cidr,
             });
         }
     }
-    Ok(placed)
+    Ok(wants)
 }
 
-async fn converge(
-    ctx: &mut Ctx<'_>,
-    s: &Subnet,
-    cidr: &Cidr,
-    az: &str,
-) -> Result<String, TierError> {
-    let id = s.subnet_id().unwrap_or_default().to_string();
-    let want = cidr.to_string();
-    if s.cidr_block() != Some(want.as_str()) || s.availability_zone() != Some(az) {
-        return Err(TierError::Terminal(format!(
-            "subnet {id} ({}) is {} in {} but the layout puts it at {want} in {az}: \
-             it was changed outside mbstack; delete it and apply again",
-            name_of(s.tags()),
+/// The stack's subnets, in the VPC `vpc_id` (None: planned).
+pub(crate) struct Subnets {
+    pub ec2: aws_sdk_ec2::Client,
+    pub vpc_id: Option<String>,
+}
+
+/// The one in-place change: stop mapping public IPs on launch.
+pub(crate) struct NoPublicIps;
+
+impl std::fmt::Display for NoPublicIps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stop mapping public IPs on launch")
+    }
+}
+
+impl Resource for Subnets {
+    const KIND: &'static str = "subnet";
+    const LABEL: &'static str = "subnet";
+    type Live = Subnet;
+    type Want = Want;
+    type Step = NoPublicIps;
+
+    fn name(&self, w: &Work<'_>, want: &Want) -> String {
+        w.name(&role(want.side, &want.az))
+    }
+    fn live_name(&self, live: &Subnet) -> Option<String> {
+        tag(live.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &Subnet) -> String {
+        live.subnet_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Subnet) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Subnet>, TierError> {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .filters(stack_filter(w))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
+        Ok(out
+            .subnets()
+            .iter()
+            .filter(|s| w.is_ours(&pairs(s.tags())))
+            .cloned()
+            .collect())
+    }
+
+    fn diff(&self, _w: &Work<'_>, s: &Subnet, want: &Want) -> Result<Vec<NoPublicIps>, TierError> {
+        let cidr = want.cidr.to_string();
+        if s.cidr_block() != Some(cidr.as_str()) || s.availability_zone() != Some(&want.az) {
+            return Err(TierError::Terminal(format!(
+                "subnet {} ({}) is {} in {} but the layout puts it at {cidr} in {}: \
+                 it was changed outside mbstack; delete it and apply again",
+                self.id(s),
+                name_of(s.tags()),
+                s.cidr_block().unwrap_or("?"),
+                s.availability_zone().unwrap_or("?"),
+                want.az
+            )));
+        }
+        Ok(if s.map_public_ip_on_launch() == Some(true) {
+            vec![NoPublicIps]
+        } else {
+            vec![]
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &Want) -> String {
+        format!("{} in {}", want.cidr, want.az)
+    }
+    fn summary(&self, _w: &Work<'_>, s: &Subnet) -> String {
+        format!(
+            "{} in {}",
             s.cidr_block().unwrap_or("?"),
             s.availability_zone().unwrap_or("?")
-        )));
+        )
     }
-    if s.map_public_ip_on_launch() == Some(true) {
-        if !ctx.dry_run {
-            ctx.ec2
-                .modify_subnet_attribute()
-                .subnet_id(&id)
-                .map_public_ip_on_launch(AttributeBooleanValue::builder().value(false).build())
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:ModifySubnetAttribute", e))?;
-        }
-        ctx.record(
-            KIND,
-            &id,
-            Action::Update,
-            "stop mapping public IPs on launch",
-        );
-    } else {
-        ctx.record(KIND, &id, Action::None, format!("{want} in {az}"));
+
+    async fn create(&self, w: &Work<'_>, want: &Want) -> Result<Subnet, TierError> {
+        let vpc_id = self.vpc_id.as_deref().ok_or_else(|| {
+            TierError::Terminal("a subnet needs the VPC, which does not exist".into())
+        })?;
+        let out = self
+            .ec2
+            .create_subnet()
+            .vpc_id(vpc_id)
+            .cidr_block(want.cidr.to_string())
+            .availability_zone(&want.az)
+            .tag_specifications(tag_spec(
+                w,
+                ResourceType::Subnet,
+                &role(want.side, &want.az),
+            ))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
+        out.subnet()
+            .filter(|s| s.subnet_id().is_some())
+            .cloned()
+            .ok_or_else(|| TierError::Terminal("ec2:CreateSubnet returned no id".into()))
     }
-    Ok(id)
-}
 
-async fn create(
-    ctx: &mut Ctx<'_>,
-    vpc_id: Option<&str>,
-    role: &str,
-    cidr: &Cidr,
-    az: &str,
-) -> Result<Option<String>, TierError> {
-    let detail = format!("{cidr} in {az}");
-    let Some(vpc_id) = vpc_id.filter(|_| !ctx.dry_run) else {
-        ctx.record_named(KIND, role, Action::Create, detail);
-        return Ok(None);
-    };
-    let out = ctx
-        .ec2
-        .create_subnet()
-        .vpc_id(vpc_id)
-        .cidr_block(cidr.to_string())
-        .availability_zone(az)
-        .tag_specifications(ctx.tag_spec(ResourceType::Subnet, role))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
-    let id = out
-        .subnet()
-        .and_then(|s| s.subnet_id())
-        .ok_or_else(|| TierError::Terminal("ec2:CreateSubnet returned no id".into()))?
-        .to_string();
-    ctx.record(KIND, &id, Action::Create, detail);
-    Ok(Some(id))
-}
-
-/// Deletes the stack's subnets that the spec no longer asks for (fewer AZs).
-pub(crate) async fn prune(ctx: &mut Ctx<'_>, keep: &[Placed]) -> Result<(), TierError> {
-    let keep_ids: Vec<&str> = keep.iter().filter_map(|p| p.id.as_deref()).collect();
-    for s in list(ctx).await? {
-        let id = s.subnet_id().unwrap_or_default();
-        if keep_ids.contains(&id) {
-            continue;
-        }
-        if !ctx.dry_run {
-            delete_one(ctx, id).await?;
-        }
-        ctx.record(
-            KIND,
-            id,
-            Action::Delete,
-            format!("{} is no longer in the spec", name_of(s.tags())),
-        );
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        s: &Subnet,
+        _steps: &[NoPublicIps],
+    ) -> Result<(), TierError> {
+        self.ec2
+            .modify_subnet_attribute()
+            .subnet_id(self.id(s))
+            .map_public_ip_on_launch(AttributeBooleanValue::builder().value(false).build())
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:ModifySubnetAttribute", e))?;
+        Ok(())
     }
-    Ok(())
-}
 
-async fn delete_one(ctx: &Ctx<'_>, id: &str) -> Result<(), TierError> {
-    ctx.ec2
-        .delete_subnet()
-        .subnet_id(id)
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DeleteSubnet", e))?;
-    Ok(())
-}
-
-/// Deletes the subnets destroy owns. Lingering ENIs (ALB, Fargate) make AWS answer
-/// DependencyViolation: retryable, the next destroy call tries again.
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
-    for s in list(ctx).await? {
-        if !ctx.owns(s.tags()) {
-            continue;
-        }
-        let id = s.subnet_id().unwrap_or_default();
-        delete_one(ctx, id).await?;
-        ctx.record(KIND, id, Action::Delete, name_of(s.tags()).to_string());
+    /// Lingering ENIs (ALB, Fargate) make AWS answer DependencyViolation:
+    /// retryable, the next destroy call tries again.
+    async fn delete(&self, _w: &Work<'_>, s: &Subnet) -> Result<Deleted, TierError> {
+        self.ec2
+            .delete_subnet()
+            .subnet_id(self.id(s))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DeleteSubnet", e))?;
+        Ok(Deleted::Now)
     }
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -2,138 +2,188 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Vpc, VpcAttributeName};
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Verb, Work};
 
-use crate::ctx::{name_of, Ctx};
+use crate::ctx::{name_filter, pairs, stack_filter, tag, tag_spec};
+use mbstack_core::naming::NAME_TAG;
 
-pub(crate) const KIND: &str = "vpc";
 const ROLE: &str = "vpc";
+const DNS: [VpcAttributeName; 2] = [
+    VpcAttributeName::EnableDnsSupport,
+    VpcAttributeName::EnableDnsHostnames,
+];
 
-pub(crate) async fn find(ctx: &Ctx<'_>) -> Result<Option<Vpc>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_vpcs()
-        .filters(ctx.stack_filter())
-        .filters(ctx.name_filter(ROLE))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeVpcs", e))?;
-    Ok(out.vpcs().iter().find(|v| ctx.owns_any(v.tags())).cloned())
+/// The stack's VPC (one).
+pub(crate) struct Vpcs {
+    pub ec2: aws_sdk_ec2::Client,
 }
 
-/// Finds or creates the VPC; its id (None only when planning a create).
-pub(crate) async fn ensure(ctx: &mut Ctx<'_>, cidr: &str) -> Result<Option<String>, TierError> {
-    if let Some(vpc) = find(ctx).await? {
-        let id = vpc.vpc_id().unwrap_or_default().to_string();
-        if vpc.cidr_block() != Some(cidr) {
-            return Err(TierError::Refused(format!(
-                "VPC {id} has CIDR {} but the spec asks for {cidr}: a VPC's CIDR cannot change in place; \
-                 set network.cidr back to {}, or destroy the stack and create it again",
-                vpc.cidr_block().unwrap_or("?"),
-                vpc.cidr_block().unwrap_or("?")
-            )));
-        }
-        let mut fixed = Vec::new();
-        for attr in [
-            VpcAttributeName::EnableDnsSupport,
-            VpcAttributeName::EnableDnsHostnames,
-        ] {
-            if !dns_attribute(ctx, &id, attr.clone()).await? {
-                fixed.push(attr.as_str().to_string());
-                if !ctx.dry_run {
-                    set_dns_attribute(ctx, &id, attr).await?;
+/// A VPC as AWS shows it, with its two DNS attributes (read apart).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    vpc: Vpc,
+    /// The DNS attributes that are off.
+    dns_off: Vec<VpcAttributeName>,
+}
+
+/// The VPC the spec asks for: its CIDR.
+pub(crate) struct Want {
+    pub cidr: String,
+}
+
+/// A DNS attribute to turn on.
+pub(crate) struct TurnOn(VpcAttributeName);
+
+impl std::fmt::Display for TurnOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "turn on {}", self.0.as_str())
+    }
+}
+
+impl Vpcs {
+    async fn dns_attribute(&self, id: &str, attr: &VpcAttributeName) -> Result<bool, TierError> {
+        let out = self
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(attr.clone())
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeVpcAttribute", e))?;
+        let value = match attr {
+            VpcAttributeName::EnableDnsHostnames => out.enable_dns_hostnames(),
+            _ => out.enable_dns_support(),
+        };
+        Ok(value.and_then(|v| v.value()).unwrap_or(false))
+    }
+
+    async fn turn_on(&self, id: &str, attr: &VpcAttributeName) -> Result<(), TierError> {
+        let on = AttributeBooleanValue::builder().value(true).build();
+        let call = self.ec2.modify_vpc_attribute().vpc_id(id);
+        let call = match attr {
+            VpcAttributeName::EnableDnsHostnames => call.enable_dns_hostnames(on),
+            _ => call.enable_dns_support(on),
+        };
+        call.send()
+            .await
+            .map_err(|e| aws_error("ec2:ModifyVpcAttribute", e))?;
+        Ok(())
+    }
+}
+
+impl Resource for Vpcs {
+    const KIND: &'static str = "vpc";
+    const LABEL: &'static str = "VPC";
+    type Live = Live;
+    type Want = Want;
+    type Step = TurnOn;
+
+    fn name(&self, w: &Work<'_>, _want: &Want) -> String {
+        w.name(ROLE)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        tag(live.vpc.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.vpc.vpc_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        pairs(live.vpc.tags())
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let out = self
+            .ec2
+            .describe_vpcs()
+            .filters(stack_filter(w))
+            .filters(name_filter(w, ROLE))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeVpcs", e))?;
+        let mut found = Vec::new();
+        for vpc in out.vpcs().iter().filter(|v| w.is_ours(&pairs(v.tags()))) {
+            let id = vpc.vpc_id().unwrap_or_default();
+            let mut dns_off = Vec::new();
+            // A destroy deletes it whatever its attributes: no need to read them.
+            let attrs = if w.verb == Verb::Destroy {
+                &[][..]
+            } else {
+                &DNS[..]
+            };
+            for attr in attrs {
+                if !self.dns_attribute(id, attr).await? {
+                    dns_off.push(attr.clone());
                 }
             }
+            found.push(Live {
+                vpc: vpc.clone(),
+                dns_off,
+            });
         }
-        if fixed.is_empty() {
-            ctx.record(KIND, &id, Action::None, cidr);
-        } else {
-            ctx.record(
-                KIND,
-                &id,
-                Action::Update,
-                format!("turn on {}", fixed.join(", ")),
-            );
+        Ok(found)
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, want: &Want) -> Result<Vec<TurnOn>, TierError> {
+        let have = live.vpc.cidr_block().unwrap_or("?");
+        if have != want.cidr {
+            return Err(TierError::Refused(format!(
+                "VPC {} has CIDR {have} but the spec asks for {}: a VPC's CIDR cannot change in place; \
+                 set network.cidr back to {have}, or destroy the stack and create it again",
+                self.id(live),
+                want.cidr
+            )));
         }
-        return Ok(Some(id));
+        Ok(live.dns_off.iter().cloned().map(TurnOn).collect())
     }
-    if ctx.dry_run {
-        ctx.record_named(KIND, ROLE, Action::Create, cidr);
-        return Ok(None);
-    }
-    let out = ctx
-        .ec2
-        .create_vpc()
-        .cidr_block(cidr)
-        .tag_specifications(ctx.tag_spec(ResourceType::Vpc, ROLE))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:CreateVpc", e))?;
-    let id = out
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .ok_or_else(|| TierError::Terminal("ec2:CreateVpc returned no VPC id".into()))?
-        .to_string();
-    for attr in [
-        VpcAttributeName::EnableDnsSupport,
-        VpcAttributeName::EnableDnsHostnames,
-    ] {
-        set_dns_attribute(ctx, &id, attr).await?;
-    }
-    ctx.record(KIND, &id, Action::Create, cidr);
-    Ok(Some(id))
-}
 
-async fn dns_attribute(ctx: &Ctx<'_>, id: &str, attr: VpcAttributeName) -> Result<bool, TierError> {
-    let out = ctx
-        .ec2
-        .describe_vpc_attribute()
-        .vpc_id(id)
-        .attribute(attr.clone())
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeVpcAttribute", e))?;
-    let value = match attr {
-        VpcAttributeName::EnableDnsHostnames => out.enable_dns_hostnames(),
-        _ => out.enable_dns_support(),
-    };
-    Ok(value.and_then(|v| v.value()).unwrap_or(false))
-}
-
-async fn set_dns_attribute(
-    ctx: &Ctx<'_>,
-    id: &str,
-    attr: VpcAttributeName,
-) -> Result<(), TierError> {
-    let on = AttributeBooleanValue::builder().value(true).build();
-    let call = ctx.ec2.modify_vpc_attribute().vpc_id(id);
-    let call = match attr {
-        VpcAttributeName::EnableDnsHostnames => call.enable_dns_hostnames(on),
-        _ => call.enable_dns_support(on),
-    };
-    call.send()
-        .await
-        .map_err(|e| aws_error("ec2:ModifyVpcAttribute", e))?;
-    Ok(())
-}
-
-/// Deletes the VPC if destroy owns it (its contents must be gone first).
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
-    let Some(vpc) = find(ctx).await? else {
-        return Ok(());
-    };
-    if !ctx.owns(vpc.tags()) {
-        return Ok(());
+    fn describe(&self, _w: &Work<'_>, want: &Want) -> String {
+        want.cidr.clone()
     }
-    let id = vpc.vpc_id().unwrap_or_default().to_string();
-    ctx.ec2
-        .delete_vpc()
-        .vpc_id(&id)
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DeleteVpc", e))?;
-    ctx.record(KIND, id, Action::Delete, name_of(vpc.tags()).to_string());
-    Ok(())
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        live.vpc.cidr_block().unwrap_or_default().to_string()
+    }
+
+    async fn create(&self, w: &Work<'_>, want: &Want) -> Result<Live, TierError> {
+        let out = self
+            .ec2
+            .create_vpc()
+            .cidr_block(&want.cidr)
+            .tag_specifications(tag_spec(w, ResourceType::Vpc, ROLE))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateVpc", e))?;
+        let vpc = out
+            .vpc()
+            .filter(|v| v.vpc_id().is_some())
+            .ok_or_else(|| TierError::Terminal("ec2:CreateVpc returned no VPC id".into()))?;
+        let id = vpc.vpc_id().unwrap_or_default();
+        for attr in DNS {
+            self.turn_on(id, &attr).await?;
+        }
+        Ok(Live {
+            vpc: vpc.clone(),
+            dns_off: Vec::new(),
+        })
+    }
+
+    async fn update(&self, _w: &Work<'_>, live: &Live, steps: &[TurnOn]) -> Result<(), TierError> {
+        for TurnOn(attr) in steps {
+            self.turn_on(&self.id(live), attr).await?;
+        }
+        Ok(())
+    }
+
+    /// Its contents must be gone first.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.ec2
+            .delete_vpc()
+            .vpc_id(self.id(live))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DeleteVpc", e))?;
+        Ok(Deleted::Now)
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
