@@ -153,7 +153,9 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
         });
     }
     let route_table_ids = routes::ensure(ctx, vpc_id.as_deref(), &tables).await?;
-    let groups = security_groups::ensure(ctx, vpc_id.as_deref()).await?;
+    let sg = security_groups::SecurityGroups::new(ctx.ec2.clone(), vpc_id.clone());
+    resource::converge(&sg, ctx.work(), &security_groups::Role::ALL).await?;
+    let groups = sg.groups();
     // Only now that no route points at them: what the spec no longer asks for.
     if vpc_id.is_some() {
         nat::prune(ctx, &nats).await?;
@@ -271,7 +273,8 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         };
         resource::destroy(&gateways, ctx.work()).await?;
         routes::delete(&mut ctx).await?;
-        security_groups::delete(&mut ctx).await?;
+        let sg = security_groups::SecurityGroups::new(ec2.clone(), None);
+        resource::destroy(&sg, ctx.work()).await?;
         let subnet_kind = subnets::Subnets {
             ec2: ec2.clone(),
             vpc_id: None,

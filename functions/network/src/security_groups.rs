@@ -7,11 +7,14 @@ use aws_sdk_ec2::types::{
 };
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::{aws_error, Action, StackSpec, TierError};
+use mbstack_core::{aws_error, StackSpec, TierError};
 
-use crate::ctx::{filter, name_of, tag, Ctx};
+use std::sync::Mutex;
 
-pub(crate) const KIND: &str = "security-group";
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::Work;
+
+use crate::ctx::{filter, pairs, stack_filter, tag, tag_spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -48,7 +51,7 @@ enum Source {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Rule {
+pub(crate) struct Rule {
     port: i32,
     source: Source,
 }
@@ -135,177 +138,310 @@ fn rule_of(r: &SecurityGroupRule) -> Option<Rule> {
     Some(Rule { port, source })
 }
 
-async fn list(ctx: &Ctx<'_>) -> Result<Vec<SecurityGroup>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_security_groups()
-        .filters(ctx.stack_filter())
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
-    Ok(ctx.only_ours(out.security_groups(), |g| g.tags()))
+/// The stack's three security groups in the VPC `vpc_id` (None: planned). A
+/// rule of one group names another by ID: `ids` holds the IDs known so far
+/// (those found by `list`, then each one `create` makes), so a group created in
+/// this run is referenced by the next one's rules.
+pub(crate) struct SecurityGroups {
+    pub ec2: aws_sdk_ec2::Client,
+    pub vpc_id: Option<String>,
+    ids: Mutex<Groups>,
 }
 
-async fn ingress_rules(
-    ctx: &Ctx<'_>,
-    group_ids: &[&str],
-) -> Result<Vec<SecurityGroupRule>, TierError> {
-    if group_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let out = ctx
-        .ec2
-        .describe_security_group_rules()
-        .filters(filter("group-id", group_ids))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeSecurityGroupRules", e))?;
-    Ok(out
-        .security_group_rules()
-        .iter()
-        .filter(|r| r.is_egress() != Some(true))
-        .cloned()
-        .collect())
+/// A group with its ingress rules.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    group: SecurityGroup,
+    ingress: Vec<SecurityGroupRule>,
 }
 
-/// Finds or creates the three groups and converges their ingress rules.
-pub(crate) async fn ensure(ctx: &mut Ctx<'_>, vpc_id: Option<&str>) -> Result<Groups, TierError> {
-    let existing = match vpc_id {
-        Some(_) => list(ctx).await?,
-        None => Vec::new(),
-    };
-    let mut groups = Groups::default();
-    let mut created = Vec::new();
-    for role in Role::ALL {
-        let name = ctx.name(role.as_str());
-        let found = existing
-            .iter()
-            .find(|g| tag(g.tags(), NAME_TAG) == Some(name.as_str()) && g.vpc_id() == vpc_id);
-        let id = match (found, vpc_id) {
-            (Some(g), _) => g.group_id().map(str::to_string),
-            (None, Some(vpc)) if !ctx.dry_run => {
-                let out = ctx
-                    .ec2
-                    .create_security_group()
-                    .group_name(&name)
-                    .description(format!(
-                        "mbstack {}: {}",
-                        ctx.spec.stack,
-                        role.description()
-                    ))
-                    .vpc_id(vpc)
-                    .tag_specifications(ctx.tag_spec(ResourceType::SecurityGroup, role.as_str()))
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
-                let id = out
-                    .group_id()
-                    .ok_or_else(|| {
-                        TierError::Terminal("ec2:CreateSecurityGroup returned no id".into())
-                    })?
-                    .to_string();
-                created.push(role);
-                Some(id)
-            }
-            (None, _) => {
-                created.push(role);
-                None
-            }
-        };
-        groups.set(role, id);
+/// One change of a group's ingress.
+pub(crate) enum Step {
+    Authorize(Rule),
+    /// The rule's ID and how it reads.
+    Revoke(String, String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Authorize(r) => write!(f, "+{r}"),
+            Step::Revoke(_, r) => write!(f, "-{r}"),
+        }
+    }
+}
+
+fn role_of(w: &Work<'_>, g: &SecurityGroup) -> Option<Role> {
+    let name = tag(g.tags(), NAME_TAG)?;
+    Role::ALL.into_iter().find(|r| w.name(r.as_str()) == name)
+}
+
+impl SecurityGroups {
+    pub fn new(ec2: aws_sdk_ec2::Client, vpc_id: Option<String>) -> Self {
+        Self {
+            ec2,
+            vpc_id,
+            ids: Mutex::new(Groups::default()),
+        }
     }
 
-    let ids: Vec<&str> = Role::ALL
-        .iter()
-        .filter_map(|r| groups.get(*r).map(String::as_str))
-        .collect();
-    let actual = ingress_rules(ctx, &ids).await?;
-    for role in Role::ALL {
-        let want = wanted_rules(ctx.spec, role, &groups);
-        let Some(id) = groups.get(role).cloned() else {
-            let rules: Vec<String> = want.iter().map(Rule::to_string).collect();
-            ctx.record_named(
-                KIND,
-                role.as_str(),
-                Action::Create,
-                format!("ingress {}", rules.join(", ")),
-            );
-            continue;
-        };
-        let mine: Vec<&SecurityGroupRule> = actual
+    /// The groups' IDs after a converge (None: planned).
+    pub fn groups(&self) -> Groups {
+        self.ids.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn know(&self, role: Role, id: Option<String>) {
+        if let Ok(mut g) = self.ids.lock() {
+            g.set(role, id);
+        }
+    }
+
+    fn wanted(&self, w: &Work<'_>, role: Role) -> Vec<Rule> {
+        wanted_rules(w.spec, role, &self.groups())
+    }
+
+    async fn ingress_rules(&self, group_ids: &[&str]) -> Result<Vec<SecurityGroupRule>, TierError> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .ec2
+            .describe_security_group_rules()
+            .filters(filter("group-id", group_ids))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSecurityGroupRules", e))?;
+        Ok(out
+            .security_group_rules()
             .iter()
-            .filter(|r| r.group_id() == Some(id.as_str()))
+            .filter(|r| r.is_egress() != Some(true))
+            .cloned()
+            .collect())
+    }
+
+    async fn authorize(&self, w: &Work<'_>, id: &str, role: Role, rules: &[&Rule]) -> Result<(), TierError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let mut call = self
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(id)
+            .tag_specifications(tag_spec(
+                w,
+                ResourceType::SecurityGroupRule,
+                &format!("{}-ingress", role.as_str()),
+            ));
+        for rule in rules {
+            call = call.ip_permissions(permission(rule, role)?);
+        }
+        call.send()
+            .await
+            .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
+        Ok(())
+    }
+
+    async fn revoke(&self, group: &str, rule_ids: Vec<String>) -> Result<(), TierError> {
+        self.ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:RevokeSecurityGroupIngress", e))?;
+        Ok(())
+    }
+}
+
+impl Resource for SecurityGroups {
+    const KIND: &'static str = "security-group";
+    const LABEL: &'static str = "security group";
+    type Live = Live;
+    type Want = Role;
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, role: &Role) -> String {
+        w.name(role.as_str())
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        tag(live.group.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.group.group_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        pairs(live.group.tags())
+    }
+
+    /// The stack's groups (in the stack's VPC, when it is known) in the order
+    /// destroy deletes them: DB, app, LB (each referenced by the one before).
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(stack_filter(w))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
+        let mut groups: Vec<SecurityGroup> = out
+            .security_groups()
+            .iter()
+            .filter(|g| w.is_ours(&pairs(g.tags())))
+            .filter(|g| self.vpc_id.is_none() || g.vpc_id() == self.vpc_id.as_deref())
+            .cloned()
             .collect();
-        let have: Vec<Option<Rule>> = mine.iter().map(|r| rule_of(r)).collect();
-        let extra: Vec<(&SecurityGroupRule, String)> = mine
-            .iter()
-            .zip(&have)
-            .filter(|(_, h)| h.as_ref().is_none_or(|h| !want.contains(h)))
-            .map(|(r, h)| {
-                (
-                    *r,
-                    h.as_ref()
-                        .map(Rule::to_string)
-                        .unwrap_or_else(|| describe_raw(r)),
-                )
+        groups.sort_by_key(|g| match role_of(w, g) {
+            Some(Role::Database) => 0,
+            Some(Role::App) => 1,
+            Some(Role::LoadBalancer) => 2,
+            None => 3,
+        });
+        for g in &groups {
+            if let Some(role) = role_of(w, g) {
+                self.know(role, g.group_id().map(str::to_string));
+            }
+        }
+        let ids: Vec<&str> = groups.iter().filter_map(|g| g.group_id()).collect();
+        let rules = self.ingress_rules(&ids).await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| Live {
+                ingress: rules
+                    .iter()
+                    .filter(|r| r.group_id().is_some() && r.group_id() == group.group_id())
+                    .cloned()
+                    .collect(),
+                group,
             })
-            .collect();
-        let missing: Vec<&Rule> = want
+            .collect())
+    }
+
+    /// Exactly the wanted rules: the missing authorized, any other revoked.
+    fn diff(&self, w: &Work<'_>, live: &Live, role: &Role) -> Result<Vec<Step>, TierError> {
+        let want = self.wanted(w, *role);
+        let have: Vec<Option<Rule>> = live.ingress.iter().map(rule_of).collect();
+        let mut steps: Vec<Step> = want
             .iter()
             .filter(|w| !have.iter().flatten().any(|h| h == *w))
+            .cloned()
+            .map(Step::Authorize)
             .collect();
-        if !extra.is_empty() && !ctx.dry_run {
-            let rule_ids: Vec<String> = extra
-                .iter()
-                .filter_map(|(r, _)| r.security_group_rule_id().map(str::to_string))
-                .collect();
-            ctx.ec2
-                .revoke_security_group_ingress()
-                .group_id(&id)
-                .set_security_group_rule_ids(Some(rule_ids))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:RevokeSecurityGroupIngress", e))?;
-        }
-        if !missing.is_empty() && !ctx.dry_run {
-            let mut call = ctx
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(&id)
-                .tag_specifications(ctx.tag_spec(
-                    ResourceType::SecurityGroupRule,
-                    &format!("{}-ingress", role.as_str()),
+        for (r, h) in live.ingress.iter().zip(&have) {
+            if h.as_ref().is_none_or(|h| !want.contains(h)) {
+                let text = h.as_ref().map(Rule::to_string).unwrap_or_else(|| describe_raw(r));
+                steps.push(Step::Revoke(
+                    r.security_group_rule_id().unwrap_or_default().to_string(),
+                    text,
                 ));
-            for rule in &missing {
-                call = call.ip_permissions(permission(rule, role)?);
             }
-            call.send()
-                .await
-                .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
         }
-        let mut steps: Vec<String> = missing.iter().map(|r| format!("+{r}")).collect();
-        steps.extend(extra.iter().map(|(_, r)| format!("-{r}")));
-        let action = if created.contains(&role) {
-            Action::Create
-        } else if steps.is_empty() {
-            Action::None
-        } else {
-            Action::Update
-        };
-        let detail = if steps.is_empty() {
-            format!(
-                "ingress {}",
-                want.iter()
-                    .map(Rule::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            steps.join("; ")
-        };
-        ctx.record(KIND, id, action, detail);
+        Ok(steps)
     }
-    Ok(groups)
+
+    fn describe(&self, w: &Work<'_>, role: &Role) -> String {
+        ingress(&self.wanted(w, *role))
+    }
+    fn summary(&self, w: &Work<'_>, live: &Live) -> String {
+        role_of(w, &live.group)
+            .map(|role| ingress(&self.wanted(w, role)))
+            .unwrap_or_default()
+    }
+
+    async fn create(&self, w: &Work<'_>, role: &Role) -> Result<Live, TierError> {
+        let vpc = self.vpc_id.as_deref().ok_or_else(|| {
+            TierError::Terminal("a security group needs the VPC, which does not exist".into())
+        })?;
+        let name = w.name(role.as_str());
+        let out = self
+            .ec2
+            .create_security_group()
+            .group_name(&name)
+            .description(format!("mbstack {}: {}", w.spec.stack, role.description()))
+            .vpc_id(vpc)
+            .tag_specifications(tag_spec(w, ResourceType::SecurityGroup, role.as_str()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
+        let id = out
+            .group_id()
+            .ok_or_else(|| TierError::Terminal("ec2:CreateSecurityGroup returned no id".into()))?
+            .to_string();
+        self.know(*role, Some(id.clone()));
+        let want = self.wanted(w, *role);
+        self.authorize(w, &id, *role, &want.iter().collect::<Vec<_>>())
+            .await?;
+        let tags = tag_spec(w, ResourceType::SecurityGroup, role.as_str())
+            .tags()
+            .to_vec();
+        Ok(Live {
+            group: SecurityGroup::builder()
+                .group_id(id)
+                .group_name(name)
+                .vpc_id(vpc)
+                .set_tags(Some(tags))
+                .build(),
+            ingress: Vec::new(),
+        })
+    }
+
+    async fn update(&self, w: &Work<'_>, live: &Live, steps: &[Step]) -> Result<(), TierError> {
+        let id = self.id(live);
+        let revoke: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Revoke(rid, _) if !rid.is_empty() => Some(rid.clone()),
+                _ => None,
+            })
+            .collect();
+        if !revoke.is_empty() {
+            self.revoke(&id, revoke).await?;
+        }
+        let add: Vec<&Rule> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Authorize(r) => Some(r),
+                Step::Revoke(..) => None,
+            })
+            .collect();
+        match role_of(w, &live.group) {
+            Some(role) => self.authorize(w, &id, role, &add).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Rules of the stack's other groups that reference this one are revoked
+    /// first, so a rollback that deletes only one group is not blocked by its
+    /// neighbour's rule.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        let id = self.id(live);
+        let known = self.groups();
+        let others: Vec<&str> = Role::ALL
+            .iter()
+            .filter_map(|r| known.get(*r).map(String::as_str))
+            .filter(|o| *o != id)
+            .collect();
+        for r in self.ingress_rules(&others).await? {
+            if r.referenced_group_info().and_then(|x| x.group_id()) == Some(id.as_str()) {
+                if let (Some(gid), Some(rid)) = (r.group_id(), r.security_group_rule_id()) {
+                    self.revoke(gid, vec![rid.to_string()]).await?;
+                }
+            }
+        }
+        self.ec2
+            .delete_security_group()
+            .group_id(&id)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DeleteSecurityGroup", e))?;
+        Ok(Deleted::Now)
+    }
+}
+
+fn ingress(rules: &[Rule]) -> String {
+    format!(
+        "ingress {}",
+        rules.iter().map(Rule::to_string).collect::<Vec<_>>().join(", ")
+    )
 }
 
 fn describe_raw(r: &SecurityGroupRule) -> String {
@@ -345,52 +481,6 @@ fn permission(rule: &Rule, role: Role) -> Result<IpPermission, TierError> {
             ))
         }
     })
-}
-
-/// Destroy: DB, app, then LB group (each referenced by the one before). Rules of
-/// other stack groups that reference a group are revoked first, so a rollback
-/// that deletes only one group is not blocked by its neighbour's rule.
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
-    let groups = list(ctx).await?;
-    for role in [Role::Database, Role::App, Role::LoadBalancer] {
-        let name = ctx.name(role.as_str());
-        let Some(g) = groups
-            .iter()
-            .find(|g| tag(g.tags(), NAME_TAG) == Some(name.as_str()))
-        else {
-            continue;
-        };
-        if !ctx.owns(g.tags()) {
-            continue;
-        }
-        let id = g.group_id().unwrap_or_default().to_string();
-        let others: Vec<&str> = groups
-            .iter()
-            .filter_map(|o| o.group_id())
-            .filter(|o| *o != id)
-            .collect();
-        for r in ingress_rules(ctx, &others).await? {
-            if r.referenced_group_info().and_then(|x| x.group_id()) == Some(id.as_str()) {
-                if let (Some(gid), Some(rid)) = (r.group_id(), r.security_group_rule_id()) {
-                    ctx.ec2
-                        .revoke_security_group_ingress()
-                        .group_id(gid)
-                        .security_group_rule_ids(rid)
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("ec2:RevokeSecurityGroupIngress", e))?;
-                }
-            }
-        }
-        ctx.ec2
-            .delete_security_group()
-            .group_id(&id)
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DeleteSecurityGroup", e))?;
-        ctx.record(KIND, id, Action::Delete, name_of(g.tags()).to_string());
-    }
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
