@@ -152,7 +152,11 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
             subnets: private_subnets,
         });
     }
-    let route_table_ids = routes::ensure(ctx, vpc_id.as_deref(), &tables).await?;
+    let route_kind = routes::RouteTables::new(ctx.ec2.clone(), vpc_id.clone());
+    let made_tables = resource::converge(&route_kind, ctx.work(), &tables).await?;
+    // Tables of the stack that the spec no longer asks for (nat mode changed).
+    resource::prune(&route_kind, ctx.work(), &made_tables.unwanted).await?;
+    let route_table_ids = made_tables.ids(&route_kind);
     let sg = security_groups::SecurityGroups::new(ctx.ec2.clone(), vpc_id.clone());
     resource::converge(&sg, ctx.work(), &security_groups::Role::ALL).await?;
     let groups = sg.groups();
@@ -272,7 +276,7 @@ async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
             vpc_id: None,
         };
         resource::destroy(&gateways, ctx.work()).await?;
-        routes::delete(&mut ctx).await?;
+        resource::destroy(&routes::RouteTables::new(ec2.clone(), None), ctx.work()).await?;
         let sg = security_groups::SecurityGroups::new(ec2.clone(), None);
         resource::destroy(&sg, ctx.work()).await?;
         let subnet_kind = subnets::Subnets {

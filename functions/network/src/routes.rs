@@ -5,11 +5,12 @@
 use aws_sdk_ec2::types::{ResourceType, RouteState, RouteTable};
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::{aws_error, Action, TierError};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Verb, Work};
+use std::sync::Mutex;
 
-use crate::ctx::{filter, name_of, tag, Ctx};
+use crate::ctx::{filter, pairs, stack_filter, tag, tag_spec};
 
-pub(crate) const KIND: &str = "route-table";
 const ANYWHERE: &str = "0.0.0.0/0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,27 +30,52 @@ pub(crate) struct Wanted {
     pub subnets: Vec<Option<String>>,
 }
 
-/// Every route table in the VPC (ours and the main one), for tags and associations.
-async fn list_in_vpc(ctx: &Ctx<'_>, vpc_id: &str) -> Result<Vec<RouteTable>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_route_tables()
-        .filters(filter("vpc-id", &[vpc_id]))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
-    Ok(out.route_tables().to_vec())
+/// The stack's route tables in the VPC `vpc_id` (None: planned, or a destroy).
+/// Every table of the VPC (ours and the main one) is kept in `all`: a subnet
+/// may be associated with any of them.
+pub(crate) struct RouteTables {
+    pub ec2: aws_sdk_ec2::Client,
+    pub vpc_id: Option<String>,
+    all: Mutex<Vec<RouteTable>>,
 }
 
-async fn list_stack(ctx: &Ctx<'_>) -> Result<Vec<RouteTable>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_route_tables()
-        .filters(ctx.stack_filter())
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
-    Ok(ctx.only_ours(out.route_tables(), |r| r.tags()))
+/// One change of a table.
+pub(crate) enum Step {
+    RemoveDefault(String),
+    SetDefault {
+        /// None: the gateway is planned, not created yet.
+        target: Option<String>,
+        via_igw: bool,
+        /// The route exists (replace it), and what it pointed at.
+        was: Option<(String, bool)>,
+    },
+    /// Move a subnet here from another table: (subnet, association, table).
+    Move(String, String, String),
+    Associate(String),
+    /// A subnet that is planned, not created yet.
+    AssociateNew,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::RemoveDefault(cur) => write!(f, "remove route {ANYWHERE} → {cur}"),
+            Step::SetDefault { target, was, .. } => {
+                let shown = target.as_deref().unwrap_or("the new gateway");
+                match was {
+                    Some((c, blackhole)) => write!(
+                        f,
+                        "route {ANYWHERE} → {shown} (was {c}{})",
+                        if *blackhole { ", a blackhole" } else { "" }
+                    ),
+                    None => write!(f, "route {ANYWHERE} → {shown}"),
+                }
+            }
+            Step::Move(subnet, _, other) => write!(f, "move {subnet} here from {other}"),
+            Step::Associate(subnet) => write!(f, "associate {subnet}"),
+            Step::AssociateNew => f.write_str("associate a new subnet"),
+        }
+    }
 }
 
 fn default_route_target(rt: &RouteTable) -> Option<(String, bool)> {
@@ -66,161 +92,214 @@ fn default_route_target(rt: &RouteTable) -> Option<(String, bool)> {
         })
 }
 
-/// Converges every wanted table; deletes the stack's tables no longer wanted.
-pub(crate) async fn ensure(
-    ctx: &mut Ctx<'_>,
-    vpc_id: Option<&str>,
-    wanted: &[Wanted],
-) -> Result<Vec<Option<String>>, TierError> {
-    let tables = match vpc_id {
-        Some(v) => list_in_vpc(ctx, v).await?,
-        None => Vec::new(),
-    };
-    let mut ids = Vec::new();
-    for w in wanted {
-        ids.push(ensure_one(ctx, vpc_id, &tables, w).await?);
-    }
-    // Tables of the stack that the spec no longer asks for (nat mode changed).
-    let keep: Vec<String> = wanted.iter().map(|w| ctx.name(&w.role)).collect();
-    for rt in &tables {
-        if !ctx.owns_any(rt.tags())
-            || keep
-                .iter()
-                .any(|k| Some(k.as_str()) == tag(rt.tags(), NAME_TAG))
-        {
-            continue;
-        }
-        let id = rt.route_table_id().unwrap_or_default().to_string();
-        if !ctx.dry_run {
-            // Fresh: ensure_one may just have moved its subnets away.
-            let out = ctx
-                .ec2
-                .describe_route_tables()
-                .route_table_ids(&id)
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
-            if let Some(fresh) = out.route_tables().first() {
-                delete_table(ctx, fresh).await?;
-            }
-        }
-        ctx.record(
-            KIND,
-            id,
-            Action::Delete,
-            format!("{} is no longer in the spec", name_of(rt.tags())),
-        );
-    }
-    Ok(ids)
-}
-
-async fn ensure_one(
-    ctx: &mut Ctx<'_>,
-    vpc_id: Option<&str>,
-    tables: &[RouteTable],
-    w: &Wanted,
-) -> Result<Option<String>, TierError> {
-    let name = ctx.name(&w.role);
-    let found = tables
-        .iter()
-        .find(|rt| ctx.owns_any(rt.tags()) && tag(rt.tags(), NAME_TAG) == Some(name.as_str()));
-    let mut steps = Vec::new();
-    let (id, created) = match (found, vpc_id) {
-        (Some(rt), _) => (rt.route_table_id().unwrap_or_default().to_string(), false),
-        (None, Some(vpc)) if !ctx.dry_run => {
-            let out = ctx
-                .ec2
-                .create_route_table()
-                .vpc_id(vpc)
-                .tag_specifications(ctx.tag_spec(ResourceType::RouteTable, &w.role))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:CreateRouteTable", e))?;
-            let id = out
-                .route_table()
-                .and_then(|r| r.route_table_id())
-                .ok_or_else(|| TierError::Terminal("ec2:CreateRouteTable returned no id".into()))?
-                .to_string();
-            (id, true)
-        }
-        (None, _) => {
-            ctx.record(KIND, name, Action::Create, describe(w));
-            return Ok(None);
-        }
-    };
-
-    // The default route.
-    let current = found.and_then(default_route_target);
-    let want_target = match &w.target {
-        Target::Nothing => None,
-        Target::InternetGateway(t) | Target::NatGateway(t) => Some(t.clone()),
-    };
-    match (current, want_target) {
-        (None, None) => {}
-        (Some((cur, _)), None) => {
-            if !ctx.dry_run {
-                ctx.ec2
-                    .delete_route()
-                    .route_table_id(&id)
-                    .destination_cidr_block(ANYWHERE)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:DeleteRoute", e))?;
-            }
-            steps.push(format!("remove route {ANYWHERE} → {cur}"));
-        }
-        (Some((cur, false)), Some(Some(want))) if cur == want => {}
-        (cur, Some(want)) => {
-            let shown = want.clone().unwrap_or_else(|| "the new gateway".into());
-            if let (Some(target), false) = (want, ctx.dry_run) {
-                let via_igw = matches!(w.target, Target::InternetGateway(_));
-                set_default_route(ctx, &id, &target, via_igw, cur.is_some()).await?;
-            }
-            steps.push(match cur {
-                Some((c, blackhole)) => format!(
-                    "route {ANYWHERE} → {shown} (was {c}{})",
-                    if blackhole { ", a blackhole" } else { "" }
-                ),
-                None => format!("route {ANYWHERE} → {shown}"),
-            });
+impl RouteTables {
+    pub fn new(ec2: aws_sdk_ec2::Client, vpc_id: Option<String>) -> Self {
+        Self {
+            ec2,
+            vpc_id,
+            all: Mutex::new(Vec::new()),
         }
     }
 
-    // Subnet associations: a subnet may be associated with another of our
-    // tables (nat mode changed) — move it.
-    for subnet in &w.subnets {
-        let Some(subnet) = subnet else {
-            steps.push("associate a new subnet".into());
-            continue;
-        };
-        let assoc = tables.iter().find_map(|rt| {
+    /// The table a subnet is associated with now: (table, association).
+    fn association_of(&self, subnet: &str) -> Option<(String, String)> {
+        let all = self.all.lock().ok()?;
+        all.iter().find_map(|rt| {
             rt.associations()
                 .iter()
-                .find(|a| a.subnet_id() == Some(subnet.as_str()))
+                .find(|a| a.subnet_id() == Some(subnet))
                 .map(|a| {
                     (
-                        rt.route_table_id().unwrap_or_default(),
-                        a.route_table_association_id().unwrap_or_default(),
+                        rt.route_table_id().unwrap_or_default().to_string(),
+                        a.route_table_association_id().unwrap_or_default().to_string(),
                     )
                 })
-        });
-        match assoc {
-            Some((rt, _)) if rt == id => {}
-            Some((other, assoc_id)) => {
-                if !ctx.dry_run {
-                    ctx.ec2
+        })
+    }
+
+    /// Points 0.0.0.0/0 of table `id` at `target` (replacing the current route).
+    async fn set_default_route(
+        &self,
+        id: &str,
+        target: &str,
+        via_igw: bool,
+        replace: bool,
+    ) -> Result<(), TierError> {
+        if replace {
+            let call = self
+                .ec2
+                .replace_route()
+                .route_table_id(id)
+                .destination_cidr_block(ANYWHERE);
+            let call = if via_igw {
+                call.gateway_id(target)
+            } else {
+                call.nat_gateway_id(target)
+            };
+            call.send()
+                .await
+                .map_err(|e| aws_error("ec2:ReplaceRoute", e))?;
+        } else {
+            let call = self
+                .ec2
+                .create_route()
+                .route_table_id(id)
+                .destination_cidr_block(ANYWHERE);
+            let call = if via_igw {
+                call.gateway_id(target)
+            } else {
+                call.nat_gateway_id(target)
+            };
+            call.send()
+                .await
+                .map_err(|e| aws_error("ec2:CreateRoute", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Resource for RouteTables {
+    const KIND: &'static str = "route-table";
+    const LABEL: &'static str = "route table";
+    type Live = RouteTable;
+    type Want = Wanted;
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, want: &Wanted) -> String {
+        w.name(&want.role)
+    }
+    fn live_name(&self, live: &RouteTable) -> Option<String> {
+        tag(live.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &RouteTable) -> String {
+        live.route_table_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &RouteTable) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<RouteTable>, TierError> {
+        let call = self.ec2.describe_route_tables();
+        let call = match &self.vpc_id {
+            Some(vpc) => call.filters(filter("vpc-id", &[vpc])),
+            None => call.filters(stack_filter(w)),
+        };
+        let out = call
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
+        if let Ok(mut all) = self.all.lock() {
+            *all = out.route_tables().to_vec();
+        }
+        Ok(out
+            .route_tables()
+            .iter()
+            .filter(|rt| w.is_ours(&pairs(rt.tags())))
+            .cloned()
+            .collect())
+    }
+
+    /// The default route, then the subnets' associations (a subnet may be
+    /// associated with another of our tables when the nat mode changed: moved).
+    fn diff(&self, _w: &Work<'_>, rt: &RouteTable, want: &Wanted) -> Result<Vec<Step>, TierError> {
+        let id = self.id(rt);
+        let mut steps = Vec::new();
+        let current = default_route_target(rt);
+        let want_target = match &want.target {
+            Target::Nothing => None,
+            Target::InternetGateway(t) | Target::NatGateway(t) => Some(t.clone()),
+        };
+        match (current, want_target) {
+            (None, None) => {}
+            (Some((cur, _)), None) => steps.push(Step::RemoveDefault(cur)),
+            (Some((cur, false)), Some(Some(t))) if cur == t => {}
+            (was, Some(target)) => steps.push(Step::SetDefault {
+                target,
+                via_igw: matches!(want.target, Target::InternetGateway(_)),
+                was,
+            }),
+        }
+        for subnet in &want.subnets {
+            let Some(subnet) = subnet else {
+                steps.push(Step::AssociateNew);
+                continue;
+            };
+            match self.association_of(subnet) {
+                Some((table, _)) if table == id => {}
+                Some((other, assoc)) => steps.push(Step::Move(subnet.clone(), assoc, other)),
+                None => steps.push(Step::Associate(subnet.clone())),
+            }
+        }
+        Ok(steps)
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &Wanted) -> String {
+        describe(want)
+    }
+    fn summary(&self, _w: &Work<'_>, rt: &RouteTable) -> String {
+        let route = match default_route_target(rt) {
+            None => "no default route".to_string(),
+            Some((target, _)) => format!("{ANYWHERE} → {target}"),
+        };
+        format!("{route}, {} subnet(s)", rt.associations().len())
+    }
+
+    /// The table, its default route and its subnets.
+    async fn create(&self, w: &Work<'_>, want: &Wanted) -> Result<RouteTable, TierError> {
+        let vpc = self.vpc_id.as_deref().ok_or_else(|| {
+            TierError::Terminal("a route table needs the VPC, which does not exist".into())
+        })?;
+        let out = self
+            .ec2
+            .create_route_table()
+            .vpc_id(vpc)
+            .tag_specifications(tag_spec(w, ResourceType::RouteTable, &want.role))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateRouteTable", e))?;
+        let rt = out
+            .route_table()
+            .filter(|r| r.route_table_id().is_some())
+            .cloned()
+            .ok_or_else(|| TierError::Terminal("ec2:CreateRouteTable returned no id".into()))?;
+        let steps = self.diff(w, &rt, want)?;
+        self.update(w, &rt, &steps).await?;
+        Ok(rt)
+    }
+
+    async fn update(&self, _w: &Work<'_>, rt: &RouteTable, steps: &[Step]) -> Result<(), TierError> {
+        let id = self.id(rt);
+        for step in steps {
+            match step {
+                Step::RemoveDefault(_) => {
+                    self.ec2
+                        .delete_route()
+                        .route_table_id(&id)
+                        .destination_cidr_block(ANYWHERE)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("ec2:DeleteRoute", e))?;
+                }
+                Step::SetDefault {
+                    target: Some(target),
+                    via_igw,
+                    was,
+                } => {
+                    self.set_default_route(&id, target, *via_igw, was.is_some())
+                        .await?
+                }
+                Step::SetDefault { target: None, .. } | Step::AssociateNew => {}
+                Step::Move(_, assoc, _) => {
+                    self.ec2
                         .replace_route_table_association()
-                        .association_id(assoc_id)
+                        .association_id(assoc)
                         .route_table_id(&id)
                         .send()
                         .await
                         .map_err(|e| aws_error("ec2:ReplaceRouteTableAssociation", e))?;
                 }
-                steps.push(format!("move {subnet} here from {other}"));
-            }
-            None => {
-                if !ctx.dry_run {
-                    ctx.ec2
+                Step::Associate(subnet) => {
+                    self.ec2
                         .associate_route_table()
                         .route_table_id(&id)
                         .subnet_id(subnet)
@@ -228,63 +307,48 @@ async fn ensure_one(
                         .await
                         .map_err(|e| aws_error("ec2:AssociateRouteTable", e))?;
                 }
-                steps.push(format!("associate {subnet}"));
             }
         }
+        Ok(())
     }
 
-    let action = match (created, steps.is_empty()) {
-        (true, _) => Action::Create,
-        (false, true) => Action::None,
-        (false, false) => Action::Update,
-    };
-    let detail = if steps.is_empty() || created {
-        describe(w)
-    } else {
-        steps.join("; ")
-    };
-    ctx.record(KIND, &id, action, detail);
-    Ok(Some(id))
-}
-
-/// Points 0.0.0.0/0 of table `id` at `target` (replacing the current route).
-async fn set_default_route(
-    ctx: &Ctx<'_>,
-    id: &str,
-    target: &str,
-    via_igw: bool,
-    replace: bool,
-) -> Result<(), TierError> {
-    if replace {
-        let call = ctx
-            .ec2
-            .replace_route()
-            .route_table_id(id)
-            .destination_cidr_block(ANYWHERE);
-        let call = if via_igw {
-            call.gateway_id(target)
+    /// Disassociates its subnets, then deletes it. In an apply (pruning) the
+    /// table is read again first: this run may just have moved its subnets.
+    async fn delete(&self, w: &Work<'_>, rt: &RouteTable) -> Result<Deleted, TierError> {
+        let id = self.id(rt);
+        let fresh = if w.verb == Verb::Apply {
+            let out = self
+                .ec2
+                .describe_route_tables()
+                .route_table_ids(&id)
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:DescribeRouteTables", e))?;
+            match out.route_tables().first() {
+                Some(fresh) => fresh.clone(),
+                None => return Ok(Deleted::Now),
+            }
         } else {
-            call.nat_gateway_id(target)
+            rt.clone()
         };
-        call.send()
+        for a in fresh.associations().iter().filter(|a| a.main() != Some(true)) {
+            if let Some(assoc) = a.route_table_association_id() {
+                self.ec2
+                    .disassociate_route_table()
+                    .association_id(assoc)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ec2:DisassociateRouteTable", e))?;
+            }
+        }
+        self.ec2
+            .delete_route_table()
+            .route_table_id(&id)
+            .send()
             .await
-            .map_err(|e| aws_error("ec2:ReplaceRoute", e))?;
-    } else {
-        let call = ctx
-            .ec2
-            .create_route()
-            .route_table_id(id)
-            .destination_cidr_block(ANYWHERE);
-        let call = if via_igw {
-            call.gateway_id(target)
-        } else {
-            call.nat_gateway_id(target)
-        };
-        call.send()
-            .await
-            .map_err(|e| aws_error("ec2:CreateRoute", e))?;
+            .map_err(|e| aws_error("ec2:DeleteRouteTable", e))?;
+        Ok(Deleted::Now)
     }
-    Ok(())
 }
 
 fn describe(w: &Wanted) -> String {
@@ -294,44 +358,6 @@ fn describe(w: &Wanted) -> String {
         Target::NatGateway(_) => format!("{ANYWHERE} → NAT gateway"),
     };
     format!("{}, {} subnet(s)", route, w.subnets.len())
-}
-
-async fn delete_table(ctx: &Ctx<'_>, rt: &RouteTable) -> Result<(), TierError> {
-    let id = rt.route_table_id().unwrap_or_default();
-    for a in rt.associations().iter().filter(|a| a.main() != Some(true)) {
-        if let Some(assoc) = a.route_table_association_id() {
-            ctx.ec2
-                .disassociate_route_table()
-                .association_id(assoc)
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DisassociateRouteTable", e))?;
-        }
-    }
-    ctx.ec2
-        .delete_route_table()
-        .route_table_id(id)
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DeleteRouteTable", e))?;
-    Ok(())
-}
-
-/// Destroy: the route tables destroy owns, with their associations.
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<(), TierError> {
-    for rt in list_stack(ctx).await? {
-        if !ctx.owns(rt.tags()) {
-            continue;
-        }
-        delete_table(ctx, &rt).await?;
-        ctx.record(
-            KIND,
-            rt.route_table_id().unwrap_or_default(),
-            Action::Delete,
-            name_of(rt.tags()).to_string(),
-        );
-    }
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
