@@ -34,7 +34,9 @@ use crate::work::{Readiness, Work};
 pub enum Deleted {
     /// Deleted (or deleting with nothing left to wait for in this tier).
     Now,
-    /// AWS accepted or needs more time; the tier reports pending with this reason.
+    /// The delete is under way: the tier waits for it (this reason).
+    Started(String),
+    /// Nothing done now: AWS must finish something first (this reason).
     Waiting(String),
 }
 
@@ -87,12 +89,15 @@ pub trait Resource: Sync {
         want: &Self::Want,
     ) -> impl Future<Output = Result<Self::Live, TierError>> + Send;
 
+    /// Makes `steps` (from [`Resource::diff`]). Returns the resource when the
+    /// update replaced it (None: `live` stands).
     fn update(
         &self,
         w: &Work<'_>,
         live: &Self::Live,
+        want: &Self::Want,
         steps: &[Self::Step],
-    ) -> impl Future<Output = Result<(), TierError>> + Send;
+    ) -> impl Future<Output = Result<Option<Self::Live>, TierError>> + Send;
 
     /// Pure: whether an existing resource is usable.
     fn readiness(&self, _w: &Work<'_>, _live: &Self::Live) -> Readiness {
@@ -157,18 +162,20 @@ pub async fn converge<R: Resource>(
         if steps.is_empty() {
             let detail = r.summary(w, &l);
             w.record(R::KIND, r.id(&l), Action::None, detail);
-        } else {
-            if !w.dry_run {
-                r.update(w, &l, &steps).await?;
-            }
-            let detail = steps
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            w.record(R::KIND, r.id(&l), Action::Update, detail);
+            found.push(Some(l));
+            continue;
         }
-        found.push(Some(l));
+        let detail = steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let replaced = match w.dry_run {
+            true => None,
+            false => r.update(w, &l, want, &steps).await?,
+        };
+        w.record(R::KIND, r.id(&l), Action::Update, detail);
+        found.push(Some(replaced.unwrap_or(l)));
     }
     let unwanted = live.into_iter().filter(|l| w.is_ours(&r.tags(l))).collect();
     Ok(Converged { found, unwanted })
@@ -186,7 +193,7 @@ pub async fn prune<R: Resource>(
         let name = r.live_name(l).unwrap_or_else(|| r.id(l));
         let mut detail = format!("{name} is no longer in the spec");
         if !w.dry_run {
-            if let Deleted::Waiting(why) = r.delete(w, l).await? {
+            if let Deleted::Started(why) | Deleted::Waiting(why) = r.delete(w, l).await? {
                 detail = format!("{detail}; {why}");
                 waiting.push(why);
             }
@@ -207,10 +214,12 @@ pub async fn destroy<R: Resource>(r: &R, w: &mut Work<'_>) -> Result<Vec<String>
         let name = r.live_name(&l).unwrap_or_default();
         match r.delete(w, &l).await? {
             Deleted::Now => w.record(R::KIND, r.id(&l), Action::Delete, name),
-            Deleted::Waiting(why) => {
+            Deleted::Started(why) => {
                 w.record(R::KIND, r.id(&l), Action::Delete, name);
                 waiting.push(why);
             }
+            // Nothing done by this call: no change to record.
+            Deleted::Waiting(why) => waiting.push(why),
         }
     }
     Ok(waiting)
@@ -344,10 +353,11 @@ mod tests {
             &self,
             _w: &Work<'_>,
             live: &Thing,
+            _want: &Want,
             steps: &[String],
-        ) -> Result<(), TierError> {
+        ) -> Result<Option<Thing>, TierError> {
             self.log(format!("update {} {}", live.name, steps.join(",")));
-            Ok(())
+            Ok(None)
         }
         fn readiness(&self, _w: &Work<'_>, live: &Thing) -> Readiness {
             if live.ready {

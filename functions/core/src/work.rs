@@ -137,6 +137,39 @@ impl<'a> Work<'a> {
             .count()
     }
 
+    /// The answer to `check`, the same in every tier: read-only, so the
+    /// changes a converge pass recorded are what is not yet as wanted. Ready
+    /// when there are none and every resource is ready; a failed resource is
+    /// an error (the run rolls back).
+    pub fn checked(
+        mut self,
+        readiness: Readiness,
+        outputs: Map<String, Value>,
+    ) -> Result<Outcome, TierError> {
+        if let Readiness::Failed(why) = readiness {
+            return Err(TierError::ResourceFailed(why));
+        }
+        let missing: Vec<String> = self
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::None)
+            .map(|c| format!("{} {} ({:?})", c.kind, c.id, c.action).to_lowercase())
+            .collect();
+        // check changed nothing, so it lists no changes.
+        self.changes.clear();
+        if !missing.is_empty() {
+            let message = format!("waiting for {}", missing.join(", "));
+            return Ok(self.outcome(State::Pending, message, outputs));
+        }
+        Ok(match readiness {
+            Readiness::Pending(why) => self.outcome(State::Pending, why, outputs),
+            _ => {
+                let message = format!("{} ready", self.tier.info().state_label);
+                self.outcome(State::Ready, message, outputs)
+            }
+        })
+    }
+
     /// The tier's answer. A pending one asks to be checked again after the
     /// tier's poll interval ([`crate::naming::TierInfo::poll_seconds`]).
     pub fn outcome(

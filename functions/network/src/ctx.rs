@@ -42,37 +42,6 @@ impl<'a> Ctx<'a> {
     pub fn work(&mut self) -> &mut Work<'a> {
         &mut self.work
     }
-
-    /// Tags for a resource created now, in the creating call itself.
-    pub fn tag_spec(&self, kind: ResourceType, role: &str) -> TagSpecification {
-        tag_spec(&self.work, kind, role)
-    }
-
-    /// Every resource of this stack.
-    pub fn stack_filter(&self) -> Filter {
-        stack_filter(&self.work)
-    }
-
-    /// Whether destroy may delete a resource with these tags (see [`Work::owns`]).
-    pub fn owns(&self, tags: &[Tag]) -> bool {
-        self.work.owns(&pairs(tags))
-    }
-
-    /// Whether a resource belongs to this stack, whoever created it.
-    pub fn owns_any(&self, tags: &[Tag]) -> bool {
-        self.work.is_ours(&pairs(tags))
-    }
-
-    /// The resources of this stack among `items`. Server-side tag filters are not
-    /// enough to stand on (moto ignores them for NAT gateways, for one): nothing
-    /// is touched that does not carry our stack tag.
-    pub fn only_ours<T: Clone>(&self, items: &[T], tags: impl Fn(&T) -> &[Tag]) -> Vec<T> {
-        items
-            .iter()
-            .filter(|i| self.owns_any(tags(i)))
-            .cloned()
-            .collect()
-    }
 }
 
 /// Tags for a resource created now, in the creating call itself.

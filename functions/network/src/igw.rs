@@ -130,9 +130,11 @@ impl Resource for Gateways {
         &self,
         _w: &Work<'_>,
         live: &InternetGateway,
+        _want: &(),
         _steps: &[Attach],
-    ) -> Result<(), TierError> {
-        self.attach(&self.id(live)).await
+    ) -> Result<Option<InternetGateway>, TierError> {
+        self.attach(&self.id(live)).await?;
+        Ok(None)
     }
 
     /// Detaches and deletes the gateway. Fails with a retryable

@@ -43,7 +43,9 @@ struct Shape {
     azs: Vec<String>,
     subnets: Vec<(subnets::Want, Option<String>)>,
     igw_id: Option<String>,
-    nats: Vec<nat::Wanted>,
+    /// Every resource of the tier at its wanted state and ready: the NAT
+    /// gateways are the ones that take time.
+    readiness: Readiness,
     nat_ids: Vec<Option<String>>,
     route_table_ids: Vec<Option<String>>,
     groups: security_groups::Groups,
@@ -118,14 +120,26 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     };
 
     let net = &ctx.spec.network;
+    let eips = nat::ElasticIps::new(ctx.ec2.clone());
+    let eip_wants: Vec<nat::EipWant> = nat_azs
+        .iter()
+        .map(|az| nat::EipWant { az: az.to_string() })
+        .collect();
+    let eips_made = resource::converge(&eips, ctx.work(), &eip_wants).await?;
     let nats: Vec<nat::Wanted> = nat_azs
         .iter()
-        .map(|az| nat::Wanted {
+        .zip(eips_made.ids(&eips))
+        .map(|(az, allocation_id)| nat::Wanted {
             az: az.to_string(),
             subnet_id: subnet_of(Side::Public, az),
+            allocation_id,
         })
         .collect();
-    let nat_ids = nat::ensure(ctx, &nats).await?;
+    let nat_kind = nat::NatGateways {
+        ec2: ctx.ec2.clone(),
+    };
+    let nats_made = resource::converge(&nat_kind, ctx.work(), &nats).await?;
+    let nat_ids = nats_made.ids(&nat_kind);
 
     let mut tables = vec![routes::Wanted {
         role: "public".into(),
@@ -162,7 +176,8 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
     let groups = sg.groups();
     // Only now that no route points at them: what the spec no longer asks for.
     if vpc_id.is_some() {
-        nat::prune(ctx, &nats).await?;
+        resource::prune(&nat_kind, ctx.work(), &nats_made.unwanted).await?;
+        resource::prune(&eips, ctx.work(), &eips_made.unwanted).await?;
         resource::prune(&subnet_kind, ctx.work(), &made.unwanted).await?;
     }
     Ok(Shape {
@@ -170,7 +185,7 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
         azs,
         subnets: placed,
         igw_id,
-        nats,
+        readiness: resource::readiness(&nat_kind, ctx.work(), &nats, &nats_made.found),
         nat_ids,
         route_table_ids,
         groups,
@@ -221,7 +236,7 @@ async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
         let message = format!("plan: {n} change(s) to the network");
         return Ok(outcome(ctx, State::Ready, message, outputs));
     }
-    match nat::readiness(&ctx, &s.nats).await? {
+    match s.readiness {
         Readiness::Ready => {
             let message = format!("network ready ({n} change(s))");
             Ok(outcome(ctx, State::Ready, message, outputs))
@@ -236,40 +251,26 @@ async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
 async fn check(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     let s = shape(&mut ctx).await?;
     let outputs = outputs(&ctx, &s);
-    let missing: Vec<String> = ctx
-        .changes
-        .iter()
-        .filter(|c| c.action != mbstack_core::Action::None)
-        .map(|c| format!("{} {} ({:?})", c.kind, c.id, c.action).to_lowercase())
-        .collect();
-    // check reports readiness; it changed nothing, so it lists no changes.
-    ctx.changes.clear();
-    if !missing.is_empty() {
-        let message = format!("waiting for {}", missing.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, outputs));
-    }
-    match nat::readiness(&ctx, &s.nats).await? {
-        Readiness::Ready => Ok(outcome(ctx, State::Ready, "network ready".into(), outputs)),
-        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, outputs)),
-        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
-    }
+    ctx.into_work().checked(s.readiness, outputs)
 }
 
 /// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →
 /// EIPs → IGW → route tables → security groups → subnets → VPC. `pending` while
 /// waiting (a NAT deleting, an ENI lingering); `gone` when nothing is left.
 async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
-    let waiting = nat::delete(&mut ctx).await?;
-    if !waiting.is_empty() {
-        let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, Map::new()));
-    }
-    let waiting = nat::release_all(&mut ctx).await?;
-    if !waiting.is_empty() {
-        let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, Map::new()));
-    }
     let ec2 = ctx.ec2.clone();
+    let nat_kind = nat::NatGateways { ec2: ec2.clone() };
+    let waiting = resource::destroy(&nat_kind, ctx.work()).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(outcome(ctx, State::Pending, message, Map::new()));
+    }
+    let eips = nat::ElasticIps::new(ec2.clone());
+    let waiting = resource::destroy(&eips, ctx.work()).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(outcome(ctx, State::Pending, message, Map::new()));
+    }
     let steps = async {
         let gateways = igw::Gateways {
             ec2: ec2.clone(),

@@ -9,12 +9,11 @@ use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::{aws_error, error_code, Action, Readiness, TierError};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
+use std::sync::Mutex;
 
-use crate::ctx::{name_of, tag, Ctx};
-
-pub(crate) const KIND: &str = "nat-gateway";
-pub(crate) const EIP_KIND: &str = "elastic-ip";
+use crate::ctx::{pairs, stack_filter, tag, tag_spec, Ctx};
 
 pub(crate) fn role(az: &str) -> String {
     format!("nat-{az}")
@@ -24,40 +23,37 @@ fn eip_role(az: &str) -> String {
     format!("nat-eip-{az}")
 }
 
-/// A NAT gateway the spec asks for: its AZ and the public subnet it sits in.
+/// A NAT gateway the spec asks for: its AZ, the public subnet it sits in and
+/// its Elastic IP (None: planned).
 #[derive(Debug, Clone)]
 pub(crate) struct Wanted {
     pub az: String,
     pub subnet_id: Option<String>,
+    pub allocation_id: Option<String>,
 }
 
-/// The stack's NAT gateways in the given states.
-/// The stack's NAT gateways in one of `states`. The states are checked here, not
-/// by a server-side filter: found by the benchmark's slower emulator timings, a
-/// gateway the emulator shows `deleting` was dropped by its `state` filter, and
-/// the EIP release that followed was refused as in use.
-async fn list(ctx: &Ctx<'_>, states: &[&str]) -> Result<Vec<NatGateway>, TierError> {
-    let out = ctx
-        .ec2
+/// Every NAT gateway of the stack in one of `states`. The states are checked
+/// here, not by a server-side filter: found by the benchmark's slower emulator
+/// timings, a gateway the emulator shows `deleting` was dropped by its `state`
+/// filter, and the EIP release that followed was refused as in use.
+async fn list_nats(
+    ec2: &aws_sdk_ec2::Client,
+    w: &Work<'_>,
+    states: &[&str],
+) -> Result<Vec<NatGateway>, TierError> {
+    let out = ec2
         .describe_nat_gateways()
-        .filter(ctx.stack_filter())
+        .filter(stack_filter(w))
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeNatGateways", e))?;
-    let mut ours = ctx.only_ours(out.nat_gateways(), |n| n.tags());
-    ours.retain(|n| n.state().is_some_and(|s| states.contains(&s.as_str())));
-    Ok(ours)
-}
-
-async fn list_addresses(ctx: &Ctx<'_>) -> Result<Vec<Address>, TierError> {
-    let out = ctx
-        .ec2
-        .describe_addresses()
-        .filters(ctx.stack_filter())
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
-    Ok(ctx.only_ours(out.addresses(), |a| a.tags()))
+    Ok(out
+        .nat_gateways()
+        .iter()
+        .filter(|n| w.is_ours(&pairs(n.tags())))
+        .filter(|n| n.state().is_some_and(|s| states.contains(&s.as_str())))
+        .cloned()
+        .collect())
 }
 
 fn live(n: &NatGateway) -> bool {
@@ -67,145 +63,329 @@ fn live(n: &NatGateway) -> bool {
     )
 }
 
-/// Finds or creates each wanted NAT gateway (and its EIP); returns their ids in
-/// the order of `wanted` (None when planning a create).
-pub(crate) async fn ensure(
-    ctx: &mut Ctx<'_>,
-    wanted: &[Wanted],
-) -> Result<Vec<Option<String>>, TierError> {
-    let nats = list(ctx, &["pending", "available"]).await?;
-    let deleting = list(ctx, &["deleting"]).await?;
-    let addresses = list_addresses(ctx).await?;
-    let mut ids = Vec::new();
-    for w in wanted {
-        let name = ctx.name(&role(&w.az));
-        if let Some(n) = nats
-            .iter()
-            .find(|n| tag(n.tags(), NAME_TAG) == Some(name.as_str()))
-        {
-            let id = n.nat_gateway_id().unwrap_or_default().to_string();
-            for address in n.nat_gateway_addresses() {
-                if let Some(allocation) = address.allocation_id() {
-                    let ip = address.public_ip().unwrap_or("").to_string();
-                    ctx.record(EIP_KIND, allocation, Action::None, ip);
-                }
-            }
-            let detail = format!("in {}", n.subnet_id().unwrap_or("?"));
-            ctx.record(KIND, &id, Action::None, detail);
-            ids.push(Some(id));
-            continue;
+/// The stack's Elastic IPs, one per NAT gateway. Whether an address is free
+/// depends on the NAT gateways: `list` reads them too (`nats`).
+pub(crate) struct ElasticIps {
+    pub ec2: aws_sdk_ec2::Client,
+    nats: Mutex<Vec<NatGateway>>,
+}
+
+/// The AZ of a wanted Elastic IP.
+pub(crate) struct EipWant {
+    pub az: String,
+}
+
+/// The one "change" of an address: it is still held by a NAT gateway that is
+/// being deleted (Resource.AlreadyAssociated for a new one): wait for AWS.
+pub(crate) struct HeldBy(String);
+
+impl std::fmt::Display for HeldBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "once {} (deleting) frees it", self.0)
+    }
+}
+
+impl ElasticIps {
+    pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
+        Self {
+            ec2,
+            nats: Mutex::new(Vec::new()),
         }
-        let eip_name = ctx.name(&eip_role(&w.az));
-        // Free: no live NAT gateway maps it (a deleted NAT's EIP is reused). One
-        // still `deleting` holds it (CreateNatGateway would answer
-        // Resource.AlreadyAssociated): wait for it rather than allocate another.
-        let named: Vec<&Address> = addresses
+    }
+
+    /// The NAT gateway (not yet `deleted`) that maps `address`, and whether it
+    /// is being deleted.
+    fn mapped_by(&self, address: &Address) -> Option<(String, bool)> {
+        let nats = self.nats.lock().ok()?;
+        mapped_by(address, &nats).map(|n| {
+            (
+                n.nat_gateway_id().unwrap_or_default().to_string(),
+                n.state() == Some(&NatGatewayState::Deleting),
+            )
+        })
+    }
+}
+
+impl Resource for ElasticIps {
+    const KIND: &'static str = "elastic-ip";
+    const LABEL: &'static str = "Elastic IP";
+    type Live = Address;
+    type Want = EipWant;
+    type Step = HeldBy;
+
+    fn name(&self, w: &Work<'_>, want: &EipWant) -> String {
+        w.name(&eip_role(&want.az))
+    }
+    fn live_name(&self, live: &Address) -> Option<String> {
+        tag(live.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &Address) -> String {
+        live.allocation_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Address) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    /// The stack's addresses, those a live NAT gateway uses first, then free
+    /// ones, then those a deleting one still holds: of two with one name, the
+    /// first is the NAT's (a deleted NAT's free address is reused).
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Address>, TierError> {
+        let nats = list_nats(&self.ec2, w, &["pending", "available", "deleting"]).await?;
+        if let Ok(mut n) = self.nats.lock() {
+            *n = nats;
+        }
+        let out = self
+            .ec2
+            .describe_addresses()
+            .filters(stack_filter(w))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+        let mut ours: Vec<Address> = out
+            .addresses()
             .iter()
-            .filter(|a| tag(a.tags(), NAME_TAG) == Some(eip_name.as_str()))
+            .filter(|a| w.is_ours(&pairs(a.tags())))
+            .cloned()
             .collect();
-        let eip = named
-            .iter()
-            .copied()
-            .find(|a| mapped_by(a, &nats).is_none() && mapped_by(a, &deleting).is_none());
-        if let (None, Some(held)) = (eip, named.iter().find_map(|a| mapped_by(a, &deleting))) {
-            if ctx.dry_run {
-                ctx.record(
-                    KIND,
-                    name,
-                    Action::Create,
-                    format!(
-                        "in the public subnet of {}, once {held} (deleting) frees its Elastic IP",
-                        w.az
-                    ),
-                );
-                ids.push(None);
-                continue;
-            }
-            return Err(TierError::Retryable(format!(
-                "the Elastic IP {eip_name} is still held by NAT gateway {held}, which is deleting: the new NAT gateway in {} takes it once AWS frees it",
-                w.az
+        ours.sort_by_key(|a| match self.mapped_by(a) {
+            Some((_, false)) => 0,
+            None => 1,
+            Some((_, true)) => 2,
+        });
+        Ok(ours)
+    }
+
+    fn diff(&self, _w: &Work<'_>, a: &Address, _want: &EipWant) -> Result<Vec<HeldBy>, TierError> {
+        Ok(match self.mapped_by(a) {
+            Some((nat, true)) => vec![HeldBy(nat)],
+            _ => vec![],
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &EipWant) -> String {
+        format!("for the NAT gateway in {}", want.az)
+    }
+    fn summary(&self, _w: &Work<'_>, a: &Address) -> String {
+        a.public_ip().unwrap_or_default().to_string()
+    }
+
+    async fn create(&self, w: &Work<'_>, want: &EipWant) -> Result<Address, TierError> {
+        let role = eip_role(&want.az);
+        let out = self
+            .ec2
+            .allocate_address()
+            .domain(DomainType::Vpc)
+            .tag_specifications(tag_spec(w, ResourceType::ElasticIp, &role))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
+        let id = out.allocation_id().ok_or_else(|| {
+            TierError::Terminal("ec2:AllocateAddress returned no allocation id".into())
+        })?;
+        Ok(Address::builder()
+            .allocation_id(id)
+            .set_public_ip(out.public_ip().map(str::to_string))
+            .set_tags(Some(
+                tag_spec(w, ResourceType::ElasticIp, &role).tags().to_vec(),
+            ))
+            .build())
+    }
+
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        a: &Address,
+        want: &EipWant,
+        steps: &[HeldBy],
+    ) -> Result<Option<Address>, TierError> {
+        let held = steps.first().map(|h| h.0.as_str()).unwrap_or("?");
+        Err(TierError::Retryable(format!(
+            "the Elastic IP {} ({}) is still held by NAT gateway {held}, which is deleting: the new NAT gateway in {} takes it once AWS frees it",
+            self.name(w, want),
+            self.id(a),
+            want.az
+        )))
+    }
+
+    /// Released once no NAT gateway maps it.
+    async fn delete(&self, _w: &Work<'_>, a: &Address) -> Result<Deleted, TierError> {
+        let id = self.id(a);
+        if let Some((nat, _)) = self.mapped_by(a) {
+            return Ok(Deleted::Waiting(format!(
+                "Elastic IP {id} to be unmapped from {nat} (released once its NAT gateway is deleted)"
             )));
         }
-        let allocation = match eip {
-            Some(a) => {
-                let id = a.allocation_id().unwrap_or_default().to_string();
-                ctx.record(
-                    EIP_KIND,
-                    &id,
-                    Action::None,
-                    a.public_ip().unwrap_or("").to_string(),
-                );
-                Some(id)
+        match self.ec2.release_address().allocation_id(&id).send().await {
+            Ok(_) => Ok(Deleted::Now),
+            // Its NAT gateway is `deleted`, but AWS frees the address moments
+            // later (until then: InvalidIPAddress.InUse, or AuthFailure): not yet.
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("InvalidIPAddress.InUse" | "AuthFailure")
+                ) =>
+            {
+                Ok(Deleted::Waiting(format!(
+                    "Elastic IP {id}: AWS has not freed it from its deleted NAT gateway yet ({})",
+                    error_code(&e).unwrap_or("")
+                )))
             }
-            None if ctx.dry_run => {
-                ctx.record(
-                    EIP_KIND,
-                    eip_name,
-                    Action::Create,
-                    format!("for the NAT gateway in {}", w.az),
-                );
-                None
-            }
-            None => {
-                let out = ctx
-                    .ec2
-                    .allocate_address()
-                    .domain(DomainType::Vpc)
-                    .tag_specifications(ctx.tag_spec(ResourceType::ElasticIp, &eip_role(&w.az)))
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
-                let id = out
-                    .allocation_id()
-                    .ok_or_else(|| {
-                        TierError::Terminal("ec2:AllocateAddress returned no allocation id".into())
-                    })?
-                    .to_string();
-                ctx.record(
-                    EIP_KIND,
-                    &id,
-                    Action::Create,
-                    out.public_ip().unwrap_or("").to_string(),
-                );
-                Some(id)
-            }
+            Err(e) => Err(aws_error("ec2:ReleaseAddress", e)),
+        }
+    }
+}
+
+/// The stack's NAT gateways. A destroy also sees those being deleted (it waits
+/// for them); a converge does not (a new one replaces a deleting one).
+pub(crate) struct NatGateways {
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+/// The one change of a NAT gateway in place: none. A failed one is replaced.
+pub(crate) struct Replace(String);
+
+impl std::fmt::Display for Replace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "replace: it failed ({})", self.0)
+    }
+}
+
+impl NatGateways {
+    async fn delete_nat(&self, id: &str) -> Result<(), TierError> {
+        self.ec2
+            .delete_nat_gateway()
+            .nat_gateway_id(id)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DeleteNatGateway", e))?;
+        Ok(())
+    }
+}
+
+impl Resource for NatGateways {
+    const KIND: &'static str = "nat-gateway";
+    const LABEL: &'static str = "NAT gateway";
+    type Live = NatGateway;
+    type Want = Wanted;
+    type Step = Replace;
+
+    fn name(&self, w: &Work<'_>, want: &Wanted) -> String {
+        w.name(&role(&want.az))
+    }
+    fn live_name(&self, live: &NatGateway) -> Option<String> {
+        tag(live.tags(), NAME_TAG).map(str::to_string)
+    }
+    fn id(&self, live: &NatGateway) -> String {
+        live.nat_gateway_id().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &NatGateway) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    /// Live ones (pending, available) before failed ones: a live gateway is
+    /// the one a name means.
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<NatGateway>, TierError> {
+        let states: &[&str] = match w.verb {
+            Verb::Destroy => &["pending", "available", "failed", "deleting"],
+            _ => &["pending", "available", "failed"],
         };
-        let (Some(subnet), Some(allocation), false) =
-            (w.subnet_id.as_deref(), allocation, ctx.dry_run)
-        else {
-            ctx.record(
-                KIND,
-                name,
-                Action::Create,
-                format!("in the public subnet of {}", w.az),
-            );
-            ids.push(None);
-            continue;
+        let mut nats = list_nats(&self.ec2, w, states).await?;
+        nats.sort_by_key(|n| !live(n));
+        Ok(nats)
+    }
+
+    fn diff(
+        &self,
+        _w: &Work<'_>,
+        n: &NatGateway,
+        _want: &Wanted,
+    ) -> Result<Vec<Replace>, TierError> {
+        Ok(match n.state() {
+            Some(NatGatewayState::Failed) => vec![Replace(failure(n))],
+            _ => vec![],
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &Wanted) -> String {
+        match (&want.subnet_id, &want.allocation_id) {
+            (Some(subnet), Some(allocation)) => format!("in {subnet} with {allocation}"),
+            _ => format!("in the public subnet of {}", want.az),
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, n: &NatGateway) -> String {
+        format!("in {}", n.subnet_id().unwrap_or("?"))
+    }
+
+    async fn create(&self, w: &Work<'_>, want: &Wanted) -> Result<NatGateway, TierError> {
+        let (Some(subnet), Some(allocation)) = (&want.subnet_id, &want.allocation_id) else {
+            return Err(TierError::Terminal(format!(
+                "the NAT gateway in {} needs its public subnet and Elastic IP, which do not exist",
+                want.az
+            )));
         };
-        let out = ctx
+        let out = self
             .ec2
             .create_nat_gateway()
             .subnet_id(subnet)
-            .allocation_id(&allocation)
-            .client_token(client_token(&ctx.spec.stack, &ctx.run.id, &w.az))
-            .tag_specifications(ctx.tag_spec(ResourceType::Natgateway, &role(&w.az)))
+            .allocation_id(allocation)
+            .client_token(client_token(&w.spec.stack, &w.run.id, &want.az))
+            .tag_specifications(tag_spec(w, ResourceType::Natgateway, &role(&want.az)))
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateNatGateway", e))?;
-        let id = out
-            .nat_gateway()
-            .and_then(|n| n.nat_gateway_id())
-            .ok_or_else(|| TierError::Terminal("ec2:CreateNatGateway returned no id".into()))?
-            .to_string();
-        ctx.record(
-            KIND,
-            &id,
-            Action::Create,
-            format!("in {subnet} with {allocation}"),
-        );
-        ids.push(Some(id));
+        out.nat_gateway()
+            .filter(|n| n.nat_gateway_id().is_some())
+            .cloned()
+            .ok_or_else(|| TierError::Terminal("ec2:CreateNatGateway returned no id".into()))
     }
-    Ok(ids)
+
+    /// A failed gateway: a new one, then the failed one deleted.
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        n: &NatGateway,
+        want: &Wanted,
+        _steps: &[Replace],
+    ) -> Result<Option<NatGateway>, TierError> {
+        let new = self.create(w, want).await?;
+        self.delete_nat(&self.id(n)).await?;
+        Ok(Some(new))
+    }
+
+    fn readiness(&self, _w: &Work<'_>, n: &NatGateway) -> Readiness {
+        let id = self.id(n);
+        let az = tag(n.tags(), NAME_TAG).unwrap_or("?");
+        match n.state() {
+            Some(NatGatewayState::Available) => Readiness::Ready,
+            Some(NatGatewayState::Failed) => {
+                Readiness::Failed(format!("NAT gateway {id} ({az}) failed: {}", failure(n)))
+            }
+            state => Readiness::Pending(format!(
+                "NAT gateway {id} ({az}): {}",
+                state.map(|s| s.as_str()).unwrap_or("?")
+            )),
+        }
+    }
+
+    /// Its Elastic IP is released (and the IGW detached) only once it is
+    /// `deleted`: destroy waits.
+    async fn delete(&self, _w: &Work<'_>, n: &NatGateway) -> Result<Deleted, TierError> {
+        let id = self.id(n);
+        let why = format!("NAT gateway {id} to be deleted");
+        if n.state() == Some(&NatGatewayState::Deleting) {
+            return Ok(Deleted::Waiting(why));
+        }
+        self.delete_nat(&id).await?;
+        Ok(Deleted::Started(why))
+    }
+}
+
+fn failure(n: &NatGateway) -> String {
+    format!(
+        "{} ({})",
+        n.failure_message().unwrap_or("no reason given"),
+        n.failure_code().unwrap_or("")
+    )
 }
 
 /// Refuses, before anything is created, a spec whose NAT gateways need more new
@@ -268,187 +448,15 @@ fn client_token(stack: &str, run: &str, az: &str) -> String {
     format!("mbstack-{stack:.20}-{:016x}", h.finish())
 }
 
-/// Deletes NAT gateways and releases EIPs the spec no longer asks for (nat mode
-/// or AZ count changed). An EIP still mapped to a deleting NAT is released by a
-/// later apply or destroy.
-pub(crate) async fn prune(ctx: &mut Ctx<'_>, wanted: &[Wanted]) -> Result<(), TierError> {
-    let keep: Vec<String> = wanted.iter().map(|w| ctx.name(&role(&w.az))).collect();
-    let keep_eips: Vec<String> = wanted.iter().map(|w| ctx.name(&eip_role(&w.az))).collect();
-    for n in list(ctx, &["pending", "available", "failed"]).await? {
-        if keep
-            .iter()
-            .any(|k| Some(k.as_str()) == tag(n.tags(), NAME_TAG))
-            && live(&n)
-        {
-            continue;
-        }
-        let id = n.nat_gateway_id().unwrap_or_default().to_string();
-        if !ctx.dry_run {
-            delete_nat(ctx, &id).await?;
-        }
-        ctx.record(
-            KIND,
-            id,
-            Action::Delete,
-            format!("{} is no longer in the spec", name_of(n.tags())),
-        );
-    }
-    let live = list(ctx, &["pending", "available", "deleting"]).await?;
-    for a in list_addresses(ctx).await? {
-        if keep_eips
-            .iter()
-            .any(|k| Some(k.as_str()) == tag(a.tags(), NAME_TAG))
-        {
-            continue;
-        }
-        let id = a.allocation_id().unwrap_or_default().to_string();
-        if mapped_by(&a, &live).is_some() {
-            ctx.record(
-                EIP_KIND,
-                id,
-                Action::Delete,
-                "released once its NAT gateway is deleted (next apply or destroy)",
-            );
-            continue;
-        }
-        if !ctx.dry_run {
-            release(ctx, &id).await?;
-        }
-        ctx.record(
-            EIP_KIND,
-            id,
-            Action::Delete,
-            "no longer used by a NAT gateway",
-        );
-    }
-    Ok(())
-}
-
-/// Whether every wanted NAT gateway is available.
-pub(crate) async fn readiness(ctx: &Ctx<'_>, wanted: &[Wanted]) -> Result<Readiness, TierError> {
-    if wanted.is_empty() {
-        return Ok(Readiness::Ready);
-    }
-    let nats = list(ctx, &["pending", "available", "failed"]).await?;
-    let mut waiting = Vec::new();
-    for w in wanted {
-        let name = ctx.name(&role(&w.az));
-        let mine: Vec<&NatGateway> = nats
-            .iter()
-            .filter(|n| tag(n.tags(), NAME_TAG) == Some(name.as_str()))
-            .collect();
-        match mine.iter().find(|n| live(n)) {
-            Some(n) if n.state() == Some(&NatGatewayState::Available) => {}
-            Some(n) => waiting.push(format!(
-                "NAT gateway {} in {}: {}",
-                n.nat_gateway_id().unwrap_or("?"),
-                w.az,
-                n.state().map(|s| s.as_str()).unwrap_or("?")
-            )),
-            None => match mine.first() {
-                Some(failed) => {
-                    return Ok(Readiness::Failed(format!(
-                        "NAT gateway {} in {} failed: {} ({})",
-                        failed.nat_gateway_id().unwrap_or("?"),
-                        w.az,
-                        failed.failure_message().unwrap_or("no reason given"),
-                        failed.failure_code().unwrap_or("")
-                    )))
-                }
-                None => waiting.push(format!("NAT gateway {name}: not created yet")),
-            },
-        }
-    }
-    Ok(if waiting.is_empty() {
-        Readiness::Ready
-    } else {
-        Readiness::Pending(format!("waiting for {}", waiting.join(", ")))
-    })
-}
-
 /// The NAT gateway (not yet `deleted`) that still maps this address. An address
 /// whose NAT is gone is free to release, whatever its association field says.
-fn mapped_by<'n>(address: &Address, live: &'n [NatGateway]) -> Option<&'n str> {
+fn mapped_by<'n>(address: &Address, live: &'n [NatGateway]) -> Option<&'n NatGateway> {
     let allocation = address.allocation_id()?;
-    live.iter()
-        .find(|n| {
-            n.nat_gateway_addresses()
-                .iter()
-                .any(|a| a.allocation_id() == Some(allocation))
-        })
-        .and_then(|n| n.nat_gateway_id())
-}
-
-async fn delete_nat(ctx: &Ctx<'_>, id: &str) -> Result<(), TierError> {
-    ctx.ec2
-        .delete_nat_gateway()
-        .nat_gateway_id(id)
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DeleteNatGateway", e))?;
-    Ok(())
-}
-
-async fn release(ctx: &Ctx<'_>, allocation_id: &str) -> Result<(), TierError> {
-    match ctx
-        .ec2
-        .release_address()
-        .allocation_id(allocation_id)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Its NAT gateway is `deleted`, but AWS frees the address moments later
-        // (until then: InvalidIPAddress.InUse, or AuthFailure): not yet.
-        Err(e) if matches!(error_code(&e), Some("InvalidIPAddress.InUse" | "AuthFailure")) => {
-            Err(TierError::Retryable(format!(
-                "Elastic IP {allocation_id}: AWS has not freed it from its deleted NAT gateway yet ({})",
-                error_code(&e).unwrap_or("")
-            )))
-        }
-        Err(e) => Err(aws_error("ec2:ReleaseAddress", e)),
-    }
-}
-
-/// Destroy, step 1: delete the NAT gateways destroy owns. Returns what is still
-/// being deleted (destroy reports `pending` until that is empty).
-pub(crate) async fn delete(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierError> {
-    let mut waiting = Vec::new();
-    for n in list(ctx, &["pending", "available", "failed", "deleting"]).await? {
-        if !ctx.owns(n.tags()) {
-            continue;
-        }
-        let id = n.nat_gateway_id().unwrap_or_default().to_string();
-        if n.state() != Some(&NatGatewayState::Deleting) {
-            delete_nat(ctx, &id).await?;
-            ctx.record(KIND, &id, Action::Delete, name_of(n.tags()).to_string());
-        }
-        waiting.push(format!("NAT gateway {id} to be deleted"));
-    }
-    Ok(waiting)
-}
-
-/// Destroy, step 2 (after every NAT is `deleted`): release the EIPs destroy owns.
-pub(crate) async fn release_all(ctx: &mut Ctx<'_>) -> Result<Vec<String>, TierError> {
-    let mut waiting = Vec::new();
-    let live = list(ctx, &["pending", "available", "deleting"]).await?;
-    for a in list_addresses(ctx).await? {
-        if !ctx.owns(a.tags()) {
-            continue;
-        }
-        let id = a.allocation_id().unwrap_or_default().to_string();
-        if let Some(nat) = mapped_by(&a, &live) {
-            waiting.push(format!("Elastic IP {id} to be unmapped from {nat}"));
-            continue;
-        }
-        match release(ctx, &id).await {
-            Ok(()) => ctx.record(EIP_KIND, id, Action::Delete, name_of(a.tags()).to_string()),
-            // Not freed yet: destroy reports pending and tries again.
-            Err(TierError::Retryable(why)) => waiting.push(why),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(waiting)
+    live.iter().find(|n| {
+        n.nat_gateway_addresses()
+            .iter()
+            .any(|a| a.allocation_id() == Some(allocation))
+    })
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -111,7 +111,9 @@ impl RouteTables {
                 .map(|a| {
                     (
                         rt.route_table_id().unwrap_or_default().to_string(),
-                        a.route_table_association_id().unwrap_or_default().to_string(),
+                        a.route_table_association_id()
+                            .unwrap_or_default()
+                            .to_string(),
                     )
                 })
         })
@@ -263,11 +265,17 @@ impl Resource for RouteTables {
             .cloned()
             .ok_or_else(|| TierError::Terminal("ec2:CreateRouteTable returned no id".into()))?;
         let steps = self.diff(w, &rt, want)?;
-        self.update(w, &rt, &steps).await?;
+        self.update(w, &rt, want, &steps).await?;
         Ok(rt)
     }
 
-    async fn update(&self, _w: &Work<'_>, rt: &RouteTable, steps: &[Step]) -> Result<(), TierError> {
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        rt: &RouteTable,
+        _want: &Wanted,
+        steps: &[Step],
+    ) -> Result<Option<RouteTable>, TierError> {
         let id = self.id(rt);
         for step in steps {
             match step {
@@ -309,7 +317,7 @@ impl Resource for RouteTables {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Disassociates its subnets, then deletes it. In an apply (pruning) the
@@ -331,7 +339,11 @@ impl Resource for RouteTables {
         } else {
             rt.clone()
         };
-        for a in fresh.associations().iter().filter(|a| a.main() != Some(true)) {
+        for a in fresh
+            .associations()
+            .iter()
+            .filter(|a| a.main() != Some(true))
+        {
             if let Some(assoc) = a.route_table_association_id() {
                 self.ec2
                     .disassociate_route_table()

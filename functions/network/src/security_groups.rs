@@ -219,7 +219,13 @@ impl SecurityGroups {
             .collect())
     }
 
-    async fn authorize(&self, w: &Work<'_>, id: &str, role: Role, rules: &[&Rule]) -> Result<(), TierError> {
+    async fn authorize(
+        &self,
+        w: &Work<'_>,
+        id: &str,
+        role: Role,
+        rules: &[&Rule],
+    ) -> Result<(), TierError> {
         if rules.is_empty() {
             return Ok(());
         }
@@ -328,7 +334,10 @@ impl Resource for SecurityGroups {
             .collect();
         for (r, h) in live.ingress.iter().zip(&have) {
             if h.as_ref().is_none_or(|h| !want.contains(h)) {
-                let text = h.as_ref().map(Rule::to_string).unwrap_or_else(|| describe_raw(r));
+                let text = h
+                    .as_ref()
+                    .map(Rule::to_string)
+                    .unwrap_or_else(|| describe_raw(r));
                 steps.push(Step::Revoke(
                     r.security_group_rule_id().unwrap_or_default().to_string(),
                     text,
@@ -384,7 +393,13 @@ impl Resource for SecurityGroups {
         })
     }
 
-    async fn update(&self, w: &Work<'_>, live: &Live, steps: &[Step]) -> Result<(), TierError> {
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        live: &Live,
+        _want: &Role,
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
         let id = self.id(live);
         let revoke: Vec<String> = steps
             .iter()
@@ -403,10 +418,10 @@ impl Resource for SecurityGroups {
                 Step::Revoke(..) => None,
             })
             .collect();
-        match role_of(w, &live.group) {
-            Some(role) => self.authorize(w, &id, role, &add).await,
-            None => Ok(()),
+        if let Some(role) = role_of(w, &live.group) {
+            self.authorize(w, &id, role, &add).await?;
         }
+        Ok(None)
     }
 
     /// Rules of the stack's other groups that reference this one are revoked
@@ -440,7 +455,11 @@ impl Resource for SecurityGroups {
 fn ingress(rules: &[Rule]) -> String {
     format!(
         "ingress {}",
-        rules.iter().map(Rule::to_string).collect::<Vec<_>>().join(", ")
+        rules
+            .iter()
+            .map(Rule::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

@@ -169,8 +169,9 @@ impl Resource for Subnets {
         &self,
         _w: &Work<'_>,
         s: &Subnet,
+        _want: &Want,
         _steps: &[NoPublicIps],
-    ) -> Result<(), TierError> {
+    ) -> Result<Option<Subnet>, TierError> {
         self.ec2
             .modify_subnet_attribute()
             .subnet_id(self.id(s))
@@ -178,7 +179,7 @@ impl Resource for Subnets {
             .send()
             .await
             .map_err(|e| aws_error("ec2:ModifySubnetAttribute", e))?;
-        Ok(())
+        Ok(None)
     }
 
     /// Lingering ENIs (ALB, Fargate) make AWS answer DependencyViolation:

@@ -167,11 +167,17 @@ impl Resource for Vpcs {
         })
     }
 
-    async fn update(&self, _w: &Work<'_>, live: &Live, steps: &[TurnOn]) -> Result<(), TierError> {
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _want: &Want,
+        steps: &[TurnOn],
+    ) -> Result<Option<Live>, TierError> {
         for TurnOn(attr) in steps {
             self.turn_on(&self.id(live), attr).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Its contents must be gone first.
