@@ -140,6 +140,24 @@ where
     }
 }
 
+/// A read of one resource by name: its answer, None when AWS says there is no
+/// such resource (`not_found`: the service's codes for that), the error
+/// otherwise. Every finder's not-found handling, in one place.
+pub fn found<T, E>(
+    op: &str,
+    result: Result<T, SdkError<E, Response>>,
+    not_found: &[&str],
+) -> Result<Option<T>, TierError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c)) => Ok(None),
+        Err(e) => Err(aws_error(op, e)),
+    }
+}
+
 /// EC2's answers for an ID it does not know. Right after a create, AWS may not
 /// know the new ID yet (eventual consistency: "an ID just created can be unknown
 /// to the next call for a moment").

@@ -34,8 +34,9 @@ use crate::work::{Readiness, Work};
 pub enum Deleted {
     /// Deleted (or deleting with nothing left to wait for in this tier).
     Now,
-    /// The delete is under way: the tier waits for it (this reason).
-    Started(String),
+    /// The delete is under way: what was done (the change's detail) and what
+    /// the tier waits for.
+    Started { detail: String, waiting: String },
     /// Nothing done now: AWS must finish something first (this reason).
     Waiting(String),
 }
@@ -193,7 +194,9 @@ pub async fn prune<R: Resource>(
         let name = r.live_name(l).unwrap_or_else(|| r.id(l));
         let mut detail = format!("{name} is no longer in the spec");
         if !w.dry_run {
-            if let Deleted::Started(why) | Deleted::Waiting(why) = r.delete(w, l).await? {
+            if let Deleted::Started { waiting: why, .. } | Deleted::Waiting(why) =
+                r.delete(w, l).await?
+            {
                 detail = format!("{detail}; {why}");
                 waiting.push(why);
             }
@@ -214,8 +217,11 @@ pub async fn destroy<R: Resource>(r: &R, w: &mut Work<'_>) -> Result<Vec<String>
         let name = r.live_name(&l).unwrap_or_default();
         match r.delete(w, &l).await? {
             Deleted::Now => w.record(R::KIND, r.id(&l), Action::Delete, name),
-            Deleted::Started(why) => {
-                w.record(R::KIND, r.id(&l), Action::Delete, name);
+            Deleted::Started {
+                detail,
+                waiting: why,
+            } => {
+                w.record(R::KIND, r.id(&l), Action::Delete, detail);
                 waiting.push(why);
             }
             // Nothing done by this call: no change to record.

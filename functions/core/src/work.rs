@@ -137,10 +137,38 @@ impl<'a> Work<'a> {
             .count()
     }
 
-    /// The answer to `check`, the same in every tier: read-only, so the
-    /// changes a converge pass recorded are what is not yet as wanted. Ready
-    /// when there are none and every resource is ready; a failed resource is
-    /// an error (the run rolls back).
+    /// The answer to `plan` and `apply`, the same in every tier: a plan is
+    /// ready with its changes; an apply is ready, pending (why) or failed as
+    /// `readiness` (the tier's resources after this pass) says.
+    pub fn converged(
+        self,
+        readiness: Readiness,
+        outputs: Map<String, Value>,
+    ) -> Result<Outcome, TierError> {
+        let n = self.changed();
+        let label = self.tier.info().state_label;
+        if self.read_only() {
+            let message = format!("plan: {n} change(s) to the {label}");
+            return Ok(self.outcome(State::Ready, message, outputs));
+        }
+        match readiness {
+            Readiness::Ready => {
+                let message = format!("{label} ready ({n} change(s))");
+                Ok(self.outcome(State::Ready, message, outputs))
+            }
+            Readiness::Pending(why) => Ok(self.outcome(State::Pending, why, outputs)),
+            Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+        }
+    }
+
+    /// The answer to `check`, the same in every tier: read-only, on the changes
+    /// a converge pass recorded and the resources' readiness. Ready when no
+    /// resource is missing or extra (nothing to create or delete) and every
+    /// resource is ready; a failed resource is an error (the run rolls back).
+    /// An in-place update still open does not hold a check: apply makes its
+    /// updates itself or says why it cannot yet (a stopped DB is modified by
+    /// the apply after the one that starts it), and a resource that is
+    /// applying one says so in its readiness.
     pub fn checked(
         mut self,
         readiness: Readiness,
@@ -149,12 +177,15 @@ impl<'a> Work<'a> {
         if let Readiness::Failed(why) = readiness {
             return Err(TierError::ResourceFailed(why));
         }
-        let missing: Vec<String> = self
-            .changes
-            .iter()
-            .filter(|c| c.action != Action::None)
-            .map(|c| format!("{} {} ({:?})", c.kind, c.id, c.action).to_lowercase())
-            .collect();
+        let list = |keep: &dyn Fn(Action) -> bool| -> Vec<String> {
+            self.changes
+                .iter()
+                .filter(|c| keep(c.action))
+                .map(|c| format!("{} {} ({:?})", c.kind, c.id, c.action).to_lowercase())
+                .collect()
+        };
+        let missing = list(&|a| !matches!(a, Action::None | Action::Update));
+        let open = list(&|a| a == Action::Update);
         // check changed nothing, so it lists no changes.
         self.changes.clear();
         if !missing.is_empty() {
@@ -164,7 +195,10 @@ impl<'a> Work<'a> {
         Ok(match readiness {
             Readiness::Pending(why) => self.outcome(State::Pending, why, outputs),
             _ => {
-                let message = format!("{} ready", self.tier.info().state_label);
+                let mut message = format!("{} ready", self.tier.info().state_label);
+                if !open.is_empty() {
+                    message += &format!("; left for the next apply: {}", open.join(", "));
+                }
                 self.outcome(State::Ready, message, outputs)
             }
         })
@@ -240,6 +274,32 @@ pub fn utc_stamp_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_waits_for_what_is_missing_and_for_readiness_not_for_open_updates() {
+        use crate::contract::{Run, Scope, Verb};
+        let spec = StackSpec::new("s1");
+        let run = Run {
+            id: "r1".into(),
+            scope: Scope::Stack,
+        };
+        let work = |action: Action| {
+            let mut w = Work::new(Tier::Data, &spec, &run, Verb::Check);
+            w.record("db-instance", "s1-db", action, "");
+            w
+        };
+        let created = work(Action::Create).checked(Readiness::Ready, Map::new());
+        assert!(matches!(&created, Ok(o) if o.state == State::Pending
+            && o.message == "waiting for db-instance s1-db (create)" && o.changes.is_empty()));
+        let open = work(Action::Update).checked(Readiness::Ready, Map::new());
+        assert!(matches!(&open, Ok(o) if o.state == State::Ready
+            && o.message.ends_with("left for the next apply: db-instance s1-db (update)")));
+        let busy = work(Action::None).checked(Readiness::Pending("modifying".into()), Map::new());
+        assert!(matches!(&busy, Ok(o) if o.state == State::Pending && o.message == "modifying"));
+        let failed =
+            work(Action::None).checked(Readiness::Failed("storage-full".into()), Map::new());
+        assert!(matches!(failed, Err(TierError::ResourceFailed(m)) if m == "storage-full"));
+    }
 
     #[test]
     fn stamps() {

@@ -4,11 +4,11 @@
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, error_code, found, Readiness, TierError, Work};
 
 use crate::tags::{pairs, rds_tags};
 
-pub(crate) const KIND: &str = "db-instance";
 const ROLE: &str = "db";
 pub(crate) const DB_NAME: &str = "metabase";
 pub(crate) const MASTER_USER: &str = "metabase";
@@ -58,37 +58,13 @@ const BUSY: &[&str] = &[
     "upgrading",
 ];
 
-/// The instance and its tags, if it exists.
-pub(crate) async fn find(
-    rds: &aws_sdk_rds::Client,
-    w: &Work<'_>,
-) -> Result<Option<(DbInstance, Vec<(String, String)>)>, TierError> {
-    let id = w.name(ROLE);
-    let out = match rds
-        .describe_db_instances()
-        .db_instance_identifier(&id)
-        .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e)
-            if matches!(
-                error_code(&e),
-                Some("DBInstanceNotFound" | "DBInstanceNotFoundFault")
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(aws_error("rds:DescribeDBInstances", e)),
-    };
-    let Some(db) = out.db_instances().first().cloned() else {
-        return Ok(None);
-    };
-    let tags = pairs(db.tag_list());
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("DB instance", &id));
-    }
-    Ok(Some((db, tags)))
+/// The stack's DB instance, in the subnet group and security group given
+/// (None: planned). `stamp` names a final snapshot taken now.
+pub(crate) struct DbInstances {
+    pub rds: aws_sdk_rds::Client,
+    pub subnet_group: Option<String>,
+    pub security_group: Option<String>,
+    pub stamp: String,
 }
 
 fn major(version: &str) -> Option<u32> {
@@ -99,52 +75,48 @@ fn minor(version: &str) -> Option<u32> {
     version.split('.').nth(1)?.parse().ok()
 }
 
-/// Finds or creates the instance and converges what can change in place.
-pub(crate) async fn ensure(
-    rds: &aws_sdk_rds::Client,
-    w: &mut Work<'_>,
-    subnet_group: Option<&str>,
-    security_group: Option<&str>,
-) -> Result<Option<DbInstance>, TierError> {
-    let id = w.name(ROLE);
-    if let Some((db, _)) = find(rds, w).await? {
-        converge(rds, w, &db).await?;
-        return Ok(Some(db));
+/// One change of the instance in place (ModifyDBInstance with
+/// ApplyImmediately, or a stop or start). A stop or start carries the notes of
+/// what waits (shown with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Class(String, String),
+    Storage(i32, i32),
+    BackupRetention(i32, i32),
+    DeletionProtection(bool),
+    MultiAz(bool),
+    Engine {
+        from: String,
+        to: String,
+        major: bool,
+    },
+    Stop(String),
+    Start(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Class(a, b) => write!(f, "class {a} → {b}"),
+            Step::Storage(a, b) => write!(f, "storage {a} → {b} GiB"),
+            Step::BackupRetention(a, b) => write!(f, "backup retention {a} → {b} days"),
+            Step::DeletionProtection(on) => {
+                write!(
+                    f,
+                    "deletion protection → {}",
+                    if *on { "on" } else { "off" }
+                )
+            }
+            Step::MultiAz(on) => write!(f, "Multi-AZ → {on}"),
+            Step::Engine { from, to, major } => write!(
+                f,
+                "engine {from} → {to}{}",
+                if *major { " (major upgrade)" } else { "" }
+            ),
+            Step::Stop(also) => write!(f, "stop (paused){also}"),
+            Step::Start(also) => write!(f, "start (resumed){also}"),
+        }
     }
-    let (Some(group), Some(sg), false) = (subnet_group, security_group, w.dry_run) else {
-        w.record(KIND, &id, Action::Create, describe(w));
-        return Ok(None);
-    };
-    let d = &w.spec.database;
-    let out = rds
-        .create_db_instance()
-        .db_instance_identifier(&id)
-        .engine("postgres")
-        .engine_version(&d.engine_version)
-        .db_instance_class(&d.instance_class)
-        .allocated_storage(d.storage_gib as i32)
-        .storage_type("gp3")
-        .storage_encrypted(true)
-        .publicly_accessible(false)
-        .db_name(DB_NAME)
-        .master_username(MASTER_USER)
-        .manage_master_user_password(true)
-        .db_subnet_group_name(group)
-        .vpc_security_group_ids(sg)
-        .backup_retention_period(i32::from(d.backup_retention_days))
-        .preferred_backup_window(BACKUP_WINDOW)
-        .preferred_maintenance_window(MAINTENANCE_WINDOW)
-        .auto_minor_version_upgrade(true)
-        .deletion_protection(d.deletion_protection)
-        .multi_az(d.multi_az)
-        .copy_tags_to_snapshot(true)
-        .enable_performance_insights(false)
-        .set_tags(Some(rds_tags(w, ROLE)))
-        .send()
-        .await
-        .map_err(|e| aws_error("rds:CreateDBInstance", e))?;
-    w.record(KIND, &id, Action::Create, describe(w));
-    Ok(out.db_instance().cloned())
 }
 
 fn describe(w: &Work<'_>) -> String {
@@ -159,39 +131,35 @@ fn describe(w: &Work<'_>) -> String {
     )
 }
 
-/// Modifies what differs from the spec (ApplyImmediately), stops or starts it for
-/// `paused`; refuses what cannot change in place.
-async fn converge(
-    rds: &aws_sdk_rds::Client,
-    w: &mut Work<'_>,
-    db: &DbInstance,
-) -> Result<(), TierError> {
-    let id = db.db_instance_identifier().unwrap_or_default().to_string();
+/// Pure: what differs from the spec and can change in place (the steps), and
+/// what cannot change now (the notes, with why); an error for what can never
+/// change in place.
+fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), TierError> {
+    let id = db.db_instance_identifier().unwrap_or_default();
     let d = &w.spec.database;
     if db.storage_encrypted() == Some(false) {
         return Err(TierError::Refused(format!(
             "DB {id} is not encrypted and encryption cannot be turned on in place: restore a snapshot into an encrypted copy"
         )));
     }
-    let mut call = rds
-        .modify_db_instance()
-        .db_instance_identifier(&id)
-        .apply_immediately(true);
     let mut steps = Vec::new();
+    let mut notes = Vec::new();
     if db.db_instance_class() != Some(d.instance_class.as_str()) {
-        steps.push(format!(
-            "class {} → {}",
-            db.db_instance_class().unwrap_or("?"),
-            d.instance_class
+        steps.push(Step::Class(
+            db.db_instance_class().unwrap_or("?").to_string(),
+            d.instance_class.clone(),
         ));
-        call = call.db_instance_class(&d.instance_class);
     }
     let status = db.db_instance_status().unwrap_or("");
-    let mut notes = Vec::new();
     let storage = db.allocated_storage().unwrap_or(0);
     let want_storage = d.storage_gib as i32;
-    let mut storage_changes = false;
-    match storage_step(storage, want_storage, status, storage_changed_at(db), mbstack_core::work::unix_now()) {
+    match storage_step(
+        storage,
+        want_storage,
+        status,
+        storage_changed_at(db),
+        mbstack_core::work::unix_now(),
+    ) {
         StorageStep::Same => {}
         StorageStep::Larger => notes.push(format!(
             "storage stays {storage} GiB (database.storageGib is {want_storage}; RDS storage never shrinks)"
@@ -204,47 +172,38 @@ async fn converge(
         StorageStep::Wait(why) => notes.push(format!(
             "storage {storage} → {want_storage} GiB not yet: {why}; apply again then"
         )),
-        StorageStep::Grow => {
-            steps.push(format!("storage {storage} → {want_storage} GiB"));
-            call = call.allocated_storage(want_storage);
-            storage_changes = true;
-        }
+        StorageStep::Grow => steps.push(Step::Storage(storage, want_storage)),
     }
-    if db.backup_retention_period() != Some(i32::from(d.backup_retention_days)) {
-        steps.push(format!(
-            "backup retention {} → {} days",
+    let retention = i32::from(d.backup_retention_days);
+    if db.backup_retention_period() != Some(retention) {
+        steps.push(Step::BackupRetention(
             db.backup_retention_period().unwrap_or(0),
-            d.backup_retention_days
+            retention,
         ));
-        call = call.backup_retention_period(i32::from(d.backup_retention_days));
     }
     if db.deletion_protection() != Some(d.deletion_protection) {
-        steps.push(format!(
-            "deletion protection → {}",
-            if d.deletion_protection { "on" } else { "off" }
-        ));
-        call = call.deletion_protection(d.deletion_protection);
+        steps.push(Step::DeletionProtection(d.deletion_protection));
     }
     if db.multi_az() != Some(d.multi_az) {
-        steps.push(format!("Multi-AZ → {}", d.multi_az));
-        call = call.multi_az(d.multi_az);
+        steps.push(Step::MultiAz(d.multi_az));
     }
     let current = db.engine_version().unwrap_or("");
+    let engine = |major| Step::Engine {
+        from: current.to_string(),
+        to: d.engine_version.clone(),
+        major,
+    };
     match (major(current), major(&d.engine_version)) {
         (Some(have), Some(want)) if want < have => {
             return Err(TierError::Refused(format!(
                 "DB {id} runs PostgreSQL {current}; an engine cannot be downgraded: set database.engineVersion to \"{have}\" or later"
             )))
         }
-        (Some(have), Some(want)) if want > have => {
-            steps.push(format!("engine {current} → {} (major upgrade)", d.engine_version));
-            call = call.engine_version(&d.engine_version).allow_major_version_upgrade(true);
-        }
+        (Some(have), Some(want)) if want > have => steps.push(engine(true)),
         _ => {
             if let (Some(want), Some(have)) = (minor(&d.engine_version), minor(current)) {
                 if want > have {
-                    steps.push(format!("engine {current} → {}", d.engine_version));
-                    call = call.engine_version(&d.engine_version);
+                    steps.push(engine(false));
                 }
             }
         }
@@ -252,9 +211,10 @@ async fn converge(
     // RDS modifies no stopped instance: the changes wait for the run that finds
     // it started (resume starts it; the apply after that changes it).
     if !steps.is_empty() && status == "stopped" {
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
         notes.push(format!(
             "{} not yet: RDS does not modify a stopped instance; {}",
-            steps.join("; "),
+            shown.join("; "),
             if w.spec.paused {
                 "resume, then apply again"
             } else {
@@ -263,60 +223,264 @@ async fn converge(
         ));
         steps.clear();
     }
-    if !steps.is_empty() {
-        if !w.dry_run {
-            call.send()
-                .await
-                .map_err(|e| aws_error("rds:ModifyDBInstance", e))?;
-            if storage_changes {
-                // When the storage may change again (RDS allows one change in 6 hours).
-                let arn = db.db_instance_arn().unwrap_or_default();
-                rds.add_tags_to_resource()
-                    .resource_name(arn)
-                    .tags(
-                        aws_sdk_rds::types::Tag::builder()
-                            .key(STORAGE_CHANGED_TAG)
-                            .value(mbstack_core::work::unix_now().to_string())
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("rds:AddTagsToResource", e))?;
-            }
+    // Pause and resume. RDS restarts a stopped instance after 7 days; a
+    // scheduled re-pause (apply with paused) stops it again.
+    let also: String = notes.iter().map(|n| format!("; {n}")).collect();
+    if w.spec.paused && status == "available" {
+        steps.push(Step::Stop(also));
+    } else if !w.spec.paused && status == "stopped" {
+        steps.push(Step::Start(also));
+    }
+    Ok((steps, notes))
+}
+
+impl DbInstances {
+    async fn modify(&self, db: &DbInstance, steps: &[Step]) -> Result<(), TierError> {
+        let id = db.db_instance_identifier().unwrap_or_default();
+        let mut call = self
+            .rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .apply_immediately(true);
+        let mut any = false;
+        let mut storage_changes = false;
+        for step in steps {
+            any |= !matches!(step, Step::Stop(_) | Step::Start(_));
+            call = match step {
+                Step::Class(_, class) => call.db_instance_class(class),
+                Step::Storage(_, gib) => {
+                    storage_changes = true;
+                    call.allocated_storage(*gib)
+                }
+                Step::BackupRetention(_, days) => call.backup_retention_period(*days),
+                Step::DeletionProtection(on) => call.deletion_protection(*on),
+                Step::MultiAz(on) => call.multi_az(*on),
+                Step::Engine { to, major, .. } => {
+                    let call = call.engine_version(to);
+                    if *major {
+                        call.allow_major_version_upgrade(true)
+                    } else {
+                        call
+                    }
+                }
+                Step::Stop(_) | Step::Start(_) => call,
+            };
         }
-        w.record(KIND, &id, Action::Update, steps.join("; "));
+        if !any {
+            return Ok(());
+        }
+        call.send()
+            .await
+            .map_err(|e| aws_error("rds:ModifyDBInstance", e))?;
+        if storage_changes {
+            // When the storage may change again (RDS allows one change in 6 hours).
+            let arn = db.db_instance_arn().unwrap_or_default();
+            self.rds
+                .add_tags_to_resource()
+                .resource_name(arn)
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key(STORAGE_CHANGED_TAG)
+                        .value(mbstack_core::work::unix_now().to_string())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| aws_error("rds:AddTagsToResource", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Resource for DbInstances {
+    const KIND: &'static str = "db-instance";
+    const LABEL: &'static str = "DB instance";
+    type Live = DbInstance;
+    type Want = ();
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        w.name(ROLE)
+    }
+    fn live_name(&self, live: &DbInstance) -> Option<String> {
+        live.db_instance_identifier().map(str::to_string)
+    }
+    fn id(&self, live: &DbInstance) -> String {
+        self.live_name(live).unwrap_or_default()
+    }
+    fn tags(&self, live: &DbInstance) -> Vec<(String, String)> {
+        pairs(live.tag_list())
     }
 
-    let also: String = notes.iter().map(|n| format!("; {n}")).collect();
-    // Pause and resume. RDS restarts a stopped instance after 7 days; a scheduled
-    // re-pause (apply with paused) stops it again.
-    if w.spec.paused && status == "available" {
-        if !w.dry_run {
-            rds.stop_db_instance()
-                .db_instance_identifier(&id)
-                .send()
-                .await
-                .map_err(|e| aws_error("rds:StopDBInstance", e))?;
-        }
-        w.record(KIND, &id, Action::Update, format!("stop (paused){also}"));
-    } else if !w.spec.paused && status == "stopped" {
-        if !w.dry_run {
-            rds.start_db_instance()
-                .db_instance_identifier(&id)
-                .send()
-                .await
-                .map_err(|e| aws_error("rds:StartDBInstance", e))?;
-        }
-        w.record(KIND, &id, Action::Update, format!("start (resumed){also}"));
-    } else if steps.is_empty() {
-        w.record(
-            KIND,
-            &id,
-            Action::None,
-            format!("{status}, {}{also}", describe(w)),
-        );
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<DbInstance>, TierError> {
+        let call = self
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(w.name(ROLE))
+            .send()
+            .await;
+        let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
+        Ok(found("rds:DescribeDBInstances", call, &codes)?
+            .map(|out| out.db_instances().to_vec())
+            .unwrap_or_default())
     }
-    Ok(())
+
+    fn diff(&self, w: &Work<'_>, db: &DbInstance, _want: &()) -> Result<Vec<Step>, TierError> {
+        changes(w, db).map(|(steps, _)| steps)
+    }
+
+    fn describe(&self, w: &Work<'_>, _want: &()) -> String {
+        describe(w)
+    }
+    fn summary(&self, w: &Work<'_>, db: &DbInstance) -> String {
+        let notes = changes(w, db).map(|(_, n)| n).unwrap_or_default();
+        let also: String = notes.iter().map(|n| format!("; {n}")).collect();
+        format!(
+            "{}, {}{also}",
+            db.db_instance_status().unwrap_or(""),
+            describe(w)
+        )
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<DbInstance, TierError> {
+        let (Some(group), Some(sg)) = (&self.subnet_group, &self.security_group) else {
+            return Err(TierError::Terminal(
+                "the DB instance needs its subnet group and the network's DB security group".into(),
+            ));
+        };
+        let id = w.name(ROLE);
+        let d = &w.spec.database;
+        let out = self
+            .rds
+            .create_db_instance()
+            .db_instance_identifier(&id)
+            .engine("postgres")
+            .engine_version(&d.engine_version)
+            .db_instance_class(&d.instance_class)
+            .allocated_storage(d.storage_gib as i32)
+            .storage_type("gp3")
+            .storage_encrypted(true)
+            .publicly_accessible(false)
+            .db_name(DB_NAME)
+            .master_username(MASTER_USER)
+            .manage_master_user_password(true)
+            .db_subnet_group_name(group)
+            .vpc_security_group_ids(sg)
+            .backup_retention_period(i32::from(d.backup_retention_days))
+            .preferred_backup_window(BACKUP_WINDOW)
+            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .auto_minor_version_upgrade(true)
+            .deletion_protection(d.deletion_protection)
+            .multi_az(d.multi_az)
+            .copy_tags_to_snapshot(true)
+            .enable_performance_insights(false)
+            .set_tags(Some(rds_tags(w, ROLE)))
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:CreateDBInstance", e))?;
+        Ok(out.db_instance().cloned().unwrap_or_else(|| {
+            DbInstance::builder()
+                .db_instance_identifier(&id)
+                .db_instance_status("creating")
+                .build()
+        }))
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        db: &DbInstance,
+        _want: &(),
+        steps: &[Step],
+    ) -> Result<Option<DbInstance>, TierError> {
+        self.modify(db, steps).await?;
+        let id = db.db_instance_identifier().unwrap_or_default();
+        for step in steps {
+            match step {
+                Step::Stop(_) => {
+                    self.rds
+                        .stop_db_instance()
+                        .db_instance_identifier(id)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("rds:StopDBInstance", e))?;
+                }
+                Step::Start(_) => {
+                    self.rds
+                        .start_db_instance()
+                        .db_instance_identifier(id)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("rds:StartDBInstance", e))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn readiness(&self, w: &Work<'_>, db: &DbInstance) -> Readiness {
+        readiness(
+            &self.id(db),
+            db.db_instance_status().unwrap_or("unknown"),
+            w.spec.paused,
+        )
+    }
+
+    /// Refuses while deletion protection is on (nothing deleted); takes a final
+    /// snapshot unless the spec opts out, or the run that created the DB is
+    /// being rolled back (the data is new).
+    async fn delete(&self, w: &Work<'_>, db: &DbInstance) -> Result<Deleted, TierError> {
+        let id = self.id(db);
+        let tags = self.tags(db);
+        let status = db.db_instance_status().unwrap_or("");
+        if status == "deleting" {
+            return Ok(Deleted::Waiting(format!("DB {id} to be deleted: deleting")));
+        }
+        if db.deletion_protection() == Some(true) {
+            return Err(TierError::Refused(format!(
+                "DB {id} has deletion protection on, so nothing was deleted: set database.deletionProtection to false, apply, then destroy"
+            )));
+        }
+        let call = self.rds.delete_db_instance().db_instance_identifier(&id);
+        let rollback = w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run;
+        let skip = rollback || !w.spec.database.final_snapshot;
+        if !skip && BUSY.contains(&status) {
+            return Ok(Deleted::Waiting(format!(
+                "DB {id} to finish {status}: RDS takes no final snapshot before"
+            )));
+        }
+        let (call, detail) = if rollback {
+            (
+                call.skip_final_snapshot(true),
+                "no final snapshot: the run that created it is being rolled back, so its data is new"
+                    .to_string(),
+            )
+        } else if !w.spec.database.final_snapshot {
+            (
+                call.skip_final_snapshot(true),
+                "no final snapshot (database.finalSnapshot is false)".to_string(),
+            )
+        } else {
+            let snapshot = format!("{}-final-{}", w.spec.stack, self.stamp);
+            (
+                call.final_db_snapshot_identifier(&snapshot)
+                    .skip_final_snapshot(false),
+                format!("final snapshot {snapshot}"),
+            )
+        };
+        match call.send().await {
+            Ok(_) => Ok(Deleted::Started {
+                detail,
+                waiting: format!("DB {id} to be deleted"),
+            }),
+            // Not yet (a status RDS refuses deletion in): wait, as for a busy instance.
+            Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => Ok(Deleted::Waiting(
+                format!("DB {id} to accept its deletion ({status})"),
+            )),
+            Err(e) => Err(aws_error("rds:DeleteDBInstance", e)),
+        }
+    }
 }
 
 /// The tag that records when mbstack last changed the storage (Unix seconds).
@@ -382,72 +546,6 @@ pub(crate) fn storage_step(
         );
     }
     StorageStep::Grow
-}
-
-/// Destroy: refuses while deletion protection is on (nothing deleted); takes a
-/// final snapshot unless the spec opts out, or the run that created the DB is
-/// being rolled back (the data is new). Returns what it still waits for.
-pub(crate) async fn delete(
-    rds: &aws_sdk_rds::Client,
-    w: &mut Work<'_>,
-    stamp: &str,
-) -> Result<Option<String>, TierError> {
-    let Some((db, tags)) = find(rds, w).await? else {
-        return Ok(None);
-    };
-    let id = db.db_instance_identifier().unwrap_or_default().to_string();
-    if !w.owns(&tags) {
-        return Ok(None);
-    }
-    let status = db.db_instance_status().unwrap_or("");
-    if status == "deleting" {
-        return Ok(Some(format!("waiting for DB {id} to be deleted: deleting")));
-    }
-    if db.deletion_protection() == Some(true) {
-        return Err(TierError::Refused(format!(
-            "DB {id} has deletion protection on, so nothing was deleted: set database.deletionProtection to false, apply, then destroy"
-        )));
-    }
-    let call = rds.delete_db_instance().db_instance_identifier(&id);
-    let skip = (w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run)
-        || !w.spec.database.final_snapshot;
-    if !skip && BUSY.contains(&status) {
-        return Ok(Some(format!(
-            "waiting for DB {id} to finish {status}: RDS takes no final snapshot before"
-        )));
-    }
-    let (call, detail) = if w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run
-    {
-        (
-            call.skip_final_snapshot(true),
-            "no final snapshot: the run that created it is being rolled back, so its data is new"
-                .to_string(),
-        )
-    } else if !w.spec.database.final_snapshot {
-        (
-            call.skip_final_snapshot(true),
-            "no final snapshot (database.finalSnapshot is false)".to_string(),
-        )
-    } else {
-        let snapshot = format!("{}-final-{stamp}", w.spec.stack);
-        (
-            call.final_db_snapshot_identifier(&snapshot)
-                .skip_final_snapshot(false),
-            format!("final snapshot {snapshot}"),
-        )
-    };
-    match call.send().await {
-        Ok(_) => {}
-        // Not yet (a status RDS refuses deletion in): wait, as for a busy instance.
-        Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => {
-            return Ok(Some(format!(
-                "waiting for DB {id} to accept its deletion ({status})"
-            )))
-        }
-        Err(e) => return Err(aws_error("rds:DeleteDBInstance", e)),
-    }
-    w.record(KIND, &id, Action::Delete, detail);
-    Ok(Some(format!("waiting for DB {id} to be deleted")))
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

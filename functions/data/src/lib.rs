@@ -14,6 +14,7 @@ pub use subnet_group::ROLE as SUBNET_GROUP_ROLE;
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};
+use mbstack_core::resource;
 use mbstack_core::work::utc_stamp_now;
 use mbstack_core::{client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
 use serde_json::{Map, Value};
@@ -23,8 +24,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     let rds = client!(aws_sdk_rds, aws);
     let w = Work::new(Tier::Data, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply => Box::pin(converge(&rds, w, &event)).await,
-        Verb::Check => Box::pin(check(&rds, w)).await,
+        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&rds, w, &event)).await,
         Verb::Destroy => Box::pin(destroy(&rds, w)).await,
     }
 }
@@ -46,6 +46,7 @@ fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
     })
 }
 
+/// Plan, apply and check: the subnet group, then the instance.
 async fn converge(
     rds: &aws_sdk_rds::Client,
     mut w: Work<'_>,
@@ -54,79 +55,60 @@ async fn converge(
     let net: NetworkOutputs = event.upstream()?;
     let subnets = net.private_subnets();
     let sg = net.db_security_group_id;
-    if !w.dry_run && (subnets.is_none() || sg.is_none()) {
+    if w.verb == Verb::Apply && (subnets.is_none() || sg.is_none()) {
         return Err(TierError::Terminal(
             "the data tier needs the network tier's outputs (inputs.network.privateSubnetIds and dbSecurityGroupId): apply the network first".into(),
         ));
     }
-    let group = subnet_group::ensure(rds, &mut w, subnets.as_deref()).await?;
-    let db = instance::ensure(rds, &mut w, group.as_deref(), sg.as_deref()).await?;
-    if w.dry_run {
-        let n = w.changed();
-        return Ok(w.outcome(
-            State::Ready,
-            format!("plan: {n} change(s) to the database"),
-            outputs(db.as_ref()),
-        ));
-    }
-    let n = w.changed();
-    if n == 0 {
-        // Nothing changed: the status just read is the truth (a no-op repair run
-        // does not wait a poll).
-        if let Some(db) = &db {
-            let id = db.db_instance_identifier().unwrap_or_default();
-            match readiness(
-                id,
-                db.db_instance_status().unwrap_or("unknown"),
-                w.spec.paused,
-            ) {
-                Readiness::Ready => {
-                    return Ok(w.outcome(
-                        State::Ready,
-                        format!("DB {id} ready, no change"),
-                        outputs(Some(db)),
-                    ))
-                }
-                Readiness::Failed(why) => return Err(TierError::ResourceFailed(why)),
-                Readiness::Pending(_) => {}
-            }
-        }
-    }
-    // Statuses read before this apply's own create/modify/stop/start: check judges.
-    let message = format!("database: {n} change(s) made; waiting for it to settle");
-    Ok(w.outcome(State::Pending, message, outputs(db.as_ref())))
-}
-
-async fn check(rds: &aws_sdk_rds::Client, w: Work<'_>) -> Result<Outcome, TierError> {
-    let Some((db, _)) = instance::find(rds, &w).await? else {
-        let id = w.name("db");
-        return Ok(w.outcome(
-            State::Pending,
-            format!("waiting for DB {id} to appear"),
-            Map::new(),
-        ));
+    let groups = subnet_group::SubnetGroups {
+        rds: rds.clone(),
+        subnets,
     };
-    let id = db.db_instance_identifier().unwrap_or_default().to_string();
-    match readiness(
-        &id,
-        db.db_instance_status().unwrap_or("unknown"),
-        w.spec.paused,
-    ) {
-        Readiness::Ready => {
-            let message = format!("DB {id} {}", db.db_instance_status().unwrap_or(""));
-            Ok(w.outcome(State::Ready, message, outputs(Some(&db))))
-        }
-        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, outputs(Some(&db)))),
-        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+    let group = resource::converge(&groups, &mut w, &[()]).await?;
+    let dbs = instance::DbInstances {
+        rds: rds.clone(),
+        subnet_group: group.ids(&groups).into_iter().next().flatten(),
+        security_group: sg,
+        stamp: utc_stamp_now(),
+    };
+    let db = resource::converge(&dbs, &mut w, &[()]).await?;
+    let found = db.found.first().cloned().flatten();
+    let outputs = outputs(found.as_ref());
+    let ready = resource::readiness(&dbs, &w, &[()], &db.found);
+    if w.verb == Verb::Check {
+        return w.checked(ready, outputs);
     }
+    // The status read before this apply's own create / modify / stop / start
+    // is not the truth after it: check judges. With nothing changed it is (a
+    // no-op repair run does not wait a poll).
+    let n = w.changed();
+    let ready = match n {
+        0 => ready,
+        _ => Readiness::Pending(format!(
+            "database: {n} change(s) made; waiting for it to settle"
+        )),
+    };
+    w.converged(ready, outputs)
 }
 
 /// Instance (final snapshot, wait until gone) → subnet group.
 async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    if let Some(waiting) = instance::delete(rds, &mut w, &utc_stamp_now()).await? {
-        return Ok(w.outcome(State::Pending, waiting, Map::new()));
+    let dbs = instance::DbInstances {
+        rds: rds.clone(),
+        subnet_group: None,
+        security_group: None,
+        stamp: utc_stamp_now(),
+    };
+    let waiting = resource::destroy(&dbs, &mut w).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
     }
-    let result = subnet_group::delete(rds, &mut w).await;
+    let groups = subnet_group::SubnetGroups {
+        rds: rds.clone(),
+        subnets: None,
+    };
+    let result = resource::destroy(&groups, &mut w).await.map(|_| ());
     w.destroyed(result, "database")
 }
 

@@ -2,148 +2,183 @@
 
 use aws_sdk_rds::types::DbSubnetGroup;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Work};
 
 use crate::tags::{pairs, rds_tags};
 
-pub(crate) const KIND: &str = "db-subnet-group";
 pub const ROLE: &str = "db";
 
-async fn tags_of(rds: &aws_sdk_rds::Client, arn: &str) -> Result<Vec<(String, String)>, TierError> {
-    let out = rds
-        .list_tags_for_resource()
-        .resource_name(arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("rds:ListTagsForResource", e))?;
-    Ok(pairs(out.tag_list()))
+/// The stack's DB subnet group over `subnets` (None: not known, as in a plan
+/// of a new stack or a check).
+pub(crate) struct SubnetGroups {
+    pub rds: aws_sdk_rds::Client,
+    pub subnets: Option<Vec<String>>,
 }
 
-/// The group and its tags, if it exists.
-pub(crate) async fn find(
-    rds: &aws_sdk_rds::Client,
-    w: &Work<'_>,
-) -> Result<Option<(DbSubnetGroup, Vec<(String, String)>)>, TierError> {
-    let name = w.name(ROLE);
-    let out = match rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name(&name)
-        .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e)
-            if matches!(
-                error_code(&e),
-                Some("DBSubnetGroupNotFoundFault" | "DBSubnetGroupNotFound")
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(aws_error("rds:DescribeDBSubnetGroups", e)),
-    };
-    let Some(group) = out.db_subnet_groups().first().cloned() else {
-        return Ok(None);
-    };
-    let tags = match group.db_subnet_group_arn() {
-        Some(arn) => tags_of(rds, arn).await?,
-        None => Vec::new(),
-    };
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("DB subnet group", &name));
+/// A subnet group with its tags (read apart).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    group: DbSubnetGroup,
+    tags: Vec<(String, String)>,
+}
+
+/// Its subnets change: (have, want), sorted.
+pub(crate) struct SetSubnets(Vec<String>, Vec<String>);
+
+impl std::fmt::Display for SetSubnets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "subnets {} → {}", self.0.join(", "), self.1.join(", "))
     }
-    Ok(Some((group, tags)))
 }
 
-/// Finds or creates the group; converges its subnets. Its name (None: planned).
-pub(crate) async fn ensure(
-    rds: &aws_sdk_rds::Client,
-    w: &mut Work<'_>,
-    subnets: Option<&[String]>,
-) -> Result<Option<String>, TierError> {
-    let name = w.name(ROLE);
-    match find(rds, w).await? {
-        Some((group, _)) => {
-            let mut have: Vec<&str> = group
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier())
-                .collect();
-            have.sort();
-            let mut want: Vec<&str> = subnets
-                .unwrap_or_default()
-                .iter()
-                .map(String::as_str)
-                .collect();
-            want.sort();
-            if subnets.is_none() || have == want {
-                w.record(
-                    KIND,
-                    &name,
-                    Action::None,
-                    format!("subnets {}", have.join(", ")),
-                );
-            } else {
-                if !w.dry_run {
-                    rds.modify_db_subnet_group()
-                        .db_subnet_group_name(&name)
-                        .set_subnet_ids(Some(want.iter().map(|s| s.to_string()).collect()))
+fn subnets_of(group: &DbSubnetGroup) -> Vec<String> {
+    let mut have: Vec<String> = group
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_identifier().map(str::to_string))
+        .collect();
+    have.sort();
+    have
+}
+
+impl Resource for SubnetGroups {
+    const KIND: &'static str = "db-subnet-group";
+    const LABEL: &'static str = "DB subnet group";
+    type Live = Live;
+    type Want = ();
+    type Step = SetSubnets;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        w.name(ROLE)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.group.db_subnet_group_name().map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        self.live_name(live).unwrap_or_default()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let call = self
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(w.name(ROLE))
+            .send()
+            .await;
+        let codes = ["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
+        let Some(out) = found("rds:DescribeDBSubnetGroups", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let mut groups = Vec::new();
+        for group in out.db_subnet_groups() {
+            let tags = match group.db_subnet_group_arn() {
+                Some(arn) => {
+                    let out = self
+                        .rds
+                        .list_tags_for_resource()
+                        .resource_name(arn)
                         .send()
                         .await
-                        .map_err(|e| aws_error("rds:ModifyDBSubnetGroup", e))?;
+                        .map_err(|e| aws_error("rds:ListTagsForResource", e))?;
+                    pairs(out.tag_list())
                 }
-                w.record(
-                    KIND,
-                    &name,
-                    Action::Update,
-                    format!("subnets {} → {}", have.join(", "), want.join(", ")),
-                );
-            }
-            Ok(Some(name))
-        }
-        None => {
-            let Some(subnets) = subnets.filter(|_| !w.dry_run) else {
-                w.record(KIND, &name, Action::Create, "over the private subnets");
-                return Ok(None);
+                None => Vec::new(),
             };
-            rds.create_db_subnet_group()
-                .db_subnet_group_name(&name)
-                .db_subnet_group_description(format!(
-                    "mbstack {}: Metabase's database, private subnets",
-                    w.spec.stack
-                ))
-                .set_subnet_ids(Some(subnets.to_vec()))
-                .set_tags(Some(rds_tags(w, ROLE)))
+            groups.push(Live {
+                group: group.clone(),
+                tags,
+            });
+        }
+        Ok(groups)
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<SetSubnets>, TierError> {
+        let have = subnets_of(&live.group);
+        Ok(match &self.subnets {
+            Some(want) => {
+                let mut want = want.clone();
+                want.sort();
+                if want == have {
+                    vec![]
+                } else {
+                    vec![SetSubnets(have, want)]
+                }
+            }
+            None => vec![],
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        match &self.subnets {
+            Some(s) => format!("subnets {}", s.join(", ")),
+            None => "over the private subnets".into(),
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        format!("subnets {}", subnets_of(&live.group).join(", "))
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let subnets = self.subnets.clone().ok_or_else(|| {
+            TierError::Terminal("the DB subnet group needs the network's private subnets".into())
+        })?;
+        let out = self
+            .rds
+            .create_db_subnet_group()
+            .db_subnet_group_name(w.name(ROLE))
+            .db_subnet_group_description(format!(
+                "mbstack {}: Metabase's database, private subnets",
+                w.spec.stack
+            ))
+            .set_subnet_ids(Some(subnets))
+            .set_tags(Some(rds_tags(w, ROLE)))
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:CreateDBSubnetGroup", e))?;
+        let group = out.db_subnet_group().cloned().unwrap_or_else(|| {
+            DbSubnetGroup::builder()
+                .db_subnet_group_name(w.name(ROLE))
+                .build()
+        });
+        Ok(Live {
+            group,
+            tags: w.tags(ROLE),
+        })
+    }
+
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        _live: &Live,
+        _want: &(),
+        steps: &[SetSubnets],
+    ) -> Result<Option<Live>, TierError> {
+        for SetSubnets(_, want) in steps {
+            self.rds
+                .modify_db_subnet_group()
+                .db_subnet_group_name(w.name(ROLE))
+                .set_subnet_ids(Some(want.clone()))
                 .send()
                 .await
-                .map_err(|e| aws_error("rds:CreateDBSubnetGroup", e))?;
-            w.record(
-                KIND,
-                &name,
-                Action::Create,
-                format!("subnets {}", subnets.join(", ")),
-            );
-            Ok(Some(name))
+                .map_err(|e| aws_error("rds:ModifyDBSubnetGroup", e))?;
         }
+        Ok(None)
     }
-}
 
-/// Deletes the group if destroy owns it (the instance must be gone first).
-pub(crate) async fn delete(rds: &aws_sdk_rds::Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some((_, tags)) = find(rds, w).await? else {
-        return Ok(());
-    };
-    if !w.owns(&tags) {
-        return Ok(());
+    /// The instance must be gone first.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(self.id(live))
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:DeleteDBSubnetGroup", e))?;
+        Ok(Deleted::Now)
     }
-    let name = w.name(ROLE);
-    rds.delete_db_subnet_group()
-        .db_subnet_group_name(&name)
-        .send()
-        .await
-        .map_err(|e| aws_error("rds:DeleteDBSubnetGroup", e))?;
-    w.record(KIND, name, Action::Delete, "");
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

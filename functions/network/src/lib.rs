@@ -227,23 +227,7 @@ fn outcome(ctx: Ctx<'_>, state: State, message: String, outputs: Map<String, Val
 async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
     let s = shape(&mut ctx).await?;
     let outputs = outputs(&ctx, &s);
-    let n = ctx
-        .changes
-        .iter()
-        .filter(|c| c.action != mbstack_core::Action::None)
-        .count();
-    if ctx.dry_run {
-        let message = format!("plan: {n} change(s) to the network");
-        return Ok(outcome(ctx, State::Ready, message, outputs));
-    }
-    match s.readiness {
-        Readiness::Ready => {
-            let message = format!("network ready ({n} change(s))");
-            Ok(outcome(ctx, State::Ready, message, outputs))
-        }
-        Readiness::Pending(why) => Ok(outcome(ctx, State::Pending, why, outputs)),
-        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
-    }
+    ctx.into_work().converged(s.readiness, outputs)
 }
 
 /// Read-only: everything the spec asks for exists as asked, and the NAT

@@ -376,7 +376,10 @@ impl Resource for NatGateways {
             return Ok(Deleted::Waiting(why));
         }
         self.delete_nat(&id).await?;
-        Ok(Deleted::Started(why))
+        Ok(Deleted::Started {
+            detail: self.live_name(n).unwrap_or_default(),
+            waiting: why,
+        })
     }
 }
 
