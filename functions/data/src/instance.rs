@@ -35,13 +35,13 @@ const FAILED: &[&str] = &[
 pub fn readiness(id: &str, status: &str, paused: bool) -> Readiness {
     match (status, paused) {
         ("available" | "storage-optimization", false) | ("stopped", true) => Readiness::Ready,
-        ("available" | "storage-optimization", true) => Readiness::Pending(format!("waiting for DB {id} to stop: {status}")),
-        ("stopped", false) => Readiness::Pending(format!("waiting for DB {id} to start: stopped")),
+        ("available" | "storage-optimization", true) => Readiness::Pending(format!("DB {id} to stop: {status}")),
+        ("stopped", false) => Readiness::Pending(format!("DB {id} to start: stopped")),
         ("deleting", _) => Readiness::Failed(format!("DB {id} is being deleted")),
         (s, _) if FAILED.contains(&s) => Readiness::Failed(format!(
             "DB {id} is {s}: RDS will not recover it by itself (see the RDS console's events for the instance)"
         )),
-        (s, _) => Readiness::Pending(format!("waiting for DB {id}: {s}")),
+        (s, _) => Readiness::Pending(format!("DB {id}: {s}")),
     }
 }
 

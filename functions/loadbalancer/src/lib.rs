@@ -18,7 +18,8 @@ pub use target_group::{
 use aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::outputs::{self, LoadBalancerOutputs, NetworkOutputs};
-use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
+use mbstack_core::resource::{self, Resource};
+use mbstack_core::{client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
 use serde_json::{Map, Value};
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
@@ -26,8 +27,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     let elb = client!(aws_sdk_elasticloadbalancingv2, aws);
     let w = Work::new(Tier::LoadBalancer, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply => Box::pin(converge(&elb, w, &event, false)).await,
-        Verb::Check => Box::pin(converge(&elb, w, &event, true)).await,
+        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&elb, w, &event)).await,
         Verb::Destroy => Box::pin(destroy(&elb, w)).await,
     }
 }
@@ -66,121 +66,92 @@ fn outputs(
 }
 
 /// Plan, apply, and (read-only) check: target group → ALB → listeners.
-async fn converge(
-    elb: &Client,
-    mut w: Work<'_>,
-    event: &Event,
-    checking: bool,
-) -> Result<Outcome, TierError> {
+async fn converge(elb: &Client, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
     let net: NetworkOutputs = event.upstream()?;
     let subnets = net.public_subnets();
     let (vpc, sg) = (net.vpc_id, net.lb_security_group_id);
-    if !w.dry_run && (vpc.is_none() || subnets.is_none() || sg.is_none()) {
+    if w.verb == Verb::Apply && (vpc.is_none() || subnets.is_none() || sg.is_none()) {
         return Err(TierError::Terminal(
             "the load balancer tier needs the network tier's outputs (inputs.network.vpcId, publicSubnetIds, lbSecurityGroupId): apply the network first".into(),
         ));
     }
-    let tg = target_group::ensure(elb, &mut w, vpc.as_deref()).await?;
-    let tg_arn = tg
-        .as_ref()
-        .and_then(|t| t.target_group_arn())
-        .map(str::to_string);
-    let lb = load_balancer::ensure(elb, &mut w, subnets.as_deref(), sg.as_deref()).await?;
-    let lb_arn = lb
-        .as_ref()
-        .and_then(|l| l.load_balancer_arn())
-        .map(str::to_string);
-    let listeners = listeners::ensure(elb, &mut w, lb_arn.as_deref(), tg_arn.as_deref()).await?;
-    let out = outputs(&w, lb.as_ref(), tg_arn.as_deref(), &listeners);
-    let n = w.changed();
-    if w.dry_run && !checking {
-        return Ok(w.outcome(
-            State::Ready,
-            format!("plan: {n} change(s) to the load balancer"),
-            out,
-        ));
-    }
-    if checking && n > 0 {
-        let what: Vec<String> = w
-            .changes
-            .iter()
-            .filter(|c| c.action != mbstack_core::Action::None)
-            .map(|c| format!("{} {}", c.kind, c.id))
-            .collect();
-        w.changes.clear();
-        return Ok(w.outcome(
-            State::Pending,
-            format!("waiting for {}", what.join(", ")),
-            out,
-        ));
-    }
-    if checking {
-        w.changes.clear();
-    }
-    // A freshly created ALB is `provisioning`: re-read its state.
-    let state = match (&lb_arn, &lb) {
-        (Some(arn), Some(l))
-            if l.state().and_then(|s| s.code())
-                != Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerStateEnum::Active) =>
-        {
-            let fresh = elb
-                .describe_load_balancers()
-                .load_balancer_arns(arn)
-                .send()
-                .await
-                .map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancers", e))?;
-            fresh
-                .load_balancers()
-                .first()
-                .and_then(|l| l.state())
-                .cloned()
-        }
-        (_, Some(l)) => l.state().cloned(),
-        _ => None,
+    let tgs = target_group::TargetGroups {
+        elb: elb.clone(),
+        vpc_id: vpc,
     };
-    let name = mbstack_core::naming::alb_name(&w.spec.stack);
-    match readiness(
-        &name,
-        state.as_ref().and_then(|s| s.code()),
-        state.as_ref().and_then(|s| s.reason()),
-    ) {
-        Readiness::Ready => Ok(w.outcome(
-            State::Ready,
-            format!("load balancer ready ({n} change(s))"),
-            out,
-        )),
-        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, out)),
-        Readiness::Failed(why) => Err(TierError::ResourceFailed(why)),
+    let tg_arn = first(resource::converge(&tgs, &mut w, &[()]).await?.ids(&tgs));
+    let lbs = load_balancer::LoadBalancers {
+        elb: elb.clone(),
+        subnets,
+        sg,
+    };
+    let lb = resource::converge(&lbs, &mut w, &[()]).await?;
+    let lb_live = lb.found.first().cloned().flatten();
+    let ls = listeners::Listeners {
+        elb: elb.clone(),
+        stack: w.spec.stack.clone(),
+        lb_arn: first(lb.ids(&lbs)),
+        tg_arn: tg_arn.clone(),
+    };
+    let wants = listeners::wanted(&w, tg_arn.as_deref().unwrap_or("(planned target group)"));
+    let made = resource::converge(&ls, &mut w, &wants).await?;
+    // :443 without a certificate in the spec: the layout switched back to HTTP.
+    resource::prune(&ls, &mut w, &made.unwanted).await?;
+    let ports: Vec<(i32, Option<String>)> =
+        wants.iter().map(|l| l.port).zip(made.ids(&ls)).collect();
+    let out = outputs(
+        &w,
+        lb_live.as_ref().map(|l| l.load_balancer()),
+        tg_arn.as_deref(),
+        &ports,
+    );
+    let ready = resource::readiness(&lbs, &w, &[()], &lb.found);
+    match w.verb {
+        Verb::Check => w.checked(ready, out),
+        _ => w.converged(ready, out),
     }
+}
+
+fn first(ids: Vec<Option<String>>) -> Option<String> {
+    ids.into_iter().next().flatten()
 }
 
 /// Listeners → ALB (wait until gone) → target group (pending while in use).
 async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    if let Some((lb, t)) = load_balancer::find(elb, &w).await? {
-        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+    let lbs = load_balancer::LoadBalancers {
+        elb: elb.clone(),
+        subnets: None,
+        sg: None,
+    };
+    for lb in lbs.list(&w).await? {
+        if !w.owns(&lbs.tags(&lb)) {
+            continue;
+        }
         // Refuse before deleting anything, not halfway through.
-        if w.owns(&t) && !w.dry_run {
-            let attrs = elb
-                .describe_load_balancer_attributes()
-                .load_balancer_arn(&arn)
-                .send()
-                .await
-                .map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancerAttributes", e))?;
-            if attrs.attributes().iter().any(|a| {
-                a.key() == Some("deletion_protection.enabled") && a.value() == Some("true")
-            }) {
-                return Err(TierError::Refused(format!(
-                    "load balancer {} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy",
-                    lb.load_balancer_name().unwrap_or("")
-                )));
-            }
+        if lb.protected() {
+            return Err(TierError::Refused(format!(
+                "load balancer {} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy",
+                lb.load_balancer().load_balancer_name().unwrap_or("")
+            )));
         }
-        listeners::delete(elb, &mut w, &arn).await?;
-        if let Some(waiting) = load_balancer::delete(elb, &mut w).await? {
-            return Ok(w.outcome(State::Pending, waiting, Map::new()));
-        }
+        let ls = listeners::Listeners {
+            elb: elb.clone(),
+            stack: w.spec.stack.clone(),
+            lb_arn: Some(lbs.id(&lb)),
+            tg_arn: None,
+        };
+        resource::destroy(&ls, &mut w).await?;
     }
-    let result = target_group::delete(elb, &mut w).await;
+    let waiting = resource::destroy(&lbs, &mut w).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
+    }
+    let tgs = target_group::TargetGroups {
+        elb: elb.clone(),
+        vpc_id: None,
+    };
+    let result = resource::destroy(&tgs, &mut w).await.map(|_| ());
     w.destroyed(result, "load balancer")
 }
 

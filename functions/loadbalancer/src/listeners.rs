@@ -9,11 +9,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError, Work};
+use mbstack_core::naming::{resource_name, STACK_TAG};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Verb, Work};
 
-use crate::tags::{self, elb_tags};
+use crate::tags::{self, elb_tags, Pairs};
 
-pub(crate) const KIND: &str = "listener";
 /// TLS 1.3 and 1.2 only.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
@@ -24,14 +25,14 @@ enum Default {
 }
 
 #[derive(Debug, Clone)]
-struct Wanted {
-    port: i32,
+pub(crate) struct Wanted {
+    pub port: i32,
     protocol: ProtocolEnum,
     certificate: Option<String>,
     action: Default,
 }
 
-fn wanted(w: &Work<'_>, tg: &str) -> Vec<Wanted> {
+pub(crate) fn wanted(w: &Work<'_>, tg: &str) -> Vec<Wanted> {
     match &w.spec.load_balancer.certificate_arn {
         None => vec![Wanted {
             port: 80,
@@ -106,153 +107,198 @@ fn describe(want: &Wanted) -> String {
     }
 }
 
-pub(crate) async fn list(elb: &Client, lb_arn: &str) -> Result<Vec<Listener>, TierError> {
-    let out = elb
-        .describe_listeners()
-        .load_balancer_arn(lb_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("elasticloadbalancing:DescribeListeners", e))?;
-    Ok(out.listeners().to_vec())
+/// The listeners of the stack's ALB `lb_arn`, forwarding to `tg_arn` (None:
+/// planned). Only :80 and :443 are ours to manage; a listener on another port
+/// is left alone (a destroy deletes it only if it carries our tags).
+pub(crate) struct Listeners {
+    pub elb: Client,
+    pub stack: String,
+    pub lb_arn: Option<String>,
+    pub tg_arn: Option<String>,
 }
 
-/// Converges the listeners of `lb_arn` (None: the ALB is planned). Returns the
-/// ARNs of the listeners in the spec's layout (None where planned).
-pub(crate) async fn ensure(
-    elb: &Client,
-    w: &mut Work<'_>,
-    lb_arn: Option<&str>,
-    tg_arn: Option<&str>,
-) -> Result<Vec<(i32, Option<String>)>, TierError> {
-    let existing = match lb_arn {
-        Some(arn) => list(elb, arn).await?,
-        None => Vec::new(),
-    };
-    let layout = wanted(w, tg_arn.unwrap_or("(planned target group)"));
-    let mut arns = Vec::new();
-    for want in &layout {
-        let role = format!("listener-{}", want.port);
-        match existing.iter().find(|l| l.port() == Some(want.port)) {
-            Some(l) => {
-                let arn = l.listener_arn().unwrap_or_default().to_string();
-                let cert = l
-                    .certificates()
-                    .first()
-                    .and_then(|c| c.certificate_arn())
-                    .map(str::to_string);
-                let policy_ok = want.certificate.is_none() || l.ssl_policy() == Some(SSL_POLICY);
-                let same = l.protocol() == Some(&want.protocol)
-                    && current_action(l).as_ref() == Some(&want.action)
-                    && cert == want.certificate
-                    && policy_ok;
-                if same || tg_arn.is_none() {
-                    w.record(KIND, &arn, Action::None, describe(want));
-                } else {
-                    if !w.dry_run {
-                        let mut call = elb
-                            .modify_listener()
-                            .listener_arn(&arn)
-                            .protocol(want.protocol.clone())
-                            .port(want.port)
-                            .default_actions(elb_action(&want.action));
-                        if let Some(c) = &want.certificate {
-                            call = call
-                                .ssl_policy(SSL_POLICY)
-                                .certificates(Certificate::builder().certificate_arn(c).build());
-                        }
-                        call.send()
-                            .await
-                            .map_err(|e| aws_error("elasticloadbalancing:ModifyListener", e))?;
-                    }
-                    w.record(KIND, &arn, Action::Update, describe(want));
-                }
-                arns.push((want.port, Some(arn)));
-            }
-            None => {
-                let (Some(lb), Some(_), false) = (lb_arn, tg_arn, w.dry_run) else {
-                    w.record_named(KIND, &role, Action::Create, describe(want));
-                    arns.push((want.port, None));
-                    continue;
-                };
-                let mut call = elb
-                    .create_listener()
-                    .load_balancer_arn(lb)
-                    .protocol(want.protocol.clone())
-                    .port(want.port)
-                    .default_actions(elb_action(&want.action))
-                    .set_tags(Some(elb_tags(w, &role)));
-                if let Some(c) = &want.certificate {
-                    call = call
-                        .ssl_policy(SSL_POLICY)
-                        .certificates(Certificate::builder().certificate_arn(c).build());
-                }
-                let out = call
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("elasticloadbalancing:CreateListener", e))?;
-                let arn = out
-                    .listeners()
-                    .first()
-                    .and_then(|l| l.listener_arn())
-                    .unwrap_or_default()
-                    .to_string();
-                w.record(KIND, &arn, Action::Create, describe(want));
-                arns.push((want.port, Some(arn)));
-            }
-        }
-    }
-    // :443 without a certificate in the spec: the layout switched back to HTTP.
-    for l in &existing {
-        let port = l.port().unwrap_or(0);
-        if (port == 80 || port == 443) && !layout.iter().any(|wl| wl.port == port) {
-            let arn = l.listener_arn().unwrap_or_default().to_string();
-            if !w.dry_run {
-                delete_one(elb, &arn).await?;
-            }
-            w.record(
-                KIND,
-                &arn,
-                Action::Delete,
-                format!(
-                    "{} :{port} is no longer in the layout",
-                    l.protocol().map(|p| p.as_str()).unwrap_or("?")
-                ),
-            );
-        }
-    }
-    Ok(arns)
+/// A listener with its tags. A converge reads no tags: the listeners of our
+/// ALB are ours (their stack tag is implied); a destroy reads them, since a
+/// rollback deletes only what its run created.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    listener: Listener,
+    tags: Pairs,
 }
 
-async fn delete_one(elb: &Client, arn: &str) -> Result<(), TierError> {
-    elb.delete_listener()
-        .listener_arn(arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("elasticloadbalancing:DeleteListener", e))?;
-    Ok(())
+/// Its protocol, action, certificate or TLS policy differ: one ModifyListener.
+pub(crate) struct Modify(String);
+
+impl std::fmt::Display for Modify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-/// Destroy: the listeners of `lb_arn` that destroy owns.
-pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>, lb_arn: &str) -> Result<(), TierError> {
-    let existing = list(elb, lb_arn).await?;
-    let arns: Vec<String> = existing
-        .iter()
-        .filter_map(|l| l.listener_arn().map(str::to_string))
-        .collect();
-    let all_tags = tags::of(elb, &arns).await?;
-    for l in &existing {
-        let arn = l.listener_arn().unwrap_or_default();
-        if all_tags.get(arn).is_some_and(|t| w.owns(t)) {
-            delete_one(elb, arn).await?;
-            w.record(
-                KIND,
-                arn,
-                Action::Delete,
-                format!(":{}", l.port().unwrap_or(0)),
-            );
-        }
+fn role(port: i32) -> String {
+    format!("listener-{port}")
+}
+
+impl Resource for Listeners {
+    const KIND: &'static str = "listener";
+    const LABEL: &'static str = "listener";
+    type Live = Live;
+    type Want = Wanted;
+    type Step = Modify;
+
+    fn name(&self, _w: &Work<'_>, want: &Wanted) -> String {
+        resource_name(&self.stack, &role(want.port))
     }
-    Ok(())
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.listener
+            .port()
+            .map(|port| resource_name(&self.stack, &role(port)))
+    }
+    fn id(&self, live: &Live) -> String {
+        live.listener.listener_arn().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let Some(lb_arn) = &self.lb_arn else {
+            return Ok(Vec::new());
+        };
+        let out = self
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(lb_arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:DescribeListeners", e))?;
+        if w.verb == Verb::Destroy {
+            let arns: Vec<String> = out
+                .listeners()
+                .iter()
+                .filter_map(|l| l.listener_arn().map(str::to_string))
+                .collect();
+            let mut all_tags = tags::of(&self.elb, &arns).await?;
+            return Ok(out
+                .listeners()
+                .iter()
+                .map(|l| Live {
+                    tags: all_tags
+                        .remove(l.listener_arn().unwrap_or_default())
+                        .unwrap_or_default(),
+                    listener: l.clone(),
+                })
+                .collect());
+        }
+        let implied = vec![(STACK_TAG.to_string(), self.stack.clone())];
+        Ok(out
+            .listeners()
+            .iter()
+            .filter(|l| matches!(l.port(), Some(80 | 443)))
+            .map(|l| Live {
+                listener: l.clone(),
+                tags: implied.clone(),
+            })
+            .collect())
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, want: &Wanted) -> Result<Vec<Modify>, TierError> {
+        let l = &live.listener;
+        let cert = l
+            .certificates()
+            .first()
+            .and_then(|c| c.certificate_arn())
+            .map(str::to_string);
+        let policy_ok = want.certificate.is_none() || l.ssl_policy() == Some(SSL_POLICY);
+        let same = l.protocol() == Some(&want.protocol)
+            && current_action(l).as_ref() == Some(&want.action)
+            && cert == want.certificate
+            && policy_ok;
+        // A planned target group: nothing to compare with yet.
+        Ok(if same || self.tg_arn.is_none() {
+            vec![]
+        } else {
+            vec![Modify(describe(want))]
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &Wanted) -> String {
+        describe(want)
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        format!(
+            "{} :{}",
+            live.listener.protocol().map(|p| p.as_str()).unwrap_or("?"),
+            live.listener.port().unwrap_or(0)
+        )
+    }
+
+    async fn create(&self, w: &Work<'_>, want: &Wanted) -> Result<Live, TierError> {
+        let (Some(lb), Some(_)) = (&self.lb_arn, &self.tg_arn) else {
+            return Err(TierError::Terminal(
+                "a listener needs the load balancer and the target group".into(),
+            ));
+        };
+        let mut call = self
+            .elb
+            .create_listener()
+            .load_balancer_arn(lb)
+            .protocol(want.protocol.clone())
+            .port(want.port)
+            .default_actions(elb_action(&want.action))
+            .set_tags(Some(elb_tags(w, &role(want.port))));
+        if let Some(c) = &want.certificate {
+            call = call
+                .ssl_policy(SSL_POLICY)
+                .certificates(Certificate::builder().certificate_arn(c).build());
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:CreateListener", e))?;
+        let listener = out.listeners().first().cloned().ok_or_else(|| {
+            TierError::Terminal("elasticloadbalancing:CreateListener returned no listener".into())
+        })?;
+        Ok(Live {
+            listener,
+            tags: w.tags(&role(want.port)),
+        })
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        want: &Wanted,
+        _steps: &[Modify],
+    ) -> Result<Option<Live>, TierError> {
+        let mut call = self
+            .elb
+            .modify_listener()
+            .listener_arn(self.id(live))
+            .protocol(want.protocol.clone())
+            .port(want.port)
+            .default_actions(elb_action(&want.action));
+        if let Some(c) = &want.certificate {
+            call = call
+                .ssl_policy(SSL_POLICY)
+                .certificates(Certificate::builder().certificate_arn(c).build());
+        }
+        call.send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:ModifyListener", e))?;
+        Ok(None)
+    }
+
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.elb
+            .delete_listener()
+            .listener_arn(self.id(live))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:DeleteListener", e))?;
+        Ok(Deleted::Now)
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

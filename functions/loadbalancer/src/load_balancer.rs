@@ -9,34 +9,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::alb_name;
-use mbstack_core::{aws_error, error_code, Action, Readiness, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, error_code, found, Readiness, TierError, Work};
 
-use crate::tags::{self, elb_tags, ensure_ours, Pairs};
+use crate::tags::{self, elb_tags, pairs, Pairs};
 
-pub(crate) const KIND: &str = "load-balancer";
 const ROLE: &str = "alb";
-
-pub(crate) async fn find(
-    elb: &Client,
-    w: &Work<'_>,
-) -> Result<Option<(LoadBalancer, Pairs)>, TierError> {
-    let name = alb_name(&w.spec.stack);
-    let out = match elb.describe_load_balancers().names(&name).send().await {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => return Ok(None),
-        Err(e) => return Err(aws_error("elasticloadbalancing:DescribeLoadBalancers", e)),
-    };
-    let Some(lb) = out.load_balancers().first().cloned() else {
-        return Ok(None);
-    };
-    let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-    let t = tags::of(elb, std::slice::from_ref(&arn))
-        .await?
-        .remove(&arn)
-        .unwrap_or_default();
-    ensure_ours(w, "load balancer", &name, &t)?;
-    Ok(Some((lb, t)))
-}
 
 /// The attributes the spec sets.
 fn wanted_attributes(w: &Work<'_>) -> Vec<(&'static str, String)> {
@@ -64,135 +42,271 @@ fn attribute(key: &str, value: &str) -> LoadBalancerAttribute {
         .build()
 }
 
-/// Finds or creates the ALB; converges its subnets, security group and attributes.
-pub(crate) async fn ensure(
-    elb: &Client,
-    w: &mut Work<'_>,
-    subnets: Option<&[String]>,
-    sg: Option<&str>,
-) -> Result<Option<LoadBalancer>, TierError> {
-    let name = alb_name(&w.spec.stack);
-    let found = find(elb, w).await?;
-    let (lb, created) = match found {
-        Some((lb, _)) => (lb, false),
-        None => {
-            let (Some(subnets), Some(sg), false) = (subnets, sg, w.dry_run) else {
-                w.record(
-                    KIND,
-                    &name,
-                    Action::Create,
-                    "internet-facing, over the public subnets",
-                );
-                return Ok(None);
-            };
-            let out = elb
-                .create_load_balancer()
-                .name(&name)
-                .r#type(LoadBalancerTypeEnum::Application)
-                .scheme(LoadBalancerSchemeEnum::InternetFacing)
-                .ip_address_type(IpAddressType::Ipv4)
-                .set_subnets(Some(subnets.to_vec()))
-                .security_groups(sg)
-                .set_tags(Some(elb_tags(w, ROLE)))
-                .send()
-                .await
-                .map_err(|e| aws_error("elasticloadbalancing:CreateLoadBalancer", e))?;
-            let lb = out.load_balancers().first().cloned().ok_or_else(|| {
-                TierError::Terminal(
-                    "elasticloadbalancing:CreateLoadBalancer returned no load balancer".into(),
-                )
-            })?;
-            (lb, true)
-        }
-    };
-    let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-    let mut steps = Vec::new();
+/// The stack's ALB over `subnets` with the security group `sg` (None:
+/// planned).
+pub(crate) struct LoadBalancers {
+    pub elb: Client,
+    pub subnets: Option<Vec<String>>,
+    pub sg: Option<String>,
+}
 
-    if !created {
-        let sg_ok = |want: &str| lb.security_groups() == [want.to_string()];
-        if let Some(want) = sg.filter(|want| !sg_ok(want)) {
-            if !w.dry_run {
-                elb.set_security_groups()
+/// An ALB with its tags and attributes (read apart).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    lb: LoadBalancer,
+    tags: Pairs,
+    attributes: Pairs,
+}
+
+impl Live {
+    pub fn load_balancer(&self) -> &LoadBalancer {
+        &self.lb
+    }
+
+    /// Whether deletion protection is on: destroy refuses before it deletes
+    /// anything (its listeners included).
+    pub fn protected(&self) -> bool {
+        self.attributes
+            .iter()
+            .any(|(k, v)| k == "deletion_protection.enabled" && v == "true")
+    }
+}
+
+/// One change in place.
+pub(crate) enum Step {
+    SecurityGroup(String),
+    Subnets(Vec<String>),
+    Attribute(&'static str, String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::SecurityGroup(sg) => write!(f, "security group → {sg}"),
+            Step::Subnets(s) => write!(f, "subnets → {}", s.join(", ")),
+            Step::Attribute(k, v) => write!(f, "{k} → {v}"),
+        }
+    }
+}
+
+impl LoadBalancers {
+    async fn set_attributes(&self, arn: &str, attrs: &[(&str, String)]) -> Result<(), TierError> {
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        self.elb
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .set_attributes(Some(attrs.iter().map(|(k, v)| attribute(k, v)).collect()))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:ModifyLoadBalancerAttributes", e))?;
+        Ok(())
+    }
+}
+
+impl Resource for LoadBalancers {
+    const KIND: &'static str = "load-balancer";
+    const LABEL: &'static str = "load balancer";
+    type Live = Live;
+    type Want = ();
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        alb_name(&w.spec.stack)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.lb.load_balancer_name().map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.lb.load_balancer_arn().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let call = self
+            .elb
+            .describe_load_balancers()
+            .names(alb_name(&w.spec.stack))
+            .send()
+            .await;
+        let codes = ["LoadBalancerNotFound"];
+        let Some(out) = found("elasticloadbalancing:DescribeLoadBalancers", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let mut lbs = Vec::new();
+        for lb in out.load_balancers() {
+            let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+            let t = tags::of(&self.elb, std::slice::from_ref(&arn))
+                .await?
+                .remove(&arn)
+                .unwrap_or_default();
+            let attributes = pairs(
+                self.elb
+                    .describe_load_balancer_attributes()
                     .load_balancer_arn(&arn)
-                    .security_groups(want)
                     .send()
                     .await
-                    .map_err(|e| aws_error("elasticloadbalancing:SetSecurityGroups", e))?;
-            }
-            steps.push(format!("security group → {want}"));
+                    .map_err(|e| {
+                        aws_error("elasticloadbalancing:DescribeLoadBalancerAttributes", e)
+                    })?
+                    .attributes()
+                    .iter()
+                    .map(|a| (a.key(), a.value())),
+            );
+            lbs.push(Live {
+                lb: lb.clone(),
+                tags: t,
+                attributes,
+            });
         }
-        if let Some(want) = subnets {
+        Ok(lbs)
+    }
+
+    fn diff(&self, w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Step>, TierError> {
+        let lb = &live.lb;
+        let mut steps = Vec::new();
+        if let Some(want) = self
+            .sg
+            .as_ref()
+            .filter(|want| lb.security_groups() != [want.to_string()])
+        {
+            steps.push(Step::SecurityGroup(want.clone()));
+        }
+        if let Some(want) = &self.subnets {
             let mut have: Vec<&str> = lb
                 .availability_zones()
                 .iter()
                 .filter_map(|z| z.subnet_id())
                 .collect();
             have.sort();
-            let mut want_sorted: Vec<&str> = want.iter().map(String::as_str).collect();
-            want_sorted.sort();
-            if have != want_sorted {
-                if !w.dry_run {
-                    elb.set_subnets()
+            let mut want = want.clone();
+            want.sort();
+            if have != want {
+                steps.push(Step::Subnets(want));
+            }
+        }
+        steps.extend(
+            wanted_attributes(w)
+                .into_iter()
+                .filter(|(k, v)| !live.attributes.iter().any(|(hk, hv)| hk == k && hv == v))
+                .map(|(k, v)| Step::Attribute(k, v)),
+        );
+        Ok(steps)
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        "internet-facing, over the public subnets".into()
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        live.lb.dns_name().unwrap_or("").to_string()
+    }
+
+    /// The ALB, then every attribute the spec sets.
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let (Some(subnets), Some(sg)) = (&self.subnets, &self.sg) else {
+            return Err(TierError::Terminal(
+                "the load balancer needs the network's public subnets and its security group"
+                    .into(),
+            ));
+        };
+        let out = self
+            .elb
+            .create_load_balancer()
+            .name(alb_name(&w.spec.stack))
+            .r#type(LoadBalancerTypeEnum::Application)
+            .scheme(LoadBalancerSchemeEnum::InternetFacing)
+            .ip_address_type(IpAddressType::Ipv4)
+            .set_subnets(Some(subnets.clone()))
+            .security_groups(sg)
+            .set_tags(Some(elb_tags(w, ROLE)))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:CreateLoadBalancer", e))?;
+        let lb = out.load_balancers().first().cloned().ok_or_else(|| {
+            TierError::Terminal(
+                "elasticloadbalancing:CreateLoadBalancer returned no load balancer".into(),
+            )
+        })?;
+        self.set_attributes(
+            lb.load_balancer_arn().unwrap_or_default(),
+            &wanted_attributes(w),
+        )
+        .await?;
+        Ok(Live {
+            lb,
+            tags: w.tags(ROLE),
+            attributes: Vec::new(),
+        })
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _want: &(),
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        let arn = self.id(live);
+        let mut attrs = Vec::new();
+        for step in steps {
+            match step {
+                Step::SecurityGroup(sg) => {
+                    self.elb
+                        .set_security_groups()
                         .load_balancer_arn(&arn)
-                        .set_subnets(Some(want.to_vec()))
+                        .security_groups(sg)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("elasticloadbalancing:SetSecurityGroups", e))?;
+                }
+                Step::Subnets(subnets) => {
+                    self.elb
+                        .set_subnets()
+                        .load_balancer_arn(&arn)
+                        .set_subnets(Some(subnets.clone()))
                         .send()
                         .await
                         .map_err(|e| aws_error("elasticloadbalancing:SetSubnets", e))?;
                 }
-                steps.push(format!("subnets → {}", want_sorted.join(", ")));
+                Step::Attribute(k, v) => attrs.push((*k, v.clone())),
             }
         }
+        self.set_attributes(&arn, &attrs).await?;
+        Ok(None)
     }
 
-    // Attributes: read (not on a brand-new ALB: set them all).
-    let have: Vec<(String, String)> = if created {
-        Vec::new()
-    } else {
-        elb.describe_load_balancer_attributes()
-            .load_balancer_arn(&arn)
+    fn readiness(&self, _w: &Work<'_>, live: &Live) -> Readiness {
+        let state = live.lb.state();
+        readiness(
+            live.lb.load_balancer_name().unwrap_or(""),
+            state.and_then(|s| s.code()),
+            state.and_then(|s| s.reason()),
+        )
+    }
+
+    /// Deleting is asynchronous in AWS: the next destroy call finds it gone.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        let name = self.live_name(live).unwrap_or_default();
+        match self
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(self.id(live))
             .send()
             .await
-            .map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancerAttributes", e))?
-            .attributes()
-            .iter()
-            .map(|a| {
-                (
-                    a.key().unwrap_or("").to_string(),
-                    a.value().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    };
-    let differ: Vec<(&str, String)> = wanted_attributes(w)
-        .into_iter()
-        .filter(|(k, v)| !have.iter().any(|(hk, hv)| hk == k && hv == v))
-        .collect();
-    if !differ.is_empty() {
-        if !w.dry_run {
-            elb.modify_load_balancer_attributes()
-                .load_balancer_arn(&arn)
-                .set_attributes(Some(differ.iter().map(|(k, v)| attribute(k, v)).collect()))
-                .send()
-                .await
-                .map_err(|e| aws_error("elasticloadbalancing:ModifyLoadBalancerAttributes", e))?;
-        }
-        if !created {
-            steps.extend(differ.iter().map(|(k, v)| format!("{k} → {v}")));
+        {
+            Ok(_) => Ok(Deleted::Started {
+                waiting: format!("load balancer {name} to be deleted"),
+                detail: name,
+            }),
+            Err(e) if error_code(&e) == Some("OperationNotPermitted") => Err(TierError::Refused(format!(
+                "load balancer {name} has deletion protection on: set loadBalancer.deletionProtection to false, apply, then destroy"
+            ))),
+            Err(e) => Err(aws_error("elasticloadbalancing:DeleteLoadBalancer", e)),
         }
     }
-
-    let action = match (created, steps.is_empty()) {
-        (true, _) => Action::Create,
-        (false, true) => Action::None,
-        (false, false) => Action::Update,
-    };
-    let detail = if steps.is_empty() {
-        lb.dns_name().unwrap_or("").to_string()
-    } else {
-        steps.join("; ")
-    };
-    w.record(KIND, &arn, action, detail);
-    Ok(Some(lb))
 }
 
 pub fn readiness(
@@ -206,35 +320,9 @@ pub fn readiness(
             "load balancer {name} failed: {}",
             reason.unwrap_or("no reason given")
         )),
-        Some(s) => Readiness::Pending(format!("waiting for load balancer {name}: {}", s.as_str())),
-        None => Readiness::Pending(format!("waiting for load balancer {name}")),
+        Some(s) => Readiness::Pending(format!("load balancer {name}: {}", s.as_str())),
+        None => Readiness::Pending(format!("load balancer {name}: state unknown")),
     }
-}
-
-/// Deletes the ALB if destroy owns it; returns what it still waits for.
-pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>) -> Result<Option<String>, TierError> {
-    let Some((lb, t)) = find(elb, w).await? else {
-        return Ok(None);
-    };
-    if !w.owns(&t) {
-        return Ok(None);
-    }
-    let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-    let name = lb.load_balancer_name().unwrap_or_default().to_string();
-    match elb.delete_load_balancer().load_balancer_arn(&arn).send().await {
-        Ok(_) => {}
-        Err(e) if error_code(&e) == Some("OperationNotPermitted") => {
-            return Err(TierError::Refused(format!(
-                "load balancer {name} has deletion protection on: set loadBalancer.deletionProtection to false, apply, then destroy"
-            )))
-        }
-        Err(e) => return Err(aws_error("elasticloadbalancing:DeleteLoadBalancer", e)),
-    }
-    w.record(KIND, &arn, Action::Delete, name.clone());
-    // Deleting is asynchronous in AWS: the next destroy call finds it gone.
-    Ok(Some(format!(
-        "waiting for load balancer {name} to be deleted"
-    )))
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -27,34 +27,18 @@ pub(crate) async fn of(elb: &Client, arns: &[String]) -> Result<HashMap<String, 
             .await
             .map_err(|e| aws_error("elasticloadbalancing:DescribeTags", e))?;
         for d in r.tag_descriptions() {
-            let pairs = d
-                .tags()
-                .iter()
-                .map(|t| {
-                    (
-                        t.key().unwrap_or("").to_string(),
-                        t.value().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
-            out.insert(d.resource_arn().unwrap_or("").to_string(), pairs);
+            let tags = pairs(d.tags().iter().map(|t| (t.key(), t.value())));
+            out.insert(d.resource_arn().unwrap_or("").to_string(), tags);
         }
     }
     Ok(out)
 }
 
-/// Refuses a resource with our deterministic name that is not tagged as ours.
-pub(crate) fn ensure_ours(
-    w: &Work<'_>,
-    what: &str,
-    name: &str,
-    tags: &Pairs,
-) -> Result<(), TierError> {
-    if w.is_ours(tags) {
-        Ok(())
-    } else {
-        Err(w.not_ours(what, name))
-    }
+/// (key, value) pairs from the SDK's optional strings (tags, attributes).
+pub(crate) fn pairs<'a>(items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Pairs {
+    items
+        .map(|(k, v)| (k.unwrap_or("").to_string(), v.unwrap_or("").to_string()))
+        .collect()
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -14,11 +14,11 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::target_group_name;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Verb, Work};
 
-use crate::tags::{self, elb_tags, ensure_ours, Pairs};
+use crate::tags::{self, elb_tags, pairs, Pairs};
 
-pub(crate) const KIND: &str = "target-group";
 const ROLE: &str = "tg";
 pub const PORT: i32 = 3000;
 pub const HEALTH_PATH: &str = "/api/health";
@@ -27,28 +27,6 @@ pub const HEALTH_TIMEOUT: i32 = 10;
 pub const HEALTHY_THRESHOLD: i32 = 2;
 pub const UNHEALTHY_THRESHOLD: i32 = 5;
 pub const DEREGISTRATION_DELAY: &str = "30";
-
-pub(crate) async fn find(
-    elb: &Client,
-    w: &Work<'_>,
-) -> Result<Option<(TargetGroup, Pairs)>, TierError> {
-    let name = target_group_name(&w.spec.stack);
-    let out = match elb.describe_target_groups().names(&name).send().await {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("TargetGroupNotFound") => return Ok(None),
-        Err(e) => return Err(aws_error("elasticloadbalancing:DescribeTargetGroups", e)),
-    };
-    let Some(tg) = out.target_groups().first().cloned() else {
-        return Ok(None);
-    };
-    let arn = tg.target_group_arn().unwrap_or_default().to_string();
-    let t = tags::of(elb, std::slice::from_ref(&arn))
-        .await?
-        .remove(&arn)
-        .unwrap_or_default();
-    ensure_ours(w, "target group", &name, &t)?;
-    Ok(Some((tg, t)))
-}
 
 fn health_differs(tg: &TargetGroup) -> Vec<String> {
     let mut d = Vec::new();
@@ -103,73 +81,164 @@ const ATTRIBUTES: &[(&str, &str)] = &[
     ("stickiness.enabled", "false"),
 ];
 
-/// Finds or creates the target group; converges health check and attributes.
-pub(crate) async fn ensure(
-    elb: &Client,
-    w: &mut Work<'_>,
-    vpc_id: Option<&str>,
-) -> Result<Option<TargetGroup>, TierError> {
-    let name = target_group_name(&w.spec.stack);
-    let (tg, created) = match find(elb, w).await? {
-        Some((tg, _)) => {
-            let fixed = (
-                tg.port() == Some(PORT),
-                tg.target_type() == Some(&TargetTypeEnum::Ip),
-                vpc_id.is_none() || tg.vpc_id() == vpc_id,
-            );
-            if fixed != (true, true, true) {
-                return Err(TierError::Terminal(format!(
-                    "target group {name} is not ip targets on :{PORT} in the stack's VPC (changed outside mbstack?): delete it and apply again"
-                )));
-            }
-            (tg, false)
+/// The stack's target group, in the VPC `vpc_id` (None: planned).
+pub(crate) struct TargetGroups {
+    pub elb: Client,
+    pub vpc_id: Option<String>,
+}
+
+/// A target group with its tags and attributes (read apart).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    tg: TargetGroup,
+    tags: Pairs,
+    attributes: Pairs,
+}
+
+/// One change in place.
+pub(crate) enum Step {
+    /// The health check differs (what, shown): one ModifyTargetGroup sets it all.
+    Health(String),
+    Attribute(&'static str, &'static str),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Health(what) => f.write_str(what),
+            Step::Attribute(k, v) => write!(f, "{k} → {v}"),
         }
-        None => {
-            let (Some(vpc), false) = (vpc_id, w.dry_run) else {
-                w.record(
-                    KIND,
-                    &name,
-                    Action::Create,
-                    format!("ip targets, HTTP :{PORT}, health {HEALTH_PATH}"),
-                );
-                return Ok(None);
+    }
+}
+
+impl TargetGroups {
+    async fn set_attributes(&self, arn: &str, attrs: &[(&str, &str)]) -> Result<(), TierError> {
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        self.elb
+            .modify_target_group_attributes()
+            .target_group_arn(arn)
+            .set_attributes(Some(
+                attrs
+                    .iter()
+                    .map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:ModifyTargetGroupAttributes", e))?;
+        Ok(())
+    }
+}
+
+const SHAPE: &str = "ip targets, HTTP :3000, health /api/health";
+
+impl Resource for TargetGroups {
+    const KIND: &'static str = "target-group";
+    const LABEL: &'static str = "target group";
+    type Live = Live;
+    type Want = ();
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        target_group_name(&w.spec.stack)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.tg.target_group_name().map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.tg.target_group_arn().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let call = self
+            .elb
+            .describe_target_groups()
+            .names(target_group_name(&w.spec.stack))
+            .send()
+            .await;
+        let codes = ["TargetGroupNotFound"];
+        let Some(out) = found("elasticloadbalancing:DescribeTargetGroups", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let mut groups = Vec::new();
+        for tg in out.target_groups() {
+            let arn = tg.target_group_arn().unwrap_or_default().to_string();
+            let t = tags::of(&self.elb, std::slice::from_ref(&arn))
+                .await?
+                .remove(&arn)
+                .unwrap_or_default();
+            // A destroy deletes it whatever its attributes.
+            let attributes = match w.verb {
+                Verb::Destroy => Vec::new(),
+                _ => pairs(
+                    self.elb
+                        .describe_target_group_attributes()
+                        .target_group_arn(&arn)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            aws_error("elasticloadbalancing:DescribeTargetGroupAttributes", e)
+                        })?
+                        .attributes()
+                        .iter()
+                        .map(|a| (a.key(), a.value())),
+                ),
             };
-            let out = elb
-                .create_target_group()
-                .name(&name)
-                .protocol(ProtocolEnum::Http)
-                .port(PORT)
-                .vpc_id(vpc)
-                .target_type(TargetTypeEnum::Ip)
-                .health_check_enabled(true)
-                .health_check_protocol(ProtocolEnum::Http)
-                .health_check_path(HEALTH_PATH)
-                .health_check_interval_seconds(HEALTH_INTERVAL)
-                .health_check_timeout_seconds(HEALTH_TIMEOUT)
-                .healthy_threshold_count(HEALTHY_THRESHOLD)
-                .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
-                .matcher(Matcher::builder().http_code("200").build())
-                .set_tags(Some(elb_tags(w, ROLE)))
-                .send()
-                .await
-                .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup", e))?;
-            let tg = out.target_groups().first().cloned().ok_or_else(|| {
-                TierError::Terminal(
-                    "elasticloadbalancing:CreateTargetGroup returned no target group".into(),
-                )
-            })?;
-            (tg, true)
+            groups.push(Live {
+                tg: tg.clone(),
+                tags: t,
+                attributes,
+            });
         }
-    };
-    let arn = tg.target_group_arn().unwrap_or_default().to_string();
-    let mut steps = if created {
-        Vec::new()
-    } else {
-        health_differs(&tg)
-    };
-    if !steps.is_empty() && !w.dry_run {
-        elb.modify_target_group()
-            .target_group_arn(&arn)
+        Ok(groups)
+    }
+
+    fn diff(&self, w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Step>, TierError> {
+        let tg = &live.tg;
+        let fixed = tg.port() == Some(PORT)
+            && tg.target_type() == Some(&TargetTypeEnum::Ip)
+            && (self.vpc_id.is_none() || tg.vpc_id() == self.vpc_id.as_deref());
+        if !fixed {
+            return Err(TierError::Terminal(format!(
+                "target group {} is not ip targets on :{PORT} in the stack's VPC (changed outside mbstack?): delete it and apply again",
+                self.name(w, &())
+            )));
+        }
+        let mut steps: Vec<Step> = health_differs(tg).into_iter().map(Step::Health).collect();
+        steps.extend(
+            ATTRIBUTES
+                .iter()
+                .filter(|(k, v)| !live.attributes.iter().any(|(hk, hv)| hk == k && hv == v))
+                .map(|(k, v)| Step::Attribute(k, v)),
+        );
+        Ok(steps)
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        SHAPE.into()
+    }
+    fn summary(&self, _w: &Work<'_>, _live: &Live) -> String {
+        SHAPE.into()
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let vpc = self.vpc_id.as_deref().ok_or_else(|| {
+            TierError::Terminal("the target group needs the network's VPC".into())
+        })?;
+        let out = self
+            .elb
+            .create_target_group()
+            .name(target_group_name(&w.spec.stack))
+            .protocol(ProtocolEnum::Http)
+            .port(PORT)
+            .vpc_id(vpc)
+            .target_type(TargetTypeEnum::Ip)
+            .health_check_enabled(true)
             .health_check_protocol(ProtocolEnum::Http)
             .health_check_path(HEALTH_PATH)
             .health_check_interval_seconds(HEALTH_INTERVAL)
@@ -177,86 +246,69 @@ pub(crate) async fn ensure(
             .healthy_threshold_count(HEALTHY_THRESHOLD)
             .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
             .matcher(Matcher::builder().http_code("200").build())
+            .set_tags(Some(elb_tags(w, ROLE)))
             .send()
             .await
-            .map_err(|e| aws_error("elasticloadbalancing:ModifyTargetGroup", e))?;
+            .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup", e))?;
+        let tg = out.target_groups().first().cloned().ok_or_else(|| {
+            TierError::Terminal(
+                "elasticloadbalancing:CreateTargetGroup returned no target group".into(),
+            )
+        })?;
+        self.set_attributes(tg.target_group_arn().unwrap_or_default(), ATTRIBUTES)
+            .await?;
+        Ok(Live {
+            tg,
+            tags: w.tags(ROLE),
+            attributes: Vec::new(),
+        })
     }
-    let have: Vec<(String, String)> = if created {
-        Vec::new()
-    } else {
-        elb.describe_target_group_attributes()
-            .target_group_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:DescribeTargetGroupAttributes", e))?
-            .attributes()
-            .iter()
-            .map(|a| {
-                (
-                    a.key().unwrap_or("").to_string(),
-                    a.value().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    };
-    let differ: Vec<&(&str, &str)> = ATTRIBUTES
-        .iter()
-        .filter(|(k, v)| !have.iter().any(|(hk, hv)| hk == k && hv == v))
-        .collect();
-    if !differ.is_empty() {
-        if !w.dry_run {
-            elb.modify_target_group_attributes()
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _want: &(),
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        let arn = self.id(live);
+        if steps.iter().any(|s| matches!(s, Step::Health(_))) {
+            self.elb
+                .modify_target_group()
                 .target_group_arn(&arn)
-                .set_attributes(Some(
-                    differ
-                        .iter()
-                        .map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build())
-                        .collect(),
-                ))
+                .health_check_protocol(ProtocolEnum::Http)
+                .health_check_path(HEALTH_PATH)
+                .health_check_interval_seconds(HEALTH_INTERVAL)
+                .health_check_timeout_seconds(HEALTH_TIMEOUT)
+                .healthy_threshold_count(HEALTHY_THRESHOLD)
+                .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
+                .matcher(Matcher::builder().http_code("200").build())
                 .send()
                 .await
-                .map_err(|e| aws_error("elasticloadbalancing:ModifyTargetGroupAttributes", e))?;
+                .map_err(|e| aws_error("elasticloadbalancing:ModifyTargetGroup", e))?;
         }
-        if !created {
-            steps.extend(differ.iter().map(|(k, v)| format!("{k} → {v}")));
-        }
+        let attrs: Vec<(&str, &str)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Attribute(k, v) => Some((*k, *v)),
+                Step::Health(_) => None,
+            })
+            .collect();
+        self.set_attributes(&arn, &attrs).await?;
+        Ok(None)
     }
-    let action = match (created, steps.is_empty()) {
-        (true, _) => Action::Create,
-        (false, true) => Action::None,
-        (false, false) => Action::Update,
-    };
-    let detail = if steps.is_empty() {
-        format!("ip targets, HTTP :{PORT}, health {HEALTH_PATH}")
-    } else {
-        steps.join("; ")
-    };
-    w.record(KIND, &arn, action, detail);
-    Ok(Some(tg))
-}
 
-/// Deletes the target group if destroy owns it. `ResourceInUse` (a listener or an
-/// ECS service still uses it) is retryable: destroy reports pending.
-pub(crate) async fn delete(elb: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some((tg, t)) = find(elb, w).await? else {
-        return Ok(());
-    };
-    if !w.owns(&t) {
-        return Ok(());
+    /// `ResourceInUse` (a listener or an ECS service still uses it) is
+    /// retryable: destroy reports pending.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.elb
+            .delete_target_group()
+            .target_group_arn(self.id(live))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:DeleteTargetGroup", e))?;
+        Ok(Deleted::Now)
     }
-    let arn = tg.target_group_arn().unwrap_or_default().to_string();
-    elb.delete_target_group()
-        .target_group_arn(&arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("elasticloadbalancing:DeleteTargetGroup", e))?;
-    w.record(
-        KIND,
-        &arn,
-        Action::Delete,
-        tg.target_group_name().unwrap_or("").to_string(),
-    );
-    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -132,6 +132,7 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
         .map(|(az, allocation_id)| nat::Wanted {
             az: az.to_string(),
             subnet_id: subnet_of(Side::Public, az),
+            held_by: allocation_id.as_deref().and_then(|a| eips.held_by(a)),
             allocation_id,
         })
         .collect();

@@ -24,12 +24,14 @@ fn eip_role(az: &str) -> String {
 }
 
 /// A NAT gateway the spec asks for: its AZ, the public subnet it sits in and
-/// its Elastic IP (None: planned).
+/// its Elastic IP (None: planned), and the NAT gateway being deleted that still
+/// holds that address, if one does.
 #[derive(Debug, Clone)]
 pub(crate) struct Wanted {
     pub az: String,
     pub subnet_id: Option<String>,
     pub allocation_id: Option<String>,
+    pub held_by: Option<String>,
 }
 
 /// Every NAT gateway of the stack in one of `states`. The states are checked
@@ -75,13 +77,12 @@ pub(crate) struct EipWant {
     pub az: String,
 }
 
-/// The one "change" of an address: it is still held by a NAT gateway that is
-/// being deleted (Resource.AlreadyAssociated for a new one): wait for AWS.
-pub(crate) struct HeldBy(String);
+/// An address has nothing to change in place.
+pub(crate) enum NoStep {}
 
-impl std::fmt::Display for HeldBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "once {} (deleting) frees it", self.0)
+impl std::fmt::Display for NoStep {
+    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
     }
 }
 
@@ -91,6 +92,17 @@ impl ElasticIps {
             ec2,
             nats: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The NAT gateway being deleted that still holds the address
+    /// `allocation_id` (a new NAT gateway cannot take it before AWS frees it:
+    /// Resource.AlreadyAssociated).
+    pub fn held_by(&self, allocation_id: &str) -> Option<String> {
+        let nats = self.nats.lock().ok()?;
+        let address = Address::builder().allocation_id(allocation_id).build();
+        mapped_by(&address, &nats)
+            .filter(|n| n.state() == Some(&NatGatewayState::Deleting))
+            .and_then(|n| n.nat_gateway_id().map(str::to_string))
     }
 
     /// The NAT gateway (not yet `deleted`) that maps `address`, and whether it
@@ -111,7 +123,7 @@ impl Resource for ElasticIps {
     const LABEL: &'static str = "Elastic IP";
     type Live = Address;
     type Want = EipWant;
-    type Step = HeldBy;
+    type Step = NoStep;
 
     fn name(&self, w: &Work<'_>, want: &EipWant) -> String {
         w.name(&eip_role(&want.az))
@@ -155,11 +167,8 @@ impl Resource for ElasticIps {
         Ok(ours)
     }
 
-    fn diff(&self, _w: &Work<'_>, a: &Address, _want: &EipWant) -> Result<Vec<HeldBy>, TierError> {
-        Ok(match self.mapped_by(a) {
-            Some((nat, true)) => vec![HeldBy(nat)],
-            _ => vec![],
-        })
+    fn diff(&self, _w: &Work<'_>, _a: &Address, _want: &EipWant) -> Result<Vec<NoStep>, TierError> {
+        Ok(vec![])
     }
 
     fn describe(&self, _w: &Work<'_>, want: &EipWant) -> String {
@@ -193,18 +202,12 @@ impl Resource for ElasticIps {
 
     async fn update(
         &self,
-        w: &Work<'_>,
-        a: &Address,
-        want: &EipWant,
-        steps: &[HeldBy],
+        _w: &Work<'_>,
+        _a: &Address,
+        _want: &EipWant,
+        _steps: &[NoStep],
     ) -> Result<Option<Address>, TierError> {
-        let held = steps.first().map(|h| h.0.as_str()).unwrap_or("?");
-        Err(TierError::Retryable(format!(
-            "the Elastic IP {} ({}) is still held by NAT gateway {held}, which is deleting: the new NAT gateway in {} takes it once AWS frees it",
-            self.name(w, want),
-            self.id(a),
-            want.az
-        )))
+        Ok(None)
     }
 
     /// Released once no NAT gateway maps it.
@@ -307,8 +310,12 @@ impl Resource for NatGateways {
     }
 
     fn describe(&self, _w: &Work<'_>, want: &Wanted) -> String {
-        match (&want.subnet_id, &want.allocation_id) {
-            (Some(subnet), Some(allocation)) => format!("in {subnet} with {allocation}"),
+        match (&want.subnet_id, &want.allocation_id, &want.held_by) {
+            (_, _, Some(held)) => format!(
+                "in the public subnet of {}, once {held} (deleting) frees its Elastic IP",
+                want.az
+            ),
+            (Some(subnet), Some(allocation), None) => format!("in {subnet} with {allocation}"),
             _ => format!("in the public subnet of {}", want.az),
         }
     }
@@ -317,6 +324,12 @@ impl Resource for NatGateways {
     }
 
     async fn create(&self, w: &Work<'_>, want: &Wanted) -> Result<NatGateway, TierError> {
+        if let (Some(held), Some(allocation)) = (&want.held_by, &want.allocation_id) {
+            return Err(TierError::Retryable(format!(
+                "the Elastic IP {allocation} is still held by NAT gateway {held}, which is deleting: the new NAT gateway in {} takes it once AWS frees it",
+                want.az
+            )));
+        }
         let (Some(subnet), Some(allocation)) = (&want.subnet_id, &want.allocation_id) else {
             return Err(TierError::Terminal(format!(
                 "the NAT gateway in {} needs its public subnet and Elastic IP, which do not exist",
