@@ -8,118 +8,97 @@ use aws_sdk_applicationautoscaling::types::{
 };
 use aws_sdk_applicationautoscaling::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Verb, Work};
 
 use crate::names;
-
-pub(crate) const KIND: &str = "scalable-target";
 
 fn policy_name(stack: &str) -> String {
     format!("{stack}-metabase-cpu")
 }
 
-async fn find(aas: &Client, w: &Work<'_>) -> Result<Option<(i32, i32, bool)>, TierError> {
-    let out = aas
-        .describe_scalable_targets()
-        .service_namespace(ServiceNamespace::Ecs)
-        .resource_ids(names::scalable_resource(&w.spec.stack))
-        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-        .send()
-        .await
-        .map_err(|e| aws_error("application-autoscaling:DescribeScalableTargets", e))?;
-    Ok(out.scalable_targets().first().map(|t| {
-        let suspended = t
-            .suspended_state()
-            .and_then(|s| s.dynamic_scaling_in_suspended())
-            .unwrap_or(false);
-        (t.min_capacity(), t.max_capacity(), suspended)
-    }))
+/// The service's scalable target (and its CPU policy). It has no tags: it is
+/// the service's, so it is ours when the service is (`owner`: the service's
+/// tags; a destroy that finds no service any more: the stack's tag for a
+/// stack's destroy, nothing for a rollback). It exists only once the service
+/// does (`service_exists`).
+pub(crate) struct ScalableTargets {
+    pub aas: Client,
+    pub service_exists: bool,
+    pub owner: Vec<(String, String)>,
 }
 
-/// Converges the scalable target and its policy (after the service exists).
-pub(crate) async fn ensure(
-    aas: &Client,
-    w: &mut Work<'_>,
-    service_exists: bool,
-) -> Result<(), TierError> {
-    let resource = names::scalable_resource(&w.spec.stack);
-    let existing = if service_exists {
-        find(aas, w).await?
-    } else {
-        None
-    };
-    let Some(a) = w.spec.app.autoscaling.clone() else {
-        if existing.is_some() {
-            if !w.dry_run {
-                deregister(aas, &resource).await?;
-            }
-            w.record(
-                KIND,
-                &resource,
-                Action::Delete,
-                "autoscaling is no longer in the spec",
-            );
-        }
-        return Ok(());
-    };
+/// What the spec asks of the target.
+pub(crate) struct Want {
+    min: i32,
+    max: i32,
+    suspended: bool,
+    target_cpu: f64,
+}
+
+/// What the spec asks (None: no autoscaling). Paused: min = max = 0 and
+/// scaling suspended.
+pub(crate) fn wanted(w: &Work<'_>) -> Option<Want> {
+    let a = w.spec.app.autoscaling.as_ref()?;
     let paused = w.spec.paused;
-    let want = if paused {
-        (0, 0, true)
-    } else {
-        (i32::from(a.min), i32::from(a.max), false)
-    };
-    let detail = if paused {
-        "paused: min 0, max 0, scaling suspended".to_string()
-    } else {
-        format!(
-            "{}..{} tasks, target {} % CPU",
-            a.min, a.max, a.target_cpu_percent
-        )
-    };
-    let action = match existing {
-        None => Action::Create,
-        Some(have) if have == want => Action::None,
-        Some(_) => Action::Update,
-    };
-    if action != Action::None && !w.dry_run && service_exists {
+    Some(Want {
+        min: if paused { 0 } else { i32::from(a.min) },
+        max: if paused { 0 } else { i32::from(a.max) },
+        suspended: paused,
+        target_cpu: f64::from(a.target_cpu_percent),
+    })
+}
+
+/// A target as registered, with its policy's CPU target (None: no policy).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    resource: String,
+    min: i32,
+    max: i32,
+    suspended: bool,
+    target_cpu: Option<f64>,
+}
+
+/// One change in place.
+pub(crate) enum Step {
+    Capacity(i32, i32, bool),
+    Policy(f64),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Capacity(_, _, true) => f.write_str("paused: min 0, max 0, scaling suspended"),
+            Step::Capacity(min, max, false) => write!(f, "{min}..{max} tasks"),
+            Step::Policy(cpu) => write!(f, "target {cpu} % CPU"),
+        }
+    }
+}
+
+impl ScalableTargets {
+    async fn register(&self, resource: &str, want: &Want) -> Result<(), TierError> {
         let suspended = SuspendedState::builder()
-            .dynamic_scaling_in_suspended(want.2)
-            .dynamic_scaling_out_suspended(want.2)
-            .scheduled_scaling_suspended(want.2)
+            .dynamic_scaling_in_suspended(want.suspended)
+            .dynamic_scaling_out_suspended(want.suspended)
+            .scheduled_scaling_suspended(want.suspended)
             .build();
-        aas.register_scalable_target()
+        self.aas
+            .register_scalable_target()
             .service_namespace(ServiceNamespace::Ecs)
-            .resource_id(&resource)
+            .resource_id(resource)
             .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-            .min_capacity(want.0)
-            .max_capacity(want.1)
+            .min_capacity(want.min)
+            .max_capacity(want.max)
             .suspended_state(suspended)
             .send()
             .await
             .map_err(|e| aws_error("application-autoscaling:RegisterScalableTarget", e))?;
+        Ok(())
     }
-    // The policy: read it only when the target existed before.
-    let policy_ok = match existing {
-        Some(_) => {
-            let out = aas
-                .describe_scaling_policies()
-                .service_namespace(ServiceNamespace::Ecs)
-                .resource_id(&resource)
-                .policy_names(policy_name(&w.spec.stack))
-                .send()
-                .await
-                .map_err(|e| aws_error("application-autoscaling:DescribeScalingPolicies", e))?;
-            out.scaling_policies()
-                .first()
-                .and_then(|p| p.target_tracking_scaling_policy_configuration())
-                .map(|c| c.target_value())
-                == Some(f64::from(a.target_cpu_percent))
-        }
-        None => false,
-    };
-    if !policy_ok && !w.dry_run && service_exists {
+
+    async fn put_policy(&self, w: &Work<'_>, resource: &str, cpu: f64) -> Result<(), TierError> {
         let config = TargetTrackingScalingPolicyConfiguration::builder()
-            .target_value(f64::from(a.target_cpu_percent))
+            .target_value(cpu)
             .predefined_metric_specification(
                 PredefinedMetricSpecification::builder()
                     .predefined_metric_type(MetricType::EcsServiceAverageCpuUtilization)
@@ -132,51 +111,169 @@ pub(crate) async fn ensure(
             .scale_out_cooldown(60)
             .build()
             .map_err(|e| TierError::Terminal(format!("building the scaling policy: {e}")))?;
-        aas.put_scaling_policy()
+        self.aas
+            .put_scaling_policy()
             .policy_name(policy_name(&w.spec.stack))
             .service_namespace(ServiceNamespace::Ecs)
-            .resource_id(&resource)
+            .resource_id(resource)
             .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
             .policy_type(PolicyType::TargetTrackingScaling)
             .target_tracking_scaling_policy_configuration(config)
             .send()
             .await
             .map_err(|e| aws_error("application-autoscaling:PutScalingPolicy", e))?;
+        Ok(())
     }
-    let action = if action == Action::None && !policy_ok {
-        Action::Update
-    } else {
-        action
-    };
-    w.record(KIND, &resource, action, detail);
-    Ok(())
 }
 
-async fn deregister(aas: &Client, resource: &str) -> Result<(), TierError> {
-    aas.deregister_scalable_target()
-        .service_namespace(ServiceNamespace::Ecs)
-        .resource_id(resource)
-        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-        .send()
-        .await
-        .map_err(|e| aws_error("application-autoscaling:DeregisterScalableTarget", e))?;
-    Ok(())
-}
+impl Resource for ScalableTargets {
+    const KIND: &'static str = "scalable-target";
+    const LABEL: &'static str = "scalable target";
+    type Live = Live;
+    type Want = Want;
+    type Step = Step;
 
-/// Deregisters the scalable target (its policies go with it) when destroy deletes
-/// the service.
-pub(crate) async fn delete(
-    aas: &Client,
-    w: &mut Work<'_>,
-    service_owned: bool,
-) -> Result<(), TierError> {
-    if !service_owned || find(aas, w).await?.is_none() {
-        return Ok(());
+    fn name(&self, w: &Work<'_>, _want: &Want) -> String {
+        names::scalable_resource(&w.spec.stack)
     }
-    let resource = names::scalable_resource(&w.spec.stack);
-    deregister(aas, &resource).await?;
-    w.record(KIND, resource, Action::Delete, "with its scaling policy");
-    Ok(())
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.resource.clone())
+    }
+    fn id(&self, live: &Live) -> String {
+        live.resource.clone()
+    }
+    fn tags(&self, _live: &Live) -> Vec<(String, String)> {
+        self.owner.clone()
+    }
+
+    /// The policy is read only in a converge (a destroy deregisters the target
+    /// and its policies go with it).
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        if !self.service_exists && w.verb != Verb::Destroy {
+            return Ok(Vec::new());
+        }
+        let resource = names::scalable_resource(&w.spec.stack);
+        let out = self
+            .aas
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_ids(&resource)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .send()
+            .await
+            .map_err(|e| aws_error("application-autoscaling:DescribeScalableTargets", e))?;
+        let Some(t) = out.scalable_targets().first() else {
+            return Ok(Vec::new());
+        };
+        let target_cpu = match w.verb {
+            Verb::Destroy => None,
+            _ => self
+                .aas
+                .describe_scaling_policies()
+                .service_namespace(ServiceNamespace::Ecs)
+                .resource_id(&resource)
+                .policy_names(policy_name(&w.spec.stack))
+                .send()
+                .await
+                .map_err(|e| aws_error("application-autoscaling:DescribeScalingPolicies", e))?
+                .scaling_policies()
+                .first()
+                .and_then(|p| p.target_tracking_scaling_policy_configuration())
+                .map(|c| c.target_value()),
+        };
+        Ok(vec![Live {
+            resource,
+            min: t.min_capacity(),
+            max: t.max_capacity(),
+            suspended: t
+                .suspended_state()
+                .and_then(|s| s.dynamic_scaling_in_suspended())
+                .unwrap_or(false),
+            target_cpu,
+        }])
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, want: &Want) -> Result<Vec<Step>, TierError> {
+        let mut steps = Vec::new();
+        if (live.min, live.max, live.suspended) != (want.min, want.max, want.suspended) {
+            steps.push(Step::Capacity(want.min, want.max, want.suspended));
+        }
+        if live.target_cpu != Some(want.target_cpu) {
+            steps.push(Step::Policy(want.target_cpu));
+        }
+        Ok(steps)
+    }
+
+    fn describe(&self, _w: &Work<'_>, want: &Want) -> String {
+        if want.suspended {
+            "paused: min 0, max 0, scaling suspended".into()
+        } else {
+            format!(
+                "{}..{} tasks, target {} % CPU",
+                want.min, want.max, want.target_cpu
+            )
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        format!(
+            "{}..{} tasks, target {} % CPU",
+            live.min,
+            live.max,
+            live.target_cpu.unwrap_or_default()
+        )
+    }
+
+    /// After the service exists.
+    async fn create(&self, w: &Work<'_>, want: &Want) -> Result<Live, TierError> {
+        if !self.service_exists {
+            return Err(TierError::Terminal(
+                "autoscaling needs the ECS service, which does not exist".into(),
+            ));
+        }
+        let resource = names::scalable_resource(&w.spec.stack);
+        self.register(&resource, want).await?;
+        self.put_policy(w, &resource, want.target_cpu).await?;
+        Ok(Live {
+            resource,
+            min: want.min,
+            max: want.max,
+            suspended: want.suspended,
+            target_cpu: Some(want.target_cpu),
+        })
+    }
+
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        live: &Live,
+        want: &Want,
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        for step in steps {
+            match step {
+                Step::Capacity(..) => self.register(&live.resource, want).await?,
+                Step::Policy(cpu) => self.put_policy(w, &live.resource, *cpu).await?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Its scaling policy goes with it.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.aas
+            .deregister_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&live.resource)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .send()
+            .await
+            .map_err(|e| aws_error("application-autoscaling:DeregisterScalableTarget", e))?;
+        Ok(Deleted::Now)
+    }
+
+    fn deleted_detail(&self, _w: &Work<'_>, _live: &Live) -> String {
+        "with its scaling policy".into()
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -1,16 +1,17 @@
 //! The ECS cluster, with the FARGATE and FARGATE_SPOT capacity providers.
 
 use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, ClusterField, ClusterSetting, ClusterSettingName,
+    CapacityProviderStrategyItem, Cluster, ClusterField, ClusterSetting, ClusterSettingName,
 };
 use aws_sdk_ecs::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, NoStep, Resource};
+use mbstack_core::{aws_error, TierError, Work};
 
 use crate::ecs_tags::{ecs_tags, pairs};
 use crate::names;
 
-pub(crate) const KIND: &str = "ecs-cluster";
+const SHAPE: &str = "FARGATE, FARGATE_SPOT";
 
 /// FARGATE, or FARGATE_SPOT when the spec asks for cheap interruptible capacity.
 pub(crate) fn strategy(w: &Work<'_>) -> Result<CapacityProviderStrategyItem, TierError> {
@@ -29,81 +30,101 @@ pub(crate) fn provider(w: &Work<'_>) -> &'static str {
     }
 }
 
-async fn find(
-    ecs: &Client,
-    w: &Work<'_>,
-) -> Result<Option<(String, Vec<(String, String)>)>, TierError> {
-    let name = names::cluster(&w.spec.stack);
-    let out = ecs
-        .describe_clusters()
-        .clusters(&name)
-        .include(ClusterField::Tags)
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:DescribeClusters", e))?;
-    let Some(c) = out.clusters().iter().find(|c| c.status() == Some("ACTIVE")) else {
-        return Ok(None);
-    };
-    let tags = pairs(c.tags());
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("ECS cluster", &name));
-    }
-    Ok(Some((
-        c.cluster_arn().unwrap_or_default().to_string(),
-        tags,
-    )))
+/// The stack's cluster (an inactive one is gone).
+pub(crate) struct Clusters {
+    pub ecs: Client,
 }
 
-pub(crate) async fn ensure(ecs: &Client, w: &mut Work<'_>) -> Result<Option<String>, TierError> {
-    let name = names::cluster(&w.spec.stack);
-    if let Some((arn, _)) = find(ecs, w).await? {
-        w.record(KIND, &arn, Action::None, "FARGATE, FARGATE_SPOT");
-        return Ok(Some(arn));
-    }
-    if w.dry_run {
-        w.record(KIND, &name, Action::Create, "FARGATE, FARGATE_SPOT");
-        return Ok(None);
-    }
-    let out = ecs
-        .create_cluster()
-        .cluster_name(&name)
-        .capacity_providers("FARGATE")
-        .capacity_providers("FARGATE_SPOT")
-        .default_capacity_provider_strategy(strategy(w)?)
-        .settings(
-            ClusterSetting::builder()
-                .name(ClusterSettingName::ContainerInsights)
-                .value("disabled")
-                .build(),
-        )
-        .set_tags(Some(ecs_tags(w, "cluster")))
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:CreateCluster", e))?;
-    let arn = out
-        .cluster()
-        .and_then(|c| c.cluster_arn())
-        .unwrap_or_default()
-        .to_string();
-    w.record(KIND, &arn, Action::Create, "FARGATE, FARGATE_SPOT");
-    Ok(Some(arn))
-}
+impl Resource for Clusters {
+    const KIND: &'static str = "ecs-cluster";
+    const LABEL: &'static str = "ECS cluster";
+    type Live = Cluster;
+    type Want = ();
+    type Step = NoStep;
 
-/// Deletes the cluster if destroy owns it; retryable while a service remains.
-pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some((arn, tags)) = find(ecs, w).await? else {
-        return Ok(());
-    };
-    if !w.owns(&tags) {
-        return Ok(());
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        names::cluster(&w.spec.stack)
     }
-    ecs.delete_cluster()
-        .cluster(&arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:DeleteCluster", e))?;
-    w.record(KIND, arn, Action::Delete, "");
-    Ok(())
+    fn live_name(&self, live: &Cluster) -> Option<String> {
+        live.cluster_name().map(str::to_string)
+    }
+    fn id(&self, live: &Cluster) -> String {
+        live.cluster_arn().unwrap_or_default().to_string()
+    }
+    fn tags(&self, live: &Cluster) -> Vec<(String, String)> {
+        pairs(live.tags())
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Cluster>, TierError> {
+        let out = self
+            .ecs
+            .describe_clusters()
+            .clusters(names::cluster(&w.spec.stack))
+            .include(ClusterField::Tags)
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DescribeClusters", e))?;
+        Ok(out
+            .clusters()
+            .iter()
+            .filter(|c| c.status() == Some("ACTIVE"))
+            .cloned()
+            .collect())
+    }
+
+    fn diff(&self, _w: &Work<'_>, _live: &Cluster, _want: &()) -> Result<Vec<NoStep>, TierError> {
+        Ok(vec![])
+    }
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        SHAPE.into()
+    }
+    fn summary(&self, _w: &Work<'_>, _live: &Cluster) -> String {
+        SHAPE.into()
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Cluster, TierError> {
+        let out = self
+            .ecs
+            .create_cluster()
+            .cluster_name(names::cluster(&w.spec.stack))
+            .capacity_providers("FARGATE")
+            .capacity_providers("FARGATE_SPOT")
+            .default_capacity_provider_strategy(strategy(w)?)
+            .settings(
+                ClusterSetting::builder()
+                    .name(ClusterSettingName::ContainerInsights)
+                    .value("disabled")
+                    .build(),
+            )
+            .set_tags(Some(ecs_tags(w, "cluster")))
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:CreateCluster", e))?;
+        out.cluster()
+            .cloned()
+            .ok_or_else(|| TierError::Terminal("ecs:CreateCluster returned no cluster".into()))
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        _live: &Cluster,
+        _want: &(),
+        _steps: &[NoStep],
+    ) -> Result<Option<Cluster>, TierError> {
+        Ok(None)
+    }
+
+    /// Retryable while a service remains.
+    async fn delete(&self, _w: &Work<'_>, live: &Cluster) -> Result<Deleted, TierError> {
+        self.ecs
+            .delete_cluster()
+            .cluster(self.id(live))
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DeleteCluster", e))?;
+        Ok(Deleted::Now)
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

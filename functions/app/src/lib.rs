@@ -21,9 +21,11 @@ pub use service::{
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 
 use mbstack_core::iam::Permission;
+use mbstack_core::naming::STACK_TAG;
 use mbstack_core::outputs::{
     self, AppOutputs, DataOutputs, DeploymentInputs, LoadBalancerOutputs, NetworkOutputs,
 };
+use mbstack_core::resource;
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
 use serde_json::Map;
 
@@ -101,8 +103,13 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         }
     }
 
-    let log_group = logs::ensure(&c.logs, &mut w).await?;
-    let key = secret::ensure(&c.sm, &mut w).await?;
+    let log_kind = logs::LogGroups {
+        logs: c.logs.clone(),
+    };
+    resource::converge(&log_kind, &mut w, &[()]).await?;
+    let log_group = names::log_group(&w.spec.stack);
+    let keys = secret::KeySecrets { sm: c.sm.clone() };
+    let key = first(resource::converge(&keys, &mut w, &[()]).await?.ids(&keys));
     let secret_arns = match (&db, &key) {
         (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
         _ => None,
@@ -118,7 +125,12 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         c.role_propagation,
     )
     .await?;
-    let cluster_arn = cluster::ensure(&c.ecs, &mut w).await?;
+    let clusters = cluster::Clusters { ecs: c.ecs.clone() };
+    let cluster_arn = first(
+        resource::converge(&clusters, &mut w, &[()])
+            .await?
+            .ids(&clusters),
+    );
     let wanted = match (&db, &key, &exec_role, &task_role) {
         (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(
             &w,
@@ -154,7 +166,16 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         },
     )
     .await?;
-    autoscaling::ensure(&c.aas, &mut w, svc.is_some()).await?;
+    // The service is ours (the converge refuses one that is not): so is its
+    // scalable target.
+    let targets = autoscaling::ScalableTargets {
+        aas: c.aas.clone(),
+        service_exists: svc.is_some(),
+        owner: vec![(STACK_TAG.to_string(), w.spec.stack.clone())],
+    };
+    let wants: Vec<autoscaling::Want> = autoscaling::wanted(&w).into_iter().collect();
+    let scaling = resource::converge(&targets, &mut w, &wants).await?;
+    resource::prune(&targets, &mut w, &scaling.unwanted).await?;
     let repair = match (
         DeploymentInputs::given(&deployment.state_machine_arn),
         DeploymentInputs::given(&deployment.events_role_arn),
@@ -165,13 +186,14 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         }),
         _ => None,
     };
-    password_rule::ensure(
-        &c.events,
-        &mut w,
-        db.as_ref().map(|d| d.secret_arn.as_str()),
-        repair.as_ref(),
-    )
-    .await?;
+    if repair.is_some() {
+        let rules = password_rule::PasswordRules {
+            events: c.events.clone(),
+            secret_arn: db.as_ref().map(|d| d.secret_arn.clone()),
+            repair,
+        };
+        resource::converge(&rules, &mut w, &[()]).await?;
+    }
 
     let outputs = outputs::to_map(&AppOutputs {
         cluster_arn,
@@ -301,24 +323,48 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
 /// Autoscaling → service (scale to 0, delete, wait until INACTIVE) → task
 /// definitions → cluster → roles → log group → encryption-key secret.
 async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    let service_owned = match service::find(&c.ecs, &w).await? {
-        Some((_, tags)) => w.owns(&tags),
-        None => w.run.scope == mbstack_core::Scope::Stack,
+    // The scalable target is the service's: ours to delete when the service is.
+    let owner = match service::find(&c.ecs, &w).await? {
+        Some((_, tags)) => tags,
+        None if w.run.scope == mbstack_core::Scope::Stack => {
+            vec![(STACK_TAG.to_string(), w.spec.stack.clone())]
+        }
+        None => Vec::new(),
     };
-    autoscaling::delete(&c.aas, &mut w, service_owned).await?;
+    let targets = autoscaling::ScalableTargets {
+        aas: c.aas.clone(),
+        service_exists: true,
+        owner,
+    };
+    resource::destroy(&targets, &mut w).await?;
     if let Some(waiting) = service::delete(&c.ecs, &mut w).await? {
         return Ok(w.outcome(State::Pending, waiting, Map::new()));
     }
     let steps = async {
-        password_rule::delete(&c.events, &mut w).await?;
+        let rules = password_rule::PasswordRules {
+            events: c.events.clone(),
+            secret_arn: None,
+            repair: None,
+        };
+        resource::destroy(&rules, &mut w).await?;
         task_definition::delete(&c.ecs, &mut w).await?;
-        cluster::delete(&c.ecs, &mut w).await?;
+        let clusters = cluster::Clusters { ecs: c.ecs.clone() };
+        resource::destroy(&clusters, &mut w).await?;
         iam::delete(&c.iam, &mut w).await?;
-        logs::delete(&c.logs, &mut w).await?;
-        secret::delete(&c.sm, &mut w).await
+        let log_kind = logs::LogGroups {
+            logs: c.logs.clone(),
+        };
+        resource::destroy(&log_kind, &mut w).await?;
+        resource::destroy(&secret::KeySecrets { sm: c.sm.clone() }, &mut w).await?;
+        Ok(())
     };
     let result = steps.await;
     w.destroyed(result, "Metabase service")
+}
+
+/// The ID of a kind that has one resource (None: planned).
+fn first(ids: Vec<Option<String>>) -> Option<String> {
+    ids.into_iter().next().flatten()
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -2,121 +2,166 @@
 
 use aws_sdk_cloudwatchlogs::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, TierError, Work};
 
 use crate::names;
 
-pub(crate) const KIND: &str = "log-group";
-
-/// The group's ARN (without `:*`) and retention, if it exists and is ours.
-async fn find(
-    logs: &Client,
-    w: &Work<'_>,
-) -> Result<Option<(String, Option<i32>, Vec<(String, String)>)>, TierError> {
-    let name = names::log_group(&w.spec.stack);
-    let out = logs
-        .describe_log_groups()
-        .log_group_name_prefix(&name)
-        .send()
-        .await
-        .map_err(|e| aws_error("logs:DescribeLogGroups", e))?;
-    let Some(g) = out
-        .log_groups()
-        .iter()
-        .find(|g| g.log_group_name() == Some(name.as_str()))
-    else {
-        return Ok(None);
-    };
-    let arn = g
-        .log_group_arn()
-        .map(str::to_string)
-        .or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string()))
-        .unwrap_or_default();
-    let tags = logs
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("logs:ListTagsForResource", e))?;
-    let pairs: Vec<(String, String)> = tags
-        .tags()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    if !w.is_ours(&pairs) {
-        return Err(w.not_ours("log group", &name));
-    }
-    Ok(Some((arn, g.retention_in_days(), pairs)))
+/// The stack's log group.
+pub(crate) struct LogGroups {
+    pub logs: Client,
 }
 
-pub(crate) async fn ensure(logs: &Client, w: &mut Work<'_>) -> Result<String, TierError> {
-    let name = names::log_group(&w.spec.stack);
-    let want = i32::from(w.spec.app.log_retention_days);
-    match find(logs, w).await? {
-        Some((_, retention, _)) if retention == Some(want) => {
-            w.record(KIND, &name, Action::None, format!("retention {want} days"))
-        }
-        Some((_, retention, _)) => {
-            if !w.dry_run {
-                set_retention(logs, &name, want).await?;
-            }
-            w.record(
-                KIND,
-                &name,
-                Action::Update,
-                format!(
-                    "retention {} → {want} days",
-                    retention
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "never expire".into())
-                ),
-            );
-        }
-        None => {
-            if !w.dry_run {
-                logs.create_log_group()
-                    .log_group_name(&name)
-                    .set_tags(Some(w.tags("logs").into_iter().collect()))
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("logs:CreateLogGroup", e))?;
-                set_retention(logs, &name, want).await?;
-            }
-            w.record(
-                KIND,
-                &name,
-                Action::Create,
-                format!("retention {want} days"),
-            );
-        }
-    }
-    Ok(name)
+/// A log group: its name, ARN (without `:*`), retention and tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    name: String,
+    retention: Option<i32>,
+    tags: Vec<(String, String)>,
 }
 
-async fn set_retention(logs: &Client, name: &str, days: i32) -> Result<(), TierError> {
-    logs.put_retention_policy()
-        .log_group_name(name)
-        .retention_in_days(days)
-        .send()
-        .await
-        .map_err(|e| aws_error("logs:PutRetentionPolicy", e))?;
-    Ok(())
+/// Its retention changes: (have, want).
+pub(crate) struct Retention(Option<i32>, i32);
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let have = self
+            .0
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "never expire".into());
+        write!(f, "retention {have} → {} days", self.1)
+    }
 }
 
-pub(crate) async fn delete(logs: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some((_, _, tags)) = find(logs, w).await? else {
-        return Ok(());
-    };
-    if !w.owns(&tags) {
-        return Ok(());
+fn retention(w: &Work<'_>) -> i32 {
+    i32::from(w.spec.app.log_retention_days)
+}
+
+impl LogGroups {
+    async fn set_retention(&self, name: &str, days: i32) -> Result<(), TierError> {
+        self.logs
+            .put_retention_policy()
+            .log_group_name(name)
+            .retention_in_days(days)
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:PutRetentionPolicy", e))?;
+        Ok(())
     }
-    let name = names::log_group(&w.spec.stack);
-    logs.delete_log_group()
-        .log_group_name(&name)
-        .send()
-        .await
-        .map_err(|e| aws_error("logs:DeleteLogGroup", e))?;
-    w.record(KIND, name, Action::Delete, "");
-    Ok(())
+}
+
+impl Resource for LogGroups {
+    const KIND: &'static str = "log-group";
+    const LABEL: &'static str = "log group";
+    type Live = Live;
+    type Want = ();
+    type Step = Retention;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        names::log_group(&w.spec.stack)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.name.clone())
+    }
+    fn id(&self, live: &Live) -> String {
+        live.name.clone()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let name = names::log_group(&w.spec.stack);
+        let out = self
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&name)
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:DescribeLogGroups", e))?;
+        let Some(g) = out
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(name.as_str()))
+        else {
+            return Ok(Vec::new());
+        };
+        let arn = g
+            .log_group_arn()
+            .map(str::to_string)
+            .or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string()))
+            .unwrap_or_default();
+        let tags = self
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:ListTagsForResource", e))?;
+        Ok(vec![Live {
+            name,
+            retention: g.retention_in_days(),
+            tags: tags
+                .tags()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        }])
+    }
+
+    fn diff(&self, w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Retention>, TierError> {
+        let want = retention(w);
+        Ok(if live.retention == Some(want) {
+            vec![]
+        } else {
+            vec![Retention(live.retention, want)]
+        })
+    }
+    fn describe(&self, w: &Work<'_>, _want: &()) -> String {
+        format!("retention {} days", retention(w))
+    }
+    fn summary(&self, w: &Work<'_>, _live: &Live) -> String {
+        self.describe(w, &())
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let name = names::log_group(&w.spec.stack);
+        self.logs
+            .create_log_group()
+            .log_group_name(&name)
+            .set_tags(Some(w.tags("logs").into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:CreateLogGroup", e))?;
+        self.set_retention(&name, retention(w)).await?;
+        Ok(Live {
+            name,
+            retention: Some(retention(w)),
+            tags: w.tags("logs"),
+        })
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _want: &(),
+        steps: &[Retention],
+    ) -> Result<Option<Live>, TierError> {
+        for Retention(_, days) in steps {
+            self.set_retention(&live.name, *days).await?;
+        }
+        Ok(None)
+    }
+
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.logs
+            .delete_log_group()
+            .log_group_name(&live.name)
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:DeleteLogGroup", e))?;
+        Ok(Deleted::Now)
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

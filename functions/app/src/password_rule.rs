@@ -14,10 +14,10 @@
 use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use aws_sdk_eventbridge::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Verb, Work};
 use serde_json::{json, Value};
 
-pub(crate) const KIND: &str = "event-rule";
 const TARGET_ID: &str = "mbstack-repair";
 
 pub(crate) fn name(stack: &str) -> String {
@@ -47,141 +47,84 @@ fn input(stack: &str) -> String {
     json!({"stack": stack, "action": "apply"}).to_string()
 }
 
-struct Found {
+/// The stack's rotation rule, for the database password `secret_arn` (None:
+/// not known yet, in a plan), sending `repair`.
+pub(crate) struct PasswordRules {
+    pub events: Client,
+    pub secret_arn: Option<String>,
+    pub repair: Option<Repair>,
+}
+
+/// A rule: its ARN, pattern, state, tags, and whether its one target is the
+/// repair wanted (read only when a repair is wanted).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    name: String,
     arn: String,
     pattern: Option<Value>,
     enabled: bool,
     tags: Vec<(String, String)>,
+    target_ok: bool,
 }
 
-async fn find(events: &Client, w: &Work<'_>) -> Result<Option<Found>, TierError> {
-    let rule = name(&w.spec.stack);
-    let out = match events.describe_rule().name(&rule).send().await {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("events:DescribeRule", e)),
-    };
-    let arn = out.arn().unwrap_or_default().to_string();
-    let tags = events
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("events:ListTagsForResource", e))?;
-    let tags: Vec<(String, String)> = tags
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("EventBridge rule", &rule));
+/// One change in place; either is made by putting the rule and its target.
+pub(crate) enum Step {
+    Pattern,
+    Target,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Pattern => "event pattern → this database's password, enabled",
+            Step::Target => "target → this deployment's state machine",
+        })
     }
-    Ok(Some(Found {
-        arn,
-        pattern: out
-            .event_pattern()
-            .and_then(|p| serde_json::from_str(p).ok()),
-        enabled: out.state() == Some(&RuleState::Enabled),
-        tags,
-    }))
 }
 
-/// Whether the rule's one target is the repair wanted.
-async fn target_is(
-    events: &Client,
-    rule: &str,
-    repair: &Repair,
-    stack: &str,
-) -> Result<bool, TierError> {
-    let out = events
-        .list_targets_by_rule()
-        .rule(rule)
-        .send()
-        .await
-        .map_err(|e| aws_error("events:ListTargetsByRule", e))?;
-    let want: Option<Value> = serde_json::from_str(&input(stack)).ok();
-    Ok(match out.targets() {
-        [t] => {
-            t.arn() == repair.state_machine_arn
-                && t.role_arn() == Some(repair.role_arn.as_str())
-                && t.input()
-                    .and_then(|i| serde_json::from_str::<Value>(i).ok())
-                    == want
-        }
-        _ => false,
-    })
-}
-
-/// Converges the rule for the database password `secret_arn` (None: not known
-/// yet, in a plan). Nothing without `repair` (the tier called outside a
-/// deployment's state machine).
-pub(crate) async fn ensure(
-    events: &Client,
-    w: &mut Work<'_>,
-    secret_arn: Option<&str>,
-    repair: Option<&Repair>,
-) -> Result<(), TierError> {
-    let Some(repair) = repair else {
-        return Ok(());
-    };
-    let rule = name(&w.spec.stack);
-    let found = find(events, w).await?;
-    let Some(secret_arn) = secret_arn else {
-        if found.is_none() {
-            w.record_named(
-                KIND,
-                "db-password-rotated",
-                Action::Create,
-                "repair when the database password rotates",
-            );
-        }
-        return Ok(());
-    };
-    let want = pattern(secret_arn);
-    let (action, detail) = match &found {
-        None => (
-            Action::Create,
-            "repair the stack when the database password rotates".to_string(),
-        ),
-        Some(f) => {
-            let same_rule = f.pattern.as_ref() == Some(&want) && f.enabled;
-            let same_target = target_is(events, &rule, repair, &w.spec.stack).await?;
-            match (same_rule, same_target) {
-                (true, true) => {
-                    w.record(
-                        KIND,
-                        &f.arn,
-                        Action::None,
-                        "repair when the database password rotates",
-                    );
-                    return Ok(());
-                }
-                (false, _) => (
-                    Action::Update,
-                    "event pattern → this database's password, enabled".to_string(),
-                ),
-                (true, false) => (
-                    Action::Update,
-                    "target → this deployment's state machine".to_string(),
-                ),
+impl PasswordRules {
+    /// Whether the rule's one target is the repair wanted.
+    async fn target_is(&self, rule: &str, repair: &Repair, stack: &str) -> Result<bool, TierError> {
+        let out = self
+            .events
+            .list_targets_by_rule()
+            .rule(rule)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:ListTargetsByRule", e))?;
+        let want: Option<Value> = serde_json::from_str(&input(stack)).ok();
+        Ok(match out.targets() {
+            [t] => {
+                t.arn() == repair.state_machine_arn
+                    && t.role_arn() == Some(repair.role_arn.as_str())
+                    && t.input()
+                        .and_then(|i| serde_json::from_str::<Value>(i).ok())
+                        == want
             }
-        }
-    };
-    let mut arn = found
-        .as_ref()
-        .map(|f| f.arn.clone())
-        .unwrap_or_else(|| rule.clone());
-    if !w.dry_run {
-        let mut put = events
+            _ => false,
+        })
+    }
+
+    /// Puts the rule (with its tags when it is new) and its target.
+    async fn put(&self, w: &Work<'_>, new: bool) -> Result<String, TierError> {
+        let (Some(secret_arn), Some(repair)) = (&self.secret_arn, &self.repair) else {
+            return Err(TierError::Terminal(
+                "the rotation rule needs the database's secret and the deployment's state machine"
+                    .into(),
+            ));
+        };
+        let rule = name(&w.spec.stack);
+        let mut put = self
+            .events
             .put_rule()
             .name(&rule)
-            .event_pattern(want.to_string())
+            .event_pattern(pattern(secret_arn).to_string())
             .state(RuleState::Enabled)
             .description(format!(
                 "mbstack {}: repair the stack (new Metabase tasks) when RDS rotates its password",
                 w.spec.stack
             ));
-        if found.is_none() {
+        if new {
             for (k, v) in w.tags("password-rule") {
                 put =
                     put.tags(Tag::builder().key(k).value(v).build().map_err(|e| {
@@ -193,7 +136,6 @@ pub(crate) async fn ensure(
             .send()
             .await
             .map_err(|e| aws_error("events:PutRule", e))?;
-        arn = out.rule_arn().unwrap_or(&arn).to_string();
         let target = Target::builder()
             .id(TARGET_ID)
             .arn(&repair.state_machine_arn)
@@ -201,7 +143,8 @@ pub(crate) async fn ensure(
             .input(input(&w.spec.stack))
             .build()
             .map_err(|e| TierError::Terminal(format!("building the rule's target: {e}")))?;
-        let put = events
+        let put = self
+            .events
             .put_targets()
             .rule(&rule)
             .targets(target)
@@ -225,35 +168,135 @@ pub(crate) async fn ensure(
                 why.join("; ")
             )));
         }
+        Ok(out.rule_arn().unwrap_or(&rule).to_string())
     }
-    w.record(KIND, arn, action, detail);
-    Ok(())
 }
 
-/// Removes the rule (its target first, as EventBridge requires).
-pub(crate) async fn delete(events: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some(found) = find(events, w).await? else {
-        return Ok(());
-    };
-    if !w.owns(&found.tags) {
-        return Ok(());
+impl Resource for PasswordRules {
+    const KIND: &'static str = "event-rule";
+    const LABEL: &'static str = "EventBridge rule";
+    type Live = Live;
+    type Want = ();
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        name(&w.spec.stack)
     }
-    let rule = name(&w.spec.stack);
-    events
-        .remove_targets()
-        .rule(&rule)
-        .ids(TARGET_ID)
-        .send()
-        .await
-        .map_err(|e| aws_error("events:RemoveTargets", e))?;
-    events
-        .delete_rule()
-        .name(&rule)
-        .send()
-        .await
-        .map_err(|e| aws_error("events:DeleteRule", e))?;
-    w.record(KIND, &found.arn, Action::Delete, "rotation repair rule");
-    Ok(())
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.name.clone())
+    }
+    fn id(&self, live: &Live) -> String {
+        live.arn.clone()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let rule = name(&w.spec.stack);
+        let call = self.events.describe_rule().name(&rule).send().await;
+        let codes = ["ResourceNotFoundException"];
+        let Some(out) = found("events:DescribeRule", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let arn = out.arn().unwrap_or_default().to_string();
+        let tags = self
+            .events
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:ListTagsForResource", e))?;
+        let tags: Vec<(String, String)> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        let target_ok = match (&self.repair, &self.secret_arn, w.verb) {
+            (Some(repair), Some(_), Verb::Plan | Verb::Apply | Verb::Check) => {
+                // Not ours: refused by the converge, so no need to read further.
+                !w.is_ours(&tags) || self.target_is(&rule, repair, &w.spec.stack).await?
+            }
+            _ => true,
+        };
+        Ok(vec![Live {
+            name: rule,
+            arn,
+            pattern: out
+                .event_pattern()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            enabled: out.state() == Some(&RuleState::Enabled),
+            tags,
+            target_ok,
+        }])
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Step>, TierError> {
+        let Some(secret_arn) = &self.secret_arn else {
+            return Ok(vec![]);
+        };
+        Ok(
+            if live.pattern.as_ref() != Some(&pattern(secret_arn)) || !live.enabled {
+                vec![Step::Pattern]
+            } else if !live.target_ok {
+                vec![Step::Target]
+            } else {
+                vec![]
+            },
+        )
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        "repair the stack when the database password rotates".into()
+    }
+    fn summary(&self, _w: &Work<'_>, _live: &Live) -> String {
+        "repair when the database password rotates".into()
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let arn = self.put(w, true).await?;
+        Ok(Live {
+            name: name(&w.spec.stack),
+            arn,
+            pattern: self.secret_arn.as_deref().map(pattern),
+            enabled: true,
+            tags: w.tags("password-rule"),
+            target_ok: true,
+        })
+    }
+
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        _live: &Live,
+        _want: &(),
+        _steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        self.put(w, false).await?;
+        Ok(None)
+    }
+
+    /// Its target first, as EventBridge requires.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.events
+            .remove_targets()
+            .rule(&live.name)
+            .ids(TARGET_ID)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:RemoveTargets", e))?;
+        self.events
+            .delete_rule()
+            .name(&live.name)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:DeleteRule", e))?;
+        Ok(Deleted::Now)
+    }
+
+    fn deleted_detail(&self, _w: &Work<'_>, _live: &Live) -> String {
+        "rotation repair rule".into()
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -6,127 +6,179 @@
 use aws_sdk_secretsmanager::primitives::DateTime;
 use aws_sdk_secretsmanager::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Verb, Work};
 
 use crate::names;
 
-pub(crate) const KIND: &str = "secret";
 /// Destroy schedules deletion with this window; an apply within it restores the key.
 pub(crate) const RECOVERY_DAYS: i64 = 7;
 
-struct Found {
+/// The stack's encryption-key secret.
+pub(crate) struct KeySecrets {
+    pub sm: Client,
+}
+
+/// The secret (never its value): ARN, whether it is scheduled for deletion,
+/// tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    name: String,
     arn: String,
     scheduled_for_deletion: bool,
     tags: Vec<(String, String)>,
 }
 
-async fn find(sm: &Client, w: &Work<'_>) -> Result<Option<Found>, TierError> {
-    let name = names::encryption_key_secret(&w.spec.stack);
-    let out = match sm.describe_secret().secret_id(&name).send().await {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("secretsmanager:DescribeSecret", e)),
-    };
-    let tags: Vec<(String, String)> = out
-        .tags()
-        .iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or("").to_string(),
-                t.value().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("secret", &name));
+/// The one change in place: restore the key scheduled for deletion.
+pub(crate) struct Restore;
+
+impl std::fmt::Display for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("restore the encryption key scheduled for deletion (it must never change)")
     }
-    Ok(Some(Found {
-        arn: out.arn().unwrap_or_default().to_string(),
-        scheduled_for_deletion: out.deleted_date().is_some(),
-        tags,
-    }))
 }
 
-/// The key secret's ARN (None: planned).
-pub(crate) async fn ensure(sm: &Client, w: &mut Work<'_>) -> Result<Option<String>, TierError> {
-    let name = names::encryption_key_secret(&w.spec.stack);
-    if let Some(found) = find(sm, w).await? {
-        if found.scheduled_for_deletion {
-            if !w.dry_run {
-                sm.restore_secret()
-                    .secret_id(&found.arn)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("secretsmanager:RestoreSecret", e))?;
-            }
-            w.record(
-                KIND,
-                &found.arn,
-                Action::Update,
-                "restore the encryption key scheduled for deletion (it must never change)",
-            );
-        } else {
-            w.record(
-                KIND,
-                &found.arn,
-                Action::None,
-                "Metabase encryption key (kept, never regenerated)",
-            );
-        }
-        return Ok(Some(found.arn));
+impl Resource for KeySecrets {
+    const KIND: &'static str = "secret";
+    const LABEL: &'static str = "secret";
+    type Live = Live;
+    type Want = ();
+    type Step = Restore;
+
+    fn name(&self, w: &Work<'_>, _want: &()) -> String {
+        names::encryption_key_secret(&w.spec.stack)
     }
-    if w.dry_run {
-        w.record(
-            KIND,
-            &name,
-            Action::Create,
-            "Metabase encryption key, 64 random characters",
-        );
-        return Ok(None);
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.name.clone())
     }
-    let random = sm
-        .get_random_password()
-        .password_length(64)
-        .exclude_punctuation(true)
-        .include_space(false)
-        .send()
-        .await
-        .map_err(|e| aws_error("secretsmanager:GetRandomPassword", e))?;
-    let Some(value) = random.random_password() else {
-        return Err(TierError::Terminal(
-            "secretsmanager:GetRandomPassword returned no value".into(),
-        ));
-    };
-    let tags = w
-        .tags("encryption-key")
-        .into_iter()
-        .map(|(k, v)| {
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
+    fn id(&self, live: &Live) -> String {
+        live.arn.clone()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    /// A destroy leaves a secret already scheduled for deletion alone.
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let name = names::encryption_key_secret(&w.spec.stack);
+        let call = self.sm.describe_secret().secret_id(&name).send().await;
+        let codes = ["ResourceNotFoundException"];
+        let Some(out) = found("secretsmanager:DescribeSecret", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let live = Live {
+            name,
+            arn: out.arn().unwrap_or_default().to_string(),
+            scheduled_for_deletion: out.deleted_date().is_some(),
+            tags: out
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or("").to_string(),
+                        t.value().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+        };
+        Ok(match (w.verb, live.scheduled_for_deletion) {
+            (Verb::Destroy, true) => Vec::new(),
+            _ => vec![live],
         })
-        .collect();
-    let out = sm
-        .create_secret()
-        .name(&name)
-        .description(format!(
-            "mbstack {}: Metabase MB_ENCRYPTION_SECRET_KEY. Never change it.",
-            w.spec.stack
-        ))
-        .secret_string(value)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| aws_error("secretsmanager:CreateSecret", e))?;
-    let arn = out.arn().unwrap_or_default().to_string();
-    w.record(
-        KIND,
-        &arn,
-        Action::Create,
-        "Metabase encryption key, 64 random characters",
-    );
-    Ok(Some(arn))
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Restore>, TierError> {
+        Ok(if live.scheduled_for_deletion {
+            vec![Restore]
+        } else {
+            vec![]
+        })
+    }
+    fn describe(&self, _w: &Work<'_>, _want: &()) -> String {
+        "Metabase encryption key, 64 random characters".into()
+    }
+    fn summary(&self, _w: &Work<'_>, _live: &Live) -> String {
+        "Metabase encryption key (kept, never regenerated)".into()
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let name = names::encryption_key_secret(&w.spec.stack);
+        let random = self
+            .sm
+            .get_random_password()
+            .password_length(64)
+            .exclude_punctuation(true)
+            .include_space(false)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager:GetRandomPassword", e))?;
+        let Some(value) = random.random_password() else {
+            return Err(TierError::Terminal(
+                "secretsmanager:GetRandomPassword returned no value".into(),
+            ));
+        };
+        let tags = w
+            .tags("encryption-key")
+            .into_iter()
+            .map(|(k, v)| {
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .sm
+            .create_secret()
+            .name(&name)
+            .description(format!(
+                "mbstack {}: Metabase MB_ENCRYPTION_SECRET_KEY. Never change it.",
+                w.spec.stack
+            ))
+            .secret_string(value)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager:CreateSecret", e))?;
+        Ok(Live {
+            name,
+            arn: out.arn().unwrap_or_default().to_string(),
+            scheduled_for_deletion: false,
+            tags: w.tags("encryption-key"),
+        })
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _want: &(),
+        _steps: &[Restore],
+    ) -> Result<Option<Live>, TierError> {
+        self.sm
+            .restore_secret()
+            .secret_id(&live.arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager:RestoreSecret", e))?;
+        Ok(None)
+    }
+
+    /// Schedules deletion with a recovery window (never forced).
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.sm
+            .delete_secret()
+            .secret_id(&live.arn)
+            .recovery_window_in_days(RECOVERY_DAYS)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager:DeleteSecret", e))?;
+        Ok(Deleted::Now)
+    }
+
+    fn deleted_detail(&self, _w: &Work<'_>, _live: &Live) -> String {
+        format!("scheduled for deletion in {RECOVERY_DAYS} days (an apply before then restores it)")
+    }
 }
 
 /// When the database password (the secret RDS manages, `arn`) last rotated:
@@ -136,36 +188,10 @@ pub(crate) async fn db_password_rotated(
     sm: &Client,
     arn: &str,
 ) -> Result<Option<DateTime>, TierError> {
-    match sm.describe_secret().secret_id(arn).send().await {
-        Ok(o) => Ok(o.last_rotated_date().copied()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(aws_error("secretsmanager:DescribeSecret", e)),
-    }
-}
-
-/// Schedules deletion with a recovery window (never forced).
-pub(crate) async fn delete(sm: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let Some(found) = find(sm, w).await? else {
-        return Ok(());
-    };
-    if found.scheduled_for_deletion || !w.owns(&found.tags) {
-        return Ok(());
-    }
-    sm.delete_secret()
-        .secret_id(&found.arn)
-        .recovery_window_in_days(RECOVERY_DAYS)
-        .send()
-        .await
-        .map_err(|e| aws_error("secretsmanager:DeleteSecret", e))?;
-    w.record(
-        KIND,
-        &found.arn,
-        Action::Delete,
-        format!(
-            "scheduled for deletion in {RECOVERY_DAYS} days (an apply before then restores it)"
-        ),
-    );
-    Ok(())
+    let call = sm.describe_secret().secret_id(arn).send().await;
+    let codes = ["ResourceNotFoundException"];
+    Ok(found("secretsmanager:DescribeSecret", call, &codes)?
+        .and_then(|o| o.last_rotated_date().copied()))
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

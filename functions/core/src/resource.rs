@@ -41,6 +41,16 @@ pub enum Deleted {
     Waiting(String),
 }
 
+/// The step type of a kind that has nothing to change in place.
+#[derive(Debug)]
+pub enum NoStep {}
+
+impl Display for NoStep {
+    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
+}
+
 /// A resource kind. `Self` carries what every call of the kind needs (the SDK
 /// client, IDs of resources it sits in); a `Want` is one resource the spec asks
 /// for, a `Live` one that exists.
@@ -100,7 +110,8 @@ pub trait Resource: Sync {
         steps: &[Self::Step],
     ) -> impl Future<Output = Result<Option<Self::Live>, TierError>> + Send;
 
-    /// Pure: whether an existing resource is usable.
+    /// Pure: whether an existing resource is usable. A pending reason reads
+    /// after "waiting for" (`NAT gateway nat-1 (s-nat-a): pending`).
     fn readiness(&self, _w: &Work<'_>, _live: &Self::Live) -> Readiness {
         Readiness::Ready
     }
@@ -110,6 +121,12 @@ pub trait Resource: Sync {
         w: &Work<'_>,
         live: &Self::Live,
     ) -> impl Future<Output = Result<Deleted, TierError>> + Send;
+
+    /// The detail of a delete that is done ([`Deleted::Now`]): its name unless
+    /// the kind says more (a secret: when it really goes).
+    fn deleted_detail(&self, _w: &Work<'_>, live: &Self::Live) -> String {
+        self.live_name(live).unwrap_or_default()
+    }
 }
 
 /// What [`converge`] found or made: for each want, in order, the resource (None
@@ -214,9 +231,11 @@ pub async fn destroy<R: Resource>(r: &R, w: &mut Work<'_>) -> Result<Vec<String>
         if !w.owns(&r.tags(&l)) {
             continue;
         }
-        let name = r.live_name(&l).unwrap_or_default();
         match r.delete(w, &l).await? {
-            Deleted::Now => w.record(R::KIND, r.id(&l), Action::Delete, name),
+            Deleted::Now => {
+                let detail = r.deleted_detail(w, &l);
+                w.record(R::KIND, r.id(&l), Action::Delete, detail)
+            }
             Deleted::Started {
                 detail,
                 waiting: why,

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
 use mbstack_core::naming::NAME_TAG;
-use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::resource::{Deleted, NoStep, Resource};
 use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
 use std::sync::Mutex;
 
@@ -75,15 +75,6 @@ pub(crate) struct ElasticIps {
 /// The AZ of a wanted Elastic IP.
 pub(crate) struct EipWant {
     pub az: String,
-}
-
-/// An address has nothing to change in place.
-pub(crate) enum NoStep {}
-
-impl std::fmt::Display for NoStep {
-    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {}
-    }
 }
 
 impl ElasticIps {
