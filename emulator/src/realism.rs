@@ -174,6 +174,16 @@ impl Realism {
     }
 
     /// The state AWS would report for a NAT gateway moto reports as `moto_state`.
+    /// A load balancer is `provisioning` for a while after its creation.
+    fn alb_state(&self, arn: &str, moto_state: &str) -> String {
+        match self.alb_created.get(arn) {
+            Some(t) if moto_state == "active" && t.elapsed() < self.scaled(ALB_CREATE) => {
+                "provisioning".into()
+            }
+            _ => moto_state.into(),
+        }
+    }
+
     fn nat_state(&self, id: &str, moto_state: &str) -> String {
         if let Some(t) = self.nat_deleted.get(id) {
             if t.elapsed() < self.scaled(NAT_DELETE) {
@@ -1038,14 +1048,21 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     }
     let text = String::from_utf8_lossy(&body).to_string();
     match (q.service.as_str(), q.action()) {
+        // AWS answers a create with the resource in its first state (a NAT
+        // gateway `pending`, a DB `creating`, a load balancer `provisioning`),
+        // as the describes that follow show it: a tier that judges readiness
+        // from the create's answer must see it not ready.
         ("ec2", "CreateNatGateway") => {
             for id in xml::values(&text, "natGatewayId") {
                 if let Some(token) = q.get("ClientToken") {
                     realism.nat_tokens.insert(token.to_string(), id.clone());
                 }
-                realism.nat_created.insert(id, Instant::now());
+                realism.nat_created.entry(id).or_insert_with(Instant::now);
             }
-            body
+            let out = xml::rewrite_state(&text, "natGatewayId", &["state"], |id, moto| {
+                realism.nat_state(id, moto)
+            });
+            Bytes::from(out)
         }
         ("ec2", "DeleteNatGateway") => {
             if let Some(id) = q.get("NatGatewayId") {
@@ -1066,7 +1083,13 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
             if let Some(id) = q.get("DBInstanceIdentifier") {
                 realism.db_created.insert(id.to_string(), Instant::now());
             }
-            body
+            let out = xml::rewrite_state(
+                &text,
+                "DBInstanceIdentifier",
+                &["DBInstanceStatus"],
+                |id, moto| realism.db_status(id, moto),
+            );
+            Bytes::from(out)
         }
         ("rds", "DeleteDBInstance") => {
             if let (Some(id), Some(block)) = (
@@ -1101,20 +1124,18 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             for arn in xml::values(&text, "LoadBalancerArn") {
-                realism.alb_created.insert(arn, Instant::now());
+                realism.alb_created.entry(arn).or_insert_with(Instant::now);
             }
-            body
-        }
-        ("elasticloadbalancing", "DescribeLoadBalancers") => {
-            let limit = realism.scaled(ALB_CREATE);
             let out =
                 xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
-                    match realism.alb_created.get(arn) {
-                        Some(t) if moto == "active" && t.elapsed() < limit => {
-                            "provisioning".to_string()
-                        }
-                        _ => moto.to_string(),
-                    }
+                    realism.alb_state(arn, moto)
+                });
+            Bytes::from(out)
+        }
+        ("elasticloadbalancing", "DescribeLoadBalancers") => {
+            let out =
+                xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
+                    realism.alb_state(arn, moto)
                 });
             Bytes::from(out)
         }

@@ -275,6 +275,72 @@ async fn a_full_apply_and_destroy_waits_for_nat_gateways_and_provokes_no_refusal
     );
 }
 
+/// AWS answers a create with the resource in its first state: CreateNatGateway
+/// `pending`, CreateDBInstance `creating`, CreateLoadBalancer `provisioning` (the
+/// API references' examples). moto answers `available` / `active` at once; a
+/// tier that judged readiness from the create's answer passed on moto and
+/// would not have waited on AWS, until the emulator answered as AWS does.
+#[tokio::test]
+async fn a_create_answers_with_the_first_state_as_aws_does() {
+    let env = TestEnv::start().await;
+    let inputs = mbstack_tests::network_inputs(&env, &StackSpec::new("first")).await;
+    let net = &inputs["network"];
+    let public: Vec<String> = net["publicSubnetIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let eip = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap();
+    let nat = ec2
+        .create_nat_gateway()
+        .subnet_id(&public[1])
+        .allocation_id(eip.allocation_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        nat.nat_gateway().and_then(|n| n.state()),
+        Some(&aws_sdk_ec2::types::NatGatewayState::Pending)
+    );
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let db = rds
+        .create_db_instance()
+        .db_instance_identifier("first-raw-db")
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("u")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        db.db_instance().and_then(|d| d.db_instance_status()),
+        Some("creating")
+    );
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
+    let lb = elb
+        .create_load_balancer()
+        .name("first-raw-alb")
+        .set_subnets(Some(public.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lb.load_balancers()[0].state().and_then(|s| s.code()),
+        Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerStateEnum::Provisioning)
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+}
+
 #[tokio::test]
 async fn the_ecs_failure_knob_fails_the_run_with_the_stopped_reason_and_rolls_back() {
     let d = Deployed::start().await.expect("deployed");

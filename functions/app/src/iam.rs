@@ -6,12 +6,12 @@
 
 use aws_sdk_iam::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Verb, Work};
 use serde_json::{json, Value};
 
 use crate::names;
 
-pub(crate) const KIND: &str = "iam-role";
 pub const EXECUTION_POLICY_ARN_SUFFIX: &str =
     ":iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
 pub const SECRETS_POLICY: &str = "mbstack-read-secrets";
@@ -46,83 +46,72 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
-/// A role of ours: its ARN, tags and permissions boundary, if it exists.
-type Found = (String, Vec<(String, String)>, Option<String>);
-
-async fn find(iam: &Client, w: &Work<'_>, name: &str) -> Result<Option<Found>, TierError> {
-    let out = match iam.get_role().role_name(name).send().await {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
-        Err(e) => return Err(aws_error("iam:GetRole", e)),
-    };
-    let Some(role) = out.role() else {
-        return Ok(None);
-    };
-    let tags: Vec<(String, String)> = role
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("IAM role", name));
-    }
-    let boundary = role
-        .permissions_boundary()
-        .and_then(|b| b.permissions_boundary_arn())
-        .map(str::to_string);
-    Ok(Some((role.arn().to_string(), tags, boundary)))
+/// The two roles: the task execution role (with the managed policy and the
+/// secrets policy on `secret_arns`, None while planned) and the task role.
+/// Both carry the deployment's permissions `boundary` when it gives one.
+pub(crate) struct Roles {
+    pub iam: Client,
+    pub secret_arns: Option<Vec<String>>,
+    pub boundary: Option<String>,
 }
 
-/// Puts the deployment's permissions boundary on an existing role that lacks it.
-async fn bound(
-    iam: &Client,
-    w: &Work<'_>,
-    name: &str,
-    have: Option<&str>,
-    want: Option<&str>,
-    steps: &mut Vec<String>,
-) -> Result<(), TierError> {
-    let Some(want) = want else { return Ok(()) };
-    if have == Some(want) {
-        return Ok(());
-    }
-    if !w.dry_run {
-        iam.put_role_permissions_boundary()
-            .role_name(name)
-            .permissions_boundary(want)
-            .send()
-            .await
-            .map_err(|e| aws_error("iam:PutRolePermissionsBoundary", e))?;
-    }
-    steps.push(format!("permissions boundary {want}"));
-    Ok(())
+/// Which role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Execution,
+    Task,
 }
 
-async fn create(
-    iam: &Client,
-    w: &Work<'_>,
-    name: &str,
-    role: &str,
-    description: &str,
-    boundary: Option<&str>,
-) -> Result<String, TierError> {
-    let tags = w
-        .tags(role)
-        .into_iter()
-        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TierError::Terminal(format!("building IAM tags: {e}")))?;
-    let out = iam
-        .create_role()
-        .role_name(name)
-        .assume_role_policy_document(trust())
-        .description(description)
-        .set_permissions_boundary(boundary.map(str::to_string))
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| aws_error("iam:CreateRole", e))?;
-    Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
+impl Role {
+    pub const BOTH: [Role; 2] = [Role::Execution, Role::Task];
+
+    fn name(self, stack: &str) -> String {
+        match self {
+            Role::Execution => names::execution_role(stack),
+            Role::Task => names::task_role(stack),
+        }
+    }
+
+    fn tag_role(self) -> &'static str {
+        match self {
+            Role::Execution => "metabase-execution",
+            Role::Task => "metabase-task",
+        }
+    }
+}
+
+/// A role as IAM has it. The execution role's policies are read only in a
+/// converge.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    role: Role,
+    name: String,
+    arn: String,
+    tags: Vec<(String, String)>,
+    boundary: Option<String>,
+    managed_attached: bool,
+    secrets_policy: Option<Value>,
+}
+
+/// One change in place.
+pub(crate) enum Step {
+    Boundary(String),
+    AttachManaged,
+    Secrets(Vec<String>),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Boundary(b) => write!(f, "permissions boundary {b}"),
+            Step::AttachManaged => f.write_str("attach AmazonECSTaskExecutionRolePolicy"),
+            Step::Secrets(arns) => write!(
+                f,
+                "allow secretsmanager:GetSecretValue on {}",
+                arns.join(", ")
+            ),
+        }
+    }
 }
 
 /// The partition of an ARN (`aws`, `aws-cn`, `aws-us-gov`).
@@ -130,217 +119,249 @@ fn partition(arn: &str) -> &str {
     arn.split(':').nth(1).unwrap_or("aws")
 }
 
-/// Finds or creates both roles; converges the execution role's policies and
-/// both roles' permissions boundary (`boundary`, from the deployment). Returns
-/// (execution role ARN, task role ARN), None where planned.
-pub(crate) async fn ensure(
-    iam: &Client,
-    w: &mut Work<'_>,
-    secret_arns: Option<&[String]>,
-    boundary: Option<&str>,
-    propagation: std::time::Duration,
-) -> Result<(Option<String>, Option<String>), TierError> {
-    let exec_name = names::execution_role(&w.spec.stack);
-    let task_name = names::task_role(&w.spec.stack);
+fn managed_policy(role_arn: &str) -> String {
+    format!("arn:{}{EXECUTION_POLICY_ARN_SUFFIX}", partition(role_arn))
+}
 
-    let exec = match find(iam, w, &exec_name).await? {
-        Some((arn, _, have)) => Some((arn, false, have)),
-        None if w.dry_run => {
-            w.record(
-                KIND,
-                &exec_name,
-                Action::Create,
-                "task execution role: image pull, logs, the two secrets",
-            );
-            None
-        }
-        None => Some((
-            create(
-                iam,
-                w,
-                &exec_name,
-                "metabase-execution",
-                "mbstack: ECS task execution role of Metabase",
-                boundary,
-            )
-            .await?,
-            true,
-            boundary.map(str::to_string),
-        )),
-    };
-    if let Some((arn, created, have)) = &exec {
-        let mut steps = Vec::new();
-        bound(iam, w, &exec_name, have.as_deref(), boundary, &mut steps).await?;
-        let managed = format!("arn:{}{EXECUTION_POLICY_ARN_SUFFIX}", partition(arn));
-        let attached = if *created {
-            false
-        } else {
-            iam.list_attached_role_policies()
-                .role_name(&exec_name)
-                .send()
-                .await
-                .map_err(|e| aws_error("iam:ListAttachedRolePolicies", e))?
-                .attached_policies()
-                .iter()
-                .any(|p| p.policy_arn() == Some(managed.as_str()))
-        };
-        if !attached {
-            if !w.dry_run {
-                iam.attach_role_policy()
-                    .role_name(&exec_name)
-                    .policy_arn(&managed)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("iam:AttachRolePolicy", e))?;
-            }
-            steps.push("attach AmazonECSTaskExecutionRolePolicy".to_string());
-        }
-        if let Some(arns) = secret_arns {
-            let want = secrets_policy(arns);
-            let have = if *created {
-                None
-            } else {
-                match iam
-                    .get_role_policy()
-                    .role_name(&exec_name)
-                    .policy_name(SECRETS_POLICY)
-                    .send()
-                    .await
-                {
-                    Ok(o) => parse_policy(o.policy_document()),
-                    Err(e) if error_code(&e) == Some("NoSuchEntity") => None,
-                    Err(e) => return Err(aws_error("iam:GetRolePolicy", e)),
+impl Roles {
+    async fn attached(&self, name: &str) -> Result<Vec<String>, TierError> {
+        Ok(self
+            .iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:ListAttachedRolePolicies", e))?
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_string))
+            .collect())
+    }
+
+    async fn apply(&self, live: &Live, steps: &[Step]) -> Result<(), TierError> {
+        for step in steps {
+            match step {
+                Step::Boundary(b) => {
+                    self.iam
+                        .put_role_permissions_boundary()
+                        .role_name(&live.name)
+                        .permissions_boundary(b)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("iam:PutRolePermissionsBoundary", e))?;
                 }
-            };
-            if have.as_ref() != Some(&want) {
-                if !w.dry_run {
-                    iam.put_role_policy()
-                        .role_name(&exec_name)
+                Step::AttachManaged => {
+                    self.iam
+                        .attach_role_policy()
+                        .role_name(&live.name)
+                        .policy_arn(managed_policy(&live.arn))
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("iam:AttachRolePolicy", e))?;
+                }
+                Step::Secrets(arns) => {
+                    self.iam
+                        .put_role_policy()
+                        .role_name(&live.name)
                         .policy_name(SECRETS_POLICY)
-                        .policy_document(want.to_string())
+                        .policy_document(secrets_policy(arns).to_string())
                         .send()
                         .await
                         .map_err(|e| aws_error("iam:PutRolePolicy", e))?;
                 }
-                steps.push(format!(
-                    "allow secretsmanager:GetSecretValue on {}",
-                    arns.join(", ")
-                ));
             }
         }
-        let action = match (*created, steps.is_empty()) {
-            (true, _) => Action::Create,
-            (false, true) => Action::None,
-            (false, false) => Action::Update,
-        };
-        let detail = if steps.is_empty() {
-            "task execution role".to_string()
-        } else {
-            steps.join("; ")
-        };
-        w.record(KIND, arn, action, detail);
+        Ok(())
     }
-
-    let task = match find(iam, w, &task_name).await? {
-        Some((arn, _, have)) => {
-            let mut steps = Vec::new();
-            bound(iam, w, &task_name, have.as_deref(), boundary, &mut steps).await?;
-            match steps.is_empty() {
-                true => w.record(KIND, &arn, Action::None, "task role, no permissions"),
-                false => w.record(KIND, &arn, Action::Update, steps.join("; ")),
-            }
-            Some(arn)
-        }
-        None if w.dry_run => {
-            w.record(
-                KIND,
-                &task_name,
-                Action::Create,
-                "task role, no permissions",
-            );
-            None
-        }
-        None => {
-            let arn = create(
-                iam,
-                w,
-                &task_name,
-                "metabase-task",
-                "mbstack: Metabase's task role (no permissions)",
-                boundary,
-            )
-            .await?;
-            w.record(KIND, &arn, Action::Create, "task role, no permissions");
-            Some(arn)
-        }
-    };
-    let created = w
-        .changes
-        .iter()
-        .any(|c| c.kind == KIND && c.action == Action::Create);
-    if created && !w.dry_run {
-        // ECS cannot assume a role IAM has not propagated yet: its tasks would fail
-        // to start ("ECS was unable to assume the role") and the circuit breaker
-        // would fail the deployment. A new role gets IAM's time before ECS uses it.
-        tracing::info!(
-            seconds = propagation.as_secs_f64(),
-            "new roles: giving IAM time to propagate them before ECS uses them"
-        );
-        tokio::time::sleep(propagation).await;
-    }
-    Ok((exec.map(|(a, _, _)| a), task))
 }
 
-/// Deletes both roles destroy owns, with their policies.
-pub(crate) async fn delete(iam: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    for name in [
-        names::execution_role(&w.spec.stack),
-        names::task_role(&w.spec.stack),
-    ] {
-        let Some((arn, tags, _)) = find(iam, w, &name).await? else {
-            continue;
-        };
-        if !w.owns(&tags) {
-            continue;
+impl Resource for Roles {
+    const KIND: &'static str = "iam-role";
+    const LABEL: &'static str = "IAM role";
+    type Live = Live;
+    type Want = Role;
+    type Step = Step;
+
+    fn name(&self, w: &Work<'_>, role: &Role) -> String {
+        role.name(&w.spec.stack)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.name.clone())
+    }
+    fn id(&self, live: &Live) -> String {
+        live.arn.clone()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let mut roles = Vec::new();
+        for role in Role::BOTH {
+            let name = role.name(&w.spec.stack);
+            let call = self.iam.get_role().role_name(&name).send().await;
+            let Some(out) = found("iam:GetRole", call, &["NoSuchEntity"])? else {
+                continue;
+            };
+            let Some(r) = out.role() else {
+                continue;
+            };
+            let tags: Vec<(String, String)> = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            let mut live = Live {
+                role,
+                name,
+                arn: r.arn().to_string(),
+                boundary: r
+                    .permissions_boundary()
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_string),
+                managed_attached: false,
+                secrets_policy: None,
+                tags,
+            };
+            if role == Role::Execution && w.verb != Verb::Destroy && w.is_ours(&live.tags) {
+                let managed = managed_policy(&live.arn);
+                live.managed_attached = self.attached(&live.name).await?.contains(&managed);
+                if self.secret_arns.is_some() {
+                    let call = self
+                        .iam
+                        .get_role_policy()
+                        .role_name(&live.name)
+                        .policy_name(SECRETS_POLICY)
+                        .send()
+                        .await;
+                    live.secrets_policy = found("iam:GetRolePolicy", call, &["NoSuchEntity"])?
+                        .and_then(|o| parse_policy(o.policy_document()));
+                }
+            }
+            roles.push(live);
         }
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
-            .await
-            .map_err(|e| aws_error("iam:ListAttachedRolePolicies", e))?;
-        for p in attached.attached_policies() {
-            if let Some(policy) = p.policy_arn() {
-                iam.detach_role_policy()
-                    .role_name(&name)
-                    .policy_arn(policy)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("iam:DetachRolePolicy", e))?;
+        Ok(roles)
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, role: &Role) -> Result<Vec<Step>, TierError> {
+        let mut steps = Vec::new();
+        if let Some(b) = self
+            .boundary
+            .as_ref()
+            .filter(|b| live.boundary.as_ref() != Some(*b))
+        {
+            steps.push(Step::Boundary(b.clone()));
+        }
+        if *role == Role::Execution {
+            if !live.managed_attached {
+                steps.push(Step::AttachManaged);
+            }
+            if let Some(arns) = &self.secret_arns {
+                if live.secrets_policy.as_ref() != Some(&secrets_policy(arns)) {
+                    steps.push(Step::Secrets(arns.clone()));
+                }
             }
         }
-        let inline = iam
-            .list_role_policies()
+        Ok(steps)
+    }
+
+    fn describe(&self, _w: &Work<'_>, role: &Role) -> String {
+        match role {
+            Role::Execution => "task execution role: image pull, logs, the two secrets".into(),
+            Role::Task => "task role, no permissions".into(),
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        match live.role {
+            Role::Execution => "task execution role".into(),
+            Role::Task => "task role, no permissions".into(),
+        }
+    }
+
+    /// The role, then (the execution role) its two policies.
+    async fn create(&self, w: &Work<'_>, role: &Role) -> Result<Live, TierError> {
+        let name = role.name(&w.spec.stack);
+        let tags = w
+            .tags(role.tag_role())
+            .into_iter()
+            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TierError::Terminal(format!("building IAM tags: {e}")))?;
+        let description = match role {
+            Role::Execution => "mbstack: ECS task execution role of Metabase",
+            Role::Task => "mbstack: Metabase's task role (no permissions)",
+        };
+        let out = self
+            .iam
+            .create_role()
             .role_name(&name)
+            .assume_role_policy_document(trust())
+            .description(description)
+            .set_permissions_boundary(self.boundary.clone())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:CreateRole", e))?;
+        let live = Live {
+            role: *role,
+            name,
+            arn: out.role().map(|r| r.arn().to_string()).unwrap_or_default(),
+            tags: w.tags(role.tag_role()),
+            boundary: self.boundary.clone(),
+            managed_attached: false,
+            secrets_policy: None,
+        };
+        let steps = self.diff(w, &live, role)?;
+        self.apply(&live, &steps).await?;
+        Ok(live)
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        live: &Live,
+        _role: &Role,
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        self.apply(live, steps).await?;
+        Ok(None)
+    }
+
+    /// Its policies first, as IAM requires.
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        for policy in self.attached(&live.name).await? {
+            self.iam
+                .detach_role_policy()
+                .role_name(&live.name)
+                .policy_arn(policy)
+                .send()
+                .await
+                .map_err(|e| aws_error("iam:DetachRolePolicy", e))?;
+        }
+        let inline = self
+            .iam
+            .list_role_policies()
+            .role_name(&live.name)
             .send()
             .await
             .map_err(|e| aws_error("iam:ListRolePolicies", e))?;
         for p in inline.policy_names() {
-            iam.delete_role_policy()
-                .role_name(&name)
+            self.iam
+                .delete_role_policy()
+                .role_name(&live.name)
                 .policy_name(p)
                 .send()
                 .await
                 .map_err(|e| aws_error("iam:DeleteRolePolicy", e))?;
         }
-        iam.delete_role()
-            .role_name(&name)
+        self.iam
+            .delete_role()
+            .role_name(&live.name)
             .send()
             .await
             .map_err(|e| aws_error("iam:DeleteRole", e))?;
-        w.record(KIND, arn, Action::Delete, name);
+        Ok(Deleted::Now)
     }
-    Ok(())
 }
 
 /// The two roles of every stack's Metabase tasks.

@@ -25,7 +25,7 @@ use mbstack_core::naming::STACK_TAG;
 use mbstack_core::outputs::{
     self, AppOutputs, DataOutputs, DeploymentInputs, LoadBalancerOutputs, NetworkOutputs,
 };
-use mbstack_core::resource;
+use mbstack_core::resource::{self, Resource};
 use mbstack_core::{aws_error, client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
 use serde_json::Map;
 
@@ -60,8 +60,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     };
     let w = Work::new(Tier::App, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply => Box::pin(converge(&c, w, &event)).await,
-        Verb::Check => Box::pin(check(&c, w, &event)).await,
+        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&c, w, &event)).await,
         Verb::Destroy => Box::pin(destroy(&c, w)).await,
     }
 }
@@ -84,7 +83,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         }),
         _ => None,
     };
-    if !w.dry_run {
+    if w.verb == Verb::Apply {
         let mut missing = Vec::new();
         if subnets.is_none() || sg.is_none() {
             missing.push("network (privateSubnetIds, appSecurityGroupId)");
@@ -117,14 +116,30 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     // The permissions boundary the deployment puts on every role this tier
     // creates (the state machine passes it; a direct call may leave it out).
     let boundary = DeploymentInputs::given(&deployment.role_boundary_arn);
-    let (exec_role, task_role) = iam::ensure(
-        &c.iam,
-        &mut w,
-        secret_arns.as_deref(),
-        boundary,
-        c.role_propagation,
-    )
-    .await?;
+    let roles = iam::Roles {
+        iam: c.iam.clone(),
+        secret_arns,
+        boundary: boundary.map(str::to_string),
+    };
+    let made = resource::converge(&roles, &mut w, &iam::Role::BOTH).await?;
+    let (exec_role, task_role) = match made.ids(&roles).as_slice() {
+        [e, t] => (e.clone(), t.clone()),
+        _ => (None, None),
+    };
+    let created = w
+        .changes
+        .iter()
+        .any(|c| c.kind == iam::Roles::KIND && c.action == mbstack_core::Action::Create);
+    if created && !w.read_only() {
+        // ECS cannot assume a role IAM has not propagated yet: its tasks would
+        // fail to start ("ECS was unable to assume the role") and the circuit
+        // breaker would fail the deployment. A new role gets IAM's time first.
+        tracing::info!(
+            seconds = c.role_propagation.as_secs_f64(),
+            "new roles: giving IAM time to propagate them before ECS uses them"
+        );
+        tokio::time::sleep(c.role_propagation).await;
+    }
     let clusters = cluster::Clusters { ecs: c.ecs.clone() };
     let cluster_arn = first(
         resource::converge(&clusters, &mut w, &[()])
@@ -142,7 +157,15 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         )),
         _ => None,
     };
-    let (td, previous_td) = task_definition::ensure(&c.ecs, &mut w, wanted.as_ref()).await?;
+    let tds = task_definition::TaskDefinitions { ecs: c.ecs.clone() };
+    let revision = resource::converge(&tds, &mut w, &[task_definition::Want(wanted)]).await?;
+    let td = first(revision.ids(&tds));
+    let previous_td = revision
+        .updated
+        .first()
+        .cloned()
+        .flatten()
+        .map(|old| tds.id(&old));
     let placement = match (subnets, sg, tg) {
         (Some(subnets), Some(security_group), Some(target_group)) => Some(service::Placement {
             subnets,
@@ -155,17 +178,20 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         Some(db) => secret::db_password_rotated(&c.sm, &db.secret_arn).await?,
         None => None,
     };
-    let svc = service::ensure(
-        &c.ecs,
-        &mut w,
-        service::Wanted {
-            cluster_arn: cluster_arn.as_deref(),
-            task_definition: td.as_deref(),
-            placement: placement.as_ref(),
-            password_rotated,
-        },
-    )
-    .await?;
+    let services = service::Services {
+        ecs: c.ecs.clone(),
+        cluster_arn: cluster_arn.clone(),
+        task_definition: td.clone(),
+        placement,
+        password_rotated,
+    };
+    let svc = resource::converge(&services, &mut w, &[()])
+        .await?
+        .found
+        .into_iter()
+        .next()
+        .flatten()
+        .map(|l| l.svc);
     // The service is ours (the converge refuses one that is not): so is its
     // scalable target.
     let targets = autoscaling::ScalableTargets {
@@ -201,121 +227,91 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
             .as_ref()
             .and_then(|s| s.service_arn())
             .map(str::to_string),
-        task_definition_arn: td,
+        task_definition_arn: td.clone(),
         previous_task_definition_arn: previous_td,
         log_group: Some(log_group),
         execution_role_arn: exec_role,
         task_role_arn: task_role,
         encryption_key_secret_arn: key,
     });
+    // An apply that changed something judges nothing from what it read before
+    // its changes: the checks that follow do. With nothing changed, what it
+    // read is the truth (a no-op repair run does not wait a poll).
     let n = w.changed();
-    if w.dry_run {
-        return Ok(w.outcome(
-            State::Ready,
-            format!("plan: {n} change(s) to the app"),
-            outputs,
-        ));
+    let ready = match (w.verb, n) {
+        (Verb::Plan, _) => Readiness::Ready,
+        (Verb::Apply, 1..) => Readiness::Pending(format!(
+            "app: {n} change(s) made; waiting for the service to settle"
+        )),
+        _ => service_readiness(c, &w, svc.as_ref(), td.as_deref()).await?,
+    };
+    match w.verb {
+        Verb::Check => w.checked(ready, outputs),
+        _ => w.converged(ready, outputs),
     }
-    if n == 0 {
-        // Nothing changed: judge readiness now (a no-op repair run does not wait).
-        let checked = readiness_of(c, Work::new(Tier::App, w.spec, w.run, Verb::Check)).await?;
-        return Ok(w.outcome(checked.state, checked.message, outputs));
-    }
-    Ok(w.outcome(
-        State::Pending,
-        format!("app: {n} change(s) made; waiting for the service to settle"),
-        outputs,
-    ))
 }
 
-/// Read-only: readiness, and when ready the tier's full outputs (read by a plan
-/// pass, whose changes are dropped).
-async fn check(c: &Clients, w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
-    let mut outcome = readiness_of(c, w).await?;
-    if outcome.state == State::Ready {
-        let plan = converge(
-            c,
-            Work::new(Tier::App, &event.spec, &event.run, Verb::Plan),
-            event,
-        )
-        .await?;
-        outcome.outputs = plan.outputs;
-    }
-    Ok(outcome)
-}
-
-/// Read-only: the service runs the latest task definition, rollout COMPLETED,
-/// running == desired, and the target group reports that many healthy targets.
-async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
-    let Some((svc, _)) = service::find(&c.ecs, &w).await? else {
-        return Ok(w.outcome(
-            State::Pending,
-            "waiting for the ECS service to appear",
-            Map::new(),
+/// The service runs the latest task definition (`expected_td`), rollout
+/// COMPLETED, running == desired, and the target group reports that many
+/// healthy targets. A failed rollout says why the last task stopped.
+async fn service_readiness(
+    c: &Clients,
+    w: &Work<'_>,
+    svc: Option<&aws_sdk_ecs::types::Service>,
+    expected_td: Option<&str>,
+) -> Result<Readiness, TierError> {
+    let Some(svc) = svc else {
+        return Ok(Readiness::Pending(
+            "waiting for the ECS service to appear".into(),
         ));
     };
-    let expected = task_definition::latest(&c.ecs, &w)
-        .await?
-        .and_then(|(td, _)| td.task_definition_arn().map(str::to_string));
-    let outputs = outputs::to_map(&AppOutputs {
-        service_arn: svc.service_arn().map(str::to_string),
-        task_definition_arn: svc.task_definition().map(str::to_string),
-        ..Default::default()
-    });
-    match readiness(&svc, expected.as_deref()) {
+    match readiness(svc, expected_td) {
         Readiness::Failed(why) => {
-            let reason = service::why_tasks_stop(&c.ecs, &w).await?;
-            Err(TierError::ResourceFailed(match reason {
+            let reason = service::why_tasks_stop(&c.ecs, w).await?;
+            Ok(Readiness::Failed(match reason {
                 Some(r) => format!("{why}: {r}"),
                 None => why,
             }))
         }
-        Readiness::Pending(why) => Ok(w.outcome(State::Pending, why, outputs)),
+        Readiness::Pending(why) => Ok(Readiness::Pending(why)),
         Readiness::Ready => {
             let desired = svc.desired_count();
-            if desired > 0 {
-                let Some(tg) = svc
-                    .load_balancers()
-                    .first()
-                    .and_then(|l| l.target_group_arn())
-                else {
-                    return Ok(w.outcome(
-                        State::Pending,
-                        "waiting for the service's target group",
-                        outputs,
-                    ));
-                };
-                let health = c
-                    .elb
-                    .describe_target_health()
-                    .target_group_arn(tg)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("elasticloadbalancing:DescribeTargetHealth", e))?;
-                let healthy = health
-                    .target_health_descriptions()
-                    .iter()
-                    .filter(|d| {
-                        d.target_health()
-                            .and_then(|h| h.state())
-                            .map(|s| s.as_str())
-                            == Some("healthy")
-                    })
-                    .count();
-                if healthy != usize::try_from(desired).unwrap_or(0) {
-                    return Ok(w.outcome(
-                        State::Pending,
-                        format!("waiting for healthy targets: {healthy}/{desired} (Metabase answers /api/health once started)"),
-                        outputs,
-                    ));
-                }
+            if desired == 0 {
+                return Ok(Readiness::Ready);
             }
-            let message = if desired > 0 {
-                format!("Metabase running: {desired} task(s) healthy")
-            } else {
-                "paused: no task runs (`mbstack resume` starts Metabase)".to_string()
+            let Some(tg) = svc
+                .load_balancers()
+                .first()
+                .and_then(|l| l.target_group_arn())
+            else {
+                return Ok(Readiness::Pending(
+                    "waiting for the service's target group".into(),
+                ));
             };
-            Ok(w.outcome(State::Ready, message, outputs))
+            let health = c
+                .elb
+                .describe_target_health()
+                .target_group_arn(tg)
+                .send()
+                .await
+                .map_err(|e| aws_error("elasticloadbalancing:DescribeTargetHealth", e))?;
+            let healthy = health
+                .target_health_descriptions()
+                .iter()
+                .filter(|d| {
+                    d.target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str())
+                        == Some("healthy")
+                })
+                .count();
+            Ok(if healthy == usize::try_from(desired).unwrap_or(0) {
+                Readiness::Ready
+            } else {
+                Readiness::Pending(format!(
+                    "waiting for healthy targets: {healthy}/{desired} (Metabase answers /api/health once started)"
+                ))
+            })
         }
     }
 }
@@ -324,8 +320,16 @@ async fn readiness_of(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
 /// definitions → cluster → roles → log group → encryption-key secret.
 async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
     // The scalable target is the service's: ours to delete when the service is.
-    let owner = match service::find(&c.ecs, &w).await? {
-        Some((_, tags)) => tags,
+    let services = service::Services {
+        ecs: c.ecs.clone(),
+        cluster_arn: None,
+        task_definition: None,
+        placement: None,
+        password_rotated: None,
+    };
+    let found = services.list(&w).await?;
+    let owner = match found.first() {
+        Some(live) => services.tags(live),
         None if w.run.scope == mbstack_core::Scope::Stack => {
             vec![(STACK_TAG.to_string(), w.spec.stack.clone())]
         }
@@ -337,8 +341,16 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
         owner,
     };
     resource::destroy(&targets, &mut w).await?;
-    if let Some(waiting) = service::delete(&c.ecs, &mut w).await? {
-        return Ok(w.outcome(State::Pending, waiting, Map::new()));
+    // A rollback of a run that only updated the service puts it back.
+    for live in &found {
+        if !w.owns(&services.tags(live)) {
+            service::undo_update(&c.ecs, &mut w, live).await?;
+        }
+    }
+    let waiting = resource::destroy(&services, &mut w).await?;
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
     }
     let steps = async {
         let rules = password_rule::PasswordRules {
@@ -347,10 +359,16 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
             repair: None,
         };
         resource::destroy(&rules, &mut w).await?;
-        task_definition::delete(&c.ecs, &mut w).await?;
+        let tds = task_definition::TaskDefinitions { ecs: c.ecs.clone() };
+        resource::destroy(&tds, &mut w).await?;
         let clusters = cluster::Clusters { ecs: c.ecs.clone() };
         resource::destroy(&clusters, &mut w).await?;
-        iam::delete(&c.iam, &mut w).await?;
+        let roles = iam::Roles {
+            iam: c.iam.clone(),
+            secret_arns: None,
+            boundary: None,
+        };
+        resource::destroy(&roles, &mut w).await?;
         let log_kind = logs::LogGroups {
             logs: c.logs.clone(),
         };

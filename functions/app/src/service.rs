@@ -19,14 +19,14 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_ecs::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::{aws_error, error_code, Action, Readiness, Scope, TierError, Work};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, Action, Readiness, Scope, TierError, Verb, Work};
 
 use crate::cluster;
 use crate::ecs_tags::{ecs_tags, pairs};
 use crate::names;
 use crate::task_definition::PORT;
 
-pub(crate) const KIND: &str = "ecs-service";
 pub const HEALTH_CHECK_GRACE_SECONDS: i32 = 1800;
 /// Tags that record an update, so that its rollback can put the service back.
 pub const PREVIOUS_TASK_DEFINITION_TAG: &str = "mbstack:previous-task-definition";
@@ -39,34 +39,27 @@ pub(crate) struct Placement {
     pub target_group: String,
 }
 
+/// The service (not INACTIVE) and its tags. A converge refuses one that is not
+/// ours; a destroy leaves it alone.
 pub(crate) async fn find(
     ecs: &Client,
     w: &Work<'_>,
 ) -> Result<Option<(Service, Vec<(String, String)>)>, TierError> {
-    let out = match ecs
+    let call = ecs
         .describe_services()
         .cluster(names::cluster(&w.spec.stack))
         .services(names::SERVICE)
         .include(ServiceField::Tags)
         .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("ecs:DescribeServices", e)),
+        .await;
+    let Some(out) = found("ecs:DescribeServices", call, &["ClusterNotFoundException"])? else {
+        return Ok(None);
     };
-    let Some(s) = out
+    Ok(out
         .services()
         .iter()
         .find(|s| s.status() != Some("INACTIVE"))
-    else {
-        return Ok(None);
-    };
-    let tags = pairs(s.tags());
-    if !w.is_ours(&tags) {
-        return Err(w.not_ours("ECS service", names::SERVICE));
-    }
-    Ok(Some((s.clone(), tags)))
+        .map(|s| (s.clone(), pairs(s.tags()))))
 }
 
 /// The desired count the spec asks for, given the service's current one (with
@@ -114,13 +107,22 @@ fn load_balancer(p: &Placement) -> LoadBalancer {
         .build()
 }
 
-/// What the service should run (None: not known yet, in a plan).
-pub(crate) struct Wanted<'a> {
-    pub cluster_arn: Option<&'a str>,
-    pub task_definition: Option<&'a str>,
-    pub placement: Option<&'a Placement>,
-    /// When the database password last rotated.
+/// The stack's service, to run `task_definition` in `cluster_arn` at
+/// `placement` (None: not known yet, in a plan). `password_rotated`: when the
+/// database password last rotated.
+pub(crate) struct Services {
+    pub ecs: Client,
+    pub cluster_arn: Option<String>,
+    pub task_definition: Option<String>,
+    pub placement: Option<Placement>,
     pub password_rotated: Option<DateTime>,
+}
+
+/// A service with its tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub svc: Service,
+    tags: Vec<(String, String)>,
 }
 
 /// Whether tasks started at `started` hold a password rotated since (ECS injects
@@ -132,41 +134,187 @@ fn password_is_newer(started: Option<&DateTime>, rotated: Option<&DateTime>) -> 
     }
 }
 
-/// Finds or creates the service and converges it toward the spec.
-pub(crate) async fn ensure(
-    ecs: &Client,
-    w: &mut Work<'_>,
-    wanted: Wanted<'_>,
-) -> Result<Option<Service>, TierError> {
-    let Wanted {
-        cluster_arn,
-        task_definition,
-        placement,
-        password_rotated,
-    } = wanted;
-    let found = match cluster_arn {
-        Some(_) => find(ecs, w).await?,
-        None => None,
-    };
-    let Some((svc, _)) = found else {
+/// One change, made by one UpdateService.
+pub(crate) enum Step {
+    TaskDefinition(String, String),
+    DesiredCount(i32, i32),
+    /// The database password rotated after the tasks started (when).
+    ReplaceTasks(String),
+    Network,
+    TargetGroup(String),
+    Capacity(String),
+    Grace,
+    Deployment,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::TaskDefinition(a, b) => write!(f, "task definition {a} → {b}"),
+            Step::DesiredCount(a, b) => write!(f, "desired count {a} → {b}"),
+            Step::ReplaceTasks(when) => write!(
+                f,
+                "the database password changed after the tasks started (rotated {when}): replace the tasks"
+            ),
+            Step::Network => f.write_str("network: private subnets, app security group, no public IP"),
+            Step::TargetGroup(tg) => write!(f, "target group → {tg}"),
+            Step::Capacity(shown) => write!(f, "capacity {shown}"),
+            Step::Grace => write!(f, "health-check grace → {HEALTH_CHECK_GRACE_SECONDS} s"),
+            Step::Deployment => f.write_str("deployment: 0–100 %, circuit breaker with rollback"),
+        }
+    }
+}
+
+impl Resource for Services {
+    const KIND: &'static str = "ecs-service";
+    const LABEL: &'static str = "ECS service";
+    type Live = Live;
+    type Want = ();
+    type Step = Step;
+
+    fn name(&self, _w: &Work<'_>, _want: &()) -> String {
+        names::SERVICE.to_string()
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.svc.service_name().map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.svc.service_arn().unwrap_or(names::SERVICE).to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    /// None in a plan whose cluster does not exist yet.
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        if self.cluster_arn.is_none() && w.verb != Verb::Destroy {
+            return Ok(Vec::new());
+        }
+        Ok(find(&self.ecs, w)
+            .await?
+            .map(|(svc, tags)| Live { svc, tags })
+            .into_iter()
+            .collect())
+    }
+
+    fn diff(&self, w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<Step>, TierError> {
+        let svc = &live.svc;
+        if svc.status() == Some("DRAINING") {
+            return Err(TierError::Retryable(format!(
+                "ECS service {} is draining (being deleted): apply again once it is gone",
+                self.id(live)
+            )));
+        }
+        let mut steps = Vec::new();
+        let mut new_td = false;
+        if let Some(td) = self.task_definition.as_deref() {
+            if svc.task_definition() != Some(td) {
+                steps.push(Step::TaskDefinition(
+                    svc.task_definition().unwrap_or("none").to_string(),
+                    td.to_string(),
+                ));
+                new_td = true;
+            }
+        }
+        let want = desired(w, Some(svc.desired_count()));
+        if svc.desired_count() != want {
+            steps.push(Step::DesiredCount(svc.desired_count(), want));
+        }
+        // A new task definition starts new tasks anyway; otherwise running tasks
+        // older than the password's rotation are replaced.
+        let started = svc
+            .deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY"))
+            .and_then(|d| d.created_at());
+        if !new_td && want > 0 && password_is_newer(started, self.password_rotated.as_ref()) {
+            let when = self
+                .password_rotated
+                .and_then(|r| r.fmt(DateTimeFormat::DateTime).ok())
+                .unwrap_or_default();
+            steps.push(Step::ReplaceTasks(when));
+        }
+        if let Some(p) = &self.placement {
+            let vpc = svc
+                .network_configuration()
+                .and_then(|n| n.awsvpc_configuration());
+            let mut have_subnets: Vec<&str> = vpc
+                .map(|v| v.subnets().iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            have_subnets.sort();
+            let mut want_subnets: Vec<&str> = p.subnets.iter().map(String::as_str).collect();
+            want_subnets.sort();
+            let same = have_subnets == want_subnets
+                && vpc.map(|v| v.security_groups())
+                    == Some(std::slice::from_ref(&p.security_group))
+                && vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Disabled);
+            if !same {
+                steps.push(Step::Network);
+            }
+            let lb_ok = svc.load_balancers().len() == 1
+                && svc.load_balancers()[0].target_group_arn() == Some(p.target_group.as_str())
+                && svc.load_balancers()[0].container_port() == Some(PORT);
+            if !lb_ok {
+                steps.push(Step::TargetGroup(p.target_group.clone()));
+            }
+        }
+        let provider = svc
+            .capacity_provider_strategy()
+            .first()
+            .map(|c| c.capacity_provider());
+        if provider != Some(cluster::provider(w)) {
+            steps.push(Step::Capacity(format!(
+                "{} → {}",
+                provider.unwrap_or("launch type"),
+                cluster::provider(w)
+            )));
+        }
+        if svc.health_check_grace_period_seconds() != Some(HEALTH_CHECK_GRACE_SECONDS) {
+            steps.push(Step::Grace);
+        }
+        let dc = svc.deployment_configuration();
+        let dc_ok = dc.and_then(|d| d.minimum_healthy_percent()) == Some(0)
+            && dc.and_then(|d| d.maximum_percent()) == Some(100)
+            && dc
+                .and_then(|d| d.deployment_circuit_breaker())
+                .map(|c| (c.enable(), c.rollback()))
+                == Some((true, true));
+        if !dc_ok {
+            steps.push(Step::Deployment);
+        }
+        Ok(steps)
+    }
+
+    fn describe(&self, w: &Work<'_>, _want: &()) -> String {
         let want = desired(w, None);
-        let (Some(cluster), Some(td), Some(p), false) =
-            (cluster_arn, task_definition, placement, w.dry_run)
+        match &self.task_definition {
+            Some(td) => format!("{want} task(s) of {td}"),
+            None => format!("{want} task(s)"),
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        format!(
+            "{} task(s) of {}",
+            live.svc.desired_count(),
+            live.svc.task_definition().unwrap_or("")
+        )
+    }
+
+    async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
+        let (Some(cluster), Some(td), Some(p)) =
+            (&self.cluster_arn, &self.task_definition, &self.placement)
         else {
-            w.record_named(
-                KIND,
-                names::SERVICE,
-                Action::Create,
-                format!("{want} task(s)"),
-            );
-            return Ok(None);
+            return Err(TierError::Terminal(
+                "the service needs the cluster, the task definition and its placement".into(),
+            ));
         };
-        let out = ecs
+        let out = self
+            .ecs
             .create_service()
             .cluster(cluster)
             .service_name(names::SERVICE)
             .task_definition(td)
-            .desired_count(want)
+            .desired_count(desired(w, None))
             .capacity_provider_strategy(cluster::strategy(w)?)
             .platform_version("LATEST")
             .network_configuration(network(p)?)
@@ -180,132 +328,53 @@ pub(crate) async fn ensure(
             .send()
             .await
             .map_err(|e| aws_error("ecs:CreateService", e))?;
-        let svc = out.service().cloned();
-        let arn = svc
-            .as_ref()
-            .and_then(|s| s.service_arn())
-            .unwrap_or(names::SERVICE)
-            .to_string();
-        w.record(KIND, arn, Action::Create, format!("{want} task(s) of {td}"));
-        return Ok(svc);
-    };
+        let svc = out
+            .service()
+            .cloned()
+            .ok_or_else(|| TierError::Terminal("ecs:CreateService returned no service".into()))?;
+        Ok(Live {
+            svc,
+            tags: w.tags("metabase"),
+        })
+    }
 
-    let arn = svc.service_arn().unwrap_or_default().to_string();
-    if svc.status() == Some("DRAINING") {
-        return Err(TierError::Retryable(format!(
-            "ECS service {arn} is draining (being deleted): apply again once it is gone"
-        )));
-    }
-    let mut call = ecs
-        .update_service()
-        .cluster(names::cluster(&w.spec.stack))
-        .service(names::SERVICE);
-    let mut steps = Vec::new();
-    let mut new_td = None;
-    if let Some(td) = task_definition {
-        if svc.task_definition() != Some(td) {
-            steps.push(format!(
-                "task definition {} → {td}",
-                svc.task_definition().unwrap_or("none")
-            ));
-            call = call.task_definition(td);
-            new_td = Some(td.to_string());
+    /// One UpdateService. A new task definition is first recorded on the
+    /// service itself, so this run's rollback can put the old one back.
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        live: &Live,
+        _want: &(),
+        steps: &[Step],
+    ) -> Result<Option<Live>, TierError> {
+        let arn = self.id(live);
+        let mut call = self
+            .ecs
+            .update_service()
+            .cluster(names::cluster(&w.spec.stack))
+            .service(names::SERVICE);
+        for step in steps {
+            call = match step {
+                Step::TaskDefinition(_, td) => call.task_definition(td),
+                Step::DesiredCount(_, n) => call.desired_count(*n),
+                Step::ReplaceTasks(_) => call.force_new_deployment(true),
+                Step::Network | Step::TargetGroup(_) => match &self.placement {
+                    Some(p) => call
+                        .network_configuration(network(p)?)
+                        .load_balancers(load_balancer(p)),
+                    None => call,
+                },
+                Step::Capacity(_) => call
+                    .capacity_provider_strategy(cluster::strategy(w)?)
+                    .force_new_deployment(true),
+                Step::Grace => call.health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS),
+                Step::Deployment => call.deployment_configuration(deployment()),
+            };
         }
-    }
-    let want = desired(w, Some(svc.desired_count()));
-    if svc.desired_count() != want {
-        steps.push(format!("desired count {} → {want}", svc.desired_count()));
-        call = call.desired_count(want);
-    }
-    // A new task definition starts new tasks anyway; otherwise running tasks
-    // older than the password's rotation are replaced.
-    let started = svc
-        .deployments()
-        .iter()
-        .find(|d| d.status() == Some("PRIMARY"))
-        .and_then(|d| d.created_at());
-    if new_td.is_none() && want > 0 && password_is_newer(started, password_rotated.as_ref()) {
-        let when = password_rotated
-            .and_then(|r| r.fmt(DateTimeFormat::DateTime).ok())
-            .unwrap_or_default();
-        steps.push(format!(
-            "the database password changed after the tasks started (rotated {when}): replace the tasks"
-        ));
-        call = call.force_new_deployment(true);
-    }
-    if let Some(p) = placement {
-        let vpc = svc
-            .network_configuration()
-            .and_then(|n| n.awsvpc_configuration());
-        let mut have_subnets: Vec<&str> = vpc
-            .map(|v| v.subnets().iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        have_subnets.sort();
-        let mut want_subnets: Vec<&str> = p.subnets.iter().map(String::as_str).collect();
-        want_subnets.sort();
-        let same = have_subnets == want_subnets
-            && vpc.map(|v| v.security_groups()) == Some(std::slice::from_ref(&p.security_group))
-            && vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Disabled);
-        if !same {
-            steps.push("network: private subnets, app security group, no public IP".into());
-            call = call.network_configuration(network(p)?);
-        }
-        let lb_ok = svc.load_balancers().len() == 1
-            && svc.load_balancers()[0].target_group_arn() == Some(p.target_group.as_str())
-            && svc.load_balancers()[0].container_port() == Some(PORT);
-        if !lb_ok {
-            steps.push(format!("target group → {}", p.target_group));
-            call = call.load_balancers(load_balancer(p));
-        }
-    }
-    let provider = svc
-        .capacity_provider_strategy()
-        .first()
-        .map(|c| c.capacity_provider());
-    if provider != Some(cluster::provider(w)) {
-        steps.push(format!(
-            "capacity {} → {}",
-            provider.unwrap_or("launch type"),
-            cluster::provider(w)
-        ));
-        call = call
-            .capacity_provider_strategy(cluster::strategy(w)?)
-            .force_new_deployment(true);
-    }
-    if svc.health_check_grace_period_seconds() != Some(HEALTH_CHECK_GRACE_SECONDS) {
-        steps.push(format!(
-            "health-check grace → {HEALTH_CHECK_GRACE_SECONDS} s"
-        ));
-        call = call.health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
-    }
-    let dc = svc.deployment_configuration();
-    let dc_ok = dc.and_then(|d| d.minimum_healthy_percent()) == Some(0)
-        && dc.and_then(|d| d.maximum_percent()) == Some(100)
-        && dc
-            .and_then(|d| d.deployment_circuit_breaker())
-            .map(|c| (c.enable(), c.rollback()))
-            == Some((true, true));
-    if !dc_ok {
-        steps.push("deployment: 0–100 %, circuit breaker with rollback".into());
-        call = call.deployment_configuration(deployment());
-    }
-    if steps.is_empty() {
-        w.record(
-            KIND,
-            &arn,
-            Action::None,
-            format!(
-                "{} task(s) of {}",
-                svc.desired_count(),
-                svc.task_definition().unwrap_or("")
-            ),
-        );
-        return Ok(Some(svc));
-    }
-    if !w.dry_run {
-        if let (Some(_), Some(previous)) = (&new_td, svc.task_definition()) {
-            // Recorded on the service itself, so this run's rollback can put it back.
-            ecs.tag_resource()
+        let new_td = steps.iter().any(|s| matches!(s, Step::TaskDefinition(..)));
+        if let (true, Some(previous)) = (new_td, live.svc.task_definition()) {
+            self.ecs
+                .tag_resource()
                 .resource_arn(&arn)
                 .tags(
                     Tag::builder()
@@ -321,9 +390,40 @@ pub(crate) async fn ensure(
         call.send()
             .await
             .map_err(|e| aws_error("ecs:UpdateService", e))?;
+        Ok(None)
     }
-    w.record(KIND, &arn, Action::Update, steps.join("; "));
-    Ok(Some(svc))
+
+    /// Scale to 0, delete, wait until INACTIVE.
+    async fn delete(&self, w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        let arn = self.id(live);
+        let waiting = format!("service {arn} to drain");
+        if live.svc.status() == Some("DRAINING") {
+            return Ok(Deleted::Waiting(waiting));
+        }
+        let cluster = names::cluster(&w.spec.stack);
+        if live.svc.desired_count() > 0 {
+            self.ecs
+                .update_service()
+                .cluster(&cluster)
+                .service(names::SERVICE)
+                .desired_count(0)
+                .send()
+                .await
+                .map_err(|e| aws_error("ecs:UpdateService", e))?;
+        }
+        self.ecs
+            .delete_service()
+            .cluster(&cluster)
+            .service(names::SERVICE)
+            .force(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DeleteService", e))?;
+        Ok(Deleted::Started {
+            detail: "scaled to 0 and deleted".into(),
+            waiting,
+        })
+    }
 }
 
 /// Whether the service runs what was deployed: ACTIVE, its primary deployment
@@ -449,71 +549,47 @@ pub(crate) async fn why_tasks_stop(
     Ok(Some(why))
 }
 
-/// Destroy. Scope stack, or the rollback of the run that created it: scale to 0,
-/// delete, wait until INACTIVE. The rollback of a run that only updated it: put
-/// the recorded previous task definition back. Returns what it still waits for.
-pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<Option<String>, TierError> {
-    let Some((svc, tags)) = find(ecs, w).await? else {
-        return Ok(None);
+/// The rollback of a run that only updated the service (it did not create
+/// it): put the task definition it recorded back.
+pub(crate) async fn undo_update(
+    ecs: &Client,
+    w: &mut Work<'_>,
+    live: &Live,
+) -> Result<(), TierError> {
+    let tag = |key: &str| {
+        live.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     };
-    let arn = svc.service_arn().unwrap_or_default().to_string();
-    let cluster = names::cluster(&w.spec.stack);
-    if !w.owns(&tags) {
-        let updated_by = tags
-            .iter()
-            .find(|(k, _)| k == UPDATED_BY_TAG)
-            .map(|(_, v)| v.as_str());
-        let previous = tags
-            .iter()
-            .find(|(k, _)| k == PREVIOUS_TASK_DEFINITION_TAG)
-            .map(|(_, v)| v.clone());
-        if w.run.scope == Scope::Run && updated_by == Some(w.run.id.as_str()) {
-            if let Some(previous) = previous {
-                ecs.update_service()
-                    .cluster(&cluster)
-                    .service(names::SERVICE)
-                    .task_definition(&previous)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ecs:UpdateService", e))?;
-                ecs.untag_resource()
-                    .resource_arn(&arn)
-                    .tag_keys(PREVIOUS_TASK_DEFINITION_TAG)
-                    .tag_keys(UPDATED_BY_TAG)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ecs:UntagResource", e))?;
-                w.record(
-                    KIND,
-                    &arn,
-                    Action::Update,
-                    format!("back to the previous task definition {previous}"),
-                );
-            }
-        }
-        return Ok(None);
+    if w.run.scope != Scope::Run || tag(UPDATED_BY_TAG).as_deref() != Some(w.run.id.as_str()) {
+        return Ok(());
     }
-    if svc.status() == Some("DRAINING") {
-        return Ok(Some(format!("waiting for service {arn} to drain")));
-    }
-    if svc.desired_count() > 0 {
-        ecs.update_service()
-            .cluster(&cluster)
-            .service(names::SERVICE)
-            .desired_count(0)
-            .send()
-            .await
-            .map_err(|e| aws_error("ecs:UpdateService", e))?;
-    }
-    ecs.delete_service()
-        .cluster(&cluster)
+    let Some(previous) = tag(PREVIOUS_TASK_DEFINITION_TAG) else {
+        return Ok(());
+    };
+    let arn = live.svc.service_arn().unwrap_or_default().to_string();
+    ecs.update_service()
+        .cluster(names::cluster(&w.spec.stack))
         .service(names::SERVICE)
-        .force(true)
+        .task_definition(&previous)
         .send()
         .await
-        .map_err(|e| aws_error("ecs:DeleteService", e))?;
-    w.record(KIND, &arn, Action::Delete, "scaled to 0 and deleted");
-    Ok(Some(format!("waiting for service {arn} to drain")))
+        .map_err(|e| aws_error("ecs:UpdateService", e))?;
+    ecs.untag_resource()
+        .resource_arn(&arn)
+        .tag_keys(PREVIOUS_TASK_DEFINITION_TAG)
+        .tag_keys(UPDATED_BY_TAG)
+        .send()
+        .await
+        .map_err(|e| aws_error("ecs:UntagResource", e))?;
+    w.record(
+        Services::KIND,
+        &arn,
+        Action::Update,
+        format!("back to the previous task definition {previous}"),
+    );
+    Ok(())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

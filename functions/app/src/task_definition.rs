@@ -13,14 +13,14 @@ use aws_sdk_ecs::types::{
     TaskDefinitionField, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
+use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::spec::CpuArchitecture;
-use mbstack_core::{aws_error, error_code, Action, TierError, Work};
+use mbstack_core::{aws_error, found, TierError, Verb, Work};
 use serde_json::{json, Value};
 
 use crate::ecs_tags::{ecs_tags, pairs};
 use crate::names;
 
-pub(crate) const KIND: &str = "task-definition";
 pub const PORT: i32 = 3000;
 /// Fargate's maximum: Metabase gets up to 2 minutes to shut down cleanly.
 pub const STOP_TIMEOUT: i32 = 120;
@@ -188,24 +188,54 @@ fn diff(old: &Value, new: &Value) -> String {
         .join("; ")
 }
 
-/// The latest ACTIVE revision of the family, with its tags. Listed first, not
-/// described by family alone: moto answers that with the latest revision even
-/// when it was deregistered (a rolled-back update's).
-pub(crate) async fn latest(
-    ecs: &Client,
-    w: &Work<'_>,
-) -> Result<Option<(TaskDefinition, Vec<(String, String)>)>, TierError> {
-    let family = names::family(&w.spec.stack);
+/// The family's revisions. A revision never changes: a converge compares the
+/// latest ACTIVE one with what the spec asks for and registers a new one when
+/// they differ (its update replaces it); a destroy deregisters every ACTIVE
+/// revision it owns.
+pub(crate) struct TaskDefinitions {
+    pub ecs: Client,
+}
+
+/// What the revision must hold (None: inputs planned, a DB or role not created
+/// yet, so a new revision will follow).
+pub(crate) struct Want(pub Option<Wanted>);
+
+/// A revision with its tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    td: TaskDefinition,
+    tags: Vec<(String, String)>,
+}
+
+/// A new revision: what changes (for people).
+pub(crate) struct Revise(String);
+
+impl std::fmt::Display for Revise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The family's ACTIVE revisions (`family_prefix` also matches longer
+/// families: only ours), highest revision first. Listed, not described by
+/// family alone: moto answers that with the latest revision even when it was
+/// deregistered (a rolled-back update's).
+async fn active(ecs: &Client, family: &str) -> Result<Vec<String>, TierError> {
     let listed = ecs
         .list_task_definitions()
-        .family_prefix(&family)
+        .family_prefix(family)
         .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
         .sort(aws_sdk_ecs::types::SortOrder::Desc)
         .send()
         .await
         .map_err(|e| aws_error("ecs:ListTaskDefinitions", e))?;
-    // family_prefix also matches longer families: keep ours, highest revision first.
-    let Some(arn) = listed
+    let revision = |a: &String| {
+        a.rsplit(':')
+            .next()
+            .and_then(|r| r.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut arns: Vec<String> = listed
         .task_definition_arns()
         .iter()
         .filter(|a| {
@@ -213,188 +243,191 @@ pub(crate) async fn latest(
                 .next()
                 .and_then(|fr| fr.rsplit_once(':'))
                 .map(|(f, _)| f)
-                == Some(family.as_str())
+                == Some(family)
         })
-        .max_by_key(|a| {
-            a.rsplit(':')
-                .next()
-                .and_then(|r| r.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-    else {
-        return Ok(None);
-    };
-    match ecs
+        .cloned()
+        .collect();
+    arns.sort_by_key(|a| std::cmp::Reverse(revision(a)));
+    Ok(arns)
+}
+
+async fn describe_revision(ecs: &Client, arn: &str) -> Result<Option<Live>, TierError> {
+    let call = ecs
         .describe_task_definition()
         .task_definition(arn)
         .include(TaskDefinitionField::Tags)
         .send()
-        .await
-    {
-        Ok(o) => {
+        .await;
+    let codes = ["ClientException", "ClientError"];
+    Ok(
+        found("ecs:DescribeTaskDefinition", call, &codes)?.and_then(|o| {
             let tags = pairs(o.tags());
-            Ok(o.task_definition().cloned().map(|td| (td, tags)))
-        }
-        Err(e) if matches!(error_code(&e), Some("ClientException" | "ClientError")) => Ok(None),
-        Err(e) => Err(aws_error("ecs:DescribeTaskDefinition", e)),
-    }
+            o.task_definition().cloned().map(|td| Live { td, tags })
+        }),
+    )
 }
 
-/// The revision to run: the latest if it holds what the spec asks for, else a new
-/// one. Returns (its ARN, the ARN it replaces).
-pub(crate) async fn ensure(
-    ecs: &Client,
-    w: &mut Work<'_>,
-    want: Option<&Wanted>,
-) -> Result<(Option<String>, Option<String>), TierError> {
-    let family = names::family(&w.spec.stack);
-    let current = latest(ecs, w).await?;
-    let current_arn = current
-        .as_ref()
-        .and_then(|(td, _)| td.task_definition_arn())
-        .map(str::to_string);
-    let Some(want) = want else {
-        // Planned inputs (a DB or role not created yet): a new revision will follow.
-        let action = if current.is_some() {
-            Action::Update
-        } else {
-            Action::Create
+impl TaskDefinitions {
+    async fn register(&self, w: &Work<'_>, x: &Wanted) -> Result<Live, TierError> {
+        let build = |e: aws_sdk_ecs::error::BuildError| {
+            TierError::Terminal(format!("building the task definition: {e}"))
         };
-        w.record(KIND, &family, action, format!("image {}", w.spec.app.image));
-        return Ok((current_arn, None));
-    };
-    let new = canonical_wanted(want);
-    if let Some((td, _)) = &current {
-        let old = canonical_live(td);
-        if old == new {
-            w.record(
-                KIND,
-                current_arn.clone().unwrap_or_default(),
-                Action::None,
-                format!("image {}", want.image),
+        let log = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", &x.log_group)
+            .options("awslogs-region", &x.region)
+            .options("awslogs-stream-prefix", "metabase")
+            .build()
+            .map_err(build)?;
+        let mut container = ContainerDefinition::builder()
+            .name(names::CONTAINER)
+            .image(&x.image)
+            .essential(true)
+            .port_mappings(
+                PortMapping::builder()
+                    .container_port(PORT)
+                    .protocol(TransportProtocol::Tcp)
+                    .build(),
+            )
+            .log_configuration(log)
+            .stop_timeout(STOP_TIMEOUT);
+        for (k, v) in &x.env {
+            container = container.environment(KeyValuePair::builder().name(k).value(v).build());
+        }
+        for (k, v) in &x.secrets {
+            container = container.secrets(
+                Secret::builder()
+                    .name(k)
+                    .value_from(v)
+                    .build()
+                    .map_err(build)?,
             );
-            return Ok((current_arn, None));
         }
-        let detail = diff(&old, &new);
-        if w.dry_run {
-            w.record(KIND, &family, Action::Update, detail);
-            return Ok((current_arn.clone(), current_arn));
-        }
-        let arn = register(ecs, w, want).await?;
-        w.record(KIND, &arn, Action::Update, detail);
-        return Ok((Some(arn), current_arn));
-    }
-    if w.dry_run {
-        w.record(
-            KIND,
-            &family,
-            Action::Create,
-            format!("image {}", want.image),
-        );
-        return Ok((None, None));
-    }
-    let arn = register(ecs, w, want).await?;
-    w.record(KIND, &arn, Action::Create, format!("image {}", want.image));
-    Ok((Some(arn), None))
-}
-
-async fn register(ecs: &Client, w: &Work<'_>, x: &Wanted) -> Result<String, TierError> {
-    let build = |e: aws_sdk_ecs::error::BuildError| {
-        TierError::Terminal(format!("building the task definition: {e}"))
-    };
-    let log = LogConfiguration::builder()
-        .log_driver(LogDriver::Awslogs)
-        .options("awslogs-group", &x.log_group)
-        .options("awslogs-region", &x.region)
-        .options("awslogs-stream-prefix", "metabase")
-        .build()
-        .map_err(build)?;
-    let mut container = ContainerDefinition::builder()
-        .name(names::CONTAINER)
-        .image(&x.image)
-        .essential(true)
-        .port_mappings(
-            PortMapping::builder()
-                .container_port(PORT)
-                .protocol(TransportProtocol::Tcp)
-                .build(),
-        )
-        .log_configuration(log)
-        .stop_timeout(STOP_TIMEOUT);
-    for (k, v) in &x.env {
-        container = container.environment(KeyValuePair::builder().name(k).value(v).build());
-    }
-    for (k, v) in &x.secrets {
-        container = container.secrets(
-            Secret::builder()
-                .name(k)
-                .value_from(v)
-                .build()
-                .map_err(build)?,
-        );
-    }
-    let arch = match x.arch {
-        CpuArchitecture::X86_64 => EcsArch::X8664,
-        CpuArchitecture::Arm64 => EcsArch::Arm64,
-    };
-    let out = ecs
-        .register_task_definition()
-        .family(names::family(&w.spec.stack))
-        .requires_compatibilities(Compatibility::Fargate)
-        .network_mode(NetworkMode::Awsvpc)
-        .cpu(&x.cpu)
-        .memory(&x.memory)
-        .runtime_platform(
-            RuntimePlatform::builder()
-                .cpu_architecture(arch)
-                .operating_system_family(OsFamily::Linux)
-                .build(),
-        )
-        .execution_role_arn(&x.execution_role)
-        .task_role_arn(&x.task_role)
-        .container_definitions(container.build())
-        .set_tags(Some(ecs_tags(w, "metabase")))
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:RegisterTaskDefinition", e))?;
-    Ok(out
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap_or_default()
-        .to_string())
-}
-
-/// Deregisters the family's ACTIVE revisions that destroy owns.
-pub(crate) async fn delete(ecs: &Client, w: &mut Work<'_>) -> Result<(), TierError> {
-    let family = names::family(&w.spec.stack);
-    let out = ecs
-        .list_task_definitions()
-        .family_prefix(&family)
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:ListTaskDefinitions", e))?;
-    for arn in out.task_definition_arns() {
-        // family_prefix matches other families that start the same: check the family.
-        let d = ecs
-            .describe_task_definition()
-            .task_definition(arn)
-            .include(TaskDefinitionField::Tags)
+        let arch = match x.arch {
+            CpuArchitecture::X86_64 => EcsArch::X8664,
+            CpuArchitecture::Arm64 => EcsArch::Arm64,
+        };
+        let out = self
+            .ecs
+            .register_task_definition()
+            .family(names::family(&w.spec.stack))
+            .requires_compatibilities(Compatibility::Fargate)
+            .network_mode(NetworkMode::Awsvpc)
+            .cpu(&x.cpu)
+            .memory(&x.memory)
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(arch)
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
+            .execution_role_arn(&x.execution_role)
+            .task_role_arn(&x.task_role)
+            .container_definitions(container.build())
+            .set_tags(Some(ecs_tags(w, "metabase")))
             .send()
             .await
-            .map_err(|e| aws_error("ecs:DescribeTaskDefinition", e))?;
-        let same_family = d.task_definition().and_then(|t| t.family()) == Some(family.as_str());
-        if !same_family || !w.owns(&pairs(d.tags())) {
-            continue;
+            .map_err(|e| aws_error("ecs:RegisterTaskDefinition", e))?;
+        let td = out.task_definition().cloned().ok_or_else(|| {
+            TierError::Terminal("ecs:RegisterTaskDefinition returned no task definition".into())
+        })?;
+        Ok(Live {
+            td,
+            tags: w.tags("metabase"),
+        })
+    }
+}
+
+impl Resource for TaskDefinitions {
+    const KIND: &'static str = "task-definition";
+    const LABEL: &'static str = "task definition";
+    type Live = Live;
+    type Want = Want;
+    type Step = Revise;
+
+    fn name(&self, w: &Work<'_>, _want: &Want) -> String {
+        names::family(&w.spec.stack)
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        live.td.family().map(str::to_string)
+    }
+    fn id(&self, live: &Live) -> String {
+        live.td
+            .task_definition_arn()
+            .unwrap_or_default()
+            .to_string()
+    }
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    /// A converge: the latest ACTIVE revision; a destroy: every one.
+    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let arns = active(&self.ecs, &names::family(&w.spec.stack)).await?;
+        let take = match w.verb {
+            Verb::Destroy => arns.len(),
+            _ => 1,
+        };
+        let mut revisions = Vec::new();
+        for arn in arns.iter().take(take) {
+            revisions.extend(describe_revision(&self.ecs, arn).await?);
         }
-        ecs.deregister_task_definition()
-            .task_definition(arn)
+        Ok(revisions)
+    }
+
+    fn diff(&self, w: &Work<'_>, live: &Live, want: &Want) -> Result<Vec<Revise>, TierError> {
+        let Some(want) = &want.0 else {
+            return Ok(vec![Revise(format!("image {}", w.spec.app.image))]);
+        };
+        let old = canonical_live(&live.td);
+        let new = canonical_wanted(want);
+        Ok(if old == new {
+            vec![]
+        } else {
+            vec![Revise(diff(&old, &new))]
+        })
+    }
+
+    fn describe(&self, w: &Work<'_>, _want: &Want) -> String {
+        format!("image {}", w.spec.app.image)
+    }
+    fn summary(&self, w: &Work<'_>, _live: &Live) -> String {
+        format!("image {}", w.spec.app.image)
+    }
+
+    async fn create(&self, w: &Work<'_>, want: &Want) -> Result<Live, TierError> {
+        let Some(want) = &want.0 else {
+            return Err(TierError::Terminal(
+                "the task definition needs the database, the key secret and the roles".into(),
+            ));
+        };
+        self.register(w, want).await
+    }
+
+    /// A new revision (the old one stays registered: a rollback puts it back).
+    async fn update(
+        &self,
+        w: &Work<'_>,
+        _live: &Live,
+        want: &Want,
+        _steps: &[Revise],
+    ) -> Result<Option<Live>, TierError> {
+        self.create(w, want).await.map(Some)
+    }
+
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        self.ecs
+            .deregister_task_definition()
+            .task_definition(self.id(live))
             .send()
             .await
             .map_err(|e| aws_error("ecs:DeregisterTaskDefinition", e))?;
-        w.record(KIND, arn, Action::Delete, "deregistered");
+        Ok(Deleted::Now)
     }
-    Ok(())
+
+    fn deleted_detail(&self, _w: &Work<'_>, _live: &Live) -> String {
+        "deregistered".into()
+    }
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -134,6 +134,9 @@ pub trait Resource: Sync {
 /// names (for [`prune`]).
 pub struct Converged<R: Resource> {
     pub found: Vec<Option<R::Live>>,
+    /// For each want, the resource as it was before an update (None: not
+    /// updated): what a replaced revision replaced.
+    pub updated: Vec<Option<R::Live>>,
     pub unwanted: Vec<R::Live>,
 }
 
@@ -155,6 +158,7 @@ pub async fn converge<R: Resource>(
 ) -> Result<Converged<R>, TierError> {
     let mut live = r.list(w).await?;
     let mut found = Vec::with_capacity(wants.len());
+    let mut updated = Vec::with_capacity(wants.len());
     for want in wants {
         let name = r.name(w, want);
         let at = live
@@ -170,6 +174,7 @@ pub async fn converge<R: Resource>(
                 w.record(R::KIND, r.id(&made), Action::Create, detail);
                 found.push(Some(made));
             }
+            updated.push(None);
             continue;
         };
         let l = live.remove(at);
@@ -181,6 +186,7 @@ pub async fn converge<R: Resource>(
             let detail = r.summary(w, &l);
             w.record(R::KIND, r.id(&l), Action::None, detail);
             found.push(Some(l));
+            updated.push(None);
             continue;
         }
         let detail = steps
@@ -192,11 +198,21 @@ pub async fn converge<R: Resource>(
             true => None,
             false => r.update(w, &l, want, &steps).await?,
         };
-        w.record(R::KIND, r.id(&l), Action::Update, detail);
+        // A replacement is recorded under its new ID.
+        let id = replaced
+            .as_ref()
+            .map(|n| r.id(n))
+            .unwrap_or_else(|| r.id(&l));
+        w.record(R::KIND, id, Action::Update, detail);
+        updated.push(Some(l.clone()));
         found.push(Some(replaced.unwrap_or(l)));
     }
     let unwanted = live.into_iter().filter(|l| w.is_ours(&r.tags(l))).collect();
-    Ok(Converged { found, unwanted })
+    Ok(Converged {
+        found,
+        updated,
+        unwanted,
+    })
 }
 
 /// Deletes what the spec no longer asks for (a converge's `unwanted`); a plan
