@@ -243,22 +243,19 @@ pub(crate) fn query(headers: &hyper::HeaderMap, body: &[u8]) -> Option<Query> {
 }
 
 fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = format!(
+    xml_error(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>mbstack-realism</RequestID></Response>"
-    );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
-    r.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("text/xml"),
-    );
-    r
+    ))
 }
 
 fn query_error(code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = format!(
+    xml_error(format!(
         "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>mbstack-realism</RequestId></ErrorResponse>"
-    );
+    ))
+}
+
+/// A 400 with an XML error body (EC2's or the query protocol's shape).
+fn xml_error(body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::BAD_REQUEST;
     r.headers_mut().insert(
@@ -1047,11 +1044,9 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
         return body;
     }
     let text = String::from_utf8_lossy(&body).to_string();
-    match (q.service.as_str(), q.action()) {
-        // AWS answers a create with the resource in its first state (a NAT
-        // gateway `pending`, a DB `creating`, a load balancer `provisioning`),
-        // as the describes that follow show it: a tier that judges readiness
-        // from the create's answer must see it not ready.
+    let call = (q.service.as_str(), q.action());
+    // What the call did, for the states shown later.
+    match call {
         ("ec2", "CreateNatGateway") => {
             for id in xml::values(&text, "natGatewayId") {
                 if let Some(token) = q.get("ClientToken") {
@@ -1059,10 +1054,6 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
                 }
                 realism.nat_created.entry(id).or_insert_with(Instant::now);
             }
-            let out = xml::rewrite_state(&text, "natGatewayId", &["state"], |id, moto| {
-                realism.nat_state(id, moto)
-            });
-            Bytes::from(out)
         }
         ("ec2", "DeleteNatGateway") => {
             if let Some(id) = q.get("NatGatewayId") {
@@ -1071,25 +1062,11 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
                     .entry(id.to_string())
                     .or_insert_with(Instant::now);
             }
-            body
-        }
-        ("ec2", "DescribeNatGateways") => {
-            let out = xml::rewrite_state(&text, "natGatewayId", &["state"], |id, moto| {
-                realism.nat_state(id, moto)
-            });
-            Bytes::from(out)
         }
         ("rds", "CreateDBInstance") => {
             if let Some(id) = q.get("DBInstanceIdentifier") {
                 realism.db_created.insert(id.to_string(), Instant::now());
             }
-            let out = xml::rewrite_state(
-                &text,
-                "DBInstanceIdentifier",
-                &["DBInstanceStatus"],
-                |id, moto| realism.db_status(id, moto),
-            );
-            Bytes::from(out)
         }
         ("rds", "DeleteDBInstance") => {
             if let (Some(id), Some(block)) = (
@@ -1102,7 +1079,6 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
                     .db_deleted
                     .insert(id.to_string(), (Instant::now(), block));
             }
-            body
         }
         ("rds", "ModifyDBInstance") => {
             if let (Some(id), Some(_)) = (q.get("DBInstanceIdentifier"), q.get("AllocatedStorage"))
@@ -1111,36 +1087,38 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
                     .storage_changed
                     .insert(id.to_string(), Instant::now());
             }
-            body
-        }
-        ("rds", "DescribeDBInstances") => {
-            let out = xml::rewrite_state(
-                &text,
-                "DBInstanceIdentifier",
-                &["DBInstanceStatus"],
-                |id, moto| realism.db_status(id, moto),
-            );
-            Bytes::from(out)
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             for arn in xml::values(&text, "LoadBalancerArn") {
                 realism.alb_created.entry(arn).or_insert_with(Instant::now);
             }
-            let out =
-                xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
-                    realism.alb_state(arn, moto)
-                });
-            Bytes::from(out)
         }
-        ("elasticloadbalancing", "DescribeLoadBalancers") => {
-            let out =
-                xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
-                    realism.alb_state(arn, moto)
-                });
-            Bytes::from(out)
-        }
-        _ => body,
+        _ => {}
     }
+    // The state AWS would report, in a create's answer as in a describe's: AWS
+    // answers a create with the resource in its first state (a NAT gateway
+    // `pending`, a DB `creating`, a load balancer `provisioning`), and a tier
+    // that judges readiness from that answer must see it not ready.
+    let out = match call {
+        ("ec2", "CreateNatGateway" | "DescribeNatGateways") => {
+            xml::rewrite_state(&text, "natGatewayId", &["state"], |id, moto| {
+                realism.nat_state(id, moto)
+            })
+        }
+        ("rds", "CreateDBInstance" | "DescribeDBInstances") => xml::rewrite_state(
+            &text,
+            "DBInstanceIdentifier",
+            &["DBInstanceStatus"],
+            |id, moto| realism.db_status(id, moto),
+        ),
+        ("elasticloadbalancing", "CreateLoadBalancer" | "DescribeLoadBalancers") => {
+            xml::rewrite_state(&text, "LoadBalancerArn", &["State", "Code"], |arn, moto| {
+                realism.alb_state(arn, moto)
+            })
+        }
+        _ => return body,
+    };
+    Bytes::from(out)
 }
 
 #[cfg(test)]

@@ -5,14 +5,7 @@ use mbstack_core::iam::Permission;
 use mbstack_core::Work;
 
 pub(crate) fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or("").to_string(),
-                t.value().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    mbstack_core::naming::pairs(tags.iter().map(|t| (t.key(), t.value())))
 }
 
 pub(crate) fn ecs_tags(w: &Work<'_>, role: &str) -> Vec<Tag> {

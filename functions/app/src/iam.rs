@@ -185,15 +185,7 @@ impl Resource for Roles {
     fn name(&self, w: &Work<'_>, role: &Role) -> String {
         role.name(&w.spec.stack)
     }
-    fn live_name(&self, live: &Live) -> Option<String> {
-        Some(live.name.clone())
-    }
-    fn id(&self, live: &Live) -> String {
-        live.arn.clone()
-    }
-    fn tags(&self, live: &Live) -> Vec<(String, String)> {
-        live.tags.clone()
-    }
+    mbstack_core::resource_key!(name: name, id: arn, tags: tags);
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
         let mut roles = Vec::new();

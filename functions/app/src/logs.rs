@@ -60,15 +60,7 @@ impl Resource for LogGroups {
     fn name(&self, w: &Work<'_>, _want: &()) -> String {
         names::log_group(&w.spec.stack)
     }
-    fn live_name(&self, live: &Live) -> Option<String> {
-        Some(live.name.clone())
-    }
-    fn id(&self, live: &Live) -> String {
-        live.name.clone()
-    }
-    fn tags(&self, live: &Live) -> Vec<(String, String)> {
-        live.tags.clone()
-    }
+    mbstack_core::resource_key!(name: name, id: name, tags: tags);
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
         let name = names::log_group(&w.spec.stack);

@@ -182,15 +182,7 @@ impl Resource for PasswordRules {
     fn name(&self, w: &Work<'_>, _want: &()) -> String {
         name(&w.spec.stack)
     }
-    fn live_name(&self, live: &Live) -> Option<String> {
-        Some(live.name.clone())
-    }
-    fn id(&self, live: &Live) -> String {
-        live.arn.clone()
-    }
-    fn tags(&self, live: &Live) -> Vec<(String, String)> {
-        live.tags.clone()
-    }
+    mbstack_core::resource_key!(name: name, id: arn, tags: tags);
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
         let rule = name(&w.spec.stack);

@@ -48,15 +48,7 @@ impl Resource for KeySecrets {
     fn name(&self, w: &Work<'_>, _want: &()) -> String {
         names::encryption_key_secret(&w.spec.stack)
     }
-    fn live_name(&self, live: &Live) -> Option<String> {
-        Some(live.name.clone())
-    }
-    fn id(&self, live: &Live) -> String {
-        live.arn.clone()
-    }
-    fn tags(&self, live: &Live) -> Vec<(String, String)> {
-        live.tags.clone()
-    }
+    mbstack_core::resource_key!(name: name, id: arn, tags: tags);
 
     /// A destroy leaves a secret already scheduled for deletion alone.
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {

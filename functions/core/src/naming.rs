@@ -221,6 +221,17 @@ pub fn tags(spec: &StackSpec, tier: Tier, run_id: &str, role: &str) -> Vec<(Stri
     out
 }
 
+/// (key, value) pairs from any SDK's tags (or attributes): each service has
+/// its own `Tag` type, all with optional strings.
+pub fn pairs<'a>(
+    items: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Vec<(String, String)> {
+    items
+        .into_iter()
+        .map(|(k, v)| (k.unwrap_or("").to_string(), v.unwrap_or("").to_string()))
+        .collect()
+}
+
 /// The value of tag `key` in a list of (key, value) pairs.
 pub fn tag_value<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
     tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

@@ -129,6 +129,24 @@ pub trait Resource: Sync {
     }
 }
 
+/// The three accessors of a kind whose `Live` keeps its name, ID and tags in
+/// fields as read: `resource_key!(name: name, id: arn, tags: tags);` in the
+/// `impl Resource`.
+#[macro_export]
+macro_rules! resource_key {
+    (name: $name:ident, id: $id:ident, tags: $tags:ident) => {
+        fn live_name(&self, live: &Self::Live) -> Option<String> {
+            Some(live.$name.clone())
+        }
+        fn id(&self, live: &Self::Live) -> String {
+            live.$id.clone()
+        }
+        fn tags(&self, live: &Self::Live) -> Vec<(String, String)> {
+            live.$tags.clone()
+        }
+    };
+}
+
 /// What [`converge`] found or made: for each want, in order, the resource (None
 /// in a plan that would create it), and what exists of the kind that no want
 /// names (for [`prune`]).
@@ -166,7 +184,7 @@ pub async fn converge<R: Resource>(
             .position(|l| r.live_name(l).as_deref() == Some(name.as_str()));
         let Some(at) = at else {
             let detail = r.describe(w, want);
-            if w.dry_run {
+            if w.read_only() {
                 w.record(R::KIND, name, Action::Create, detail);
                 found.push(None);
             } else {
@@ -194,7 +212,7 @@ pub async fn converge<R: Resource>(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        let replaced = match w.dry_run {
+        let replaced = match w.read_only() {
             true => None,
             false => r.update(w, &l, want, &steps).await?,
         };
@@ -226,7 +244,7 @@ pub async fn prune<R: Resource>(
     for l in unwanted {
         let name = r.live_name(l).unwrap_or_else(|| r.id(l));
         let mut detail = format!("{name} is no longer in the spec");
-        if !w.dry_run {
+        if !w.read_only() {
             if let Deleted::Started { waiting: why, .. } | Deleted::Waiting(why) =
                 r.delete(w, l).await?
             {

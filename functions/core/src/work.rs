@@ -23,8 +23,6 @@ pub struct Work<'a> {
     pub run: &'a Run,
     /// What the tier was asked to do.
     pub verb: Verb,
-    /// Plan or check: read, never write; record what apply would do.
-    pub dry_run: bool,
     pub changes: Vec<Change>,
 }
 
@@ -35,14 +33,15 @@ impl<'a> Work<'a> {
             spec,
             run,
             verb,
-            dry_run: matches!(verb, Verb::Plan | Verb::Check),
             changes: Vec::new(),
         }
     }
 
-    /// Whether this work only reads (plan, check).
+    /// Plan or check: read, never write; record what apply would do. Only
+    /// core's converge asks (`mbstack_core::resource`): a tier never guards a
+    /// call with it.
     pub fn read_only(&self) -> bool {
-        self.dry_run
+        matches!(self.verb, Verb::Plan | Verb::Check)
     }
 
     /// `<stack>-<role>`.

@@ -139,10 +139,7 @@ impl Resource for LoadBalancers {
         let mut lbs = Vec::new();
         for lb in out.load_balancers() {
             let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-            let t = tags::of(&self.elb, std::slice::from_ref(&arn))
-                .await?
-                .remove(&arn)
-                .unwrap_or_default();
+            let t = tags::of_one(&self.elb, &arn).await?;
             let attributes = pairs(
                 self.elb
                     .describe_load_balancer_attributes()

@@ -34,11 +34,14 @@ pub(crate) async fn of(elb: &Client, arns: &[String]) -> Result<HashMap<String, 
     Ok(out)
 }
 
-/// (key, value) pairs from the SDK's optional strings (tags, attributes).
-pub(crate) fn pairs<'a>(items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Pairs {
-    items
-        .map(|(k, v)| (k.unwrap_or("").to_string(), v.unwrap_or("").to_string()))
-        .collect()
+pub(crate) use mbstack_core::naming::pairs;
+
+/// The tags of one resource.
+pub(crate) async fn of_one(elb: &Client, arn: &str) -> Result<Pairs, TierError> {
+    Ok(of(elb, &[arn.to_string()])
+        .await?
+        .remove(arn)
+        .unwrap_or_default())
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

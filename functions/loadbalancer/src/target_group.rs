@@ -29,51 +29,48 @@ pub const UNHEALTHY_THRESHOLD: i32 = 5;
 pub const DEREGISTRATION_DELAY: &str = "30";
 
 fn health_differs(tg: &TargetGroup) -> Vec<String> {
-    let mut d = Vec::new();
-    let mut cmp = |what: &str, have: Option<String>, want: String| {
-        if have.as_deref() != Some(want.as_str()) {
-            d.push(format!(
-                "{what} {} → {want}",
-                have.unwrap_or_else(|| "unset".into())
-            ));
-        }
-    };
-    cmp(
-        "health path",
-        tg.health_check_path().map(str::to_string),
-        HEALTH_PATH.into(),
-    );
-    cmp(
-        "health protocol",
-        tg.health_check_protocol().map(|p| p.as_str().to_string()),
-        "HTTP".into(),
-    );
-    cmp(
-        "interval",
-        tg.health_check_interval_seconds().map(|v| v.to_string()),
-        HEALTH_INTERVAL.to_string(),
-    );
-    cmp(
-        "timeout",
-        tg.health_check_timeout_seconds().map(|v| v.to_string()),
-        HEALTH_TIMEOUT.to_string(),
-    );
-    cmp(
-        "healthy threshold",
-        tg.healthy_threshold_count().map(|v| v.to_string()),
-        HEALTHY_THRESHOLD.to_string(),
-    );
-    cmp(
-        "unhealthy threshold",
-        tg.unhealthy_threshold_count().map(|v| v.to_string()),
-        UNHEALTHY_THRESHOLD.to_string(),
-    );
-    cmp(
-        "matcher",
-        tg.matcher().and_then(|m| m.http_code()).map(str::to_string),
-        "200".into(),
-    );
-    d
+    let number = |v: Option<i32>| v.map(|v| v.to_string());
+    [
+        (
+            "health path",
+            tg.health_check_path().map(str::to_string),
+            HEALTH_PATH.to_string(),
+        ),
+        (
+            "health protocol",
+            tg.health_check_protocol().map(|p| p.as_str().to_string()),
+            "HTTP".into(),
+        ),
+        (
+            "interval",
+            number(tg.health_check_interval_seconds()),
+            HEALTH_INTERVAL.to_string(),
+        ),
+        (
+            "timeout",
+            number(tg.health_check_timeout_seconds()),
+            HEALTH_TIMEOUT.to_string(),
+        ),
+        (
+            "healthy threshold",
+            number(tg.healthy_threshold_count()),
+            HEALTHY_THRESHOLD.to_string(),
+        ),
+        (
+            "unhealthy threshold",
+            number(tg.unhealthy_threshold_count()),
+            UNHEALTHY_THRESHOLD.to_string(),
+        ),
+        (
+            "matcher",
+            tg.matcher().and_then(|m| m.http_code()).map(str::to_string),
+            "200".into(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, have, want)| have.as_deref() != Some(want.as_str()))
+    .map(|(what, have, want)| format!("{what} {} → {want}", have.unwrap_or_else(|| "unset".into())))
+    .collect()
 }
 
 const ATTRIBUTES: &[(&str, &str)] = &[
@@ -168,10 +165,7 @@ impl Resource for TargetGroups {
         let mut groups = Vec::new();
         for tg in out.target_groups() {
             let arn = tg.target_group_arn().unwrap_or_default().to_string();
-            let t = tags::of(&self.elb, std::slice::from_ref(&arn))
-                .await?
-                .remove(&arn)
-                .unwrap_or_default();
+            let t = tags::of_one(&self.elb, &arn).await?;
             // A destroy deletes it whatever its attributes.
             let attributes = match w.verb {
                 Verb::Destroy => Vec::new(),

@@ -69,14 +69,7 @@ pub(crate) fn name_filter(w: &Work<'_>, role: &str) -> Filter {
 
 /// EC2's tags as (key, value) pairs, as core compares them.
 pub(crate) fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or("").to_string(),
-                t.value().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    mbstack_core::naming::pairs(tags.iter().map(|t| (t.key(), t.value())))
 }
 
 pub(crate) fn tag_filter(key: &str, value: &str) -> Filter {

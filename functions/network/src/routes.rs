@@ -127,32 +127,25 @@ impl RouteTables {
         via_igw: bool,
         replace: bool,
     ) -> Result<(), TierError> {
+        // CreateRoute and ReplaceRoute take the same fields.
+        macro_rules! to_target {
+            ($call:expr) => {{
+                let call = $call.route_table_id(id).destination_cidr_block(ANYWHERE);
+                if via_igw {
+                    call.gateway_id(target)
+                } else {
+                    call.nat_gateway_id(target)
+                }
+            }};
+        }
         if replace {
-            let call = self
-                .ec2
-                .replace_route()
-                .route_table_id(id)
-                .destination_cidr_block(ANYWHERE);
-            let call = if via_igw {
-                call.gateway_id(target)
-            } else {
-                call.nat_gateway_id(target)
-            };
-            call.send()
+            to_target!(self.ec2.replace_route())
+                .send()
                 .await
                 .map_err(|e| aws_error("ec2:ReplaceRoute", e))?;
         } else {
-            let call = self
-                .ec2
-                .create_route()
-                .route_table_id(id)
-                .destination_cidr_block(ANYWHERE);
-            let call = if via_igw {
-                call.gateway_id(target)
-            } else {
-                call.nat_gateway_id(target)
-            };
-            call.send()
+            to_target!(self.ec2.create_route())
+                .send()
                 .await
                 .map_err(|e| aws_error("ec2:CreateRoute", e))?;
         }
