@@ -38,10 +38,57 @@ const fn of(tier: mbstack_core::Tier) -> Tier {
     }
 }
 
-const NETWORK: Tier = of(mbstack_core::Tier::Network);
-const DATA: Tier = of(mbstack_core::Tier::Data);
-const LB: Tier = of(mbstack_core::Tier::LoadBalancer);
-const APP: Tier = of(mbstack_core::Tier::App);
+use mbstack_core::Tier as T;
+
+/// The order the tiers run in: each stage after the one before it, the tiers
+/// of one stage in parallel. A rollback and a destroy run the stages in
+/// reverse; a plan runs every tier one after the other.
+pub const STAGES: &[&[T]] = &[&[T::Network], &[T::Data, T::LoadBalancer], &[T::App]];
+
+/// Whether a tier runs in a Parallel state (its stage has more than one).
+fn in_parallel(t: T) -> bool {
+    STAGES.iter().any(|s| s.len() > 1 && s.contains(&t))
+}
+
+/// Where a tier's outcome lives in the state: `$.network`, or `$.tiers.data`
+/// for a tier of a parallel stage (the Parallel hands its branches back there).
+fn result_path(t: T) -> String {
+    if in_parallel(t) {
+        format!("$.tiers.{}", t.as_str())
+    } else {
+        format!("$.{}", t.as_str())
+    }
+}
+
+/// What a tier reads to plan or apply: the outputs of every tier of the stages
+/// before its own, and (the app) what the deployment says of itself.
+fn inputs(t: T) -> Value {
+    let mut m = Map::new();
+    if t == T::App {
+        m.insert(
+            mbstack_core::outputs::DEPLOYMENT_KEY.into(),
+            json!({
+                "roleBoundaryArn": ROLE_BOUNDARY,
+                "eventsRoleArn": EVENTS_ROLE,
+                "stateMachineArn.$": "$$.StateMachine.Id"
+            }),
+        );
+    }
+    for earlier in STAGES.iter().take_while(|s| !s.contains(&t)) {
+        for u in *earlier {
+            m.insert(
+                format!("{}.$", u.as_str()),
+                json!(format!("{}.status.outputs", result_path(*u))),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// Every tier in stage order.
+fn in_order() -> impl DoubleEndedIterator<Item = T> + Clone {
+    STAGES.iter().flat_map(|s| s.iter().copied())
+}
 
 /// The optimised Lambda integration, in the deployment's partition.
 const LAMBDA_INVOKE: &str = "arn:${Partition}:states:::lambda:invoke";
@@ -245,25 +292,10 @@ fn branch(start: String, states: Map<String, Value>) -> Value {
     json!({"StartAt": start, "States": states})
 }
 
-/// Inputs of the tiers after the network, from the state.
-fn network_inputs() -> Value {
-    json!({"network.$": "$.network.status.outputs"})
-}
-
-fn app_inputs() -> Value {
-    json!({
-        (mbstack_core::outputs::DEPLOYMENT_KEY): {
-            "roleBoundaryArn": ROLE_BOUNDARY,
-            "eventsRoleArn": EVENTS_ROLE,
-            "stateMachineArn.$": "$$.StateMachine.Id"
-        },
-        "network.$": "$.network.status.outputs",
-        "data.$": "$.tiers.data.status.outputs",
-        "loadbalancer.$": "$.tiers.loadbalancer.status.outputs"
-    })
-}
-
-/// One of the three ways through the tiers.
+/// One of the three ways through the tiers' loops. Every state name a phase
+/// makes starts with its `verb_label` or names its `branch_end`, and names
+/// the tier: names are unique across the whole definition by construction
+/// (AWS refuses a duplicate with DUPLICATE_STATE_NAME).
 #[derive(Clone, Copy)]
 struct Phase {
     verb_label: &'static str,
@@ -271,10 +303,133 @@ struct Phase {
     again: &'static str,
     scope: &'static str,
     done: &'static str,
-    /// A Parallel branch's last state is "<Tier label> <branch_end>": state
-    /// names are unique across the whole definition, branches included (AWS
-    /// refuses a duplicate with DUPLICATE_STATE_NAME).
+    /// A Parallel branch's last state is "<Tier label> <branch_end>".
     branch_end: &'static str,
+    /// The stages in reverse (undoing what the forward order made).
+    reverse: bool,
+    /// Where a failure goes, and where its error is kept.
+    on_error: (&'static str, &'static str),
+}
+
+impl Phase {
+    /// The tier as this phase's loop sees it. Undoing the service (a rollback)
+    /// is a scale-down and a delete: half the create's bound.
+    fn tier(&self, t: T) -> Tier {
+        let full = of(t);
+        match (self.scope, t) {
+            ("run", T::App) => Tier {
+                max_polls: full.max_polls / 2,
+                ..full
+            },
+            _ => full,
+        }
+    }
+
+    /// The stages in the order this phase runs them.
+    fn stages(&self) -> Vec<&'static [T]> {
+        let mut stages = STAGES.to_vec();
+        if self.reverse {
+            stages.reverse();
+        }
+        stages
+    }
+
+    /// What a tier reads: an apply its upstream outputs; a destroy nothing (it
+    /// finds what to delete by tags).
+    fn inputs(&self, t: T) -> Value {
+        match self.first {
+            "apply" => inputs(t),
+            _ => json!({}),
+        }
+    }
+
+    /// The name of a stage's first state: its loop's, or its Parallel's.
+    fn entry(&self, stage: &[T]) -> String {
+        let labels: Vec<&str> = stage.iter().map(|t| t.info().state_label).collect();
+        format!("{} {}", self.verb_label, labels.join(" and "))
+    }
+
+    /// One stage's states, going on to `next`.
+    fn add_stage(&self, states: &mut Map<String, Value>, stage: &[T], next: &str) {
+        match stage {
+            [t] => {
+                add_loop(
+                    states,
+                    Loop {
+                        tier: &self.tier(*t),
+                        verb_label: self.verb_label,
+                        first: self.first,
+                        again: self.again,
+                        scope: self.scope,
+                        done_state: self.done,
+                        inputs: self.inputs(*t),
+                        next,
+                        on_error: Some(self.on_error.0),
+                        error_path: self.on_error.1,
+                    },
+                );
+            }
+            many => {
+                states.insert(self.entry(many), self.parallel(many, next));
+            }
+        }
+    }
+
+    /// Every stage, in this phase's order; the last goes on to `last_next`.
+    /// Returns the phase's first state.
+    fn add_stages(&self, states: &mut Map<String, Value>, last_next: &str) -> String {
+        let stages = self.stages();
+        for (i, stage) in stages.iter().enumerate() {
+            let next = stages
+                .get(i + 1)
+                .map(|s| self.entry(s))
+                .unwrap_or_else(|| last_next.to_string());
+            self.add_stage(states, stage, &next);
+        }
+        stages.first().map(|s| self.entry(s)).unwrap_or_default()
+    }
+
+    /// A Parallel step with a branch per tier of `stage`; each branch hands back
+    /// only its tier's outcome, gathered at `$.tiers.<tier>`.
+    fn parallel(&self, stage: &[T], next: &str) -> Value {
+        let mut branches = Vec::new();
+        let mut selector = Map::new();
+        for (i, t) in stage.iter().enumerate() {
+            let tier = self.tier(*t);
+            let done = format!("{} {}", capitalize(tier.label), self.branch_end);
+            let mut states = Map::new();
+            let entry = add_loop(
+                &mut states,
+                Loop {
+                    tier: &tier,
+                    verb_label: self.verb_label,
+                    first: self.first,
+                    again: self.again,
+                    scope: self.scope,
+                    done_state: self.done,
+                    inputs: self.inputs(*t),
+                    next: &done,
+                    // The branch fails; the Parallel's Catch takes over.
+                    on_error: None,
+                    error_path: "$.error",
+                },
+            );
+            states.insert(
+                done,
+                json!({"Type": "Succeed", "OutputPath": format!("$.{}", tier.key)}),
+            );
+            branches.push(branch(entry, states));
+            selector.insert(format!("{}.$", tier.key), json!(format!("$[{i}]")));
+        }
+        json!({
+            "Type": "Parallel",
+            "Branches": branches,
+            "ResultSelector": selector,
+            "ResultPath": "$.tiers",
+            "Next": next,
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": self.on_error.1, "Next": self.on_error.0}]
+        })
+    }
 }
 
 const CREATE: Phase = Phase {
@@ -284,6 +439,8 @@ const CREATE: Phase = Phase {
     scope: "stack",
     done: "ready",
     branch_end: "ready",
+    reverse: false,
+    on_error: ("Roll back", "$.error"),
 };
 const ROLL_BACK: Phase = Phase {
     verb_label: "Roll back",
@@ -292,6 +449,8 @@ const ROLL_BACK: Phase = Phase {
     scope: "run",
     done: "gone",
     branch_end: "rolled back",
+    reverse: true,
+    on_error: ("Rollback failed", "$.rollbackError"),
 };
 const DELETE: Phase = Phase {
     verb_label: "Delete",
@@ -300,89 +459,35 @@ const DELETE: Phase = Phase {
     scope: "stack",
     done: "gone",
     branch_end: "deleted",
+    reverse: true,
+    on_error: ("Destroy failed", "$.error"),
 };
 
-/// A parallel step running the data and load balancer loops.
-fn parallel_pair(phase: &Phase, next: &str, catch: (&str, &str)) -> Value {
-    let Phase {
-        verb_label,
-        first,
-        again,
-        scope,
-        done,
-        branch_end,
-    } = *phase;
-    let d_done = format!("{} {branch_end}", capitalize(DATA.label));
-    let l_done = format!("{} {branch_end}", capitalize(LB.label));
-    let mut d = Map::new();
-    let inputs = if first == "apply" {
-        network_inputs()
-    } else {
-        json!({})
-    };
-    let d_entry = add_loop(
-        &mut d,
-        Loop {
-            tier: &DATA,
-            verb_label,
-            first,
-            again,
-            scope,
-            done_state: done,
-            inputs: inputs.clone(),
-            next: &d_done,
-            on_error: None,
-            error_path: "$.error",
-        },
-    );
-    // Each branch hands back only its tier's outcome: `$[0]`, `$[1]` below.
-    d.insert(
-        d_done.clone(),
-        json!({"Type": "Succeed", "OutputPath": "$.data"}),
-    );
-    let mut l = Map::new();
-    let l_entry = add_loop(
-        &mut l,
-        Loop {
-            tier: &LB,
-            verb_label,
-            first,
-            again,
-            scope,
-            done_state: done,
-            inputs,
-            next: &l_done,
-            on_error: None,
-            error_path: "$.error",
-        },
-    );
-    l.insert(
-        l_done.clone(),
-        json!({"Type": "Succeed", "OutputPath": "$.loadbalancer"}),
-    );
+/// The state that sets every tier's poll counter to 0 before a phase of loops
+/// (`Prepare` gets the same counters from control): the one place they reset.
+fn reset_polls(comment: &str, next: &str) -> Value {
     json!({
-        "Type": "Parallel",
-        "Branches": [branch(d_entry, d), branch(l_entry, l)],
-        "ResultSelector": {"data.$": "$[0]", "loadbalancer.$": "$[1]"},
-        "ResultPath": "$.tiers",
-        "Next": next,
-        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": catch.1, "Next": catch.0}]
+        "Type": "Pass",
+        "Comment": comment,
+        "Result": mbstack_core::contract::poll_counters(),
+        "ResultPath": "$.polls",
+        "Next": next
     })
 }
 
-fn finish(status: &str, next: &str, result_path: &str) -> Value {
+fn finish(status: &str, next: &str, path: &str) -> Value {
     let payload = json!({
         "command": "finish", "status": status, "action.$": "$.action", "requested.$": "$.requested",
         "runId.$": "$.runId", "executionArn.$": "$.executionArn", "spec.$": "$.spec", "lock.$": "$.lock",
-        "tiers": {
-            "network.$": "$.network", "data.$": "$.tiers.data", "loadbalancer.$": "$.tiers.loadbalancer", "app.$": "$.app"
-        }
+        "tiers": in_order()
+            .map(|t| (format!("{}.$", t.as_str()), json!(result_path(t))))
+            .collect::<Map<String, Value>>()
     });
     let mut t = invoke(
         "control",
         payload,
         json!({"result.$": "$.Payload"}),
-        result_path,
+        path,
         Some(next),
         None,
     );
@@ -390,9 +495,37 @@ fn finish(status: &str, next: &str, result_path: &str) -> Value {
     t
 }
 
+/// Where each tier's outcome is kept, empty before a run: `network`, `tiers`
+/// (the parallel stages' tiers), `app`.
+fn empty_outcomes() -> Map<String, Value> {
+    let mut m = Map::new();
+    for stage in STAGES {
+        match stage {
+            [t] => {
+                m.insert(t.as_str().into(), json!({}));
+            }
+            many => {
+                let tiers = m.entry("tiers").or_insert_with(|| json!({}));
+                for t in *many {
+                    tiers[t.as_str()] = json!({});
+                }
+            }
+        }
+    }
+    m
+}
+
 /// The whole definition, with `${...FunctionArn}` placeholders.
 pub fn definition() -> Value {
     let mut s = Map::new();
+    let mut selector = json!({
+        "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
+        "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
+        "polls.$": "$.Payload.polls"
+    });
+    if let Some(m) = selector.as_object_mut() {
+        m.extend(empty_outcomes());
+    }
     s.insert(
         "Prepare".into(),
         json!({
@@ -403,69 +536,42 @@ pub fn definition() -> Value {
                 "FunctionName": placeholder("control"),
                 "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id"}
             },
-            "ResultSelector": {
-                "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
-                "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
-                "polls.$": "$.Payload.polls",
-                "network": {}, "tiers": {"data": {}, "loadbalancer": {}}, "app": {}
-            },
+            "ResultSelector": selector,
             "ResultPath": "$",
             "Retry": retry(),
             "Next": "Which action?"
         }),
     );
+    let plan_name = |t: T| format!("Plan {}", t.info().state_label);
+    let first_plan = in_order().next().map(plan_name).unwrap_or_default();
     s.insert(
         "Which action?".into(),
         json!({
             "Type": "Choice",
             "Choices": [
                 {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
-                {"Variable": "$.action", "StringEquals": "plan", "Next": "Plan network"}
+                {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan}
             ],
-            "Default": "Create network"
+            "Default": CREATE.entry(STAGES[0])
         }),
     );
 
-    // plan: read-only, no lock; each tier's plan sees the outputs of those before it
-    let plan_selector = || json!({"changes.$": "$.Payload.changes", "status": status_selector()});
-    for (name, tier, inputs, path, next) in [
-        (
-            "Plan network",
-            "network",
-            json!({}),
-            "$.network",
-            "Plan database",
-        ),
-        (
-            "Plan database",
-            "data",
-            network_inputs(),
-            "$.tiers.data",
-            "Plan load balancer",
-        ),
-        (
-            "Plan load balancer",
-            "loadbalancer",
-            network_inputs(),
-            "$.tiers.loadbalancer",
-            "Plan Metabase service",
-        ),
-        (
-            "Plan Metabase service",
-            "app",
-            app_inputs(),
-            "$.app",
-            "Record plan",
-        ),
-    ] {
+    // plan: read-only, no lock; every tier in turn, each seeing the outputs of
+    // those before it.
+    let tiers: Vec<T> = in_order().collect();
+    for (i, t) in tiers.iter().enumerate() {
+        let next = tiers
+            .get(i + 1)
+            .map(|n| plan_name(*n))
+            .unwrap_or_else(|| "Record plan".into());
         s.insert(
-            name.into(),
+            plan_name(*t),
             invoke(
-                tier,
-                tier_event("plan", "stack", inputs),
-                plan_selector(),
-                path,
-                Some(next),
+                t.as_str(),
+                tier_event("plan", "stack", inputs(*t)),
+                json!({"changes.$": "$.Payload.changes", "status": status_selector()}),
+                &result_path(*t),
+                Some(&next),
                 None,
             ),
         );
@@ -473,41 +579,7 @@ pub fn definition() -> Value {
     s.insert("Record plan".into(), finish("planned", "Done", "$.finish"));
 
     // apply
-    let err = ("Roll back", "$.error");
-    add_loop(
-        &mut s,
-        Loop {
-            tier: &NETWORK,
-            verb_label: "Create",
-            first: "apply",
-            again: "check",
-            scope: "stack",
-            done_state: "ready",
-            inputs: json!({}),
-            next: "Create database and load balancer",
-            on_error: Some(err.0),
-            error_path: err.1,
-        },
-    );
-    s.insert(
-        "Create database and load balancer".into(),
-        parallel_pair(&CREATE, "Create Metabase service", err),
-    );
-    add_loop(
-        &mut s,
-        Loop {
-            tier: &APP,
-            verb_label: "Create",
-            first: "apply",
-            again: "check",
-            scope: "stack",
-            done_state: "ready",
-            inputs: app_inputs(),
-            next: "Record success",
-            on_error: Some(err.0),
-            error_path: err.1,
-        },
-    );
+    CREATE.add_stages(&mut s, "Record success");
     s.insert(
         "Record success".into(),
         finish("succeeded", "Done", "$.finish"),
@@ -520,40 +592,12 @@ pub fn definition() -> Value {
     // rollback: destroy scope run, in reverse order
     s.insert(
         "Roll back".into(),
-        json!({
-            "Type": "Pass",
-            "Comment": "Delete what this run created; put back what it updated",
-            "Result": mbstack_core::contract::poll_counters(),
-            "ResultPath": "$.polls",
-            "Next": "Roll back Metabase service"
-        }),
+        reset_polls(
+            "Delete what this run created; put back what it updated",
+            &ROLL_BACK.entry(ROLL_BACK.stages()[0]),
+        ),
     );
-    let rb_err = ("Rollback failed", "$.rollbackError");
-    // Undoing the service is a scale-down and a delete: half the create's bound.
-    let rb_app = Tier {
-        max_polls: APP.max_polls / 2,
-        ..APP
-    };
-    add_loop_named(
-        &mut s,
-        "Roll back",
-        &rb_app,
-        "run",
-        "Roll back database and load balancer",
-        Some(rb_err),
-    );
-    s.insert(
-        "Roll back database and load balancer".into(),
-        parallel_pair(&ROLL_BACK, "Roll back network", rb_err),
-    );
-    add_loop_named(
-        &mut s,
-        "Roll back",
-        &NETWORK,
-        "run",
-        "Rolled back",
-        Some(rb_err),
-    );
+    ROLL_BACK.add_stages(&mut s, "Rolled back");
     s.insert(
         "Rolled back".into(),
         json!({"Type": "Pass", "Parameters": {"Error.$": "$.error.Error", "Cause.$": "$.error.Cause"}, "ResultPath": "$.failure", "Next": "Check the error name"}),
@@ -599,31 +643,14 @@ pub fn definition() -> Value {
     );
 
     // destroy: scope stack
-    let d_err = ("Destroy failed", "$.error");
     s.insert(
         "Start deleting".into(),
-        json!({"Type": "Pass", "Result": {"n": 0}, "ResultPath": "$.polls.app", "Next": "Delete Metabase service"}),
+        reset_polls(
+            "Delete every resource of the stack",
+            &DELETE.entry(DELETE.stages()[0]),
+        ),
     );
-    add_loop_named(
-        &mut s,
-        "Delete",
-        &APP,
-        "stack",
-        "Delete database and load balancer",
-        Some(d_err),
-    );
-    s.insert(
-        "Delete database and load balancer".into(),
-        parallel_pair(&DELETE, "Delete network", d_err),
-    );
-    add_loop_named(
-        &mut s,
-        "Delete",
-        &NETWORK,
-        "stack",
-        "Record success",
-        Some(d_err),
-    );
+    DELETE.add_stages(&mut s, "Record success");
     s.insert(
         "Destroy failed".into(),
         json!({"Type": "Pass", "Parameters": {"Error.$": "$.error.Error", "Cause.$": "$.error.Cause"}, "ResultPath": "$.failure", "Next": "Check the error name"}),
@@ -634,33 +661,6 @@ pub fn definition() -> Value {
         "StartAt": "Prepare",
         "States": s
     })
-}
-
-/// A destroy loop (first and again are both `destroy`) with its own names.
-fn add_loop_named(
-    states: &mut Map<String, Value>,
-    verb_label: &str,
-    tier: &Tier,
-    scope: &str,
-    next: &str,
-    on_error: Option<(&str, &str)>,
-) -> String {
-    add_loop(
-        states,
-        Loop {
-            tier,
-            verb_label,
-            first: "destroy",
-            again: "destroy",
-            scope,
-            done_state: "gone",
-            // destroy needs no inputs: it finds what to delete by tags
-            inputs: json!({}),
-            next,
-            on_error: on_error.map(|e| e.0),
-            error_path: on_error.map(|e| e.1).unwrap_or("$.error"),
-        },
-    )
 }
 
 /// What a deployment substitutes into the definition.
@@ -827,6 +827,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stages_hold_every_provisioned_tier_once_in_apply_order() {
+        let staged: Vec<T> = in_order().collect();
+        assert_eq!(staged, T::PROVISIONED.to_vec());
+        // A tier reads the outputs of exactly the stages before its own.
+        assert_eq!(inputs(T::Network), json!({}));
+        assert_eq!(
+            inputs(T::LoadBalancer),
+            json!({"network.$": "$.network.status.outputs"})
+        );
+        let app = inputs(T::App);
+        for key in ["network.$", "data.$", "loadbalancer.$"] {
+            assert!(app.get(key).is_some(), "the app reads {key}");
+        }
+        assert_eq!(app["data.$"], json!("$.tiers.data.status.outputs"));
+    }
+
+    #[test]
     fn state_names_are_unique_across_the_whole_definition() {
         let all = all_maps(&definition());
         let mut seen = BTreeSet::new();
@@ -840,7 +857,7 @@ mod tests {
 
     #[test]
     fn the_app_gets_every_deployment_input_it_reads() {
-        let given = &app_inputs()[mbstack_core::outputs::DEPLOYMENT_KEY];
+        let given = &inputs(T::App)[mbstack_core::outputs::DEPLOYMENT_KEY];
         let filled: Map<String, Value> = given
             .as_object()
             .unwrap()
