@@ -17,49 +17,16 @@
 //! UpdateStateMachine refuse an invalid definition with `InvalidDefinition`
 //! (see [`crate::asl`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
-use crate::front_door::Shared;
-use crate::realism::{json_error_with, Query};
-
-/// A new IAM role becomes assumable by services within seconds: the same figure
-/// the tiers wait for (one place: `mbstack_core::aws`).
-pub(crate) const ROLE_PROPAGATION: Duration = mbstack_core::aws::ROLE_PROPAGATION;
-/// A new function is `Pending` for a few seconds.
-pub(crate) const FUNCTION_PENDING: Duration = Duration::from_secs(5);
-/// A code or configuration update is `InProgress` for a few seconds.
-pub(crate) const FUNCTION_UPDATE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Default)]
-pub(crate) struct Deploying {
-    roles: HashMap<String, Instant>,
-    created: HashMap<String, Instant>,
-    updated: HashMap<String, Instant>,
-    /// How many "not yet" answers these rules gave.
-    pub answered: u64,
-    /// How long a new role takes to become assumable, when a test sets it
-    /// (else [`ROLE_PROPAGATION`] at the realism scale).
-    pub role_propagation: Option<Duration>,
-}
-
-impl Deploying {
-    fn propagation(&self, scale: u32) -> Duration {
-        self.role_propagation
-            .unwrap_or(ROLE_PROPAGATION / scale.max(1))
-    }
-
-    fn is_young(&self, arn: &str, scale: u32, now: Instant) -> bool {
-        self.roles
-            .get(role_name(arn))
-            .is_some_and(|t| now.duration_since(*t) < self.propagation(scale))
-    }
-}
+use crate::protocol::{json_error_with, Query};
+use crate::state::deploying::{Deploying, FUNCTION_PENDING, FUNCTION_UPDATE};
+use crate::state::Shared;
 
 /// The first of `roles` that services cannot assume yet (realism on).
 pub(crate) fn young_role(shared: &Shared, roles: &[String]) -> Option<String> {
@@ -86,10 +53,6 @@ fn lambda_op(method: &hyper::Method, path: &str) -> Option<(&'static str, String
     };
     let name = name.rsplit(':').next().unwrap_or(name.as_str()).to_string();
     Some((op, name))
-}
-
-fn role_name(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 /// Realism on, and its scale.

@@ -7,21 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::front_door::{moto_query, Shared};
+use crate::moto::moto_query;
+use crate::protocol::form_value;
+use crate::state::Shared;
 use crate::xml;
-
-/// The value of `key` in a form-encoded body.
-pub(crate) fn form_value(body: &[u8], key: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| {
-            v.replace("%2D", "-")
-                .replace("%3A", ":")
-                .replace("%2F", "/")
-        })
-    })
-}
 
 /// Called with the request body of a successful EC2 call.
 pub(crate) async fn after(shared: &Arc<Shared>, request: &Bytes) {

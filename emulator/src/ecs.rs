@@ -11,16 +11,19 @@
 //! propagated yet fails the same way: "ECS was unable to assume the role …"
 //! (its tasks fail to start until the circuit breaker gives up).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::front_door::{moto_query, Shared};
+use crate::moto::moto_query;
+use crate::protocol::urlencode;
+use crate::state::ecs::{now_secs, EcsFault, Rollout};
+use crate::state::Shared;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 
@@ -32,79 +35,6 @@ const FORGOTTEN: &[&str] = &[
     "enableECSManagedTags",
     "enableExecuteCommand",
 ];
-
-/// How the next deployments' tasks fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EcsFault {
-    /// The image cannot be pulled.
-    CannotPullContainer,
-    /// The container is killed for memory (exit 137).
-    OutOfMemory,
-    /// Docker Hub refuses the pull: its anonymous rate limit (`toomanyrequests`).
-    PullRateLimited,
-}
-
-#[derive(Debug)]
-struct Rollout {
-    task_definition: String,
-    desired: i64,
-    since: Instant,
-    id: String,
-    fault: Option<EcsFault>,
-    /// A role of the task definition that ECS could not assume yet when the
-    /// rollout began (IAM propagation): its tasks fail to start.
-    young_role: Option<String>,
-    /// When its tasks started (wall clock, seconds): the deployment's `createdAt`.
-    started_at: f64,
-}
-
-impl Rollout {
-    fn fails(&self) -> bool {
-        self.fault.is_some() || self.young_role.is_some()
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct EcsActor {
-    pub start_delay: Duration,
-    pub fault: Option<EcsFault>,
-    rollouts: HashMap<String, Rollout>,
-    /// Target group ARN → the ip targets we registered.
-    targets: HashMap<String, BTreeSet<String>>,
-    /// `<cluster>/<service>` → the fields it was given that moto forgets and AWS
-    /// returns (capacity provider strategy, grace period, deployment configuration…).
-    remembered: HashMap<String, serde_json::Map<String, Value>>,
-    /// Task definition ARN → its execution and task roles.
-    task_roles: HashMap<String, Vec<String>>,
-    /// Task definition ARN → the secrets ECS injects into its container (`valueFrom`).
-    task_secrets: HashMap<String, Vec<String>>,
-    /// Secret ARN → when its value last rotated (wall clock, seconds).
-    pub rotated: HashMap<String, f64>,
-    next_id: u64,
-}
-
-impl Default for EcsActor {
-    fn default() -> Self {
-        Self {
-            start_delay: Duration::from_millis(0),
-            fault: None,
-            rollouts: HashMap::new(),
-            targets: HashMap::new(),
-            remembered: HashMap::new(),
-            task_roles: HashMap::new(),
-            task_secrets: HashMap::new(),
-            rotated: HashMap::new(),
-            next_id: 1,
-        }
-    }
-}
-
-pub(crate) fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// The synthetic stopped task of a failed rollout.
 fn stopped_task_arn(service_arn: &str, rollout_id: &str) -> String {
@@ -475,9 +405,4 @@ async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], dereg
 
 pub(crate) fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
-}
-
-/// `s` as a value of a form body (application/x-www-form-urlencoded).
-pub(crate) fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

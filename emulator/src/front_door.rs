@@ -18,46 +18,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::ecs::{EcsActor, EcsFault};
+use crate::moto::moto_get;
+use crate::protocol::{json_error_with, query};
+use crate::state::ecs::{EcsActor, EcsFault};
+use crate::state::{HttpClient, LambdaFn, Shared};
 use crate::EmulatorError;
-
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// A Lambda function served in-process: the event in, the result or
-/// (errorType, errorMessage) out.
-pub type LambdaFn = Arc<dyn Fn(serde_json::Value) -> LambdaFuture + Send + Sync>;
-pub type LambdaFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<serde_json::Value, LambdaError>> + Send>,
->;
-
-/// A function error, as Lambda reports it (`X-Amz-Function-Error`).
-#[derive(Debug, Clone)]
-pub struct LambdaError {
-    pub error_type: String,
-    pub message: String,
-}
-
-/// Shared state of the front door.
-pub(crate) struct Shared {
-    pub moto_port: u16,
-    pub client: HttpClient,
-    pub ecs: Mutex<EcsActor>,
-    /// Function name → handler (the local Lambda endpoint).
-    pub lambdas: Mutex<std::collections::HashMap<String, LambdaFn>>,
-    /// Tier outcomes' `retryAfterSeconds` are divided by this (the state
-    /// machine's waits shrink; the state machine itself is unchanged).
-    pub wait_divisor: std::sync::atomic::AtomicU32,
-    /// AWS's rules and timings (see [`crate::realism`]).
-    pub realism: Mutex<crate::realism::Realism>,
-    /// The reliability sweep's fault at the k-th call.
-    pub faults: crate::faults::Faults,
-    /// Every function invocation served: (function, duration).
-    pub invocations: Mutex<Vec<(String, std::time::Duration)>>,
-    /// IAM propagation and Lambda function states while deploying.
-    pub deploying: Mutex<crate::deploying::Deploying>,
-    /// Every call served, while a test records them.
-    pub journal: crate::journal::Journal,
-}
 
 /// A listening socket for the front door, bound before moto starts (moto must
 /// know the front door's port to send its Lambda invocations there).
@@ -111,7 +76,7 @@ impl FrontDoor {
             deploying: Mutex::new(Default::default()),
             journal: Default::default(),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
-            realism: Mutex::new(crate::realism::Realism::default()),
+            realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -179,7 +144,7 @@ impl FrontDoor {
             r.scale = scale.max(1);
         }
         if enabled {
-            self.set_ecs_start_delay(crate::realism::ECS_START / scale.max(1));
+            self.set_ecs_start_delay(crate::state::realism::ECS_START / scale.max(1));
         }
     }
 
@@ -388,7 +353,7 @@ async fn handle(
             let json = serde_json::from_slice(&body).ok();
             crate::journal::entry(
                 &parts.headers,
-                crate::realism::query(&parts.headers, &body).as_ref(),
+                query(&parts.headers, &body).as_ref(),
                 target,
                 json.as_ref(),
                 rparts.status.as_u16(),
@@ -423,7 +388,7 @@ async fn serve(
 
     // The sweep's fault, for a tier's AWS call (not Step Functions' own API,
     // not moto's internal API).
-    let query = crate::realism::query(&parts.headers, &body);
+    let query = query(&parts.headers, &body);
     let is_sfn = target.starts_with("AWSStepFunctions.");
     let is_internal = parts.uri.path().starts_with("/moto-api");
     let mut crash_after = false;
@@ -468,7 +433,7 @@ async fn serve(
         let path = parts.uri.path().to_string();
         if moto_get(&shared, "scheduler", &path).await.is_ok() {
             let name = path.trim_start_matches("/schedule-groups/");
-            let mut r = crate::realism::json_error_with(
+            let mut r = json_error_with(
                 StatusCode::CONFLICT,
                 "ConflictException",
                 &format!("Schedule group {name} already exists."),
@@ -703,123 +668,4 @@ pub(crate) async fn forward(
     let (rp, rb) = resp.into_parts();
     let bytes = rb.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((rp.status, rp.headers, bytes))
-}
-
-/// Sends one call to moto as the front door itself (signed for `service`; moto
-/// does not check signatures, only the credential scope). The body of a 2xx
-/// answer, or the error.
-async fn send_to_moto(
-    shared: &Shared,
-    service: &str,
-    content_type: &str,
-    target: Option<&str>,
-    body: String,
-) -> Result<Bytes, String> {
-    let body = Bytes::from(body);
-    moto_request(
-        shared,
-        service,
-        "POST",
-        "/",
-        Some(content_type),
-        target,
-        body,
-    )
-    .await
-}
-
-/// One request to moto as the front door itself: the body of a 2xx answer, or
-/// the error.
-async fn moto_request(
-    shared: &Shared,
-    service: &str,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    target: Option<&str>,
-    body: Bytes,
-) -> Result<Bytes, String> {
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
-        crate::REGION
-    );
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{}{path}", shared.moto_port))
-        .header("authorization", auth);
-    if let Some(c) = content_type {
-        req = req.header("content-type", c);
-    }
-    if let Some(t) = target {
-        req = req.header("x-amz-target", t);
-    }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = shared
-        .client
-        .request(req)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if status.is_success() {
-        Ok(bytes)
-    } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))
-    }
-}
-
-/// Sends a JSON-protocol (ECS) call to moto.
-pub(crate) async fn moto_json(
-    shared: &Shared,
-    target: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    moto_json_for(shared, "ecs", target, body).await
-}
-
-/// Sends a JSON-protocol call of `service` to moto.
-pub(crate) async fn moto_json_for(
-    shared: &Shared,
-    service: &str,
-    target: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let bytes = send_to_moto(
-        shared,
-        service,
-        "application/x-amz-json-1.1",
-        Some(target),
-        body.to_string(),
-    )
-    .await?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
-
-/// A REST GET of `path` to moto, signed for `service`: the body of a 2xx answer.
-pub(crate) async fn moto_get(shared: &Shared, service: &str, path: &str) -> Result<Bytes, String> {
-    moto_request(shared, service, "GET", path, None, None, Bytes::new()).await
-}
-
-/// Sends a form-encoded query-protocol call to moto.
-pub(crate) async fn moto_query(
-    shared: &Shared,
-    service: &str,
-    form: &str,
-) -> Result<Bytes, String> {
-    send_to_moto(
-        shared,
-        service,
-        "application/x-www-form-urlencoded",
-        None,
-        form.to_string(),
-    )
-    .await
 }

@@ -70,7 +70,7 @@ pub(crate) fn signer(headers: &hyper::HeaderMap) -> (String, String) {
 /// The entry for a request that is not an Invoke.
 pub(crate) fn entry(
     headers: &hyper::HeaderMap,
-    query: Option<&crate::realism::Query>,
+    query: Option<&crate::protocol::Query>,
     target: &str,
     request_json: Option<&Value>,
     status: u16,

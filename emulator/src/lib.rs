@@ -13,15 +13,19 @@ mod faults;
 mod front_door;
 mod http;
 pub mod journal;
+mod moto;
 pub mod node_tools;
+mod protocol;
 mod realism;
 mod rotation;
+mod state;
 mod xml;
 
 pub use asl::problems as asl_problems;
-pub use ecs::EcsFault;
 pub use faults::FaultClass;
-pub use front_door::{Bound, FrontDoor, LambdaError, LambdaFn, LambdaFuture};
+pub use front_door::{Bound, FrontDoor};
+pub use state::ecs::EcsFault;
+pub use state::{LambdaError, LambdaFn, LambdaFuture};
 
 use std::fs::{self, File};
 use std::io;

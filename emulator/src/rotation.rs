@@ -19,18 +19,20 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::front_door::{moto_json_for, Shared};
+use crate::moto::moto_json_for;
+use crate::state::Shared;
 
 /// Records the rotation and delivers its event. `arn` is the rotated secret's.
 pub(crate) async fn rotated(shared: &Arc<Shared>, arn: &str) {
     if let Ok(mut ecs) = shared.ecs.lock() {
-        ecs.rotated.insert(arn.to_string(), crate::ecs::now_secs());
+        ecs.rotated
+            .insert(arn.to_string(), crate::state::ecs::now_secs());
     }
     let mut parts = arn.split(':');
     let (region, account) = (parts.nth(3).unwrap_or(""), parts.next().unwrap_or(""));
     let event = json!({
         "version": "0",
-        "id": format!("mbstack-rotation-{}", crate::ecs::now_secs()),
+        "id": format!("mbstack-rotation-{}", crate::state::ecs::now_secs()),
         "detail-type": "AWS Service Event via CloudTrail",
         "source": "aws.secretsmanager",
         "account": account,

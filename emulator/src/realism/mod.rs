@@ -1,0 +1,136 @@
+//! The AWS rules moto forgives, enforced at the front door, and AWS's timings,
+//! one file per AWS resource: `nat`, `eni`, `rds`, `alb`, `ecs`, `ssm` (and,
+//! while mbstack deploys itself, `crate::deploying`). Before a call reaches moto
+//! the front door checks it against moto's current state and, where AWS would
+//! refuse it, answers with AWS's error (same code, same HTTP status, in that
+//! service's protocol) — and counts the refusal, so a test can assert that
+//! mbstack never provokes one. "Not yet" answers (a lingering ENI, a NAT's
+//! address not freed, tasks still stopping) are counted apart: they are AWS's
+//! timing, which mbstack waits out. After moto answers, each resource shows
+//! the state AWS would report (NAT `pending`, DB `creating`, ALB
+//! `provisioning` for a while), divided by the scale factor.
+//!
+//! Rules (the AWS error each mirrors):
+//! - ec2 ReleaseAddress of an address a NAT gateway still maps → `InvalidIPAddress.InUse`
+//! - ec2 DetachInternetGateway while a NAT gateway maps a public address in the
+//!   VPC → `DependencyViolation`
+//! - ec2 DeleteSubnet holding a NAT gateway → `DependencyViolation`
+//! - rds DeleteDBInstance with neither a final snapshot nor SkipFinalSnapshot →
+//!   `InvalidParameterCombination`
+//! - rds DeleteDBSubnetGroup still used by an instance → `InvalidDBSubnetGroupStateFault`
+//! - ecs DeleteCluster with an ACTIVE service → `ClusterContainsServicesException`
+//! - ecs CreateService on a target group no load balancer uses → `InvalidParameterException`
+
+mod alb;
+mod ecs;
+mod eni;
+mod nat;
+mod rds;
+mod ssm;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use serde_json::Value;
+
+use crate::protocol::{ec2_error, json_error, query_error, Query};
+use crate::state::Shared;
+
+pub(crate) use eni::before_delete;
+pub(crate) use rds::{answer, rewrite_request};
+
+/// The refusal AWS would give to this call, if any.
+pub(crate) async fn refuse(
+    shared: &Arc<Shared>,
+    q: Option<&Query>,
+    target: &str,
+    json_req: Option<&Value>,
+) -> Option<Response<Full<Bytes>>> {
+    // Step Functions' own API (the caller following its executions) is not throttled.
+    let sfn = target.starts_with("AWSStepFunctions.");
+    let (enabled, throttled) = shared
+        .realism
+        .lock()
+        .map(|mut r| (r.enabled, !sfn && r.throttled()))
+        .unwrap_or((false, false));
+    if throttled {
+        // Counted apart: a throttled call is AWS's load, not a call AWS refuses.
+        return Some(match (q, target.is_empty()) {
+            (Some(q), _) if q.service == "ec2" => {
+                ec2_error("RequestLimitExceeded", "Request limit exceeded.")
+            }
+            (Some(_), _) => query_error("Throttling", "Rate exceeded"),
+            (None, _) => json_error("ThrottlingException", "Rate exceeded"),
+        });
+    }
+    if !enabled {
+        return None;
+    }
+    let not_yet = match (q, target) {
+        (Some(q), _) => match eni::not_yet(shared, q) {
+            Some(r) => Some(r),
+            None => nat::not_yet(shared, q).await,
+        },
+        (None, t) => ecs::not_yet(shared, t, json_req),
+    };
+    if let Some(r) = not_yet {
+        if let Ok(realism) = shared.realism.lock() {
+            realism.not_yet.fetch_add(1, Ordering::Relaxed);
+        }
+        return Some(r);
+    }
+    let refusal = match (q, target) {
+        (Some(q), _) => refuse_query(shared, q).await,
+        (None, t) => match (
+            t.strip_prefix("AmazonEC2ContainerServiceV20141113."),
+            t.strip_prefix("AmazonSSM."),
+        ) {
+            (Some(op), _) => ecs::refuse(shared, op, json_req).await,
+            (_, Some(op)) => ssm::refuse(op, json_req),
+            _ => None,
+        },
+    };
+    if let Some(r) = &refusal {
+        if let Ok(realism) = shared.realism.lock() {
+            realism.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(status = %r.status(), "the emulator refused a call as AWS would");
+    }
+    refusal
+}
+
+/// A query-protocol call's refusal: the rules of the resource it is about.
+async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<Bytes>>> {
+    if let Some(r) = nat::refuse(shared, q).await {
+        return Some(r);
+    }
+    if let Some(r) = eni::refuse(shared, q).await {
+        return Some(r);
+    }
+    if let Some(r) = rds::refuse(shared, q).await {
+        return Some(r);
+    }
+    alb::refuse(shared, q).await
+}
+
+/// After moto answered a query call: each resource remembers what the call
+/// did and shows the state AWS would report.
+pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
+    let Ok(mut realism) = shared.realism.lock() else {
+        return body;
+    };
+    if !realism.enabled {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body).to_string();
+    let shown = match q.service.as_str() {
+        "ec2" => nat::after(&mut realism, q, &text),
+        "rds" => rds::after(&mut realism, q, &text),
+        "elasticloadbalancing" => alb::after(&mut realism, q, &text),
+        _ => None,
+    };
+    shown.map(Bytes::from).unwrap_or(body)
+}
