@@ -349,25 +349,35 @@ impl Phase {
         format!("{} {}", self.verb_label, labels.join(" and "))
     }
 
+    /// A tier's loop in this phase, going on to `next`; failures go to
+    /// `on_error` (None: the state machine's branch fails).
+    fn tier_loop<'a>(
+        &'a self,
+        tier: &'a Tier,
+        t: T,
+        next: &'a str,
+        on_error: Option<(&'a str, &'a str)>,
+    ) -> Loop<'a> {
+        Loop {
+            tier,
+            verb_label: self.verb_label,
+            first: self.first,
+            again: self.again,
+            scope: self.scope,
+            done_state: self.done,
+            inputs: self.inputs(t),
+            next,
+            on_error: on_error.map(|e| e.0),
+            error_path: on_error.map(|e| e.1).unwrap_or("$.error"),
+        }
+    }
+
     /// One stage's states, going on to `next`.
     fn add_stage(&self, states: &mut Map<String, Value>, stage: &[T], next: &str) {
         match stage {
             [t] => {
-                add_loop(
-                    states,
-                    Loop {
-                        tier: &self.tier(*t),
-                        verb_label: self.verb_label,
-                        first: self.first,
-                        again: self.again,
-                        scope: self.scope,
-                        done_state: self.done,
-                        inputs: self.inputs(*t),
-                        next,
-                        on_error: Some(self.on_error.0),
-                        error_path: self.on_error.1,
-                    },
-                );
+                let tier = self.tier(*t);
+                add_loop(states, self.tier_loop(&tier, *t, next, Some(self.on_error)));
             }
             many => {
                 states.insert(self.entry(many), self.parallel(many, next));
@@ -398,22 +408,8 @@ impl Phase {
             let tier = self.tier(*t);
             let done = format!("{} {}", capitalize(tier.label), self.branch_end);
             let mut states = Map::new();
-            let entry = add_loop(
-                &mut states,
-                Loop {
-                    tier: &tier,
-                    verb_label: self.verb_label,
-                    first: self.first,
-                    again: self.again,
-                    scope: self.scope,
-                    done_state: self.done,
-                    inputs: self.inputs(*t),
-                    next: &done,
-                    // The branch fails; the Parallel's Catch takes over.
-                    on_error: None,
-                    error_path: "$.error",
-                },
-            );
+            // The branch fails; the Parallel's Catch takes over.
+            let entry = add_loop(&mut states, self.tier_loop(&tier, *t, &done, None));
             states.insert(
                 done,
                 json!({"Type": "Succeed", "OutputPath": format!("$.{}", tier.key)}),

@@ -80,28 +80,25 @@ pub async fn set_schedules(
                 e.schedule_expression_timezone().unwrap_or("UTC")
             )
         });
+        // CreateSchedule and UpdateSchedule take the same fields.
+        macro_rules! schedule {
+            ($call:expr) => {
+                $call
+                    .group_name(prefix)
+                    .name(&sname)
+                    .schedule_expression(&s.expression)
+                    .schedule_expression_timezone(timezone)
+                    .target(target)
+                    .flexible_time_window(window)
+                    .send()
+            };
+        }
         if existing.is_some() {
-            sched
-                .update_schedule()
-                .group_name(prefix)
-                .name(&sname)
-                .schedule_expression(&s.expression)
-                .schedule_expression_timezone(timezone)
-                .target(target)
-                .flexible_time_window(window)
-                .send()
+            schedule!(sched.update_schedule())
                 .await
                 .map_err(|e| aws_error("scheduler:UpdateSchedule", e))?;
         } else {
-            sched
-                .create_schedule()
-                .group_name(prefix)
-                .name(&sname)
-                .schedule_expression(&s.expression)
-                .schedule_expression_timezone(timezone)
-                .target(target)
-                .flexible_time_window(window)
-                .send()
+            schedule!(sched.create_schedule())
                 .await
                 .map_err(|e| aws_error("scheduler:CreateSchedule", e))?;
         }
