@@ -143,24 +143,69 @@ impl TierRunner<'_> {
             .await
             .unwrap_or_else(|e| panic!("apply: {e}"))
     }
+
+    /// One call; an error fails the test.
+    pub async fn run(&self, verb: Verb, spec: &StackSpec, run: &str, scope: Scope) -> Outcome {
+        self.call(verb, spec, run, scope)
+            .await
+            .unwrap_or_else(|e| panic!("{verb:?} {run}: {e}"))
+    }
+
+    /// Destroy until gone.
+    pub async fn destroy(&self, spec: &StackSpec, run: &str, scope: Scope) -> Vec<Outcome> {
+        self.settle(Verb::Destroy, Verb::Destroy, spec, run, scope)
+            .await
+            .unwrap_or_else(|e| panic!("destroy {run}: {e}"))
+    }
+
+    /// `verb` (then check, for an apply) until settled, a retryable error
+    /// answered by calling `verb` again as the state machine does, `pause`
+    /// apart (the realism layer's pace): every outcome, the settled one last.
+    pub async fn settled(
+        &self,
+        verb: Verb,
+        spec: &StackSpec,
+        run: &str,
+        pause: std::time::Duration,
+    ) -> Vec<Outcome> {
+        let done = match verb {
+            Verb::Destroy => State::Gone,
+            _ => State::Ready,
+        };
+        let mut all = Vec::new();
+        let mut next = verb;
+        for _ in 0..200 {
+            match self.call(next, spec, run, Scope::Stack).await {
+                Ok(o) if o.state == done => {
+                    all.push(o);
+                    return all;
+                }
+                Ok(o) => {
+                    if verb == Verb::Apply {
+                        next = Verb::Check;
+                    }
+                    all.push(o);
+                }
+                Err(e) if e.is_retryable() => next = verb,
+                Err(e) => panic!("{verb:?} {run}: {e}"),
+            }
+            tokio::time::sleep(pause).await;
+        }
+        panic!(
+            "{verb:?} {run} never settled: {:?}",
+            all.last().map(|o| &o.message)
+        );
+    }
 }
 
 /// Applies the network tier for `spec` and returns the `inputs` the tiers after it get.
 pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
-    let aws = Aws::new(env.config.clone());
-    let outcomes = settle(
-        |verb| {
-            mbstack_network::handle(
-                Event::new(verb, spec.clone(), "net-run", Scope::Stack),
-                &aws,
-            )
-        },
-        Verb::Apply,
-        Verb::Check,
-        10,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("network apply failed: {e}"));
+    let net = TierRunner {
+        env,
+        tier: Tier::Network,
+        inputs: Map::new(),
+    };
+    let outcomes = net.apply(spec, "net-run").await;
     mbstack_core::outputs::inputs_from(outcomes.last())
 }
 
@@ -168,31 +213,16 @@ pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Valu
 /// app tier gets: every upstream tier's outputs, keyed by tier.
 pub async fn app_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
     let mut inputs = network_inputs(env, spec).await;
-    let aws = Aws::new(env.config.clone());
-    let event = |verb| {
-        let mut e = Event::new(verb, spec.clone(), "upstream-run", Scope::Stack);
-        e.inputs = inputs.clone();
-        e
-    };
-    let data = settle(
-        |verb| mbstack_data::handle(event(verb), &aws),
-        Verb::Apply,
-        Verb::Check,
-        10,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("data apply failed: {e}"));
-    let lb = settle(
-        |verb| mbstack_loadbalancer::handle(event(verb), &aws),
-        Verb::Apply,
-        Verb::Check,
-        10,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("load balancer apply failed: {e}"));
-    inputs.extend(mbstack_core::outputs::inputs_from(
-        data.last().into_iter().chain(lb.last()),
-    ));
+    let mut upstream = Vec::new();
+    for tier in [Tier::Data, Tier::LoadBalancer] {
+        let runner = TierRunner {
+            env,
+            tier,
+            inputs: inputs.clone(),
+        };
+        upstream.extend(runner.apply(spec, "upstream-run").await.pop());
+    }
+    inputs.extend(mbstack_core::outputs::inputs_from(upstream.iter()));
     inputs
 }
 

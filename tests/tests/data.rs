@@ -432,15 +432,8 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
 
 /// Apply, then check until settled, at the pace of the realism layer's timings.
 async fn applied(d: &TierRunner<'_>, spec: &StackSpec, run: &str) -> Vec<mbstack_core::Outcome> {
-    let mut all = vec![d.call(Verb::Apply, spec, run, Scope::Stack).await.unwrap()];
-    for _ in 0..150 {
-        if all.last().is_some_and(|o| o.state != State::Pending) {
-            return all;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        all.push(d.call(Verb::Check, spec, run, Scope::Stack).await.unwrap());
-    }
-    panic!("{run}: still pending: {:?}", all.last().map(|o| &o.message));
+    d.settled(Verb::Apply, spec, run, std::time::Duration::from_millis(200))
+        .await
 }
 
 /// The realism layer on, after the networks of `stacks` exist (their NAT gateways

@@ -6,43 +6,30 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, RouteTable, SecurityGroupRule};
 use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
 use mbstack_core::spec::NatMode;
-use mbstack_core::{Action, Event, Outcome, Scope, StackSpec, State, Verb};
-use mbstack_tests::{ec2_resources, stack_filter, TestEnv};
+use mbstack_core::{Action, Outcome, Scope, StackSpec, State, Tier, Verb};
+use mbstack_tests::{ec2_resources, stack_filter, TestEnv, TierRunner};
+
+/// The one tier runner, for the network (no upstream inputs).
+fn net(env: &TestEnv) -> TierRunner<'_> {
+    TierRunner {
+        env,
+        tier: Tier::Network,
+        inputs: Default::default(),
+    }
+}
 
 async fn run(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str, scope: Scope) -> Outcome {
-    let event = Event::new(verb, spec.clone(), run_id, scope);
-    match mbstack_network::handle(event, &env.aws()).await {
-        Ok(o) => o,
-        Err(e) => panic!("{verb:?} failed: {e}"),
-    }
+    net(env).run(verb, spec, run_id, scope).await
 }
 
 /// apply, then check until ready, as the state machine does.
 async fn apply(env: &TestEnv, spec: &StackSpec, run_id: &str) -> Outcome {
-    let mut o = run(env, Verb::Apply, spec, run_id, Scope::Stack).await;
-    for _ in 0..10 {
-        if o.state == State::Ready {
-            return o;
-        }
-        o = run(env, Verb::Check, spec, run_id, Scope::Stack).await;
-    }
-    panic!("never ready: {}", o.message);
+    let all = net(env).apply(spec, run_id).await;
+    all.into_iter().last().unwrap_or_else(|| panic!("no outcome"))
 }
 
 async fn destroy(env: &TestEnv, spec: &StackSpec, run_id: &str, scope: Scope) -> Vec<Outcome> {
-    let mut all = Vec::new();
-    for _ in 0..10 {
-        let o = run(env, Verb::Destroy, spec, run_id, scope).await;
-        let gone = o.state == State::Gone;
-        all.push(o);
-        if gone {
-            return all;
-        }
-    }
-    panic!(
-        "destroy never finished: {:?}",
-        all.last().map(|o| &o.message)
-    );
+    net(env).destroy(spec, run_id, scope).await
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
@@ -705,33 +692,15 @@ async fn try_run(
     spec: &StackSpec,
     run_id: &str,
 ) -> Result<Outcome, mbstack_core::TierError> {
-    mbstack_network::handle(
-        Event::new(verb, spec.clone(), run_id, Scope::Stack),
-        &env.aws(),
-    )
-    .await
+    net(env).call(verb, spec, run_id, Scope::Stack).await
 }
 
-/// `verb` (then check, for apply) until settled, retrying a retryable error as
-/// the state machine does, at the pace of the realism layer.
+/// `verb` (then check, for apply) until settled, at the realism layer's pace.
 async fn settled(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str) -> Outcome {
-    let done = if verb == Verb::Destroy {
-        State::Gone
-    } else {
-        State::Ready
-    };
-    let mut next = verb;
-    for _ in 0..200 {
-        match try_run(env, next, spec, run_id).await {
-            Ok(o) if o.state == done => return o,
-            Ok(_) if verb == Verb::Apply => next = Verb::Check,
-            Ok(_) => {}
-            Err(e) if e.is_retryable() => next = verb,
-            Err(e) => panic!("{verb:?} {run_id}: {e}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{verb:?} {run_id} never settled");
+    let all = net(env)
+        .settled(verb, spec, run_id, std::time::Duration::from_millis(100))
+        .await;
+    all.into_iter().last().unwrap_or_else(|| panic!("no outcome"))
 }
 
 /// AWS frees a NAT gateway's Elastic IP moments after the gateway is `deleted`
