@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use aws_config::BehaviorVersion;
 use mbstack_control::store;
+use mbstack_core::contract::inputs_from;
 use mbstack_core::naming::tier_label;
-use mbstack_core::outputs::inputs_from;
 use mbstack_core::spec::merge_patch;
 use serde_json::{json, Value};
 

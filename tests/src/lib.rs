@@ -206,7 +206,7 @@ pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Valu
         inputs: Map::new(),
     };
     let outcomes = net.apply(spec, "net-run").await;
-    mbstack_core::outputs::inputs_from(outcomes.last())
+    mbstack_core::contract::inputs_from(outcomes.last())
 }
 
 /// Applies network, then data and load balancer, and returns the `inputs` the
@@ -214,7 +214,8 @@ pub async fn network_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Valu
 pub async fn app_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
     let mut inputs = network_inputs(env, spec).await;
     let mut upstream = Vec::new();
-    for tier in [Tier::Data, Tier::LoadBalancer] {
+    // The tiers between the network and the app: the state machine's middle stage.
+    for &tier in mbstack_statemachine::STAGES[1] {
         let runner = TierRunner {
             env,
             tier,
@@ -222,7 +223,7 @@ pub async fn app_inputs(env: &TestEnv, spec: &StackSpec) -> Map<String, Value> {
         };
         upstream.extend(runner.apply(spec, "upstream-run").await.pop());
     }
-    inputs.extend(mbstack_core::outputs::inputs_from(upstream.iter()));
+    inputs.extend(mbstack_core::contract::inputs_from(upstream.iter()));
     inputs
 }
 

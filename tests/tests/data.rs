@@ -432,8 +432,13 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
 
 /// Apply, then check until settled, at the pace of the realism layer's timings.
 async fn applied(d: &TierRunner<'_>, spec: &StackSpec, run: &str) -> Vec<mbstack_core::Outcome> {
-    d.settled(Verb::Apply, spec, run, std::time::Duration::from_millis(200))
-        .await
+    d.settled(
+        Verb::Apply,
+        spec,
+        run,
+        std::time::Duration::from_millis(200),
+    )
+    .await
 }
 
 /// The realism layer on, after the networks of `stacks` exist (their NAT gateways

@@ -25,7 +25,9 @@ async fn run(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str, scope: S
 /// apply, then check until ready, as the state machine does.
 async fn apply(env: &TestEnv, spec: &StackSpec, run_id: &str) -> Outcome {
     let all = net(env).apply(spec, run_id).await;
-    all.into_iter().last().unwrap_or_else(|| panic!("no outcome"))
+    all.into_iter()
+        .last()
+        .unwrap_or_else(|| panic!("no outcome"))
 }
 
 async fn destroy(env: &TestEnv, spec: &StackSpec, run_id: &str, scope: Scope) -> Vec<Outcome> {
@@ -700,7 +702,9 @@ async fn settled(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str) -> O
     let all = net(env)
         .settled(verb, spec, run_id, std::time::Duration::from_millis(100))
         .await;
-    all.into_iter().last().unwrap_or_else(|| panic!("no outcome"))
+    all.into_iter()
+        .last()
+        .unwrap_or_else(|| panic!("no outcome"))
 }
 
 /// AWS frees a NAT gateway's Elastic IP moments after the gateway is `deleted`

@@ -207,6 +207,19 @@ pub fn poll_counters() -> Value {
         .into()
 }
 
+/// The inputs a tier gets from the outcomes of the tiers before it.
+pub fn inputs_from<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Map<String, Value> {
+    outcomes
+        .into_iter()
+        .map(|o| {
+            (
+                o.tier.as_str().to_string(),
+                Value::Object(o.outputs.clone()),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::StackSpec;
-
 pub const STACK_TAG: &str = "mbstack:stack";
 pub const TIER_TAG: &str = "mbstack:tier";
 pub const CREATED_BY_TAG: &str = "mbstack:created-by";
@@ -208,19 +206,6 @@ pub fn target_group_name(stack: &str) -> String {
     resource_name(stack, "tg")
 }
 
-/// The tags of one resource: ours first (stack, tier, creating run, Name), then the
-/// user's own.
-pub fn tags(spec: &StackSpec, tier: Tier, run_id: &str, role: &str) -> Vec<(String, String)> {
-    let mut out = vec![
-        (STACK_TAG.to_string(), spec.stack.clone()),
-        (TIER_TAG.to_string(), tier.as_str().to_string()),
-        (CREATED_BY_TAG.to_string(), run_id.to_string()),
-        (NAME_TAG.to_string(), resource_name(&spec.stack, role)),
-    ];
-    out.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    out
-}
-
 /// (key, value) pairs from any SDK's tags (or attributes): each service has
 /// its own `Tag` type, all with optional strings.
 pub fn pairs<'a>(
@@ -270,9 +255,9 @@ mod tests {
 
     #[test]
     fn tags_put_ours_first_then_the_users() {
-        let mut spec = StackSpec::new("s1");
+        let mut spec = crate::spec::StackSpec::new("s1");
         spec.tags.insert("team".into(), "bi".into());
-        let t = tags(&spec, Tier::Network, "run-1", "vpc");
+        let t = crate::work::tags(&spec, Tier::Network, "run-1", "vpc");
         assert_eq!(tag_value(&t, STACK_TAG), Some("s1"));
         assert_eq!(tag_value(&t, TIER_TAG), Some("network"));
         assert_eq!(tag_value(&t, CREATED_BY_TAG), Some("run-1"));

@@ -135,21 +135,6 @@ pub fn read<T: DeserializeOwned + Default>(
     }
 }
 
-/// The inputs a tier gets from the outcomes of the tiers before it.
-pub fn inputs_from<'a>(
-    outcomes: impl IntoIterator<Item = &'a crate::contract::Outcome>,
-) -> Map<String, Value> {
-    outcomes
-        .into_iter()
-        .map(|o| {
-            (
-                o.tier.as_str().to_string(),
-                Value::Object(o.outputs.clone()),
-            )
-        })
-        .collect()
-}
-
 /// Typed access to the outputs of the tier before, by tier.
 pub trait Upstream: DeserializeOwned + Default {
     const TIER: Tier;

@@ -446,7 +446,7 @@ mod tests {
         Thing {
             name: naming::resource_name(&spec.stack, role),
             size,
-            tags: naming::tags(spec, Tier::Network, run, role),
+            tags: crate::work::tags(spec, Tier::Network, run, role),
             ready: true,
         }
     }

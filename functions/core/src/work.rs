@@ -51,7 +51,7 @@ impl<'a> Work<'a> {
 
     /// The tags of a resource this run creates now.
     pub fn tags(&self, role: &str) -> Vec<(String, String)> {
-        naming::tags(self.spec, self.tier, &self.run.id, role)
+        tags(self.spec, self.tier, &self.run.id, role)
     }
 
     pub fn record(
@@ -224,6 +224,22 @@ impl<'a> Work<'a> {
             changes: self.changes,
         }
     }
+}
+
+/// The tags of one resource: ours first (stack, tier, creating run, Name), then the
+/// user's own.
+pub fn tags(spec: &StackSpec, tier: Tier, run_id: &str, role: &str) -> Vec<(String, String)> {
+    let mut out = vec![
+        (naming::STACK_TAG.to_string(), spec.stack.clone()),
+        (naming::TIER_TAG.to_string(), tier.as_str().to_string()),
+        (naming::CREATED_BY_TAG.to_string(), run_id.to_string()),
+        (
+            naming::NAME_TAG.to_string(),
+            naming::resource_name(&spec.stack, role),
+        ),
+    ];
+    out.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
 }
 
 /// `json!({...})` as a map (an outcome's outputs).
