@@ -168,9 +168,7 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
     if let Some(db) = snapshot.iter().find(|c| c["kind"] == "db-instance") {
         println!("  database: {}", db["detail"].as_str().unwrap_or(""));
     }
-    let tiers = [Tier::Network, Tier::Data, Tier::LoadBalancer, Tier::App]
-        .map(|t| t.label())
-        .join(", ");
+    let tiers = Tier::PROVISIONED.map(|t| t.label()).join(", ");
     println!(
         "\nNothing left in {tiers}. Demo passed in {:.1} s.",
         started.elapsed().as_secs_f64()
