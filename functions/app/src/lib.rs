@@ -60,9 +60,31 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     };
     let w = Work::new(Tier::App, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&c, w, &event)).await,
+        Verb::Check => {
+            // The service takes minutes (Metabase's first boot): while its
+            // rollout is under way, one read says so and the whole plan pass
+            // waits for the poll that can end the check.
+            if let Some(pending) = Box::pin(rolling_out(&c, &w)).await? {
+                return Ok(w.outcome(State::Pending, pending, Map::new()));
+            }
+            Box::pin(converge(&c, w, &event)).await
+        }
+        Verb::Plan | Verb::Apply => Box::pin(converge(&c, w, &event)).await,
         Verb::Destroy => Box::pin(destroy(&c, w)).await,
     }
+}
+
+/// Why the service is still rolling out (a deployment under way, tasks not
+/// yet running or healthy), read cheaply; None when a full check must judge
+/// (no service yet, ready, or failed: the full pass names the cause).
+async fn rolling_out(c: &Clients, w: &Work<'_>) -> Result<Option<String>, TierError> {
+    let Some((svc, _)) = service::find(&c.ecs, w).await? else {
+        return Ok(None);
+    };
+    Ok(match service_readiness(c, w, Some(&svc), None).await? {
+        Readiness::Pending(why) => Some(why),
+        Readiness::Ready | Readiness::Failed(_) => None,
+    })
 }
 
 async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {

@@ -15,7 +15,7 @@
 //!   AWS is still deleting;
 //! - readiness: every wanted resource exists and says it is ready.
 //!
-//! ```ignore
+//! ```text
 //! struct Subnets { ec2: aws_sdk_ec2::Client, vpc_id: Option<String> }
 //! impl Resource for Subnets { /* KIND, list, diff, create, update, delete … */ }
 //!
