@@ -71,6 +71,15 @@ where
     Ok(all)
 }
 
+/// What [`TierRunner::settled`] does with a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRetryable {
+    /// Call the verb again, as the state machine does.
+    CallAgain,
+    /// Fail the test: the run must not meet one.
+    Fail,
+}
+
 /// Drives one tier through the strict JSON event path (as Lambda and the local
 /// endpoint call it), with the given upstream `inputs`.
 pub struct TierRunner<'a> {
@@ -158,15 +167,16 @@ impl TierRunner<'_> {
             .unwrap_or_else(|e| panic!("destroy {run}: {e}"))
     }
 
-    /// `verb` (then check, for an apply) until settled, a retryable error
-    /// answered by calling `verb` again as the state machine does, `pause`
-    /// apart (the realism layer's pace): every outcome, the settled one last.
+    /// `verb` (then check, for an apply) until settled, `pause` apart (the
+    /// realism layer's pace): every outcome, the settled one last. A retryable
+    /// error is called again as the state machine does, or fails the test.
     pub async fn settled(
         &self,
         verb: Verb,
         spec: &StackSpec,
         run: &str,
         pause: std::time::Duration,
+        on_retryable: OnRetryable,
     ) -> Vec<Outcome> {
         let done = match verb {
             Verb::Destroy => State::Gone,
@@ -186,7 +196,7 @@ impl TierRunner<'_> {
                     }
                     all.push(o);
                 }
-                Err(e) if e.is_retryable() => next = verb,
+                Err(e) if e.is_retryable() && on_retryable == OnRetryable::CallAgain => next = verb,
                 Err(e) => panic!("{verb:?} {run}: {e}"),
             }
             tokio::time::sleep(pause).await;

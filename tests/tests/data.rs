@@ -6,7 +6,7 @@ use aws_sdk_rds::types::DbInstance;
 use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
 use mbstack_core::{Action, Scope, StackSpec, State, Tier, TierError, Verb};
 use mbstack_data::{readiness, Readiness};
-use mbstack_tests::{network_inputs, LogCapture, TestEnv, TierRunner};
+use mbstack_tests::{network_inputs, LogCapture, OnRetryable, TestEnv, TierRunner};
 use serde_json::{Map, Value};
 
 async fn instance(env: &TestEnv, id: &str) -> Option<DbInstance> {
@@ -432,11 +432,13 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
 
 /// Apply, then check until settled, at the pace of the realism layer's timings.
 async fn applied(d: &TierRunner<'_>, spec: &StackSpec, run: &str) -> Vec<mbstack_core::Outcome> {
+    // An error, retryable or not, fails the test (as before the one runner).
     d.settled(
         Verb::Apply,
         spec,
         run,
         std::time::Duration::from_millis(200),
+        OnRetryable::Fail,
     )
     .await
 }

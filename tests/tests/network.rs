@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::{Filter, RouteTable, SecurityGroupRule};
 use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG, STACK_TAG, TIER_TAG};
 use mbstack_core::spec::NatMode;
 use mbstack_core::{Action, Outcome, Scope, StackSpec, State, Tier, Verb};
-use mbstack_tests::{ec2_resources, stack_filter, TestEnv, TierRunner};
+use mbstack_tests::{ec2_resources, stack_filter, OnRetryable, TestEnv, TierRunner};
 
 /// The one tier runner, for the network (no upstream inputs).
 fn net(env: &TestEnv) -> TierRunner<'_> {
@@ -700,7 +700,13 @@ async fn try_run(
 /// `verb` (then check, for apply) until settled, at the realism layer's pace.
 async fn settled(env: &TestEnv, verb: Verb, spec: &StackSpec, run_id: &str) -> Outcome {
     let all = net(env)
-        .settled(verb, spec, run_id, std::time::Duration::from_millis(100))
+        .settled(
+            verb,
+            spec,
+            run_id,
+            std::time::Duration::from_millis(100),
+            OnRetryable::CallAgain,
+        )
         .await;
     all.into_iter()
         .last()
