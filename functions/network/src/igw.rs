@@ -6,7 +6,7 @@ use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, TierError, Work};
 
-use crate::ctx::{name_filter, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{name_filter, pairs, stack_filter, tag, tag_spec};
 
 const ROLE: &str = "igw";
 

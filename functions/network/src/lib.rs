@@ -6,22 +6,23 @@
 //! functions (find / ensure / readiness / delete); this file only composes them in
 //! dependency order.
 
-mod ctx;
 mod igw;
 mod nat;
 mod routes;
 mod security_groups;
 mod subnets;
+mod tags;
 mod vpc;
 
 use mbstack_core::iam::Permission;
 use mbstack_core::outputs::{self, NetworkOutputs};
 use mbstack_core::resource::{self, Resource};
 use mbstack_core::spec::NatMode;
-use mbstack_core::{aws_error, client, Aws, Event, Outcome, Readiness, State, TierError, Verb};
+use mbstack_core::{
+    aws_error, client, Aws, Event, Outcome, Readiness, State, Tier, TierError, Verb, Work,
+};
 use serde_json::{Map, Value};
 
-use ctx::Ctx;
 use subnets::Side;
 
 /// The tier's whole handler: plan | apply | check | destroy.
@@ -29,11 +30,11 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let ec2 = client!(aws_sdk_ec2, aws);
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
-    let ctx = Ctx::new(ec2, &event.spec, &event.run, event.verb);
+    let w = Work::new(Tier::Network, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply => Box::pin(converge(ctx)).await,
-        Verb::Check => Box::pin(check(ctx)).await,
-        Verb::Destroy => Box::pin(destroy(ctx)).await,
+        Verb::Plan | Verb::Apply => Box::pin(converge(&ec2, w)).await,
+        Verb::Check => Box::pin(check(&ec2, w)).await,
+        Verb::Destroy => Box::pin(destroy(&ec2, w)).await,
     }
 }
 
@@ -51,11 +52,13 @@ struct Shape {
     groups: security_groups::Groups,
 }
 
-async fn availability_zones(ctx: &Ctx<'_>) -> Result<Vec<String>, TierError> {
-    let out = ctx
-        .ec2
+async fn availability_zones(
+    ec2: &aws_sdk_ec2::Client,
+    w: &Work<'_>,
+) -> Result<Vec<String>, TierError> {
+    let out = ec2
         .describe_availability_zones()
-        .filters(ctx::filter("state", &["available"]))
+        .filters(tags::filter("state", &["available"]))
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeAvailabilityZones", e))?;
@@ -66,7 +69,7 @@ async fn availability_zones(ctx: &Ctx<'_>) -> Result<Vec<String>, TierError> {
         .filter_map(|z| z.zone_name().map(str::to_string))
         .collect();
     azs.sort();
-    let want = usize::from(ctx.spec.network.az_count);
+    let want = usize::from(w.spec.network.az_count);
     if azs.len() < want {
         return Err(TierError::Terminal(format!(
             "network.azCount is {want} but this region offers {} available AZs ({}): lower network.azCount",
@@ -79,37 +82,33 @@ async fn availability_zones(ctx: &Ctx<'_>) -> Result<Vec<String>, TierError> {
 }
 
 /// Plan (dry run) or apply: every kind in dependency order.
-async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
-    let cidr = ctx.spec.vpc_cidr()?;
-    let azs = availability_zones(ctx).await?;
-    let net = &ctx.spec.network;
+async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, TierError> {
+    let cidr = w.spec.vpc_cidr()?;
+    let azs = availability_zones(ec2, w).await?;
+    let net = &w.spec.network;
     let nat_azs: Vec<&String> = match net.nat {
-        _ if ctx.spec.paused && net.pause_nat => vec![],
+        _ if w.spec.paused && net.pause_nat => vec![],
         NatMode::None => vec![],
         NatMode::Single => azs.iter().take(1).collect(),
         NatMode::PerAz => azs.iter().collect(),
     };
-    nat::check_address_quota(ctx, &nat_azs).await?;
-    let ec2 = ctx.ec2.clone();
+    nat::check_address_quota(ec2, w, &nat_azs).await?;
     let vpcs = vpc::Vpcs { ec2: ec2.clone() };
     let want = vpc::Want {
         cidr: cidr.to_string(),
     };
-    let vpc_id = first_id(&vpcs, resource::converge(&vpcs, ctx.work(), &[want]).await?);
+    let vpc_id = first_id(&vpcs, resource::converge(&vpcs, w, &[want]).await?);
     let gateways = igw::Gateways {
         ec2: ec2.clone(),
         vpc_id: vpc_id.clone(),
     };
-    let igw_id = first_id(
-        &gateways,
-        resource::converge(&gateways, ctx.work(), &[()]).await?,
-    );
+    let igw_id = first_id(&gateways, resource::converge(&gateways, w, &[()]).await?);
     let subnet_kind = subnets::Subnets {
-        ec2,
+        ec2: ec2.clone(),
         vpc_id: vpc_id.clone(),
     };
     let wants = subnets::wants(&cidr, &azs)?;
-    let made = resource::converge(&subnet_kind, ctx.work(), &wants).await?;
+    let made = resource::converge(&subnet_kind, w, &wants).await?;
     let placed: Vec<(subnets::Want, Option<String>)> =
         wants.into_iter().zip(made.ids(&subnet_kind)).collect();
     let subnet_of = |side: Side, az: &str| {
@@ -119,13 +118,13 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
             .and_then(|(_, id)| id.clone())
     };
 
-    let net = &ctx.spec.network;
-    let eips = nat::ElasticIps::new(ctx.ec2.clone());
+    let net = &w.spec.network;
+    let eips = nat::ElasticIps::new(ec2.clone());
     let eip_wants: Vec<nat::EipWant> = nat_azs
         .iter()
         .map(|az| nat::EipWant { az: az.to_string() })
         .collect();
-    let eips_made = resource::converge(&eips, ctx.work(), &eip_wants).await?;
+    let eips_made = resource::converge(&eips, w, &eip_wants).await?;
     let nats: Vec<nat::Wanted> = nat_azs
         .iter()
         .zip(eips_made.ids(&eips))
@@ -136,10 +135,8 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
             allocation_id,
         })
         .collect();
-    let nat_kind = nat::NatGateways {
-        ec2: ctx.ec2.clone(),
-    };
-    let nats_made = resource::converge(&nat_kind, ctx.work(), &nats).await?;
+    let nat_kind = nat::NatGateways { ec2: ec2.clone() };
+    let nats_made = resource::converge(&nat_kind, w, &nats).await?;
     let nat_ids = nats_made.ids(&nat_kind);
 
     let mut tables = vec![routes::Wanted {
@@ -167,26 +164,26 @@ async fn shape(ctx: &mut Ctx<'_>) -> Result<Shape, TierError> {
             subnets: private_subnets,
         });
     }
-    let route_kind = routes::RouteTables::new(ctx.ec2.clone(), vpc_id.clone());
-    let made_tables = resource::converge(&route_kind, ctx.work(), &tables).await?;
+    let route_kind = routes::RouteTables::new(ec2.clone(), vpc_id.clone());
+    let made_tables = resource::converge(&route_kind, w, &tables).await?;
     // Tables of the stack that the spec no longer asks for (nat mode changed).
-    resource::prune(&route_kind, ctx.work(), &made_tables.unwanted).await?;
+    resource::prune(&route_kind, w, &made_tables.unwanted).await?;
     let route_table_ids = made_tables.ids(&route_kind);
-    let sg = security_groups::SecurityGroups::new(ctx.ec2.clone(), vpc_id.clone());
-    resource::converge(&sg, ctx.work(), &security_groups::Role::ALL).await?;
+    let sg = security_groups::SecurityGroups::new(ec2.clone(), vpc_id.clone());
+    resource::converge(&sg, w, &security_groups::Role::ALL).await?;
     let groups = sg.groups();
     // Only now that no route points at them: what the spec no longer asks for.
     if vpc_id.is_some() {
-        resource::prune(&nat_kind, ctx.work(), &nats_made.unwanted).await?;
-        resource::prune(&eips, ctx.work(), &eips_made.unwanted).await?;
-        resource::prune(&subnet_kind, ctx.work(), &made.unwanted).await?;
+        resource::prune(&nat_kind, w, &nats_made.unwanted).await?;
+        resource::prune(&eips, w, &eips_made.unwanted).await?;
+        resource::prune(&subnet_kind, w, &made.unwanted).await?;
     }
     Ok(Shape {
         vpc_id,
         azs,
         subnets: placed,
         igw_id,
-        readiness: resource::readiness(&nat_kind, ctx.work(), &nats, &nats_made.found),
+        readiness: resource::readiness(&nat_kind, w, &nats, &nats_made.found),
         nat_ids,
         route_table_ids,
         groups,
@@ -198,7 +195,7 @@ fn first_id<R: Resource>(r: &R, c: resource::Converged<R>) -> Option<String> {
     c.ids(r).into_iter().next().flatten()
 }
 
-fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
+fn outputs(w: &Work<'_>, s: &Shape) -> Map<String, Value> {
     let ids = |side: Side| -> Vec<Option<String>> {
         s.subnets
             .iter()
@@ -208,7 +205,7 @@ fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
     };
     outputs::to_map(&NetworkOutputs {
         vpc_id: s.vpc_id.clone(),
-        vpc_cidr: Some(ctx.spec.network.cidr.clone()),
+        vpc_cidr: Some(w.spec.network.cidr.clone()),
         availability_zones: s.azs.clone(),
         public_subnet_ids: ids(Side::Public),
         private_subnet_ids: ids(Side::Private),
@@ -221,65 +218,60 @@ fn outputs(ctx: &Ctx<'_>, s: &Shape) -> Map<String, Value> {
     })
 }
 
-fn outcome(ctx: Ctx<'_>, state: State, message: String, outputs: Map<String, Value>) -> Outcome {
-    ctx.into_work().outcome(state, message, outputs)
-}
-
-async fn converge(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
-    let s = shape(&mut ctx).await?;
-    let outputs = outputs(&ctx, &s);
-    ctx.into_work().converged(s.readiness, outputs)
+async fn converge(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    let s = shape(ec2, &mut w).await?;
+    let outputs = outputs(&w, &s);
+    w.converged(s.readiness, outputs)
 }
 
 /// Read-only: everything the spec asks for exists as asked, and the NAT
 /// gateways are available.
-async fn check(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
-    let s = shape(&mut ctx).await?;
-    let outputs = outputs(&ctx, &s);
-    ctx.into_work().checked(s.readiness, outputs)
+async fn check(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    let s = shape(ec2, &mut w).await?;
+    let outputs = outputs(&w, &s);
+    w.checked(s.readiness, outputs)
 }
 
 /// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →
 /// EIPs → IGW → route tables → security groups → subnets → VPC. `pending` while
 /// waiting (a NAT deleting, an ENI lingering); `gone` when nothing is left.
-async fn destroy(mut ctx: Ctx<'_>) -> Result<Outcome, TierError> {
-    let ec2 = ctx.ec2.clone();
+async fn destroy(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     let nat_kind = nat::NatGateways { ec2: ec2.clone() };
-    let waiting = resource::destroy(&nat_kind, ctx.work()).await?;
+    let waiting = resource::destroy(&nat_kind, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, Map::new()));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
     }
     let eips = nat::ElasticIps::new(ec2.clone());
-    let waiting = resource::destroy(&eips, ctx.work()).await?;
+    let waiting = resource::destroy(&eips, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
-        return Ok(outcome(ctx, State::Pending, message, Map::new()));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
     }
     let steps = async {
         let gateways = igw::Gateways {
             ec2: ec2.clone(),
             vpc_id: None,
         };
-        resource::destroy(&gateways, ctx.work()).await?;
-        resource::destroy(&routes::RouteTables::new(ec2.clone(), None), ctx.work()).await?;
+        resource::destroy(&gateways, &mut w).await?;
+        resource::destroy(&routes::RouteTables::new(ec2.clone(), None), &mut w).await?;
         let sg = security_groups::SecurityGroups::new(ec2.clone(), None);
-        resource::destroy(&sg, ctx.work()).await?;
+        resource::destroy(&sg, &mut w).await?;
         let subnet_kind = subnets::Subnets {
             ec2: ec2.clone(),
             vpc_id: None,
         };
-        resource::destroy(&subnet_kind, ctx.work()).await?;
-        resource::destroy(&vpc::Vpcs { ec2 }, ctx.work()).await?;
+        resource::destroy(&subnet_kind, &mut w).await?;
+        resource::destroy(&vpc::Vpcs { ec2: ec2.clone() }, &mut w).await?;
         Ok(())
     };
     let result = steps.await;
     // DependencyViolation while ENIs of the ALB or Fargate tasks linger: pending.
-    ctx.into_work().destroyed(result, "network")
+    w.destroyed(result, "network")
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub const OWN_PERMISSIONS: &[Permission] =
     &[Permission::read("Read", &["ec2:DescribeAvailabilityZones"])];
 
-mbstack_core::tier_permissions!(ctx, igw, nat, routes, security_groups, subnets, vpc);
+mbstack_core::tier_permissions!(igw, nat, routes, security_groups, subnets, tags, vpc);

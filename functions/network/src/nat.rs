@@ -13,7 +13,7 @@ use mbstack_core::resource::{Deleted, NoStep, Resource};
 use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
 use std::sync::Mutex;
 
-use crate::ctx::{pairs, stack_filter, tag, tag_spec, Ctx};
+use crate::tags::{pairs, stack_filter, tag, tag_spec};
 
 pub(crate) fn role(az: &str) -> String {
     format!("nat-{az}")
@@ -398,17 +398,20 @@ fn failure(n: &NatGateway) -> String {
 /// Refuses, before anything is created, a spec whose NAT gateways need more new
 /// Elastic IPs than the region's quota leaves (5 by default: `per-az` on 6 AZs
 /// cannot be created). `azs`: the AZs that get a NAT gateway.
-pub(crate) async fn check_address_quota(ctx: &Ctx<'_>, azs: &[&String]) -> Result<(), TierError> {
+pub(crate) async fn check_address_quota(
+    ec2: &aws_sdk_ec2::Client,
+    w: &Work<'_>,
+    azs: &[&String],
+) -> Result<(), TierError> {
     if azs.is_empty() {
         return Ok(());
     }
-    let all = ctx
-        .ec2
+    let all = ec2
         .describe_addresses()
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
-    let names: Vec<String> = azs.iter().map(|az| ctx.name(&eip_role(az))).collect();
+    let names: Vec<String> = azs.iter().map(|az| w.name(&eip_role(az))).collect();
     let have = all
         .addresses()
         .iter()
@@ -418,8 +421,7 @@ pub(crate) async fn check_address_quota(ctx: &Ctx<'_>, azs: &[&String]) -> Resul
     if new == 0 {
         return Ok(());
     }
-    let attrs = ctx
-        .ec2
+    let attrs = ec2
         .describe_account_attributes()
         .attribute_names(aws_sdk_ec2::types::AccountAttributeName::from(
             "vpc-max-elastic-ips",

@@ -9,7 +9,7 @@ use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, TierError, Verb, Work};
 use std::sync::Mutex;
 
-use crate::ctx::{filter, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{filter, pairs, stack_filter, tag, tag_spec};
 
 const ANYWHERE: &str = "0.0.0.0/0";
 

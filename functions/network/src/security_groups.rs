@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::Work;
 
-use crate::ctx::{filter, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{filter, pairs, stack_filter, tag, tag_spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {

@@ -9,7 +9,7 @@ use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, TierError, Work};
 
-use crate::ctx::{name_of, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{name_of, pairs, stack_filter, tag, tag_spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {

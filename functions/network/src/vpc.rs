@@ -5,7 +5,7 @@ use mbstack_core::iam::Permission;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, TierError, Verb, Work};
 
-use crate::ctx::{name_filter, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{name_filter, pairs, stack_filter, tag, tag_spec};
 use mbstack_core::naming::NAME_TAG;
 
 const ROLE: &str = "vpc";

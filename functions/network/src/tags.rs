@@ -1,48 +1,11 @@
-//! What every resource kind of the tier shares: the EC2 client and the core
-//! [`Work`] (spec, run, plan mode, change list), plus EC2's tag filters.
+//! EC2's tags and filters as every resource kind of the tier uses them: tags in
+//! the creating call, the stack's tag filter, tags as (key, value) pairs.
 
 use mbstack_core::iam::Permission;
-use std::ops::{Deref, DerefMut};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use mbstack_core::naming::{NAME_TAG, STACK_TAG};
-use mbstack_core::{Run, StackSpec, Tier, Verb, Work};
-
-pub(crate) struct Ctx<'a> {
-    pub ec2: aws_sdk_ec2::Client,
-    work: Work<'a>,
-}
-
-impl<'a> Deref for Ctx<'a> {
-    type Target = Work<'a>;
-    fn deref(&self) -> &Work<'a> {
-        &self.work
-    }
-}
-
-impl DerefMut for Ctx<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.work
-    }
-}
-
-impl<'a> Ctx<'a> {
-    pub fn new(ec2: aws_sdk_ec2::Client, spec: &'a StackSpec, run: &'a Run, verb: Verb) -> Self {
-        Self {
-            ec2,
-            work: Work::new(Tier::Network, spec, run, verb),
-        }
-    }
-
-    pub fn into_work(self) -> Work<'a> {
-        self.work
-    }
-
-    /// The run's [`Work`], for core's generic converge.
-    pub fn work(&mut self) -> &mut Work<'a> {
-        &mut self.work
-    }
-}
+use mbstack_core::Work;
 
 /// Tags for a resource created now, in the creating call itself.
 pub(crate) fn tag_spec(w: &Work<'_>, kind: ResourceType, role: &str) -> TagSpecification {
