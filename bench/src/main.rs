@@ -68,7 +68,7 @@ fn options() -> Result<Options> {
                      --rounds   side-by-side rounds, medians reported (default 3; 0 skips it)\n\
                      --cold     cold starts per function (default 10)\n\
                      --release  cargo-lambda release builds: DIR/zips-<arch>/<fn>/bootstrap.zip and\n\
-                     \u{20}          DIR/x86_64-unknown-linux-gnu/release/<fn> (default ~/.cache/mbstack/release)"
+                     \u{20}          DIR/x86_64-unknown-linux-gnu/dist/<fn> (default ~/.cache/mbstack/release)"
                 );
                 std::process::exit(0);
             }
@@ -465,7 +465,7 @@ async fn main() -> Result<()> {
         "\n## Local cold start (x86_64 release binary, minimal Runtime API, median of {})\n",
         o.cold
     );
-    let bin_dir = o.release.join("x86_64-unknown-linux-gnu").join("release");
+    let bin_dir = o.release.join("x86_64-unknown-linux-gnu").join("dist");
     let emulator = Emulator::start().map_err(|e| anyhow!("the emulator: {e}"))?;
     let env: Vec<(String, String)> = [
         ("AWS_REGION", "us-east-1"),

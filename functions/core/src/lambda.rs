@@ -22,16 +22,37 @@ impl From<TierError> for Diagnostic {
     }
 }
 
-/// JSON logs, one object per line, level from `RUST_LOG` (default `info`).
+/// JSON logs, one object per line, filtered by `RUST_LOG` (`info` when unset or not
+/// understood): a level, or `target=level` pairs as in `info,aws_smithy_runtime=debug`.
+/// Target filters only (no span-field regexes): env-filter's regex engine would add a
+/// third of a MiB to every zip.
+/// Lambda's own log-level setting (`AWS_LAMBDA_LOG_LEVEL`, set with JSON log format)
+/// is the fallback when `RUST_LOG` is unset.
 pub fn init_json_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let setting = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
+        .ok();
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
         .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish()
+        .with(log_filter(setting.as_deref()))
         .try_init();
+}
+
+/// The filter a `RUST_LOG`-style setting names; `info` for everything when it is
+/// unset or not understood (a log setting never stops a tier).
+pub fn log_filter(setting: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    setting
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Parses a raw event strictly and hands it to `handler`: the path every
@@ -99,4 +120,31 @@ where
         }
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn the_log_filter_reads_levels_and_targets_and_falls_back_to_info() {
+        let unset = log_filter(None);
+        assert!(unset.would_enable("mbstack_app", &Level::INFO));
+        assert!(!unset.would_enable("mbstack_app", &Level::DEBUG));
+
+        // AWS_LAMBDA_LOG_LEVEL is upper case.
+        let debug = log_filter(Some("DEBUG"));
+        assert!(debug.would_enable("aws_smithy_runtime", &Level::DEBUG));
+        assert!(!debug.would_enable("aws_smithy_runtime", &Level::TRACE));
+
+        let pairs = log_filter(Some("warn,aws_smithy_runtime=debug"));
+        assert!(pairs.would_enable("aws_smithy_runtime::client", &Level::DEBUG));
+        assert!(!pairs.would_enable("mbstack_core", &Level::INFO));
+        assert!(pairs.would_enable("mbstack_core", &Level::WARN));
+
+        let garbage = log_filter(Some("=[nonsense"));
+        assert!(garbage.would_enable("mbstack_core", &Level::INFO));
+        assert!(!garbage.would_enable("mbstack_core", &Level::DEBUG));
+    }
 }
