@@ -160,6 +160,10 @@ async fn prepare(
     let mut lock = json!(null);
     if requested != "plan" {
         lock = take_lock(c, &stack, execution_arn).await?;
+        // Finish stores the spec only when this run changes it (a nightly
+        // repair does not: one write fewer).
+        lock["specUnchanged"] =
+            json!(stored.is_some() && stored == serde_json::to_value(&spec).ok());
     }
     let action = match requested.as_str() {
         "pause" | "resume" => "apply",
@@ -251,7 +255,10 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
     if status == "succeeded" {
         if requested == "destroy" {
             keep(store::delete(&c.ssm, &store::path(stack, "spec")).await);
-        } else if let Some(spec) = payload.get("spec") {
+        } else if let Some(spec) = payload
+            .get("spec")
+            .filter(|_| payload["lock"]["specUnchanged"] != json!(true))
+        {
             keep(
                 store::put(&c.ssm, &store::path(stack, "spec"), &spec.to_string(), true)
                     .await

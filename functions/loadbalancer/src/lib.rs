@@ -4,6 +4,7 @@
 
 mod listeners;
 mod load_balancer;
+mod reads;
 mod tags;
 mod target_group;
 
@@ -75,13 +76,16 @@ async fn converge(elb: &Client, mut w: Work<'_>, event: &Event) -> Result<Outcom
             "the load balancer tier needs the network tier's outputs (inputs.network.vpcId, publicSubnetIds, lbSecurityGroupId): apply the network first".into(),
         ));
     }
+    let reads = reads::Reads::new(elb.clone(), &w.spec.stack);
     let tgs = target_group::TargetGroups {
         elb: elb.clone(),
+        reads: reads.clone(),
         vpc_id: vpc,
     };
     let tg_arn = first(resource::converge(&tgs, &mut w, &[()]).await?.ids(&tgs));
     let lbs = load_balancer::LoadBalancers {
         elb: elb.clone(),
+        reads,
         subnets,
         sg,
     };
@@ -118,8 +122,10 @@ fn first(ids: Vec<Option<String>>) -> Option<String> {
 
 /// Listeners → ALB (wait until gone) → target group (pending while in use).
 async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    let reads = reads::Reads::new(elb.clone(), &w.spec.stack);
     let lbs = load_balancer::LoadBalancers {
         elb: elb.clone(),
+        reads: reads.clone(),
         subnets: None,
         sg: None,
     };
@@ -149,6 +155,7 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     }
     let tgs = target_group::TargetGroups {
         elb: elb.clone(),
+        reads,
         vpc_id: None,
     };
     let result = resource::destroy(&tgs, &mut w).await.map(|_| ());
@@ -165,4 +172,4 @@ pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
         ],
     )];
 
-mbstack_core::tier_permissions!(listeners, load_balancer, tags, target_group);
+mbstack_core::tier_permissions!(listeners, load_balancer, reads, tags, target_group);

@@ -10,9 +10,9 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::alb_name;
 use mbstack_core::resource::{Deleted, Resource};
-use mbstack_core::{aws_error, error_code, found, Readiness, TierError, Work};
+use mbstack_core::{aws_error, error_code, Readiness, TierError, Work};
 
-use crate::tags::{self, elb_tags, pairs, Pairs};
+use crate::tags::{elb_tags, pairs, Pairs};
 
 const ROLE: &str = "alb";
 
@@ -46,6 +46,7 @@ fn attribute(key: &str, value: &str) -> LoadBalancerAttribute {
 /// planned).
 pub(crate) struct LoadBalancers {
     pub elb: Client,
+    pub reads: std::sync::Arc<crate::reads::Reads>,
     pub subnets: Option<Vec<String>>,
     pub sg: Option<String>,
 }
@@ -125,21 +126,11 @@ impl Resource for LoadBalancers {
         live.tags.clone()
     }
 
-    async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
-        let call = self
-            .elb
-            .describe_load_balancers()
-            .names(alb_name(&w.spec.stack))
-            .send()
-            .await;
-        let codes = ["LoadBalancerNotFound"];
-        let Some(out) = found("elasticloadbalancing:DescribeLoadBalancers", call, &codes)? else {
-            return Ok(Vec::new());
-        };
+    async fn list(&self, _w: &Work<'_>) -> Result<Vec<Live>, TierError> {
         let mut lbs = Vec::new();
-        for lb in out.load_balancers() {
+        for lb in self.reads.load_balancers().await? {
             let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-            let t = tags::of_one(&self.elb, &arn).await?;
+            let t = self.reads.tags_of(&arn).await?;
             let attributes = pairs(
                 self.elb
                     .describe_load_balancer_attributes()
@@ -324,7 +315,7 @@ pub fn readiness(
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
-    Permission::read("Read", &["elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes"]),
+    Permission::read("Read", &["elasticloadbalancing:DescribeLoadBalancerAttributes"]),
     Permission::create_tagged("CreateTagged", &["elasticloadbalancing:CreateLoadBalancer"]),
     Permission::own_tagged(
         "ChangeTagged",

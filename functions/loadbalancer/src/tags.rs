@@ -36,14 +36,6 @@ pub(crate) async fn of(elb: &Client, arns: &[String]) -> Result<HashMap<String, 
 
 pub(crate) use mbstack_core::naming::pairs;
 
-/// The tags of one resource.
-pub(crate) async fn of_one(elb: &Client, arn: &str) -> Result<Pairs, TierError> {
-    Ok(of(elb, &[arn.to_string()])
-        .await?
-        .remove(arn)
-        .unwrap_or_default())
-}
-
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::read("Read", &["elasticloadbalancing:DescribeTags"]),

@@ -15,9 +15,9 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::target_group_name;
 use mbstack_core::resource::{Deleted, Resource};
-use mbstack_core::{aws_error, found, TierError, Verb, Work};
+use mbstack_core::{aws_error, TierError, Verb, Work};
 
-use crate::tags::{self, elb_tags, pairs, Pairs};
+use crate::tags::{elb_tags, pairs, Pairs};
 
 const ROLE: &str = "tg";
 pub const PORT: i32 = 3000;
@@ -81,6 +81,7 @@ const ATTRIBUTES: &[(&str, &str)] = &[
 /// The stack's target group, in the VPC `vpc_id` (None: planned).
 pub(crate) struct TargetGroups {
     pub elb: Client,
+    pub reads: std::sync::Arc<crate::reads::Reads>,
     pub vpc_id: Option<String>,
 }
 
@@ -152,20 +153,10 @@ impl Resource for TargetGroups {
     }
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
-        let call = self
-            .elb
-            .describe_target_groups()
-            .names(target_group_name(&w.spec.stack))
-            .send()
-            .await;
-        let codes = ["TargetGroupNotFound"];
-        let Some(out) = found("elasticloadbalancing:DescribeTargetGroups", call, &codes)? else {
-            return Ok(Vec::new());
-        };
         let mut groups = Vec::new();
-        for tg in out.target_groups() {
+        for tg in self.reads.target_groups().await? {
             let arn = tg.target_group_arn().unwrap_or_default().to_string();
-            let t = tags::of_one(&self.elb, &arn).await?;
+            let t = self.reads.tags_of(&arn).await?;
             // A destroy deletes it whatever its attributes.
             let attributes = match w.verb {
                 Verb::Destroy => Vec::new(),
@@ -309,10 +300,7 @@ impl Resource for TargetGroups {
 pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::read(
         "Read",
-        &[
-            "elasticloadbalancing:DescribeTargetGroups",
-            "elasticloadbalancing:DescribeTargetGroupAttributes",
-        ],
+        &["elasticloadbalancing:DescribeTargetGroupAttributes"],
     ),
     Permission::create_tagged("CreateTagged", &["elasticloadbalancing:CreateTargetGroup"]),
     Permission::own_tagged(

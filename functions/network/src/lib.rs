@@ -52,10 +52,22 @@ struct Shape {
     groups: security_groups::Groups,
 }
 
+/// The AZs the stack uses: those of its subnets when it has a public and a
+/// private one in each of `network.azCount` AZs (a repair reads no AZ list),
+/// else the region's first `azCount` available AZs by name.
 async fn availability_zones(
     ec2: &aws_sdk_ec2::Client,
     w: &Work<'_>,
+    stack_subnets: &[aws_sdk_ec2::types::Subnet],
 ) -> Result<Vec<String>, TierError> {
+    let want = usize::from(w.spec.network.az_count);
+    let used: std::collections::BTreeSet<&str> = stack_subnets
+        .iter()
+        .filter_map(|s| s.availability_zone())
+        .collect();
+    if used.len() == want && stack_subnets.len() == 2 * want {
+        return Ok(used.into_iter().map(str::to_string).collect());
+    }
     let out = ec2
         .describe_availability_zones()
         .filters(tags::filter("state", &["available"]))
@@ -69,7 +81,6 @@ async fn availability_zones(
         .filter_map(|z| z.zone_name().map(str::to_string))
         .collect();
     azs.sort();
-    let want = usize::from(w.spec.network.az_count);
     if azs.len() < want {
         return Err(TierError::Terminal(format!(
             "network.azCount is {want} but this region offers {} available AZs ({}): lower network.azCount",
@@ -84,7 +95,9 @@ async fn availability_zones(
 /// Plan (dry run) or apply: every kind in dependency order.
 async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, TierError> {
     let cidr = w.spec.vpc_cidr()?;
-    let azs = availability_zones(ec2, w).await?;
+    let seen = std::sync::Arc::new(tokio::sync::OnceCell::new());
+    let stack_subnets = subnets::of_stack(ec2, w, &seen).await?;
+    let azs = availability_zones(ec2, w, stack_subnets).await?;
     let net = &w.spec.network;
     let nat_azs: Vec<&String> = match net.nat {
         _ if w.spec.paused && net.pause_nat => vec![],
@@ -92,7 +105,8 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
         NatMode::Single => azs.iter().take(1).collect(),
         NatMode::PerAz => azs.iter().collect(),
     };
-    nat::check_address_quota(ec2, w, &nat_azs).await?;
+    let reads = nat::Reads::new(ec2.clone());
+    nat::check_address_quota(&reads, w, &nat_azs).await?;
     let vpcs = vpc::Vpcs { ec2: ec2.clone() };
     let want = vpc::Want {
         cidr: cidr.to_string(),
@@ -106,6 +120,7 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     let subnet_kind = subnets::Subnets {
         ec2: ec2.clone(),
         vpc_id: vpc_id.clone(),
+        seen,
     };
     let wants = subnets::wants(&cidr, &azs)?;
     let made = resource::converge(&subnet_kind, w, &wants).await?;
@@ -119,7 +134,7 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     };
 
     let net = &w.spec.network;
-    let eips = nat::ElasticIps::new(ec2.clone());
+    let eips = nat::ElasticIps::new(reads.clone());
     let eip_wants: Vec<nat::EipWant> = nat_azs
         .iter()
         .map(|az| nat::EipWant { az: az.to_string() })
@@ -135,7 +150,10 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
             allocation_id,
         })
         .collect();
-    let nat_kind = nat::NatGateways { ec2: ec2.clone() };
+    let nat_kind = nat::NatGateways {
+        ec2: ec2.clone(),
+        reads,
+    };
     let nats_made = resource::converge(&nat_kind, w, &nats).await?;
     let nat_ids = nats_made.ids(&nat_kind);
 
@@ -236,13 +254,17 @@ async fn check(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, Ti
 /// EIPs → IGW → route tables → security groups → subnets → VPC. `pending` while
 /// waiting (a NAT deleting, an ENI lingering); `gone` when nothing is left.
 async fn destroy(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    let nat_kind = nat::NatGateways { ec2: ec2.clone() };
+    let reads = nat::Reads::new(ec2.clone());
+    let nat_kind = nat::NatGateways {
+        ec2: ec2.clone(),
+        reads: reads.clone(),
+    };
     let waiting = resource::destroy(&nat_kind, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
         return Ok(w.outcome(State::Pending, message, Map::new()));
     }
-    let eips = nat::ElasticIps::new(ec2.clone());
+    let eips = nat::ElasticIps::new(reads);
     let waiting = resource::destroy(&eips, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
@@ -260,6 +282,7 @@ async fn destroy(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, 
         let subnet_kind = subnets::Subnets {
             ec2: ec2.clone(),
             vpc_id: None,
+            seen: Default::default(),
         };
         resource::destroy(&subnet_kind, &mut w).await?;
         resource::destroy(&vpc::Vpcs { ec2: ec2.clone() }, &mut w).await?;

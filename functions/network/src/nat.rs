@@ -11,7 +11,8 @@ use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, Resou
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, NoStep, Resource};
 use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
 
 use crate::tags::{pairs, stack_filter, tag, tag_spec};
 
@@ -34,28 +35,72 @@ pub(crate) struct Wanted {
     pub held_by: Option<String>,
 }
 
-/// Every NAT gateway of the stack in one of `states`. The states are checked
-/// here, not by a server-side filter: found by the benchmark's slower emulator
-/// timings, a gateway the emulator shows `deleting` was dropped by its `state`
-/// filter, and the EIP release that followed was refused as in use.
-async fn list_nats(
-    ec2: &aws_sdk_ec2::Client,
-    w: &Work<'_>,
-    states: &[&str],
-) -> Result<Vec<NatGateway>, TierError> {
-    let out = ec2
-        .describe_nat_gateways()
-        .filter(stack_filter(w))
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeNatGateways", e))?;
-    Ok(out
-        .nat_gateways()
-        .iter()
-        .filter(|n| w.is_ours(&pairs(n.tags())))
-        .filter(|n| n.state().is_some_and(|s| states.contains(&s.as_str())))
-        .cloned()
-        .collect())
+/// What the NAT kinds read, once per invocation: the stack's NAT gateways in
+/// every state, and the account's Elastic IPs (the quota check counts them all;
+/// the stack's are among them). The quota check, both kinds' lists, their
+/// readiness and "is this address free" share the two reads.
+pub(crate) struct Reads {
+    ec2: aws_sdk_ec2::Client,
+    nats: OnceCell<Vec<NatGateway>>,
+    addresses: OnceCell<Vec<Address>>,
+}
+
+impl Reads {
+    pub fn new(ec2: aws_sdk_ec2::Client) -> Arc<Self> {
+        Arc::new(Self {
+            ec2,
+            nats: OnceCell::new(),
+            addresses: OnceCell::new(),
+        })
+    }
+
+    /// The stack's NAT gateways in one of `states`. The states are checked
+    /// here, not by a server-side filter: found by the benchmark's slower
+    /// emulator timings, a gateway the emulator shows `deleting` was dropped by
+    /// its `state` filter, and the EIP release that followed was refused as in use.
+    async fn nats(&self, w: &Work<'_>, states: &[&str]) -> Result<Vec<NatGateway>, TierError> {
+        let all = self
+            .nats
+            .get_or_try_init(|| async {
+                let out = self
+                    .ec2
+                    .describe_nat_gateways()
+                    .filter(stack_filter(w))
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ec2:DescribeNatGateways", e))?;
+                Ok::<_, TierError>(
+                    out.nat_gateways()
+                        .iter()
+                        .filter(|n| w.is_ours(&pairs(n.tags())))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .await?;
+        Ok(all
+            .iter()
+            .filter(|n| n.state().is_some_and(|s| states.contains(&s.as_str())))
+            .cloned()
+            .collect())
+    }
+
+    /// Every Elastic IP of the account (unfiltered: the quota counts them all).
+    async fn addresses(&self) -> Result<&[Address], TierError> {
+        let all = self
+            .addresses
+            .get_or_try_init(|| async {
+                let out = self
+                    .ec2
+                    .describe_addresses()
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+                Ok::<_, TierError>(out.addresses().to_vec())
+            })
+            .await?;
+        Ok(all)
+    }
 }
 
 fn live(n: &NatGateway) -> bool {
@@ -68,7 +113,7 @@ fn live(n: &NatGateway) -> bool {
 /// The stack's Elastic IPs, one per NAT gateway. Whether an address is free
 /// depends on the NAT gateways: `list` reads them too (`nats`).
 pub(crate) struct ElasticIps {
-    pub ec2: aws_sdk_ec2::Client,
+    reads: Arc<Reads>,
     nats: Mutex<Vec<NatGateway>>,
 }
 
@@ -78,9 +123,9 @@ pub(crate) struct EipWant {
 }
 
 impl ElasticIps {
-    pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
+    pub fn new(reads: Arc<Reads>) -> Self {
         Self {
-            ec2,
+            reads,
             nats: Mutex::new(Vec::new()),
         }
     }
@@ -133,19 +178,17 @@ impl Resource for ElasticIps {
     /// ones, then those a deleting one still holds: of two with one name, the
     /// first is the NAT's (a deleted NAT's free address is reused).
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Address>, TierError> {
-        let nats = list_nats(&self.ec2, w, &["pending", "available", "deleting"]).await?;
+        let nats = self
+            .reads
+            .nats(w, &["pending", "available", "deleting"])
+            .await?;
         if let Ok(mut n) = self.nats.lock() {
             *n = nats;
         }
-        let out = self
-            .ec2
-            .describe_addresses()
-            .filters(stack_filter(w))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
-        let mut ours: Vec<Address> = out
+        let mut ours: Vec<Address> = self
+            .reads
             .addresses()
+            .await?
             .iter()
             .filter(|a| w.is_ours(&pairs(a.tags())))
             .cloned()
@@ -172,6 +215,7 @@ impl Resource for ElasticIps {
     async fn create(&self, w: &Work<'_>, want: &EipWant) -> Result<Address, TierError> {
         let role = eip_role(&want.az);
         let out = self
+            .reads
             .ec2
             .allocate_address()
             .domain(DomainType::Vpc)
@@ -209,7 +253,14 @@ impl Resource for ElasticIps {
                 "Elastic IP {id} to be unmapped from {nat} (released once its NAT gateway is deleted)"
             )));
         }
-        match self.ec2.release_address().allocation_id(&id).send().await {
+        match self
+            .reads
+            .ec2
+            .release_address()
+            .allocation_id(&id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(Deleted::Now),
             // Its NAT gateway is `deleted`, but AWS frees the address moments
             // later (until then: InvalidIPAddress.InUse, or AuthFailure): not yet.
@@ -233,6 +284,7 @@ impl Resource for ElasticIps {
 /// for them); a converge does not (a new one replaces a deleting one).
 pub(crate) struct NatGateways {
     pub ec2: aws_sdk_ec2::Client,
+    pub reads: Arc<Reads>,
 }
 
 /// The one change of a NAT gateway in place: none. A failed one is replaced.
@@ -283,7 +335,7 @@ impl Resource for NatGateways {
             Verb::Destroy => &["pending", "available", "failed", "deleting"],
             _ => &["pending", "available", "failed"],
         };
-        let mut nats = list_nats(&self.ec2, w, states).await?;
+        let mut nats = self.reads.nats(w, states).await?;
         nats.sort_by_key(|n| !live(n));
         Ok(nats)
     }
@@ -399,21 +451,17 @@ fn failure(n: &NatGateway) -> String {
 /// Elastic IPs than the region's quota leaves (5 by default: `per-az` on 6 AZs
 /// cannot be created). `azs`: the AZs that get a NAT gateway.
 pub(crate) async fn check_address_quota(
-    ec2: &aws_sdk_ec2::Client,
+    reads: &Reads,
     w: &Work<'_>,
     azs: &[&String],
 ) -> Result<(), TierError> {
     if azs.is_empty() {
         return Ok(());
     }
-    let all = ec2
-        .describe_addresses()
-        .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+    let ec2 = &reads.ec2;
+    let all = reads.addresses().await?;
     let names: Vec<String> = azs.iter().map(|az| w.name(&eip_role(az))).collect();
     let have = all
-        .addresses()
         .iter()
         .filter(|a| tag(a.tags(), NAME_TAG).is_some_and(|n| names.iter().any(|w| w == n)))
         .count();
@@ -439,7 +487,7 @@ pub(crate) async fn check_address_quota(
     let Some(quota) = quota else {
         return Ok(());
     };
-    let in_use = all.addresses().len();
+    let in_use = all.len();
     if in_use + new > quota {
         return Err(TierError::Refused(format!(
             "network.nat: {} NAT gateway(s) need {new} new Elastic IP(s), but this region allows {quota} and {in_use} are allocated: use network.nat \"single\" (one address), release addresses you no longer use, or ask AWS for more (Service Quotas: \"EC2-VPC Elastic IPs\", L-0263D0A3)",

@@ -8,6 +8,8 @@ use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, TierError, Work};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 use crate::tags::{name_of, pairs, stack_filter, tag, tag_spec};
 
@@ -63,6 +65,35 @@ pub(crate) fn wants(vpc_cidr: &Cidr, azs: &[String]) -> Result<Vec<Want>, TierEr
 pub(crate) struct Subnets {
     pub ec2: aws_sdk_ec2::Client,
     pub vpc_id: Option<String>,
+    /// The stack's subnets, read once per invocation: the AZ choice and the
+    /// converge share the read (see [`of_stack`]).
+    pub seen: Arc<OnceCell<Vec<Subnet>>>,
+}
+
+/// The stack's subnets (by its tag, any VPC), read once into `seen`.
+pub(crate) async fn of_stack<'a>(
+    ec2: &aws_sdk_ec2::Client,
+    w: &Work<'_>,
+    seen: &'a OnceCell<Vec<Subnet>>,
+) -> Result<&'a [Subnet], TierError> {
+    let all = seen
+        .get_or_try_init(|| async {
+            let out = ec2
+                .describe_subnets()
+                .filters(stack_filter(w))
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
+            Ok::<_, TierError>(
+                out.subnets()
+                    .iter()
+                    .filter(|s| w.is_ours(&pairs(s.tags())))
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .await?;
+    Ok(all)
 }
 
 /// The one in-place change: stop mapping public IPs on launch.
@@ -95,19 +126,7 @@ impl Resource for Subnets {
     }
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Subnet>, TierError> {
-        let out = self
-            .ec2
-            .describe_subnets()
-            .filters(stack_filter(w))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
-        Ok(out
-            .subnets()
-            .iter()
-            .filter(|s| w.is_ours(&pairs(s.tags())))
-            .cloned()
-            .collect())
+        Ok(of_stack(&self.ec2, w, &self.seen).await?.to_vec())
     }
 
     fn diff(&self, _w: &Work<'_>, s: &Subnet, want: &Want) -> Result<Vec<NoPublicIps>, TierError> {
