@@ -411,7 +411,7 @@ fn the_readme_shows_the_deployer_policy_the_cli_prints() {
     }
     assert!(
         readme[start..end] == policy,
-        "README's deployer policy is stale: run MBSTACK_WRITE_README=1 cargo test --workspace --test real_aws readme"
+        "README's deployer policy is stale: run MBSTACK_WRITE_README=1 cargo test --workspace --test suite readme"
     );
 }
 
