@@ -566,3 +566,37 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     }
     assert!(refused.is_empty(), "denied:\n{}", refused.join("\n"));
 }
+
+/// The functions' own HTTP client (`mbstack_core::aws::https_client`: rustls on
+/// ring, not the SDK's default, which no test reaches because the tests run the
+/// tiers on the emulator's configuration) carries real SDK calls, and speaks TLS
+/// to an `https://` endpoint: pointed at a server that answers TLS with plain
+/// HTTP, the call fails in the TLS handshake (a client without TLS would not get
+/// that far), never with a panic.
+#[tokio::test]
+async fn the_functions_https_client_makes_calls_and_speaks_tls() {
+    let emu = Emulator::start().expect("emulator");
+    let base = emu.sdk_config().await;
+    let with = |endpoint: String| {
+        base.to_builder()
+            .http_client(mbstack_core::aws::https_client())
+            .endpoint_url(endpoint)
+            .build()
+    };
+    let ec2 = aws_sdk_ec2::Client::new(&with(emu.endpoint()));
+    let vpcs = ec2.describe_vpcs().send().await.expect("a call over HTTP");
+    assert!(!vpcs.vpcs().is_empty(), "the default VPC is listed");
+
+    let tls = emu.endpoint().replace("http://", "https://");
+    let ec2 = aws_sdk_ec2::Client::new(&with(tls));
+    let err = ec2
+        .describe_vpcs()
+        .send()
+        .await
+        .expect_err("plain HTTP behind https:// is refused");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("corrupt message") || text.contains("InvalidContentType"),
+        "not a TLS handshake failure: {text}"
+    );
+}
