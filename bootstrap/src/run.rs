@@ -249,11 +249,34 @@ fn outcome_line(elapsed: f64, payload: &Value) -> Option<String> {
     let state = payload.get("state")?.as_str()?;
     let message = shorten_arns(payload.get("message").and_then(Value::as_str).unwrap_or(""));
     let mark = if state == "pending" { "…" } else { "✓" };
-    let tier = tier_label(tier);
+    let tier = row_label(tier, payload);
     Some(format!("{elapsed:>7.1}s  {mark} {tier:<14} {message}"))
 }
 
-/// One spinner per tier, each showing the tier's latest message; ✓ when ready or
+/// The row an outcome belongs to where people follow a run: its tier's, or
+/// its part's own (the NAT gateways, waited for beside the database).
+fn row_label<'a>(tier: &'a str, outcome: &Value) -> &'a str {
+    mbstack_core::Part::of(outcome)
+        .label()
+        .unwrap_or_else(|| tier_label(tier))
+}
+
+/// A spinner row's message, cut to end a column short of the terminal's edge
+/// (spinner, 14-column label and spaces take 17): a row that fills the last
+/// column makes the terminal wrap the cursor, and the redraw breaks.
+fn row_message(message: String) -> String {
+    match terminal_width() {
+        Some(width) if message.chars().count() + 18 > width => {
+            let keep = width.saturating_sub(19);
+            let mut cut: String = message.chars().take(keep).collect();
+            cut.push('…');
+            cut
+        }
+        _ => message,
+    }
+}
+
+/// One spinner per tier (and per wait apart), each showing the tier's latest message; ✓ when ready or
 /// gone, ✗ for the tiers still running when the run failed.
 struct Spinners {
     multi: indicatif::MultiProgress,
@@ -276,28 +299,30 @@ impl Spinners {
             return;
         };
         let message = shorten_arns(payload.get("message").and_then(Value::as_str).unwrap_or(""));
-        let idx = match self.bars.iter().position(|(t, _, _)| t == tier) {
+        let row = row_label(tier, payload);
+        let idx = match self.bars.iter().position(|(t, _, _)| t == row) {
             Some(i) => i,
             None => {
                 let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
-                // The message is cut to the terminal's width: a line that wraps
+                // The message is cut short of the terminal's width (see
+                // `row_message`): a line that wraps, or fills the last column,
                 // breaks the redraw (and an ARN in two).
                 if let Ok(style) =
-                    indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {wide_msg}")
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {msg}")
                 {
                     bar.set_style(style);
                 }
-                bar.set_prefix(tier_label(tier).to_string());
-                self.bars.push((tier.to_string(), bar, false));
+                bar.set_prefix(row.to_string());
+                self.bars.push((row.to_string(), bar, false));
                 self.bars.len() - 1
             }
         };
         let (_, bar, done) = &mut self.bars[idx];
         if state == "pending" {
-            bar.set_message(format!("{message}, {elapsed:.0}s"));
+            bar.set_message(row_message(format!("{message}, {elapsed:.0}s")));
             *done = false;
         } else {
-            bar.finish_with_message(format!("✓ {message} ({elapsed:.0}s)"));
+            bar.finish_with_message(row_message(format!("✓ {message} ({elapsed:.0}s)")));
             *done = true;
         }
     }

@@ -24,20 +24,62 @@ pub const EVENTS_ROLE: &str = "${EventsRoleArn}";
 /// A tier as the state machine's loops see it: its key, the label its state
 /// names use and its poll bound, all from core's tier table.
 struct Tier {
+    /// Where its outcome and poll counter live (`$.<key>`, `$.polls.<key>`).
     key: &'static str,
+    /// The function it invokes (a tier's key).
+    function: &'static str,
     label: &'static str,
     max_polls: u32,
+    /// Which of the tier's work its events ask for (None: all of it).
+    part: Option<Part>,
 }
 
 const fn of(tier: mbstack_core::Tier) -> Tier {
     let info = tier.info();
     Tier {
         key: tier.as_str(),
+        function: tier.as_str(),
         label: info.state_label,
         max_polls: info.max_polls,
+        part: None,
     }
 }
 
+/// A tier's readiness that only later stages need, waited for apart (a check
+/// loop of its own) beside the tiers of the stage after the tier's own.
+struct WaitApart {
+    part: Part,
+    /// The part the tier's own create loop applies instead of all of it.
+    then: Part,
+    /// The output of the tier's own loop that says the wait is over already
+    /// (a repair of a running stack then makes no call for it).
+    already: &'static str,
+}
+
+/// The network is usable by the database and the load balancer once its
+/// subnets and security groups exist; only the app's tasks need the NAT
+/// gateways (Metabase's image comes through them): the create phase applies
+/// the network's foundation and waits for the NAT gateways beside the next stage.
+const WAITS: &[(T, WaitApart)] = &[(
+    T::Network,
+    WaitApart {
+        part: Part::NatGateways,
+        then: Part::Foundation,
+        already: "natGatewaysAvailable",
+    },
+)];
+
+impl WaitApart {
+    fn label(&self) -> &'static str {
+        self.part.label().unwrap_or("wait")
+    }
+}
+
+fn wait_of(t: T) -> Option<&'static WaitApart> {
+    WAITS.iter().find(|(w, _)| *w == t).map(|(_, w)| w)
+}
+
+use mbstack_core::Part;
 use mbstack_core::Tier as T;
 
 /// The order the tiers run in: each stage after the one before it, the tiers
@@ -147,8 +189,12 @@ fn invoke(
 
 /// Where a tier's outcome lives in the state: top level, or inside a Parallel
 /// branch's copy (which the Parallel hands back as `$.tiers.<key>`).
-fn tier_event(verb: &str, scope: &str, inputs: Value) -> Value {
-    json!({"verb": verb, "spec.$": "$.spec", "run": {"id.$": "$.runId", "scope": scope}, "inputs": inputs})
+fn tier_event(verb: &str, scope: &str, inputs: Value, part: Option<Part>) -> Value {
+    let mut event = json!({"verb": verb, "spec.$": "$.spec", "run": {"id.$": "$.runId", "scope": scope}, "inputs": inputs});
+    if let Some(part) = part {
+        event["part"] = json!(part.as_str());
+    }
+    event
 }
 
 fn status_selector() -> Value {
@@ -184,6 +230,11 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     let key = t.key;
     // Names are unique across the apply, rollback and delete loops of a tier.
     let (ready, phase, again) = match l.verb_label {
+        "Create" if t.label.ends_with('s') => (
+            format!("Are the {} ready?", t.label),
+            String::new(),
+            format!("Check the {} again", t.label),
+        ),
         "Create" => (
             format!("Is the {} ready?", t.label),
             String::new(),
@@ -200,7 +251,10 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
             format!("Delete the {} again", t.label),
         ),
     };
-    let entry = format!("{} {}", l.verb_label, t.label);
+    let entry = match l.first {
+        "check" => format!("Check the {}", t.label),
+        _ => format!("{} {}", l.verb_label, t.label),
+    };
     let count = format!("Count {}{phase} polls", t.label);
     let bound = format!("Waited too long for the {}{phase}?", t.label);
     let wait = format!("Wait for the {}{phase}", t.label);
@@ -211,8 +265,8 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     states.insert(
         entry.clone(),
         invoke(
-            key,
-            tier_event(l.first, l.scope, l.inputs.clone()),
+            t.function,
+            tier_event(l.first, l.scope, l.inputs.clone(), t.part),
             first_selector,
             &format!("$.{key}"),
             Some(&ready),
@@ -258,8 +312,8 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     states.insert(
         again.clone(),
         invoke(
-            key,
-            tier_event(l.again, l.scope, l.inputs),
+            t.function,
+            tier_event(l.again, l.scope, l.inputs, t.part),
             again_selector,
             &again_path,
             Some(&ready),
@@ -321,7 +375,36 @@ impl Phase {
                 max_polls: full.max_polls / 2,
                 ..full
             },
+            _ if self.first == "apply" => Tier {
+                part: wait_of(t).map(|w| w.then),
+                ..full
+            },
             _ => full,
+        }
+    }
+
+    /// The waits this phase runs beside `stage` (the i-th in its order): a
+    /// create's waits apart for the tiers of the stage before. Undoing waits
+    /// for nothing apart.
+    fn waits_beside(&self, i: usize) -> Vec<(T, &'static WaitApart)> {
+        if self.reverse || self.first != "apply" || i == 0 {
+            return Vec::new();
+        }
+        let before = self.stages()[i - 1];
+        WAITS
+            .iter()
+            .filter(|(t, _)| before.contains(t))
+            .map(|(t, w)| (*t, w))
+            .collect()
+    }
+
+    /// The check loop of a wait apart.
+    fn wait_tier(&self, t: T, w: &WaitApart) -> Tier {
+        Tier {
+            key: w.part.state_key(),
+            label: w.label(),
+            part: Some(w.part),
+            ..of(t)
         }
     }
 
@@ -343,10 +426,21 @@ impl Phase {
         }
     }
 
-    /// The name of a stage's first state: its loop's, or its Parallel's.
-    fn entry(&self, stage: &[T]) -> String {
-        let labels: Vec<&str> = stage.iter().map(|t| t.info().state_label).collect();
-        format!("{} {}", self.verb_label, labels.join(" and "))
+    /// The name of the i-th stage's first state: its loop's, or its Parallel's.
+    fn entry(&self, i: usize) -> String {
+        let stage = self.stages()[i];
+        let mut labels: Vec<&str> = stage.iter().map(|t| t.info().state_label).collect();
+        let waits = self.waits_beside(i);
+        if waits.is_empty() {
+            return format!("{} {}", self.verb_label, labels.join(" and "));
+        }
+        labels.extend(waits.iter().map(|(_, w)| w.label()));
+        let last = labels.pop().unwrap_or_default();
+        format!(
+            "{} {}, wait for the {last}",
+            self.verb_label,
+            labels.join(" and ")
+        )
     }
 
     /// A tier's loop in this phase, going on to `next`; failures go to
@@ -372,15 +466,16 @@ impl Phase {
         }
     }
 
-    /// One stage's states, going on to `next`.
-    fn add_stage(&self, states: &mut Map<String, Value>, stage: &[T], next: &str) {
-        match stage {
-            [t] => {
+    /// The i-th stage's states, going on to `next`.
+    fn add_stage(&self, states: &mut Map<String, Value>, i: usize, next: &str) {
+        let stage = self.stages()[i];
+        match (stage, self.waits_beside(i).is_empty()) {
+            ([t], true) => {
                 let tier = self.tier(*t);
                 add_loop(states, self.tier_loop(&tier, *t, next, Some(self.on_error)));
             }
-            many => {
-                states.insert(self.entry(many), self.parallel(many, next));
+            _ => {
+                states.insert(self.entry(i), self.parallel(i, next));
             }
         }
     }
@@ -388,34 +483,80 @@ impl Phase {
     /// Every stage, in this phase's order; the last goes on to `last_next`.
     /// Returns the phase's first state.
     fn add_stages(&self, states: &mut Map<String, Value>, last_next: &str) -> String {
-        let stages = self.stages();
-        for (i, stage) in stages.iter().enumerate() {
-            let next = stages
-                .get(i + 1)
-                .map(|s| self.entry(s))
-                .unwrap_or_else(|| last_next.to_string());
-            self.add_stage(states, stage, &next);
+        let n = self.stages().len();
+        for i in 0..n {
+            let next = if i + 1 < n {
+                self.entry(i + 1)
+            } else {
+                last_next.to_string()
+            };
+            self.add_stage(states, i, &next);
         }
-        stages.first().map(|s| self.entry(s)).unwrap_or_default()
+        if n == 0 {
+            return String::new();
+        }
+        self.entry(0)
     }
 
-    /// A Parallel step with a branch per tier of `stage`; each branch hands back
-    /// only its tier's outcome, gathered at `$.tiers.<tier>`.
-    fn parallel(&self, stage: &[T], next: &str) -> Value {
+    /// A Parallel step with a branch per tier of the i-th stage (and per wait
+    /// apart beside it); each branch hands back only its outcome, gathered at
+    /// `$.tiers.<key>`.
+    fn parallel(&self, i: usize, next: &str) -> Value {
         let mut branches = Vec::new();
         let mut selector = Map::new();
-        for (i, t) in stage.iter().enumerate() {
-            let tier = self.tier(*t);
+        let loops = self.stages()[i]
+            .iter()
+            .map(|t| (self.tier(*t), *t, self.first))
+            .chain(
+                self.waits_beside(i)
+                    .into_iter()
+                    .map(|(t, w)| (self.wait_tier(t, w), t, "check")),
+            );
+        let waits = self.waits_beside(i);
+        for (n, (tier, t, first)) in loops.enumerate() {
             let done = format!("{} {}", capitalize(tier.label), self.branch_end);
             let mut states = Map::new();
             // The branch fails; the Parallel's Catch takes over.
-            let entry = add_loop(&mut states, self.tier_loop(&tier, *t, &done, None));
+            let mut l = self.tier_loop(&tier, t, &done, None);
+            l.first = first;
+            if first == "check" {
+                // A wait apart reads nothing upstream.
+                l.inputs = json!({});
+            }
+            let mut entry = add_loop(&mut states, l);
+            if let Some((_, w)) = waits.iter().find(|(_, w)| w.part.state_key() == tier.key) {
+                // Over already when the tier's own apply saw it done.
+                let ask = format!("Are the {} available already?", w.label());
+                let were = format!("The {} were available", w.label());
+                states.insert(
+                    ask.clone(),
+                    json!({
+                        "Type": "Choice",
+                        "Choices": [{
+                            "Variable": format!("{}.status.outputs.{}", result_path(t), w.already),
+                            "BooleanEquals": true,
+                            "Next": were
+                        }],
+                        "Default": entry
+                    }),
+                );
+                states.insert(
+                    were,
+                    json!({
+                        "Type": "Pass",
+                        "Result": {"status": {"state": "ready", "message": format!("the {} were available", w.label())}},
+                        "ResultPath": format!("$.{}", tier.key),
+                        "Next": done
+                    }),
+                );
+                entry = ask;
+            }
             states.insert(
                 done,
                 json!({"Type": "Succeed", "OutputPath": format!("$.{}", tier.key)}),
             );
             branches.push(branch(entry, states));
-            selector.insert(format!("{}.$", tier.key), json!(format!("$[{i}]")));
+            selector.insert(format!("{}.$", tier.key), json!(format!("$[{n}]")));
         }
         json!({
             "Type": "Parallel",
@@ -548,7 +689,7 @@ pub fn definition() -> Value {
                 {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
                 {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan}
             ],
-            "Default": CREATE.entry(STAGES[0])
+            "Default": CREATE.entry(0)
         }),
     );
 
@@ -564,7 +705,7 @@ pub fn definition() -> Value {
             plan_name(*t),
             invoke(
                 t.as_str(),
-                tier_event("plan", "stack", inputs(*t)),
+                tier_event("plan", "stack", inputs(*t), None),
                 json!({"changes.$": "$.Payload.changes", "status": status_selector()}),
                 &result_path(*t),
                 Some(&next),
@@ -590,7 +731,7 @@ pub fn definition() -> Value {
         "Roll back".into(),
         reset_polls(
             "Delete what this run created; put back what it updated",
-            &ROLL_BACK.entry(ROLL_BACK.stages()[0]),
+            &ROLL_BACK.entry(0),
         ),
     );
     ROLL_BACK.add_stages(&mut s, "Rolled back");
@@ -641,10 +782,7 @@ pub fn definition() -> Value {
     // destroy: scope stack
     s.insert(
         "Start deleting".into(),
-        reset_polls(
-            "Delete every resource of the stack",
-            &DELETE.entry(DELETE.stages()[0]),
-        ),
+        reset_polls("Delete every resource of the stack", &DELETE.entry(0)),
     );
     DELETE.add_stages(&mut s, "Record success");
     s.insert(

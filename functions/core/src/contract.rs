@@ -31,6 +31,78 @@ pub enum Scope {
     Run,
 }
 
+/// Which of a tier's work an event asks for. A create runs each piece of work
+/// as soon as what it uses exists: the database and the load balancer need the
+/// network's subnets and security groups, not its NAT gateways (only Metabase's
+/// image pull does), so the create phase applies the network's `foundation`
+/// and waits for its `nat-gateways` beside the database and the load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    /// Everything the tier owns, ready when all of it is (plan, destroy, a
+    /// direct call).
+    #[default]
+    All,
+    /// The network: every resource converged; ready without waiting for the
+    /// NAT gateways to become available.
+    Foundation,
+    /// The network's NAT gateways: a check, ready when each is available (it
+    /// reads them alone).
+    NatGateways,
+}
+
+impl Part {
+    pub fn is_all(&self) -> bool {
+        *self == Part::All
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Part::All => "all",
+            Part::Foundation => "foundation",
+            Part::NatGateways => "nat-gateways",
+        }
+    }
+
+    /// Its key in the state machine's state (`$.natGateways`, `$.polls.natGateways`).
+    pub fn state_key(&self) -> &'static str {
+        match self {
+            Part::All => "all",
+            Part::Foundation => "foundation",
+            Part::NatGateways => "natGateways",
+        }
+    }
+
+    /// Its own name where people follow a run (a wait apart is a row of its
+    /// own); None: shown as its tier.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Part::NatGateways => Some("NAT gateways"),
+            Part::All | Part::Foundation => None,
+        }
+    }
+
+    /// The part an outcome's `part` field names (all of it when absent).
+    pub fn of(outcome: &Value) -> Part {
+        outcome
+            .get("part")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The tier that does this part (None: any tier, all of it).
+    pub fn tier(&self) -> Option<Tier> {
+        match self {
+            Part::All => None,
+            Part::Foundation | Part::NatGateways => Some(Tier::Network),
+        }
+    }
+
+    /// The parts the state machine waits for in loops of their own (each with a
+    /// poll counter of its own, keyed by [`Part::state_key`]).
+    pub const WAITED_APART: &'static [Part] = &[Part::NatGateways];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
@@ -49,6 +121,9 @@ pub struct Event {
     /// Outputs of the tiers this one depends on, keyed by tier.
     #[serde(default)]
     pub inputs: Map<String, Value>,
+    /// Which of the tier's work (default: all of it).
+    #[serde(default, skip_serializing_if = "Part::is_all")]
+    pub part: Part,
 }
 
 impl Event {
@@ -61,6 +136,7 @@ impl Event {
                 scope,
             },
             inputs: Map::new(),
+            part: Part::All,
         }
     }
 
@@ -188,6 +264,9 @@ pub struct Outcome {
     pub outputs: Map<String, Value>,
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// The part of the tier's work this answers for (the event's).
+    #[serde(default, skip_serializing_if = "Part::is_all")]
+    pub part: Part,
 }
 
 impl Outcome {
@@ -202,7 +281,9 @@ impl Outcome {
 pub fn poll_counters() -> Value {
     Tier::PROVISIONED
         .iter()
-        .map(|t| (t.to_string(), serde_json::json!({"n": 0})))
+        .map(|t| t.to_string())
+        .chain(Part::WAITED_APART.iter().map(|p| p.state_key().to_string()))
+        .map(|key| (key, serde_json::json!({"n": 0})))
         .collect::<Map<String, Value>>()
         .into()
 }
@@ -271,6 +352,7 @@ mod tests {
                 Action::Create,
                 "in subnet-1",
             )],
+            part: Part::All,
         };
         let v = serde_json::to_value(&o).unwrap();
         assert_eq!(v["tier"], json!("loadbalancer"));

@@ -79,9 +79,22 @@ where
     F: FnOnce(Event) -> Fut,
     Fut: Future<Output = Result<Outcome, TierError>>,
 {
-    let outcome = dispatch(payload, handler)
-        .await
-        .map_err(|e| e.in_tier(tier))?;
+    let outcome = dispatch(payload, |event| async move {
+        match event.part.tier() {
+            Some(owner) if owner != tier => Err(TierError::Terminal(format!(
+                "part \"{}\" is the {owner} tier's work, not the {tier} tier's: leave part out",
+                event.part.as_str()
+            ))),
+            _ => {
+                let part = event.part;
+                let mut outcome = handler(event).await?;
+                outcome.part = part;
+                Ok(outcome)
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.in_tier(tier))?;
     tracing::info!(tier = %tier, state = ?outcome.state, message = %outcome.message, "tier outcome");
     serde_json::to_value(outcome)
         .map_err(|e| TierError::Terminal(format!("serializing the outcome: {e}")).in_tier(tier))
@@ -124,8 +137,50 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{invoke_tier, log_filter};
+    use crate::contract::{Event, Outcome, Part, Scope, State, Verb};
+    use crate::naming::Tier;
+    use crate::spec::StackSpec;
+    use crate::TierError;
     use tracing::Level;
+
+    /// A part is its tier's work: asked of another tier it is refused before the
+    /// handler runs (nothing could be created by a misrouted event).
+    #[tokio::test]
+    async fn a_part_asked_of_another_tier_is_refused_before_the_handler_runs() {
+        let mut event = Event::new(Verb::Check, StackSpec::new("s"), "run-1", Scope::Stack);
+        event.part = Part::NatGateways;
+        let payload = serde_json::to_value(&event).unwrap();
+        assert_eq!(payload["part"], "nat-gateways");
+        let reached = std::sync::atomic::AtomicBool::new(false);
+        let handler = |e: Event| {
+            reached.store(true, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Ok::<_, TierError>(Outcome {
+                    tier: Tier::Network,
+                    state: State::Ready,
+                    message: format!("{:?}", e.part),
+                    retry_after_seconds: 0,
+                    outputs: Default::default(),
+                    changes: vec![],
+                    part: Part::All,
+                })
+            }
+        };
+        let refused = invoke_tier(Tier::Data, &payload, handler).await;
+        match refused {
+            Err(TierError::Terminal(why)) => assert!(why.contains("network"), "{why}"),
+            other => panic!("not refused: {other:?}"),
+        }
+        assert!(!reached.load(std::sync::atomic::Ordering::SeqCst));
+        let done = invoke_tier(Tier::Network, &payload, handler).await.unwrap();
+        assert_eq!(done["message"], "NatGateways");
+        // The outcome says which part it answers for (people see it as its own row).
+        assert_eq!(Part::of(&done), Part::NatGateways);
+        // All of it (the default) is not written into events.
+        let all = Event::new(Verb::Check, StackSpec::new("s"), "run-1", Scope::Stack);
+        assert!(serde_json::to_value(&all).unwrap().get("part").is_none());
+    }
 
     #[test]
     fn the_log_filter_reads_levels_and_targets_and_falls_back_to_info() {

@@ -14,7 +14,7 @@ pub mod spec;
 pub mod work;
 
 pub use aws::{Aws, Call, CallLog};
-pub use contract::{Action, Change, Event, Outcome, Run, Scope, State, Verb};
+pub use contract::{Action, Change, Event, Outcome, Part, Run, Scope, State, Verb};
 pub use error::{aws_error, error_code, found, TierError};
 pub use naming::Tier;
 pub use spec::{InvalidSpec, Problem, StackSpec};

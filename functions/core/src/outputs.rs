@@ -28,6 +28,9 @@ pub struct NetworkOutputs {
     pub lb_security_group_id: Option<String>,
     pub app_security_group_id: Option<String>,
     pub db_security_group_id: Option<String>,
+    /// Whether every NAT gateway the spec asks for was available when the tier
+    /// read them (a create's wait for them is skipped when they were).
+    pub nat_gateways_available: bool,
 }
 
 impl NetworkOutputs {

@@ -222,6 +222,7 @@ impl<'a> Work<'a> {
             retry_after_seconds,
             outputs,
             changes: self.changes,
+            part: crate::contract::Part::All,
         }
     }
 }

@@ -19,7 +19,7 @@ use mbstack_core::outputs::{self, NetworkOutputs};
 use mbstack_core::resource::{self, Resource};
 use mbstack_core::spec::NatMode;
 use mbstack_core::{
-    aws_error, client, Aws, Event, Outcome, Readiness, State, Tier, TierError, Verb, Work,
+    aws_error, client, Aws, Event, Outcome, Part, Readiness, State, Tier, TierError, Verb, Work,
 };
 use serde_json::{Map, Value};
 
@@ -31,11 +31,57 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     let ec2 = client!(aws_sdk_ec2, aws);
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
     let w = Work::new(Tier::Network, &event.spec, &event.run, event.verb);
-    match event.verb {
-        Verb::Plan | Verb::Apply => Box::pin(converge(&ec2, w)).await,
-        Verb::Check => Box::pin(check(&ec2, w)).await,
-        Verb::Destroy => Box::pin(destroy(&ec2, w)).await,
+    match (event.verb, event.part) {
+        (Verb::Check, Part::NatGateways) => Box::pin(nat_gateways(&ec2, w)).await,
+        (_, Part::NatGateways) => Err(TierError::Terminal(
+            "part \"nat-gateways\" is a check: apply the network (all of it, or its foundation) first".into(),
+        )),
+        (Verb::Plan | Verb::Apply, part) => Box::pin(converge(&ec2, w, part)).await,
+        (Verb::Check, part) => Box::pin(check(&ec2, w, part)).await,
+        (Verb::Destroy, _) => Box::pin(destroy(&ec2, w)).await,
     }
+}
+
+/// How many NAT gateways the spec asks for: none (`nat: none`, or paused with
+/// `pauseNat`), one (`single`) or one per AZ.
+fn nat_count(w: &Work<'_>) -> usize {
+    let net = &w.spec.network;
+    match net.nat {
+        _ if w.spec.paused && net.pause_nat => 0,
+        NatMode::None => 0,
+        NatMode::Single => 1,
+        NatMode::PerAz => usize::from(net.az_count),
+    }
+}
+
+/// The NAT gateways alone (part `nat-gateways`, beside the database and the
+/// load balancer): one read; ready when as many as the spec asks for are
+/// available. A failed one fails the run, as in a full check.
+async fn nat_gateways(ec2: &aws_sdk_ec2::Client, w: Work<'_>) -> Result<Outcome, TierError> {
+    let kind = nat::NatGateways {
+        ec2: ec2.clone(),
+        reads: nat::Reads::new(ec2.clone()),
+    };
+    let found = kind.list(&w).await?;
+    let wanted = nat_count(&w);
+    let mut ready = Readiness::Ready;
+    for n in &found {
+        match kind.readiness(&w, n) {
+            Readiness::Ready => {}
+            Readiness::Failed(why) => {
+                ready = Readiness::Failed(why);
+                break;
+            }
+            Readiness::Pending(why) => ready = Readiness::Pending(why),
+        }
+    }
+    if ready == Readiness::Ready && found.len() < wanted {
+        ready = Readiness::Pending(format!(
+            "{} of {wanted} NAT gateway(s) exist: the network's apply creates them",
+            found.len()
+        ));
+    }
+    w.checked(ready, Map::new())
 }
 
 /// What the network looks like after a converge pass: ids (None where planned).
@@ -98,13 +144,7 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     let seen = std::sync::Arc::new(tokio::sync::OnceCell::new());
     let stack_subnets = subnets::of_stack(ec2, w, &seen).await?;
     let azs = availability_zones(ec2, w, stack_subnets).await?;
-    let net = &w.spec.network;
-    let nat_azs: Vec<&String> = match net.nat {
-        _ if w.spec.paused && net.pause_nat => vec![],
-        NatMode::None => vec![],
-        NatMode::Single => azs.iter().take(1).collect(),
-        NatMode::PerAz => azs.iter().collect(),
-    };
+    let nat_azs: Vec<&String> = azs.iter().take(nat_count(w)).collect();
     let reads = nat::Reads::new(ec2.clone());
     nat::check_address_quota(&reads, w, &nat_azs).await?;
     let vpcs = vpc::Vpcs { ec2: ec2.clone() };
@@ -233,21 +273,40 @@ fn outputs(w: &Work<'_>, s: &Shape) -> Map<String, Value> {
         lb_security_group_id: s.groups.lb.clone(),
         app_security_group_id: s.groups.app.clone(),
         db_security_group_id: s.groups.db.clone(),
+        nat_gateways_available: s.readiness == Readiness::Ready,
     })
 }
 
-async fn converge(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    let s = shape(ec2, &mut w).await?;
-    let outputs = outputs(&w, &s);
-    w.converged(s.readiness, outputs)
+/// The readiness a pass reports for `part`: the foundation does not wait for
+/// the NAT gateways (their own check does, beside the tiers that do not need
+/// them); a failed one still fails it.
+fn readiness_of(part: Part, s: &Shape) -> Readiness {
+    match (&s.readiness, part) {
+        (Readiness::Pending(_), Part::Foundation) => Readiness::Ready,
+        (r, _) => r.clone(),
+    }
 }
 
-/// Read-only: everything the spec asks for exists as asked, and the NAT
-/// gateways are available.
-async fn check(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+async fn converge(
+    ec2: &aws_sdk_ec2::Client,
+    mut w: Work<'_>,
+    part: Part,
+) -> Result<Outcome, TierError> {
     let s = shape(ec2, &mut w).await?;
     let outputs = outputs(&w, &s);
-    w.checked(s.readiness, outputs)
+    w.converged(readiness_of(part, &s), outputs)
+}
+
+/// Read-only: everything the spec asks for exists as asked, and (unless the
+/// part is the foundation) the NAT gateways are available.
+async fn check(
+    ec2: &aws_sdk_ec2::Client,
+    mut w: Work<'_>,
+    part: Part,
+) -> Result<Outcome, TierError> {
+    let s = shape(ec2, &mut w).await?;
+    let outputs = outputs(&w, &s);
+    w.checked(readiness_of(part, &s), outputs)
 }
 
 /// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →

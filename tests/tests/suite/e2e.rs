@@ -227,3 +227,40 @@ async fn an_invalid_input_fails_in_prepare_listing_every_problem_and_touching_no
     assert_eq!(run.state_names, vec!["Prepare"]);
     assert_eq!(d.log.calls(), vec![], "an invalid input reached AWS");
 }
+
+/// A create waits only for what each piece of work uses: the database and the
+/// load balancer start while the NAT gateway is still pending (they need the
+/// subnets and security groups, not the NAT), and the Metabase service starts
+/// only once the NAT gateway is available (its tasks pull the image through it).
+#[tokio::test]
+async fn a_create_starts_the_database_before_the_nat_gateway_is_available_and_the_service_after() {
+    let d = Deployed::start().await.expect("deployed");
+    // AWS's timings ÷20 (a NAT gateway takes 6 s): the network's own apply, slow
+    // on a loaded machine, stays well inside the NAT gateway's creation.
+    d.emulator.front.set_realism(true, 20);
+    d.emulator.front.set_wait_divisor(20);
+    d.emulator.front.start_journal();
+    let run = d
+        .run("critical-path", json!({"stack": "eager"}))
+        .await
+        .unwrap();
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let journal = d.emulator.front.take_journal();
+    let first =
+        |what: &dyn Fn(&mbstack_emulator::journal::Entry) -> bool| journal.iter().position(what);
+    let nat_available = first(&|e| {
+        e.action == "DescribeNatGateways" && e.response.contains("<state>available</state>")
+    })
+    .expect("the NAT gateway was seen available");
+    let db = first(&|e| e.action == "CreateDBInstance").expect("the database was created");
+    let alb = first(&|e| e.action == "CreateLoadBalancer").expect("the ALB was created");
+    let service = first(&|e| e.action == "CreateService").expect("the service was created");
+    assert!(
+        db < nat_available && alb < nat_available,
+        "the database (call {db}) and the ALB (call {alb}) waited for the NAT gateway (available at call {nat_available})"
+    );
+    assert!(
+        service > nat_available,
+        "the service (call {service}) started before the NAT gateway was available (call {nat_available})"
+    );
+}
