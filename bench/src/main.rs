@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use mbstack_core::{Event, Scope, StackSpec, Verb};
 use mbstack_emulator::Emulator;
-use mbstack_local::Deployed;
+use mbstack_local::{Deployed, REALISM_SCALE};
 use serde_json::{json, Value};
 
 const STACK: &str = "bench";
@@ -165,6 +165,96 @@ async fn mbstack_round(round: usize, scale: u32, divisor: u32) -> Result<Vec<Run
         out.push(mbstack_run(&d, &name, input).await?);
     }
     Ok(out)
+}
+
+/// Creates of the default stack with AWS's timings and mbstack's waits both
+/// divided by one scale, each against the emulator's critical path: how much the
+/// scheduling and the polls add to what AWS makes anyone wait. Step Functions
+/// waits whole seconds (moto as AWS): at ÷60 every poll becomes 1 s, i.e. 60 s
+/// of real time where mbstack polls every 15–30 s, so the figure is also given
+/// at ÷15, where the scaled polls keep their real proportion.
+async fn critical_path(rounds: usize) -> Result<()> {
+    println!("\n## A create against its critical path (median of {rounds})\n");
+    println!("| AWS and mbstack's waits | create wall time | critical path | wall ÷ path |");
+    println!("|---|---:|---:|---:|");
+    let scales: Vec<u32> = match std::env::var("MBSTACK_BENCH_SCALES") {
+        Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Err(_) => vec![REALISM_SCALE, 15],
+    };
+    for scale in scales {
+        let path = mbstack_emulator::create_critical_path(scale).as_secs_f64();
+        let iam = mbstack_core::aws::ROLE_PROPAGATION / scale;
+        let mut walls = Vec::new();
+        for round in 0..rounds {
+            let emulator = Emulator::start().map_err(|e| anyhow!("the emulator: {e}"))?;
+            let d = Deployed::start_with(emulator, iam, iam)
+                .await
+                .map_err(|e| anyhow!("deploying locally: {e}"))?;
+            d.emulator.front.set_realism(true, scale);
+            d.emulator.front.set_wait_divisor(scale);
+            let name = format!("critical-{scale}-{round}");
+            let run = mbstack_run(&d, &name, json!({"stack": STACK})).await?;
+            walls.push(run.step.secs);
+            if std::env::var_os("MBSTACK_BENCH_TRACE").is_some() {
+                for (function, took) in &run.invocations {
+                    eprintln!("  {function} {:.3} s", took.as_secs_f64());
+                }
+            }
+        }
+        let wall = median(walls);
+        println!(
+            "| ÷{scale} | {wall:.2} s | {path:.2} s | {:.2} |",
+            wall / path
+        );
+    }
+    Ok(())
+}
+
+/// `n` creates at once against one create alone, on one emulator (AWS ÷60,
+/// mbstack's waits ÷60): the total wall time and the AWS calls per stack.
+async fn many_stacks(n: usize) -> Result<()> {
+    let one = Deployed::start()
+        .await
+        .map_err(|e| anyhow!("deploying locally: {e}"))?;
+    let alone = mbstack_run(&one, "alone", json!({"stack": STACK})).await?;
+    drop(one);
+    let d = std::sync::Arc::new(
+        Deployed::start()
+            .await
+            .map_err(|e| anyhow!("deploying locally: {e}"))?,
+    );
+    // n NAT gateways need n Elastic IPs (AWS's default quota is 5).
+    d.emulator.front.set_eip_quota(2 * n);
+    d.emulator.front.set_fault(None); // counts calls from here
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let d = d.clone();
+        set.spawn(async move {
+            d.run(&format!("many-{i}"), json!({"stack": format!("many{i}")}))
+                .await
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = set.join_next().await {
+        if matches!(done, Ok(Ok(ref run)) if run.status == "SUCCEEDED") {
+            ok += 1;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let calls = d.emulator.front.aws_calls() as f64 / n as f64;
+    println!("\n## {n} stacks created at once (one emulator; AWS and mbstack's waits ÷{REALISM_SCALE})\n");
+    println!("| | wall time | AWS calls per stack | succeeded |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| one stack alone | {:.2} s | {} | 1/1 |",
+        alone.step.secs, alone.step.calls
+    );
+    println!(
+        "| {n} at once | {wall:.2} s ({:.2}×) | {calls:.0} | {ok}/{n} |",
+        wall / alone.step.secs
+    );
+    Ok(())
 }
 
 const TF_STEPS: [&str; 3] = ["apply", "plan", "destroy"];
@@ -446,7 +536,14 @@ async fn main() -> Result<()> {
         println!("Side by side skipped (--rounds 0).");
     }
 
-    // 2. Zip sizes.
+    // 2. A create against its critical path: AWS's timings and mbstack's waits
+    // both ÷60, so the polls are as fine as the waits they poll.
+    critical_path(o.rounds.max(1)).await?;
+
+    // 3. Ten stacks at once on one emulator (one account and region).
+    many_stacks(10).await?;
+
+    // 3b. Zip sizes.
     println!("\n## Lambda zips (release, cargo-lambda)\n");
     println!("| function | arm64 | x86_64 |");
     println!("|---|---:|---:|");
@@ -460,7 +557,7 @@ async fn main() -> Result<()> {
         println!("\nLargest: {} (target: under 8 MiB).", mib(l));
     }
 
-    // 3. Cold start.
+    // 4. Cold start.
     println!(
         "\n## Local cold start (x86_64 release binary, minimal Runtime API, median of {})\n",
         o.cold

@@ -269,6 +269,15 @@ impl FrontDoor {
         }
     }
 
+    /// The account's Elastic IP quota (default 5, AWS's): AllocateAddress is
+    /// refused beyond it and DescribeAccountAttributes reports it, as after a
+    /// Service Quotas increase.
+    pub fn set_eip_quota(&self, quota: usize) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.eip_quota = quota;
+        }
+    }
+
     /// How many calls the realism layer refused (as AWS would have).
     pub fn refused_calls(&self) -> u64 {
         self.shared

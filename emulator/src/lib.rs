@@ -25,6 +25,7 @@ pub use asl::problems as asl_problems;
 pub use faults::FaultClass;
 pub use front_door::{Bound, FrontDoor};
 pub use state::ecs::EcsFault;
+pub use state::realism::create_critical_path;
 pub use state::{LambdaError, LambdaFn, LambdaFuture};
 
 use std::fs::{self, File};

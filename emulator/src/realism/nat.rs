@@ -73,7 +73,8 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
                 .await
                 .ok()?;
             let in_use = xml::values(&String::from_utf8_lossy(&xml), "allocationId").len();
-            (in_use >= EIP_QUOTA).then(|| {
+            let quota = shared.realism.lock().map_or(EIP_QUOTA, |r| r.eip_quota);
+            (in_use >= quota).then(|| {
                 ec2_error(
                     "AddressLimitExceeded",
                     "The maximum number of addresses has been reached.",
@@ -159,9 +160,46 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
         }
         _ => {}
     }
+    if q.action() == "DescribeAccountAttributes" && realism.eip_quota != EIP_QUOTA {
+        return Some(with_eip_quota(text, realism.eip_quota));
+    }
     matches!(q.action(), "CreateNatGateway" | "DescribeNatGateways").then(|| {
         xml::rewrite_state(text, "natGatewayId", &["state"], |id, moto| {
             realism.nat_state(id, moto)
         })
     })
+}
+
+/// DescribeAccountAttributes' answer with `vpc-max-elastic-ips` set to `quota`.
+fn with_eip_quota(text: &str, quota: usize) -> String {
+    let name = "<attributeName>vpc-max-elastic-ips</attributeName>";
+    let Some(at) = text.find(name) else {
+        return text.to_string();
+    };
+    let (open, close) = ("<attributeValue>", "</attributeValue>");
+    let rest = &text[at..];
+    match (rest.find(open), rest.find(close)) {
+        (Some(o), Some(c)) if o < c => {
+            format!("{}{open}{quota}{}", &text[..at + o], &text[at + c..])
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_eip_quota;
+
+    #[test]
+    fn a_raised_quota_is_what_describe_account_attributes_reports() {
+        let moto = "<accountAttributeSet><item><attributeName>vpc-max-security-groups-per-interface</attributeName><attributeValueSet><item><attributeValue>5</attributeValue></item></attributeValueSet></item><item><attributeName>vpc-max-elastic-ips</attributeName><attributeValueSet><item><attributeValue>5</attributeValue></item></attributeValueSet></item></accountAttributeSet>";
+        let shown = with_eip_quota(moto, 12);
+        assert!(shown.contains("<attributeName>vpc-max-elastic-ips</attributeName><attributeValueSet><item><attributeValue>12</attributeValue>"), "{shown}");
+        // Another attribute keeps its value.
+        assert!(shown.contains("per-interface</attributeName><attributeValueSet><item><attributeValue>5</attributeValue>"), "{shown}");
+        assert_eq!(
+            with_eip_quota("<accountAttributeSet/>", 12),
+            "<accountAttributeSet/>"
+        );
+    }
 }

@@ -69,6 +69,9 @@ pub(crate) struct Realism {
     pub(crate) tasks_stopping: HashMap<String, Instant>,
     /// The fraction of calls answered with throttling (the reliability knob).
     pub throttle: f64,
+    /// The account's Elastic IP quota ([`EIP_QUOTA`] unless a test raised it,
+    /// as an account owner can through Service Quotas).
+    pub eip_quota: usize,
     pub(crate) rng: u64,
 }
 
@@ -89,6 +92,7 @@ impl Default for Realism {
             lingering: Vec::new(),
             tasks_stopping: HashMap::new(),
             throttle: 0.0,
+            eip_quota: EIP_QUOTA,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -173,4 +177,16 @@ impl Realism {
         }
         moto_state.to_string()
     }
+}
+
+/// The shortest a default stack's create can take against these timings at
+/// `scale`: the longest chain of AWS waits that must follow one another. The
+/// database (the longest of the three the app needs: database, ALB, NAT
+/// gateway, which can all run at once), then IAM's propagation of the roles the
+/// app creates, then Metabase's start behind the target group's health checks.
+/// API calls and polls are not in it: the benchmark's wall time ÷ this path is
+/// what the scheduling and the polls add.
+pub fn create_critical_path(scale: u32) -> Duration {
+    let upstream = DB_CREATE.max(ALB_CREATE).max(NAT_CREATE);
+    (upstream + crate::state::deploying::ROLE_PROPAGATION + ECS_START) / scale.max(1)
 }

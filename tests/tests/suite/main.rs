@@ -5,6 +5,7 @@
 mod app;
 mod bad_input;
 mod checks;
+mod concurrency;
 mod data;
 mod e2e;
 mod lifecycle;
