@@ -246,8 +246,12 @@ impl Deployed {
     }
 
     /// Starts an execution and waits for its end.
+    ///
+    /// It reads the execution's history once, at the end: read at every poll,
+    /// a long history (megabytes of JSON) from many runs at once was most of
+    /// the emulator's work and slowed the runs it watched.
     pub async fn run(&self, name: &str, input: Value) -> Result<Execution, String> {
-        self.run_following(name, input, |_| {}).await
+        self.watch(name, input, None).await
     }
 
     /// Starts an execution, calls `progress` with each state entered, and waits
@@ -256,7 +260,16 @@ impl Deployed {
         &self,
         name: &str,
         input: Value,
-        mut progress: impl FnMut(&str),
+        mut progress: impl FnMut(&str) + Send,
+    ) -> Result<Execution, String> {
+        self.watch(name, input, Some(&mut progress)).await
+    }
+
+    async fn watch(
+        &self,
+        name: &str,
+        input: Value,
+        mut progress: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<Execution, String> {
         let started = self
             .sfn
@@ -279,12 +292,16 @@ impl Deployed {
                 .await
                 .map_err(|e| format!("DescribeExecution: {e:?}"))?;
             let status = d.status().as_str().to_string();
-            let (history_text, state_names) = self.history(&exec).await?;
-            for n in state_names.iter().skip(shown) {
-                progress(n);
+            let running = status == "RUNNING";
+            if let Some(progress) = progress.as_mut() {
+                let (_, state_names) = self.history(&exec).await?;
+                for n in state_names.iter().skip(shown) {
+                    progress(n);
+                }
+                shown = state_names.len();
             }
-            shown = state_names.len();
-            if status != "RUNNING" {
+            if !running {
+                let (history_text, state_names) = self.history(&exec).await?;
                 return Ok(Execution {
                     status,
                     output: d.output().and_then(|o| serde_json::from_str(o).ok()),
@@ -295,12 +312,18 @@ impl Deployed {
                 });
             }
             if t0.elapsed() > RUN_LIMIT {
+                let (_, state_names) = self.history(&exec).await?;
                 return Err(format!(
                     "execution {name} still RUNNING after {} s; states so far: {state_names:?}",
                     RUN_LIMIT.as_secs()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(if progress.is_some() {
+                200
+            } else {
+                100
+            }))
+            .await;
         }
     }
 
