@@ -123,6 +123,59 @@ pub(crate) fn answer_before(
     Some(json_response(&json!({"tasks": tasks, "failures": []})))
 }
 
+/// DescribeTaskDefinition of a family without a revision, as AWS answers it: the
+/// family's latest ACTIVE revision, or `ClientException` ("Unable to describe
+/// task definition.") when none is active. moto answers the highest revision
+/// even when it is deregistered (INACTIVE): code trusting that would take a
+/// rolled-back revision for the live one.
+pub(crate) async fn answer_family(
+    shared: &Arc<Shared>,
+    target: &str,
+    request: Option<&Value>,
+) -> Option<Response<Full<Bytes>>> {
+    if target != format!("{TARGET_PREFIX}DescribeTaskDefinition") {
+        return None;
+    }
+    let request = request?;
+    let asked = last_segment(request.get("taskDefinition")?.as_str()?);
+    if asked.contains(':') {
+        return None; // family:revision, or an ARN with its revision
+    }
+    let listed = crate::moto::moto_json(
+        shared,
+        &format!("{TARGET_PREFIX}ListTaskDefinitions"),
+        &json!({"familyPrefix": asked, "status": "ACTIVE"}),
+    )
+    .await
+    .ok()?;
+    let latest = listed
+        .get("taskDefinitionArns")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|arn| {
+            let (family, revision) = last_segment(arn).rsplit_once(':')?;
+            (family == asked).then_some((revision.parse::<u64>().ok()?, arn))
+        })
+        .max();
+    let Some((_, arn)) = latest else {
+        return Some(crate::protocol::json_error(
+            "ClientException",
+            "Unable to describe task definition.",
+        ));
+    };
+    let mut exact = request.clone();
+    exact["taskDefinition"] = json!(arn);
+    let answer = crate::moto::moto_json(
+        shared,
+        &format!("{TARGET_PREFIX}DescribeTaskDefinition"),
+        &exact,
+    )
+    .await
+    .ok()?;
+    Some(json_response(&answer))
+}
+
 /// Completes moto's answers: DescribeServices (deployments, running counts,
 /// target registration) and ListTasks of STOPPED tasks (our synthetic ones).
 pub(crate) async fn rewrite_after(

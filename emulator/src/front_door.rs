@@ -476,6 +476,9 @@ async fn serve(
     if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {
         return Ok(answer);
     }
+    if let Some(answer) = crate::ecs::answer_family(&shared, &target, request_json.as_ref()).await {
+        return Ok(answer);
+    }
 
     let body = crate::realism::rewrite_request(&shared, query.as_ref(), body).await;
     let (status, headers, bytes) = match forward(&shared, parts, body.clone()).await {

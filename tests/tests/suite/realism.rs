@@ -687,3 +687,100 @@ async fn a_service_linked_role_not_yet_assumable_is_not_yet() {
         .unwrap();
     assert_eq!(services.service_arns().len(), 1);
 }
+
+/// DescribeTaskDefinition of a bare family answers its latest ACTIVE revision, as
+/// AWS documents ("the family for the latest ACTIVE revision"), and
+/// `ClientException` once none is active. moto answers the highest revision even
+/// when it is deregistered: the app tier, which reads its task definition by
+/// family, would take a rolled-back revision for the live one.
+#[tokio::test]
+async fn a_family_describes_as_its_latest_active_revision() {
+    use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinitionField};
+    let env = TestEnv::start().await;
+    let ecs = aws_sdk_ecs::Client::new(&env.config);
+    let mut arns = Vec::new();
+    for image in ["busybox:1", "busybox:2", "busybox:3"] {
+        let out = ecs
+            .register_task_definition()
+            .family("fam")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("c")
+                    .image(image)
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("registered");
+        let td = out.task_definition().expect("a task definition");
+        arns.push(td.task_definition_arn().unwrap_or_default().to_string());
+    }
+    // Another family whose name starts with this one's is not this family.
+    ecs.register_task_definition()
+        .family("fam-other")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("c")
+                .image("busybox:9")
+                .memory(128)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("registered");
+    let image_of = |family: &'static str| {
+        let ecs = ecs.clone();
+        async move {
+            ecs.describe_task_definition()
+                .task_definition(family)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map(|o| {
+                    let td = o.task_definition().cloned().expect("a task definition");
+                    (
+                        td.revision(),
+                        td.container_definitions()[0]
+                            .image()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .map_err(|e| code(&e))
+        }
+    };
+    assert_eq!(image_of("fam").await, Ok((3, "busybox:3".to_string())));
+    ecs.deregister_task_definition()
+        .task_definition(&arns[2])
+        .send()
+        .await
+        .expect("deregistered");
+    assert_eq!(image_of("fam").await, Ok((2, "busybox:2".to_string())));
+    // A revision asked by number is answered whatever its status.
+    let third = ecs
+        .describe_task_definition()
+        .task_definition("fam:3")
+        .send()
+        .await
+        .expect("fam:3");
+    assert_eq!(
+        third
+            .task_definition()
+            .and_then(|t| t.status())
+            .map(|s| s.as_str().to_string()),
+        Some("INACTIVE".to_string())
+    );
+    for arn in &arns[..2] {
+        ecs.deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .expect("deregistered");
+    }
+    assert_eq!(image_of("fam").await, Err("ClientException".to_string()));
+    assert_eq!(
+        image_of("fam-other").await,
+        Ok((1, "busybox:9".to_string()))
+    );
+}
