@@ -3,7 +3,7 @@
 //! from the app group only. Any other ingress rule is revoked.
 
 use aws_sdk_ec2::types::{
-    IpPermission, IpRange, ResourceType, SecurityGroup, SecurityGroupRule, UserIdGroupPair,
+    IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroup, UserIdGroupPair,
 };
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
@@ -122,20 +122,111 @@ fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups) -> Vec<Rule> {
     rules
 }
 
-fn rule_of(r: &SecurityGroupRule) -> Option<Rule> {
-    if r.ip_protocol() != Some("tcp") || r.from_port() != r.to_port() {
-        return None;
+/// Where one ingress permission comes from, as DescribeSecurityGroups lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum From {
+    Cidr(String),
+    Cidr6(String),
+    Group(String),
+    PrefixList(String),
+}
+
+/// One ingress rule as the group has it: a protocol, its ports and one source
+/// (DescribeSecurityGroups' IpPermissions, one entry a source), so that the
+/// group's own read needs no DescribeSecurityGroupRules and any rule can be
+/// revoked by what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Had {
+    protocol: String,
+    from_port: Option<i32>,
+    to_port: Option<i32>,
+    from: From,
+}
+
+impl Had {
+    /// Every rule of `group`'s ingress.
+    fn all_of(group: &SecurityGroup) -> Vec<Had> {
+        let mut out = Vec::new();
+        for p in group.ip_permissions() {
+            let had = |from| Had {
+                protocol: p.ip_protocol().unwrap_or("-1").to_string(),
+                from_port: p.from_port(),
+                to_port: p.to_port(),
+                from,
+            };
+            out.extend(
+                p.ip_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ip())
+                    .map(|c| had(From::Cidr(c.to_string()))),
+            );
+            out.extend(
+                p.ipv6_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ipv6())
+                    .map(|c| had(From::Cidr6(c.to_string()))),
+            );
+            out.extend(
+                p.user_id_group_pairs()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .map(|g| had(From::Group(g.to_string()))),
+            );
+            out.extend(
+                p.prefix_list_ids()
+                    .iter()
+                    .filter_map(|l| l.prefix_list_id())
+                    .map(|l| had(From::PrefixList(l.to_string()))),
+            );
+        }
+        out
     }
-    let port = r.from_port()?;
-    let source = match (
-        r.cidr_ipv4(),
-        r.referenced_group_info().and_then(|g| g.group_id()),
-    ) {
-        (Some(c), None) => Source::Cidr(c.to_string()),
-        (None, Some(g)) => Source::Group(Some(g.to_string())),
-        _ => return None,
-    };
-    Some(Rule { port, source })
+
+    /// The rule as ours reads, when it is one of the shape we make.
+    fn rule(&self) -> Option<Rule> {
+        if self.protocol != "tcp" || self.from_port != self.to_port {
+            return None;
+        }
+        let port = self.from_port?;
+        let source = match &self.from {
+            From::Cidr(c) => Source::Cidr(c.clone()),
+            From::Group(g) => Source::Group(Some(g.clone())),
+            From::Cidr6(_) | From::PrefixList(_) => return None,
+        };
+        Some(Rule { port, source })
+    }
+
+    /// The permission that revokes exactly this rule.
+    fn permission(&self) -> IpPermission {
+        let b = IpPermission::builder()
+            .ip_protocol(&self.protocol)
+            .set_from_port(self.from_port)
+            .set_to_port(self.to_port);
+        match &self.from {
+            From::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+            From::Cidr6(c) => b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+            From::Group(g) => b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build()),
+            From::PrefixList(l) => {
+                b.prefix_list_ids(PrefixListId::builder().prefix_list_id(l).build())
+            }
+        }
+        .build()
+    }
+}
+
+impl std::fmt::Display for Had {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match &self.from {
+            From::Cidr(x) | From::Cidr6(x) | From::Group(x) | From::PrefixList(x) => x,
+        };
+        write!(
+            f,
+            "{}/{}-{} from {from}",
+            self.protocol,
+            self.from_port.unwrap_or(-1),
+            self.to_port.unwrap_or(-1)
+        )
+    }
 }
 
 /// The stack's three security groups in the VPC `vpc_id` (None: planned). A
@@ -148,25 +239,26 @@ pub(crate) struct SecurityGroups {
     ids: Mutex<Groups>,
 }
 
-/// A group with its ingress rules.
+/// A group (its ingress rules in its IpPermissions).
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
     group: SecurityGroup,
-    ingress: Vec<SecurityGroupRule>,
 }
 
 /// One change of a group's ingress.
 pub(crate) enum Step {
     Authorize(Rule),
-    /// The rule's ID and how it reads.
-    Revoke(String, String),
+    Revoke(Had),
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Step::Authorize(r) => write!(f, "+{r}"),
-            Step::Revoke(_, r) => write!(f, "-{r}"),
+            Step::Revoke(h) => match h.rule() {
+                Some(r) => write!(f, "-{r}"),
+                None => write!(f, "-{h}"),
+            },
         }
     }
 }
@@ -200,23 +292,20 @@ impl SecurityGroups {
         wanted_rules(w.spec, role, &self.groups())
     }
 
-    async fn ingress_rules(&self, group_ids: &[&str]) -> Result<Vec<SecurityGroupRule>, TierError> {
+    /// The groups of `group_ids` that still exist (a filter: one already gone
+    /// is no error).
+    async fn by_id(&self, group_ids: &[&str]) -> Result<Vec<SecurityGroup>, TierError> {
         if group_ids.is_empty() {
             return Ok(Vec::new());
         }
         let out = self
             .ec2
-            .describe_security_group_rules()
+            .describe_security_groups()
             .filters(filter("group-id", group_ids))
             .send()
             .await
-            .map_err(|e| aws_error("ec2:DescribeSecurityGroupRules", e))?;
-        Ok(out
-            .security_group_rules()
-            .iter()
-            .filter(|r| r.is_egress() != Some(true))
-            .cloned()
-            .collect())
+            .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
+        Ok(out.security_groups().to_vec())
     }
 
     async fn authorize(
@@ -247,11 +336,14 @@ impl SecurityGroups {
         Ok(())
     }
 
-    async fn revoke(&self, group: &str, rule_ids: Vec<String>) -> Result<(), TierError> {
+    async fn revoke(&self, group: &str, rules: &[&Had]) -> Result<(), TierError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
         self.ec2
             .revoke_security_group_ingress()
             .group_id(group)
-            .set_security_group_rule_ids(Some(rule_ids))
+            .set_ip_permissions(Some(rules.iter().map(|h| h.permission()).collect()))
             .send()
             .await
             .map_err(|e| aws_error("ec2:RevokeSecurityGroupIngress", e))?;
@@ -307,41 +399,22 @@ impl Resource for SecurityGroups {
                 self.know(role, g.group_id().map(str::to_string));
             }
         }
-        let ids: Vec<&str> = groups.iter().filter_map(|g| g.group_id()).collect();
-        let rules = self.ingress_rules(&ids).await?;
-        Ok(groups
-            .into_iter()
-            .map(|group| Live {
-                ingress: rules
-                    .iter()
-                    .filter(|r| r.group_id().is_some() && r.group_id() == group.group_id())
-                    .cloned()
-                    .collect(),
-                group,
-            })
-            .collect())
+        Ok(groups.into_iter().map(|group| Live { group }).collect())
     }
 
     /// Exactly the wanted rules: the missing authorized, any other revoked.
     fn diff(&self, w: &Work<'_>, live: &Live, role: &Role) -> Result<Vec<Step>, TierError> {
         let want = self.wanted(w, *role);
-        let have: Vec<Option<Rule>> = live.ingress.iter().map(rule_of).collect();
+        let had = Had::all_of(&live.group);
         let mut steps: Vec<Step> = want
             .iter()
-            .filter(|w| !have.iter().flatten().any(|h| h == *w))
+            .filter(|w| !had.iter().any(|h| h.rule().as_ref() == Some(*w)))
             .cloned()
             .map(Step::Authorize)
             .collect();
-        for (r, h) in live.ingress.iter().zip(&have) {
-            if h.as_ref().is_none_or(|h| !want.contains(h)) {
-                let text = h
-                    .as_ref()
-                    .map(Rule::to_string)
-                    .unwrap_or_else(|| describe_raw(r));
-                steps.push(Step::Revoke(
-                    r.security_group_rule_id().unwrap_or_default().to_string(),
-                    text,
-                ));
+        for h in had {
+            if h.rule().is_none_or(|r| !want.contains(&r)) {
+                steps.push(Step::Revoke(h));
             }
         }
         Ok(steps)
@@ -389,7 +462,6 @@ impl Resource for SecurityGroups {
                 .vpc_id(vpc)
                 .set_tags(Some(tags))
                 .build(),
-            ingress: Vec::new(),
         })
     }
 
@@ -401,16 +473,14 @@ impl Resource for SecurityGroups {
         steps: &[Step],
     ) -> Result<Option<Live>, TierError> {
         let id = self.id(live);
-        let revoke: Vec<String> = steps
+        let revoke: Vec<&Had> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Revoke(rid, _) if !rid.is_empty() => Some(rid.clone()),
-                _ => None,
+                Step::Revoke(h) => Some(h),
+                Step::Authorize(_) => None,
             })
             .collect();
-        if !revoke.is_empty() {
-            self.revoke(&id, revoke).await?;
-        }
+        self.revoke(&id, &revoke).await?;
         let add: Vec<&Rule> = steps
             .iter()
             .filter_map(|s| match s {
@@ -435,11 +505,14 @@ impl Resource for SecurityGroups {
             .filter_map(|r| known.get(*r).map(String::as_str))
             .filter(|o| *o != id)
             .collect();
-        for r in self.ingress_rules(&others).await? {
-            if r.referenced_group_info().and_then(|x| x.group_id()) == Some(id.as_str()) {
-                if let (Some(gid), Some(rid)) = (r.group_id(), r.security_group_rule_id()) {
-                    self.revoke(gid, vec![rid.to_string()]).await?;
-                }
+        for other in self.by_id(&others).await? {
+            let had = Had::all_of(&other);
+            let naming: Vec<&Had> = had
+                .iter()
+                .filter(|h| h.from == From::Group(id.clone()))
+                .collect();
+            if let Some(gid) = other.group_id() {
+                self.revoke(gid, &naming).await?;
             }
         }
         self.ec2
@@ -460,20 +533,6 @@ fn ingress(rules: &[Rule]) -> String {
             .map(Rule::to_string)
             .collect::<Vec<_>>()
             .join(", ")
-    )
-}
-
-fn describe_raw(r: &SecurityGroupRule) -> String {
-    format!(
-        "{}/{}-{} from {}",
-        r.ip_protocol().unwrap_or("?"),
-        r.from_port().unwrap_or(-1),
-        r.to_port().unwrap_or(-1),
-        r.cidr_ipv4()
-            .or(r.cidr_ipv6())
-            .or(r.prefix_list_id())
-            .or(r.referenced_group_info().and_then(|g| g.group_id()))
-            .unwrap_or("?")
     )
 }
 
@@ -508,7 +567,6 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         "Read",
         &[
             "ec2:DescribeSecurityGroups",
-            "ec2:DescribeSecurityGroupRules",
         ],
     ),
     Permission::create_tagged(
