@@ -362,15 +362,20 @@ impl Resource for TaskDefinitions {
     }
 
     /// A converge: the latest ACTIVE revision; a destroy: every one.
+    /// A destroy: every ACTIVE revision of the family. Otherwise the latest
+    /// ACTIVE one, described by the family's name alone (one call: AWS answers
+    /// a family with its latest ACTIVE revision).
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
-        let arns = active(&self.ecs, &names::family(&w.spec.stack)).await?;
-        let take = match w.verb {
-            Verb::Destroy => arns.len(),
-            _ => 1,
-        };
+        let family = names::family(&w.spec.stack);
+        if w.verb != Verb::Destroy {
+            return Ok(describe_revision(&self.ecs, &family)
+                .await?
+                .into_iter()
+                .collect());
+        }
         let mut revisions = Vec::new();
-        for arn in arns.iter().take(take) {
-            revisions.extend(describe_revision(&self.ecs, arn).await?);
+        for arn in active(&self.ecs, &family).await? {
+            revisions.extend(describe_revision(&self.ecs, &arn).await?);
         }
         Ok(revisions)
     }

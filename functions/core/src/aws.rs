@@ -28,23 +28,21 @@ pub struct Aws {
 pub const ROLE_PROPAGATION: Duration = Duration::from_secs(10);
 
 impl Aws {
-    /// aws-config's default chain: environment, profiles, region, `AWS_ENDPOINT_URL`,
-    /// container and instance credentials. SDK retries: standard mode, 5 attempts.
-    /// HTTPS through [`https_client`].
-    pub async fn from_env() -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https_client())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(5)
-                    .with_initial_backoff(Duration::from_millis(200)),
-            )
-            .load()
-            .await;
-        Self::new(config)
+    /// The configuration a Lambda function is given, from its environment:
+    /// `AWS_REGION` (else `AWS_DEFAULT_REGION`), the execution role's credentials
+    /// in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`,
+    /// and `AWS_ENDPOINT_URL` when set (an emulator). SDK retries: standard
+    /// mode, 5 attempts; HTTPS through [`https_client`].
+    ///
+    /// Not aws-config's default chain: its profile files, web identity (an STS
+    /// client), container and instance-metadata providers never serve a Lambda
+    /// function, and linked in they made every zip larger and every cold start
+    /// read files that are not there.
+    pub fn from_lambda_env() -> Self {
+        Self::new(lambda_config(|name| std::env::var(name).ok()))
     }
 
-    pub fn new(config: SdkConfig) -> Self {
+        pub fn new(config: SdkConfig) -> Self {
         Self {
             config,
             interceptors: Vec::new(),
@@ -72,6 +70,75 @@ impl Aws {
     pub fn interceptors(&self) -> &[SharedInterceptor] {
         &self.interceptors
     }
+}
+
+/// The credentials of a function whose environment has none: every call fails
+/// naming the variables Lambda sets.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no credentials in the function's environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are unset (Lambda sets them from the function's execution role)",
+            ),
+        ))
+    }
+}
+
+/// [`Aws::from_lambda_env`]'s configuration, from the variables `var` reads.
+pub fn lambda_config(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
+    use aws_config::identity::IdentityCache;
+    use aws_config::timeout::TimeoutConfig;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_credential_types::Credentials;
+    use aws_smithy_async::rt::sleep::TokioSleep;
+    use aws_smithy_async::time::SystemTimeSource;
+    use aws_types::region::Region;
+
+    let region = var("AWS_REGION")
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .filter(|r| !r.is_empty())
+        .map(Region::new);
+    // Lambda's environment holds the execution role's credentials for the
+    // environment's whole life; none set (not in Lambda): every call says so.
+    let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(key), Some(secret)) => SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            var("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
+            None,
+            "lambda-environment",
+        )),
+        _ => SharedCredentialsProvider::new(NoCredentials),
+    };
+    let mut config = SdkConfig::builder()
+        .credentials_provider(credentials)
+        .behavior_version(BehaviorVersion::latest())
+        .region(region)
+        .identity_cache(IdentityCache::lazy().build())
+        .http_client(https_client())
+        .sleep_impl(TokioSleep::new())
+        .time_source(SystemTimeSource::new())
+        // aws-config's default: connections that do not open in 3.1 s are retried.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(3100))
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+    if let Some(url) = var("AWS_ENDPOINT_URL").filter(|u| !u.is_empty()) {
+        config = config.endpoint_url(url);
+    }
+    config.build()
 }
 
 /// The HTTPS client every tier uses: hyper and rustls on ring, the system's root

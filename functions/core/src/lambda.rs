@@ -121,7 +121,7 @@ where
     Fut: Future<Output = Result<Value, TierError>>,
 {
     init_json_logs();
-    let aws = Arc::new(Aws::from_env().await);
+    let aws = Arc::new(Aws::from_lambda_env());
     let handler = &handler;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let aws = aws.clone();

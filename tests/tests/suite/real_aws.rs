@@ -600,3 +600,53 @@ async fn the_functions_https_client_makes_calls_and_speaks_tls() {
         "not a TLS handshake failure: {text}"
     );
 }
+
+/// The functions' configuration comes from what Lambda sets in their
+/// environment: the region, the role's credentials (signed with: the emulator
+/// checks the credential scope), an endpoint override. Without credentials a
+/// call fails saying so, before anything is sent.
+#[tokio::test]
+async fn the_functions_take_region_credentials_and_endpoint_from_lambdas_environment() {
+    let emu = Emulator::start().expect("emulator");
+    let endpoint = emu.endpoint();
+    let vars = |with_keys: bool| {
+        let endpoint = endpoint.clone();
+        move |name: &str| -> Option<String> {
+            match name {
+                "AWS_REGION" => Some("eu-west-3".into()),
+                "AWS_ENDPOINT_URL" => Some(endpoint.clone()),
+                "AWS_ACCESS_KEY_ID" if with_keys => Some("AKIDLAMBDA".into()),
+                "AWS_SECRET_ACCESS_KEY" if with_keys => Some("secret".into()),
+                "AWS_SESSION_TOKEN" if with_keys => Some("token".into()),
+                _ => None,
+            }
+        }
+    };
+    let config = mbstack_core::aws::lambda_config(vars(true));
+    assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-west-3"));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    // moto answers for the region the call was signed for.
+    let zones = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .expect("a call to the endpoint");
+    let names: Vec<&str> = zones
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("eu-west-3")),
+        "not the environment's region: {names:?}"
+    );
+
+    let config = mbstack_core::aws::lambda_config(vars(false));
+    let err = aws_sdk_ec2::Client::new(&config)
+        .describe_vpcs()
+        .send()
+        .await
+        .expect_err("no credentials");
+    let text = format!("{err:?}");
+    assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+}
