@@ -40,6 +40,10 @@ pub fn build(workspace: &Path) -> Result<PathBuf, String> {
         "--arm64",
         "--output-format",
         "zip",
+        // Events below info and tracing's log fallback compiled out (core's
+        // `dist` feature): smaller zips.
+        "--features",
+        "mbstack-core/dist",
     ]);
     // `-p` per function (each package is named as its binary): features are
     // unified over the functions only, so the CLI's SSO support stays out of the
