@@ -42,7 +42,7 @@ impl Aws {
         Self::new(lambda_config(|name| std::env::var(name).ok()))
     }
 
-        pub fn new(config: SdkConfig) -> Self {
+    pub fn new(config: SdkConfig) -> Self {
         Self {
             config,
             interceptors: Vec::new(),
@@ -78,7 +78,9 @@ impl Aws {
 struct NoCredentials;
 
 impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
-    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
     where
         Self: 'a,
     {

@@ -563,12 +563,7 @@ fn permission(rule: &Rule, role: Role) -> Result<IpPermission, TierError> {
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
-    Permission::read(
-        "Read",
-        &[
-            "ec2:DescribeSecurityGroups",
-        ],
-    ),
+    Permission::read("Read", &["ec2:DescribeSecurityGroups"]),
     Permission::create_tagged(
         "CreateTagged",
         &[
