@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod deploy;
 pub mod local;
+pub mod logs;
 pub mod policies;
 pub mod run;
 pub mod schedule;

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Build the Lambdas (cargo-lambda, arm64) and create or update mbstack in an account
     #[command(
-        after_help = "Examples:\n  mbstack deploy --region eu-west-1\n  mbstack deploy --zips target/lambda          # already built\n  mbstack deploy --skip-functions              # functions shipped with `cargo lambda deploy`"
+        after_help = "Examples:\n  mbstack deploy --region eu-west-1 --notify ops@example.com\n  mbstack deploy --zips target/lambda          # already built\n  mbstack deploy --skip-functions              # functions shipped with `cargo lambda deploy`"
     )]
     Deploy {
         /// Prefix of every name (functions, roles, state machine)
@@ -38,6 +38,10 @@ enum Command {
         /// Only wire the state machine to functions that already exist
         #[arg(long)]
         skip_functions: bool,
+        /// Publish every failed run (scheduled ones too): an email address (subscribed to
+        /// the deployment's own topic), an SNS topic ARN, or `off`; kept when not given
+        #[arg(long, value_name = "EMAIL|TOPIC_ARN|off")]
+        notify: Option<String>,
         /// Print the IAM policy the person or pipeline running deploy needs, and stop
         #[arg(long)]
         print_deployer_policy: bool,
@@ -92,6 +96,20 @@ enum Command {
     /// Every stack's last run and run in progress (or one stack's, with its resources read live)
     #[command(after_help = "Example:\n  mbstack status\n  mbstack status analytics --output json")]
     Status(run::Named),
+    /// Metabase's log lines (CloudWatch), each with its task; --follow keeps reading
+    #[command(
+        after_help = "Example:\n  mbstack logs analytics --since 1h\n  mbstack logs analytics --follow"
+    )]
+    Logs {
+        #[command(flatten)]
+        named: run::Named,
+        /// Keep printing new lines until Ctrl-C
+        #[arg(long)]
+        follow: bool,
+        /// How far back to start: a number and a unit (s, m, h, d, w), e.g. 30m, 2h
+        #[arg(long, default_value = mbstack_cli::logs::DEFAULT_SINCE)]
+        since: String,
+    },
     /// Follow the run in progress on a stack (started here, elsewhere or by a schedule)
     #[command(after_help = "Example:\n  mbstack watch analytics")]
     Watch(run::Named),
@@ -225,6 +243,7 @@ async fn deploy_cmd(
     prefix: String,
     zips: Option<PathBuf>,
     skip_functions: bool,
+    notify: deploy::Notify,
 ) -> anyhow::Result<()> {
     let zips = match (zips, skip_functions) {
         (Some(z), _) => z,
@@ -239,6 +258,7 @@ async fn deploy_cmd(
         &aws,
         &deploy::Options {
             skip_functions,
+            notify,
             ..deploy::Options::new(prefix, zips)
         },
     )
@@ -408,6 +428,17 @@ async fn main() -> ExitCode {
             Ok(stack) => finish_run(run::watch(&named.target, &stack, output).await),
             Err(e) => Err(e),
         },
+        Command::Logs {
+            named,
+            follow,
+            since,
+        } => match (named.name("logs"), mbstack_cli::logs::parse_since(&since)) {
+            (Ok(stack), Ok(since)) => {
+                mbstack_cli::logs::logs(&named.target, &stack, since, follow, output).await
+            }
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(anyhow::anyhow!(e)),
+        },
         Command::Status(named) => {
             run::status(&named.target, named.given().as_deref(), output).await
         }
@@ -423,6 +454,7 @@ async fn main() -> ExitCode {
                 partition: mbstack_core::naming::partition_of_region(&region).to_string(),
                 prefix,
                 account: String::new(),
+                notify_topic_arn: None,
             };
             println!(
                 "{}",
@@ -435,9 +467,13 @@ async fn main() -> ExitCode {
             prefix,
             zips,
             skip_functions,
+            notify,
             target,
             ..
-        } => deploy_cmd(&target, output, prefix, zips, skip_functions).await,
+        } => match deploy::Notify::parse(notify.as_deref()) {
+            Ok(notify) => deploy_cmd(&target, output, prefix, zips, skip_functions, notify).await,
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
         Command::Undeploy {
             prefix,
             force,

@@ -38,6 +38,9 @@ pub struct Context {
     pub prefix: String,
     /// The account deployed to (trust policies' `aws:SourceAccount`).
     pub account: String,
+    /// The topic failed runs are published to (`mbstack deploy --notify`);
+    /// None: the control function gets no `sns:Publish` at all.
+    pub notify_topic_arn: Option<String>,
 }
 
 impl Context {
@@ -59,10 +62,14 @@ impl Context {
     }
 
     fn fill(&self, text: &str, tier: &str) -> String {
-        text.replace("${Partition}", &self.partition)
-            .replace("${Prefix}", &self.prefix)
-            .replace("${Tier}", tier)
-            .replace("${RoleBoundaryArn}", &self.role_boundary_arn())
+        text.replace(
+            mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER,
+            self.notify_topic_arn.as_deref().unwrap_or(""),
+        )
+        .replace("${Partition}", &self.partition)
+        .replace("${Prefix}", &self.prefix)
+        .replace("${Tier}", tier)
+        .replace("${RoleBoundaryArn}", &self.role_boundary_arn())
     }
 }
 
@@ -101,7 +108,12 @@ fn resources(p: &Permission, tier: &str, ctx: &Context) -> Value {
 /// are merged (an inline policy holds 10,240 characters), each action once.
 pub fn statements(perms: &[Permission], tier: &str, ctx: &Context) -> Vec<Value> {
     let mut out: Vec<(String, Value, Option<Value>, Vec<String>)> = Vec::new();
-    for p in perms {
+    let unused = |p: &&Permission| {
+        ctx.notify_topic_arn.is_none()
+            && matches!(p.resources, Resources::Arns(arns)
+                if arns.iter().any(|a| a.contains(mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER)))
+    };
+    for p in perms.iter().filter(|p| !unused(p)) {
         let r = resources(p, tier, ctx);
         let c = condition(p, tier, ctx);
         match out.iter_mut().find(|(_, r2, c2, _)| *r2 == r && *c2 == c) {
@@ -222,7 +234,10 @@ pub fn deployer_policy(ctx: &Context) -> Value {
         {"Sid": "Runs", "Effect": "Allow",
          "Action": ["states:StartExecution", "states:DescribeExecution", "states:GetExecutionHistory", "states:ListExecutions", "states:StopExecution"],
          "Resource": [format!("arn:{p}:states:*:*:stateMachine:{pre}-provision"), format!("arn:{p}:states:*:*:execution:{pre}-provision:*")]},
-        {"Sid": "ListStateMachines", "Effect": "Allow", "Action": ["states:ListStateMachines", "iam:ListPolicies", "logs:DescribeLogGroups", "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:ListLogDeliveries"], "Resource": "*"},
+        {"Sid": "ListStateMachines", "Effect": "Allow", "Action": ["states:ListStateMachines", "iam:ListPolicies", "logs:DescribeLogGroups", "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:ListLogDeliveries", "sns:ListTopics", "sns:GetTopicAttributes"], "Resource": "*"},
+        {"Sid": "Notifications", "Effect": "Allow",
+         "Action": ["sns:CreateTopic", "sns:TagResource", "sns:ListTagsForResource", "sns:ListSubscriptionsByTopic", "sns:Subscribe", "sns:DeleteTopic"],
+         "Resource": [format!("arn:{p}:sns:*:*:{pre}-notifications")]},
         {"Sid": "ExecutionLogs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:DeleteLogGroup"],
          "Resource": [format!("arn:{p}:logs:*:*:log-group:/aws/vendedlogs/states/{pre}-provision*")]},
         {"Sid": "Schedules", "Effect": "Allow",

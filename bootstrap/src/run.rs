@@ -827,6 +827,22 @@ async fn stack_resources(
         }
         return Ok(());
     };
+    let health = mbstack_app::service_health(&aws_sdk_ecs::Client::new(cfg), stack).await?;
+    if let (true, Some(h)) = (text_out, &health) {
+        println!(
+            "  service:   {}/{} task(s) running{}",
+            h.running,
+            h.desired,
+            h.rollout
+                .as_deref()
+                .filter(|r| *r != "COMPLETED")
+                .map(|r| format!(", deployment {r}"))
+                .unwrap_or_default()
+        );
+        if let Some(why) = &h.last_stopped {
+            println!("  last stop: {why}");
+        }
+    }
     let aws = mbstack_core::Aws::new(cfg.clone());
     let mut event = mbstack_core::Event::new(
         mbstack_core::Verb::Plan,
@@ -852,7 +868,14 @@ async fn stack_resources(
         }
     }
     if !text_out {
-        println!("{}", with_resources(stack, row, resources));
+        let mut v = with_resources(stack, row, resources);
+        v["service"] = match &health {
+            Some(h) => {
+                json!({"running": h.running, "desired": h.desired, "rollout": h.rollout, "lastStopped": h.last_stopped})
+            }
+            None => Value::Null,
+        };
+        println!("{v}");
         return Ok(());
     }
     println!(

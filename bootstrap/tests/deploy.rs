@@ -378,3 +378,161 @@ async fn a_first_deploy_survives_iam_propagation_and_function_states() {
         .unwrap();
     assert_eq!(c.memory_size(), Some(256));
 }
+
+/// `--notify`: an email gets the deployment's own topic with the address
+/// subscribed once, the control function's policy may publish to that topic
+/// only, and the state machine names it; a deploy without `--notify` keeps it,
+/// `--notify off` ends it (no Publish permission, no topic in the definition);
+/// an existing topic is used as it is and never deleted; undeploy deletes the
+/// deployment's own topic only.
+#[tokio::test]
+async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_topic() {
+    let emu = Emulator::start().expect("emulator");
+    let config = emu.sdk_config().await;
+    let aws = Aws::new(config.clone());
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let iam = aws_sdk_iam::Client::new(&config);
+    let deploy_with = |notify: deploy::Notify| Options {
+        first_wait: std::time::Duration::from_millis(50),
+        notify,
+        ..Options::new("mbn", zips("n"))
+    };
+    let definition = || async {
+        let arn = deploy::find_state_machine(&sfn, "mbn-provision")
+            .await
+            .unwrap()
+            .expect("the state machine");
+        sfn.describe_state_machine()
+            .state_machine_arn(arn)
+            .send()
+            .await
+            .unwrap()
+            .definition()
+            .to_string()
+    };
+    let control_policy = || async {
+        policy(
+            iam.get_role_policy()
+                .role_name("mbn-control")
+                .policy_name("mbstack")
+                .send()
+                .await
+                .unwrap()
+                .policy_document(),
+        )
+    };
+    let publish_resources = |p: &Value| -> Vec<Value> {
+        p["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["Action"].to_string().contains("sns:"))
+            .map(|s| s["Resource"].clone())
+            .collect()
+    };
+    let subscriptions = || async {
+        sns.list_subscriptions()
+            .send()
+            .await
+            .unwrap()
+            .subscriptions()
+            .iter()
+            .map(|s| {
+                (
+                    s.protocol().unwrap_or_default().to_string(),
+                    s.endpoint().unwrap_or_default().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let email = deploy::Notify::parse(Some("ops@example.com")).unwrap();
+    let report = deploy::deploy(&aws, &deploy_with(email.clone()))
+        .await
+        .expect("deploy --notify");
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.contains("subscribe ops@example.com") && c.contains("confirmation")),
+        "{:?}",
+        report.changes
+    );
+    let topic = format!(
+        "arn:aws:sns:us-east-1:123456789012:{}",
+        deploy::topic_name("mbn")
+    );
+    assert!(definition()
+        .await
+        .contains(&format!("\"notifyTopicArn\": \"{topic}\"")));
+    assert_eq!(
+        publish_resources(&control_policy().await),
+        vec![json!([topic])]
+    );
+    assert_eq!(
+        subscriptions().await,
+        vec![("email".to_string(), "ops@example.com".to_string())]
+    );
+
+    // Again with the same address: nothing new. Without --notify: kept.
+    deploy::deploy(&aws, &deploy_with(email))
+        .await
+        .expect("again");
+    deploy::deploy(&aws, &deploy_with(deploy::Notify::Keep))
+        .await
+        .expect("without --notify");
+    assert_eq!(subscriptions().await.len(), 1);
+    assert!(definition().await.contains(&topic));
+    assert_eq!(
+        publish_resources(&control_policy().await),
+        vec![json!([topic])]
+    );
+
+    // An existing topic: used as it is.
+    let theirs = sns
+        .create_topic()
+        .name("their-alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    deploy::deploy(&aws, &deploy_with(deploy::Notify::Topic(theirs.clone())))
+        .await
+        .expect("deploy --notify <their topic>");
+    assert!(definition().await.contains(&theirs));
+    assert_eq!(
+        publish_resources(&control_policy().await),
+        vec![json!([theirs])]
+    );
+    let missing = "arn:aws:sns:us-east-1:123456789012:nope".to_string();
+    match deploy::deploy(&aws, &deploy_with(deploy::Notify::Topic(missing))).await {
+        Err(TierError::Refused(m)) => assert!(m.contains("--notify") && m.contains("nope"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Off: no topic in the definition, no sns permission.
+    deploy::deploy(&aws, &deploy_with(deploy::Notify::Off))
+        .await
+        .expect("deploy --notify off");
+    assert!(!definition().await.contains("arn:aws:sns:"));
+    assert_eq!(
+        publish_resources(&control_policy().await),
+        Vec::<Value>::new()
+    );
+
+    // Undeploy: its own topic goes, theirs stays.
+    deploy::undeploy(&aws, "mbn", true).await.expect("undeploy");
+    let topics: Vec<String> = sns
+        .list_topics()
+        .send()
+        .await
+        .unwrap()
+        .topics()
+        .iter()
+        .filter_map(|t| t.topic_arn().map(str::to_string))
+        .collect();
+    assert_eq!(topics, vec![theirs]);
+}

@@ -34,6 +34,9 @@ pub struct Deployed {
     pub log: CallLog,
     pub sfn: aws_sdk_sfn::Client,
     pub arn: String,
+    /// The topic failed runs are published to, when deployed with one
+    /// ([`Deployed::start_notifying`]).
+    pub notify_topic: Option<String>,
     inject: Arc<Mutex<Option<Inject>>>,
 }
 
@@ -180,7 +183,37 @@ impl Deployed {
         iam_delay: Duration,
         patience: Duration,
     ) -> Result<Self, String> {
+        Self::deploy(emulator, iam_delay, patience, false).await
+    }
+
+    /// A fresh emulator, deployed as `mbstack deploy --notify` does: failed runs
+    /// are published to the topic `mbstack-notifications`.
+    pub async fn start_notifying() -> Result<Self, String> {
+        let emulator = Emulator::start().map_err(|e| e.to_string())?;
+        Self::deploy(emulator, iam_propagation(), iam_propagation(), true).await
+    }
+
+    async fn deploy(
+        emulator: Emulator,
+        iam_delay: Duration,
+        patience: Duration,
+        notify: bool,
+    ) -> Result<Self, String> {
         let config = emulator.sdk_config().await;
+        let notify_topic = match notify {
+            false => None,
+            true => Some(
+                aws_sdk_sns::Client::new(&config)
+                    .create_topic()
+                    .name("mbstack-notifications")
+                    .send()
+                    .await
+                    .map_err(|e| format!("CreateTopic: {e:?}"))?
+                    .topic_arn()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        };
         let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
         let front = &emulator.front;
@@ -211,6 +244,7 @@ impl Deployed {
             partition: "aws",
             role_boundary_arn: &role_boundary_arn(),
             events_role_arn: &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
+            notify_topic_arn: notify_topic.as_deref().unwrap_or(""),
         });
         let sfn = aws_sdk_sfn::Client::new(&config);
         let created = sfn
@@ -228,6 +262,7 @@ impl Deployed {
             log,
             sfn,
             arn,
+            notify_topic,
             inject,
         })
     }

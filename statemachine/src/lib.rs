@@ -20,6 +20,9 @@ pub const ROLE_BOUNDARY: &str = "${RoleBoundaryArn}";
 /// The role EventBridge starts this state machine with (`<prefix>-events`): the
 /// app tier's rule that repairs the stack when its database password rotates.
 pub const EVENTS_ROLE: &str = "${EventsRoleArn}";
+/// The deployment's notification topic ("" when it has none): a failed run
+/// publishes one message there (the control function does).
+pub const NOTIFY_TOPIC: &str = mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER;
 
 /// A tier as the state machine's loops see it: its key, the label its state
 /// names use and its poll bound, all from core's tier table.
@@ -613,13 +616,18 @@ fn reset_polls(comment: &str, next: &str) -> Value {
 }
 
 fn finish(status: &str, next: &str, path: &str) -> Value {
-    let payload = json!({
+    let mut payload = json!({
         "command": "finish", "status": status, "action.$": "$.action", "requested.$": "$.requested",
         "runId.$": "$.runId", "executionArn.$": "$.executionArn", "spec.$": "$.spec", "lock.$": "$.lock",
         "tiers": in_order()
             .map(|t| (format!("{}.$", t.as_str()), json!(result_path(t))))
             .collect::<Map<String, Value>>()
     });
+    if status == "failed" {
+        // The error the execution fails with, for the notification.
+        payload["failure.$"] = json!("$.failure");
+        payload["notifyTopicArn"] = json!(NOTIFY_TOPIC);
+    }
     let mut t = invoke(
         "control",
         payload,
@@ -676,8 +684,49 @@ pub fn definition() -> Value {
             "ResultSelector": selector,
             "ResultPath": "$",
             "Retry": retry(),
+            // The input may be anything (an array, a string): the error
+            // replaces it, the input stays in the context object.
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$", "Next": "Report the refusal"}],
             "Next": "Which action?"
         }),
+    );
+    // A run refused before it took anything (an invalid spec, a held lock):
+    // the notification, then the refusal's own error.
+    s.insert(
+        "Report the refusal".into(),
+        json!({
+            "Type": "Task",
+            "Comment": "Publishes the refusal to the deployment's notification topic, if it has one",
+            "Resource": LAMBDA_INVOKE,
+            "Parameters": {
+                "FunctionName": placeholder("control"),
+                "Payload": {"command": "notify", "failure.$": "$", "input.$": "$$.Execution.Input", "executionArn.$": "$$.Execution.Id", "notifyTopicArn": NOTIFY_TOPIC}
+            },
+            "ResultPath": null,
+            "Retry": retry(),
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": null, "Next": "Is the refusal the state machine's?"}],
+            "Next": "Is the refusal the state machine's?"
+        }),
+    );
+    s.insert(
+        "Is the refusal the state machine's?".into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.Error", "StringMatches": "States.*", "Next": "Name the refusal"}],
+            "Default": "Refused"
+        }),
+    );
+    s.insert(
+        "Name the refusal".into(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {"Error": "Mbstack.StateMachineError", "Cause.$": "States.Format('{}: {}', $.Error, $.Cause)"},
+            "Next": "Refused"
+        }),
+    );
+    s.insert(
+        "Refused".into(),
+        json!({"Type": "Fail", "ErrorPath": "$.Error", "CausePath": "$.Cause"}),
     );
     let plan_name = |t: T| format!("Plan {}", t.info().state_label);
     let first_plan = in_order().next().map(plan_name).unwrap_or_default();
@@ -808,6 +857,8 @@ pub struct Deployment<'a> {
     pub role_boundary_arn: &'a str,
     /// The role EventBridge starts the state machine with.
     pub events_role_arn: &'a str,
+    /// The topic a failed run is published to; "" for none.
+    pub notify_topic_arn: &'a str,
 }
 
 /// The definition with each placeholder replaced.
@@ -819,6 +870,7 @@ pub fn render(d: &Deployment<'_>) -> String {
     text.replace(PARTITION, d.partition)
         .replace(ROLE_BOUNDARY, d.role_boundary_arn)
         .replace(EVENTS_ROLE, d.events_role_arn)
+        .replace(NOTIFY_TOPIC, d.notify_topic_arn)
 }
 
 /// The committed file's path.
@@ -1019,6 +1071,7 @@ mod tests {
             partition: "aws-cn",
             role_boundary_arn: "arn:aws-cn:iam::1:policy/b",
             events_role_arn: "arn:aws-cn:iam::1:role/e",
+            notify_topic_arn: "arn:aws-cn:sns:cn-north-1:1:t",
         });
         assert!(!text.contains("${"), "a placeholder is left");
         assert!(!text.contains("arn:aws:"), "an ARN outside the partition");

@@ -515,6 +515,16 @@ pub fn spec(stack: &str) -> StackSpec {
     StackSpec::new(stack)
 }
 
+/// The states of a run Prepare refused (an invalid spec, a held lock): the
+/// refusal is reported (to the deployment's notification topic, if any) and
+/// the run fails with it. No tier runs.
+pub const REFUSED: [&str; 4] = [
+    "Prepare",
+    "Report the refusal",
+    "Is the refusal the state machine's?",
+    "Refused",
+];
+
 /// (input, the exact paths reported, in order).
 pub fn bad_specs() -> Vec<(Value, Vec<&'static str>)> {
     let long = "a".repeat(29);

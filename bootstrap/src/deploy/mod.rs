@@ -23,12 +23,14 @@ use crate::policies::{self, Context};
 
 mod build;
 mod functions;
+mod notifications;
 mod records;
 mod roles;
 mod schedules;
 mod state_machine;
 
 pub use build::{build, placeholder_zips};
+pub use notifications::{topic_name, Notify};
 pub use records::{records, stacks};
 pub use schedules::{list_schedules, remove_schedules, set_schedules, Schedule};
 pub use state_machine::find_state_machine;
@@ -96,6 +98,8 @@ pub struct Options {
     /// a function update in progress); doubled each time, bounded by
     /// [`PATIENCE`]. Tests shorten it.
     pub first_wait: Duration,
+    /// Where failed runs are published (`--notify`).
+    pub notify: Notify,
 }
 
 impl Options {
@@ -105,6 +109,7 @@ impl Options {
             zips,
             skip_functions: false,
             first_wait: Duration::from_secs(1),
+            notify: Notify::Keep,
         }
     }
 }
@@ -146,10 +151,14 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
     let partition = mbstack_core::naming::partition_of_region(&region);
     let mut report = Report::default();
     let boundary = ensure_role_boundary(&iam, &opts.prefix, partition, &mut report).await?;
+    let sns = client!(aws_sdk_sns, aws);
+    let notify_topic_arn =
+        notifications::resolve(&sns, &sfn, &opts.prefix, &opts.notify, &mut report).await?;
     let ctx = Context {
         partition: partition.to_string(),
         prefix: opts.prefix.clone(),
         account: account_of(&boundary).to_string(),
+        notify_topic_arn,
     };
     let mut arns: Vec<(Tier, String)> = Vec::new();
     for t in &TIERS {
@@ -296,6 +305,7 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
         }
     }
     remove_role_boundary(&iam, prefix, &mut done).await?;
+    notifications::remove(&client!(aws_sdk_sns, aws), prefix, &mut done).await?;
     let logs = client!(aws_sdk_cloudwatchlogs, aws);
     let group = format!("/aws/vendedlogs/states/{prefix}-provision");
     if logs

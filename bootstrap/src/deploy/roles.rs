@@ -120,6 +120,7 @@ pub(super) async fn ensure_role_boundary(
             partition: partition.to_string(),
             prefix: prefix.to_string(),
             account: String::new(),
+            notify_topic_arn: None,
         };
         let out = iam
             .create_policy()
@@ -141,6 +142,7 @@ pub(super) async fn ensure_role_boundary(
         partition: partition.to_string(),
         prefix: prefix.to_string(),
         account: account_of(&arn).to_string(),
+        notify_topic_arn: None,
     };
     let want = policies::role_boundary_policy(&ctx);
     let have = match version {

@@ -31,6 +31,7 @@ pub async fn set_schedules(
         partition: sm.split(':').nth(1).unwrap_or("aws").to_string(),
         prefix: prefix.to_string(),
         account: account_of(&sm).to_string(),
+        notify_topic_arn: None,
     };
     let role = ensure_role(
         &iam,

@@ -16,7 +16,8 @@ mod task_definition;
 pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};
 pub use mbstack_core::Readiness;
 pub use service::{
-    readiness, HEALTH_CHECK_GRACE_SECONDS, PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
+    readiness, service_health, ServiceHealth, HEALTH_CHECK_GRACE_SECONDS,
+    PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
 };
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 
@@ -289,7 +290,7 @@ async fn service_readiness(
     };
     match readiness(svc, expected_td) {
         Readiness::Failed(why) => {
-            let reason = service::why_tasks_stop(&c.ecs, w).await?;
+            let reason = service::why_tasks_stop(&c.ecs, &w.spec.stack).await?;
             Ok(Readiness::Failed(match reason {
                 Some(r) => format!("{why}: {r}"),
                 None => why,

@@ -491,11 +491,8 @@ into your own ECR repository, then apply again";
 
 /// Why the most recent task of the service stopped, in a sentence a person can
 /// act on: the stopped reason, the container's reason and exit code (137 = OOM).
-pub(crate) async fn why_tasks_stop(
-    ecs: &Client,
-    w: &Work<'_>,
-) -> Result<Option<String>, TierError> {
-    let cluster = names::cluster(&w.spec.stack);
+pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<String>, TierError> {
+    let cluster = names::cluster(stack);
     let listed = ecs
         .list_tasks()
         .cluster(&cluster)
@@ -603,3 +600,52 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:updated-by", "mbstack:previous-task-definition"]}}"#,
     ),
 ];
+
+/// The Metabase service as `mbstack status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub running: i32,
+    pub desired: i32,
+    /// The primary deployment's rollout state (IN_PROGRESS, COMPLETED, FAILED).
+    pub rollout: Option<String>,
+    /// Why the latest task stopped, read only when fewer tasks run than wanted
+    /// or the rollout failed.
+    pub last_stopped: Option<String>,
+}
+
+/// The stack's service: its tasks and, when it is not healthy, why the latest
+/// task stopped. None when the stack has no service (not created, destroyed).
+pub async fn service_health(ecs: &Client, stack: &str) -> Result<Option<ServiceHealth>, TierError> {
+    let call = ecs
+        .describe_services()
+        .cluster(names::cluster(stack))
+        .services(names::SERVICE)
+        .send()
+        .await;
+    let codes = ["ClusterNotFoundException"];
+    let Some(out) = mbstack_core::found("ecs:DescribeServices", call, &codes)? else {
+        return Ok(None);
+    };
+    let Some(svc) = out.services().iter().find(|s| s.status() == Some("ACTIVE")) else {
+        return Ok(None);
+    };
+    let rollout = svc
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.rollout_state())
+        .map(|r| r.as_str().to_string());
+    let unhealthy =
+        svc.running_count() < svc.desired_count() || rollout.as_deref() == Some("FAILED");
+    let last_stopped = if unhealthy {
+        why_tasks_stop(ecs, stack).await?
+    } else {
+        None
+    };
+    Ok(Some(ServiceHealth {
+        running: svc.running_count(),
+        desired: svc.desired_count(),
+        rollout,
+        last_stopped,
+    }))
+}

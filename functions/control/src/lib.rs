@@ -11,6 +11,7 @@
 //!
 //! Its contract is `{"command": "prepare" | "finish", ...}`, not a tier's.
 
+pub mod notify;
 pub mod store;
 pub use store::stored_spec;
 
@@ -26,12 +27,14 @@ pub const ACTIONS: &[&str] = &["apply", "plan", "destroy", "pause", "resume"];
 struct Clients {
     ssm: aws_sdk_ssm::Client,
     sfn: aws_sdk_sfn::Client,
+    sns: aws_sdk_sns::Client,
 }
 
 pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
     let c = Clients {
         ssm: client!(aws_sdk_ssm, aws),
         sfn: client!(aws_sdk_sfn, aws),
+        sns: client!(aws_sdk_sns, aws),
     };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
     let execution = payload
@@ -46,8 +49,9 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
     match command {
         "prepare" => Box::pin(prepare(&c, payload.get("input").unwrap_or(&Value::Null), execution, execution_arn)).await,
         "finish" => Box::pin(finish(&c, &payload)).await,
+        "notify" => Box::pin(report_refusal(&c, &payload)).await,
         other => Err(TierError::Terminal(format!(
-            "the control function got command {other:?}: expected \"prepare\" or \"finish\" (is the state machine current?)"
+            "the control function got command {other:?}: expected \"prepare\", \"finish\" or \"notify\" (is the state machine current?)"
         ))),
     }
 }
@@ -240,6 +244,12 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
         .get("executionArn")
         .and_then(Value::as_str)
         .unwrap_or("");
+    if status == "failed" {
+        let failure = payload.get("failure").cloned().unwrap_or(Value::Null);
+        let changes: Vec<Value> = out["changes"].as_array().cloned().unwrap_or_default();
+        let message = notify::message(stack, requested, me, &failure, &changes);
+        tell(c, payload, message).await;
+    }
     if requested == "plan" || stack.is_empty() {
         return Ok(out);
     }
@@ -301,6 +311,41 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
     Ok(out)
 }
 
+/// Publishes `message` to the payload's notification topic, if any. A failure
+/// to publish is logged, not raised: the run's own error is what the execution
+/// must end with.
+async fn tell(c: &Clients, payload: &Value, message: (String, String)) {
+    let topic = payload
+        .get("notifyTopicArn")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match notify::publish(&c.sns, topic, message).await {
+        Ok(true) => tracing::info!(topic, "the failure was published"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(topic, error = %e, "the failure could not be published"),
+    }
+}
+
+/// A run refused before it took anything: the notification (the state
+/// machine then fails with the refusal's own error).
+async fn report_refusal(c: &Clients, payload: &Value) -> Result<Value, TierError> {
+    let input = payload.get("input").unwrap_or(&Value::Null);
+    let stack = input.get("stack").and_then(Value::as_str).unwrap_or("");
+    let action = input
+        .get("action")
+        .and_then(Value::as_str)
+        .filter(|a| ACTIONS.contains(a))
+        .unwrap_or("apply");
+    let failure = payload.get("failure").cloned().unwrap_or(Value::Null);
+    let execution = payload
+        .get("executionArn")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = notify::message(stack, action, execution, &failure, &[]);
+    tell(c, payload, message).await;
+    Ok(json!({}))
+}
+
 /// The execution's output from the tiers' final outcomes: the URL first.
 pub fn shape_output(payload: &Value) -> Value {
     let status = payload
@@ -360,7 +405,7 @@ pub const OWN_PERMISSIONS: &[Permission] = &[Permission::on(
     &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
 )];
 
-mbstack_core::tier_permissions!(store);
+mbstack_core::tier_permissions!(store, notify);
 
 #[cfg(test)]
 mod tests {

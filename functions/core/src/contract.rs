@@ -276,6 +276,11 @@ impl Outcome {
     }
 }
 
+/// The state machine's placeholder for the deployment's notification topic
+/// (`mbstack deploy --notify`): the control function publishes a failed run
+/// there; a deployment without notifications fills it with "".
+pub const NOTIFY_TOPIC_PLACEHOLDER: &str = "${NotifyTopicArn}";
+
 /// Every tier's poll counter at zero, as the state machine keeps them at
 /// `$.polls` (a phase starts counting afresh).
 pub fn poll_counters() -> Value {

@@ -479,7 +479,53 @@ async fn a_failed_rollout_is_a_terminal_error_with_the_stopped_reason() {
                 other.map(|o| o.last().map(|x| x.message.clone()))
             ),
         }
+        // `mbstack status` says the same of the service: fewer tasks than
+        // wanted, and why the latest one stopped.
+        let ecs = aws_sdk_ecs::Client::new(&env.config);
+        let health = mbstack_app::service_health(&ecs, "broken")
+            .await
+            .expect("read")
+            .expect("the service exists");
+        assert!(health.running < health.desired, "{fault:?}: {health:?}");
+        let why = health.last_stopped.clone().unwrap_or_default();
+        for w in &words {
+            assert!(why.contains(w), "{fault:?}: {w} not in {why:?}");
+        }
     }
+}
+
+/// A healthy service shows its tasks and no stop reason (none is read); a
+/// stack without a service has no health to show.
+#[tokio::test]
+async fn a_healthy_service_shows_its_tasks_and_no_stop_reason() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("fine");
+    let app = TierRunner {
+        env: &env,
+        tier: Tier::App,
+        inputs: app_inputs(&env, &spec).await,
+    };
+    app.apply(&spec, "run-a").await;
+    let ecs = aws_sdk_ecs::Client::new(&env.config);
+    let health = mbstack_app::service_health(&ecs, "fine")
+        .await
+        .expect("read")
+        .expect("the service exists");
+    assert_eq!(
+        (
+            health.running,
+            health.desired,
+            health.rollout.as_deref(),
+            health.last_stopped
+        ),
+        (1, 1, Some("COMPLETED"), None)
+    );
+    assert_eq!(
+        mbstack_app::service_health(&ecs, "nothing")
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 #[tokio::test]

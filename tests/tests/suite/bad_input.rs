@@ -84,7 +84,7 @@ async fn every_bad_input_fails_in_prepare_naming_its_fields_and_touches_nothing(
                 "{input}: {f} missing from {cause}"
             );
         }
-        assert_eq!(run.state_names, vec!["Prepare"], "{input}");
+        assert_eq!(run.state_names, mbstack_tests::REFUSED, "{input}");
     }
     assert_eq!(d.log.mutating(), vec![], "a bad input changed something");
 }

@@ -224,7 +224,7 @@ async fn an_invalid_input_fails_in_prepare_listing_every_problem_and_touching_no
             "{field} missing from {cause}"
         );
     }
-    assert_eq!(run.state_names, vec!["Prepare"]);
+    assert_eq!(run.state_names, mbstack_tests::REFUSED);
     assert_eq!(d.log.calls(), vec![], "an invalid input reached AWS");
 }
 

@@ -111,7 +111,7 @@ async fn two_runs_at_once_one_waits_for_nobody_and_a_stale_lock_is_taken_over() 
     );
     assert_eq!(
         loser.state_names,
-        vec!["Prepare"],
+        mbstack_tests::REFUSED,
         "the loser touched nothing"
     );
     assert_eq!(ssm_get(&d, "/mbstack/race/lock").await, None);

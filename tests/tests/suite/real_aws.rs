@@ -23,6 +23,7 @@ fn ctx(partition: &str) -> Context {
         partition: partition.into(),
         prefix: "mbstack".into(),
         account: ACCOUNT.into(),
+        notify_topic_arn: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn rendered(partition: &str) -> String {
         partition,
         role_boundary_arn: &ctx(partition).role_boundary_arn(),
         events_role_arn: &ctx(partition).events_role_arn(),
+        notify_topic_arn: &format!("arn:{partition}:sns:us-east-1:{ACCOUNT}:mbstack-notifications"),
     })
 }
 
@@ -396,6 +398,7 @@ fn the_readme_shows_the_deployer_policy_the_cli_prints() {
         partition: "aws".into(),
         prefix: "mbstack".into(),
         account: String::new(),
+        notify_topic_arn: None,
     }))
     .unwrap();
     let open = "<summary>deployer policy (prefix <code>mbstack</code>, partition <code>aws</code>)</summary>\n\n```json\n";
@@ -649,4 +652,130 @@ async fn the_functions_take_region_credentials_and_endpoint_from_lambdas_environ
         .expect_err("no credentials");
     let text = format!("{err:?}");
     assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+}
+
+/// `mbstack deploy --notify`: a failed run publishes exactly one message to the
+/// deployment's topic — its cause, what was rolled back and the execution —
+/// and so does a run refused before it started; a run that succeeds publishes
+/// none. The Publish is allowed by the control function's policy of a
+/// deployment with that topic, and refused by one without (no `sns:Publish`
+/// at all), in the independent IAM evaluation.
+#[tokio::test]
+async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none() {
+    let tools = ensure_node_tools().expect("the node tools install");
+    let d = Deployed::start_notifying().await.expect("deployed");
+    let topic = d.notify_topic.clone().expect("a topic");
+    d.emulator.front.start_journal();
+    let published = |d: &Deployed, all: &mut Vec<Value>| -> Vec<Value> {
+        let entries: Vec<Value> = d
+            .emulator
+            .front
+            .take_journal()
+            .iter()
+            .map(|e| e.to_json())
+            .collect();
+        all.extend(entries.iter().cloned());
+        entries
+            .into_iter()
+            .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
+            .collect()
+    };
+    let mut all = Vec::new();
+
+    phase(&d, "good-1", json!({"stack": "told"}), "SUCCEEDED").await;
+    assert_eq!(published(&d, &mut all), Vec::<Value>::new());
+
+    d.emulator
+        .front
+        .set_ecs_fault(Some(mbstack_emulator::EcsFault::CannotPullContainer));
+    let run = mbstack_tests::checks::run(&d, "broken-1", json!({"stack": "pulls"})).await;
+    d.emulator.front.set_ecs_fault(None);
+    assert_eq!(run.error.as_deref(), Some("Mbstack.ResourceFailed"));
+    let sent = published(&d, &mut all);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let p = &sent[0]["params"];
+    assert_eq!(p["TopicArn"], json!(topic));
+    assert_eq!(sent[0]["status"], json!(200), "{}", sent[0]["response"]);
+    let subject = p["Subject"].as_str().unwrap_or_default();
+    let message = p["Message"].as_str().unwrap_or_default();
+    assert_eq!(
+        subject,
+        "mbstack: apply of pulls failed (Mbstack.ResourceFailed)"
+    );
+    for part in [
+        "failed and was rolled back",
+        "CannotPullContainerError",
+        "What the rollback did:",
+        "delete",
+        "#/v2/executions/details/arn:aws:states:us-east-1:",
+        ":broken-1",
+    ] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    assert!(
+        message.contains(run.cause.as_deref().unwrap_or("?")),
+        "the execution's cause is not in {message}"
+    );
+
+    // Refused before anything: an invalid spec.
+    let run = mbstack_tests::checks::run(
+        &d,
+        "invalid-1",
+        json!({"stack": "bad", "database": {"storageGib": -1}}),
+    )
+    .await;
+    assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
+    let sent = published(&d, &mut all);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused before anything was touched")
+            && message.contains("database.storageGib"),
+        "{message}"
+    );
+
+    // The control function's Publish under its deployed policy, with and
+    // without the topic.
+    let publishes: Vec<Value> = all
+        .iter()
+        .filter(|e| e["action"] == "Publish")
+        .cloned()
+        .collect();
+    let verdicts = |notify: Option<String>| {
+        let c = Context {
+            notify_topic_arn: notify,
+            ..ctx("aws")
+        };
+        let callers = json!({"mbstack-control": {"who": "control",
+            "policy": policies::function_policy(Tier::Control, "mbstack-control", &c)}});
+        let input = json!({"account": ACCOUNT, "region": "us-east-1", "partition": "aws",
+                           "callers": callers, "entries": publishes});
+        let answer = node("iam/calls.mjs", &tools, &input);
+        answer["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["action"].as_str().unwrap_or("?"),
+                    r["result"].as_str().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<String>>()
+    };
+    // (The evaluation answers each distinct authorization request once.)
+    let allowed = verdicts(Some(topic.clone()));
+    assert!(
+        !allowed.is_empty() && allowed.iter().all(|v| v == "sns:Publish Allowed"),
+        "{allowed:?}"
+    );
+    assert!(
+        verdicts(None)
+            .iter()
+            .all(|v| v.starts_with("sns:Publish ") && !v.ends_with("Allowed")),
+        "{:?}",
+        verdicts(None)
+    );
 }

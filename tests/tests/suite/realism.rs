@@ -588,7 +588,7 @@ async fn names_and_sizes_aws_refuses_are_refused_before_anything_is_created() {
             cause.contains("stack:") && cause.contains(prefix),
             "{cause}"
         );
-        assert_eq!(run.state_names, vec!["Prepare"], "{stack}");
+        assert_eq!(run.state_names, mbstack_tests::REFUSED, "{stack}");
     }
     let long: serde_json::Map<String, serde_json::Value> = (0..20)
         .map(|i| (format!("team-{i}"), json!("x".repeat(250))))
@@ -598,7 +598,7 @@ async fn names_and_sizes_aws_refuses_are_refused_before_anything_is_created() {
     assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
     let cause = run.cause.unwrap_or_default();
     assert!(cause.contains("tags:") && cause.contains("4096"), "{cause}");
-    assert_eq!(run.state_names, vec!["Prepare"]);
+    assert_eq!(run.state_names, mbstack_tests::REFUSED);
     assert_eq!(d.log.mutating(), vec![], "a refused spec changed something");
 
     // The largest spec accepted: exactly what one SSM parameter holds.
