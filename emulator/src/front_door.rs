@@ -75,6 +75,7 @@ impl FrontDoor {
             invocations: Mutex::new(Vec::new()),
             deploying: Mutex::new(Default::default()),
             journal: Default::default(),
+            ssm_writes: Default::default(),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
@@ -481,6 +482,13 @@ async fn serve(
     }
 
     let body = crate::realism::rewrite_request(&shared, query.as_ref(), body).await;
+    // SSM's writes one at a time, as atomic as AWS's (see `Shared::ssm_writes`).
+    let _ssm_write = match target.as_str() {
+        "AmazonSSM.PutParameter" | "AmazonSSM.DeleteParameter" | "AmazonSSM.DeleteParameters" => {
+            Some(shared.ssm_writes.lock().await)
+        }
+        _ => None,
+    };
     let (status, headers, bytes) = match forward(&shared, parts, body.clone()).await {
         Ok(r) => r,
         Err(e) => {

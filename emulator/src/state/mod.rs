@@ -52,4 +52,9 @@ pub(crate) struct Shared {
     pub deploying: Mutex<deploying::Deploying>,
     /// Every call served, while a test records them.
     pub journal: crate::journal::Journal,
+    /// Held while moto serves an SSM write: moto checks "exists?" and then
+    /// writes without a lock, so two concurrent `PutParameter` without
+    /// `Overwrite` could both create the parameter (under load, seen: two runs
+    /// both took one stack's lock). AWS's conditional create is atomic.
+    pub ssm_writes: tokio::sync::Mutex<()>,
 }

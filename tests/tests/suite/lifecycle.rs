@@ -89,19 +89,19 @@ async fn two_runs_at_once_one_waits_for_nobody_and_a_stale_lock_is_taken_over() 
         mbstack_tests::checks::run(&d, "race-a", json!({"stack": "race"})),
         mbstack_tests::checks::run(&d, "race-b", json!({"stack": "race"}))
     );
+    // Both runs' story, should the lock ever let both through.
+    let story = format!(
+        "race-a: {} {:?} {:?}\n  states {:?}\nrace-b: {} {:?} {:?}\n  states {:?}",
+        a.status, a.error, a.cause, a.state_names, b.status, b.error, b.cause, b.state_names
+    );
     let (winner, loser) = if a.status == "SUCCEEDED" {
         (a, b)
     } else {
         (b, a)
     };
-    assert_eq!(winner.status, "SUCCEEDED", "{:?}", winner.cause);
-    assert_eq!(loser.status, "FAILED");
-    assert_eq!(
-        loser.error.as_deref(),
-        Some("Mbstack.Locked"),
-        "{:?}",
-        loser.cause
-    );
+    assert_eq!(winner.status, "SUCCEEDED", "{story}");
+    assert_eq!(loser.status, "FAILED", "{story}");
+    assert_eq!(loser.error.as_deref(), Some("Mbstack.Locked"), "{story}");
     assert!(
         loser
             .cause

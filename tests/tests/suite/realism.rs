@@ -4,7 +4,7 @@
 
 use aws_sdk_ecs::types::LoadBalancer;
 use mbstack_core::{Scope, StackSpec, State, Tier, Verb};
-use mbstack_emulator::EcsFault;
+use mbstack_emulator::{EcsFault, Emulator};
 use mbstack_local::Deployed;
 use mbstack_tests::{app_inputs, stack_leftovers, TestEnv, TierRunner};
 use serde_json::json;
@@ -783,4 +783,56 @@ async fn a_family_describes_as_its_latest_active_revision() {
         image_of("fam-other").await,
         Ok((1, "busybox:9".to_string()))
     );
+}
+
+/// SSM's conditional create (PutParameter without Overwrite) has one winner
+/// however many callers race, as on AWS: the stack lock rests on it. moto
+/// checks and writes without a lock, and under load two concurrent creates
+/// both succeeded (two runs took one stack's lock); the front door serialises
+/// SSM's writes.
+#[tokio::test]
+async fn a_parameter_created_by_many_at_once_has_one_creator() {
+    let emu = Emulator::start().expect("emulator");
+    let config = emu.sdk_config().await;
+    let winners = race_ssm_creates(&config, 30, 8).await;
+    assert!(
+        winners.iter().all(|w| *w == 1),
+        "creators per parameter: {winners:?}"
+    );
+}
+
+/// For each of `names` parameters, `callers` concurrent creates: how many
+/// succeeded, per parameter.
+async fn race_ssm_creates(
+    config: &aws_types::SdkConfig,
+    names: usize,
+    callers: usize,
+) -> Vec<usize> {
+    let ssm = aws_sdk_ssm::Client::new(config);
+    let mut winners = Vec::new();
+    for n in 0..names {
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..callers {
+            let ssm = ssm.clone();
+            set.spawn(async move {
+                ssm.put_parameter()
+                    .name(format!("/race/{n}/lock"))
+                    .value(format!("caller-{c}"))
+                    .r#type(aws_sdk_ssm::types::ParameterType::String)
+                    .overwrite(false)
+                    .send()
+                    .await
+                    .map_err(|e| code(&e))
+            });
+        }
+        let mut won = 0;
+        while let Some(r) = set.join_next().await {
+            match r.expect("a caller") {
+                Ok(_) => won += 1,
+                Err(c) => assert_eq!(c, "ParameterAlreadyExists"),
+            }
+        }
+        winners.push(won);
+    }
+    winners
 }
