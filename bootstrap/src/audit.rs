@@ -222,13 +222,8 @@ pub async fn audit(
     // The state machine: never execution data in its logs.
     if let Some(name) = state_machine {
         let sfn = client!(aws_sdk_sfn, aws);
-        if let Some(arn) = crate::deploy::find_state_machine(&sfn, name).await? {
-            let d = sfn
-                .describe_state_machine()
-                .state_machine_arn(&arn)
-                .send()
-                .await
-                .map_err(|e| aws_error("states:DescribeStateMachine", e))?;
+        if let Some(d) = crate::deploy::describe_named(&sfn, name).await? {
+            let arn = d.state_machine_arn().to_string();
             if d.logging_configuration()
                 .is_some_and(|l| l.include_execution_data())
             {

@@ -33,7 +33,7 @@ pub use build::{build, placeholder_zips};
 pub use notifications::{topic_name, Notify};
 pub use records::{records, stacks};
 pub use schedules::{list_schedules, remove_schedules, set_schedules, Schedule};
-pub use state_machine::find_state_machine;
+pub use state_machine::{describe_named, find_state_machine};
 
 use functions::{ensure_function, settled};
 use roles::{account_of, ensure_role, ensure_role_boundary, remove_role_boundary};

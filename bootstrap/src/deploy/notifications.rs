@@ -7,7 +7,7 @@
 use mbstack_core::{aws_error, error_code, TierError};
 use serde_json::Value;
 
-use super::{find_state_machine, tags, Report};
+use super::{describe_named, tags, Report};
 
 /// What `--notify` asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +69,9 @@ pub fn topic_name(prefix: &str) -> String {
 
 /// The topic the current state machine publishes to, if any.
 async fn current(sfn: &aws_sdk_sfn::Client, prefix: &str) -> Result<Option<String>, TierError> {
-    let Some(arn) = find_state_machine(sfn, &format!("{prefix}-provision")).await? else {
+    let Some(d) = describe_named(sfn, &format!("{prefix}-provision")).await? else {
         return Ok(None);
     };
-    let d = sfn
-        .describe_state_machine()
-        .state_machine_arn(&arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("states:DescribeStateMachine", e))?;
     let definition: Value = serde_json::from_str(d.definition()).unwrap_or(Value::Null);
     fn find(v: &Value) -> Option<String> {
         match v {

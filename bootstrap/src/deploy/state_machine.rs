@@ -160,3 +160,22 @@ pub async fn find_state_machine(
         }
     }
 }
+
+/// The state machine `name` as DescribeStateMachine tells it, if it exists.
+pub async fn describe_named(
+    sfn: &aws_sdk_sfn::Client,
+    name: &str,
+) -> Result<
+    Option<aws_sdk_sfn::operation::describe_state_machine::DescribeStateMachineOutput>,
+    TierError,
+> {
+    let Some(arn) = find_state_machine(sfn, name).await? else {
+        return Ok(None);
+    };
+    sfn.describe_state_machine()
+        .state_machine_arn(&arn)
+        .send()
+        .await
+        .map(Some)
+        .map_err(|e| aws_error("states:DescribeStateMachine", e))
+}
