@@ -75,6 +75,9 @@ pub async fn logs(
     // Events already printed at the newest timestamp seen: the next read starts
     // at that timestamp again (more may arrive for it), without repeating them.
     let mut printed: HashSet<String> = HashSet::new();
+    // `--output json`: one array without --follow (one document, as every
+    // command), one object a line while following.
+    let mut collected: Vec<serde_json::Value> = Vec::new();
     let pause = if t.is_local() {
         Duration::from_millis(300)
     } else {
@@ -113,12 +116,11 @@ pub async fn logs(
                 }
                 let stream = e.log_stream_name().unwrap_or("");
                 let message = e.message().unwrap_or("");
-                match output {
-                    Output::Text => println!("{}", line(ts, stream, message)),
-                    Output::Json => println!(
-                        "{}",
-                        json!({"timestamp": ts, "task": task_of(stream), "stream": stream, "message": message.trim_end()})
-                    ),
+                let as_json = || json!({"timestamp": ts, "task": task_of(stream), "stream": stream, "message": message.trim_end()});
+                match (output, follow) {
+                    (Output::Text, _) => println!("{}", line(ts, stream, message)),
+                    (Output::Json, true) => println!("{}", as_json()),
+                    (Output::Json, false) => collected.push(as_json()),
                 }
                 if ts > newest {
                     newest = ts;
@@ -140,6 +142,9 @@ pub async fn logs(
         }
         start = newest;
         if !follow {
+            if output == Output::Json {
+                println!("{}", serde_json::Value::Array(collected));
+            }
             return Ok(());
         }
         tokio::select! {

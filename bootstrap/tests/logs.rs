@@ -75,6 +75,17 @@ fn logs_shows_the_tasks_lines_and_follows_new_ones() {
         "{stdout}"
     );
 
+    // --output json: one document, each line with its task.
+    let out = mbstack(&emu, &["logs", stack, "--since", "5m", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc.as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(doc[0]["task"], serde_json::json!(task));
+    assert_eq!(
+        doc[0]["message"],
+        serde_json::json!("Metabase Initialization COMPLETE")
+    );
+
     // --follow: the line so far, then one written while it runs, once each.
     let mut child = Command::new(BIN)
         .args(["logs", stack, "--follow", "--endpoint-url", &emu.endpoint])
