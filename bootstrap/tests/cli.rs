@@ -43,6 +43,11 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         out.lines().filter(|l| l.contains(" ok ")).count() > 20,
         "{out}"
     );
+    // The service's tasks; no stop reason for a healthy one.
+    assert!(
+        out.contains("service:   1/1 task(s) running") && !out.contains("last stop:"),
+        "{out}"
+    );
     assert!(!out.lines().any(|l| l.contains(" missing ")), "{out}");
     // A header: the stack, its last run and when it ended, then the columns.
     assert!(out.starts_with("stack cli\n"), "{out}");

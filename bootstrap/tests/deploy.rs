@@ -512,6 +512,14 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
         Err(TierError::Refused(m)) => assert!(m.contains("--notify") && m.contains("nope"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // A topic of another region: SNS would refuse every Publish to it.
+    let elsewhere = "arn:aws:sns:eu-west-1:123456789012:their-alerts".to_string();
+    match deploy::deploy(&aws, &deploy_with(deploy::Notify::Topic(elsewhere))).await {
+        Err(TierError::Refused(m)) => {
+            assert!(m.contains("eu-west-1") && m.contains("us-east-1"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
 
     // Off: no topic in the definition, no sns permission.
     deploy::deploy(&aws, &deploy_with(deploy::Notify::Off))
@@ -534,5 +542,46 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
         .iter()
         .filter_map(|t| t.topic_arn().map(str::to_string))
         .collect();
-    assert_eq!(topics, vec![theirs]);
+    assert_eq!(topics, vec![theirs.clone()]);
+
+    // A topic that takes the deployment's topic name but is not its own: not
+    // adopted (SNS refuses the tagged create, as the emulator does), named in
+    // the refusal with what to do, and left alone by undeploy.
+    let squatter = sns
+        .create_topic()
+        .name(deploy::topic_name("mbn"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    match deploy::deploy(
+        &aws,
+        &deploy_with(deploy::Notify::parse(Some("ops@example.com")).unwrap()),
+    )
+    .await
+    {
+        Err(TierError::Refused(m)) => {
+            assert!(
+                m.contains("mbn-notifications") && m.contains("--notify arn:"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    deploy::undeploy(&aws, "mbn", true).await.expect("undeploy");
+    let mut topics: Vec<String> = sns
+        .list_topics()
+        .send()
+        .await
+        .unwrap()
+        .topics()
+        .iter()
+        .filter_map(|t| t.topic_arn().map(str::to_string))
+        .collect();
+    topics.sort();
+    let mut want = vec![squatter, theirs];
+    want.sort();
+    assert_eq!(topics, want);
 }

@@ -461,6 +461,13 @@ async fn serve(
     {
         return Ok(refusal);
     }
+    // SNS's refusals, always (AWS's answers, not its timings).
+    if let Some(refusal) = match query.as_ref() {
+        Some(q) => crate::sns::refuse(&shared, q).await,
+        None => None,
+    } {
+        return Ok(refusal);
+    }
     // AWS's refusals, where moto would accept.
     if let Some(refusal) =
         crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await

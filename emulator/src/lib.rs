@@ -18,6 +18,7 @@ pub mod node_tools;
 mod protocol;
 mod realism;
 mod rotation;
+mod sns;
 mod state;
 mod xml;
 

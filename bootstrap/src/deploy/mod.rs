@@ -152,8 +152,14 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
     let mut report = Report::default();
     let boundary = ensure_role_boundary(&iam, &opts.prefix, partition, &mut report).await?;
     let sns = client!(aws_sdk_sns, aws);
-    let notify_topic_arn =
-        notifications::resolve(&sns, &sfn, &opts.prefix, &opts.notify, &mut report).await?;
+    let notify_topic_arn = notifications::resolve(
+        &sns,
+        &sfn,
+        (&opts.prefix, &region),
+        &opts.notify,
+        &mut report,
+    )
+    .await?;
     let ctx = Context {
         partition: partition.to_string(),
         prefix: opts.prefix.clone(),

@@ -94,7 +94,7 @@ async fn current(sfn: &aws_sdk_sfn::Client, prefix: &str) -> Result<Option<Strin
 pub(super) async fn resolve(
     sns: &aws_sdk_sns::Client,
     sfn: &aws_sdk_sfn::Client,
-    prefix: &str,
+    (prefix, region): (&str, &str),
     notify: &Notify,
     report: &mut Report,
 ) -> Result<Option<String>, TierError> {
@@ -102,6 +102,13 @@ pub(super) async fn resolve(
         Notify::Keep => current(sfn, prefix).await,
         Notify::Off => Ok(None),
         Notify::Topic(arn) => {
+            // SNS publishes only to a topic of the region it is called in.
+            let topic_region = arn.split(':').nth(3).unwrap_or("");
+            if topic_region != region {
+                return Err(TierError::Refused(format!(
+                    "--notify: topic {arn} is in {topic_region}, this deployment in {region}: a function publishes only to a topic of its own region; give a topic in {region}, or an email address and mbstack makes its own"
+                )));
+            }
             match sns.get_topic_attributes().topic_arn(arn).send().await {
                 Ok(_) => Ok(Some(arn.clone())),
                 Err(e) if error_code(&e) == Some("NotFound") => Err(TierError::Refused(format!(
@@ -122,13 +129,17 @@ pub(super) async fn resolve(
                         .map_err(|e| TierError::Terminal(format!("a topic tag: {e}")))?,
                 );
             }
-            let arn = create
-                .send()
-                .await
-                .map_err(|e| aws_error("sns:CreateTopic", e))?
-                .topic_arn()
-                .unwrap_or_default()
-                .to_string();
+            let arn = match create.send().await {
+                Ok(out) => out.topic_arn().unwrap_or_default().to_string(),
+                // The name is taken by a topic that is not this deployment's
+                // (SNS: "Topic already exists with different tags").
+                Err(e) if error_code(&e) == Some("InvalidParameter") => {
+                    return Err(TierError::Refused(format!(
+                        "--notify: a topic named {name} exists that this deployment did not make (it lacks the tag mbstack:deployment={prefix}); pass its ARN to use it as it is (--notify arn:…:{name}), or delete or rename it"
+                    )))
+                }
+                Err(e) => return Err(aws_error("sns:CreateTopic", e)),
+            };
             let mut subscribed = false;
             let mut token = None;
             loop {
@@ -148,7 +159,9 @@ pub(super) async fn resolve(
                 }
             }
             if subscribed {
-                report.unchanged.push(format!("{address} subscribed to {name}"));
+                report
+                    .unchanged
+                    .push(format!("{address} subscribed to {name}"));
             } else {
                 sns.subscribe()
                     .topic_arn(&arn)

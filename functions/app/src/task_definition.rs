@@ -361,7 +361,6 @@ impl Resource for TaskDefinitions {
         live.tags.clone()
     }
 
-    /// A converge: the latest ACTIVE revision; a destroy: every one.
     /// A destroy: every ACTIVE revision of the family. Otherwise the latest
     /// ACTIVE one, described by the family's name alone (one call: AWS answers
     /// a family with its latest ACTIVE revision).

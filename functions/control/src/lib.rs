@@ -244,6 +244,9 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
         .get("executionArn")
         .and_then(Value::as_str)
         .unwrap_or("");
+    // Published first, before any record can fail: a finish that Step
+    // Functions retries (a record it could not write) publishes again, so a
+    // failure is told at least once, rarely twice, never not at all.
     if status == "failed" {
         let failure = payload.get("failure").cloned().unwrap_or(Value::Null);
         let changes: Vec<Value> = out["changes"].as_array().cloned().unwrap_or_default();

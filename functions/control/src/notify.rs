@@ -12,7 +12,8 @@ use serde_json::Value;
 
 pub use mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER as TOPIC_PLACEHOLDER;
 
-/// SNS takes subjects of at most 100 printable ASCII characters.
+/// SNS takes subjects of at most 100 printable ASCII characters (the
+/// emulator refuses others, as AWS does).
 const SUBJECT_MAX: usize = 100;
 
 /// The console page of an execution (its region is in its ARN).
@@ -92,7 +93,21 @@ pub fn message(
         "\nThe execution: {}\nIts history shows every step; `mbstack status {stack_or}` shows the stack.\n",
         console_link(execution_arn)
     ));
-    (subject, body)
+    (subject, printable(&body))
+}
+
+/// `text` with every control character but the line break written as an
+/// escape: a refused run's stack name is whatever its input held.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Publishes the message to `topic` (skipped when `topic` is empty or still

@@ -122,9 +122,9 @@ fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups) -> Vec<Rule> {
     rules
 }
 
-/// Where one ingress permission comes from, as DescribeSecurityGroups lists it.
+/// Where one ingress rule lets traffic in from, as DescribeSecurityGroups lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum From {
+enum Origin {
     Cidr(String),
     Cidr6(String),
     Group(String),
@@ -140,7 +140,7 @@ pub(crate) struct Had {
     protocol: String,
     from_port: Option<i32>,
     to_port: Option<i32>,
-    from: From,
+    from: Origin,
 }
 
 impl Had {
@@ -158,25 +158,25 @@ impl Had {
                 p.ip_ranges()
                     .iter()
                     .filter_map(|r| r.cidr_ip())
-                    .map(|c| had(From::Cidr(c.to_string()))),
+                    .map(|c| had(Origin::Cidr(c.to_string()))),
             );
             out.extend(
                 p.ipv6_ranges()
                     .iter()
                     .filter_map(|r| r.cidr_ipv6())
-                    .map(|c| had(From::Cidr6(c.to_string()))),
+                    .map(|c| had(Origin::Cidr6(c.to_string()))),
             );
             out.extend(
                 p.user_id_group_pairs()
                     .iter()
                     .filter_map(|g| g.group_id())
-                    .map(|g| had(From::Group(g.to_string()))),
+                    .map(|g| had(Origin::Group(g.to_string()))),
             );
             out.extend(
                 p.prefix_list_ids()
                     .iter()
                     .filter_map(|l| l.prefix_list_id())
-                    .map(|l| had(From::PrefixList(l.to_string()))),
+                    .map(|l| had(Origin::PrefixList(l.to_string()))),
             );
         }
         out
@@ -189,9 +189,9 @@ impl Had {
         }
         let port = self.from_port?;
         let source = match &self.from {
-            From::Cidr(c) => Source::Cidr(c.clone()),
-            From::Group(g) => Source::Group(Some(g.clone())),
-            From::Cidr6(_) | From::PrefixList(_) => return None,
+            Origin::Cidr(c) => Source::Cidr(c.clone()),
+            Origin::Group(g) => Source::Group(Some(g.clone())),
+            Origin::Cidr6(_) | Origin::PrefixList(_) => return None,
         };
         Some(Rule { port, source })
     }
@@ -203,10 +203,12 @@ impl Had {
             .set_from_port(self.from_port)
             .set_to_port(self.to_port);
         match &self.from {
-            From::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
-            From::Cidr6(c) => b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
-            From::Group(g) => b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build()),
-            From::PrefixList(l) => {
+            Origin::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+            Origin::Cidr6(c) => b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+            Origin::Group(g) => {
+                b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+            }
+            Origin::PrefixList(l) => {
                 b.prefix_list_ids(PrefixListId::builder().prefix_list_id(l).build())
             }
         }
@@ -217,7 +219,7 @@ impl Had {
 impl std::fmt::Display for Had {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let from = match &self.from {
-            From::Cidr(x) | From::Cidr6(x) | From::Group(x) | From::PrefixList(x) => x,
+            Origin::Cidr(x) | Origin::Cidr6(x) | Origin::Group(x) | Origin::PrefixList(x) => x,
         };
         write!(
             f,
@@ -509,7 +511,7 @@ impl Resource for SecurityGroups {
             let had = Had::all_of(&other);
             let naming: Vec<&Had> = had
                 .iter()
-                .filter(|h| h.from == From::Group(id.clone()))
+                .filter(|h| h.from == Origin::Group(id.clone()))
                 .collect();
             if let Some(gid) = other.group_id() {
                 self.revoke(gid, &naming).await?;

@@ -734,6 +734,25 @@ async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none
         "{message}"
     );
 
+    // A refused input whose stack name is anything at all: the message still
+    // goes out (SNS refuses a Subject that is not plain ASCII, as the emulator
+    // does), the name escaped in the body.
+    let run = mbstack_tests::checks::run(
+        &d,
+        "hostile-1",
+        json!({"stack": "a\u{0000}b\n\u{202e}kcats😀"}),
+    )
+    .await;
+    assert_eq!(run.error.as_deref(), Some("Mbstack.InvalidSpec"));
+    let sent = published(&d, &mut all);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["status"], json!(200), "{}", sent[0]["response"]);
+    let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\\u{0}") && !message.contains('\u{0}'),
+        "{message}"
+    );
+
     // The control function's Publish under its deployed policy, with and
     // without the topic.
     let publishes: Vec<Value> = all
