@@ -447,6 +447,21 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
             .collect::<Vec<_>>()
     };
 
+    // Every topic's ARN, sorted.
+    let topics = || async {
+        let mut all: Vec<String> = sns
+            .list_topics()
+            .send()
+            .await
+            .unwrap()
+            .topics()
+            .iter()
+            .filter_map(|t| t.topic_arn().map(str::to_string))
+            .collect();
+        all.sort();
+        all
+    };
+
     let email = deploy::Notify::parse(Some("ops@example.com")).unwrap();
     let report = deploy::deploy(&aws, &deploy_with(email.clone()))
         .await
@@ -533,16 +548,7 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
 
     // Undeploy: its own topic goes, theirs stays.
     deploy::undeploy(&aws, "mbn", true).await.expect("undeploy");
-    let topics: Vec<String> = sns
-        .list_topics()
-        .send()
-        .await
-        .unwrap()
-        .topics()
-        .iter()
-        .filter_map(|t| t.topic_arn().map(str::to_string))
-        .collect();
-    assert_eq!(topics, vec![theirs.clone()]);
+    assert_eq!(topics().await, vec![theirs.clone()]);
 
     // A topic that takes the deployment's topic name but is not its own: not
     // adopted (SNS refuses the tagged create, as the emulator does), named in
@@ -571,17 +577,7 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
         other => panic!("{other:?}"),
     }
     deploy::undeploy(&aws, "mbn", true).await.expect("undeploy");
-    let mut topics: Vec<String> = sns
-        .list_topics()
-        .send()
-        .await
-        .unwrap()
-        .topics()
-        .iter()
-        .filter_map(|t| t.topic_arn().map(str::to_string))
-        .collect();
-    topics.sort();
     let mut want = vec![squatter, theirs];
     want.sort();
-    assert_eq!(topics, want);
+    assert_eq!(topics().await, want);
 }
