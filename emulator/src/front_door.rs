@@ -76,6 +76,7 @@ impl FrontDoor {
             deploying: Mutex::new(Default::default()),
             journal: Default::default(),
             ssm_writes: Default::default(),
+            acm: Default::default(),
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
@@ -468,6 +469,19 @@ async fn serve(
     } {
         return Ok(refusal);
     }
+    // ACM's and Route 53's refusals, always (see `crate::acm`).
+    if let Some(refusal) = crate::acm::refuse(
+        &shared,
+        parts,
+        query.as_ref(),
+        &target,
+        request_json.as_ref(),
+        &body,
+    )
+    .await
+    {
+        return Ok(refusal);
+    }
     // AWS's refusals, where moto would accept.
     if let Some(refusal) =
         crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await
@@ -526,6 +540,7 @@ async fn serve(
     };
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
+    let bytes = crate::acm::after(&shared, &target, status.is_success(), bytes).await;
     if status.is_success() && target == "secretsmanager.RotateSecret" {
         let rotated = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()

@@ -5,6 +5,7 @@
 //! One server per [`Moto`] handle: tests each start their own (about 0.4 s and
 //! 55 MB each), so they run in parallel without sharing any state.
 
+mod acm;
 mod asl;
 mod deploying;
 mod ec2;
@@ -268,6 +269,10 @@ impl Moto {
                 &port.to_string(),
             ])
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            // moto issues a DNS-validated certificate 60 s after the request,
+            // record or not; the front door issues it as ACM does, once its
+            // validation record exists (`crate::acm`).
+            .env("MOTO_ACM_VALIDATION_WAIT", "315360000")
             .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
             .stdin(Stdio::piped())
             .stdout(out.try_clone()?)

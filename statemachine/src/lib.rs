@@ -232,7 +232,7 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     let t = l.tier;
     let key = t.key;
     // Names are unique across the apply, rollback and delete loops of a tier.
-    let (ready, phase, again) = match l.verb_label {
+    let (ready, phase, mut again) = match l.verb_label {
         "Create" if t.label.ends_with('s') => (
             format!("Are the {} ready?", t.label),
             String::new(),
@@ -254,6 +254,9 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
             format!("Delete the {} again", t.label),
         ),
     };
+    if l.again == "apply" {
+        again = format!("Apply the {} again", t.label);
+    }
     let entry = match l.first {
         "check" => format!("Check the {}", t.label),
         _ => format!("{} {}", l.verb_label, t.label),
@@ -312,11 +315,16 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     } else {
         format!("$.{key}")
     };
+    let mut again_event = tier_event(l.again, l.scope, l.inputs, t.part);
+    if l.again == "apply" {
+        // The changes of the passes before, kept by the tier in front of its own.
+        again_event["changesBefore.$"] = json!(format!("$.{key}.changes"));
+    }
     states.insert(
         again.clone(),
         invoke(
             t.function,
-            tier_event(l.again, l.scope, l.inputs, t.part),
+            again_event,
             again_selector,
             &again_path,
             Some(&ready),
@@ -455,11 +463,17 @@ impl Phase {
         next: &'a str,
         on_error: Option<(&'a str, &'a str)>,
     ) -> Loop<'a> {
+        // A create loop of a tier that applies until ready applies again.
+        let again = if self.first == "apply" && t.info().applies_again {
+            "apply"
+        } else {
+            self.again
+        };
         Loop {
             tier,
             verb_label: self.verb_label,
             first: self.first,
-            again: self.again,
+            again,
             scope: self.scope,
             done_state: self.done,
             inputs: self.inputs(t),

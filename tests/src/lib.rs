@@ -491,6 +491,32 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
             })
             .map(|s| format!("secret {}", s.name().unwrap_or(""))),
     );
+    let acm = aws_sdk_acm::Client::new(config);
+    for c in acm
+        .list_certificates()
+        .send()
+        .await
+        .unwrap()
+        .certificate_summary_list()
+    {
+        let arn = c.certificate_arn().unwrap_or("");
+        let tags = acm
+            .list_tags_for_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == STACK_TAG && t.value() == Some(stack))
+        {
+            left.push(format!(
+                "certificate {arn} ({})",
+                c.domain_name().unwrap_or("")
+            ));
+        }
+    }
     let aas = aws_sdk_applicationautoscaling::Client::new(config);
     let targets = aas
         .describe_scalable_targets()
@@ -509,6 +535,111 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
             .map(|t| format!("scalable-target {}", t.resource_id())),
     );
     left
+}
+
+/// A public hosted zone `name` (created, as its owner would): its ID.
+pub async fn public_zone(config: &aws_types::SdkConfig, name: &str) -> String {
+    let r53 = aws_sdk_route53::Client::new(config);
+    let out = r53
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference(format!("test-{name}"))
+        .send()
+        .await
+        .unwrap();
+    out.hosted_zone()
+        .unwrap()
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_string()
+}
+
+/// Every record set of every hosted zone but the zones' own SOA and NS, as
+/// `<zone id> <name> <type> <values or alias>`, sorted.
+pub async fn dns_records(config: &aws_types::SdkConfig) -> Vec<String> {
+    let r53 = aws_sdk_route53::Client::new(config);
+    let mut out = Vec::new();
+    for z in r53.list_hosted_zones().send().await.unwrap().hosted_zones() {
+        let id = z.id().trim_start_matches("/hostedzone/");
+        let sets = r53
+            .list_resource_record_sets()
+            .hosted_zone_id(id)
+            .send()
+            .await
+            .unwrap();
+        for s in sets.resource_record_sets() {
+            let t = s.r#type().as_str();
+            if t == "SOA" || t == "NS" {
+                continue;
+            }
+            let values: Vec<&str> = s.resource_records().iter().map(|r| r.value()).collect();
+            let alias = s.alias_target().map(|a| a.dns_name()).unwrap_or("");
+            out.push(format!("{id} {} {t} {}{alias}", s.name(), values.join(",")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A certificate for `domain` that someone else requested and validated (in
+/// `zone`): ISSUED, not the stack's.
+pub async fn issued_certificate(config: &aws_types::SdkConfig, zone: &str, domain: &str) -> String {
+    let acm = aws_sdk_acm::Client::new(config);
+    let arn = acm
+        .request_certificate()
+        .domain_name(domain)
+        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string();
+    let r53 = aws_sdk_route53::Client::new(config);
+    let mut written = false;
+    for _ in 0..200 {
+        let d = acm
+            .describe_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let c = d.certificate().unwrap();
+        if c.status() == Some(&aws_sdk_acm::types::CertificateStatus::Issued) {
+            return arn;
+        }
+        if let (false, Some(r)) = (
+            written,
+            c.domain_validation_options()
+                .first()
+                .and_then(|o| o.resource_record()),
+        ) {
+            use aws_sdk_route53::types::{
+                Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+            };
+            let set = ResourceRecordSet::builder()
+                .name(r.name())
+                .r#type(RrType::Cname)
+                .ttl(300)
+                .resource_records(ResourceRecord::builder().value(r.value()).build().unwrap())
+                .build()
+                .unwrap();
+            let change = Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()
+                .unwrap();
+            r53.change_resource_record_sets()
+                .hosted_zone_id(zone)
+                .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+                .send()
+                .await
+                .unwrap();
+            written = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("certificate {arn} for {domain} was never issued");
 }
 
 pub fn spec(stack: &str) -> StackSpec {

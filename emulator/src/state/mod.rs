@@ -57,4 +57,6 @@ pub(crate) struct Shared {
     /// `Overwrite` could both create the parameter (under load, seen: two runs
     /// both took one stack's lock). AWS's conditional create is atomic.
     pub ssm_writes: tokio::sync::Mutex<()>,
+    /// ACM's certificates as the front door issues them (see [`crate::acm`]).
+    pub acm: Mutex<crate::acm::AcmState>,
 }

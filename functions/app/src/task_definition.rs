@@ -62,7 +62,7 @@ pub(crate) fn wanted(
     region: &str,
 ) -> Wanted {
     let a = &w.spec.app;
-    let env: BTreeMap<String, String> = [
+    let mut env: BTreeMap<String, String> = [
         ("MB_DB_TYPE", "postgres".to_string()),
         ("MB_DB_HOST", db.host.clone()),
         ("MB_DB_PORT", db.port.clone()),
@@ -77,6 +77,11 @@ pub(crate) fn wanted(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    // Metabase's own address (links in e-mails and Slack messages, SSO
+    // redirects): the stack's domain, served over HTTPS by the load balancer.
+    if let Some(domain) = &w.spec.load_balancer.domain {
+        env.insert("MB_SITE_URL".into(), format!("https://{domain}"));
+    }
     let secrets: BTreeMap<String, String> = [
         ("MB_DB_PASS", format!("{}:password::", db.secret_arn)),
         ("MB_ENCRYPTION_SECRET_KEY", key_secret.to_string()),

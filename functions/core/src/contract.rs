@@ -124,6 +124,11 @@ pub struct Event {
     /// Which of the tier's work (default: all of it).
     #[serde(default, skip_serializing_if = "Part::is_all")]
     pub part: Part,
+    /// An apply again (a tier that applies until ready, see
+    /// [`crate::naming::TierInfo::applies_again`]): the changes its passes
+    /// before made, kept at the front of this pass's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes_before: Vec<Change>,
 }
 
 impl Event {
@@ -137,6 +142,7 @@ impl Event {
             },
             inputs: Map::new(),
             part: Part::All,
+            changes_before: Vec::new(),
         }
     }
 

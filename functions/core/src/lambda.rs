@@ -87,8 +87,18 @@ where
             ))),
             _ => {
                 let part = event.part;
+                let mut before = event.changes_before.clone();
                 let mut outcome = handler(event).await?;
                 outcome.part = part;
+                // A pass again keeps what the passes before it changed; its
+                // own unchanged resources add nothing.
+                before.extend(
+                    outcome
+                        .changes
+                        .into_iter()
+                        .filter(|c| c.action != crate::contract::Action::None),
+                );
+                outcome.changes = before;
                 Ok(outcome)
             }
         }

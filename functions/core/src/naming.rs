@@ -90,6 +90,12 @@ pub struct TierInfo {
     pub max_polls: u32,
     /// How the state machine's state names call the tier ("Is the database ready?").
     pub state_label: &'static str,
+    /// While pending, a create applies again instead of checking: a step of
+    /// the tier waits on an earlier one of its own (the HTTPS listener on the
+    /// domain's certificate, issued minutes after it is requested). Each pass
+    /// makes the reads a check makes, and the changes of the passes before
+    /// are kept (`Event::changes_before`).
+    pub applies_again: bool,
     /// The function ARN's placeholder in the state machine definition.
     pub arn_placeholder: &'static str,
 }
@@ -104,6 +110,7 @@ pub const TIERS: [TierInfo; 5] = [
         poll_seconds: 0,
         max_polls: 0,
         state_label: "control",
+        applies_again: false,
         arn_placeholder: "${ControlFunctionArn}",
     },
     // A NAT gateway takes 1–2 minutes: 40 × 15 s.
@@ -115,6 +122,7 @@ pub const TIERS: [TierInfo; 5] = [
         poll_seconds: 15,
         max_polls: 40,
         state_label: "network",
+        applies_again: false,
         arn_placeholder: "${NetworkFunctionArn}",
     },
     // RDS takes minutes (a create up to ~20): 80 × 30 s.
@@ -126,17 +134,21 @@ pub const TIERS: [TierInfo; 5] = [
         poll_seconds: 30,
         max_polls: 80,
         state_label: "database",
+        applies_again: false,
         arn_placeholder: "${DataFunctionArn}",
     },
-    // An ALB takes 2–3 minutes to become active: 40 × 15 s.
+    // An ALB takes 2–3 minutes to become active; the domain's certificate
+    // usually minutes after its validation record, up to 30 for a new zone
+    // (Terraform's validation waits 75): 160 × 15 s = 40 min.
     TierInfo {
         tier: Tier::LoadBalancer,
         binary: "mbstack-loadbalancer",
         memory_mib: 256,
         timeout_seconds: 120,
         poll_seconds: 15,
-        max_polls: 40,
+        max_polls: 160,
         state_label: "load balancer",
+        applies_again: true,
         arn_placeholder: "${LoadBalancerFunctionArn}",
     },
     // ECS deployments take minutes (Metabase's start and health checks): 120 × 20 s.
@@ -148,6 +160,7 @@ pub const TIERS: [TierInfo; 5] = [
         poll_seconds: 20,
         max_polls: 120,
         state_label: "Metabase service",
+        applies_again: false,
         arn_placeholder: "${AppFunctionArn}",
     },
 ];

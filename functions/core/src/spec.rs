@@ -419,6 +419,14 @@ pub struct LoadBalancerSpec {
     pub allowed_cidrs: Vec<String>,
     /// ACM certificate: adds HTTPS :443 and redirects :80 to it.
     pub certificate_arn: Option<String>,
+    /// Metabase's own address (`metabase.example.com`): mbstack requests an ACM
+    /// certificate for it (DNS validation in its Route 53 hosted zone) unless
+    /// `certificateArn` names one, serves HTTPS and points an alias record at
+    /// the load balancer.
+    pub domain: Option<String>,
+    /// The public hosted zone holding `domain` (found by the domain's parent
+    /// when left out).
+    pub hosted_zone_id: Option<String>,
     pub idle_timeout_seconds: u16,
     pub deletion_protection: bool,
 }
@@ -428,6 +436,8 @@ impl Default for LoadBalancerSpec {
         Self {
             allowed_cidrs: vec!["0.0.0.0/0".into()],
             certificate_arn: None,
+            domain: None,
+            hosted_zone_id: None,
             idle_timeout_seconds: 60,
             deletion_protection: false,
         }
@@ -780,6 +790,18 @@ impl StackSpec {
                 p.push(Problem::new("loadBalancer.certificateArn", format!("{arn:?} is not an ACM certificate ARN: use arn:aws:acm:<region>:<account>:certificate/<id>, or leave it out for HTTP only")));
             }
         }
+        if let Some(domain) = &lb.domain {
+            if let Some(why) = domain_problem(domain) {
+                p.push(Problem::new("loadBalancer.domain", why));
+            }
+        }
+        if let Some(zone) = &lb.hosted_zone_id {
+            if lb.domain.is_none() {
+                p.push(Problem::new("loadBalancer.hostedZoneId", "a hosted zone without loadBalancer.domain: set the domain (e.g. \"metabase.example.com\") or leave the zone out"));
+            } else if !is_hosted_zone_id(zone) {
+                p.push(Problem::new("loadBalancer.hostedZoneId", format!("{zone:?} is not a Route 53 hosted zone ID: use the ID alone, such as Z0123456789ABCDEFGHIJ (without \"/hostedzone/\"), or leave it out to find the zone by the domain's parent")));
+            }
+        }
         if !(1..=4000).contains(&lb.idle_timeout_seconds) {
             p.push(Problem::new(
                 "loadBalancer.idleTimeoutSeconds",
@@ -895,6 +917,45 @@ fn image_problem(image: &str) -> Option<String> {
     }
 }
 
+/// Why `domain` cannot be Metabase's address (None: it can). A fully qualified
+/// name in lower case, as ACM and Route 53 take it: two labels at least, each
+/// 1–63 letters, digits or hyphens not at either end, 253 characters at most.
+fn domain_problem(domain: &str) -> Option<String> {
+    let fix = "use a name such as metabase.example.com, in lower case, without a scheme, a port, a trailing dot or a wildcard";
+    if domain.len() > 253 {
+        return Some(format!("{domain:?} is longer than 253 characters: {fix}"));
+    }
+    if domain != domain.to_ascii_lowercase() {
+        return Some(format!(
+            "{domain:?} has upper-case letters: write it as {:?}",
+            domain.to_ascii_lowercase()
+        ));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Some(format!(
+            "{domain:?} is not a domain name mbstack can serve: {fix}"
+        ));
+    }
+    None
+}
+
+/// A Route 53 hosted zone ID: upper-case letters and digits (AWS's start
+/// with `Z`; the form is checked, not the letter).
+fn is_hosted_zone_id(id: &str) -> bool {
+    (2..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 fn is_acm_certificate_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     parts.len() == 6
@@ -938,6 +999,55 @@ mod tests {
         assert_eq!(v["loadBalancer"]["allowedCidrs"], json!(["0.0.0.0/0"]));
         assert_eq!(v["network"]["nat"], json!("single"));
         assert_eq!(StackSpec::from_json(&v).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_domain_and_its_zone_are_checked_before_anything_exists() {
+        let problems = |lb: serde_json::Value| {
+            StackSpec::from_json(&json!({"stack": "s", "loadBalancer": lb}))
+                .err()
+                .map(|e| {
+                    e.paths()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert!(problems(json!({"domain": "metabase.example.com"})).is_empty());
+        assert!(problems(
+            json!({"domain": "bi.example.co.uk", "hostedZoneId": "Z0123456789ABCDEFGHIJ"})
+        )
+        .is_empty());
+        for bad in [
+            "https://metabase.example.com",
+            "metabase.example.com.",
+            "*.example.com",
+            "Metabase.example.com",
+            "localhost",
+            "-bad.example.com",
+            "metabase.example.com:443",
+        ] {
+            assert_eq!(
+                problems(json!({"domain": bad})),
+                vec!["loadBalancer.domain"],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            problems(json!({"domain": "a.example.com", "hostedZoneId": "/hostedzone/Z123"})),
+            vec!["loadBalancer.hostedZoneId"]
+        );
+        assert_eq!(
+            problems(json!({"hostedZoneId": "Z123"})),
+            vec!["loadBalancer.hostedZoneId"]
+        );
+        let e = StackSpec::from_json(
+            &json!({"stack": "s", "loadBalancer": {"domain": "Metabase.Example.com"}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"metabase.example.com\""), "{e}");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! The target group is attached to a listener in the same apply, before the app
 //! tier's service references it.
 
+mod certificate;
+mod dns;
+mod domain;
 mod listeners;
 mod load_balancer;
 mod reads;
@@ -26,10 +29,17 @@ use serde_json::{Map, Value};
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let elb = client!(aws_sdk_elasticloadbalancingv2, aws);
+    let d = domain::Domain {
+        elb: elb.clone(),
+        acm: client!(aws_sdk_acm, aws),
+        dns: dns::Dns {
+            r53: client!(aws_sdk_route53, aws),
+        },
+    };
     let w = Work::new(Tier::LoadBalancer, &event.spec, &event.run, event.verb);
     match event.verb {
-        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&elb, w, &event)).await,
-        Verb::Destroy => Box::pin(destroy(&elb, w)).await,
+        Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&elb, &d, w, &event)).await,
+        Verb::Destroy => Box::pin(destroy(&elb, &d, w)).await,
     }
 }
 
@@ -42,11 +52,10 @@ fn outputs(
     let Some(lb) = lb else {
         return Map::new();
     };
-    let scheme = if w.spec.load_balancer.certificate_arn.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let https = listeners.iter().any(|(p, a)| *p == 443 && a.is_some());
+    let scheme = if https { "https" } else { "http" };
+    // Metabase's own address once the domain's record is written.
+    let host = w.spec.load_balancer.domain.as_deref().or(lb.dns_name());
     let listener = |port: i32| {
         listeners
             .iter()
@@ -55,7 +64,7 @@ fn outputs(
     };
     let own = |v: Option<&str>| v.map(str::to_string);
     outputs::to_map(&LoadBalancerOutputs {
-        url: lb.dns_name().map(|d| format!("{scheme}://{d}")),
+        url: host.map(|d| format!("{scheme}://{d}")),
         load_balancer_arn: own(lb.load_balancer_arn()),
         dns_name: own(lb.dns_name()),
         canonical_hosted_zone_id: own(lb.canonical_hosted_zone_id()),
@@ -66,8 +75,14 @@ fn outputs(
     })
 }
 
-/// Plan, apply, and (read-only) check: target group → ALB → listeners.
-async fn converge(elb: &Client, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
+/// Plan, apply, and (read-only) check: target group → ALB → (the domain's
+/// certificate and validation record) → listeners → (the domain's alias).
+async fn converge(
+    elb: &Client,
+    d: &domain::Domain,
+    mut w: Work<'_>,
+    event: &Event,
+) -> Result<Outcome, TierError> {
     let net: NetworkOutputs = event.upstream()?;
     let subnets = net.public_subnets();
     let (vpc, sg) = (net.vpc_id, net.lb_security_group_id);
@@ -91,25 +106,73 @@ async fn converge(elb: &Client, mut w: Work<'_>, event: &Event) -> Result<Outcom
     };
     let lb = resource::converge(&lbs, &mut w, &[()]).await?;
     let lb_live = lb.found.first().cloned().flatten();
+    let alb_arn = lb_live.as_ref().map(|l| lbs.id(l));
+    let ledger = lb_live
+        .as_ref()
+        .and_then(|l| dns::Ledger::read(&lbs.tags(l)));
+    let target = lb_live.as_ref().and_then(|l| {
+        let lb = l.load_balancer();
+        Some((
+            lb.dns_name()?.to_string(),
+            lb.canonical_hosted_zone_id()?.to_string(),
+        ))
+    });
+    let before = d
+        .before(
+            &mut w,
+            alb_arn.as_deref().map(|arn| (arn, ledger.as_ref())),
+            target.clone(),
+        )
+        .await?;
     let ls = listeners::Listeners {
         elb: elb.clone(),
         stack: w.spec.stack.clone(),
-        lb_arn: first(lb.ids(&lbs)),
+        lb_arn: alb_arn.clone(),
         tg_arn: tg_arn.clone(),
     };
-    let wants = listeners::wanted(&w, tg_arn.as_deref().unwrap_or("(planned target group)"));
+    let wants = listeners::wanted(
+        tg_arn.as_deref().unwrap_or("(planned target group)"),
+        before.https.as_deref(),
+    );
     let made = resource::converge(&ls, &mut w, &wants).await?;
-    // :443 without a certificate in the spec: the layout switched back to HTTP.
+    // :443 without a certificate: the layout switched back to HTTP.
     resource::prune(&ls, &mut w, &made.unwanted).await?;
     let ports: Vec<(i32, Option<String>)> =
         wants.iter().map(|l| l.port).zip(made.ids(&ls)).collect();
+    let mut waiting = before.waiting;
+    d.alias(&mut w, before.zone, target.clone(), ledger.clone())
+        .await?;
+    // The domain left the spec: what the ledger names goes, after the
+    // listeners stopped serving its certificate.
+    if let (None, Some(l), Some(arn)) = (&w.spec.load_balancer.domain, &ledger, &alb_arn) {
+        if w.read_only() {
+            let detail = format!(
+                "{} is no longer in the spec: its alias record and certificate are deleted",
+                l.domain
+            );
+            w.record(
+                "dns-record",
+                format!("{} A", l.domain),
+                mbstack_core::Action::Delete,
+                detail,
+            );
+        } else {
+            waiting.extend(d.remove(&mut w, arn, target, l).await?);
+        }
+    }
     let out = outputs(
         &w,
         lb_live.as_ref().map(|l| l.load_balancer()),
         tg_arn.as_deref(),
         &ports,
     );
-    let ready = resource::readiness(&lbs, &w, &[()], &lb.found);
+    let ready = match resource::readiness(&lbs, &w, &[()], &lb.found) {
+        Readiness::Ready => resource::all_ready(waiting),
+        Readiness::Pending(why) if !waiting.is_empty() => {
+            Readiness::Pending(format!("{why}; {}", waiting.join(", ")))
+        }
+        other => other,
+    };
     match w.verb {
         Verb::Check => w.checked(ready, out),
         _ => w.converged(ready, out),
@@ -120,8 +183,10 @@ fn first(ids: Vec<Option<String>>) -> Option<String> {
     ids.into_iter().next().flatten()
 }
 
-/// Listeners → ALB (wait until gone) → target group (pending while in use).
-async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+/// Listeners → the domain's alias record, certificate and validation record
+/// (wait until ELB lets the certificate go) → ALB (wait until gone) → target
+/// group (pending while in use).
+async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Outcome, TierError> {
     let reads = reads::Reads::new(elb.clone(), &w.spec.stack);
     let lbs = load_balancer::LoadBalancers {
         elb: elb.clone(),
@@ -129,12 +194,14 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
         subnets: None,
         sg: None,
     };
+    let mut waiting = Vec::new();
     for lb in lbs.list(&w).await? {
-        if !w.owns(&lbs.tags(&lb)) {
+        if !w.is_ours(&lbs.tags(&lb)) {
             continue;
         }
+        let owned = w.owns(&lbs.tags(&lb));
         // Refuse before deleting anything, not halfway through.
-        if lb.protected() {
+        if owned && lb.protected() {
             return Err(TierError::Refused(format!(
                 "load balancer {} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy",
                 lb.load_balancer().load_balancer_name().unwrap_or("")
@@ -146,9 +213,25 @@ async fn destroy(elb: &Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
             lb_arn: Some(lbs.id(&lb)),
             tg_arn: None,
         };
-        resource::destroy(&ls, &mut w).await?;
+        if owned {
+            resource::destroy(&ls, &mut w).await?;
+        }
+        // The domain of a load balancer this scope keeps may still be this
+        // run's to take away (a rollback of the run that added the domain).
+        if let Some(ledger) = dns::Ledger::read(&lbs.tags(&lb)) {
+            if owned || ledger.run == w.run.id {
+                let target = lb
+                    .load_balancer()
+                    .dns_name()
+                    .zip(lb.load_balancer().canonical_hosted_zone_id());
+                let target = target.map(|(a, b)| (a.to_string(), b.to_string()));
+                waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger).await?);
+            }
+        }
     }
-    let waiting = resource::destroy(&lbs, &mut w).await?;
+    if waiting.is_empty() {
+        waiting = resource::destroy(&lbs, &mut w).await?;
+    }
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
         return Ok(w.outcome(State::Pending, message, Map::new()));
@@ -172,4 +255,12 @@ pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
         ],
     )];
 
-mbstack_core::tier_permissions!(listeners, load_balancer, reads, tags, target_group);
+mbstack_core::tier_permissions!(
+    certificate,
+    dns,
+    listeners,
+    load_balancer,
+    reads,
+    tags,
+    target_group
+);

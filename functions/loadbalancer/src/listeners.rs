@@ -32,8 +32,11 @@ pub(crate) struct Wanted {
     action: Default,
 }
 
-pub(crate) fn wanted(w: &Work<'_>, tg: &str) -> Vec<Wanted> {
-    match &w.spec.load_balancer.certificate_arn {
+/// The layout: HTTPS with `certificate` (the spec's, or the stack's own once
+/// ACM issued it) and :80 redirecting; HTTP :80 alone without one (also while
+/// the stack's own certificate waits for validation).
+pub(crate) fn wanted(tg: &str, certificate: Option<&str>) -> Vec<Wanted> {
+    match certificate {
         None => vec![Wanted {
             port: 80,
             protocol: ProtocolEnum::Http,
@@ -44,7 +47,7 @@ pub(crate) fn wanted(w: &Work<'_>, tg: &str) -> Vec<Wanted> {
             Wanted {
                 port: 443,
                 protocol: ProtocolEnum::Https,
-                certificate: Some(cert.clone()),
+                certificate: Some(cert.to_string()),
                 action: Default::Forward(tg.to_string()),
             },
             Wanted {
@@ -54,6 +57,22 @@ pub(crate) fn wanted(w: &Work<'_>, tg: &str) -> Vec<Wanted> {
                 action: Default::RedirectToHttps,
             },
         ],
+    }
+}
+
+/// ELB takes a certificate ACM has just issued only some seconds later
+/// (`UnsupportedCertificate`, `CertificateNotFound`): retried (the state
+/// machine's Retry); if it lasts, the message says what to check.
+fn not_yet(want: &Wanted, e: TierError) -> TierError {
+    match (&want.certificate, e) {
+        (Some(cert), TierError::Terminal(text))
+            if text.contains("UnsupportedCertificate") || text.contains("CertificateNotFound") =>
+        {
+            TierError::Retryable(format!(
+                "{text} — ELB takes a certificate some seconds after ACM issues it; if this lasts, check that {cert} is ISSUED, in this region"
+            ))
+        }
+        (_, e) => e,
     }
 }
 
@@ -255,7 +274,7 @@ impl Resource for Listeners {
         let out = call
             .send()
             .await
-            .map_err(|e| aws_error("elasticloadbalancing:CreateListener", e))?;
+            .map_err(|e| not_yet(want, aws_error("elasticloadbalancing:CreateListener", e)))?;
         let listener = out.listeners().first().cloned().ok_or_else(|| {
             TierError::Terminal("elasticloadbalancing:CreateListener returned no listener".into())
         })?;
@@ -286,7 +305,7 @@ impl Resource for Listeners {
         }
         call.send()
             .await
-            .map_err(|e| aws_error("elasticloadbalancing:ModifyListener", e))?;
+            .map_err(|e| not_yet(want, aws_error("elasticloadbalancing:ModifyListener", e)))?;
         Ok(None)
     }
 

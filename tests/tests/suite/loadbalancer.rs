@@ -13,16 +13,11 @@ use mbstack_loadbalancer as lbt;
 use mbstack_tests::{network_inputs, TestEnv, TierRunner};
 use serde_json::Value;
 
-/// A certificate in the emulator's ACM (ELBv2 checks that it exists).
+/// An issued certificate of the user's in the emulator's ACM (ELB takes only
+/// an issued one).
 async fn certificate(env: &TestEnv) -> String {
-    let acm = aws_sdk_acm::Client::new(&env.config);
-    let out = acm
-        .request_certificate()
-        .domain_name("metabase.example.com")
-        .send()
-        .await
-        .unwrap();
-    out.certificate_arn().unwrap().to_string()
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    mbstack_tests::issued_certificate(&env.config, &zone, "metabase.example.com").await
 }
 
 fn out<'a>(o: &'a Outcome, key: &str) -> &'a str {
@@ -490,5 +485,323 @@ fn readiness_of_states() {
     );
     assert!(
         matches!(lbt::readiness("a", Some(&S::Failed), Some("no capacity")), lbt::Readiness::Failed(m) if m.contains("no capacity"))
+    );
+}
+
+/// Applies again until ready, as the state machine's load balancer loop does
+/// (the HTTPS listener waits on the certificate its first pass requested):
+/// every outcome, and the changes of all passes.
+async fn apply_until_ready(
+    lb: &TierRunner<'_>,
+    spec: &StackSpec,
+    run: &str,
+) -> (Outcome, Vec<mbstack_core::Change>) {
+    let mut changes = Vec::new();
+    for _ in 0..200 {
+        let o = lb
+            .call(Verb::Apply, spec, run, Scope::Stack)
+            .await
+            .unwrap_or_else(|e| panic!("apply {run}: {e}"));
+        changes.extend(
+            o.changes
+                .iter()
+                .filter(|c| c.action != Action::None)
+                .cloned(),
+        );
+        if o.state == State::Ready {
+            return (o, changes);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{run} never became ready");
+}
+
+async fn our_certificates(env: &TestEnv, stack: &str) -> Vec<(String, String, String)> {
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    let mut out = Vec::new();
+    for c in acm
+        .list_certificates()
+        .send()
+        .await
+        .unwrap()
+        .certificate_summary_list()
+    {
+        let arn = c.certificate_arn().unwrap().to_string();
+        let tags = acm
+            .list_tags_for_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == STACK_TAG && t.value() == Some(stack))
+        {
+            let d = acm
+                .describe_certificate()
+                .certificate_arn(&arn)
+                .send()
+                .await
+                .unwrap();
+            let status = d
+                .certificate()
+                .unwrap()
+                .status()
+                .unwrap()
+                .as_str()
+                .to_string();
+            out.push((arn, c.domain_name().unwrap().to_string(), status));
+        }
+    }
+    out
+}
+
+/// Someone else's: an A record and a certificate in the same zone.
+async fn someone_elses(env: &TestEnv, zone: &str) -> String {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let r53 = aws_sdk_route53::Client::new(&env.config);
+    let set = ResourceRecordSet::builder()
+        .name("www.example.com")
+        .r#type(RrType::A)
+        .ttl(60)
+        .resource_records(
+            ResourceRecord::builder()
+                .value("192.0.2.10")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    r53.change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(set)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    mbstack_tests::issued_certificate(&env.config, zone, "www.example.com").await
+}
+
+#[tokio::test]
+async fn a_domain_gets_a_validated_certificate_https_and_an_alias_and_destroy_takes_only_those() {
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let theirs = someone_elses(&env, &zone).await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("bi");
+    spec.load_balancer.domain = Some("metabase.example.com".into());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let plan = lb.run(Verb::Plan, &spec, "plan-1", Scope::Stack).await;
+    let planned: Vec<(&str, Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.action))
+        .collect();
+    for kind in ["certificate", "dns-record", "listener", "load-balancer"] {
+        assert!(
+            planned.contains(&(kind, Action::Create)),
+            "{kind} in {planned:?}"
+        );
+    }
+    assert!(
+        our_certificates(&env, "bi").await.is_empty(),
+        "a plan requested a certificate"
+    );
+
+    let (last, changes) = apply_until_ready(&lb, &spec, "run-a").await;
+    let certs = our_certificates(&env, "bi").await;
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    let (cert, domain, status) = &certs[0];
+    assert_eq!(
+        (domain.as_str(), status.as_str()),
+        ("metabase.example.com", "ISSUED")
+    );
+    let lb_arn = out(&last, "loadBalancerArn").to_string();
+    let tg_arn = out(&last, "targetGroupArn").to_string();
+    let elb = Client::new(&env.config);
+    assert_https_layout(&listeners(&elb, &lb_arn).await, &tg_arn, cert);
+    assert_eq!(out(&last, "url"), "https://metabase.example.com");
+    let records = mbstack_tests::dns_records(&env.config).await;
+    let dns = out(&last, "dnsName").to_ascii_lowercase();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains(" metabase.example.com. A ")
+                && r.to_ascii_lowercase().contains(&dns)),
+        "no alias to {dns}: {records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r.contains("._") || r.contains(" _"))
+            && records.len() == before.len() + 2,
+        "the validation CNAME and the alias, nothing else: {records:?} (before: {before:?})"
+    );
+    let kinds: Vec<(&str, Action)> = changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.action))
+        .collect();
+    for (kind, n) in [("certificate", 1), ("dns-record", 2), ("listener", 2)] {
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == (kind, Action::Create))
+                .count(),
+            n,
+            "{kind}: {kinds:?}"
+        );
+    }
+    // Someone else's certificate of the zone is neither used nor touched.
+    assert!(!listeners(&elb, &lb_arn).await.iter().any(|l| l
+        .certificates()
+        .iter()
+        .any(|c| c.certificate_arn() == Some(&theirs))));
+
+    // A repair changes nothing; a plan plans nothing.
+    env.log.clear();
+    let again = lb.run(Verb::Apply, &spec, "run-b", Scope::Stack).await;
+    assert_eq!(again.state, State::Ready);
+    assert_eq!(env.log.mutating(), vec![], "{:?}", again.changes);
+    let plan = lb.run(Verb::Plan, &spec, "plan-2", Scope::Stack).await;
+    assert!(
+        plan.changes.iter().all(|c| c.action == Action::None),
+        "{:?}",
+        plan.changes
+    );
+
+    // The domain cannot move in place: refused, nothing touched.
+    let mut moved = spec.clone();
+    moved.load_balancer.domain = Some("bi.example.com".into());
+    env.log.clear();
+    let refused = lb
+        .call(Verb::Apply, &moved, "run-c", Scope::Stack)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("loadBalancer.domain null"), "{refused}");
+    assert_eq!(env.log.mutating(), vec![]);
+
+    lb.destroy(&spec, "destroy-1", Scope::Stack).await;
+    assert_eq!(
+        mbstack_tests::dns_records(&env.config).await,
+        before,
+        "DNS is as it was"
+    );
+    assert!(our_certificates(&env, "bi").await.is_empty());
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    acm.describe_certificate()
+        .certificate_arn(&theirs)
+        .send()
+        .await
+        .expect("their certificate stays");
+    assert_eq!(
+        env.emulator.front.refused_calls(),
+        0,
+        "mbstack provoked a refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_taken_out_of_the_spec_leaves_http_and_no_record_or_certificate_of_its_own() {
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("bi");
+    spec.load_balancer.domain = Some("metabase.example.com".into());
+    spec.load_balancer.hosted_zone_id = Some(zone.clone());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let (last, _) = apply_until_ready(&lb, &spec, "run-a").await;
+    let lb_arn = out(&last, "loadBalancerArn").to_string();
+    let tg_arn = out(&last, "targetGroupArn").to_string();
+    spec.load_balancer.domain = None;
+    spec.load_balancer.hosted_zone_id = None;
+    let plan = lb.run(Verb::Plan, &spec, "plan-1", Scope::Stack).await;
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.kind == "dns-record" && c.action == Action::Delete),
+        "{:?}",
+        plan.changes
+    );
+    let (last, changes) = apply_until_ready(&lb, &spec, "run-b").await;
+    let elb = Client::new(&env.config);
+    assert_http_layout(&listeners(&elb, &lb_arn).await, &tg_arn);
+    assert!(
+        out(&last, "url").starts_with("http://"),
+        "{:?}",
+        last.outputs
+    );
+    assert_eq!(mbstack_tests::dns_records(&env.config).await, before);
+    assert!(our_certificates(&env, "bi").await.is_empty());
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .map(|c| c.kind.as_str())
+        .collect();
+    assert!(
+        deleted.contains(&"certificate") && deleted.contains(&"listener"),
+        "{deleted:?}"
+    );
+    let t = tags(&elb, &lb_arn).await;
+    assert!(
+        !t.iter().any(|(k, _)| k.starts_with("mbstack:d")),
+        "the ledger stays: {t:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_with_someone_elses_record_is_refused_before_anything_is_requested() {
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    someone_elses(&env, &zone).await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("bi");
+    spec.load_balancer.domain = Some("www.example.com".into());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let e = lb
+        .call(Verb::Apply, &spec, "run-a", Scope::Stack)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("www.example.com already has an A record") && e.contains("not this stack's"),
+        "{e}"
+    );
+    assert!(our_certificates(&env, "bi").await.is_empty());
+    assert_eq!(mbstack_tests::dns_records(&env.config).await, before);
+    // And no zone at all: the error says what to make.
+    let mut spec = StackSpec::new("bi2");
+    spec.load_balancer.domain = Some("metabase.example.org".into());
+    let e = lb
+        .call(Verb::Apply, &spec, "run-b", Scope::Stack)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no public Route 53 hosted zone") && e.contains("loadBalancer.hostedZoneId"),
+        "{e}"
     );
 }

@@ -836,3 +836,186 @@ async fn race_ssm_creates(
     }
     winners
 }
+
+/// ACM and Route 53 as AWS answers (always on): a DNS-validated certificate is
+/// issued only once its validation record is in a public zone (and ACM has
+/// looked, a scaled minute later with realism on); ELB refuses a certificate
+/// not issued; ACM refuses to delete one a listener serves; Route 53 refuses
+/// a DELETE of a record that is not there or differs, and a CREATE of one
+/// that is. Raw moto issues every certificate 60 s after the request, lets
+/// ELB take a pending one, deletes one in use, and accepts the bad batches.
+#[tokio::test]
+async fn acm_issues_after_its_validation_record_and_route53_refuses_what_aws_refuses() {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("acm");
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: mbstack_tests::network_inputs(&env, &spec).await,
+    };
+    let o = lb.apply(&spec, "run-a").await;
+    let lb_arn = o.last().unwrap().outputs["loadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.emulator.front.set_realism(true, 60);
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    let r53 = aws_sdk_route53::Client::new(&env.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
+    let arn = acm
+        .request_certificate()
+        .domain_name("bi.example.com")
+        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string();
+    let describe = || async {
+        acm.describe_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .certificate()
+            .unwrap()
+            .clone()
+    };
+    let status =
+        |c: &aws_sdk_acm::types::CertificateDetail| c.status().unwrap().as_str().to_string();
+    // Right after the request: no validation record named yet.
+    assert!(describe()
+        .await
+        .domain_validation_options()
+        .iter()
+        .all(|o| o.resource_record().is_none()));
+    let https = |arn: String| {
+        let elb = elb.clone();
+        let lb_arn = lb_arn.clone();
+        async move {
+            elb.create_listener()
+                .load_balancer_arn(lb_arn)
+                .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Https)
+                .port(443)
+                .certificates(aws_sdk_elasticloadbalancingv2::types::Certificate::builder().certificate_arn(arn).build())
+                .default_actions(
+                    aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                        .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::FixedResponse)
+                        .fixed_response_config(aws_sdk_elasticloadbalancingv2::types::FixedResponseActionConfig::builder().status_code("200").build())
+                        .build(),
+                )
+                .send()
+                .await
+        }
+    };
+    let e = https(arn.clone()).await.unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "UnsupportedCertificate");
+    let record = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Some(r) = describe()
+            .await
+            .domain_validation_options()
+            .first()
+            .and_then(|o| o.resource_record())
+            .cloned()
+        {
+            break r;
+        }
+    };
+    // Without the record it stays pending, however long ACM looks.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(status(&describe().await), "PENDING_VALIDATION");
+    let batch = |action: ChangeAction, value: &str| {
+        let set = ResourceRecordSet::builder()
+            .name(record.name())
+            .r#type(RrType::Cname)
+            .ttl(300)
+            .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+            .build()
+            .unwrap();
+        ChangeBatch::builder()
+            .changes(
+                Change::builder()
+                    .action(action)
+                    .resource_record_set(set)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let change = |b: ChangeBatch| {
+        r53.change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(b)
+            .send()
+    };
+    let e = change(batch(ChangeAction::Delete, record.value()))
+        .await
+        .unwrap_err();
+    let e = e.into_service_error();
+    assert_eq!(code(&e), "InvalidChangeBatch", "{e:?}");
+    assert!(format!("{e:?}").contains("but it was not found"), "{e:?}");
+    change(batch(ChangeAction::Create, record.value()))
+        .await
+        .unwrap();
+    let e = change(batch(ChangeAction::Create, "elsewhere.example.net"))
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(format!("{e:?}").contains("already exists"), "{e:?}");
+    let e = change(batch(ChangeAction::Delete, "elsewhere.example.net"))
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        format!("{e:?}").contains("do not match the current values"),
+        "{e:?}"
+    );
+    let issued = loop {
+        let c = describe().await;
+        if status(&c) == "ISSUED" {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(issued
+        .domain_validation_options()
+        .iter()
+        .all(|o| o.validation_status().map(|s| s.as_str()) == Some("SUCCESS")));
+    // ELB takes it a few (scaled) seconds after the issue.
+    let listener = loop {
+        match https(arn.clone()).await {
+            Ok(l) => break l.listeners()[0].listener_arn().unwrap().to_string(),
+            Err(e) => assert_eq!(code(&e.into_service_error()), "UnsupportedCertificate"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let e = acm
+        .delete_certificate()
+        .certificate_arn(&arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "ResourceInUseException");
+    // Issued for good: the record's removal does not take it back.
+    change(batch(ChangeAction::Delete, record.value()))
+        .await
+        .unwrap();
+    assert_eq!(status(&describe().await), "ISSUED");
+    elb.delete_listener()
+        .listener_arn(listener)
+        .send()
+        .await
+        .unwrap();
+    acm.delete_certificate()
+        .certificate_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+}

@@ -1,0 +1,582 @@
+//! Route 53 for `loadBalancer.domain`: the public hosted zone that holds the
+//! domain, ACM's validation record, and the alias `A` record to the load
+//! balancer.
+//!
+//! DNS records carry no tags, so what the stack holds in DNS is written on its
+//! load balancer's tags (the ledger): `mbstack:domain` = `<domain> <zone id>
+//! <run that set it up>`, written before any record or certificate exists, and
+//! `mbstack:dns-validation` = `<domain>` once mbstack itself wrote ACM's
+//! validation record (written before the record: a crash between leaves the
+//! claim, never an unclaimed record). A record is ours only when the ledger
+//! names its domain (and, for the alias, when it points at our load
+//! balancer); a record of someone else's is never changed or deleted.
+
+use aws_sdk_elasticloadbalancingv2::types::Tag as ElbTag;
+use aws_sdk_route53::types::{
+    AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use aws_sdk_route53::Client;
+use mbstack_core::iam::Permission;
+use mbstack_core::naming::{tag_value, CREATED_BY_TAG, STACK_TAG};
+use mbstack_core::resource::{Deleted, Resource};
+use mbstack_core::{aws_error, found, TierError, Work};
+
+use crate::tags::Pairs;
+
+/// The ledger's tags on the load balancer.
+pub const DOMAIN_TAG: &str = "mbstack:domain";
+pub const VALIDATION_TAG: &str = "mbstack:dns-validation";
+
+/// A public hosted zone: its ID (without `/hostedzone/`) and name (no final dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Zone {
+    pub id: String,
+    pub name: String,
+}
+
+/// What the load balancer's tags say the stack holds in DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ledger {
+    pub domain: String,
+    pub zone_id: String,
+    /// The run that set the domain up (a rollback of it removes it all).
+    pub run: String,
+    /// mbstack wrote the domain's ACM validation record.
+    pub validation: bool,
+}
+
+impl Ledger {
+    pub fn read(tags: &Pairs) -> Option<Self> {
+        let v = tag_value(tags, DOMAIN_TAG)?;
+        let mut parts = v.split(' ');
+        let (domain, zone_id, run) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self {
+            domain: domain.to_string(),
+            zone_id: zone_id.to_string(),
+            run: run.to_string(),
+            validation: tag_value(tags, VALIDATION_TAG) == Some(domain),
+        })
+    }
+
+    pub fn value(domain: &str, zone: &Zone, run: &str) -> String {
+        format!("{domain} {} {run}", zone.id)
+    }
+}
+
+/// Writes and clears the ledger on the stack's load balancer.
+pub(crate) struct LedgerTags<'a> {
+    pub elb: &'a aws_sdk_elasticloadbalancingv2::Client,
+    pub alb_arn: &'a str,
+}
+
+impl LedgerTags<'_> {
+    pub async fn set(&self, key: &str, value: &str) -> Result<(), TierError> {
+        let tag = ElbTag::builder().key(key).value(value).build();
+        self.elb
+            .add_tags()
+            .resource_arns(self.alb_arn)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:AddTags", e))?;
+        Ok(())
+    }
+
+    pub async fn clear(&self) -> Result<(), TierError> {
+        self.elb
+            .remove_tags()
+            .resource_arns(self.alb_arn)
+            .tag_keys(DOMAIN_TAG)
+            .tag_keys(VALIDATION_TAG)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RemoveTags", e))?;
+        Ok(())
+    }
+}
+
+/// A DNS name as Route 53 compares it: lower case, no final dot.
+pub(crate) fn norm(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// An alias target's DNS name as the load balancer's (Route 53 may keep a
+/// `dualstack.` prefix).
+fn alias_norm(name: &str) -> String {
+    let n = norm(name);
+    n.strip_prefix("dualstack.")
+        .map(str::to_string)
+        .unwrap_or(n)
+}
+
+fn build<T>(what: &str, r: Result<T, aws_sdk_route53::error::BuildError>) -> Result<T, TierError> {
+    r.map_err(|e| TierError::Terminal(format!("building {what}: {e}")))
+}
+
+#[derive(Clone)]
+pub(crate) struct Dns {
+    pub r53: Client,
+}
+
+impl Dns {
+    /// The public hosted zone for `domain`: `given` (checked), else the zone
+    /// whose name is the longest suffix of the domain.
+    pub async fn zone(&self, domain: &str, given: Option<&str>) -> Result<Zone, TierError> {
+        let holds = |zone: &str| domain == zone || domain.ends_with(&format!(".{zone}"));
+        if let Some(id) = given {
+            let call = self.r53.get_hosted_zone().id(id).send().await;
+            let Some(out) = found("route53:GetHostedZone", call, &["NoSuchHostedZone"])? else {
+                return Err(TierError::Terminal(format!(
+                    "loadBalancer.hostedZoneId {id} does not exist in this account: use the ID of the public hosted zone that holds {domain}, or leave it out"
+                )));
+            };
+            let z = out.hosted_zone().ok_or_else(|| {
+                TierError::Terminal("route53:GetHostedZone returned no zone".into())
+            })?;
+            let name = norm(z.name());
+            if z.config().is_some_and(|c| c.private_zone()) {
+                return Err(TierError::Terminal(format!(
+                    "hosted zone {id} ({name}) is private: ACM validates a certificate through public DNS only; use a public zone"
+                )));
+            }
+            if !holds(&name) {
+                return Err(TierError::Terminal(format!(
+                    "hosted zone {id} is {name}, which does not hold {domain}: use the zone of {domain}'s parent, or leave loadBalancer.hostedZoneId out"
+                )));
+            }
+            return Ok(Zone {
+                id: id.to_string(),
+                name,
+            });
+        }
+        let mut best: Vec<Zone> = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .r53
+                .list_hosted_zones()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| aws_error("route53:ListHostedZones", e))?;
+            for z in out.hosted_zones() {
+                let name = norm(z.name());
+                if z.config().is_some_and(|c| c.private_zone()) || !holds(&name) {
+                    continue;
+                }
+                let zone = Zone {
+                    id: z.id().trim_start_matches("/hostedzone/").to_string(),
+                    name,
+                };
+                match best.first() {
+                    Some(b) if b.name.len() > zone.name.len() => {}
+                    Some(b) if b.name.len() == zone.name.len() => best.push(zone),
+                    _ => best = vec![zone],
+                }
+            }
+            match out.next_marker() {
+                Some(m) if out.is_truncated() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        match best.len() {
+            1 => Ok(best.remove(0)),
+            0 => Err(TierError::Terminal(format!(
+                "no public Route 53 hosted zone of this account holds {domain}: create one for its parent domain (and point the registrar's name servers at it), or set loadBalancer.hostedZoneId"
+            ))),
+            _ => Err(TierError::Terminal(format!(
+                "{} public hosted zones are named {} ({}): set loadBalancer.hostedZoneId to the one the registrar delegates to",
+                best.len(),
+                best[0].name,
+                best.iter().map(|z| z.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// The record set `name`/`rtype` of `zone`, if any.
+    pub async fn record(
+        &self,
+        zone: &Zone,
+        name: &str,
+        rtype: RrType,
+    ) -> Result<Option<ResourceRecordSet>, TierError> {
+        let out = self
+            .r53
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone.id)
+            .start_record_name(name)
+            .start_record_type(rtype.clone())
+            .max_items(1)
+            .send()
+            .await
+            .map_err(|e| aws_error("route53:ListResourceRecordSets", e))?;
+        Ok(out
+            .resource_record_sets()
+            .iter()
+            .find(|s| {
+                norm(s.name()) == norm(name) && *s.r#type() == rtype && s.set_identifier().is_none()
+            })
+            .cloned())
+    }
+
+    /// One change of one record set. AWS refuses a CREATE of a record that
+    /// exists and a DELETE of one that does not (or differs): both are errors
+    /// here (the callers read first).
+    pub async fn change(
+        &self,
+        zone: &Zone,
+        action: ChangeAction,
+        set: ResourceRecordSet,
+    ) -> Result<(), TierError> {
+        let change = build(
+            "a Route 53 change",
+            Change::builder()
+                .action(action)
+                .resource_record_set(set)
+                .build(),
+        )?;
+        let batch = build(
+            "a Route 53 change batch",
+            ChangeBatch::builder()
+                .comment("mbstack")
+                .changes(change)
+                .build(),
+        )?;
+        self.r53
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone.id)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| aws_error("route53:ChangeResourceRecordSets", e))?;
+        Ok(())
+    }
+
+    /// The CNAME ACM validates through.
+    pub fn cname(name: &str, value: &str) -> Result<ResourceRecordSet, TierError> {
+        let record = build(
+            "a resource record",
+            ResourceRecord::builder().value(value).build(),
+        )?;
+        build(
+            "a record set",
+            ResourceRecordSet::builder()
+                .name(name)
+                .r#type(RrType::Cname)
+                .ttl(300)
+                .resource_records(record)
+                .build(),
+        )
+    }
+
+    /// ACM's validation records of a certificate that are missing from the
+    /// zone: written (the ledger's claim first), or recorded in a plan. A
+    /// record there already with ACM's value is someone else's (another
+    /// certificate of the same name shares it): used, not claimed.
+    pub async fn write_validation(
+        &self,
+        w: &mut Work<'_>,
+        zone: &Zone,
+        domain: &str,
+        records: &[(String, String)],
+        ledger: Option<&LedgerTags<'_>>,
+    ) -> Result<(), TierError> {
+        for (name, value) in records {
+            match self.record(zone, name, RrType::Cname).await? {
+                Some(set) => {
+                    let have: Vec<String> = set
+                        .resource_records()
+                        .iter()
+                        .map(|r| norm(r.value()))
+                        .collect();
+                    if have != vec![norm(value)] {
+                        return Err(TierError::Terminal(format!(
+                            "{name} in hosted zone {} holds {} instead of ACM's {value}: ACM cannot validate {domain}'s certificate; remove that record",
+                            zone.name,
+                            have.join(", ")
+                        )));
+                    }
+                    w.record(
+                        "dns-record",
+                        norm(name),
+                        mbstack_core::contract::Action::None,
+                        "CNAME for ACM's validation",
+                    );
+                }
+                None => {
+                    // A plan, or an apply whose load balancer is only planned.
+                    let Some(ledger) = ledger.filter(|_| !w.read_only()) else {
+                        w.record(
+                            "dns-record",
+                            norm(name),
+                            mbstack_core::contract::Action::Create,
+                            "CNAME for ACM's validation",
+                        );
+                        continue;
+                    };
+                    ledger.set(VALIDATION_TAG, domain).await?;
+                    self.change(zone, ChangeAction::Create, Self::cname(name, value)?)
+                        .await?;
+                    w.record(
+                        "dns-record",
+                        norm(name),
+                        mbstack_core::contract::Action::Create,
+                        format!("CNAME → {value}, for ACM's validation"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes ACM's validation records of a certificate mbstack wrote, unless
+    /// another certificate of the domain (not ours) still needs them.
+    pub async fn delete_validation(
+        &self,
+        w: &mut Work<'_>,
+        zone: &Zone,
+        records: &[(String, String)],
+        shared: bool,
+    ) -> Result<(), TierError> {
+        for (name, value) in records {
+            let Some(set) = self.record(zone, name, RrType::Cname).await? else {
+                continue;
+            };
+            let ours = set
+                .resource_records()
+                .iter()
+                .map(|r| norm(r.value()))
+                .eq([norm(value)]);
+            if !ours {
+                continue;
+            }
+            if shared {
+                w.record(
+                    "dns-record",
+                    norm(name),
+                    mbstack_core::contract::Action::None,
+                    "kept: another certificate of the domain validates through it",
+                );
+                continue;
+            }
+            self.change(zone, ChangeAction::Delete, set).await?;
+            w.record(
+                "dns-record",
+                norm(name),
+                mbstack_core::contract::Action::Delete,
+                "CNAME for ACM's validation",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The alias `A` record `<domain>` → the stack's load balancer.
+pub(crate) struct Aliases {
+    pub dns: Dns,
+    pub zone: Option<Zone>,
+    pub domain: Option<String>,
+    /// The load balancer's DNS name and canonical hosted zone (None: planned).
+    pub target: Option<(String, String)>,
+    pub ledger: Option<Ledger>,
+    pub stack: String,
+    /// Taking the domain away: a record the ledger names that points
+    /// elsewhere now (someone repointed it) is left alone, not deleted.
+    pub keep_others: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    name: String,
+    set: ResourceRecordSet,
+    tags: Pairs,
+}
+
+/// Points an alias at the stack's load balancer (again).
+pub(crate) struct Repoint(String);
+
+impl std::fmt::Display for Repoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "alias → {}", self.0)
+    }
+}
+
+fn alias_of(set: &ResourceRecordSet) -> Option<String> {
+    set.alias_target().map(|a| alias_norm(a.dns_name()))
+}
+
+impl Aliases {
+    fn set(&self, name: &str) -> Result<ResourceRecordSet, TierError> {
+        let Some((dns_name, zone)) = &self.target else {
+            return Err(TierError::Terminal(
+                "the alias record needs the load balancer's DNS name".into(),
+            ));
+        };
+        let target = build(
+            "an alias target",
+            AliasTarget::builder()
+                .hosted_zone_id(zone)
+                .dns_name(dns_name)
+                .evaluate_target_health(false)
+                .build(),
+        )?;
+        build(
+            "a record set",
+            ResourceRecordSet::builder()
+                .name(name)
+                .r#type(RrType::A)
+                .alias_target(target)
+                .build(),
+        )
+    }
+}
+
+impl Resource for Aliases {
+    const KIND: &'static str = "dns-record";
+    const LABEL: &'static str = "DNS record";
+    type Live = Live;
+    type Want = String;
+    type Step = Repoint;
+
+    fn name(&self, _w: &Work<'_>, want: &String) -> String {
+        want.clone()
+    }
+    fn live_name(&self, live: &Live) -> Option<String> {
+        Some(live.name.clone())
+    }
+    fn id(&self, live: &Live) -> String {
+        format!("{} A", live.name)
+    }
+    /// Ours: the ledger names the domain, or the record points at our load
+    /// balancer (written by a run that stopped before its ledger did not
+    /// exist: the ledger is written first). The run that set it up is the
+    /// ledger's.
+    fn tags(&self, live: &Live) -> Vec<(String, String)> {
+        live.tags.clone()
+    }
+
+    async fn list(&self, _w: &Work<'_>) -> Result<Vec<Live>, TierError> {
+        let (Some(zone), Some(domain)) = (&self.zone, &self.domain) else {
+            return Ok(Vec::new());
+        };
+        let Some(set) = self.dns.record(zone, domain, RrType::A).await? else {
+            return Ok(Vec::new());
+        };
+        let ledger = self.ledger.as_ref().filter(|l| l.domain == *domain);
+        let at_ours = alias_of(&set).is_some()
+            && alias_of(&set) == self.target.as_ref().map(|(d, _)| alias_norm(d));
+        let elsewhere = !at_ours && self.target.is_some();
+        let tags = match (ledger, at_ours) {
+            (Some(_), false) if self.keep_others && elsewhere => Vec::new(),
+            (Some(l), _) => vec![
+                (STACK_TAG.to_string(), self.stack.clone()),
+                (CREATED_BY_TAG.to_string(), l.run.clone()),
+            ],
+            (None, true) => vec![(STACK_TAG.to_string(), self.stack.clone())],
+            (None, false) => Vec::new(),
+        };
+        Ok(vec![Live {
+            name: domain.clone(),
+            set,
+            tags,
+        }])
+    }
+
+    fn diff(&self, _w: &Work<'_>, live: &Live, _want: &String) -> Result<Vec<Repoint>, TierError> {
+        let Some((dns_name, _)) = &self.target else {
+            return Ok(vec![]);
+        };
+        Ok(if alias_of(&live.set) == Some(alias_norm(dns_name)) {
+            vec![]
+        } else {
+            vec![Repoint(dns_name.clone())]
+        })
+    }
+
+    fn describe(&self, _w: &Work<'_>, _want: &String) -> String {
+        match &self.target {
+            Some((d, _)) => format!("alias → {d}"),
+            None => "alias → the load balancer".into(),
+        }
+    }
+    fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
+        format!("alias → {}", alias_of(&live.set).unwrap_or_default())
+    }
+
+    async fn create(&self, _w: &Work<'_>, want: &String) -> Result<Live, TierError> {
+        let (Some(zone), set) = (&self.zone, self.set(want)?) else {
+            return Err(TierError::Terminal(
+                "the alias record needs its hosted zone".into(),
+            ));
+        };
+        self.dns
+            .change(zone, ChangeAction::Create, set.clone())
+            .await?;
+        Ok(Live {
+            name: want.clone(),
+            set,
+            tags: vec![(STACK_TAG.to_string(), self.stack.clone())],
+        })
+    }
+
+    async fn update(
+        &self,
+        _w: &Work<'_>,
+        _live: &Live,
+        want: &String,
+        _steps: &[Repoint],
+    ) -> Result<Option<Live>, TierError> {
+        let (Some(zone), set) = (&self.zone, self.set(want)?) else {
+            return Err(TierError::Terminal(
+                "the alias record needs its hosted zone".into(),
+            ));
+        };
+        self.dns.change(zone, ChangeAction::Upsert, set).await?;
+        Ok(None)
+    }
+
+    /// Deleted as read (Route 53 deletes a record set only by its exact values).
+    async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
+        let Some(zone) = &self.zone else {
+            return Ok(Deleted::Now);
+        };
+        match self
+            .dns
+            .change(zone, ChangeAction::Delete, live.set.clone())
+            .await
+        {
+            Ok(()) => Ok(Deleted::Now),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[Permission] = &[
+    Permission::read(
+        "Read",
+        &[
+            "route53:ListHostedZones",
+            "route53:GetHostedZone",
+            "route53:ListResourceRecordSets",
+        ],
+    ),
+    // Records carry no tags: only the record types mbstack writes (the alias A
+    // and ACM's validation CNAME), in any zone the account has.
+    Permission::on(
+        "WriteRecords",
+        &["route53:ChangeResourceRecordSets"],
+        &["arn:${Partition}:route53:::hostedzone/*"],
+    )
+    .when(
+        r#"{"ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": ["A", "CNAME"]}}"#,
+    ),
+    // The ledger: only its two tags, only on the stack's own load balancer.
+    Permission::own_tagged(
+        "Ledger",
+        &["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+    )
+    .when(
+        r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:domain", "mbstack:dns-validation"]}}"#,
+    ),
+];
