@@ -363,7 +363,8 @@ async fn handle(
                 .unwrap_or("");
             let json = serde_json::from_slice(&body).ok();
             crate::journal::entry(
-                &parts.headers,
+                &parts,
+                &body,
                 query(&parts.headers, &body).as_ref(),
                 target,
                 json.as_ref(),

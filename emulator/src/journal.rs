@@ -69,15 +69,18 @@ pub(crate) fn signer(headers: &hyper::HeaderMap) -> (String, String) {
 
 /// The entry for a request that is not an Invoke.
 pub(crate) fn entry(
-    headers: &hyper::HeaderMap,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
     query: Option<&crate::protocol::Query>,
     target: &str,
     request_json: Option<&Value>,
     status: u16,
     response: &Bytes,
 ) -> Entry {
-    let (caller, service) = signer(headers);
-    let (action, params) = match query {
+    let (caller, service) = signer(&parts.headers);
+    let (action, params) = match (route53(parts, body), query) {
+        (Some(call), _) => call,
+        (None, query) => match query {
         Some(q) => (
             q.action().to_string(),
             Value::Object(
@@ -92,6 +95,7 @@ pub(crate) fn entry(
             target.rsplit('.').next().unwrap_or("").to_string(),
             request_json.cloned().unwrap_or(Value::Null),
         ),
+        },
     };
     Entry {
         caller,
@@ -101,4 +105,42 @@ pub(crate) fn entry(
         status,
         response: String::from_utf8_lossy(response).into_owned(),
     }
+}
+
+/// A Route 53 call (REST, XML): its action and the parameters an IAM
+/// evaluation needs (the zone; for a change, its actions, record names and
+/// types, the keys `route53:ChangeResourceRecordSets*` condition on). None for
+/// another service's call.
+pub(crate) fn route53(parts: &hyper::http::request::Parts, body: &[u8]) -> Option<(String, Value)> {
+    if signer(&parts.headers).1 != "route53" {
+        return None;
+    }
+    let path = parts.uri.path().trim_end_matches('/');
+    let rest = path.strip_prefix("/2013-04-01/hostedzone")?;
+    let mut segs = rest.trim_start_matches('/').split('/').filter(|s| !s.is_empty());
+    let zone = segs.next();
+    let sub = segs.next();
+    let post = parts.method == hyper::Method::POST;
+    Some(match (zone, sub, post) {
+        (None, _, false) => ("ListHostedZones".into(), json!({})),
+        (None, _, true) => ("CreateHostedZone".into(), json!({})),
+        (Some(z), None, false) => ("GetHostedZone".into(), json!({"Id": z})),
+        (Some(z), Some("rrset"), false) => ("ListResourceRecordSets".into(), json!({"Id": z})),
+        (Some(z), Some("rrset"), true) => {
+            let text = String::from_utf8_lossy(body);
+            let changes = crate::xml::each(&text, "Change", |c| {
+                let set = c.children("ResourceRecordSet").into_iter().next()?;
+                Some((c.child("Action")?, set.child("Name")?, set.child("Type")?))
+            });
+            let pick = |f: fn(&(String, String, String)) -> &String| -> Vec<String> {
+                changes.iter().map(f).cloned().collect()
+            };
+            (
+                "ChangeResourceRecordSets".into(),
+                json!({"Id": z, "Actions": pick(|c| &c.0), "Names": pick(|c| &c.1), "Types": pick(|c| &c.2)}),
+            )
+        }
+        (Some(z), Some(other), _) => (format!("route53:{other}"), json!({"Id": z})),
+        (Some(z), None, true) => ("UpdateHostedZoneComment".into(), json!({"Id": z})),
+    })
 }

@@ -154,6 +154,7 @@ const PARAM_NAMES = {
   TaskDefinitionFamilyName: ['family'],
   ResourceId: ['ResourceId'],
   TaskId: ['tasks'],
+  Id: ['Id'],
 }
 // The XML element of a created EC2 resource's ID in the answer.
 const lowerFirst = (s) => s[0].toLowerCase() + s.slice(1)
@@ -261,7 +262,7 @@ async function authorize(who, service, action, entry, flat, { explicit, extra = 
   if (explicit) {
     for (const arn of explicit) {
       const t = types.find((t) => patternRegex(t.details.arn).test(arn))
-      const keys = [...det.conditionKeys, ...(t ? t.conditionKeys : []), ...(t ? t.details.conditionKeys : [])]
+      const keys = [...(det.conditionKeys || []), ...(t ? t.conditionKeys || [] : []), ...(t ? t.details.conditionKeys || [] : [])]
       add(arn, keys, tagsOf.get(arn) || {})
     }
     return
@@ -282,7 +283,7 @@ async function authorize(who, service, action, entry, flat, { explicit, extra = 
       continue
     }
     any = true
-    const keys = [...det.conditionKeys, ...t.conditionKeys, ...t.details.conditionKeys]
+    const keys = [...(det.conditionKeys || []), ...(t.conditionKeys || []), ...(t.details.conditionKeys || [])]
     for (const arn of arns) add(arn, keys, isCreated ? null : tagsOf.get(arn) || {})
   }
   if (!any && !det.resourceTypes.some((t) => t.required)) add('*', det.conditionKeys, null)
@@ -298,6 +299,7 @@ const CREATES = {
   'ecs:CreateCluster': 'cluster', 'ecs:CreateService': 'service', 'ecs:RegisterTaskDefinition': 'task-definition',
   'iam:CreateRole': 'role', 'logs:CreateLogGroup': 'log-group', 'secretsmanager:CreateSecret': 'Secret',
   'application-autoscaling:RegisterScalableTarget': 'ScalableTarget',
+  'acm:RequestCertificate': 'certificate',
 }
 
 // The created resource's real ARN, from the call and its answer.
@@ -328,6 +330,7 @@ function createdArn(entry, flat) {
     case 'logs:CreateLogGroup': return `arn:${partition}:logs:${region}:${account}:log-group:${p.logGroupName}`
     case 'secretsmanager:CreateSecret': return j.ARN
     case 'application-autoscaling:RegisterScalableTarget': return j.ScalableTargetARN
+    case 'acm:RequestCertificate': return j.CertificateArn
     default: return undefined
   }
 }
@@ -352,6 +355,7 @@ const TAG_ACTION = {
   iam: ['iam', 'TagRole', null],
   logs: ['logs', 'TagResource', null],
   secretsmanager: ['secretsmanager', 'TagResource', null],
+  acm: ['acm', 'AddTagsToCertificate', null],
 }
 
 for (const entry of input.entries) {
@@ -368,6 +372,15 @@ for (const entry of input.entries) {
   const p = entry.params || {}
   const extra = {}
   if (p.PolicyArn) extra['iam:PolicyARN'] = p.PolicyArn
+  // The keys an untagging call removes.
+  const removed = Object.entries(p).filter(([k]) => /^TagKeys(\.member)?\.\d+$/.test(k)).map(([, v]) => v)
+  if (removed.length) extra['aws:TagKeys'] = removed
+  // Route 53's keys of a change batch (the journal reads them from its XML).
+  if (service === 'route53' && action === 'ChangeResourceRecordSets') {
+    extra['route53:ChangeResourceRecordSetsRecordTypes'] = p.Types || []
+    extra['route53:ChangeResourceRecordSetsActions'] = p.Actions || []
+    extra['route53:ChangeResourceRecordSetsNormalizedRecordNames'] = (p.Names || []).map((n) => n.toLowerCase().replace(/\.$/, ''))
+  }
   // The boundary the call sets, or else the one the role has (PutRolePolicy,
   // AttachRolePolicy… are authorized on the role's current boundary).
   const role = service === 'iam' && p.RoleName && `arn:${partition}:iam::${account}:role/${(p.Path || '/').replace(/^\//, '')}${p.RoleName}`

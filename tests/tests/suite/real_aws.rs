@@ -481,6 +481,34 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     )
     .await;
     take("destroy", &mut entries);
+    // A domain: the certificate, its validation record, the alias, the
+    // ledger's tags, and all of them taken away again.
+    mbstack_tests::public_zone(&d.config, "example.com").await;
+    let domain = json!({"stack": "s3", "loadBalancer": {"domain": "bi.example.com"}});
+    phase(&d, "domain-1", domain, "SUCCEEDED").await;
+    take("apply with a domain", &mut entries);
+    phase(
+        &d,
+        "destroy-2",
+        json!({"stack": "s3", "action": "destroy"}),
+        "SUCCEEDED",
+    )
+    .await;
+    take("destroy with a domain", &mut entries);
+    for call in [
+        "acm:RequestCertificate",
+        "acm:DeleteCertificate",
+        "route53:ChangeResourceRecordSets",
+        "elasticloadbalancing:RemoveTags",
+    ] {
+        let (service, action) = call.split_once(':').unwrap_or_default();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["service"] == service && e["action"] == action),
+            "the journal has no {call}"
+        );
+    }
 
     let c = ctx("aws");
     let mut callers = serde_json::Map::new();
