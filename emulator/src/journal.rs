@@ -81,20 +81,20 @@ pub(crate) fn entry(
     let (action, params) = match (route53(parts, body), query) {
         (Some(call), _) => call,
         (None, query) => match query {
-        Some(q) => (
-            q.action().to_string(),
-            Value::Object(
-                q.params
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "Action" && k.as_str() != "Version")
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect::<Map<_, _>>(),
+            Some(q) => (
+                q.action().to_string(),
+                Value::Object(
+                    q.params
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "Action" && k.as_str() != "Version")
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect::<Map<_, _>>(),
+                ),
             ),
-        ),
-        None => (
-            target.rsplit('.').next().unwrap_or("").to_string(),
-            request_json.cloned().unwrap_or(Value::Null),
-        ),
+            None => (
+                target.rsplit('.').next().unwrap_or("").to_string(),
+                request_json.cloned().unwrap_or(Value::Null),
+            ),
         },
     };
     Entry {
@@ -117,7 +117,10 @@ pub(crate) fn route53(parts: &hyper::http::request::Parts, body: &[u8]) -> Optio
     }
     let path = parts.uri.path().trim_end_matches('/');
     let rest = path.strip_prefix("/2013-04-01/hostedzone")?;
-    let mut segs = rest.trim_start_matches('/').split('/').filter(|s| !s.is_empty());
+    let mut segs = rest
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty());
     let zone = segs.next();
     let sub = segs.next();
     let post = parts.method == hyper::Method::POST;

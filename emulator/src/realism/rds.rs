@@ -248,7 +248,7 @@ pub(crate) fn answer(shared: &Arc<Shared>, q: Option<&Query>) -> Option<Response
 /// then `backing-up`, after its creation; a create answers with it too).
 pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<String> {
     match q.action() {
-        "CreateDBInstance" => {
+        "CreateDBInstance" | "RestoreDBInstanceFromDBSnapshot" => {
             if let Some(id) = q.get("DBInstanceIdentifier") {
                 realism.db_created.insert(id.to_string(), Instant::now());
             }
@@ -275,7 +275,11 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
         }
         _ => {}
     }
-    matches!(q.action(), "CreateDBInstance" | "DescribeDBInstances").then(|| {
+    matches!(
+        q.action(),
+        "CreateDBInstance" | "RestoreDBInstanceFromDBSnapshot" | "DescribeDBInstances"
+    )
+    .then(|| {
         xml::rewrite_state(
             text,
             "DBInstanceIdentifier",

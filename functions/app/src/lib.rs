@@ -130,7 +130,10 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     };
     resource::converge(&log_kind, &mut w, &[()]).await?;
     let log_group = names::log_group(&w.spec.stack);
-    let keys = secret::KeySecrets { sm: c.sm.clone() };
+    let keys = secret::KeySecrets {
+        sm: c.sm.clone(),
+        restored_from: data.restored_from.clone(),
+    };
     let key = first(resource::converge(&keys, &mut w, &[()]).await?.ids(&keys));
     let secret_arns = match (&db, &key) {
         (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
@@ -396,7 +399,11 @@ async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
             logs: c.logs.clone(),
         };
         resource::destroy(&log_kind, &mut w).await?;
-        resource::destroy(&secret::KeySecrets { sm: c.sm.clone() }, &mut w).await?;
+        let keys = secret::KeySecrets {
+            sm: c.sm.clone(),
+            restored_from: None,
+        };
+        resource::destroy(&keys, &mut w).await?;
         Ok(())
     };
     let result = steps.await;

@@ -23,9 +23,7 @@ pub fn task_role(stack: &str) -> String {
     format!("{stack}-metabase-task")
 }
 
-pub fn encryption_key_secret(stack: &str) -> String {
-    format!("mbstack/{stack}/metabase-encryption-key")
-}
+pub use mbstack_core::naming::encryption_key_secret;
 
 /// Application Auto Scaling's id of the service.
 pub fn scalable_resource(stack: &str) -> String {

@@ -17,6 +17,9 @@ pub(crate) const RECOVERY_DAYS: i64 = 7;
 /// The stack's encryption-key secret.
 pub(crate) struct KeySecrets {
     pub sm: Client,
+    /// The snapshot the stack's database was restored from: its data was
+    /// encrypted with the key this secret held.
+    pub restored_from: Option<String>,
 }
 
 /// The secret (never its value): ARN, whether it is scheduled for deletion,
@@ -95,6 +98,11 @@ impl Resource for KeySecrets {
 
     async fn create(&self, w: &Work<'_>, _want: &()) -> Result<Live, TierError> {
         let name = names::encryption_key_secret(&w.spec.stack);
+        if let (Some(snapshot), false) = (&self.restored_from, w.spec.app.new_encryption_key) {
+            return Err(TierError::Refused(format!(
+                "Metabase's encryption key {name} is gone (a destroy keeps it {RECOVERY_DAYS} days, and they have passed), so the database restored from {snapshot} has data sources' passwords and settings encrypted with a key that no longer exists: Metabase would start but could not read them. To start it with a new key anyway (then enter each data source's password again in Metabase's admin), set app.newEncryptionKey to true and apply"
+            )));
+        }
         let random = self
             .sm
             .get_random_password()

@@ -28,6 +28,8 @@ struct Clients {
     ssm: aws_sdk_ssm::Client,
     sfn: aws_sdk_sfn::Client,
     sns: aws_sdk_sns::Client,
+    rds: aws_sdk_rds::Client,
+    sm: aws_sdk_secretsmanager::Client,
 }
 
 pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
@@ -35,6 +37,8 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         ssm: client!(aws_sdk_ssm, aws),
         sfn: client!(aws_sdk_sfn, aws),
         sns: client!(aws_sdk_sns, aws),
+        rds: client!(aws_sdk_rds, aws),
+        sm: client!(aws_sdk_secretsmanager, aws),
     };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
     let execution = payload
@@ -148,7 +152,21 @@ pub fn merged_spec(
         "resume" => merged["paused"] = json!(false),
         _ => {}
     }
-    StackSpec::from_json(&merged)
+    let spec = StackSpec::from_json(&merged)?;
+    // The domain's certificate and records are found by the domain: a new one
+    // in place of the old would leave the old ones behind.
+    let was = stored
+        .and_then(|s| s.pointer("/loadBalancer/domain"))
+        .and_then(Value::as_str);
+    if let (Some(was), Some(now)) = (was, spec.load_balancer.domain.as_deref()) {
+        if was != now {
+            return Err(InvalidSpec(vec![Problem::new(
+                "loadBalancer.domain",
+                format!("the stack serves {was}; mbstack does not move a domain in place: apply with loadBalancer.domain null first (its record and certificate are removed), then set {now}"),
+            )]));
+        }
+    }
+    Ok(spec)
 }
 
 /// Merges, validates, locks; returns `{action, requested, spec, runId, polls, …}`.
@@ -161,6 +179,30 @@ async fn prepare(
     let (requested, stack) = requested_stack(input, execution)?;
     let stored = store::stored_spec(&c.ssm, &stack).await?;
     let spec = merged_spec(input, stored.as_ref(), execution)?;
+    // A snapshot to restore from is checked before anything exists (when it
+    // is new to the stack: a stack restored already keeps its database).
+    let was = stored
+        .as_ref()
+        .and_then(|s| s.pointer("/database/restoreFrom"))
+        .and_then(Value::as_str);
+    if requested != "destroy" && spec.database.restore_from.is_some() && was != spec.database.restore_from.as_deref() {
+        let field = "database.restoreFrom";
+        let snapshot = match mbstack_data::restore_snapshot(&c.rds, &spec).await {
+            Ok(s) => s.map(|s| s.id).unwrap_or_default(),
+            Err(TierError::Refused(why)) => {
+                let why = why.trim_start_matches(&format!("{field}: ")).to_string();
+                return Err(InvalidSpec(vec![Problem::new(field, why)]).into());
+            }
+            Err(e) => return Err(e),
+        };
+        if !spec.app.new_encryption_key && !key_kept(&c.sm, &stack).await? {
+            return Err(InvalidSpec(vec![Problem::new(
+                field,
+                format!("Metabase's encryption key of stack {stack} is gone (the recovery window a destroy leaves it has passed), so the data sources' passwords and settings in snapshot {snapshot} were encrypted with a key that no longer exists: Metabase would start but could not read them. To restore anyway with a new key (then enter each data source's password again in Metabase's admin), add \"app\": {{\"newEncryptionKey\": true}}"),
+            )])
+            .into());
+        }
+    }
     let mut lock = json!(null);
     if requested != "plan" {
         lock = take_lock(c, &stack, execution_arn).await?;
@@ -183,6 +225,14 @@ async fn prepare(
         "lock": lock,
         "polls": mbstack_core::contract::poll_counters(),
     }))
+}
+
+/// Whether the stack's encryption-key secret exists (scheduled for deletion
+/// counts: the app tier restores it).
+async fn key_kept(sm: &aws_sdk_secretsmanager::Client, stack: &str) -> Result<bool, TierError> {
+    let name = mbstack_core::naming::encryption_key_secret(stack);
+    let call = sm.describe_secret().secret_id(name).send().await;
+    Ok(mbstack_core::found("secretsmanager:DescribeSecret", call, &["ResourceNotFoundException"])?.is_some())
 }
 
 /// Takes `/mbstack/<stack>/lock` for this execution. A lock held by an execution
@@ -402,11 +452,21 @@ pub fn shape_output(payload: &Value) -> Value {
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
-pub const OWN_PERMISSIONS: &[Permission] = &[Permission::on(
-    "LockHolder",
-    &["states:DescribeExecution"],
-    &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
-)];
+pub const OWN_PERMISSIONS: &[Permission] = &[
+    Permission::on(
+        "LockHolder",
+        &["states:DescribeExecution"],
+        &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
+    ),
+    // Prepare checks the snapshot a new database is restored from
+    // (`mbstack_data::restore_snapshot`), and that Metabase's key is there.
+    Permission::read("Snapshots", &["rds:DescribeDBSnapshots"]),
+    Permission::on(
+        "EncryptionKey",
+        &["secretsmanager:DescribeSecret"],
+        &["arn:${Partition}:secretsmanager:*:*:secret:mbstack/*/metabase-encryption-key-*"],
+    ),
+];
 
 mbstack_core::tier_permissions!(store, notify);
 
@@ -427,6 +487,27 @@ mod tests {
         assert_eq!((action.as_str(), stack.as_str()), ("apply", "good"));
         assert!(!patch.contains_key("action"));
         assert!(check_input(&json!({"stack": "good"}), "bad name").is_err());
+    }
+
+    #[test]
+    fn a_domain_is_kept_or_removed_but_never_moved_in_place() {
+        let stored = serde_json::to_value({
+            let mut s = StackSpec::new("bi");
+            s.load_balancer.domain = Some("a.example.com".into());
+            s
+        })
+        .unwrap();
+        let moved = json!({"stack": "bi", "loadBalancer": {"domain": "b.example.com"}});
+        let e = merged_spec(&moved, Some(&stored), "run-1").unwrap_err();
+        assert_eq!(e.paths(), vec!["loadBalancer.domain"]);
+        assert!(e.to_string().contains("loadBalancer.domain null"), "{e}");
+        let kept = merged_spec(&json!({"stack": "bi"}), Some(&stored), "run-2").unwrap();
+        assert_eq!(kept.load_balancer.domain.as_deref(), Some("a.example.com"));
+        let removed = json!({"stack": "bi", "loadBalancer": {"domain": null}});
+        let spec = merged_spec(&removed, Some(&stored), "run-3").unwrap();
+        assert_eq!(spec.load_balancer.domain, None);
+        // A new stack takes any domain.
+        assert!(merged_spec(&moved, None, "run-4").is_ok());
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub fn pairs<'a>(
         .collect()
 }
 
+/// The secret holding Metabase's `MB_ENCRYPTION_SECRET_KEY` (the app tier
+/// makes it; Prepare checks it is there before a database is restored).
+pub fn encryption_key_secret(stack: &str) -> String {
+    format!("mbstack/{stack}/metabase-encryption-key")
+}
+
 /// The value of tag `key` in a list of (key, value) pairs.
 pub fn tag_value<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
     tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

@@ -58,6 +58,9 @@ pub struct DataOutputs {
     pub username: Option<String>,
     pub secret_arn: Option<String>,
     pub status: Option<String>,
+    /// The snapshot the database was restored from (None: created empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 /// The load balancer tier's outputs.

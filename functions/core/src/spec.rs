@@ -337,7 +337,15 @@ pub struct DatabaseSpec {
     /// Take a final snapshot when the stack is destroyed.
     #[serde(default = "default_true")]
     pub final_snapshot: bool,
+    /// The DB snapshot a new database is restored from: its identifier, or
+    /// [`LATEST_FINAL`] (the stack's newest final snapshot). Only a database
+    /// that does not exist yet is restored; an existing one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
 }
+
+/// `database.restoreFrom`'s value for the stack's newest final snapshot.
+pub const LATEST_FINAL: &str = "latest-final";
 
 impl Default for DatabaseSpec {
     fn default() -> Self {
@@ -349,6 +357,7 @@ impl Default for DatabaseSpec {
             backup_retention_days: 7,
             deletion_protection: false,
             final_snapshot: true,
+            restore_from: None,
         }
     }
 }
@@ -391,6 +400,11 @@ pub struct AppSpec {
     /// JAVA_TIMEZONE of the Metabase container.
     pub timezone: String,
     pub log_retention_days: u16,
+    /// Start Metabase on a restored database with a new encryption key when
+    /// the old one is gone: what Metabase encrypted with the old key (the data
+    /// sources' saved passwords) must be entered again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_encryption_key: bool,
 }
 
 /// The Metabase image used when the spec names none.
@@ -408,6 +422,7 @@ impl Default for AppSpec {
             spot: false,
             timezone: "UTC".into(),
             log_retention_days: 30,
+            new_encryption_key: false,
         }
     }
 }
@@ -423,12 +438,22 @@ pub struct LoadBalancerSpec {
     /// certificate for it (DNS validation in its Route 53 hosted zone) unless
     /// `certificateArn` names one, serves HTTPS and points an alias record at
     /// the load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     /// The public hosted zone holding `domain` (found by the domain's parent
     /// when left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_zone_id: Option<String>,
     pub idle_timeout_seconds: u16,
     pub deletion_protection: bool,
+}
+
+impl LoadBalancerSpec {
+    /// Whether the load balancer serves HTTPS :443: with a certificate named
+    /// or with a domain of its own (whose certificate mbstack requests).
+    pub fn https(&self) -> bool {
+        self.certificate_arn.is_some() || self.domain.is_some()
+    }
 }
 
 impl Default for LoadBalancerSpec {
@@ -637,6 +662,11 @@ impl StackSpec {
 
     fn check_database(&self, p: &mut Vec<Problem>) {
         let d = &self.database;
+        if let Some(from) = d.restore_from.as_deref().filter(|f| *f != LATEST_FINAL) {
+            if !is_snapshot_identifier(from) {
+                p.push(Problem::new("database.restoreFrom", format!("{from:?} is not a DB snapshot identifier: use 1 to 255 letters, digits and hyphens starting with a letter (no \"--\", no trailing hyphen), such as analytics-final-20261201-0300, or \"{LATEST_FINAL}\" for the stack's newest final snapshot")));
+            }
+        }
         let major = d.engine_version.split('.').next().unwrap_or("");
         let valid_shape = !d.engine_version.is_empty()
             && d.engine_version.split('.').count() <= 2
@@ -915,6 +945,16 @@ fn image_problem(image: &str) -> Option<String> {
         }
         Some(_) => None,
     }
+}
+
+/// An RDS DB snapshot identifier (manual snapshots: letters, digits,
+/// hyphens; a letter first; no double or trailing hyphen).
+fn is_snapshot_identifier(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !id.contains("--")
+        && !id.ends_with('-')
 }
 
 /// Why `domain` cannot be Metabase's address (None: it can). A fully qualified

@@ -10,6 +10,108 @@ use mbstack_core::{aws_error, error_code, found, Readiness, TierError, Work};
 use crate::tags::{pairs, rds_tags};
 
 const ROLE: &str = "db";
+/// On a database restored from a snapshot: the snapshot's identifier.
+pub const RESTORED_FROM_TAG: &str = "mbstack:restored-from";
+
+/// The snapshot a new database is restored from, as `database.restoreFrom`
+/// names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSnapshot {
+    pub id: String,
+    pub engine_version: String,
+    pub storage_gib: i32,
+    /// When RDS took it (`2026-12-01T03:00:00Z`).
+    pub taken: String,
+}
+
+/// Resolves `database.restoreFrom` (an identifier, or `latest-final`: the
+/// stack's newest available final snapshot, carrying the stack's tag) and
+/// checks the snapshot can become this stack's database: available,
+/// PostgreSQL, encrypted, not newer than `database.engineVersion`. Prepare
+/// calls it too, before anything is created.
+pub async fn restore_snapshot(
+    rds: &aws_sdk_rds::Client,
+    spec: &mbstack_core::StackSpec,
+) -> Result<Option<RestoreSnapshot>, TierError> {
+    let Some(from) = spec.database.restore_from.as_deref() else {
+        return Ok(None);
+    };
+    let field = "database.restoreFrom";
+    let stack = &spec.stack;
+    let snapshot = if from == mbstack_core::spec::LATEST_FINAL {
+        let prefix = format!("{stack}-final-");
+        let mut newest: Option<aws_sdk_rds::types::DbSnapshot> = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let out = rds
+                .describe_db_snapshots()
+                .snapshot_type("manual")
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
+            for s in out.db_snapshots() {
+                let ours = s.db_snapshot_identifier().is_some_and(|i| i.starts_with(&prefix))
+                    && s.tag_list().iter().any(|t| t.key() == Some(mbstack_core::naming::STACK_TAG) && t.value() == Some(stack.as_str()))
+                    && s.status() == Some("available");
+                let newer = newest.as_ref().is_none_or(|n| s.snapshot_create_time() > n.snapshot_create_time());
+                if ours && newer {
+                    newest = Some(s.clone());
+                }
+            }
+            match out.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        newest.ok_or_else(|| TierError::Refused(format!(
+            "{field}: stack {stack} has no final snapshot (a destroy with database.finalSnapshot takes one, named {prefix}<time>): name a snapshot, or leave {field} out for an empty database"
+        )))?
+    } else {
+        let call = rds.describe_db_snapshots().db_snapshot_identifier(from).send().await;
+        found("rds:DescribeDBSnapshots", call, &["DBSnapshotNotFound", "DBSnapshotNotFoundFault"])?
+            .and_then(|o| o.db_snapshots().first().cloned())
+            .ok_or_else(|| TierError::Refused(format!(
+                "{field}: there is no DB snapshot {from} in this account and region: check the name (aws rds describe-db-snapshots), or use \"latest-final\" for the stack's newest final snapshot"
+            )))?
+    };
+    let id = snapshot.db_snapshot_identifier().unwrap_or(from).to_string();
+    if snapshot.engine() != Some("postgres") {
+        return Err(TierError::Refused(format!(
+            "{field}: snapshot {id} is of {}, not PostgreSQL: Metabase's database here is PostgreSQL",
+            snapshot.engine().unwrap_or("an unknown engine")
+        )));
+    }
+    if snapshot.status() != Some("available") {
+        return Err(TierError::Refused(format!(
+            "{field}: snapshot {id} is {}: RDS restores an available snapshot only; wait for it, then apply",
+            snapshot.status().unwrap_or("not available")
+        )));
+    }
+    if snapshot.encrypted() != Some(true) {
+        return Err(TierError::Refused(format!(
+            "{field}: snapshot {id} is not encrypted, and this stack's database is: copy it encrypted (aws rds copy-db-snapshot --kms-key-id alias/aws/rds) and restore the copy"
+        )));
+    }
+    let version = snapshot.engine_version().unwrap_or("").to_string();
+    if let (Some(have), Some(want)) = (major(&version), major(&spec.database.engine_version)) {
+        if have > want {
+            return Err(TierError::Refused(format!(
+                "{field}: snapshot {id} is of PostgreSQL {version}, newer than database.engineVersion {}: set database.engineVersion to \"{have}\" (an engine is never downgraded)",
+                spec.database.engine_version
+            )));
+        }
+    }
+    Ok(Some(RestoreSnapshot {
+        id,
+        engine_version: version,
+        storage_gib: snapshot.allocated_storage().unwrap_or(0),
+        taken: snapshot
+            .snapshot_create_time()
+            .and_then(|t| t.fmt(aws_sdk_rds::primitives::DateTimeFormat::DateTime).ok())
+            .unwrap_or_default(),
+    }))
+}
 pub(crate) const DB_NAME: &str = "metabase";
 pub(crate) const MASTER_USER: &str = "metabase";
 const BACKUP_WINDOW: &str = "03:00-03:30";
@@ -121,8 +223,13 @@ impl std::fmt::Display for Step {
 
 fn describe(w: &Work<'_>) -> String {
     let d = &w.spec.database;
+    let from = match d.restore_from.as_deref() {
+        Some(mbstack_core::spec::LATEST_FINAL) => "restored from the stack's newest final snapshot: ".to_string(),
+        Some(s) => format!("restored from snapshot {s}: "),
+        None => String::new(),
+    };
     format!(
-        "PostgreSQL {} on {}, {} GiB gp3 encrypted, {}, backups {} days",
+        "{from}PostgreSQL {} on {}, {} GiB gp3 encrypted, {}, backups {} days",
         d.engine_version,
         d.instance_class,
         d.storage_gib,
@@ -350,6 +457,40 @@ impl Resource for DbInstances {
         };
         let id = w.name(ROLE);
         let d = &w.spec.database;
+        if let Some(snapshot) = restore_snapshot(&self.rds, w.spec).await? {
+            let mut tags = rds_tags(w, ROLE);
+            tags.push(aws_sdk_rds::types::Tag::builder().key(RESTORED_FROM_TAG).value(&snapshot.id).build());
+            // The spec's settings; the engine version is the snapshot's (a later
+            // apply upgrades it to the spec's), its storage at least the snapshot's.
+            let out = self
+                .rds
+                .restore_db_instance_from_db_snapshot()
+                .db_instance_identifier(&id)
+                .db_snapshot_identifier(&snapshot.id)
+                .db_instance_class(&d.instance_class)
+                .allocated_storage((d.storage_gib as i32).max(snapshot.storage_gib))
+                .storage_type("gp3")
+                .publicly_accessible(false)
+                .manage_master_user_password(true)
+                .db_subnet_group_name(group)
+                .vpc_security_group_ids(sg)
+                .backup_retention_period(i32::from(d.backup_retention_days))
+                .preferred_backup_window(BACKUP_WINDOW)
+                .auto_minor_version_upgrade(true)
+                .deletion_protection(d.deletion_protection)
+                .multi_az(d.multi_az)
+                .copy_tags_to_snapshot(true)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(|e| aws_error("rds:RestoreDBInstanceFromDBSnapshot", e))?;
+            return Ok(out.db_instance().cloned().unwrap_or_else(|| {
+                DbInstance::builder()
+                    .db_instance_identifier(&id)
+                    .db_instance_status("creating")
+                    .build()
+            }));
+        }
         let out = self
             .rds
             .create_db_instance()
@@ -550,14 +691,20 @@ pub(crate) fn storage_step(
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
-    Permission::read("Read", &["rds:DescribeDBInstances"]),
-    Permission::create_tagged("CreateTagged", &["rds:CreateDBInstance"]),
+    Permission::read("Read", &["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"]),
+    // A restore is authorized on the new instance, its source snapshot and its
+    // subnet group: all under the request's tags.
+    Permission::create_tagged(
+        "CreateTagged",
+        &["rds:CreateDBInstance", "rds:RestoreDBInstanceFromDBSnapshot"],
+    ),
     // CreateDBInstance is also authorized on its subnet group (ours); the final
     // snapshot of DeleteDBInstance on the instance (ours) and on the new snapshot.
     Permission::own_tagged(
         "ChangeTagged",
         &[
             "rds:CreateDBInstance",
+            "rds:RestoreDBInstanceFromDBSnapshot",
             "rds:ModifyDBInstance",
             "rds:StopDBInstance",
             "rds:StartDBInstance",

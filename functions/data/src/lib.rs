@@ -7,7 +7,7 @@ mod instance;
 mod subnet_group;
 mod tags;
 
-pub use instance::readiness;
+pub use instance::{readiness, restore_snapshot, RestoreSnapshot, RESTORED_FROM_TAG};
 pub use mbstack_core::Readiness;
 /// The DB subnet group's name: `naming::resource_name(stack, SUBNET_GROUP_ROLE)`.
 pub use subnet_group::ROLE as SUBNET_GROUP_ROLE;
@@ -39,10 +39,17 @@ fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
         instance_arn: own(db.db_instance_arn()),
         endpoint: own(db.endpoint().and_then(|e| e.address())),
         port: db.endpoint().and_then(|e| e.port()),
-        database_name: Some(instance::DB_NAME.to_string()),
-        username: Some(instance::MASTER_USER.to_string()),
+        // A restored database keeps the snapshot's name and master user.
+        database_name: Some(db.db_name().unwrap_or(instance::DB_NAME).to_string()),
+        username: Some(db.master_username().unwrap_or(instance::MASTER_USER).to_string()),
         secret_arn: own(db.master_user_secret().and_then(|s| s.secret_arn())),
         status: own(db.db_instance_status()),
+        restored_from: db
+            .tag_list()
+            .iter()
+            .find(|t| t.key() == Some(RESTORED_FROM_TAG))
+            .and_then(|t| t.value())
+            .map(str::to_string),
     })
 }
 

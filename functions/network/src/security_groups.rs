@@ -96,7 +96,7 @@ fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups) -> Vec<Rule> {
     let mut rules = match role {
         Role::LoadBalancer => {
             let mut ports = vec![80];
-            if spec.load_balancer.certificate_arn.is_some() {
+            if spec.load_balancer.https() {
                 ports.push(443);
             }
             ports

@@ -696,3 +696,31 @@ async fn a_destroy_waits_for_the_tasks_of_its_service_to_stop() {
     );
     assert_eq!(env.emulator.front.refused_calls(), 0);
 }
+
+/// A database restored from a snapshot whose Metabase key is gone (Prepare
+/// refuses such a run first; this is the tier's own guard, for a database
+/// restored by a repair): no new key is made unless the spec accepts one.
+#[tokio::test]
+async fn a_restored_database_without_its_key_gets_no_new_key_unless_the_spec_accepts_one() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("rekey");
+    let mut inputs = app_inputs(&env, &spec).await;
+    inputs["data"]["restoredFrom"] = serde_json::json!("rekey-final-20261201-030000");
+    let app = TierRunner {
+        env: &env,
+        tier: Tier::App,
+        inputs,
+    };
+    let e = app
+        .call(Verb::Apply, &spec, "run-a", Scope::Stack)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("app.newEncryptionKey") && e.contains("rekey-final-20261201-030000"), "{e}");
+    let sm = aws_sdk_secretsmanager::Client::new(&env.config);
+    let key = mbstack_app::names::encryption_key_secret("rekey");
+    assert!(sm.describe_secret().secret_id(&key).send().await.is_err(), "a new key was made");
+    spec.app.new_encryption_key = true;
+    app.apply(&spec, "run-b").await;
+    sm.describe_secret().secret_id(&key).send().await.expect("the new key");
+}

@@ -264,3 +264,234 @@ async fn a_create_starts_the_database_before_the_nat_gateway_is_available_and_th
         "the service (call {service}) started before the NAT gateway was available (call {nat_available})"
     );
 }
+
+/// A stack with its own domain through the real state machine, AWS's timings
+/// ÷20: the load balancer's loop applies again until ACM issues the
+/// certificate (its validation record written by the first pass), then serves
+/// HTTPS; Metabase is told its address; a destroy leaves no record or
+/// certificate of the stack's and touches no one else's.
+#[tokio::test]
+async fn a_domain_stack_applies_with_a_validated_certificate_and_destroys_to_the_zone_it_found() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator.front.set_realism(true, 20);
+    d.emulator.front.set_wait_divisor(20);
+    let zone = mbstack_tests::public_zone(&d.config, "example.com").await;
+    let theirs = mbstack_tests::issued_certificate(&d.config, &zone, "example.com").await;
+    let before = mbstack_tests::dns_records(&d.config).await;
+    let input = json!({"stack": "dom", "loadBalancer": {"domain": "metabase.example.com"}});
+    let run = mbstack_tests::checks::run(&d, "domain-1", input).await;
+    assert_eq!(
+        run.status, "SUCCEEDED",
+        "{:?} {:?} {:?}",
+        run.error, run.cause, run.state_names
+    );
+    let out = run.output.expect("an output");
+    assert_eq!(out["url"], "https://metabase.example.com");
+    assert!(
+        run.state_names
+            .iter()
+            .any(|n| n == "Apply the load balancer again"),
+        "the certificate was issued at once? {:?}",
+        run.state_names
+    );
+    let changes = out["changes"].as_array().expect("changes");
+    let kinds: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["kind"].as_str().unwrap_or(""),
+                c["action"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "certificate create",
+        "dns-record create",
+        "load-balancer create",
+        "listener create",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} not in {kinds:?}");
+    }
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let td = out["outputs"]["app"]["taskDefinitionArn"]
+        .as_str()
+        .expect("a task definition");
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(td)
+        .send()
+        .await
+        .unwrap();
+    let env: Vec<(String, String)> = td.task_definition().unwrap().container_definitions()[0]
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap_or("").into(),
+                kv.value().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert!(
+        env.contains(&("MB_SITE_URL".into(), "https://metabase.example.com".into())),
+        "{env:?}"
+    );
+    let records = mbstack_tests::dns_records(&d.config).await;
+    assert_eq!(records.len(), before.len() + 2, "{records:?}");
+    // The load balancer's security group lets HTTPS in.
+    let sg = out["outputs"]["network"]["lbSecurityGroupId"]
+        .as_str()
+        .expect("the LB's group");
+    let groups = aws_sdk_ec2::Client::new(&d.config)
+        .describe_security_groups()
+        .group_ids(sg)
+        .send()
+        .await
+        .unwrap();
+    let ports: Vec<i32> = groups.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter_map(|p| p.from_port())
+        .collect();
+    assert!(ports.contains(&443) && ports.contains(&80), "{ports:?}");
+
+    let gone = mbstack_tests::checks::run(
+        &d,
+        "destroy-1",
+        json!({"stack": "dom", "action": "destroy"}),
+    )
+    .await;
+    assert_eq!(
+        gone.status, "SUCCEEDED",
+        "{:?} {:?} {:?}",
+        gone.error, gone.cause, gone.state_names
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, "dom").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(mbstack_tests::dns_records(&d.config).await, before);
+    let acm = aws_sdk_acm::Client::new(&d.config);
+    acm.describe_certificate()
+        .certificate_arn(&theirs)
+        .send()
+        .await
+        .expect("their certificate stays");
+    assert_eq!(
+        d.emulator.front.refused_calls(),
+        0,
+        "mbstack provoked a refusal"
+    );
+}
+
+/// The value of the stack's encryption-key secret (the test reads it; no run
+/// ever prints it).
+async fn key_value(d: &Deployed, stack: &str) -> String {
+    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
+    sm.get_secret_value()
+        .secret_id(mbstack_app::names::encryption_key_secret(stack))
+        .send()
+        .await
+        .expect("the key secret")
+        .secret_string()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn db_tag(d: &Deployed, id: &str, key: &str) -> Option<String> {
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let dbs = rds.describe_db_instances().db_instance_identifier(id).send().await.ok()?;
+    dbs.db_instances()[0]
+        .tag_list()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+/// down → up keeps the data: the database is restored from the stack's final
+/// snapshot with the spec's settings and Metabase gets the same encryption key
+/// back; a snapshot that does not exist is refused before anything is made;
+/// with the key gone (its recovery window over) the restore stops and says
+/// what a new key means, and `app.newEncryptionKey` starts it anyway.
+#[tokio::test]
+async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key() {
+    use mbstack_tests::checks::run;
+    let d = Deployed::start().await.expect("deployed");
+    let first = run(&d, "up-1", json!({"stack": "keep"})).await;
+    assert_eq!(first.status, "SUCCEEDED", "{:?} {:?}", first.error, first.cause);
+    let key = key_value(&d, "keep").await;
+    let down = run(&d, "down-1", json!({"stack": "keep", "action": "destroy"})).await;
+    assert_eq!(down.status, "SUCCEEDED", "{:?} {:?}", down.error, down.cause);
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let snapshot = rds
+        .describe_db_snapshots()
+        .send()
+        .await
+        .unwrap()
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier())
+        .find(|s| s.starts_with("keep-final-"))
+        .expect("a final snapshot")
+        .to_string();
+
+    // A snapshot that is not there: refused in Prepare, nothing made.
+    d.log.clear();
+    let bad = json!({"stack": "keep", "database": {"restoreFrom": "keep-final-19990101-000000"}});
+    let refused = run(&d, "up-bad", bad).await;
+    assert_eq!(refused.error.as_deref(), Some("Mbstack.InvalidSpec"), "{:?}", refused.cause);
+    let cause = refused.cause.unwrap_or_default();
+    assert!(cause.contains("database.restoreFrom") && cause.contains("latest-final"), "{cause}");
+    assert_eq!(refused.state_names, mbstack_tests::REFUSED);
+    assert_eq!(tier_mutations(&d), vec![], "a refused restore changed something");
+
+    d.emulator.front.start_journal();
+    let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final", "instanceClass": "db.t4g.small"}});
+    let restored = run(&d, "up-2", up).await;
+    assert_eq!(restored.status, "SUCCEEDED", "{:?} {:?}", restored.error, restored.cause);
+    let journal = d.emulator.front.take_journal();
+    let restores: Vec<_> = journal.iter().filter(|e| e.action == "RestoreDBInstanceFromDBSnapshot").collect();
+    assert_eq!(restores.len(), 1, "one restore");
+    assert_eq!(restores[0].params["DBSnapshotIdentifier"], snapshot.as_str());
+    assert!(!journal.iter().any(|e| e.action == "CreateDBInstance"), "an empty database was created");
+    let out = restored.output.expect("an output");
+    assert_eq!(out["outputs"]["data"]["restoredFrom"], snapshot.as_str());
+    assert_eq!(db_tag(&d, "keep-db", mbstack_data::RESTORED_FROM_TAG).await.as_deref(), Some(snapshot.as_str()));
+    let db = rds.describe_db_instances().db_instance_identifier("keep-db").send().await.unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.db_instance_class(), Some("db.t4g.small"), "the spec's class");
+    assert_eq!(db.storage_encrypted(), Some(true));
+    let secret = db.master_user_secret().and_then(|s| s.secret_arn()).expect("a managed password");
+    aws_sdk_secretsmanager::Client::new(&d.config)
+        .describe_secret()
+        .secret_id(secret)
+        .send()
+        .await
+        .expect("the restored database's password secret exists");
+    assert_eq!(key_value(&d, "keep").await, key, "Metabase's encryption key changed");
+
+    // The key gone for good: the restore stops before Metabase starts on it.
+    let down = run(&d, "down-2", json!({"stack": "keep", "action": "destroy"})).await;
+    assert_eq!(down.status, "SUCCEEDED", "{:?} {:?}", down.error, down.cause);
+    aws_sdk_secretsmanager::Client::new(&d.config)
+        .delete_secret()
+        .secret_id(mbstack_app::names::encryption_key_secret("keep"))
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    d.log.clear();
+    let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}});
+    let stopped = run(&d, "up-3", up).await;
+    assert_eq!(stopped.error.as_deref(), Some("Mbstack.InvalidSpec"), "{:?}", stopped.cause);
+    let cause = stopped.cause.unwrap_or_default();
+    assert!(cause.contains("newEncryptionKey") && cause.contains("is gone"), "{cause}");
+    assert_eq!(stopped.state_names, mbstack_tests::REFUSED);
+    assert_eq!(tier_mutations(&d), vec![], "nothing is restored without its key");
+    let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}, "app": {"newEncryptionKey": true}});
+    let anyway = run(&d, "up-4", up).await;
+    assert_eq!(anyway.status, "SUCCEEDED", "{:?} {:?}", anyway.error, anyway.cause);
+    assert_ne!(key_value(&d, "keep").await, key);
+}
