@@ -65,10 +65,19 @@ enum Command {
     Schedule(ScheduleCommand),
     /// Create or update a stack (apply), and follow the run
     #[command(
-        after_help = "Examples:\n  mbstack up analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up analytics --endpoint-url http://127.0.0.1:4566   # the local emulator\n\nCtrl-C stops following; the run goes on (`mbstack watch analytics` follows it again)."
+        after_help = "Examples:\n  mbstack up analytics\n  mbstack up -f analytics.json --set app.image=metabase/metabase:v0.58.7\n  mbstack up analytics --restore latest   # back after a down, with its data\n  mbstack up analytics --endpoint-url http://127.0.0.1:4566   # the local emulator\n\nCtrl-C stops following; the run goes on (`mbstack watch analytics` follows it again)."
     )]
     #[command(visible_alias = "apply")]
-    Up(run::Input),
+    Up {
+        #[command(flatten)]
+        input: run::Input,
+        /// Restore the database of a stack that is down from a snapshot: `latest` (its newest final snapshot) or a snapshot's name
+        #[arg(long, value_name = "latest|SNAPSHOT", conflicts_with = "fresh")]
+        restore: Option<String>,
+        /// Start with an empty database even though the stack left a final snapshot
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Show what `up` would change, without changing anything
     #[command(after_help = "Example:\n  mbstack plan --stack analytics --set app.desiredCount=2")]
     Plan(run::Input),
@@ -419,7 +428,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = cli.output;
     let result = match cli.command {
-        Command::Up(i) => finish_run(run::run(&i, "apply", output).await),
+        Command::Up {
+            input,
+            restore,
+            fresh,
+        } => finish_run(run::up(&input, restore.as_deref(), fresh, output).await),
         Command::Plan(i) => finish_run(run::run(&i, "plan", output).await),
         Command::Pause(i) => finish_run(run::run(&i, "pause", output).await),
         Command::Resume(i) => finish_run(run::run(&i, "resume", output).await),

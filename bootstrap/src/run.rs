@@ -355,9 +355,87 @@ impl Spinners {
 /// Starts `action` and follows it; the exit code says how it ended.
 pub async fn run(i: &Input, action: &str, output: Output) -> anyhow::Result<bool> {
     let input = build_input(i, action)?;
+    let cfg = config(&i.named.target).await?;
+    start(i, &cfg, input, action, output).await
+}
+
+/// `up`: an apply. A stack that is down (nothing of it here) but left a final
+/// snapshot comes back with its data or empty as the person says: `--restore`,
+/// `--fresh`, the spec's `database.restoreFrom`, or the answer to a question
+/// (never a guess: without a terminal to ask on, the command says which flag).
+pub async fn up(
+    i: &Input,
+    restore: Option<&str>,
+    fresh: bool,
+    output: Output,
+) -> anyhow::Result<bool> {
+    let mut input = build_input(i, "apply")?;
+    let cfg = config(&i.named.target).await?;
+    let stack = input["stack"].as_str().unwrap_or("").to_string();
+    let given = input.pointer("/database/restoreFrom").is_some();
+    match restore {
+        Some(r) => {
+            let from = if r == "latest" {
+                mbstack_core::spec::LATEST_FINAL
+            } else {
+                r
+            };
+            merge_patch(&mut input, &json!({"database": {"restoreFrom": from}}));
+        }
+        None if fresh || given => {}
+        None if !stack_exists(&cfg, &stack).await? => {
+            if let Some(snapshot) = final_snapshot_of(&cfg, &stack).await {
+                let restore = if std::io::stdin().is_terminal() && output == Output::Text {
+                    print!("Stack {stack} is down; its database was kept as the final snapshot {} (taken {}). Restore it? [Y/n] ", snapshot.id, snapshot.taken);
+                    let _ = std::io::stdout().flush();
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    !matches!(answer.trim().to_ascii_lowercase().as_str(), "n" | "no")
+                } else {
+                    bail!(
+                        "stack {stack} is down, and its database was kept as the final snapshot {} (taken {}): pass --restore latest to bring it back with that data, or --fresh for an empty Metabase; nothing was started",
+                        snapshot.id,
+                        snapshot.taken
+                    );
+                };
+                if restore {
+                    merge_patch(
+                        &mut input,
+                        &json!({"database": {"restoreFrom": mbstack_core::spec::LATEST_FINAL}}),
+                    );
+                }
+            }
+        }
+        None => {}
+    }
+    start(i, &cfg, input, "apply", output).await
+}
+
+/// The stack's newest final snapshot a restore can use, if any.
+async fn final_snapshot_of(
+    cfg: &aws_types::SdkConfig,
+    stack: &str,
+) -> Option<mbstack_data::RestoreSnapshot> {
+    let mut spec = mbstack_core::StackSpec::new(stack);
+    spec.database.restore_from = Some(mbstack_core::spec::LATEST_FINAL.into());
+    let rds = aws_sdk_rds::Client::new(cfg);
+    mbstack_data::restore_snapshot(&rds, &spec)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Starts the execution of `input` and follows it (or returns at once with `--detach`).
+async fn start(
+    i: &Input,
+    cfg: &aws_types::SdkConfig,
+    input: Value,
+    action: &str,
+    output: Output,
+) -> anyhow::Result<bool> {
     let stack = input["stack"].as_str().unwrap_or("").to_string();
     let t = &i.named.target;
-    let cfg = config(t).await?;
+    let cfg = cfg.clone();
     let name = execution_name(&stack, action);
     check_spec(&cfg, &input, &stack, &name).await?;
     let sfn = aws_sdk_sfn::Client::new(&cfg);
@@ -460,9 +538,9 @@ pub async fn follow(
         }
         if let Some(snapshot) = final_snapshot(&changes) {
             println!(
-                "  The database is kept as the final snapshot {snapshot}. To get the data back:"
+                "  The database is kept as the final snapshot {snapshot}. To bring the stack back with its data:"
             );
-            println!("    aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier {snapshot} --db-instance-identifier {stack}-restored");
+            println!("    mbstack up {stack} --restore latest");
         }
         if let Some(url) = output["url"].as_str() {
             println!("  Metabase: {url}");

@@ -136,8 +136,32 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     }
     assert!(
         out.contains("final snapshot cli-final-")
-            && out.contains("restore-db-instance-from-db-snapshot"),
+            && out.contains("mbstack up cli --restore latest"),
         "{out}"
+    );
+
+    // up of a stack that is down with a final snapshot: never a guess. Without
+    // a terminal to ask on, the flags; with --restore latest, the data back.
+    let ask = mbstack(&e, &["up", "--stack", "cli"]);
+    let out = text(&ask);
+    assert!(!ask.status.success(), "{out}");
+    assert!(
+        out.contains("cli-final-")
+            && out.contains("--restore latest")
+            && out.contains("--fresh")
+            && out.contains("nothing was started"),
+        "{out}"
+    );
+    let back = mbstack(&e, &["up", "--stack", "cli", "--restore", "latest"]);
+    let out = text(&back);
+    assert!(back.status.success(), "{out}");
+    assert!(out.contains("restored from"), "{out}");
+    let status = text(&mbstack(&e, &["status", "--stack", "cli"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("db-instance") && l.contains("restored from cli-final-")),
+        "{status}"
     );
 }
 

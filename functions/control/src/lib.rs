@@ -185,7 +185,10 @@ async fn prepare(
         .as_ref()
         .and_then(|s| s.pointer("/database/restoreFrom"))
         .and_then(Value::as_str);
-    if requested != "destroy" && spec.database.restore_from.is_some() && was != spec.database.restore_from.as_deref() {
+    if requested != "destroy"
+        && spec.database.restore_from.is_some()
+        && was != spec.database.restore_from.as_deref()
+    {
         let field = "database.restoreFrom";
         let snapshot = match mbstack_data::restore_snapshot(&c.rds, &spec).await {
             Ok(s) => s.map(|s| s.id).unwrap_or_default(),
@@ -232,7 +235,12 @@ async fn prepare(
 async fn key_kept(sm: &aws_sdk_secretsmanager::Client, stack: &str) -> Result<bool, TierError> {
     let name = mbstack_core::naming::encryption_key_secret(stack);
     let call = sm.describe_secret().secret_id(name).send().await;
-    Ok(mbstack_core::found("secretsmanager:DescribeSecret", call, &["ResourceNotFoundException"])?.is_some())
+    Ok(mbstack_core::found(
+        "secretsmanager:DescribeSecret",
+        call,
+        &["ResourceNotFoundException"],
+    )?
+    .is_some())
 }
 
 /// Takes `/mbstack/<stack>/lock` for this execution. A lock held by an execution

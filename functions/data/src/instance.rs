@@ -51,10 +51,17 @@ pub async fn restore_snapshot(
                 .await
                 .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
             for s in out.db_snapshots() {
-                let ours = s.db_snapshot_identifier().is_some_and(|i| i.starts_with(&prefix))
-                    && s.tag_list().iter().any(|t| t.key() == Some(mbstack_core::naming::STACK_TAG) && t.value() == Some(stack.as_str()))
+                let ours = s
+                    .db_snapshot_identifier()
+                    .is_some_and(|i| i.starts_with(&prefix))
+                    && s.tag_list().iter().any(|t| {
+                        t.key() == Some(mbstack_core::naming::STACK_TAG)
+                            && t.value() == Some(stack.as_str())
+                    })
                     && s.status() == Some("available");
-                let newer = newest.as_ref().is_none_or(|n| s.snapshot_create_time() > n.snapshot_create_time());
+                let newer = newest
+                    .as_ref()
+                    .is_none_or(|n| s.snapshot_create_time() > n.snapshot_create_time());
                 if ours && newer {
                     newest = Some(s.clone());
                 }
@@ -68,14 +75,21 @@ pub async fn restore_snapshot(
             "{field}: stack {stack} has no final snapshot (a destroy with database.finalSnapshot takes one, named {prefix}<time>): name a snapshot, or leave {field} out for an empty database"
         )))?
     } else {
-        let call = rds.describe_db_snapshots().db_snapshot_identifier(from).send().await;
+        let call = rds
+            .describe_db_snapshots()
+            .db_snapshot_identifier(from)
+            .send()
+            .await;
         found("rds:DescribeDBSnapshots", call, &["DBSnapshotNotFound", "DBSnapshotNotFoundFault"])?
             .and_then(|o| o.db_snapshots().first().cloned())
             .ok_or_else(|| TierError::Refused(format!(
                 "{field}: there is no DB snapshot {from} in this account and region: check the name (aws rds describe-db-snapshots), or use \"latest-final\" for the stack's newest final snapshot"
             )))?
     };
-    let id = snapshot.db_snapshot_identifier().unwrap_or(from).to_string();
+    let id = snapshot
+        .db_snapshot_identifier()
+        .unwrap_or(from)
+        .to_string();
     if snapshot.engine() != Some("postgres") {
         return Err(TierError::Refused(format!(
             "{field}: snapshot {id} is of {}, not PostgreSQL: Metabase's database here is PostgreSQL",
@@ -108,7 +122,10 @@ pub async fn restore_snapshot(
         storage_gib: snapshot.allocated_storage().unwrap_or(0),
         taken: snapshot
             .snapshot_create_time()
-            .and_then(|t| t.fmt(aws_sdk_rds::primitives::DateTimeFormat::DateTime).ok())
+            .and_then(|t| {
+                t.fmt(aws_sdk_rds::primitives::DateTimeFormat::DateTime)
+                    .ok()
+            })
             .unwrap_or_default(),
     }))
 }
@@ -221,13 +238,9 @@ impl std::fmt::Display for Step {
     }
 }
 
-fn describe(w: &Work<'_>) -> String {
+/// The database as the spec wants it; `from`: what it is restored from.
+fn describe_from(w: &Work<'_>, from: &str) -> String {
     let d = &w.spec.database;
-    let from = match d.restore_from.as_deref() {
-        Some(mbstack_core::spec::LATEST_FINAL) => "restored from the stack's newest final snapshot: ".to_string(),
-        Some(s) => format!("restored from snapshot {s}: "),
-        None => String::new(),
-    };
     format!(
         "{from}PostgreSQL {} on {}, {} GiB gp3 encrypted, {}, backups {} days",
         d.engine_version,
@@ -236,6 +249,18 @@ fn describe(w: &Work<'_>) -> String {
         if d.multi_az { "Multi-AZ" } else { "single-AZ" },
         d.backup_retention_days
     )
+}
+
+/// A database to create: empty, or restored as `database.restoreFrom` says.
+fn describe(w: &Work<'_>) -> String {
+    let from = match w.spec.database.restore_from.as_deref() {
+        Some(mbstack_core::spec::LATEST_FINAL) => {
+            "restored from the stack's newest final snapshot: ".to_string()
+        }
+        Some(s) => format!("restored from snapshot {s}: "),
+        None => String::new(),
+    };
+    describe_from(w, &from)
 }
 
 /// Pure: what differs from the spec and can change in place (the steps), and
@@ -442,10 +467,18 @@ impl Resource for DbInstances {
     fn summary(&self, w: &Work<'_>, db: &DbInstance) -> String {
         let notes = changes(w, db).map(|(_, n)| n).unwrap_or_default();
         let also: String = notes.iter().map(|n| format!("; {n}")).collect();
+        // What it was restored from, as its tag says (not the spec's wish).
+        let from = db
+            .tag_list()
+            .iter()
+            .find(|t| t.key() == Some(RESTORED_FROM_TAG))
+            .and_then(|t| t.value())
+            .map(|s| format!("restored from {s}: "))
+            .unwrap_or_default();
         format!(
             "{}, {}{also}",
             db.db_instance_status().unwrap_or(""),
-            describe(w)
+            describe_from(w, &from)
         )
     }
 
@@ -459,7 +492,12 @@ impl Resource for DbInstances {
         let d = &w.spec.database;
         if let Some(snapshot) = restore_snapshot(&self.rds, w.spec).await? {
             let mut tags = rds_tags(w, ROLE);
-            tags.push(aws_sdk_rds::types::Tag::builder().key(RESTORED_FROM_TAG).value(&snapshot.id).build());
+            tags.push(
+                aws_sdk_rds::types::Tag::builder()
+                    .key(RESTORED_FROM_TAG)
+                    .value(&snapshot.id)
+                    .build(),
+            );
             // The spec's settings; the engine version is the snapshot's (a later
             // apply upgrades it to the spec's), its storage at least the snapshot's.
             let out = self
@@ -691,12 +729,18 @@ pub(crate) fn storage_step(
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
-    Permission::read("Read", &["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"]),
+    Permission::read(
+        "Read",
+        &["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
+    ),
     // A restore is authorized on the new instance, its source snapshot and its
     // subnet group: all under the request's tags.
     Permission::create_tagged(
         "CreateTagged",
-        &["rds:CreateDBInstance", "rds:RestoreDBInstanceFromDBSnapshot"],
+        &[
+            "rds:CreateDBInstance",
+            "rds:RestoreDBInstanceFromDBSnapshot",
+        ],
     ),
     // CreateDBInstance is also authorized on its subnet group (ours); the final
     // snapshot of DeleteDBInstance on the instance (ours) and on the new snapshot.

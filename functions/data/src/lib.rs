@@ -41,7 +41,11 @@ fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
         port: db.endpoint().and_then(|e| e.port()),
         // A restored database keeps the snapshot's name and master user.
         database_name: Some(db.db_name().unwrap_or(instance::DB_NAME).to_string()),
-        username: Some(db.master_username().unwrap_or(instance::MASTER_USER).to_string()),
+        username: Some(
+            db.master_username()
+                .unwrap_or(instance::MASTER_USER)
+                .to_string(),
+        ),
         secret_arn: own(db.master_user_secret().and_then(|s| s.secret_arn())),
         status: own(db.db_instance_status()),
         restored_from: db

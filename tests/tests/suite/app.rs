@@ -716,11 +716,21 @@ async fn a_restored_database_without_its_key_gets_no_new_key_unless_the_spec_acc
         .await
         .expect_err("refused")
         .to_string();
-    assert!(e.contains("app.newEncryptionKey") && e.contains("rekey-final-20261201-030000"), "{e}");
+    assert!(
+        e.contains("app.newEncryptionKey") && e.contains("rekey-final-20261201-030000"),
+        "{e}"
+    );
     let sm = aws_sdk_secretsmanager::Client::new(&env.config);
     let key = mbstack_app::names::encryption_key_secret("rekey");
-    assert!(sm.describe_secret().secret_id(&key).send().await.is_err(), "a new key was made");
+    assert!(
+        sm.describe_secret().secret_id(&key).send().await.is_err(),
+        "a new key was made"
+    );
     spec.app.new_encryption_key = true;
     app.apply(&spec, "run-b").await;
-    sm.describe_secret().secret_id(&key).send().await.expect("the new key");
+    sm.describe_secret()
+        .secret_id(&key)
+        .send()
+        .await
+        .expect("the new key");
 }

@@ -401,7 +401,12 @@ async fn key_value(d: &Deployed, stack: &str) -> String {
 
 async fn db_tag(d: &Deployed, id: &str, key: &str) -> Option<String> {
     let rds = aws_sdk_rds::Client::new(&d.config);
-    let dbs = rds.describe_db_instances().db_instance_identifier(id).send().await.ok()?;
+    let dbs = rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .ok()?;
     dbs.db_instances()[0]
         .tag_list()
         .iter()
@@ -420,10 +425,18 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     use mbstack_tests::checks::run;
     let d = Deployed::start().await.expect("deployed");
     let first = run(&d, "up-1", json!({"stack": "keep"})).await;
-    assert_eq!(first.status, "SUCCEEDED", "{:?} {:?}", first.error, first.cause);
+    assert_eq!(
+        first.status, "SUCCEEDED",
+        "{:?} {:?}",
+        first.error, first.cause
+    );
     let key = key_value(&d, "keep").await;
     let down = run(&d, "down-1", json!({"stack": "keep", "action": "destroy"})).await;
-    assert_eq!(down.status, "SUCCEEDED", "{:?} {:?}", down.error, down.cause);
+    assert_eq!(
+        down.status, "SUCCEEDED",
+        "{:?} {:?}",
+        down.error, down.cause
+    );
     let rds = aws_sdk_rds::Client::new(&d.config);
     let snapshot = rds
         .describe_db_snapshots()
@@ -441,40 +454,90 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     d.log.clear();
     let bad = json!({"stack": "keep", "database": {"restoreFrom": "keep-final-19990101-000000"}});
     let refused = run(&d, "up-bad", bad).await;
-    assert_eq!(refused.error.as_deref(), Some("Mbstack.InvalidSpec"), "{:?}", refused.cause);
+    assert_eq!(
+        refused.error.as_deref(),
+        Some("Mbstack.InvalidSpec"),
+        "{:?}",
+        refused.cause
+    );
     let cause = refused.cause.unwrap_or_default();
-    assert!(cause.contains("database.restoreFrom") && cause.contains("latest-final"), "{cause}");
+    assert!(
+        cause.contains("database.restoreFrom") && cause.contains("latest-final"),
+        "{cause}"
+    );
     assert_eq!(refused.state_names, mbstack_tests::REFUSED);
-    assert_eq!(tier_mutations(&d), vec![], "a refused restore changed something");
+    assert_eq!(
+        tier_mutations(&d),
+        vec![],
+        "a refused restore changed something"
+    );
 
     d.emulator.front.start_journal();
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final", "instanceClass": "db.t4g.small"}});
     let restored = run(&d, "up-2", up).await;
-    assert_eq!(restored.status, "SUCCEEDED", "{:?} {:?}", restored.error, restored.cause);
+    assert_eq!(
+        restored.status, "SUCCEEDED",
+        "{:?} {:?}",
+        restored.error, restored.cause
+    );
     let journal = d.emulator.front.take_journal();
-    let restores: Vec<_> = journal.iter().filter(|e| e.action == "RestoreDBInstanceFromDBSnapshot").collect();
+    let restores: Vec<_> = journal
+        .iter()
+        .filter(|e| e.action == "RestoreDBInstanceFromDBSnapshot")
+        .collect();
     assert_eq!(restores.len(), 1, "one restore");
-    assert_eq!(restores[0].params["DBSnapshotIdentifier"], snapshot.as_str());
-    assert!(!journal.iter().any(|e| e.action == "CreateDBInstance"), "an empty database was created");
+    assert_eq!(
+        restores[0].params["DBSnapshotIdentifier"],
+        snapshot.as_str()
+    );
+    assert!(
+        !journal.iter().any(|e| e.action == "CreateDBInstance"),
+        "an empty database was created"
+    );
     let out = restored.output.expect("an output");
     assert_eq!(out["outputs"]["data"]["restoredFrom"], snapshot.as_str());
-    assert_eq!(db_tag(&d, "keep-db", mbstack_data::RESTORED_FROM_TAG).await.as_deref(), Some(snapshot.as_str()));
-    let db = rds.describe_db_instances().db_instance_identifier("keep-db").send().await.unwrap();
+    assert_eq!(
+        db_tag(&d, "keep-db", mbstack_data::RESTORED_FROM_TAG)
+            .await
+            .as_deref(),
+        Some(snapshot.as_str())
+    );
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier("keep-db")
+        .send()
+        .await
+        .unwrap();
     let db = &db.db_instances()[0];
-    assert_eq!(db.db_instance_class(), Some("db.t4g.small"), "the spec's class");
+    assert_eq!(
+        db.db_instance_class(),
+        Some("db.t4g.small"),
+        "the spec's class"
+    );
     assert_eq!(db.storage_encrypted(), Some(true));
-    let secret = db.master_user_secret().and_then(|s| s.secret_arn()).expect("a managed password");
+    let secret = db
+        .master_user_secret()
+        .and_then(|s| s.secret_arn())
+        .expect("a managed password");
     aws_sdk_secretsmanager::Client::new(&d.config)
         .describe_secret()
         .secret_id(secret)
         .send()
         .await
         .expect("the restored database's password secret exists");
-    assert_eq!(key_value(&d, "keep").await, key, "Metabase's encryption key changed");
+    assert_eq!(
+        key_value(&d, "keep").await,
+        key,
+        "Metabase's encryption key changed"
+    );
 
     // The key gone for good: the restore stops before Metabase starts on it.
     let down = run(&d, "down-2", json!({"stack": "keep", "action": "destroy"})).await;
-    assert_eq!(down.status, "SUCCEEDED", "{:?} {:?}", down.error, down.cause);
+    assert_eq!(
+        down.status, "SUCCEEDED",
+        "{:?} {:?}",
+        down.error, down.cause
+    );
     aws_sdk_secretsmanager::Client::new(&d.config)
         .delete_secret()
         .secret_id(mbstack_app::names::encryption_key_secret("keep"))
@@ -485,13 +548,29 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     d.log.clear();
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}});
     let stopped = run(&d, "up-3", up).await;
-    assert_eq!(stopped.error.as_deref(), Some("Mbstack.InvalidSpec"), "{:?}", stopped.cause);
+    assert_eq!(
+        stopped.error.as_deref(),
+        Some("Mbstack.InvalidSpec"),
+        "{:?}",
+        stopped.cause
+    );
     let cause = stopped.cause.unwrap_or_default();
-    assert!(cause.contains("newEncryptionKey") && cause.contains("is gone"), "{cause}");
+    assert!(
+        cause.contains("newEncryptionKey") && cause.contains("is gone"),
+        "{cause}"
+    );
     assert_eq!(stopped.state_names, mbstack_tests::REFUSED);
-    assert_eq!(tier_mutations(&d), vec![], "nothing is restored without its key");
+    assert_eq!(
+        tier_mutations(&d),
+        vec![],
+        "nothing is restored without its key"
+    );
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}, "app": {"newEncryptionKey": true}});
     let anyway = run(&d, "up-4", up).await;
-    assert_eq!(anyway.status, "SUCCEEDED", "{:?} {:?}", anyway.error, anyway.cause);
+    assert_eq!(
+        anyway.status, "SUCCEEDED",
+        "{:?} {:?}",
+        anyway.error, anyway.cause
+    );
     assert_ne!(key_value(&d, "keep").await, key);
 }
