@@ -17,7 +17,6 @@
 //!   there, or whose values differ, and a CREATE of one that is there →
 //!   `InvalidChangeBatch` (moto checks its journal of changes, not the zone).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,15 +35,6 @@ pub(crate) const NAMES_RECORD: Duration = Duration::from_secs(6);
 pub(crate) const VALIDATES: Duration = Duration::from_secs(60);
 /// Real AWS: ELB takes a just-issued certificate some seconds later.
 pub(crate) const ELB_SEES: Duration = Duration::from_secs(20);
-
-/// What the rules remember.
-#[derive(Debug, Default)]
-pub(crate) struct AcmState {
-    requested: HashMap<String, Instant>,
-    /// When every validation record of a certificate was first seen in DNS.
-    records_seen: HashMap<String, Instant>,
-    issued: HashMap<String, Instant>,
-}
 
 /// A real duration at the emulator's scale (zero with realism off: the
 /// rules, not the timings).

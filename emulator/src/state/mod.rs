@@ -3,6 +3,7 @@
 //! changes it (the front door, the realism rules, the ECS player) imports this
 //! module, and this module imports none of them.
 
+pub(crate) mod acm;
 pub(crate) mod deploying;
 pub(crate) mod ecs;
 pub(crate) mod realism;
@@ -57,6 +58,6 @@ pub(crate) struct Shared {
     /// `Overwrite` could both create the parameter (under load, seen: two runs
     /// both took one stack's lock). AWS's conditional create is atomic.
     pub ssm_writes: tokio::sync::Mutex<()>,
-    /// ACM's certificates as the front door issues them (see [`crate::acm`]).
-    pub acm: Mutex<crate::acm::AcmState>,
+    /// ACM's certificates as the front door issues them.
+    pub acm: Mutex<acm::AcmState>,
 }

@@ -92,13 +92,15 @@ where
                 outcome.part = part;
                 // A pass again keeps what the passes before it changed; its
                 // own unchanged resources add nothing.
-                before.extend(
-                    outcome
-                        .changes
-                        .into_iter()
-                        .filter(|c| c.action != crate::contract::Action::None),
-                );
-                outcome.changes = before;
+                if !before.is_empty() {
+                    before.extend(
+                        outcome
+                            .changes
+                            .into_iter()
+                            .filter(|c| c.action != crate::contract::Action::None),
+                    );
+                    outcome.changes = before;
+                }
                 Ok(outcome)
             }
         }

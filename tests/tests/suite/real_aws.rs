@@ -481,6 +481,11 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     )
     .await;
     take("destroy", &mut entries);
+    // Back with its data: Prepare checks the snapshot and the key, the data
+    // tier restores the final snapshot the destroy took.
+    let restore = json!({"stack": "s1", "database": {"restoreFrom": "latest-final"}});
+    phase(&d, "restore-1", restore, "SUCCEEDED").await;
+    take("restore", &mut entries);
     // A domain: the certificate, its validation record, the alias, the
     // ledger's tags, and all of them taken away again.
     mbstack_tests::public_zone(&d.config, "example.com").await;
@@ -496,6 +501,8 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     .await;
     take("destroy with a domain", &mut entries);
     for call in [
+        "rds:RestoreDBInstanceFromDBSnapshot",
+        "rds:DescribeDBSnapshots",
         "acm:RequestCertificate",
         "acm:DeleteCertificate",
         "route53:ChangeResourceRecordSets",
