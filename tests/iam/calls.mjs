@@ -197,6 +197,13 @@ function arnsFor(entry, rt, flat, creates, partial) {
       const m = new RegExp(`<${lowerFirst(v)}>([^<]+)</`).exec(entry.response)
       if (m) found = [m[1]]
     }
+    // The option and parameter groups a call uses without naming them (a
+    // restore takes the snapshot's): the answer says which.
+    const GROUP_IN_ANSWER = { OptionGroupName: 'OptionGroupName', ParameterGroupName: 'DBParameterGroupName' }
+    if (!found.length && GROUP_IN_ANSWER[v]) {
+      const m = new RegExp(`<${GROUP_IN_ANSWER[v]}>([^<]+)</`).exec(entry.response)
+      if (m) found = [m[1]]
+    }
     if (!found.length && partial) found = ['*']
     if (!found.length) return null
     values[v] = found
@@ -300,6 +307,7 @@ const CREATES = {
   'iam:CreateRole': 'role', 'logs:CreateLogGroup': 'log-group', 'secretsmanager:CreateSecret': 'Secret',
   'application-autoscaling:RegisterScalableTarget': 'ScalableTarget',
   'acm:RequestCertificate': 'certificate',
+  'rds:RestoreDBInstanceFromDBSnapshot': 'db',
 }
 
 // The created resource's real ARN, from the call and its answer.
@@ -331,6 +339,7 @@ function createdArn(entry, flat) {
     case 'secretsmanager:CreateSecret': return j.ARN
     case 'application-autoscaling:RegisterScalableTarget': return j.ScalableTargetARN
     case 'acm:RequestCertificate': return j.CertificateArn
+    case 'rds:RestoreDBInstanceFromDBSnapshot': return `arn:${partition}:rds:${region}:${account}:db:${p.DBInstanceIdentifier}`
     default: return undefined
   }
 }
