@@ -316,6 +316,24 @@ impl Drop for FrontDoor {
     }
 }
 
+/// Every AWS answer carries a request ID (`x-amzn-RequestId`); the answers the
+/// front door makes itself (Lambda's Invoke, the refusals) get one too. moto's
+/// Step Functions reads it from a Lambda error to name the failure: without it
+/// the engine itself fails the execution (`KeyError('RequestId')`), once seen
+/// under load in place of the run's real error.
+fn with_request_id(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let h = r.headers_mut();
+    if !h.contains_key("x-amzn-requestid") && !h.contains_key("x-amz-request-id") {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("00000000-0000-4000-8000-{n:012x}");
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+            h.insert("x-amzn-requestid", v);
+        }
+    }
+    r
+}
+
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -337,9 +355,9 @@ async fn handle(
         }
     };
     if !shared.journal.on() {
-        return serve(&shared, &parts, body).await;
+        return serve(&shared, &parts, body).await.map(with_request_id);
     }
-    let resp = serve(&shared, &parts, body.clone()).await?;
+    let resp = with_request_id(serve(&shared, &parts, body.clone()).await?);
     let (rparts, rbody) = resp.into_parts();
     let rbytes = rbody
         .collect()

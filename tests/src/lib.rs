@@ -491,32 +491,12 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
             })
             .map(|s| format!("secret {}", s.name().unwrap_or(""))),
     );
-    let acm = aws_sdk_acm::Client::new(config);
-    for c in acm
-        .list_certificates()
-        .send()
-        .await
-        .unwrap()
-        .certificate_summary_list()
-    {
-        let arn = c.certificate_arn().unwrap_or("");
-        let tags = acm
-            .list_tags_for_certificate()
-            .certificate_arn(arn)
-            .send()
+    left.extend(
+        stack_certificates(config, stack)
             .await
-            .unwrap();
-        if tags
-            .tags()
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == Some(stack))
-        {
-            left.push(format!(
-                "certificate {arn} ({})",
-                c.domain_name().unwrap_or("")
-            ));
-        }
-    }
+            .into_iter()
+            .map(|(arn, domain, _)| format!("certificate {arn} ({domain})")),
+    );
     let aas = aws_sdk_applicationautoscaling::Client::new(config);
     let targets = aas
         .describe_scalable_targets()
@@ -535,6 +515,60 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
             .map(|t| format!("scalable-target {}", t.resource_id())),
     );
     left
+}
+
+/// The ACM certificates carrying the stack's tag: (ARN, domain, status).
+pub async fn stack_certificates(
+    config: &aws_types::SdkConfig,
+    stack: &str,
+) -> Vec<(String, String, String)> {
+    let acm = aws_sdk_acm::Client::new(config);
+    let mut out = Vec::new();
+    let list = acm.list_certificates().send().await.unwrap();
+    for c in list.certificate_summary_list() {
+        let arn = c.certificate_arn().unwrap_or("").to_string();
+        let tags = acm
+            .list_tags_for_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == STACK_TAG && t.value() == Some(stack))
+        {
+            let d = acm
+                .describe_certificate()
+                .certificate_arn(&arn)
+                .send()
+                .await
+                .unwrap();
+            let status = d
+                .certificate()
+                .and_then(|c| c.status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            let domain = c.domain_name().unwrap_or("").to_string();
+            out.push((arn, domain, status));
+        }
+    }
+    out
+}
+
+/// Requests a DNS-validated certificate for `domain` (as its owner would):
+/// its ARN.
+pub async fn request_certificate(config: &aws_types::SdkConfig, domain: &str) -> String {
+    aws_sdk_acm::Client::new(config)
+        .request_certificate()
+        .domain_name(domain)
+        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string()
 }
 
 /// A public hosted zone `name` (created, as its owner would): its ID.
@@ -585,16 +619,7 @@ pub async fn dns_records(config: &aws_types::SdkConfig) -> Vec<String> {
 /// `zone`): ISSUED, not the stack's.
 pub async fn issued_certificate(config: &aws_types::SdkConfig, zone: &str, domain: &str) -> String {
     let acm = aws_sdk_acm::Client::new(config);
-    let arn = acm
-        .request_certificate()
-        .domain_name(domain)
-        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
-        .send()
-        .await
-        .unwrap()
-        .certificate_arn()
-        .unwrap()
-        .to_string();
+    let arn = request_certificate(config, domain).await;
     let r53 = aws_sdk_route53::Client::new(config);
     let mut written = false;
     for _ in 0..200 {

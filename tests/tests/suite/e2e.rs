@@ -385,6 +385,24 @@ async fn a_domain_stack_applies_with_a_validated_certificate_and_destroys_to_the
     );
 }
 
+/// A run Prepare refused as an invalid spec, its cause holding every one of
+/// `words`, with no tier's call changing anything.
+fn assert_refused_in_prepare(d: &Deployed, run: mbstack_local::Execution, words: &[&str]) {
+    assert_eq!(
+        run.error.as_deref(),
+        Some("Mbstack.InvalidSpec"),
+        "{:?}",
+        run.cause
+    );
+    let cause = run.cause.unwrap_or_default();
+    assert!(
+        words.iter().all(|w| cause.contains(w)),
+        "{words:?} not all in {cause}"
+    );
+    assert_eq!(run.state_names, mbstack_tests::REFUSED);
+    assert_eq!(tier_mutations(d), vec![], "a refused run changed something");
+}
+
 /// The value of the stack's encryption-key secret (the test reads it; no run
 /// ever prints it).
 async fn key_value(d: &Deployed, stack: &str) -> String {
@@ -454,23 +472,7 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     d.log.clear();
     let bad = json!({"stack": "keep", "database": {"restoreFrom": "keep-final-19990101-000000"}});
     let refused = run(&d, "up-bad", bad).await;
-    assert_eq!(
-        refused.error.as_deref(),
-        Some("Mbstack.InvalidSpec"),
-        "{:?}",
-        refused.cause
-    );
-    let cause = refused.cause.unwrap_or_default();
-    assert!(
-        cause.contains("database.restoreFrom") && cause.contains("latest-final"),
-        "{cause}"
-    );
-    assert_eq!(refused.state_names, mbstack_tests::REFUSED);
-    assert_eq!(
-        tier_mutations(&d),
-        vec![],
-        "a refused restore changed something"
-    );
+    assert_refused_in_prepare(&d, refused, &["database.restoreFrom", "latest-final"]);
 
     d.emulator.front.start_journal();
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final", "instanceClass": "db.t4g.small"}});
@@ -548,23 +550,7 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     d.log.clear();
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}});
     let stopped = run(&d, "up-3", up).await;
-    assert_eq!(
-        stopped.error.as_deref(),
-        Some("Mbstack.InvalidSpec"),
-        "{:?}",
-        stopped.cause
-    );
-    let cause = stopped.cause.unwrap_or_default();
-    assert!(
-        cause.contains("newEncryptionKey") && cause.contains("is gone"),
-        "{cause}"
-    );
-    assert_eq!(stopped.state_names, mbstack_tests::REFUSED);
-    assert_eq!(
-        tier_mutations(&d),
-        vec![],
-        "nothing is restored without its key"
-    );
+    assert_refused_in_prepare(&d, stopped, &["newEncryptionKey", "is gone"]);
     let up = json!({"stack": "keep", "database": {"restoreFrom": "latest-final"}, "app": {"newEncryptionKey": true}});
     let anyway = run(&d, "up-4", up).await;
     assert_eq!(

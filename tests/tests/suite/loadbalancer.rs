@@ -517,44 +517,7 @@ async fn apply_until_ready(
 }
 
 async fn our_certificates(env: &TestEnv, stack: &str) -> Vec<(String, String, String)> {
-    let acm = aws_sdk_acm::Client::new(&env.config);
-    let mut out = Vec::new();
-    for c in acm
-        .list_certificates()
-        .send()
-        .await
-        .unwrap()
-        .certificate_summary_list()
-    {
-        let arn = c.certificate_arn().unwrap().to_string();
-        let tags = acm
-            .list_tags_for_certificate()
-            .certificate_arn(&arn)
-            .send()
-            .await
-            .unwrap();
-        if tags
-            .tags()
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == Some(stack))
-        {
-            let d = acm
-                .describe_certificate()
-                .certificate_arn(&arn)
-                .send()
-                .await
-                .unwrap();
-            let status = d
-                .certificate()
-                .unwrap()
-                .status()
-                .unwrap()
-                .as_str()
-                .to_string();
-            out.push((arn, c.domain_name().unwrap().to_string(), status));
-        }
-    }
-    out
+    mbstack_tests::stack_certificates(&env.config, stack).await
 }
 
 /// Someone else's: an A record and a certificate in the same zone.

@@ -866,16 +866,7 @@ async fn acm_issues_after_its_validation_record_and_route53_refuses_what_aws_ref
     let acm = aws_sdk_acm::Client::new(&env.config);
     let r53 = aws_sdk_route53::Client::new(&env.config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
-    let arn = acm
-        .request_certificate()
-        .domain_name("bi.example.com")
-        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
-        .send()
-        .await
-        .unwrap()
-        .certificate_arn()
-        .unwrap()
-        .to_string();
+    let arn = mbstack_tests::request_certificate(&env.config, "bi.example.com").await;
     let describe = || async {
         acm.describe_certificate()
             .certificate_arn(&arn)
@@ -1018,4 +1009,62 @@ async fn acm_issues_after_its_validation_record_and_route53_refuses_what_aws_ref
         .send()
         .await
         .unwrap();
+}
+
+/// A Lambda Invoke the front door answers with an error (a function that is
+/// not there) reaches the state machine as Lambda's error, named: every AWS
+/// answer carries a request ID, and moto's engine reads it. Without one, moto
+/// fails the execution with its own `KeyError('RequestId')` in place of the
+/// real error (seen once under load).
+#[tokio::test]
+async fn a_lambda_error_the_front_door_answers_reaches_the_state_machine_by_name() {
+    let env = TestEnv::start().await;
+    let sfn = aws_sdk_sfn::Client::new(&env.config);
+    let definition = json!({
+        "StartAt": "Call",
+        "States": {"Call": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:nobody", "Payload": {}},
+            "End": true
+        }}
+    });
+    let sm = sfn
+        .create_state_machine()
+        .name("calls-nobody")
+        .role_arn("arn:aws:iam::123456789012:role/sfn")
+        .definition(definition.to_string())
+        .send()
+        .await
+        .unwrap();
+    let exec = sfn
+        .start_execution()
+        .state_machine_arn(sm.state_machine_arn())
+        .send()
+        .await
+        .unwrap();
+    let ended = loop {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(exec.execution_arn())
+            .send()
+            .await
+            .unwrap();
+        if d.status().as_str() != "RUNNING" {
+            break d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ended.status().as_str(), "FAILED");
+    assert_eq!(
+        ended.error(),
+        Some("Lambda.ResourceNotFoundException"),
+        "{:?}",
+        ended.cause()
+    );
+    assert!(
+        !ended.cause().unwrap_or("").contains("KeyError"),
+        "{:?}",
+        ended.cause()
+    );
 }
