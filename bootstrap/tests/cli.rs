@@ -163,6 +163,38 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
             .any(|l| l.contains("db-instance") && l.contains("restored from cli-final-")),
         "{status}"
     );
+
+    // On a terminal it asks; "n" starts an empty database.
+    let down = mbstack(&e, &["down", "--stack", "cli", "--yes"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up", "--stack", "cli", "--endpoint-url", &e.endpoint])
+        .env_remove("AWS_PROFILE");
+    let mut t = Terminal::spawn(&mut cmd, 120);
+    assert!(
+        t.wait_for("Restore it? [Y/n]", Duration::from_secs(60)),
+        "{:#?}",
+        t.lines()
+    );
+    assert!(
+        t.lines().join("\n").contains("final snapshot cli-final-"),
+        "{:#?}",
+        t.lines()
+    );
+    t.type_in("n\n");
+    assert_eq!(
+        t.wait(Duration::from_secs(300)),
+        Some(0),
+        "{:#?}",
+        t.lines()
+    );
+    let status = text(&mbstack(&e, &["status", "--stack", "cli"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("db-instance") && !l.contains("restored from")),
+        "an empty database: {status}"
+    );
 }
 
 #[test]
