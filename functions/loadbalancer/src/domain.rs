@@ -147,6 +147,37 @@ impl Domain {
         Ok(())
     }
 
+    /// The certificate of the ledger's domain that a listener of the load
+    /// balancer `alb_arn` serves, if any.
+    pub async fn served(
+        &self,
+        alb_arn: &str,
+        ledger: &Ledger,
+    ) -> Result<Option<String>, TierError> {
+        let out = self
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(alb_arn)
+            .send()
+            .await
+            .map_err(|e| mbstack_core::aws_error("elasticloadbalancing:DescribeListeners", e))?;
+        let serving: Vec<&str> = out
+            .listeners()
+            .iter()
+            .flat_map(|l| l.certificates())
+            .filter_map(|c| c.certificate_arn())
+            .collect();
+        let certs = Certificates {
+            acm: self.acm.clone(),
+            domain: Some(ledger.domain.clone()),
+        };
+        Ok(certs
+            .of_domain(&ledger.domain)
+            .await?
+            .into_iter()
+            .find(|arn| serving.contains(&arn.as_str())))
+    }
+
     /// Takes away what the ledger says the stack holds (a destroy, a rollback
     /// of the run that set it up, a domain removed from the spec): the alias,
     /// the validation record mbstack wrote (unless another certificate of the
@@ -209,3 +240,10 @@ impl Domain {
         Ok(waiting)
     }
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
+pub(crate) const PERMISSIONS: &[mbstack_core::iam::Permission] =
+    &[mbstack_core::iam::Permission::read(
+        "Read",
+        &["elasticloadbalancing:DescribeListeners"],
+    )];

@@ -219,13 +219,26 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
         // The domain of a load balancer this scope keeps may still be this
         // run's to take away (a rollback of the run that added the domain).
         if let Some(ledger) = dns::Ledger::read(&lbs.tags(&lb)) {
-            if owned || ledger.run == w.run.id {
-                let target = lb
-                    .load_balancer()
-                    .dns_name()
-                    .zip(lb.load_balancer().canonical_hosted_zone_id());
-                let target = target.map(|(a, b)| (a.to_string(), b.to_string()));
+            let target = lb
+                .load_balancer()
+                .dns_name()
+                .zip(lb.load_balancer().canonical_hosted_zone_id());
+            let target = target.map(|(a, b)| (a.to_string(), b.to_string()));
+            if owned {
                 waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger).await?);
+            } else if ledger.run == w.run.id {
+                // A rollback of the run that gave a kept load balancer its
+                // domain. Its HTTPS listener, once serving the certificate,
+                // is the site now (:80 redirects to it, and what :80 was
+                // before is not known here): the domain stays, said so, rather
+                // than a certificate ELB never lets go and a site that breaks.
+                match d.served(&lbs.id(&lb), &ledger).await? {
+                    Some(cert) => {
+                        let detail = format!("kept: the HTTPS listener serves it; apply with loadBalancer.domain null to take {} away", ledger.domain);
+                        w.record("certificate", cert, mbstack_core::Action::None, detail);
+                    }
+                    None => waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger).await?),
+                }
             }
         }
     }
@@ -258,6 +271,7 @@ pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] =
 mbstack_core::tier_permissions!(
     certificate,
     dns,
+    domain,
     listeners,
     load_balancer,
     reads,

@@ -768,3 +768,43 @@ async fn a_domain_with_someone_elses_record_is_refused_before_anything_is_reques
         "{e}"
     );
 }
+
+/// A rollback of the run that gave a kept load balancer its domain, once the
+/// HTTPS listener serves the new certificate: the site stays as it is (the
+/// domain kept, and the rollback says so) instead of waiting forever for ELB
+/// to let go of a certificate the kept listener serves.
+#[tokio::test]
+async fn a_rollback_of_the_run_that_added_a_domain_to_a_kept_load_balancer_ends_and_says_it_kept_it(
+) {
+    let env = TestEnv::start().await;
+    mbstack_tests::public_zone(&env.config, "example.com").await;
+    let mut spec = StackSpec::new("bi");
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    apply_until_ready(&lb, &spec, "run-a").await;
+    spec.load_balancer.domain = Some("metabase.example.com".into());
+    apply_until_ready(&lb, &spec, "run-b").await;
+    let rolled = lb.destroy(&spec, "run-b", Scope::Run).await;
+    let last = rolled.last().expect("an outcome");
+    assert_eq!(last.state, State::Gone, "{:?}", last.message);
+    let kept: Vec<&str> = rolled
+        .iter()
+        .flat_map(|o| &o.changes)
+        .filter(|c| c.kind == "certificate" && c.detail.starts_with("kept"))
+        .map(|c| c.detail.as_str())
+        .collect();
+    assert_eq!(kept.len(), 1, "{rolled:?}");
+    assert!(kept[0].contains("loadBalancer.domain null"), "{kept:?}");
+    assert_eq!(
+        our_certificates(&env, "bi").await.len(),
+        1,
+        "the served certificate stays"
+    );
+    // Taking the domain away afterwards works as ever.
+    spec.load_balancer.domain = None;
+    apply_until_ready(&lb, &spec, "run-c").await;
+    assert!(our_certificates(&env, "bi").await.is_empty());
+}
