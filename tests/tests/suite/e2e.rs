@@ -560,3 +560,45 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     );
     assert_ne!(key_value(&d, "keep").await, key);
 }
+
+/// A create with a domain whose Metabase service fails: the rollback takes
+/// the alias, the validation record and the certificate away with the rest
+/// (ELB lets the certificate go once its listener is gone), and DNS is as it
+/// was.
+#[tokio::test]
+async fn a_failed_create_with_a_domain_rolls_back_its_records_and_certificate() {
+    let d = Deployed::start().await.expect("deployed");
+    let zone = mbstack_tests::public_zone(&d.config, "example.com").await;
+    let theirs = mbstack_tests::issued_certificate(&d.config, &zone, "example.com").await;
+    let before = mbstack_tests::dns_records(&d.config).await;
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let input = json!({"stack": "doomed", "loadBalancer": {"domain": "metabase.example.com"}});
+    let run = mbstack_tests::checks::run(&d, "apply-1", input).await;
+    assert_eq!(run.status, "FAILED", "{:?}", run.cause);
+    assert!(
+        run.state_names
+            .iter()
+            .any(|n| n == "Apply the load balancer again"),
+        "{:?}",
+        run.state_names
+    );
+    assert!(
+        run.state_names.iter().any(|n| n == "Record failure"),
+        "{:?}",
+        run.state_names
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, "doomed").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(mbstack_tests::dns_records(&d.config).await, before);
+    let acm = aws_sdk_acm::Client::new(&d.config);
+    acm.describe_certificate()
+        .certificate_arn(&theirs)
+        .send()
+        .await
+        .expect("their certificate stays");
+}
