@@ -808,3 +808,49 @@ async fn a_rollback_of_the_run_that_added_a_domain_to_a_kept_load_balancer_ends_
     apply_until_ready(&lb, &spec, "run-c").await;
     assert!(our_certificates(&env, "bi").await.is_empty());
 }
+
+/// A domain with the user's own certificate: that certificate is served, none
+/// is requested, the alias is written; a destroy takes the alias away and
+/// leaves the certificate.
+#[tokio::test]
+async fn a_domain_with_its_own_certificate_gets_an_alias_and_no_certificate_of_ours() {
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let cert = mbstack_tests::issued_certificate(&env.config, &zone, "metabase.example.com").await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("own");
+    spec.load_balancer.domain = Some("metabase.example.com".into());
+    spec.load_balancer.certificate_arn = Some(cert.clone());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let (last, _) = apply_until_ready(&lb, &spec, "run-a").await;
+    let elb = Client::new(&env.config);
+    let lb_arn = out(&last, "loadBalancerArn").to_string();
+    assert_https_layout(
+        &listeners(&elb, &lb_arn).await,
+        out(&last, "targetGroupArn"),
+        &cert,
+    );
+    assert_eq!(out(&last, "url"), "https://metabase.example.com");
+    assert!(
+        our_certificates(&env, "own").await.is_empty(),
+        "a certificate was requested"
+    );
+    let records = mbstack_tests::dns_records(&env.config).await;
+    assert_eq!(
+        records.len(),
+        before.len() + 1,
+        "the alias alone: {records:?}"
+    );
+    lb.destroy(&spec, "destroy-1", Scope::Stack).await;
+    assert_eq!(mbstack_tests::dns_records(&env.config).await, before);
+    aws_sdk_acm::Client::new(&env.config)
+        .describe_certificate()
+        .certificate_arn(&cert)
+        .send()
+        .await
+        .expect("the user's certificate stays");
+}
