@@ -556,6 +556,16 @@ pub async fn stack_certificates(
     out
 }
 
+/// Fails the test unless certificate `arn` (someone else's) still exists.
+pub async fn assert_certificate_stays(config: &aws_types::SdkConfig, arn: &str) {
+    aws_sdk_acm::Client::new(config)
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("certificate {arn}, not the stack's, is gone: {e}"));
+}
+
 /// Requests a DNS-validated certificate for `domain` (as its owner would):
 /// its ARN.
 pub async fn request_certificate(config: &aws_types::SdkConfig, domain: &str) -> String {

@@ -372,12 +372,7 @@ async fn a_domain_stack_applies_with_a_validated_certificate_and_destroys_to_the
         Vec::<String>::new()
     );
     assert_eq!(mbstack_tests::dns_records(&d.config).await, before);
-    let acm = aws_sdk_acm::Client::new(&d.config);
-    acm.describe_certificate()
-        .certificate_arn(&theirs)
-        .send()
-        .await
-        .expect("their certificate stays");
+    mbstack_tests::assert_certificate_stays(&d.config, &theirs).await;
     assert_eq!(
         d.emulator.front.refused_calls(),
         0,
@@ -595,10 +590,5 @@ async fn a_failed_create_with_a_domain_rolls_back_its_records_and_certificate() 
         Vec::<String>::new()
     );
     assert_eq!(mbstack_tests::dns_records(&d.config).await, before);
-    let acm = aws_sdk_acm::Client::new(&d.config);
-    acm.describe_certificate()
-        .certificate_arn(&theirs)
-        .send()
-        .await
-        .expect("their certificate stays");
+    mbstack_tests::assert_certificate_stays(&d.config, &theirs).await;
 }

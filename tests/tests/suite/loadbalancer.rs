@@ -666,12 +666,7 @@ async fn a_domain_gets_a_validated_certificate_https_and_an_alias_and_destroy_ta
         "DNS is as it was"
     );
     assert!(our_certificates(&env, "bi").await.is_empty());
-    let acm = aws_sdk_acm::Client::new(&env.config);
-    acm.describe_certificate()
-        .certificate_arn(&theirs)
-        .send()
-        .await
-        .expect("their certificate stays");
+    mbstack_tests::assert_certificate_stays(&env.config, &theirs).await;
     assert_eq!(
         env.emulator.front.refused_calls(),
         0,
@@ -847,10 +842,5 @@ async fn a_domain_with_its_own_certificate_gets_an_alias_and_no_certificate_of_o
     );
     lb.destroy(&spec, "destroy-1", Scope::Stack).await;
     assert_eq!(mbstack_tests::dns_records(&env.config).await, before);
-    aws_sdk_acm::Client::new(&env.config)
-        .describe_certificate()
-        .certificate_arn(&cert)
-        .send()
-        .await
-        .expect("the user's certificate stays");
+    mbstack_tests::assert_certificate_stays(&env.config, &cert).await;
 }
