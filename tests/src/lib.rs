@@ -147,10 +147,22 @@ impl TierRunner<'_> {
         .await
     }
 
+    /// Apply until ready, polled as the state machine polls this tier: check,
+    /// or apply again for a tier that applies until ready
+    /// ([`mbstack_core::naming::TierInfo::applies_again`]).
     pub async fn apply(&self, spec: &StackSpec, run: &str) -> Vec<Outcome> {
-        self.settle(Verb::Apply, Verb::Check, spec, run, Scope::Stack)
+        self.settle(Verb::Apply, self.poll_verb(), spec, run, Scope::Stack)
             .await
             .unwrap_or_else(|e| panic!("apply: {e}"))
+    }
+
+    /// How the state machine's create loop polls this tier.
+    pub fn poll_verb(&self) -> Verb {
+        if self.tier.info().applies_again {
+            Verb::Apply
+        } else {
+            Verb::Check
+        }
     }
 
     /// One call; an error fails the test.
@@ -192,7 +204,7 @@ impl TierRunner<'_> {
                 }
                 Ok(o) => {
                     if verb == Verb::Apply {
-                        next = Verb::Check;
+                        next = self.poll_verb();
                     }
                     all.push(o);
                 }

@@ -230,6 +230,29 @@ pub fn pairs<'a>(
         .collect()
 }
 
+/// The idempotency key of a create (a NAT gateway's ClientToken, an ACM
+/// certificate's IdempotencyToken): the same parts give the same 32 hex
+/// characters, in every build (FNV-1a with two seeds; std's hasher may change
+/// between Rust versions, and a retry may meet a newer function).
+pub fn idempotency_key(parts: &[&str]) -> String {
+    let fnv = |seed: u64| {
+        parts.iter().enumerate().fold(seed, |h, (i, p)| {
+            let h = if i > 0 {
+                (h ^ 0x1f).wrapping_mul(0x0100_0000_01b3)
+            } else {
+                h
+            };
+            p.bytes()
+                .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    )
+}
+
 /// The secret holding Metabase's `MB_ENCRYPTION_SECRET_KEY` (the app tier
 /// makes it; Prepare checks it is there before a database is restored).
 pub fn encryption_key_secret(stack: &str) -> String {
@@ -280,6 +303,13 @@ mod tests {
         assert_eq!(tag_value(&t, STACK_TAG), Some("s1"));
         assert_eq!(tag_value(&t, TIER_TAG), Some("network"));
         assert_eq!(tag_value(&t, CREATED_BY_TAG), Some("run-1"));
+        let key = idempotency_key(&["s", "run-1", "a"]);
+        assert_eq!(key.len(), 32);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(key, idempotency_key(&["s", "run-1", "a"]));
+        // The parts are kept apart: "ab"+"c" is not "a"+"bc".
+        assert_ne!(idempotency_key(&["ab", "c"]), idempotency_key(&["a", "bc"]));
+        assert_ne!(key, idempotency_key(&["s", "run-2", "a"]));
         assert_eq!(tag_value(&t, NAME_TAG), Some("s1-vpc"));
         assert_eq!(t.last(), Some(&("team".to_string(), "bi".to_string())));
     }

@@ -51,17 +51,7 @@ impl Live {
 /// characters, kept an hour): a retried request in the same run returns the
 /// same certificate.
 fn token(w: &Work<'_>, domain: &str) -> String {
-    let text = format!("{}/{domain}/{}", w.spec.stack, w.run.id);
-    let fnv = |seed: u64| {
-        text.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
-    format!(
-        "{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4)
-    )
+    mbstack_core::naming::idempotency_key(&[&w.spec.stack, domain, &w.run.id])
 }
 
 impl Certificates {

@@ -5,7 +5,6 @@
 //! once it is `deleted`.
 
 use mbstack_core::iam::Permission;
-use std::hash::{Hash, Hasher};
 
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway, NatGatewayState, ResourceType};
 use mbstack_core::naming::NAME_TAG;
@@ -500,9 +499,8 @@ pub(crate) async fn check_address_quota(
 /// Idempotency token of a create: the same run retrying the same NAT gets the same
 /// gateway back instead of a second one (at most 64 ASCII characters).
 fn client_token(stack: &str, run: &str, az: &str) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (stack, run, az).hash(&mut h);
-    format!("mbstack-{stack:.20}-{:016x}", h.finish())
+    let key = mbstack_core::naming::idempotency_key(&[stack, run, az]);
+    format!("mbstack-{stack:.20}-{key}")
 }
 
 /// The NAT gateway (not yet `deleted`) that still maps this address. An address

@@ -488,32 +488,27 @@ fn readiness_of_states() {
     );
 }
 
-/// Applies again until ready, as the state machine's load balancer loop does
-/// (the HTTPS listener waits on the certificate its first pass requested):
-/// every outcome, and the changes of all passes.
+/// Applies until ready as the state machine does (the load balancer applies
+/// again: its HTTPS listener waits on the certificate its first pass
+/// requested): the last outcome, and the changes of every pass.
 async fn apply_until_ready(
     lb: &TierRunner<'_>,
     spec: &StackSpec,
     run: &str,
 ) -> (Outcome, Vec<mbstack_core::Change>) {
-    let mut changes = Vec::new();
-    for _ in 0..200 {
-        let o = lb
-            .call(Verb::Apply, spec, run, Scope::Stack)
-            .await
-            .unwrap_or_else(|e| panic!("apply {run}: {e}"));
-        changes.extend(
+    let mut all = lb.apply(spec, run).await;
+    let changes = all
+        .iter()
+        .flat_map(|o| {
             o.changes
                 .iter()
                 .filter(|c| c.action != Action::None)
-                .cloned(),
-        );
-        if o.state == State::Ready {
-            return (o, changes);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{run} never became ready");
+                .cloned()
+        })
+        .collect();
+    let last = all.pop().expect("an outcome");
+    assert_eq!(last.state, State::Ready, "{run}: {}", last.message);
+    (last, changes)
 }
 
 async fn our_certificates(env: &TestEnv, stack: &str) -> Vec<(String, String, String)> {
