@@ -404,6 +404,15 @@ async fn serve(
     if let Some(function) = invoked_function(parts) {
         return Ok(invoke(&shared, &function, &body).await);
     }
+    // moto's process tells of an execution that ended (`moto_hooks.py`);
+    // EventBridge delivers Step Functions' event for it a moment later.
+    if parts.method == hyper::Method::POST
+        && parts.uri.path() == "/mbstack-emulator/execution-status"
+    {
+        let for_task = shared.clone();
+        tokio::spawn(async move { crate::events::execution_ended(&for_task, &body).await });
+        return Ok(text(StatusCode::OK, "{}".into()));
+    }
     let target = parts
         .headers
         .get("x-amz-target")

@@ -10,6 +10,7 @@ mod asl;
 mod deploying;
 mod ec2;
 mod ecs;
+mod events;
 mod faults;
 mod front_door;
 mod http;
@@ -222,12 +223,19 @@ pub struct Moto {
 
 /// Starts moto's server after a thread that ends the process once standard
 /// input reaches its end (the owner's end of the pipe closed: the owner is
-/// gone, however it died).
-const MOTO_WITH_LIFELINE: &str = "import os, sys, threading\n\
+/// gone, however it died), and after the emulator's hooks into moto
+/// (`moto_hooks.py`: what only moto's own process can see).
+fn moto_script() -> String {
+    format!(
+        "import os, sys, threading\n\
 def _lifeline():\n    sys.stdin.buffer.read()\n    os._exit(0)\n\
 threading.Thread(target=_lifeline, daemon=True).start()\n\
+{}\n\
 from moto.server import main\n\
-main(sys.argv[1:])\n";
+main(sys.argv[1:])\n",
+        include_str!("moto_hooks.py")
+    )
+}
 
 /// How to start the server.
 #[derive(Debug, Clone, Default)]
@@ -260,23 +268,17 @@ impl Moto {
             if let Some(path) = &install.pythonpath {
                 cmd.env("PYTHONPATH", path);
             }
-            cmd.args([
-                "-c",
-                MOTO_WITH_LIFELINE,
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            // moto issues a DNS-validated certificate 60 s after the request,
-            // record or not; the front door issues it as ACM does, once its
-            // validation record exists (`crate::acm`).
-            .env("MOTO_ACM_VALIDATION_WAIT", "315360000")
-            .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+            let script = moto_script();
+            cmd.args(["-c", &script, "-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                // moto issues a DNS-validated certificate 60 s after the request,
+                // record or not; the front door issues it as ACM does, once its
+                // validation record exists (`crate::acm`).
+                .env("MOTO_ACM_VALIDATION_WAIT", "315360000")
+                .env("MOTO_PORT", opts.lambda_port.unwrap_or(port).to_string())
+                .stdin(Stdio::piped())
+                .stdout(out.try_clone()?)
+                .stderr(out);
             let mut child = cmd.spawn()?;
             let lifeline = child.stdin.take();
             let mut moto = Moto {

@@ -38,11 +38,13 @@ pub struct Deployed {
     /// ([`Deployed::start_notifying`]).
     pub notify_topic: Option<String>,
     inject: Arc<Mutex<Option<Inject>>>,
+    malformed: Arc<Mutex<Option<Inject>>>,
 }
 
 /// How an execution ended.
 #[derive(Debug)]
 pub struct Execution {
+    pub arn: String,
     pub status: String,
     pub output: Option<Value>,
     pub error: Option<String>,
@@ -105,12 +107,12 @@ fn crashed() -> LambdaError {
 fn tier_fn(
     tier: Tier,
     aws: Aws,
-    inject: Arc<Mutex<Option<Inject>>>,
+    injects: [Arc<Mutex<Option<Inject>>>; 2],
     crash: Arc<AtomicBool>,
 ) -> LambdaFn {
     Arc::new(move |payload: Value| {
         let aws = aws.clone();
-        let inject = inject.clone();
+        let [inject, malformed] = injects.clone();
         let crash = crash.clone();
         Box::pin(async move {
             let verb = payload
@@ -128,11 +130,18 @@ fn tier_fn(
                 }
             })
             .await;
-            let fire = inject
-                .lock()
-                .ok()
-                .and_then(|i| i.clone())
-                .is_some_and(|i| i.tier == tier && i.verb == verb);
+            let fires = |i: &Arc<Mutex<Option<Inject>>>| {
+                i.lock()
+                    .ok()
+                    .and_then(|i| i.clone())
+                    .is_some_and(|i| i.tier == tier && i.verb == verb)
+            };
+            let fire = fires(&inject);
+            if fires(&malformed) {
+                // Not an outcome: the state machine's selector of it fails
+                // with States.Runtime, which no Catch sees on AWS.
+                return Ok(serde_json::json!({"state": "pending"}));
+            }
             if crash.swap(false, Ordering::SeqCst) {
                 return Err(crashed());
             }
@@ -216,6 +225,7 @@ impl Deployed {
         };
         let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
+        let malformed = Arc::new(Mutex::new(None));
         let front = &emulator.front;
         // AWS's rules and timings, 60 times faster: a NAT gateway takes 2 s, and the
         // tiers' waits of 15–30 s become 1 s (the state machine is unchanged).
@@ -231,7 +241,12 @@ impl Deployed {
                 .with_role_propagation(patience);
             let f = match t.tier {
                 Tier::Control => control_fn(aws.clone(), crash.clone()),
-                tier => tier_fn(tier, aws.clone(), inject.clone(), crash.clone()),
+                tier => tier_fn(
+                    tier,
+                    aws.clone(),
+                    [inject.clone(), malformed.clone()],
+                    crash.clone(),
+                ),
             };
             front.register_lambda(t.binary, f);
         }
@@ -256,6 +271,17 @@ impl Deployed {
             .await
             .map_err(|e| format!("CreateStateMachine refused the definition: {e:?}"))?;
         let arn = created.state_machine_arn().to_string();
+        // As `mbstack deploy` does: the rule that rolls back what a run left
+        // when it ended where no Catch runs.
+        mbstack_statemachine::recovery_rule("mbstack", &arn)
+            .put(
+                &aws_sdk_eventbridge::Client::new(&config),
+                &arn,
+                &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
+                &[],
+            )
+            .await
+            .map_err(|e| format!("the recovery rule: {e}"))?;
         Ok(Self {
             emulator,
             config,
@@ -264,6 +290,7 @@ impl Deployed {
             arn,
             notify_topic,
             inject,
+            malformed,
         })
     }
 
@@ -278,6 +305,81 @@ impl Deployed {
         if let Ok(mut g) = self.inject.lock() {
             *g = i;
         }
+    }
+
+    /// Makes `tier`'s next `verb` (and each after it, until cleared) answer
+    /// with something that is not an outcome: the state machine's selector
+    /// of it fails with `States.Runtime`, an error no Catch sees on AWS.
+    pub fn inject_malformed(&self, i: Option<Inject>) {
+        if let Ok(mut g) = self.malformed.lock() {
+            *g = i;
+        }
+    }
+
+    /// The recovery the deployment's rule started for the ended execution
+    /// `arn` (`{"action": "recover", "execution": arn}`), waited for to its
+    /// end; an error when none starts within `within`.
+    pub async fn recovery_of(&self, arn: &str, within: Duration) -> Result<Execution, String> {
+        let t0 = Instant::now();
+        loop {
+            let listed = self
+                .sfn
+                .list_executions()
+                .state_machine_arn(&self.arn)
+                .send()
+                .await
+                .map_err(|e| format!("ListExecutions: {e:?}"))?;
+            for e in listed.executions() {
+                let d = self
+                    .sfn
+                    .describe_execution()
+                    .execution_arn(e.execution_arn())
+                    .send()
+                    .await
+                    .map_err(|e| format!("DescribeExecution: {e:?}"))?;
+                let input: Value = d
+                    .input()
+                    .and_then(|i| serde_json::from_str(i).ok())
+                    .unwrap_or(Value::Null);
+                if input["action"] == "recover" && input["execution"] == arn {
+                    return self.wait_for(e.execution_arn(), e.name(), None).await;
+                }
+            }
+            if t0.elapsed() > within {
+                return Err(format!(
+                    "no recovery of {arn} started within {} s",
+                    within.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every execution of the state machine: (name, status, input).
+    pub async fn executions(&self) -> Result<Vec<(String, String, Value)>, String> {
+        let listed = self
+            .sfn
+            .list_executions()
+            .state_machine_arn(&self.arn)
+            .send()
+            .await
+            .map_err(|e| format!("ListExecutions: {e:?}"))?;
+        let mut all = Vec::new();
+        for e in listed.executions() {
+            let d = self
+                .sfn
+                .describe_execution()
+                .execution_arn(e.execution_arn())
+                .send()
+                .await
+                .map_err(|e| format!("DescribeExecution: {e:?}"))?;
+            let input = d
+                .input()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or(Value::Null);
+            all.push((e.name().to_string(), d.status().as_str().to_string(), input));
+        }
+        Ok(all)
     }
 
     /// Starts an execution and waits for its end.
@@ -304,7 +406,7 @@ impl Deployed {
         &self,
         name: &str,
         input: Value,
-        mut progress: Option<&mut (dyn FnMut(&str) + Send)>,
+        progress: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<Execution, String> {
         let started = self
             .sfn
@@ -316,6 +418,18 @@ impl Deployed {
             .await
             .map_err(|e| format!("StartExecution: {e:?}"))?;
         let exec = started.execution_arn().to_string();
+        self.wait_for(&exec, name, progress).await
+    }
+
+    /// Waits for the end of the execution `exec` (named `name`), calling
+    /// `progress` with each state entered.
+    pub async fn wait_for(
+        &self,
+        exec: &str,
+        name: &str,
+        mut progress: Option<&mut (dyn FnMut(&str) + Send)>,
+    ) -> Result<Execution, String> {
+        let exec = exec.to_string();
         let t0 = Instant::now();
         let mut shown = 0;
         loop {
@@ -338,6 +452,7 @@ impl Deployed {
             if !running {
                 let (history_text, state_names) = self.history(&exec).await?;
                 return Ok(Execution {
+                    arn: exec.clone(),
                     status,
                     output: d.output().and_then(|o| serde_json::from_str(o).ok()),
                     error: d.error().map(str::to_string),

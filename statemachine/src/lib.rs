@@ -147,13 +147,17 @@ fn placeholder(tier: &str) -> &'static str {
 fn retry() -> Value {
     json!([
         {
-            "ErrorEquals": ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
+            // AWS's list of the Lambda service's transient errors ("Handle
+            // transient Lambda service exceptions", Step Functions best practices).
+            "ErrorEquals": ["Lambda.ClientExecutionTimeoutException", "Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
             "IntervalSeconds": 2, "MaxAttempts": 5, "BackoffRate": 2, "JitterStrategy": "FULL"
         },
         {
-            // A function that crashed (its outcome lost): every task is idempotent,
-            // so running it again is safe and finishes the work.
-            "ErrorEquals": ["Runtime.ExitError", "Runtime.Unknown", "Sandbox.Timedout"],
+            // A function that crashed or timed out (its outcome lost; Lambda
+            // names a time-out `Sandbox.Timedout`, or `Lambda.Unknown` when it
+            // cannot say): every task is idempotent, so running it again is
+            // safe and finishes the work.
+            "ErrorEquals": ["Runtime.ExitError", "Runtime.Unknown", "Sandbox.Timedout", "Lambda.Unknown"],
             "IntervalSeconds": 2, "MaxAttempts": 2, "BackoffRate": 2, "JitterStrategy": "FULL"
         },
         {
@@ -680,7 +684,7 @@ pub fn definition() -> Value {
     let mut selector = json!({
         "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
         "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
-        "polls.$": "$.Payload.polls"
+        "polls.$": "$.Payload.polls", "error.$": "$.Payload.error", "recovery.$": "$.Payload.recovery"
     });
     if let Some(m) = selector.as_object_mut() {
         m.extend(empty_outcomes());
@@ -750,7 +754,9 @@ pub fn definition() -> Value {
             "Type": "Choice",
             "Choices": [
                 {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
-                {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan}
+                {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan},
+                {"Variable": "$.action", "StringEquals": "recover", "Next": "Was the ended run a destroy?"},
+                {"Variable": "$.action", "StringEquals": "nothing", "Next": "Nothing to recover"}
             ],
             "Default": CREATE.entry(0)
         }),
@@ -787,6 +793,29 @@ pub fn definition() -> Value {
     s.insert(
         "Done".into(),
         json!({"Type": "Succeed", "OutputPath": "$.finish.result"}),
+    );
+
+    // recovery: a run that ended where no Catch saw it (`States.Runtime`,
+    // stopped, timed out) is found by the rule on the state machine's status
+    // changes, which starts `{"action": "recover", "execution": <its ARN>}`.
+    // Prepare takes its lock over and gives back its run ID and spec: what it
+    // created is rolled back as its own rollback would have; a destroy that
+    // stopped half-way is reported, not undone.
+    s.insert(
+        "Was the ended run a destroy?".into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.requested", "StringEquals": "destroy", "Next": "Report the stopped destroy"}],
+            "Default": "Roll back"
+        }),
+    );
+    s.insert(
+        "Report the stopped destroy".into(),
+        json!({"Type": "Pass", "Parameters": {"Error.$": "$.error.Error", "Cause.$": "$.error.Cause"}, "ResultPath": "$.failure", "Next": "Check the error name"}),
+    );
+    s.insert(
+        "Nothing to recover".into(),
+        json!({"Type": "Succeed", "Comment": "The run ended through its own Finish (or never took the stack's lock): nothing of it is left to undo", "OutputPath": "$.recovery"}),
     );
 
     // rollback: destroy scope run, in reverse order
@@ -835,7 +864,24 @@ pub fn definition() -> Value {
     );
     s.insert(
         "Record failure".into(),
-        finish("failed", "Failed", "$.finish"),
+        finish("failed", "Did a recovery end?", "$.finish"),
+    );
+    // A recovery that rolled back (or reported) the run it was started for has
+    // done its work: it succeeds, and its notification tells of the run.
+    s.insert(
+        "Did a recovery end?".into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.failure.Error", "StringEquals": "RollbackFailed", "Next": "Failed"},
+                {"Variable": "$.action", "StringEquals": "recover", "Next": "Recovered"}
+            ],
+            "Default": "Failed"
+        }),
+    );
+    s.insert(
+        "Recovered".into(),
+        json!({"Type": "Succeed", "OutputPath": "$.finish.result"}),
     );
     s.insert(
         "Failed".into(),
@@ -858,6 +904,204 @@ pub fn definition() -> Value {
         "StartAt": "Prepare",
         "States": s
     })
+}
+
+/// The EventBridge rule that finds a run which ended where no Catch saw it.
+///
+/// Step Functions sends a status-change event for every end of an execution;
+/// `States.ALL` catches neither `States.Runtime` nor `States.DataLimitExceeded`,
+/// and a stopped (`ABORTED`) or timed-out execution runs no Catch at all. The
+/// rule starts the state machine again with `{"action": "recover",
+/// "execution": <the ended execution's ARN>}` for every such end (`TIMED_OUT`,
+/// `ABORTED`, and `FAILED` with a `States.*` error); Prepare then finds
+/// whether the run still holds its stack's lock and where it ended, and rolls
+/// back what it created unless its work or its rollback was done. Deployed by `mbstack deploy` and by the local emulator's deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryRule {
+    pub name: String,
+    pub description: &'static str,
+    pub pattern: Value,
+    /// The target's input transformer.
+    pub input_paths: Value,
+    pub input_template: String,
+    /// The target's ID on the rule.
+    pub target_id: &'static str,
+}
+
+/// The recovery rule of the deployment `prefix`, for its state machine.
+pub fn recovery_rule(prefix: &str, state_machine_arn: &str) -> RecoveryRule {
+    RecoveryRule {
+        name: format!("{prefix}-run-ended"),
+        description: "mbstack: rolls back what a run left when it ended where no Catch runs (States.Runtime, stopped, timed out)",
+        pattern: json!({
+            "source": ["aws.states"],
+            "detail-type": ["Step Functions Execution Status Change"],
+            // Every end of the state machine's own Fail states carries an
+            // mbstack error name ("Check the error name" renames `States.*`):
+            // a FAILED end named `States.*` is one the engine raised where no
+            // Catch runs. Stopped and timed-out ends run no Catch at all.
+            "detail": {
+                "stateMachineArn": [state_machine_arn],
+                "$or": [
+                    {"status": ["TIMED_OUT", "ABORTED"]},
+                    {"status": ["FAILED"], "error": [{"prefix": "States."}]}
+                ]
+            }
+        }),
+        input_paths: json!({"execution": "$.detail.executionArn"}),
+        input_template: r#"{"action": "recover", "execution": <execution>}"#.to_string(),
+        target_id: "mbstack-recover",
+    }
+}
+
+impl RecoveryRule {
+    /// Puts the rule and its one target (the state machine `state_machine_arn`,
+    /// started with `role_arn`): creates it, or sets it as described.
+    /// `tags` only on a new rule (EventBridge takes them in PutRule).
+    pub async fn put(
+        &self,
+        events: &aws_sdk_eventbridge::Client,
+        state_machine_arn: &str,
+        role_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), mbstack_core::TierError> {
+        use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
+        use mbstack_core::aws_error;
+        let mut put = events
+            .put_rule()
+            .name(&self.name)
+            .description(self.description)
+            .event_pattern(self.pattern.to_string())
+            .state(RuleState::Enabled);
+        for (k, v) in tags {
+            put = put.tags(
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| mbstack_core::TierError::Terminal(e.to_string()))?,
+            );
+        }
+        put.send()
+            .await
+            .map_err(|e| aws_error("events:PutRule", e))?;
+        let paths: std::collections::HashMap<String, String> = self
+            .input_paths
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let transformer = InputTransformer::builder()
+            .set_input_paths_map(Some(paths))
+            .input_template(&self.input_template)
+            .build()
+            .map_err(|e| mbstack_core::TierError::Terminal(e.to_string()))?;
+        let target = Target::builder()
+            .id(self.target_id)
+            .arn(state_machine_arn)
+            .role_arn(role_arn)
+            .input_transformer(transformer)
+            .build()
+            .map_err(|e| mbstack_core::TierError::Terminal(e.to_string()))?;
+        let out = events
+            .put_targets()
+            .rule(&self.name)
+            .targets(target)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:PutTargets", e))?;
+        if out.failed_entry_count() > 0 {
+            let why: Vec<String> = out
+                .failed_entries()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: {}",
+                        f.error_code().unwrap_or(""),
+                        f.error_message().unwrap_or("")
+                    )
+                })
+                .collect();
+            return Err(mbstack_core::TierError::Terminal(format!(
+                "events:PutTargets on rule {}: {}",
+                self.name,
+                why.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts the rule unless it is already as described; true when it changed.
+    pub async fn ensure(
+        &self,
+        events: &aws_sdk_eventbridge::Client,
+        state_machine_arn: &str,
+        role_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<bool, mbstack_core::TierError> {
+        use mbstack_core::{aws_error, error_code};
+        let rule = match events.describe_rule().name(&self.name).send().await {
+            Ok(r) => Some(r),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
+            Err(e) => return Err(aws_error("events:DescribeRule", e)),
+        };
+        if let Some(rule) = rule {
+            let pattern: Option<Value> = rule
+                .event_pattern()
+                .and_then(|p| serde_json::from_str(p).ok());
+            let enabled = rule.state().map(|s| s.as_str()) == Some("ENABLED");
+            let targets = events
+                .list_targets_by_rule()
+                .rule(&self.name)
+                .send()
+                .await
+                .map_err(|e| aws_error("events:ListTargetsByRule", e))?;
+            let target_ok = match targets.targets() {
+                [t] => {
+                    let tr = t.input_transformer();
+                    t.id() == self.target_id
+                        && t.arn() == state_machine_arn
+                        && t.role_arn() == Some(role_arn)
+                        && tr.map(|x| x.input_template()) == Some(self.input_template.as_str())
+                        && tr
+                            .and_then(|x| x.input_paths_map())
+                            .map(|m| serde_json::to_value(m).unwrap_or_default())
+                            == Some(self.input_paths.clone())
+                }
+                _ => false,
+            };
+            if pattern.as_ref() == Some(&self.pattern) && enabled && target_ok {
+                return Ok(false);
+            }
+        }
+        self.put(events, state_machine_arn, role_arn, tags).await?;
+        Ok(true)
+    }
+
+    /// Removes the rule and its target; true when there was one.
+    pub async fn remove(
+        &self,
+        events: &aws_sdk_eventbridge::Client,
+    ) -> Result<bool, mbstack_core::TierError> {
+        use mbstack_core::{aws_error, error_code};
+        match events
+            .remove_targets()
+            .rule(&self.name)
+            .ids(self.target_id)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(false),
+            Err(e) => return Err(aws_error("events:RemoveTargets", e)),
+        }
+        match events.delete_rule().name(&self.name).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(aws_error("events:DeleteRule", e)),
+        }
+    }
 }
 
 /// What a deployment substitutes into the definition.
@@ -1090,6 +1334,22 @@ mod tests {
         assert!(!text.contains("${"), "a placeholder is left");
         assert!(!text.contains("arn:aws:"), "an ARN outside the partition");
         assert!(text.contains("arn:aws-cn:states:::lambda:invoke"));
+    }
+
+    #[test]
+    fn the_states_a_recovery_reads_the_history_for_exist() {
+        let all = all_maps(&definition());
+        let names: BTreeSet<&str> = all
+            .iter()
+            .flat_map(|(_, m)| m.keys())
+            .map(String::as_str)
+            .collect();
+        for n in mbstack_core::contract::WORK_DONE_STATES
+            .iter()
+            .chain(mbstack_core::contract::ROLLED_BACK_STATES)
+        {
+            assert!(names.contains(n), "{n} is not a state of the definition");
+        }
     }
 
     #[test]

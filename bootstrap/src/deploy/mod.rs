@@ -241,8 +241,8 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
     )
     .await?;
     // EventBridge's role: the app tier's rule starts a repair with it when a
-    // stack's database password rotates.
-    ensure_role(
+    // stack's database password rotates, and the recovery rule a recovery.
+    let events_role = ensure_role(
         &iam,
         &format!("{}-events", opts.prefix),
         "events.amazonaws.com",
@@ -251,6 +251,21 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         &mut report,
     )
     .await?;
+    // A run that ends where no Catch runs (States.Runtime, stopped, timed
+    // out) is rolled back by a recovery this rule starts.
+    let rule = mbstack_statemachine::recovery_rule(&opts.prefix, &sm_arn);
+    let what = format!(
+        "EventBridge rule {} (a run that ends where no Catch runs is rolled back)",
+        rule.name
+    );
+    let events = client!(aws_sdk_eventbridge, aws);
+    match rule
+        .ensure(&events, &sm_arn, &events_role, &tags(&opts.prefix))
+        .await?
+    {
+        true => report.changes.push(what),
+        false => report.unchanged.push(what),
+    }
     report.state_machine_arn = sm_arn;
     Ok(report)
 }
@@ -268,6 +283,10 @@ pub async fn undeploy(aws: &Aws, prefix: &str, force: bool) -> Result<Vec<String
     let mut done = Vec::new();
     remove_schedules(aws, prefix, None, &mut done).await?;
     let sfn = client!(aws_sdk_sfn, aws);
+    let rule = mbstack_statemachine::recovery_rule(prefix, "");
+    if rule.remove(&client!(aws_sdk_eventbridge, aws)).await? {
+        done.push(format!("EventBridge rule {}", rule.name));
+    }
     if let Some(arn) = find_state_machine(&sfn, &format!("{prefix}-provision")).await? {
         sfn.delete_state_machine()
             .state_machine_arn(&arn)

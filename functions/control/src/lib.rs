@@ -12,6 +12,7 @@
 //! Its contract is `{"command": "prepare" | "finish", ...}`, not a tier's.
 
 pub mod notify;
+mod recover;
 pub mod store;
 pub use store::stored_spec;
 
@@ -51,7 +52,14 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         .unwrap_or(execution);
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
     match command {
-        "prepare" => Box::pin(prepare(&c, payload.get("input").unwrap_or(&Value::Null), execution, execution_arn)).await,
+        "prepare" => {
+            let input = payload.get("input").unwrap_or(&Value::Null);
+            if input.get("action").and_then(Value::as_str) == Some("recover") {
+                Box::pin(recover::prepare(&c, input, execution, execution_arn)).await
+            } else {
+                Box::pin(prepare(&c, input, execution, execution_arn)).await
+            }
+        }
         "finish" => Box::pin(finish(&c, &payload)).await,
         "notify" => Box::pin(report_refusal(&c, &payload)).await,
         other => Err(TierError::Terminal(format!(
@@ -227,6 +235,9 @@ async fn prepare(
         "storedSpec": stored.is_some(),
         "lock": lock,
         "polls": mbstack_core::contract::poll_counters(),
+        // Set for a recovery only (`recover.rs`).
+        "error": null,
+        "recovery": null,
     }))
 }
 
@@ -463,7 +474,7 @@ pub fn shape_output(payload: &Value) -> Value {
 pub const OWN_PERMISSIONS: &[Permission] = &[
     Permission::on(
         "LockHolder",
-        &["states:DescribeExecution"],
+        &["states:DescribeExecution", "states:GetExecutionHistory"],
         &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
     ),
     // Prepare checks the snapshot a new database is restored from

@@ -287,6 +287,26 @@ impl Outcome {
 /// there; a deployment without notifications fills it with "".
 pub const NOTIFY_TOPIC_PLACEHOLDER: &str = "${NotifyTopicArn}";
 
+/// The state machine's states a run has entered once its work is done (all
+/// that is left is to record it): a run that ends in one of them uncaught is
+/// not rolled back by its recovery, only its lock released.
+pub const WORK_DONE_STATES: &[&str] = &["Record success", "Record plan", "Done"];
+
+/// The states a run has entered once its rollback (or the report of a
+/// stopped destroy) is done: its recovery releases the lock and undoes
+/// nothing more.
+pub const ROLLED_BACK_STATES: &[&str] = &[
+    "Rolled back",
+    "Rollback failed",
+    "Report the stopped destroy",
+    "Check the error name",
+    "Name the state machine error",
+    "Record failure",
+    "Did a recovery end?",
+    "Failed",
+    "Recovered",
+];
+
 /// Every tier's poll counter at zero, as the state machine keeps them at
 /// `$.polls` (a phase starts counting afresh).
 pub fn poll_counters() -> Value {

@@ -13,6 +13,7 @@ mod loadbalancer;
 mod network;
 mod real_aws;
 mod realism;
+mod recovery;
 mod structure;
 mod sweep;
 mod validation;

@@ -1,0 +1,262 @@
+//! Runs that end where no Catch sees them (issue 35): a `States.Runtime`
+//! error (which `States.ALL` does not catch on AWS), a StopExecution, a
+//! time-out. The deployment's rule on the state machine's status changes
+//! starts a recovery, which rolls back what the run created, releases the
+//! stack's lock and publishes one notification; the runs that end through
+//! their own Finish start none.
+
+use std::time::Duration;
+
+use mbstack_core::Tier;
+use mbstack_local::{Deployed, Execution, Inject};
+use mbstack_tests::stack_leftovers;
+use serde_json::{json, Value};
+
+/// The SNS Publish calls in the journal since the last take.
+fn published(d: &Deployed) -> Vec<Value> {
+    d.emulator
+        .front
+        .take_journal()
+        .iter()
+        .map(|e| e.to_json())
+        .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
+        .collect()
+}
+
+async fn lock_free(d: &Deployed, stack: &str) -> bool {
+    aws_sdk_ssm::Client::new(&d.config)
+        .get_parameter()
+        .name(format!("/mbstack/{stack}/lock"))
+        .send()
+        .await
+        .is_err()
+}
+
+/// The recovery of `run`: it ends SUCCEEDED, having rolled back.
+async fn recovered(d: &Deployed, run: &Execution) -> Execution {
+    let recovery = d
+        .recovery_of(&run.arn, Duration::from_secs(30))
+        .await
+        .expect("the rule starts a recovery");
+    assert_eq!(
+        recovery.status, "SUCCEEDED",
+        "{:?} {:?} states {:?}",
+        recovery.error, recovery.cause, recovery.state_names
+    );
+    assert!(
+        recovery.state_names.iter().any(|n| n == "Roll back"),
+        "{:?}",
+        recovery.state_names
+    );
+    recovery
+}
+
+/// A tier's outcome that the state machine cannot select from fails the state
+/// with `States.Runtime`: on AWS no `States.ALL` Catch sees it, so the run
+/// ends at once with the network, database and load balancer it created. The
+/// recovery rolls all of it back; a run that failed and rolled back itself
+/// starts no recovery.
+#[tokio::test]
+async fn a_run_ended_by_states_runtime_is_rolled_back_by_its_recovery() {
+    let d = Deployed::start_notifying().await.expect("deployed");
+    d.emulator.front.start_journal();
+    d.inject_malformed(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let run = d
+        .run("runtime-1", json!({"stack": "uncaught"}))
+        .await
+        .expect("the run ends");
+    d.inject_malformed(None);
+    assert_eq!(run.status, "FAILED");
+    // As AWS: States.ALL does not catch it (moto's own engine would roll back).
+    assert_eq!(
+        run.error.as_deref(),
+        Some("States.Runtime"),
+        "{:?}",
+        run.cause
+    );
+    assert!(
+        !run.state_names.iter().any(|n| n == "Roll back"),
+        "{:?}",
+        run.state_names
+    );
+    let recovery = recovered(&d, &run).await;
+    assert_eq!(
+        stack_leftovers(&d.config, "uncaught").await,
+        Vec::<String>::new()
+    );
+    assert!(lock_free(&d, "uncaught").await, "the lock is still held");
+    let sent = published(&d);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    for part in [
+        "runtime-1",
+        "States.Runtime",
+        "where no Catch runs",
+        "delete",
+    ] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    let out = recovery.output.expect("the recovery's output");
+    assert_eq!(out["stack"], json!("uncaught"));
+    assert_eq!(out["status"], json!("failed"));
+
+    // A failure the run's own Catch rolled back starts no recovery.
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let caught = mbstack_tests::checks::run(&d, "caught-1", json!({"stack": "caught"})).await;
+    d.inject(None);
+    assert_eq!(caught.status, "FAILED");
+    assert_eq!(caught.error.as_deref(), Some("Mbstack.AwsError"));
+    assert!(d
+        .recovery_of(&caught.arn, Duration::from_secs(3))
+        .await
+        .is_err());
+    assert_eq!(published(&d).len(), 1, "the rolled-back run's own message");
+}
+
+/// A create stopped from the API half-way (ABORTED: no Catch runs): its
+/// recovery rolls back what it had created, frees the lock and tells of it.
+#[tokio::test]
+async fn a_create_stopped_half_way_is_rolled_back_by_its_recovery() {
+    let d = Deployed::start_notifying().await.expect("deployed");
+    d.emulator.front.start_journal();
+    let started = d
+        .sfn
+        .start_execution()
+        .state_machine_arn(&d.arn)
+        .name("stopped-1")
+        .input(json!({"stack": "halted"}).to_string())
+        .send()
+        .await
+        .expect("started");
+    let arn = started.execution_arn().to_string();
+    // Until the database exists and is being waited for.
+    let t0 = std::time::Instant::now();
+    loop {
+        let h = d
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("history");
+        let waiting = h.events().iter().any(|e| {
+            e.state_entered_event_details()
+                .is_some_and(|s| s.name() == "Wait for the database")
+        });
+        if waiting {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "never waited for the database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!stack_leftovers(&d.config, "halted").await.is_empty());
+    d.sfn
+        .stop_execution()
+        .execution_arn(&arn)
+        .cause("a person pressed Stop")
+        .send()
+        .await
+        .expect("stopped");
+    let run = d.wait_for(&arn, "stopped-1", None).await.expect("ended");
+    assert_eq!(run.status, "ABORTED");
+    recovered(&d, &run).await;
+    assert_eq!(
+        stack_leftovers(&d.config, "halted").await,
+        Vec::<String>::new()
+    );
+    assert!(lock_free(&d, "halted").await, "the lock is still held");
+    let sent = published(&d);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    for part in ["stopped-1", "was stopped (ABORTED)", "delete"] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+}
+
+/// A destroy stopped half-way is reported, not undone: its recovery frees the
+/// lock and says what to do; a destroy run again then ends the stack.
+#[tokio::test]
+async fn a_destroy_stopped_half_way_is_reported_and_a_destroy_finishes_it() {
+    let d = Deployed::start_notifying().await.expect("deployed");
+    let up = mbstack_tests::checks::run(&d, "up-1", json!({"stack": "midway"})).await;
+    assert_eq!(up.status, "SUCCEEDED", "{:?}", up.cause);
+    d.emulator.front.start_journal();
+    let started = d
+        .sfn
+        .start_execution()
+        .state_machine_arn(&d.arn)
+        .name("down-1")
+        .input(json!({"stack": "midway", "action": "destroy"}).to_string())
+        .send()
+        .await
+        .expect("started");
+    let arn = started.execution_arn().to_string();
+    let t0 = std::time::Instant::now();
+    loop {
+        let h = d
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("history");
+        if h.events().iter().any(|e| {
+            e.state_entered_event_details()
+                .is_some_and(|s| s.name().starts_with("Delete the database"))
+        }) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "never deleted the database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.sfn
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("stopped");
+    let run = d.wait_for(&arn, "down-1", None).await.expect("ended");
+    assert_eq!(run.status, "ABORTED");
+    let recovery = d
+        .recovery_of(&run.arn, Duration::from_secs(30))
+        .await
+        .expect("a recovery");
+    assert_eq!(recovery.status, "SUCCEEDED", "{:?}", recovery.cause);
+    assert!(
+        recovery
+            .state_names
+            .iter()
+            .any(|n| n == "Report the stopped destroy")
+            && !recovery.state_names.iter().any(|n| n == "Roll back"),
+        "{:?}",
+        recovery.state_names
+    );
+    assert!(lock_free(&d, "midway").await);
+    let sent = published(&d);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let down = mbstack_tests::checks::run(
+        &d,
+        "down-2",
+        json!({"stack": "midway", "action": "destroy"}),
+    )
+    .await;
+    assert_eq!(down.status, "SUCCEEDED", "{:?}", down.cause);
+    assert_eq!(
+        stack_leftovers(&d.config, "midway").await,
+        Vec::<String>::new()
+    );
+}
