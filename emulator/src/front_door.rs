@@ -80,6 +80,7 @@ impl FrontDoor {
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
+            dropped_invocations: Default::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -147,6 +148,14 @@ impl FrontDoor {
         }
         if enabled {
             self.set_ecs_start_delay(crate::state::realism::ECS_START / scale.max(1));
+        }
+    }
+
+    /// Closes the connection of the next `times` invocations of `function`
+    /// without an answer (Step Functions' call to Lambda that gets none).
+    pub fn drop_invocations(&self, function: &str, times: u32) {
+        if let Ok(mut d) = self.shared.dropped_invocations.lock() {
+            d.insert(function.to_string(), times);
         }
     }
 
@@ -402,6 +411,21 @@ async fn serve(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let shared = shared.clone();
     if let Some(function) = invoked_function(parts) {
+        let drop = shared.dropped_invocations.lock().ok().is_some_and(|mut d| {
+            match d.get_mut(&function) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        });
+        if drop {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected: the invocation's connection closed without an answer",
+            ));
+        }
         return Ok(invoke(&shared, &function, &body).await);
     }
     // moto's process tells of an execution that ended (`moto_hooks.py`);
@@ -653,7 +677,27 @@ async fn invoke(shared: &Shared, function: &str, body: &Bytes) -> Response<Full<
         }
     };
     let started = std::time::Instant::now();
-    let result = f(event).await;
+    // A handler that panics is reported as lambda_runtime reports it (with
+    // unwinding, which the functions keep): a function error, never a closed
+    // connection.
+    let result = match tokio::spawn(f(event)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                })
+                .unwrap_or_else(|| "the handler's task was cancelled".into());
+            Err(crate::LambdaError {
+                error_type: "alloc::boxed::Box<dyn core::any::Any + core::marker::Send>".into(),
+                message: format!("Lambda panicked: {why}"),
+            })
+        }
+    };
     if let Ok(mut i) = shared.invocations.lock() {
         i.push((function.to_string(), started.elapsed()));
     }

@@ -94,5 +94,51 @@ def _uncatchable_errors():
     decl.ErrorEqualsDecl._eval_body = _eval_body
 
 
+def _lambda_connection_errors():
+    """AWS names a failure of Step Functions' own call to Lambda that got no
+    answer (a connection closed or refused, a time-out) `Lambda.SdkClientException`,
+    one of the transient Lambda errors its best practices say to retry ("Handle
+    transient Lambda service exceptions"). moto turns any such exception into
+    `States.Runtime`, which nothing retries and (on AWS, and in this emulator)
+    no Catch sees: a run whose invocation's connection closed ended at once,
+    and inside a Parallel branch moto failed the whole execution with
+    "ValueError(Custom Error Names MUST NOT begin with the prefix 'States.' …)"."""
+    from botocore.exceptions import BotoCoreError
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+        CustomErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_lambda as lam,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original = lam.StateTaskServiceLambda._from_error
+
+    def _from_error(self, env, ex):
+        if isinstance(ex, BotoCoreError):
+            error = "Lambda.SdkClientException"
+            return FailureEvent(
+                env=env,
+                error_name=CustomErrorName(error),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(
+                    taskFailedEventDetails=TaskFailedEventDetails(
+                        error=error,
+                        cause=f"Unable to execute HTTP request: {ex}",
+                        resource=self._get_sfn_resource(),
+                        resourceType=self._get_sfn_resource_type(),
+                    )
+                ),
+            )
+        return original(self, env, ex)
+
+    lam.StateTaskServiceLambda._from_error = _from_error
+
+
 _execution_status_events()
 _uncatchable_errors()
+_lambda_connection_errors()

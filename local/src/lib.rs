@@ -26,6 +26,16 @@ pub struct Inject {
     pub verb: &'static str,
 }
 
+/// How a tier misbehaves when a test asks it to ([`Deployed::misbehave`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers something that is not an outcome: the state machine's selector
+    /// of it fails with `States.Runtime`, an error no Catch sees on AWS.
+    Malformed,
+    /// Panics (as a bug would); lambda_runtime reports it as a function error.
+    Panic,
+}
+
 pub struct Deployed {
     pub emulator: Emulator,
     /// The emulator's configuration (dummy credentials, the front door's endpoint).
@@ -38,7 +48,7 @@ pub struct Deployed {
     /// ([`Deployed::start_notifying`]).
     pub notify_topic: Option<String>,
     inject: Arc<Mutex<Option<Inject>>>,
-    malformed: Arc<Mutex<Option<Inject>>>,
+    misbehaving: Arc<Mutex<Option<(Inject, Misbehaviour)>>>,
 }
 
 /// How an execution ended.
@@ -107,12 +117,14 @@ fn crashed() -> LambdaError {
 fn tier_fn(
     tier: Tier,
     aws: Aws,
-    injects: [Arc<Mutex<Option<Inject>>>; 2],
+    inject: Arc<Mutex<Option<Inject>>>,
+    misbehaving: Arc<Mutex<Option<(Inject, Misbehaviour)>>>,
     crash: Arc<AtomicBool>,
 ) -> LambdaFn {
     Arc::new(move |payload: Value| {
         let aws = aws.clone();
-        let [inject, malformed] = injects.clone();
+        let inject = inject.clone();
+        let misbehaving = misbehaving.clone();
         let crash = crash.clone();
         Box::pin(async move {
             let verb = payload
@@ -130,17 +142,23 @@ fn tier_fn(
                 }
             })
             .await;
-            let fires = |i: &Arc<Mutex<Option<Inject>>>| {
-                i.lock()
-                    .ok()
-                    .and_then(|i| i.clone())
-                    .is_some_and(|i| i.tier == tier && i.verb == verb)
-            };
-            let fire = fires(&inject);
-            if fires(&malformed) {
-                // Not an outcome: the state machine's selector of it fails
-                // with States.Runtime, which no Catch sees on AWS.
-                return Ok(serde_json::json!({"state": "pending"}));
+            let fire = inject
+                .lock()
+                .ok()
+                .and_then(|i| i.clone())
+                .is_some_and(|i| i.tier == tier && i.verb == verb);
+            let misbehaviour = misbehaving
+                .lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .filter(|(i, _)| i.tier == tier && i.verb == verb)
+                .map(|(_, m)| m);
+            match misbehaviour {
+                Some(Misbehaviour::Malformed) => {
+                    return Ok(serde_json::json!({"state": "pending"}))
+                }
+                Some(Misbehaviour::Panic) => panic!("injected: the {tier} tier panicked in {verb}"),
+                None => {}
             }
             if crash.swap(false, Ordering::SeqCst) {
                 return Err(crashed());
@@ -225,7 +243,7 @@ impl Deployed {
         };
         let log = CallLog::new();
         let inject = Arc::new(Mutex::new(None));
-        let malformed = Arc::new(Mutex::new(None));
+        let misbehaving = Arc::new(Mutex::new(None));
         let front = &emulator.front;
         // AWS's rules and timings, 60 times faster: a NAT gateway takes 2 s, and the
         // tiers' waits of 15–30 s become 1 s (the state machine is unchanged).
@@ -244,7 +262,8 @@ impl Deployed {
                 tier => tier_fn(
                     tier,
                     aws.clone(),
-                    [inject.clone(), malformed.clone()],
+                    inject.clone(),
+                    misbehaving.clone(),
                     crash.clone(),
                 ),
             };
@@ -290,7 +309,7 @@ impl Deployed {
             arn,
             notify_topic,
             inject,
-            malformed,
+            misbehaving,
         })
     }
 
@@ -307,12 +326,10 @@ impl Deployed {
         }
     }
 
-    /// Makes `tier`'s next `verb` (and each after it, until cleared) answer
-    /// with something that is not an outcome: the state machine's selector
-    /// of it fails with `States.Runtime`, an error no Catch sees on AWS.
-    pub fn inject_malformed(&self, i: Option<Inject>) {
-        if let Ok(mut g) = self.malformed.lock() {
-            *g = i;
+    /// Makes `tier`'s `verb` misbehave (each time, until cleared).
+    pub fn misbehave(&self, m: Option<(Inject, Misbehaviour)>) {
+        if let Ok(mut g) = self.misbehaving.lock() {
+            *g = m;
         }
     }
 

@@ -60,4 +60,8 @@ pub(crate) struct Shared {
     pub ssm_writes: tokio::sync::Mutex<()>,
     /// ACM's certificates as the front door issues them.
     pub acm: Mutex<acm::AcmState>,
+    /// Invocations to answer with a closed connection and nothing else:
+    /// function name → how many more (a test's knob; Step Functions' call to
+    /// Lambda that gets no answer).
+    pub dropped_invocations: Mutex<std::collections::HashMap<String, u32>>,
 }

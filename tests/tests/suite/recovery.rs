@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mbstack_core::Tier;
-use mbstack_local::{Deployed, Execution, Inject};
+use mbstack_local::{Deployed, Execution, Inject, Misbehaviour};
 use mbstack_tests::stack_leftovers;
 use serde_json::{json, Value};
 
@@ -60,15 +60,18 @@ async fn recovered(d: &Deployed, run: &Execution) -> Execution {
 async fn a_run_ended_by_states_runtime_is_rolled_back_by_its_recovery() {
     let d = Deployed::start_notifying().await.expect("deployed");
     d.emulator.front.start_journal();
-    d.inject_malformed(Some(Inject {
-        tier: Tier::App,
-        verb: "apply",
-    }));
+    d.misbehave(Some((
+        Inject {
+            tier: Tier::App,
+            verb: "apply",
+        },
+        Misbehaviour::Malformed,
+    )));
     let run = d
         .run("runtime-1", json!({"stack": "uncaught"}))
         .await
         .expect("the run ends");
-    d.inject_malformed(None);
+    d.misbehave(None);
     assert_eq!(run.status, "FAILED");
     // As AWS: States.ALL does not catch it (moto's own engine would roll back).
     assert_eq!(
@@ -257,6 +260,60 @@ async fn a_destroy_stopped_half_way_is_reported_and_a_destroy_finishes_it() {
     assert_eq!(down.status, "SUCCEEDED", "{:?}", down.cause);
     assert_eq!(
         stack_leftovers(&d.config, "midway").await,
+        Vec::<String>::new()
+    );
+}
+
+/// Step Functions' call to Lambda that gets no answer (its connection closed)
+/// is `Lambda.SdkClientException` on AWS, which the state machine retries.
+/// moto called it `States.Runtime`: inside the Parallel branch of the database
+/// the execution failed at once with "ValueError(Custom Error Names MUST NOT
+/// begin with the prefix 'States.', got 'States.Runtime'.)" and left the
+/// network (issue 35's run).
+#[tokio::test]
+async fn an_invocation_that_gets_no_answer_is_retried_as_aws_names_it() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator.front.drop_invocations("mbstack-data", 1);
+    let run = mbstack_tests::checks::run(&d, "closed-1", json!({"stack": "closed"})).await;
+    assert_eq!(
+        run.status, "SUCCEEDED",
+        "{:?} {:?} states {:?}",
+        run.error, run.cause, run.state_names
+    );
+    assert!(
+        run.history_text.contains("Lambda.SdkClientException"),
+        "the dropped invocation was not seen as AWS names it"
+    );
+}
+
+/// A tier that panics is a function error (lambda_runtime reports it, as the
+/// functions keep unwinding), which the run's Catch sees: rolled back, no
+/// recovery needed.
+#[tokio::test]
+async fn a_tier_that_panics_fails_its_run_which_rolls_back() {
+    let d = Deployed::start().await.expect("deployed");
+    d.misbehave(Some((
+        Inject {
+            tier: Tier::Data,
+            verb: "apply",
+        },
+        Misbehaviour::Panic,
+    )));
+    let run = mbstack_tests::checks::run(&d, "panic-1", json!({"stack": "panics"})).await;
+    d.misbehave(None);
+    assert_eq!(run.status, "FAILED");
+    assert!(
+        run.cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Lambda panicked: injected: the data tier panicked in apply"),
+        "{:?} {:?}",
+        run.error,
+        run.cause
+    );
+    assert!(run.state_names.iter().any(|n| n == "Roll back"));
+    assert_eq!(
+        stack_leftovers(&d.config, "panics").await,
         Vec::<String>::new()
     );
 }
