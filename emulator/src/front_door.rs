@@ -585,6 +585,10 @@ async fn serve(
         (Some(q), true) => crate::realism::after(&shared, q, bytes),
         _ => bytes,
     };
+    let bytes = match &query {
+        Some(q) => crate::realism::rds::password_rule(&shared, q, status.is_success(), bytes),
+        None => bytes,
+    };
     let bytes = if status.is_success() {
         crate::deploying::after(&shared, parts, query.as_ref(), bytes)
     } else {

@@ -470,7 +470,8 @@ for (const entry of input.entries) {
     await authorize(who, 'rds', 'AddTagsToResource', entry, flat, { explicit: [snap], reqTags: dbTags, why: 'tags copied to the final snapshot' })
   }
   // A password RDS manages lives in a secret RDS creates as the caller.
-  if (a === 'rds:CreateDBInstance' && p.ManageMasterUserPassword === 'true') {
+  // (a restored instance gets it through ModifyDBInstance once available).
+  if ((a === 'rds:CreateDBInstance' || a === 'rds:ModifyDBInstance') && p.ManageMasterUserPassword === 'true') {
     const secret = `arn:${partition}:secretsmanager:${region}:${account}:secret:rds!db-00000000-0000-0000-0000-000000000000-AbCdEf`
     await authorize(who, 'secretsmanager', 'CreateSecret', entry, flat, { explicit: [secret], why: 'the managed master password' })
     await authorize(who, 'secretsmanager', 'TagResource', entry, flat, { explicit: [secret], why: 'the managed master password' })

@@ -25,7 +25,7 @@ mod alb;
 mod ecs;
 mod eni;
 mod nat;
-mod rds;
+pub(crate) mod rds;
 mod ssm;
 
 use std::sync::atomic::Ordering;

@@ -288,3 +288,64 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
         )
     })
 }
+
+/// Always on: `ManageMasterUserPassword` of RestoreDBInstanceFromDBSnapshot
+/// "Applies to RDS for Oracle only" (the API reference's constraint). A
+/// PostgreSQL instance restored from a snapshot comes back with the
+/// snapshot's master password and no `MasterUserSecret`, whatever the call
+/// asked (terraform-provider-aws #31509); RDS manages its password only after
+/// a ModifyDBInstance with `ManageMasterUserPassword=true`. moto copies the
+/// source instance's secret into the restored one: its answers lose it here
+/// until that ModifyDBInstance, after which moto mints a new secret.
+pub(crate) fn password_rule(shared: &Arc<Shared>, q: &Query, ok: bool, body: Bytes) -> Bytes {
+    if q.service != "rds" || !ok {
+        return body;
+    }
+    let Ok(mut realism) = shared.realism.lock() else {
+        return body;
+    };
+    let id = q.get("DBInstanceIdentifier").map(str::to_string);
+    match (q.action(), id) {
+        ("RestoreDBInstanceFromDBSnapshot", Some(id)) => {
+            let engine = xml::first(&String::from_utf8_lossy(&body), "Engine").unwrap_or_default();
+            if !engine.starts_with("oracle") {
+                realism.password_unmanaged.insert(id);
+            }
+        }
+        ("ModifyDBInstance", Some(id)) if q.get("ManageMasterUserPassword") == Some("true") => {
+            realism.password_unmanaged.remove(&id);
+        }
+        _ => {}
+    }
+    if realism.password_unmanaged.is_empty()
+        || !matches!(
+            q.action(),
+            "RestoreDBInstanceFromDBSnapshot" | "DescribeDBInstances" | "ModifyDBInstance"
+        )
+    {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body).to_string();
+    let mut out = text.clone();
+    for block in xml::each(&text, "DBInstance", |d| {
+        let id = d.child("DBInstanceIdentifier")?;
+        realism
+            .password_unmanaged
+            .contains(&id)
+            .then(|| d.source().to_string())
+    }) {
+        let Some(start) = block.find("<MasterUserSecret>") else {
+            continue;
+        };
+        let Some(end) = block.find("</MasterUserSecret>") else {
+            continue;
+        };
+        let stripped = format!(
+            "{}{}",
+            &block[..start],
+            &block[end + "</MasterUserSecret>".len()..]
+        );
+        out = out.replacen(&block, &stripped, 1);
+    }
+    Bytes::from(out)
+}

@@ -58,6 +58,9 @@ pub(crate) struct Realism {
     pub(crate) nat_tokens: HashMap<String, String>,
     pub(crate) nat_deleted: HashMap<String, Instant>,
     pub(crate) db_created: HashMap<String, Instant>,
+    /// DB instances restored from a snapshot whose password RDS does not
+    /// manage yet (no `MasterUserSecret` until a ModifyDBInstance turns it on).
+    pub(crate) password_unmanaged: std::collections::HashSet<String>,
     /// DB instances whose storage last changed: when.
     pub(crate) storage_changed: HashMap<String, Instant>,
     /// Deleted DB instances: when, and their description (status `deleting`).
@@ -86,6 +89,7 @@ impl Default for Realism {
             nat_tokens: HashMap::new(),
             nat_deleted: HashMap::new(),
             db_created: HashMap::new(),
+            password_unmanaged: Default::default(),
             storage_changed: HashMap::new(),
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),

@@ -134,7 +134,9 @@ pub const TIERS: [TierInfo; 5] = [
         poll_seconds: 30,
         max_polls: 80,
         state_label: "database",
-        applies_again: false,
+        // A restored instance gets the password RDS manages only through a
+        // ModifyDBInstance once it is available: its create loop applies again.
+        applies_again: true,
         arn_placeholder: "${DataFunctionArn}",
     },
     // An ALB takes 2–3 minutes to become active; the domain's certificate

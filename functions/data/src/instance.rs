@@ -209,6 +209,11 @@ pub(crate) enum Step {
         to: String,
         major: bool,
     },
+    /// Turn on the password RDS manages in Secrets Manager: an instance
+    /// restored from a snapshot keeps the snapshot's password and has no
+    /// managed secret (RestoreDBInstanceFromDBSnapshot's
+    /// `ManageMasterUserPassword` "applies to RDS for Oracle only").
+    ManagedPassword,
     Stop(String),
     Start(String),
 }
@@ -231,6 +236,10 @@ impl std::fmt::Display for Step {
                 f,
                 "engine {from} → {to}{}",
                 if *major { " (major upgrade)" } else { "" }
+            ),
+            Step::ManagedPassword => write!(
+                f,
+                "password → managed by RDS in Secrets Manager (a restored instance keeps the snapshot's)"
             ),
             Step::Stop(also) => write!(f, "stop (paused){also}"),
             Step::Start(also) => write!(f, "start (resumed){also}"),
@@ -340,6 +349,17 @@ fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), Ti
             }
         }
     }
+    // A restored instance's password, once RDS modifies it (the run that
+    // restored it applies again until then).
+    if db.master_user_secret().is_none() {
+        if status == "available" {
+            steps.push(Step::ManagedPassword);
+        } else if status != "stopped" {
+            notes.push(format!(
+                "the password RDS manages is turned on once the instance is available ({status})"
+            ));
+        }
+    }
     // RDS modifies no stopped instance: the changes wait for the run that finds
     // it started (resume starts it; the apply after that changes it).
     if !steps.is_empty() && status == "stopped" {
@@ -350,7 +370,7 @@ fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), Ti
             if w.spec.paused {
                 "resume, then apply again"
             } else {
-                "it starts now, apply again once it is available"
+                "it starts now, and this run makes them once it is available"
             }
         ));
         steps.clear();
@@ -387,6 +407,7 @@ impl DbInstances {
                 Step::BackupRetention(_, days) => call.backup_retention_period(*days),
                 Step::DeletionProtection(on) => call.deletion_protection(*on),
                 Step::MultiAz(on) => call.multi_az(*on),
+                Step::ManagedPassword => call.manage_master_user_password(true),
                 Step::Engine { to, major, .. } => {
                     let call = call.engine_version(to);
                     if *major {
@@ -509,7 +530,9 @@ impl Resource for DbInstances {
                 .allocated_storage((d.storage_gib as i32).max(snapshot.storage_gib))
                 .storage_type("gp3")
                 .publicly_accessible(false)
-                .manage_master_user_password(true)
+                // No ManageMasterUserPassword: it "applies to RDS for Oracle
+                // only"; the password is turned over to RDS by a
+                // ModifyDBInstance once the instance is available.
                 .db_subnet_group_name(group)
                 .vpc_security_group_ids(sg)
                 .backup_retention_period(i32::from(d.backup_retention_days))
@@ -599,11 +622,25 @@ impl Resource for DbInstances {
     }
 
     fn readiness(&self, w: &Work<'_>, db: &DbInstance) -> Readiness {
-        readiness(
-            &self.id(db),
-            db.db_instance_status().unwrap_or("unknown"),
-            w.spec.paused,
-        )
+        let id = self.id(db);
+        let status = db.db_instance_status().unwrap_or("unknown");
+        match readiness(&id, status, w.spec.paused) {
+            // Metabase reads the password from the secret RDS manages: none
+            // yet (a restore), or one still being made, is not ready.
+            Readiness::Ready if status != "stopped" => match db.master_user_secret() {
+                None => Readiness::Pending(format!(
+                    "DB {id}: turning on the password RDS manages (a restored instance keeps the snapshot's until then)"
+                )),
+                Some(s) if s.secret_status().is_some_and(|st| st != "active") => {
+                    Readiness::Pending(format!(
+                        "DB {id}: its password's secret is {}",
+                        s.secret_status().unwrap_or("")
+                    ))
+                }
+                Some(_) => Readiness::Ready,
+            },
+            other => other,
+        }
     }
 
     /// Refuses while deletion protection is on (nothing deleted); takes a final

@@ -522,6 +522,48 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
         .send()
         .await
         .expect("the restored database's password secret exists");
+    // RestoreDBInstanceFromDBSnapshot's ManageMasterUserPassword "applies to
+    // RDS for Oracle only": the password is handed to RDS afterwards.
+    assert_eq!(
+        restores[0].params.get("ManageMasterUserPassword"),
+        None,
+        "{:?}",
+        restores[0].params
+    );
+    assert!(
+        journal.iter().any(|e| e.action == "ModifyDBInstance"
+            && e.params["DBInstanceIdentifier"] == "keep-db"
+            && e.params["ManageMasterUserPassword"] == "true"),
+        "no ModifyDBInstance turned the managed password on"
+    );
+    // Metabase's tasks read that new secret.
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let svc = ecs
+        .describe_services()
+        .cluster("keep-cluster")
+        .services("metabase")
+        .send()
+        .await
+        .unwrap();
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(svc.services()[0].task_definition().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let from: Vec<String> = td
+        .task_definition()
+        .unwrap()
+        .container_definitions()
+        .iter()
+        .flat_map(|c| c.secrets())
+        .filter(|s| s.name() == "MB_DB_PASS")
+        .map(|s| s.value_from().to_string())
+        .collect();
+    assert!(
+        from.len() == 1 && from[0].starts_with(secret),
+        "MB_DB_PASS comes from {from:?}, not the restored database's secret {secret}"
+    );
     assert_eq!(
         key_value(&d, "keep").await,
         key,
