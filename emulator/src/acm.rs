@@ -15,7 +15,9 @@
 //!   `ResourceInUseException`;
 //! - Route 53 ChangeResourceRecordSets: a DELETE of a record set that is not
 //!   there, or whose values differ, and a CREATE of one that is there →
-//!   `InvalidChangeBatch` (moto checks its journal of changes, not the zone).
+//!   `InvalidChangeBatch` (moto checks its journal of changes, not the zone);
+//!   so is any record at a name that holds a CNAME, and a CNAME at a name that
+//!   holds another record.
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +86,19 @@ async fn record(
     })
     .into_iter()
     .next()
+}
+
+/// A hosted zone's name, with its final dot (as Route 53's messages give it).
+async fn zone_name(shared: &Shared, zone_id: &str) -> Option<String> {
+    let body = moto_get(
+        shared,
+        "route53",
+        &format!("/2013-04-01/hostedzone/{zone_id}"),
+    )
+    .await
+    .ok()?;
+    let name = xml::first(&String::from_utf8_lossy(&body), "Name")?;
+    Some(format!("{}.", norm(&name)))
 }
 
 /// The public hosted zones that hold `name`: their IDs.
@@ -288,6 +303,26 @@ async fn change_batch(shared: &Shared, zone: &str, body: &str) -> Option<Respons
                 a.rtype
             )),
             _ => {}
+        }
+        // No other record may share a name with a CNAME (RFC 1034; Route 53
+        // answers InvalidChangeBatch either way round).
+        if matches!(a.action.as_str(), "CREATE" | "UPSERT") {
+            let zone_name = zone_name(shared, zone).await.unwrap_or_default();
+            if a.rtype == "CNAME" {
+                for other in ["A", "AAAA", "MX", "TXT", "CAA", "NS"] {
+                    if record(shared, zone, &a.name, other).await.is_some() {
+                        problems.push(format!(
+                            "RRSet of type CNAME with DNS name {fqdn} is not permitted as it conflicts with other records with the same DNS name in zone {zone_name}."
+                        ));
+                        break;
+                    }
+                }
+            } else if record(shared, zone, &a.name, "CNAME").await.is_some() {
+                problems.push(format!(
+                    "RRSet of type {} with DNS name {fqdn} is not permitted because a conflicting RRSet of type CNAME with the same DNS name already exists in zone {zone_name}.",
+                    a.rtype
+                ));
+            }
         }
     }
     (!problems.is_empty()).then(|| {

@@ -31,6 +31,7 @@ struct Clients {
     sns: aws_sdk_sns::Client,
     rds: aws_sdk_rds::Client,
     sm: aws_sdk_secretsmanager::Client,
+    r53: aws_sdk_route53::Client,
 }
 
 pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
@@ -40,6 +41,7 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         sns: client!(aws_sdk_sns, aws),
         rds: client!(aws_sdk_rds, aws),
         sm: client!(aws_sdk_secretsmanager, aws),
+        r53: client!(aws_sdk_route53, aws),
     };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
     let execution = payload
@@ -212,6 +214,29 @@ async fn prepare(
                 format!("Metabase's encryption key of stack {stack} is gone (the recovery window a destroy leaves it has passed), so the data sources' passwords and settings in snapshot {snapshot} were encrypted with a key that no longer exists: Metabase would start but could not read them. To restore anyway with a new key (then enter each data source's password again in Metabase's admin), add \"app\": {{\"newEncryptionKey\": true}}"),
             )])
             .into());
+        }
+    }
+    // A domain new to the stack: its zone, and no record of anyone else's at
+    // the name (all found before 17 resources and minutes exist).
+    let had = stored
+        .as_ref()
+        .and_then(|s| s.pointer("/loadBalancer/domain"))
+        .and_then(Value::as_str);
+    if let Some(domain) = spec
+        .load_balancer
+        .domain
+        .as_deref()
+        .filter(|d| requested != "destroy" && had != Some(*d))
+    {
+        let problems = mbstack_loadbalancer::new_domain_problems(
+            &c.r53,
+            &stack,
+            domain,
+            spec.load_balancer.hosted_zone_id.as_deref(),
+        )
+        .await?;
+        if !problems.is_empty() {
+            return Err(InvalidSpec(problems).into());
         }
     }
     let mut lock = json!(null);
@@ -476,6 +501,16 @@ pub const OWN_PERMISSIONS: &[Permission] = &[
         "LockHolder",
         &["states:DescribeExecution", "states:GetExecutionHistory"],
         &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
+    ),
+    // Prepare checks a domain new to the stack: its public hosted zone and
+    // the records already at the name (`mbstack_loadbalancer::new_domain_problems`).
+    Permission::read(
+        "DomainZone",
+        &[
+            "route53:ListHostedZones",
+            "route53:GetHostedZone",
+            "route53:ListResourceRecordSets",
+        ],
     ),
     // Prepare checks the snapshot a new database is restored from
     // (`mbstack_data::restore_snapshot`), and that Metabase's key is there.

@@ -823,6 +823,12 @@ impl StackSpec {
         if let Some(domain) = &lb.domain {
             if let Some(why) = domain_problem(domain) {
                 p.push(Problem::new("loadBalancer.domain", why));
+            } else if lb.certificate_arn.is_none() && domain.len() > ACM_DOMAIN_MAX {
+                // ACM RequestCertificate's DomainName: "cannot exceed 64 octets".
+                p.push(Problem::new("loadBalancer.domain", format!(
+                    "{domain:?} is {} characters; ACM issues a certificate for a name of at most {ACM_DOMAIN_MAX}: use a shorter name, or bring a certificate that covers it (loadBalancer.certificateArn, e.g. a wildcard of its parent)",
+                    domain.len()
+                )));
             }
         }
         if let Some(zone) = &lb.hosted_zone_id {
@@ -984,8 +990,22 @@ fn domain_problem(domain: &str) -> Option<String> {
             "{domain:?} is not a domain name mbstack can serve: {fix}"
         ));
     }
+    // An IPv4 address passes the label rules; a top-level domain is never
+    // all digits, and ACM certifies names, not addresses.
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some(format!(
+            "{domain:?} is an IP address, not a domain name: ACM issues certificates for names only; {fix}"
+        ));
+    }
     None
 }
+
+/// The longest domain ACM requests a certificate for (RequestCertificate's
+/// DomainName: "cannot exceed 64 octets").
+pub const ACM_DOMAIN_MAX: usize = 64;
 
 /// A Route 53 hosted zone ID: upper-case letters and digits (AWS's start
 /// with `Z`; the form is checked, not the letter).
@@ -1067,6 +1087,9 @@ mod tests {
             "localhost",
             "-bad.example.com",
             "metabase.example.com:443",
+            "10.0.0.1",
+            // 65 octets: ACM's DomainName holds 64.
+            "ab123456789012345678901234567890123456789012345678901.example.com",
         ] {
             assert_eq!(
                 problems(json!({"domain": bad})),
@@ -1078,6 +1101,12 @@ mod tests {
             problems(json!({"domain": "a.example.com", "hostedZoneId": "/hostedzone/Z123"})),
             vec!["loadBalancer.hostedZoneId"]
         );
+        // With a certificate of its own, a long name needs no ACM request.
+        assert!(problems(json!({
+            "domain": "ab123456789012345678901234567890123456789012345678901.example.com",
+            "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/0f3c2a1b-1111-2222-3333-444455556666"
+        }))
+        .is_empty());
         assert_eq!(
             problems(json!({"hostedZoneId": "Z123"})),
             vec!["loadBalancer.hostedZoneId"]

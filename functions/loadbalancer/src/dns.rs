@@ -118,6 +118,81 @@ pub(crate) struct Dns {
     pub r53: Client,
 }
 
+/// Prepare's check of a domain new to `stack`, before anything exists: a
+/// public hosted zone holds it (`zone_id`'s, or one found by the domain), and
+/// no record is at the name yet but an alias to the stack's own load
+/// balancer. Any other is someone else's, since the stack has written none
+/// for a domain it never had: an A or AAAA record mbstack will not change, or
+/// a CNAME, beside which Route 53 allows no other record. The problems name
+/// the field to change.
+pub async fn new_domain_problems(
+    r53: &Client,
+    stack: &str,
+    domain: &str,
+    zone_id: Option<&str>,
+) -> Result<Vec<mbstack_core::Problem>, TierError> {
+    use mbstack_core::Problem;
+    let dns = Dns { r53: r53.clone() };
+    let zone = match dns.zone(domain, zone_id).await {
+        Ok(z) => z,
+        Err(TierError::Terminal(why)) => {
+            let field = match zone_id {
+                Some(_) => "loadBalancer.hostedZoneId",
+                None => "loadBalancer.domain",
+            };
+            return Ok(vec![Problem::new(field, why)]);
+        }
+        Err(e) => return Err(e),
+    };
+    let out = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone.id)
+        .start_record_name(domain)
+        .max_items(10)
+        .send()
+        .await
+        .map_err(|e| aws_error("route53:ListResourceRecordSets", e))?;
+    let taken: Vec<String> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|s| norm(s.name()) == domain && s.set_identifier().is_none())
+        .filter(|s| matches!(s.r#type(), RrType::A | RrType::Aaaa | RrType::Cname))
+        // An alias to this stack's own load balancer (its name is the
+        // stack's, unique in the region) is the stack's: a rollback that
+        // kept a domain its listener already served leaves one.
+        .filter(|s| {
+            let own = format!("{}-", mbstack_core::naming::resource_name(stack, "alb"));
+            !alias_of(s).is_some_and(|a| a.starts_with(&own) && a.ends_with(".amazonaws.com"))
+        })
+        .map(|s| {
+            let to = alias_of(s).unwrap_or_else(|| {
+                s.resource_records()
+                    .iter()
+                    .map(|r| r.value().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            format!("{} {to}", s.r#type().as_str())
+        })
+        .collect();
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cname = if taken.iter().any(|t| t.starts_with("CNAME")) {
+        " (Route 53 allows no other record beside a CNAME)"
+    } else {
+        ""
+    };
+    Ok(vec![Problem::new(
+        "loadBalancer.domain",
+        format!(
+            "{domain} already has records in hosted zone {} ({}), which are not this stack's{cname}: mbstack will not change them; remove them or choose another name",
+            zone.name,
+            taken.join("; ")
+        ),
+    )])
+}
+
 impl Dns {
     /// The public hosted zone for `domain`: `given` (checked), else the zone
     /// whose name is the longest suffix of the domain.

@@ -634,3 +634,137 @@ async fn a_failed_create_with_a_domain_rolls_back_its_records_and_certificate() 
     assert_eq!(mbstack_tests::dns_records(&d.config).await, before);
     mbstack_tests::assert_certificate_stays(&d.config, &theirs).await;
 }
+
+/// Writes a record of someone else's: `rtype` `name` → `value` in `zone`.
+async fn foreign_record(d: &Deployed, zone: &str, name: &str, rtype: &str, value: &str) {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::from(rtype))
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+        .build()
+        .unwrap();
+    aws_sdk_route53::Client::new(&d.config)
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(set)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every domain and zone problem a new user meets is refused in Prepare, with
+/// the field to change, before any resource exists (on AWS each was found only
+/// after the network, the NAT gateway, the database and the load balancer).
+#[tokio::test]
+async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exists() {
+    let d = Deployed::start().await.expect("deployed");
+    let zone = mbstack_tests::public_zone(&d.config, "example.com").await;
+    let other = mbstack_tests::public_zone(&d.config, "other.net").await;
+    foreign_record(&d, &zone, "taken.example.com", "A", "192.0.2.10").await;
+    foreign_record(
+        &d,
+        &zone,
+        "bi.example.com",
+        "CNAME",
+        "bi.vendor.example.org",
+    )
+    .await;
+    // Route 53, as AWS: no other record beside a CNAME (moto accepts it).
+    let e = aws_sdk_route53::Client::new(&d.config)
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .change_batch({
+            use aws_sdk_route53::types::*;
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(
+                            ResourceRecordSet::builder()
+                                .name("bi.example.com")
+                                .r#type(RrType::A)
+                                .ttl(60)
+                                .resource_records(
+                                    ResourceRecord::builder()
+                                        .value("192.0.2.1")
+                                        .build()
+                                        .unwrap(),
+                                )
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        })
+        .send()
+        .await
+        .expect_err("an A record beside a CNAME");
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("InvalidChangeBatch") && text.contains("conflicting RRSet of type CNAME"),
+        "{text}"
+    );
+    d.log.clear();
+    let long = format!("{}.example.com", "a".repeat(53));
+    let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+        (
+            json!({"domain": "metabase.nowhere.org"}),
+            vec!["loadBalancer.domain:", "no public Route 53 hosted zone"],
+        ),
+        (
+            json!({"domain": "metabase.example.com", "hostedZoneId": "ZDOESNOTEXIST1"}),
+            vec!["loadBalancer.hostedZoneId:", "does not exist"],
+        ),
+        (
+            json!({"domain": "metabase.example.com", "hostedZoneId": other}),
+            vec!["loadBalancer.hostedZoneId:", "does not hold"],
+        ),
+        (
+            json!({"domain": "taken.example.com"}),
+            vec!["loadBalancer.domain:", "(A 192.0.2.10)", "not this stack's"],
+        ),
+        (
+            json!({"domain": "bi.example.com"}),
+            vec![
+                "loadBalancer.domain:",
+                "(CNAME bi.vendor.example.org)",
+                "beside a CNAME",
+            ],
+        ),
+        (
+            json!({"domain": "192.0.2.7"}),
+            vec!["loadBalancer.domain:", "IP address"],
+        ),
+        (
+            json!({"domain": long}),
+            vec!["loadBalancer.domain:", "at most 64"],
+        ),
+    ];
+    for (i, (lb, words)) in cases.into_iter().enumerate() {
+        let input = json!({"stack": format!("dom{i}"), "loadBalancer": lb});
+        let run = mbstack_tests::checks::run(&d, &format!("dom-{i}"), input).await;
+        assert_refused_in_prepare(&d, run, &words);
+        assert_eq!(
+            stack_leftovers(&d.config, &format!("dom{i}")).await,
+            Vec::<String>::new()
+        );
+    }
+}
