@@ -225,6 +225,7 @@ async fn many_stacks(n: usize) -> Result<()> {
     );
     // n NAT gateways need n Elastic IPs (AWS's default quota is 5).
     d.emulator.front.set_eip_quota(2 * n);
+    d.emulator.front.set_vpc_quota(2 * n);
     d.emulator.front.set_fault(None); // counts calls from here
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();

@@ -283,6 +283,14 @@ impl FrontDoor {
     /// The account's Elastic IP quota (default 5, AWS's): AllocateAddress is
     /// refused beyond it and DescribeAccountAttributes reports it, as after a
     /// Service Quotas increase.
+    /// Sets the region's VPC and internet gateway quota (5 by default, the
+    /// default VPC counted), as an account owner can through Service Quotas.
+    pub fn set_vpc_quota(&self, quota: usize) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.vpc_quota = quota;
+        }
+    }
+
     pub fn set_eip_quota(&self, quota: usize) {
         if let Ok(mut r) = self.shared.realism.lock() {
             r.eip_quota = quota;

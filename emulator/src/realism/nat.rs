@@ -68,6 +68,35 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
                 ),
             ))
         }
+        // "VPCs per Region" (5, the default VPC included) and "Internet
+        // gateways per Region" (5): AWS refuses the next create.
+        ("ec2", "CreateVpc" | "CreateInternetGateway") => {
+            let (list, id, code, what) = match q.action() {
+                "CreateVpc" => ("DescribeVpcs", "vpcId", "VpcLimitExceeded", "VPCs"),
+                _ => (
+                    "DescribeInternetGateways",
+                    "internetGatewayId",
+                    "InternetGatewayLimitExceeded",
+                    "internet gateways",
+                ),
+            };
+            let xml = moto_query(shared, "ec2", &format!("Action={list}&Version=2016-11-15"))
+                .await
+                .ok()?;
+            let mut ids = xml::values(&String::from_utf8_lossy(&xml), id);
+            ids.sort();
+            ids.dedup();
+            let quota = shared
+                .realism
+                .lock()
+                .map_or(crate::state::realism::VPC_QUOTA, |r| r.vpc_quota);
+            (ids.len() >= quota).then(|| {
+                ec2_error(
+                    code,
+                    &format!("The maximum number of {what} has been reached."),
+                )
+            })
+        }
         ("ec2", "AllocateAddress") => {
             let xml = moto_query(shared, "ec2", "Action=DescribeAddresses&Version=2016-11-15")
                 .await

@@ -12,6 +12,9 @@ pub(crate) const NAT_DELETE: Duration = Duration::from_secs(60);
 /// The default quota of Elastic IPs per region (EC2-VPC Elastic IPs, L-0263D0A3),
 /// as DescribeAccountAttributes' `vpc-max-elastic-ips` reports it.
 pub(crate) const EIP_QUOTA: usize = 5;
+/// The default VPC quota of a region ("VPCs per Region", the default VPC
+/// included), and its internet gateways' (which follow it).
+pub(crate) const VPC_QUOTA: usize = 5;
 /// A deleted NAT gateway's Elastic IP stays "in use" for a short while after
 /// the gateway reports `deleted`.
 pub(crate) const NAT_EIP_SETTLE: Duration = Duration::from_secs(60);
@@ -75,6 +78,9 @@ pub(crate) struct Realism {
     /// The account's Elastic IP quota ([`EIP_QUOTA`] unless a test raised it,
     /// as an account owner can through Service Quotas).
     pub eip_quota: usize,
+    /// The region's VPC and internet gateway quota ([`VPC_QUOTA`] unless a
+    /// test raised it).
+    pub vpc_quota: usize,
     pub(crate) rng: u64,
 }
 
@@ -97,6 +103,7 @@ impl Default for Realism {
             tasks_stopping: HashMap::new(),
             throttle: 0.0,
             eip_quota: EIP_QUOTA,
+            vpc_quota: VPC_QUOTA,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }

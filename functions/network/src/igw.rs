@@ -4,7 +4,7 @@ use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, Resource};
-use mbstack_core::{aws_error, TierError, Work};
+use mbstack_core::{aws_error, error_code, TierError, Work};
 
 use crate::tags::{name_filter, pairs, stack_filter, tag, tag_spec};
 
@@ -115,7 +115,12 @@ impl Resource for Gateways {
             .tag_specifications(tag_spec(w, ResourceType::InternetGateway, ROLE))
             .send()
             .await
-            .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
+            .map_err(|e| match error_code(&e) {
+                Some("InternetGatewayLimitExceeded") => TierError::Refused(
+                    "network: this region has as many internet gateways as its quota allows (\"Internet gateways per Region\": 5 by default, raised apart from the VPC quota): delete one you no longer use, or ask AWS for more (Service Quotas: L-A4707A72); this run's VPC is rolled back".into(),
+                ),
+                _ => aws_error("ec2:CreateInternetGateway", e),
+            })?;
         let igw = out
             .internet_gateway()
             .filter(|g| g.internet_gateway_id().is_some())

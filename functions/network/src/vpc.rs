@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Vpc, VpcAttributeName};
 use mbstack_core::iam::Permission;
 use mbstack_core::resource::{Deleted, Resource};
-use mbstack_core::{aws_error, TierError, Verb, Work};
+use mbstack_core::{aws_error, error_code, TierError, Verb, Work};
 
 use crate::tags::{name_filter, pairs, stack_filter, tag, tag_spec};
 use mbstack_core::naming::NAME_TAG;
@@ -152,7 +152,13 @@ impl Resource for Vpcs {
             .tag_specifications(tag_spec(w, ResourceType::Vpc, ROLE))
             .send()
             .await
-            .map_err(|e| aws_error("ec2:CreateVpc", e))?;
+            .map_err(|e| match error_code(&e) {
+                // The first create of a run: refused, nothing exists yet.
+                Some("VpcLimitExceeded") => TierError::Refused(
+                    "network: this region has as many VPCs as its quota allows (\"VPCs per Region\": 5 by default, the default VPC included), so nothing was created: delete a VPC you no longer use, use another region, or ask AWS for more (Service Quotas: L-F678F1CE; internet gateways, L-A4707A72, follow it)".into(),
+                ),
+                _ => aws_error("ec2:CreateVpc", e),
+            })?;
         let vpc = out
             .vpc()
             .filter(|v| v.vpc_id().is_some())

@@ -33,6 +33,7 @@ async fn ten_stacks_applied_at_once_all_succeed_and_none_touches_another() {
     // Ten NAT gateways need ten Elastic IPs: AWS's default quota is 5, raised
     // as an account owner would through Service Quotas.
     d.emulator.front.set_eip_quota(2 * STACKS);
+    d.emulator.front.set_vpc_quota(2 * STACKS);
     // Some throttling, as ten stacks in one account meet on AWS: absorbed.
     d.emulator.front.set_throttle(0.02);
     let mut set = tokio::task::JoinSet::new();

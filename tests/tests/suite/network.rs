@@ -825,3 +825,41 @@ async fn nat_gateways_beyond_the_elastic_ip_quota_are_refused_before_anything_is
         Some("AddressLimitExceeded")
     );
 }
+
+/// "VPCs per Region" is 5 by default, the default VPC included: AWS refuses
+/// the next CreateVpc, the first create of a run, so the stack beyond it is
+/// refused with the quota's name and nothing exists (moto has no quota).
+#[tokio::test]
+async fn a_stack_beyond_the_regions_vpc_quota_is_refused_with_nothing_created() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = env.ec2();
+    // The default VPC and three of someone else's: one more fits.
+    for i in 0..3 {
+        ec2.create_vpc()
+            .cidr_block(format!("10.{}.0.0/16", 100 + i))
+            .send()
+            .await
+            .unwrap();
+    }
+    let first = StackSpec::new("fifth");
+    settled(&env, Verb::Apply, &first, "run-a").await;
+    let spec = StackSpec::new("sixth");
+    match try_run(&env, Verb::Apply, &spec, "run-b").await {
+        Err(mbstack_core::TierError::Refused(msg)) => assert!(
+            msg.contains("VPCs per Region")
+                && msg.contains("L-F678F1CE")
+                && msg.contains("nothing was created"),
+            "{msg}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        ec2_resources(&ec2, "sixth").await.is_empty(),
+        "created before refusing"
+    );
+    // Raised (Service Quotas), the same stack is created.
+    env.emulator.front.set_vpc_quota(6);
+    settled(&env, Verb::Apply, &spec, "run-c").await;
+    assert!(!ec2_resources(&ec2, "sixth").await.is_empty());
+}
