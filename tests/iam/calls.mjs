@@ -197,10 +197,12 @@ function arnsFor(entry, rt, flat, creates, partial) {
       const m = new RegExp(`<${lowerFirst(v)}>([^<]+)</`).exec(entry.response)
       if (m) found = [m[1]]
     }
-    // The option and parameter groups a call uses without naming them (a
-    // restore takes the snapshot's): the answer says which.
+    // The option and parameter groups a creating call uses without naming
+    // them (a restore takes the snapshot's): the answer says which. A call
+    // that changes an instance is authorized on a group only when it names
+    // one (it changes it).
     const GROUP_IN_ANSWER = { OptionGroupName: 'OptionGroupName', ParameterGroupName: 'DBParameterGroupName' }
-    if (!found.length && GROUP_IN_ANSWER[v]) {
+    if (!found.length && GROUP_IN_ANSWER[v] && /^(Create|Restore)/.test(entry.action)) {
       const m = new RegExp(`<${GROUP_IN_ANSWER[v]}>([^<]+)</`).exec(entry.response)
       if (m) found = [m[1]]
     }

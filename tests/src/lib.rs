@@ -763,7 +763,7 @@ pub fn bad_specs() -> Vec<(Value, Vec<&'static str>)> {
         ),
         (
             serde_json::json!({"stack": "s", "network": {"nat": "none", "pauseNat": true}}),
-            vec!["network.pauseNat"],
+            vec!["network.nat"],
         ),
         (
             serde_json::json!({"stack": "s", "database": {"engineVersion": "9.6"}}),

@@ -157,6 +157,12 @@ pub fn merged_spec(
         None => json!({"stack": stack}),
     };
     merge_patch(&mut merged, &Value::Object(patch));
+    // A stack stored with `network.nat: "none"` (before mbstack refused it)
+    // can still be destroyed: a destroy finds what to delete by its tags.
+    if requested == "destroy" && merged.pointer("/network/nat") == Some(&json!("none")) {
+        merged["network"]["nat"] = json!("single");
+        merged["network"]["pauseNat"] = json!(false);
+    }
     match requested.as_str() {
         "pause" => merged["paused"] = json!(true),
         "resume" => merged["paused"] = json!(false),
@@ -499,7 +505,7 @@ pub fn shape_output(payload: &Value) -> Value {
 pub const OWN_PERMISSIONS: &[Permission] = &[
     Permission::on(
         "LockHolder",
-        &["states:DescribeExecution", "states:GetExecutionHistory"],
+        &["states:DescribeExecution"],
         &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
     ),
     // Prepare checks a domain new to the stack: its public hosted zone and
@@ -522,7 +528,7 @@ pub const OWN_PERMISSIONS: &[Permission] = &[
     ),
 ];
 
-mbstack_core::tier_permissions!(store, notify);
+mbstack_core::tier_permissions!(store, notify, recover);
 
 #[cfg(test)]
 mod tests {

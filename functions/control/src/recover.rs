@@ -12,6 +12,7 @@
 //! half-way is reported, not undone), the lock released and one notification
 //! published.
 
+use mbstack_core::iam::Permission;
 use mbstack_core::{StackSpec, TierError};
 use serde_json::{json, Value};
 
@@ -231,3 +232,11 @@ pub(crate) async fn prepare(
         "recovery": {"of": ended.arn, "run": run.arn, "done": done},
     }))
 }
+
+/// The IAM permissions of the calls in this file (see `mbstack_core::iam`):
+/// the deployment's own executions only.
+pub(crate) const PERMISSIONS: &[Permission] = &[Permission::on(
+    "EndedRuns",
+    &["states:DescribeExecution", "states:GetExecutionHistory"],
+    &["arn:${Partition}:states:*:*:execution:${Prefix}-provision:*"],
+)];

@@ -299,8 +299,9 @@ pub enum NatMode {
     Single,
     /// One NAT gateway per AZ (no cross-AZ dependency).
     PerAz,
-    /// No NAT: private subnets have no route out (the app cannot pull images from
-    /// the internet; use with VPC endpoints or a private registry).
+    /// No NAT: private subnets have no route out. Refused for a stack to
+    /// apply ([`NAT_NONE_REFUSED`]); a stack stored with it can still be
+    /// destroyed.
     None,
 }
 
@@ -652,11 +653,8 @@ impl StackSpec {
         if !(2..=6).contains(&n.az_count) {
             p.push(Problem::new("network.azCount", format!("{} is out of range: use 2 to 6 (a load balancer and a Multi-AZ DB need two AZs)", n.az_count)));
         }
-        if n.pause_nat && n.nat == NatMode::None {
-            p.push(Problem::new(
-                "network.pauseNat",
-                "there is no NAT gateway to remove while paused (nat is \"none\"): drop pauseNat",
-            ));
+        if n.nat == NatMode::None {
+            p.push(Problem::new("network.nat", NAT_NONE_REFUSED));
         }
     }
 
@@ -1002,6 +1000,9 @@ fn domain_problem(domain: &str) -> Option<String> {
     }
     None
 }
+
+/// Why `network.nat: "none"` is refused: Metabase's tasks could never start.
+pub const NAT_NONE_REFUSED: &str = "\"none\" builds Metabase tasks that can never start: Fargate tasks in private subnets with no route out cannot pull Metabase's image (Docker Hub has no VPC endpoint), read their secrets from Secrets Manager or write CloudWatch Logs (ResourceInitializationError) without interface endpoints, which mbstack does not build; use \"single\" (one NAT gateway, the cheapest that works) or \"per-az\"";
 
 /// The longest domain ACM requests a certificate for (RequestCertificate's
 /// DomainName: "cannot exceed 64 octets").

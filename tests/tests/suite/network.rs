@@ -581,36 +581,24 @@ async fn per_az_nat_gives_each_private_subnet_its_own_azs_nat() {
     }
 }
 
+/// `nat: "none"` would build tasks that can never start (no route to Docker
+/// Hub, Secrets Manager or CloudWatch Logs): refused, nothing created.
 #[tokio::test]
-async fn nat_none_has_no_nat_no_eip_and_no_default_route_out() {
+async fn nat_none_is_refused_before_anything_is_created() {
     let env = TestEnv::start().await;
     let mut spec = StackSpec::new("dark");
     spec.network.nat = NatMode::None;
-    apply(&env, &spec, "run-a").await;
-    let ec2 = env.ec2();
-    assert!(ec2
-        .describe_nat_gateways()
-        .filter(stack_filter("dark"))
-        .send()
-        .await
-        .unwrap()
-        .nat_gateways()
-        .is_empty());
-    assert!(ec2
-        .describe_addresses()
-        .filters(stack_filter("dark"))
-        .send()
-        .await
-        .unwrap()
-        .addresses()
-        .is_empty());
-    let rts = route_tables(&env, "dark").await;
-    let private = rts
-        .iter()
-        .find(|r| tags_of(r.tags())[NAME_TAG] == "dark-private")
-        .expect("private table");
-    assert_eq!(default_route(private), None);
-    assert_eq!(associated_subnets(private).len(), 2);
+    match try_run(&env, Verb::Apply, &spec, "run-a").await {
+        Err(mbstack_core::TierError::InvalidSpec(e)) => {
+            assert_eq!(e.paths(), vec!["spec.network.nat"], "{e}");
+            assert!(
+                e.to_string().contains("Docker Hub has no VPC endpoint"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ec2_resources(&env.ec2(), "dark").await.is_empty());
 }
 
 #[tokio::test]
@@ -633,11 +621,11 @@ async fn changing_nat_mode_converges_and_prunes() {
     );
     assert_eq!(names.len(), 3);
 
-    spec.network.nat = NatMode::None;
+    spec.network.nat = NatMode::Single;
     let o = apply(&env, &spec, "run-3").await;
     assert_eq!(
         count(&o, Action::Delete).get("nat-gateway"),
-        Some(&2),
+        Some(&1),
         "{:?}",
         o.changes
     );
@@ -646,13 +634,13 @@ async fn changing_nat_mode_converges_and_prunes() {
         .into_iter()
         .filter(|(k, _)| k == "nat")
         .collect();
-    assert!(live.is_empty(), "{live:?}");
+    assert_eq!(live.len(), 1, "{live:?}");
     let rts = route_tables(&env, "modes").await;
     let private = rts
         .iter()
         .find(|r| tags_of(r.tags())[NAME_TAG] == "modes-private")
         .expect("private table");
-    assert_eq!(default_route(private), None);
+    assert!(default_route(private).is_some());
     assert_eq!(associated_subnets(private).len(), 2);
 
     // Whatever an apply left (EIPs released next time), destroy removes it all.
