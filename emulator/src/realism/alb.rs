@@ -62,6 +62,39 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
     }
 }
 
+/// Always (AWS's answer, not its timing): DeleteLoadBalancer of a load
+/// balancer whose `deletion_protection.enabled` is true →
+/// `OperationNotPermitted` (moto deletes it).
+pub(super) async fn protected(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<Bytes>>> {
+    if (q.service.as_str(), q.action()) != ("elasticloadbalancing", "DeleteLoadBalancer") {
+        return None;
+    }
+    let arn = q.get("LoadBalancerArn")?;
+    let form = format!(
+        "Action=DescribeLoadBalancerAttributes&Version=2015-12-01&LoadBalancerArn={}",
+        crate::protocol::urlencode(arn)
+    );
+    let attrs = moto_query(shared, "elasticloadbalancing", &form)
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&attrs).to_string();
+    let on = xml::each(&text, "member", |m| {
+        (m.child("Key").as_deref() == Some("deletion_protection.enabled"))
+            .then(|| m.child("Value"))
+            .flatten()
+    })
+    .into_iter()
+    .any(|v| v == "true");
+    on.then(|| {
+        query_error(
+            "OperationNotPermitted",
+            &format!(
+                "Load balancer '{arn}' cannot be deleted because deletion protection is enabled"
+            ),
+        )
+    })
+}
+
 /// A load balancer is `provisioning` for ≈2.5 min after its creation (a create
 /// answers with it too).
 pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<String> {

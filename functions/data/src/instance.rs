@@ -653,13 +653,35 @@ impl Resource for DbInstances {
         if status == "deleting" {
             return Ok(Deleted::Waiting(format!("DB {id} to be deleted: deleting")));
         }
+        let rollback = w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run;
         if db.deletion_protection() == Some(true) {
-            return Err(TierError::Refused(format!(
-                "DB {id} has deletion protection on, so nothing was deleted: set database.deletionProtection to false, apply, then destroy"
-            )));
+            if !rollback {
+                return Err(TierError::Refused(format!(
+                    "DB {id} has deletion protection on, so nothing was deleted: set database.deletionProtection to false, apply, then destroy"
+                )));
+            }
+            // A rollback may take protection off what its own run created.
+            // RDS modifies an instance only once it is available: until then,
+            // and while the change applies, the rollback waits.
+            let off = self
+                .rds
+                .modify_db_instance()
+                .db_instance_identifier(&id)
+                .deletion_protection(false)
+                .apply_immediately(true)
+                .send()
+                .await;
+            return match off {
+                Ok(_) => Ok(Deleted::Waiting(format!(
+                    "DB {id}: deletion protection → off (this run created it; its rollback deletes it)"
+                ))),
+                Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => Ok(Deleted::Waiting(
+                    format!("DB {id} to accept turning its deletion protection off ({status})"),
+                )),
+                Err(e) => Err(aws_error("rds:ModifyDBInstance", e)),
+            };
         }
         let call = self.rds.delete_db_instance().db_instance_identifier(&id);
-        let rollback = w.created_by_this_run(&tags) && w.run.scope == mbstack_core::Scope::Run;
         let skip = rollback || !w.spec.database.final_snapshot;
         if !skip && BUSY.contains(&status) {
             return Ok(Deleted::Waiting(format!(

@@ -24,7 +24,7 @@ use aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
 use aws_sdk_elasticloadbalancingv2::Client;
 use mbstack_core::outputs::{self, LoadBalancerOutputs, NetworkOutputs};
 use mbstack_core::resource::{self, Resource};
-use mbstack_core::{client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
+use mbstack_core::{client, Aws, Event, Outcome, Scope, State, Tier, TierError, Verb, Work};
 use serde_json::{Map, Value};
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
@@ -201,12 +201,23 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
             continue;
         }
         let owned = w.owns(&lbs.tags(&lb));
-        // Refuse before deleting anything, not halfway through.
         if owned && lb.protected() {
-            return Err(TierError::Refused(format!(
-                "load balancer {} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy",
-                lb.load_balancer().load_balancer_name().unwrap_or("")
-            )));
+            let name = lb.load_balancer().load_balancer_name().unwrap_or("");
+            // A rollback may take protection off what its own run created
+            // (owned in scope `run`); a destroy refuses before deleting
+            // anything, not halfway through.
+            if w.run.scope != Scope::Run {
+                return Err(TierError::Refused(format!(
+                    "load balancer {name} has deletion protection on, so nothing was deleted: set loadBalancer.deletionProtection to false, apply, then destroy"
+                )));
+            }
+            lbs.unprotect(&lbs.id(&lb)).await?;
+            w.record(
+                load_balancer::LoadBalancers::KIND,
+                name,
+                mbstack_core::Action::Update,
+                "deletion protection → off (this run created it; its rollback deletes it)",
+            );
         }
         let ls = listeners::Listeners {
             elb: elb.clone(),

@@ -91,6 +91,12 @@ impl std::fmt::Display for Step {
 }
 
 impl LoadBalancers {
+    /// Turns deletion protection off (a rollback deleting what its run made).
+    pub async fn unprotect(&self, arn: &str) -> Result<(), TierError> {
+        self.set_attributes(arn, &[("deletion_protection.enabled", "false".into())])
+            .await
+    }
+
     async fn set_attributes(&self, arn: &str, attrs: &[(&str, String)]) -> Result<(), TierError> {
         if attrs.is_empty() {
             return Ok(());

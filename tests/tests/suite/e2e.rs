@@ -768,3 +768,61 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
         );
     }
 }
+
+/// A new stack with deletion protection on its database and load balancer
+/// whose Metabase service then fails: the rollback takes protection off what
+/// its own run created and deletes it (on AWS both deletes are refused while
+/// protected: before, such a run ended in RollbackFailed, half-built and
+/// billed). A destroy of a protected stack is still refused.
+#[tokio::test]
+async fn a_failed_create_with_deletion_protection_rolls_back_whole() {
+    let d = Deployed::start().await.expect("deployed");
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let input = json!({"stack": "guarded", "database": {"deletionProtection": true}, "loadBalancer": {"deletionProtection": true}});
+    let run = mbstack_tests::checks::run(&d, "apply-1", input.clone()).await;
+    d.inject(None);
+    assert_eq!(run.status, "FAILED");
+    assert_eq!(
+        run.error.as_deref(),
+        Some("Mbstack.AwsError"),
+        "{:?}",
+        run.cause
+    );
+    assert!(
+        !run.state_names.iter().any(|n| n == "Rollback failed"),
+        "{:?}",
+        run.state_names
+    );
+    assert!(
+        run.history_text
+            .contains("off (this run created it; its rollback deletes it)"),
+        "the rollback did not say it took protection off"
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, "guarded").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(d.refused_calls(), 0, "a call AWS refuses");
+    // Protection on a stack that exists still stops a destroy, untouched.
+    let up = mbstack_tests::checks::run(&d, "apply-2", input).await;
+    assert_eq!(up.status, "SUCCEEDED", "{:?}", up.cause);
+    let down = mbstack_tests::checks::run(
+        &d,
+        "down-1",
+        json!({"stack": "guarded", "action": "destroy"}),
+    )
+    .await;
+    assert_eq!(down.status, "FAILED");
+    assert!(
+        down.cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("deletion protection on"),
+        "{:?}",
+        down.cause
+    );
+    assert!(!stack_leftovers(&d.config, "guarded").await.is_empty());
+}
