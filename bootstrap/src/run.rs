@@ -220,17 +220,31 @@ pub fn build_input(i: &Input, action: &str) -> anyhow::Result<Value> {
             bail!("--set {set:?}: write PATH=VALUE, e.g. --set app.desiredCount=2");
         };
         let value: Value = serde_json::from_str(raw).unwrap_or_else(|_| json!(raw));
-        let mut patch = value;
-        for key in path.split('.').rev() {
-            patch = json!({ key: patch });
-        }
-        merge_patch(&mut input, &patch);
+        // Set in the input itself, not merged into it: the input is a merge
+        // patch, and its `null` (take the field away) must reach Prepare.
+        set_path(&mut input, path, value).with_context(|| {
+            format!("--set {set:?}: {path} goes through a value that is not an object")
+        })?;
     }
     if input.get("stack").and_then(Value::as_str).is_none() {
         bail!("which stack? give --stack NAME or a file with \"stack\"");
     }
     input["action"] = json!(action);
     Ok(input)
+}
+
+/// Sets `value` at the dotted `path` of `input`, making the objects on the
+/// way; None when a part of the path is a value that is not an object.
+fn set_path(input: &mut Value, path: &str, value: Value) -> Option<()> {
+    let mut at = input;
+    let keys: Vec<&str> = path.split('.').collect();
+    let (last, before) = keys.split_last()?;
+    for key in before {
+        let obj = at.as_object_mut()?;
+        at = obj.entry(key.to_string()).or_insert_with(|| json!({}));
+    }
+    at.as_object_mut()?.insert(last.to_string(), value);
+    Some(())
 }
 
 async fn state_machine_arn(sfn: &aws_sdk_sfn::Client, name: &str) -> anyhow::Result<String> {
@@ -1227,6 +1241,21 @@ pub fn confirm_down(stack: &str, yes: bool) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--set X=null` takes the field away: the merge patch's `null` reaches
+    /// Prepare (merged into the input, it vanished, and a plan said
+    /// "0 change(s)").
+    #[test]
+    fn set_null_reaches_the_input_and_values_nest() {
+        let mut input = json!({"stack": "s", "app": {"cpu": 512}});
+        set_path(&mut input, "loadBalancer.domain", Value::Null).unwrap();
+        set_path(&mut input, "app.desiredCount", json!(2)).unwrap();
+        assert_eq!(
+            input,
+            json!({"stack": "s", "app": {"cpu": 512, "desiredCount": 2}, "loadBalancer": {"domain": null}})
+        );
+        assert!(set_path(&mut input, "stack.name", json!(1)).is_none());
+    }
 
     #[test]
     fn names_instead_of_arns() {

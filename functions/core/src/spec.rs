@@ -638,12 +638,14 @@ impl StackSpec {
                 format!("{e}: use a private block such as 10.0.0.0/16"),
             )),
             Ok(c) => {
-                if !(16..=24).contains(&c.prefix()) {
-                    p.push(Problem::new("network.cidr", format!("{c} is a /{}; the VPC must be /16 to /24 (AWS allows no larger, and smaller leaves no room): e.g. 10.0.0.0/16", c.prefix())));
-                } else if c.prefix() + cidr::SUBNET_EXTRA_BITS > cidr::LARGEST_SUBNET_PREFIX {
+                // The smallest block whose 16 subnets still hold a load balancer.
+                let smallest = cidr::LARGEST_SUBNET_PREFIX - cidr::SUBNET_EXTRA_BITS;
+                if c.prefix() < 16 {
+                    p.push(Problem::new("network.cidr", format!("{c} is a /{}; the VPC must be /16 to /{smallest} (AWS allows no VPC larger than /16): e.g. 10.0.0.0/16", c.prefix())));
+                } else if c.prefix() > smallest {
                     p.push(Problem::new("network.cidr", format!(
-                        "{c} is cut into 16 subnets of /{}, too small for a load balancer (needs /{} or larger): use a /{} or larger block",
-                        c.prefix() + cidr::SUBNET_EXTRA_BITS, cidr::LARGEST_SUBNET_PREFIX, cidr::LARGEST_SUBNET_PREFIX - cidr::SUBNET_EXTRA_BITS)));
+                        "{c} is a /{}; the VPC must be /16 to /{smallest}: it is cut into 16 subnets, and a /{} subnet is too small for a load balancer (it needs /{} or larger)",
+                        c.prefix(), c.prefix() + cidr::SUBNET_EXTRA_BITS, cidr::LARGEST_SUBNET_PREFIX)));
                 }
                 if !c.is_private() {
                     p.push(Problem::new("network.cidr", format!("{c} is not a private range: use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")));
@@ -1060,6 +1062,24 @@ mod tests {
         assert_eq!(v["loadBalancer"]["allowedCidrs"], json!(["0.0.0.0/0"]));
         assert_eq!(v["network"]["nat"], json!("single"));
         assert_eq!(StackSpec::from_json(&v).unwrap(), spec);
+    }
+
+    /// The message gives the range the checks accept: a /24 is refused, so it
+    /// may not say "/16 to /24".
+    #[test]
+    fn the_cidr_range_said_is_the_range_accepted() {
+        let message = |cidr: &str| {
+            StackSpec::from_json(&json!({"stack": "s", "network": {"cidr": cidr}}))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        for bad in ["10.0.0.0/24", "10.0.0.0/15", "10.0.0.0/28"] {
+            let m = message(bad);
+            assert!(m.contains("/16 to /23"), "{bad}: {m}");
+        }
+        assert_eq!(message("10.0.0.0/23"), "");
+        assert_eq!(message("10.0.0.0/16"), "");
     }
 
     #[test]
