@@ -92,13 +92,18 @@ where
                 outcome.part = part;
                 // A pass again keeps what the passes before it changed; its
                 // own unchanged resources add nothing.
+                // A create a pass before it made is not made again.
                 if !before.is_empty() {
-                    before.extend(
-                        outcome
-                            .changes
-                            .into_iter()
-                            .filter(|c| c.action != crate::contract::Action::None),
-                    );
+                    let made: std::collections::HashSet<(String, String)> = before
+                        .iter()
+                        .filter(|c| c.action == crate::contract::Action::Create)
+                        .map(|c| (c.kind.clone(), c.id.clone()))
+                        .collect();
+                    before.extend(outcome.changes.into_iter().filter(|c| {
+                        c.action != crate::contract::Action::None
+                            && !(c.action == crate::contract::Action::Create
+                                && made.contains(&(c.kind.clone(), c.id.clone())))
+                    }));
                     outcome.changes = before;
                 }
                 Ok(outcome)

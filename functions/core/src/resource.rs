@@ -202,7 +202,13 @@ pub async fn converge<R: Resource>(
         let steps = r.diff(w, &l, want)?;
         if steps.is_empty() {
             let detail = r.summary(w, &l);
-            w.record(R::KIND, r.id(&l), Action::None, detail);
+            // Made by this run in an attempt whose outcome was lost (a function
+            // that crashed after its call, retried): still this run's create.
+            if w.verb == crate::Verb::Apply && w.created_by_this_run(&r.tags(&l)) {
+                w.record_earlier_create(R::KIND, r.id(&l), detail);
+            } else {
+                w.record(R::KIND, r.id(&l), Action::None, detail);
+            }
             found.push(Some(l));
             updated.push(None);
             continue;

@@ -24,6 +24,9 @@ pub struct Work<'a> {
     /// What the tier was asked to do.
     pub verb: Verb,
     pub changes: Vec<Change>,
+    /// How many of `changes` are creates of an earlier attempt of this run
+    /// (found, tagged with it): the run's changes, not this pass's.
+    earlier: usize,
 }
 
 impl<'a> Work<'a> {
@@ -34,7 +37,21 @@ impl<'a> Work<'a> {
             run,
             verb,
             changes: Vec::new(),
+            earlier: 0,
         }
+    }
+
+    /// Records a resource an earlier attempt of this run created (its outcome
+    /// lost: a function that crashed after its call and was run again): the
+    /// run's output lists it as created, while this pass changed nothing.
+    pub fn record_earlier_create(
+        &mut self,
+        kind: &str,
+        id: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        self.earlier += 1;
+        self.record(kind, id, Action::Create, detail);
     }
 
     /// Plan or check: read, never write; record what apply would do. Only
@@ -128,12 +145,13 @@ impl<'a> Work<'a> {
         naming::tag_value(tags, CREATED_BY_TAG) == Some(self.run.id.as_str())
     }
 
-    /// The number of real (not `none`) changes so far.
+    /// The number of real (not `none`) changes this pass made so far.
     pub fn changed(&self) -> usize {
         self.changes
             .iter()
             .filter(|c| c.action != Action::None)
             .count()
+            - self.earlier
     }
 
     /// The answer to `plan` and `apply`, the same in every tier: a plan is

@@ -826,3 +826,43 @@ async fn a_failed_create_with_deletion_protection_rolls_back_whole() {
     );
     assert!(!stack_leftovers(&d.config, "guarded").await.is_empty());
 }
+
+/// A function that crashed after its AWS calls (its outcome lost) is run again,
+/// and its run's output still lists every change the run made: the retry finds
+/// what its first attempt created (tagged with this run) and counts it as this
+/// run's create, not as "no change".
+#[tokio::test]
+async fn a_tier_that_crashed_after_its_calls_still_lists_every_change_of_its_run() {
+    let d = Deployed::start().await.expect("deployed");
+    let front = &d.emulator.front;
+    front.set_fault(None);
+    let clean = mbstack_tests::checks::run(&d, "clean-1", json!({"stack": "clean"})).await;
+    assert_eq!(clean.status, "SUCCEEDED", "{:?}", clean.cause);
+    let names = front.call_names();
+    // The network tier's last create of the run (its security groups' rules).
+    let k = names
+        .iter()
+        .rposition(|n| n.starts_with("ec2:") && !n.contains(":Describe"))
+        .expect("network calls") as u64
+        + 1;
+    front.set_fault(Some((k, mbstack_emulator::FaultClass::Crash)));
+    let crashed = mbstack_tests::checks::run(&d, "crashy-1", json!({"stack": "crashy"})).await;
+    front.set_fault(None);
+    assert_eq!(crashed.status, "SUCCEEDED", "{:?}", crashed.cause);
+    assert!(
+        crashed.history_text.contains("Runtime.ExitError"),
+        "the crash did not happen (call {k}: {})",
+        names[k as usize - 1]
+    );
+    let shape = |run: &mbstack_local::Execution| {
+        let mut v: Vec<String> = run.output.as_ref().unwrap()["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}", c["kind"], c["action"]))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shape(&crashed), shape(&clean));
+}
