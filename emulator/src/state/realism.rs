@@ -25,6 +25,10 @@ pub(crate) const DB_DELETE: Duration = Duration::from_secs(300);
 /// After a storage change RDS refuses another for 6 hours (or until the storage
 /// optimization ends, if later).
 pub(crate) const STORAGE_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
+/// How long an instance stays `storage-optimization` after a storage change
+/// ("several hours", "sometimes more than 24": AWS's knowledge center; the
+/// emulator plays two).
+pub(crate) const STORAGE_OPTIMIZATION: Duration = Duration::from_secs(2 * 3600);
 /// Statuses in which RDS cannot take a final snapshot. Kept apart from the data
 /// tier's own list on purpose: the emulator models AWS, and a list shared with
 /// the code under test could not catch that code's mistake.
@@ -115,19 +119,25 @@ impl Realism {
     }
 
     pub(crate) fn db_status(&self, id: &str, moto_status: &str) -> String {
-        match self.db_created.get(id) {
-            Some(t) if moto_status == "available" => {
-                let full = self.scaled(DB_CREATE);
-                let e = t.elapsed();
-                if e < full * 4 / 5 {
-                    "creating".into()
-                } else if e < full {
-                    "backing-up".into()
-                } else {
-                    moto_status.into()
-                }
+        if moto_status != "available" {
+            return moto_status.into();
+        }
+        if let Some(t) = self.db_created.get(id) {
+            let full = self.scaled(DB_CREATE);
+            let e = t.elapsed();
+            if e < full * 4 / 5 {
+                return "creating".into();
+            } else if e < full {
+                return "backing-up".into();
             }
-            _ => moto_status.into(),
+        }
+        let optimizing = self
+            .storage_changed
+            .get(id)
+            .is_some_and(|t| t.elapsed() < self.scaled(STORAGE_OPTIMIZATION));
+        match optimizing {
+            true => "storage-optimization".into(),
+            false => moto_status.into(),
         }
     }
 

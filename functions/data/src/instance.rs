@@ -153,8 +153,12 @@ const FAILED: &[&str] = &[
 /// it counts as available.
 pub fn readiness(id: &str, status: &str, paused: bool) -> Readiness {
     match (status, paused) {
-        ("available" | "storage-optimization", false) | ("stopped", true) => Readiness::Ready,
-        ("available" | "storage-optimization", true) => Readiness::Pending(format!("DB {id} to stop: {status}")),
+        // Paused during a storage optimization: RDS cannot stop it yet (the
+        // change says so); waiting for hours would time the run out.
+        ("available" | "storage-optimization", false)
+        | ("stopped", true)
+        | ("storage-optimization", true) => Readiness::Ready,
+        ("available", true) => Readiness::Pending(format!("DB {id} to stop: {status}")),
         ("stopped", false) => Readiness::Pending(format!("DB {id} to start: stopped")),
         ("deleting", _) => Readiness::Failed(format!("DB {id} is being deleted")),
         (s, _) if FAILED.contains(&s) => Readiness::Failed(format!(
@@ -377,6 +381,21 @@ fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), Ti
     }
     // Pause and resume. RDS restarts a stopped instance after 7 days; a
     // scheduled re-pause (apply with paused) stops it again.
+    // RDS stops no instance while it optimizes its storage (hours, sometimes
+    // more than a day, after any storage change): said at once, not waited for.
+    if w.spec.paused && status == "storage-optimization" {
+        let since = storage_changed_at(db)
+            .map(|t| {
+                format!(
+                    " (the storage change of {} UTC)",
+                    mbstack_core::work::utc_stamp(t)
+                )
+            })
+            .unwrap_or_default();
+        notes.push(format!(
+            "not stopped yet: RDS is optimizing its storage after a storage change{since}, which takes hours (sometimes more than a day) and no instance can be stopped during it; the service is at 0 tasks, the database runs (and bills) until a pause after the optimization stops it"
+        ));
+    }
     let also: String = notes.iter().map(|n| format!("; {n}")).collect();
     if w.spec.paused && status == "available" {
         steps.push(Step::Stop(also));

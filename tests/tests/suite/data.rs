@@ -643,3 +643,45 @@ async fn storage_grows_by_ten_percent_once_in_six_hours_and_never_shrinks() {
     );
     assert_eq!(env.emulator.front.refused_calls(), 0);
 }
+
+/// After a storage change RDS optimizes the storage for hours
+/// (`storage-optimization`), and no instance is stopped then: a pause in that
+/// time ends at once, saying why the database still runs, instead of waiting
+/// for a stop that never comes (it timed out every night).
+#[tokio::test]
+async fn a_pause_during_storage_optimization_says_why_the_db_still_runs() {
+    let (env, mut inputs) = realistic(&["tuned"]).await;
+    let mut spec = StackSpec::new("tuned");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    applied(&d, &spec, "run-a").await;
+    spec.database.storage_gib = 30;
+    applied(&d, &spec, "run-grow").await;
+    assert_eq!(
+        instance(&env, "tuned-db")
+            .await
+            .unwrap()
+            .db_instance_status(),
+        Some("storage-optimization")
+    );
+    spec.paused = true;
+    env.log.clear();
+    let paused = applied(&d, &spec, "run-pause").await;
+    assert_eq!(paused.last().unwrap().state, State::Ready);
+    assert!(
+        paused[0].changes.iter().any(|c| c
+            .detail
+            .contains("not stopped yet: RDS is optimizing its storage")),
+        "{:?}",
+        paused[0].changes
+    );
+    assert_eq!(
+        env.log.mutating(),
+        vec![],
+        "nothing to call while it optimizes"
+    );
+    assert_eq!(env.emulator.front.refused_calls(), 0);
+}
