@@ -3,7 +3,7 @@
 //! the task that wrote it; `--follow` keeps reading until Ctrl-C, as
 //! `aws logs tail --follow` and `copilot svc logs --follow` do.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -71,10 +71,13 @@ pub async fn logs(
     let cfg = config(t).await?;
     let client = aws_sdk_cloudwatchlogs::Client::new(&cfg);
     let group = mbstack_app::names::log_group(stack);
-    let mut start = now_ms() - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
-    // Events already printed at the newest timestamp seen: the next read starts
-    // at that timestamp again (more may arrive for it), without repeating them.
-    let mut printed: HashSet<String> = HashSet::new();
+    let first = now_ms() - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut start = first;
+    // Events printed, with their timestamps: each read starts a window before
+    // the newest event seen (CloudWatch takes an event in late, with its own
+    // older timestamp), and an event already printed is not printed again.
+    let mut printed: HashMap<String, i64> = HashMap::new();
+    let mut newest = start;
     // `--output json`: one array without --follow (one document, as every
     // command), one object a line while following.
     let mut collected: Vec<serde_json::Value> = Vec::new();
@@ -83,11 +86,18 @@ pub async fn logs(
     } else {
         Duration::from_secs(2)
     };
+    // FilterLogEvents allows 5 calls a second per account and region, shared
+    // with everything else there: pages are read at most 4 a second, and a
+    // throttled read waits longer each time before it asks again.
+    let mut last_call: Option<tokio::time::Instant> = None;
     loop {
-        let mut newest = start;
-        let mut at_newest: HashSet<String> = HashSet::new();
         let mut token: Option<String> = None;
+        let mut backoff = Duration::from_millis(500);
         loop {
+            if let Some(at) = last_call {
+                tokio::time::sleep_until(at + MIN_CALL_INTERVAL).await;
+            }
+            last_call = Some(tokio::time::Instant::now());
             let page = client
                 .filter_log_events()
                 .log_group_name(&group)
@@ -99,19 +109,24 @@ pub async fn logs(
                 Ok(p) => p,
                 Err(e) => {
                     use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
-                    if e.code() == Some("ResourceNotFoundException") {
-                        bail!(
+                    match e.code() {
+                        Some("ResourceNotFoundException") => bail!(
                             "no log group {group}: stack {stack} runs no Metabase service here (not created yet, or destroyed); `mbstack status {stack}` shows it, and check --region"
-                        );
+                        ),
+                        Some("ThrottlingException") if backoff < Duration::from_secs(30) => {
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                            continue;
+                        }
+                        _ => return Err(e).context(format!("reading the log group {group}")),
                     }
-                    return Err(e).context(format!("reading the log group {group}"));
                 }
             };
             for e in page.events() {
                 let (Some(ts), Some(id)) = (e.timestamp(), e.event_id()) else {
                     continue;
                 };
-                if printed.contains(id) {
+                if printed.contains_key(id) {
                     continue;
                 }
                 let stream = e.log_stream_name().unwrap_or("");
@@ -122,37 +137,43 @@ pub async fn logs(
                     (Output::Json, true) => println!("{}", as_json()),
                     (Output::Json, false) => collected.push(as_json()),
                 }
-                if ts > newest {
-                    newest = ts;
-                    at_newest.clear();
-                }
-                if ts == newest {
-                    at_newest.insert(id.to_string());
-                }
+                newest = newest.max(ts);
+                printed.insert(id.to_string(), ts);
             }
             token = page.next_token().map(str::to_string);
             if token.is_none() {
                 break;
             }
         }
-        if newest > start {
-            printed = at_newest;
-        } else {
-            printed.extend(at_newest);
-        }
-        start = newest;
         if !follow {
             if output == Output::Json {
                 println!("{}", serde_json::Value::Array(collected));
             }
+            if printed.is_empty() && output == Output::Text {
+                eprintln!(
+                    "no log lines of stack {stack} since {} (a wider --since shows older ones)",
+                    line(first, "", "").trim()
+                );
+            }
             return Ok(());
         }
+        start = (newest - LATE_WINDOW_MS).max(first);
+        printed.retain(|_, ts| *ts >= start);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }
+
+/// How far back each read while following starts before the newest event
+/// seen: an event CloudWatch takes in late (with an older timestamp) within
+/// it is still shown, once.
+const LATE_WINDOW_MS: i64 = 120_000;
+
+/// The least time between two FilterLogEvents calls (AWS allows 5 a second
+/// per account and region, for every caller there together).
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

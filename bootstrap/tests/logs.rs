@@ -20,8 +20,20 @@ fn now_ms() -> i64 {
 
 /// Writes `message` to the stack's log group as the task `task` does.
 async fn write(logs: &aws_sdk_cloudwatchlogs::Client, stack: &str, task: &str, message: &str) {
+    write_at(logs, stack, task, message, now_ms()).await
+}
+
+/// Writes `message` with the timestamp `at` (ms): an event CloudWatch takes in
+/// late carries its own, older time.
+async fn write_at(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    stack: &str,
+    task: &str,
+    message: &str,
+    at: i64,
+) {
     let event = aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-        .timestamp(now_ms())
+        .timestamp(at)
         .message(message)
         .build()
         .expect("an event");
@@ -117,6 +129,12 @@ fn logs_shows_the_tasks_lines_and_follows_new_ones() {
         next.ends_with(" 01234567 GET /api/health 200 2.1 ms"),
         "{next}"
     );
+    // An event taken in late, older than the newest shown: shown too, once.
+    rt.block_on(write_at(&logs, stack, task, "a line ingested late", now_ms() - 60_000));
+    let late = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the line ingested late");
+    assert!(late.ends_with(" 01234567 a line ingested late"), "{late}");
     // Polled several times more: nothing printed twice.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rx.try_recv().ok(), None);
@@ -131,6 +149,22 @@ fn logs_shows_the_tasks_lines_and_follows_new_ones() {
         said.contains("no log group /mbstack/nothing-here/metabase")
             && said.contains("mbstack status nothing-here"),
         "{said}"
+    );
+    // An empty log group says so (on standard error), and is no failure.
+    rt.block_on(async {
+        logs.create_log_group()
+            .log_group_name("/mbstack/quiet/metabase")
+            .send()
+            .await
+            .expect("CreateLogGroup");
+    });
+    let out = mbstack(&emu, &["logs", "quiet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no log lines of stack quiet since"),
+        "{}",
+        text(&out)
     );
     let out = mbstack(&emu, &["logs", stack, "--since", "yesterday"]);
     assert!(!out.status.success());

@@ -483,11 +483,17 @@ pub fn readiness(svc: &Service, expected_td: Option<&str>) -> Readiness {
 
 /// What to do when Docker Hub refuses an anonymous pull (its rate limit is per
 /// source IP, and a NAT gateway's address is shared by every task behind it).
+/// The remedy works with the stack's execution role as it is (AWS's managed
+/// AmazonECSTaskExecutionRolePolicy pulls from any ECR repository of the
+/// account): an ECR pull-through cache would also need
+/// `ecr:BatchImportUpstreamImage` (and `ecr:CreateRepository` on a first
+/// pull), which that role and its boundary do not grant, unless someone else
+/// has cached the tag already.
 pub const PULL_RATE_LIMITED: &str =
     ": Docker Hub's rate limit for anonymous pulls refused the image. \
-Pull it through an ECR pull-through cache for Docker Hub (set app.image to \
-<account>.dkr.ecr.<region>.amazonaws.com/<cache prefix>/metabase/metabase:<tag>) or copy it \
-into your own ECR repository, then apply again";
+Copy it into an ECR repository of this account and region (docker pull metabase/metabase:<tag>; \
+docker tag it <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>; docker push it), \
+set app.image to that address, then apply again";
 
 /// Why the most recent task of the service stopped, in a sentence a person can
 /// act on: the stopped reason, the container's reason and exit code (137 = OOM).
