@@ -130,7 +130,13 @@ fn logs_shows_the_tasks_lines_and_follows_new_ones() {
         "{next}"
     );
     // An event taken in late, older than the newest shown: shown too, once.
-    rt.block_on(write_at(&logs, stack, task, "a line ingested late", now_ms() - 60_000));
+    rt.block_on(write_at(
+        &logs,
+        stack,
+        task,
+        "a line ingested late",
+        now_ms() - 60_000,
+    ));
     let late = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the line ingested late");

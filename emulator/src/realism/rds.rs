@@ -105,6 +105,15 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
                     ),
                 ));
             }
+            // RDS modifies an instance that is available (or optimizing its
+            // storage), not one creating, modifying or upgrading:
+            // "Database instance is not in available state."
+            if !matches!(status.as_str(), "available" | "storage-optimization") {
+                return Some(query_error(
+                    "InvalidDBInstanceState",
+                    "Database instance is not in available state.",
+                ));
+            }
             let recent = q.get("AllocatedStorage").is_some()
                 && shared.realism.lock().is_ok_and(|r| {
                     r.storage_changed
@@ -271,6 +280,26 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
                 realism
                     .storage_changed
                     .insert(id.to_string(), Instant::now());
+            }
+            // Applied asynchronously: `modifying` (`upgrading` for an engine)
+            // for a while, before which the new values are pending.
+            let applies = [
+                "DBInstanceClass",
+                "EngineVersion",
+                "MultiAZ",
+                "AllocatedStorage",
+            ]
+            .iter()
+            .find(|k| q.get(k).is_some());
+            if let (Some(id), Some(k)) = (q.get("DBInstanceIdentifier"), applies) {
+                let status = if *k == "EngineVersion" {
+                    "upgrading"
+                } else {
+                    "modifying"
+                };
+                realism
+                    .db_modified
+                    .insert(id.to_string(), (Instant::now(), status));
             }
         }
         _ => {}

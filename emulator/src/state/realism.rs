@@ -29,6 +29,9 @@ pub(crate) const STORAGE_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
 /// ("several hours", "sometimes more than 24": AWS's knowledge center; the
 /// emulator plays two).
 pub(crate) const STORAGE_OPTIMIZATION: Duration = Duration::from_secs(2 * 3600);
+/// How long a ModifyDBInstance applied at once shows `modifying` (or an
+/// engine upgrade `upgrading`): minutes on AWS.
+pub(crate) const DB_MODIFY: Duration = Duration::from_secs(120);
 /// Statuses in which RDS cannot take a final snapshot. Kept apart from the data
 /// tier's own list on purpose: the emulator models AWS, and a list shared with
 /// the code under test could not catch that code's mistake.
@@ -65,6 +68,9 @@ pub(crate) struct Realism {
     pub(crate) nat_tokens: HashMap<String, String>,
     pub(crate) nat_deleted: HashMap<String, Instant>,
     pub(crate) db_created: HashMap<String, Instant>,
+    /// DB instances whose last ModifyDBInstance is still being applied: since
+    /// when, and the status it shows (`modifying`, `upgrading`).
+    pub(crate) db_modified: HashMap<String, (Instant, &'static str)>,
     /// DB instances restored from a snapshot whose password RDS does not
     /// manage yet (no `MasterUserSecret` until a ModifyDBInstance turns it on).
     pub(crate) password_unmanaged: std::collections::HashSet<String>,
@@ -99,6 +105,7 @@ impl Default for Realism {
             nat_tokens: HashMap::new(),
             nat_deleted: HashMap::new(),
             db_created: HashMap::new(),
+            db_modified: HashMap::new(),
             password_unmanaged: Default::default(),
             storage_changed: HashMap::new(),
             db_deleted: HashMap::new(),
@@ -129,6 +136,11 @@ impl Realism {
                 return "creating".into();
             } else if e < full {
                 return "backing-up".into();
+            }
+        }
+        if let Some((t, status)) = self.db_modified.get(id) {
+            if t.elapsed() < self.scaled(DB_MODIFY) {
+                return (*status).into();
             }
         }
         let optimizing = self

@@ -150,6 +150,9 @@ pub(crate) async fn prepare(
     // A recovery that itself ended where no Catch saw it: the run it was for.
     let mut run = ended.clone();
     let mut chain = 0;
+    // Every execution on the way back: any of them may hold the lock (a
+    // recovery that ended before it took the lock over leaves the run's).
+    let mut arns = vec![ended.arn.clone()];
     while let Some(before) = is_recovery(&run.input).map(str::to_string) {
         chain += 1;
         if chain > MAX_CHAIN {
@@ -159,6 +162,7 @@ pub(crate) async fn prepare(
             )));
         }
         run = describe(c, &before).await?;
+        arns.push(run.arn.clone());
     }
     let Ok((requested, stack)) = requested_stack(&run.input, &run.name) else {
         return Ok(nothing(
@@ -174,7 +178,7 @@ pub(crate) async fn prepare(
     }
     let lock = store::path(&stack, "lock");
     let holder = store::get(&c.ssm, &lock).await?;
-    if holder.as_deref() != Some(ended.arn.as_str()) {
+    let Some(holder) = holder.filter(|h| arns.contains(h)) else {
         return Ok(nothing(
             &ended.arn,
             format!(
@@ -182,10 +186,10 @@ pub(crate) async fn prepare(
                 ended.name
             ),
         ));
-    }
+    };
     // Where it ended: after its work, or after its own rollback, there is
     // nothing to undo (a failed record or notification only held the lock).
-    if let Some(last) = last_state(c, &ended.arn).await? {
+    if let Some(last) = last_state(c, &holder).await? {
         use mbstack_core::contract::{ROLLED_BACK_STATES, WORK_DONE_STATES};
         let done = if WORK_DONE_STATES.contains(&last.as_str()) {
             Some("its work was done")
@@ -226,7 +230,7 @@ pub(crate) async fn prepare(
         "runId": run.name,
         "executionArn": me_arn,
         "storedSpec": stored.is_some(),
-        "lock": {"taken": true, "tookOverFrom": ended.arn, "holderStatus": ended.status, "specUnchanged": true},
+        "lock": {"taken": true, "tookOverFrom": holder, "holderStatus": ended.status, "specUnchanged": true},
         "polls": mbstack_core::contract::poll_counters(),
         "error": error,
         "recovery": {"of": ended.arn, "run": run.arn, "done": done},

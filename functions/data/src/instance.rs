@@ -364,6 +364,29 @@ fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), Ti
             ));
         }
     }
+    // A change RDS is applying already (ApplyImmediately is asynchronous: the
+    // new value is pending until the instance has it) is not asked again.
+    if let Some(p) = db.pending_modified_values() {
+        steps.retain(|s| match s {
+            Step::Class(_, c) => p.db_instance_class() != Some(c.as_str()),
+            Step::Storage(_, g) => p.allocated_storage() != Some(*g),
+            Step::BackupRetention(_, d) => p.backup_retention_period() != Some(*d),
+            Step::MultiAz(on) => p.multi_az() != Some(*on),
+            Step::Engine { to, .. } => p.engine_version() != Some(to.as_str()),
+            _ => true,
+        });
+    }
+    // RDS modifies an instance only when it is available (or optimizing its
+    // storage): creating, modifying, upgrading or backing up, it answers
+    // InvalidDBInstanceState. The changes wait; the run applies again.
+    if !steps.is_empty() && !matches!(status, "available" | "storage-optimization" | "stopped") {
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        notes.push(format!(
+            "{} once the instance is available ({status}): RDS modifies it only then",
+            shown.join("; ")
+        ));
+        steps.clear();
+    }
     // RDS modifies no stopped instance: the changes wait for the run that finds
     // it started (resume starts it; the apply after that changes it).
     if !steps.is_empty() && status == "stopped" {
@@ -538,8 +561,9 @@ impl Resource for DbInstances {
                     .value(&snapshot.id)
                     .build(),
             );
-            // The spec's settings; the engine version is the snapshot's (a later
-            // apply upgrades it to the spec's), its storage at least the snapshot's.
+            // The spec's settings; the engine version is the snapshot's (this
+            // run's later passes upgrade it to the spec's once the restored
+            // instance is available), its storage at least the snapshot's.
             let out = self
                 .rds
                 .restore_db_instance_from_db_snapshot()

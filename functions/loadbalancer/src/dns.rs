@@ -148,14 +148,16 @@ pub async fn new_domain_problems(
         .list_resource_record_sets()
         .hosted_zone_id(&zone.id)
         .start_record_name(domain)
-        .max_items(10)
+        .max_items(100)
         .send()
         .await
         .map_err(|e| aws_error("route53:ListResourceRecordSets", e))?;
     let taken: Vec<String> = out
         .resource_record_sets()
         .iter()
-        .filter(|s| norm(s.name()) == domain && s.set_identifier().is_none())
+        // Weighted, latency, failover and geolocation sets too: Route 53
+        // refuses a simple record of a name and type such a set holds.
+        .filter(|s| norm(s.name()) == domain)
         .filter(|s| matches!(s.r#type(), RrType::A | RrType::Aaaa | RrType::Cname))
         // An alias to this stack's own load balancer (its name is the
         // stack's, unique in the region) is the stack's: a rollback that

@@ -117,7 +117,7 @@ impl Resource for Gateways {
             .await
             .map_err(|e| match error_code(&e) {
                 Some("InternetGatewayLimitExceeded") => TierError::Refused(
-                    "network: this region has as many internet gateways as its quota allows (\"Internet gateways per Region\": 5 by default, raised apart from the VPC quota): delete one you no longer use, or ask AWS for more (Service Quotas: L-A4707A72); this run's VPC is rolled back".into(),
+                    "network: this region has as many internet gateways as its quota allows (\"Internet gateways per Region\": 5 by default; it follows \"VPCs per Region\", L-F678F1CE, so raise that one): delete one you no longer use, or ask AWS for more VPCs; this run's VPC is rolled back".into(),
                 ),
                 _ => aws_error("ec2:CreateInternetGateway", e),
             })?;

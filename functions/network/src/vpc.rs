@@ -155,7 +155,7 @@ impl Resource for Vpcs {
             .map_err(|e| match error_code(&e) {
                 // The first create of a run: refused, nothing exists yet.
                 Some("VpcLimitExceeded") => TierError::Refused(
-                    "network: this region has as many VPCs as its quota allows (\"VPCs per Region\": 5 by default, the default VPC included), so nothing was created: delete a VPC you no longer use, use another region, or ask AWS for more (Service Quotas: L-F678F1CE; internet gateways, L-A4707A72, follow it)".into(),
+                    "network: this region has as many VPCs as its quota allows (\"VPCs per Region\": 5 by default, the default VPC included), so nothing was created: delete a VPC you no longer use, use another region, or ask AWS for more (Service Quotas: L-F678F1CE; the internet gateways' quota follows it)".into(),
                 ),
                 _ => aws_error("ec2:CreateVpc", e),
             })?;

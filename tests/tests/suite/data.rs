@@ -685,3 +685,49 @@ async fn a_pause_during_storage_optimization_says_why_the_db_still_runs() {
     );
     assert_eq!(env.emulator.front.refused_calls(), 0);
 }
+
+/// RDS modifies an instance only when it is available: a restore whose
+/// snapshot is older than `database.engineVersion` is upgraded once the
+/// restored instance is available, not while it is still creating (the
+/// apply-again loop asked at every poll, RDS refused each time with
+/// InvalidDBInstanceState, and the run timed out and deleted the restore).
+#[tokio::test]
+async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() {
+    let (env, mut inputs) = realistic(&["elder", "heir"]).await;
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let mut old = StackSpec::new("elder");
+    old.database.engine_version = "16".into();
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    applied(&d, &old, "run-a").await;
+    rds.create_db_snapshot()
+        .db_instance_identifier("elder-db")
+        .db_snapshot_identifier("elder-manual")
+        .send()
+        .await
+        .unwrap();
+    let mut spec = StackSpec::new("heir");
+    spec.database.restore_from = Some("elder-manual".into());
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    let out = applied(&d, &spec, "run-b").await;
+    assert_eq!(out.last().unwrap().state, State::Ready);
+    let db = instance(&env, "heir-db").await.unwrap();
+    assert!(
+        db.engine_version().is_some_and(|v| v.starts_with("17")),
+        "{:?}",
+        db.engine_version()
+    );
+    assert!(db.master_user_secret().is_some(), "no managed password");
+    assert_eq!(
+        env.emulator.front.refused_calls(),
+        0,
+        "a ModifyDBInstance reached RDS before the instance was available"
+    );
+}

@@ -637,16 +637,30 @@ async fn a_failed_create_with_a_domain_rolls_back_its_records_and_certificate() 
 
 /// Writes a record of someone else's: `rtype` `name` → `value` in `zone`.
 async fn foreign_record(d: &Deployed, zone: &str, name: &str, rtype: &str, value: &str) {
+    foreign_record_set(d, zone, name, rtype, value, None).await
+}
+
+/// The same, as a weighted record set (`set_id`) when given one.
+async fn foreign_record_set(
+    d: &Deployed,
+    zone: &str,
+    name: &str,
+    rtype: &str,
+    value: &str,
+    set_id: Option<&str>,
+) {
     use aws_sdk_route53::types::{
         Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
     };
-    let set = ResourceRecordSet::builder()
+    let mut set = ResourceRecordSet::builder()
         .name(name)
         .r#type(RrType::from(rtype))
         .ttl(300)
-        .resource_records(ResourceRecord::builder().value(value).build().unwrap())
-        .build()
-        .unwrap();
+        .resource_records(ResourceRecord::builder().value(value).build().unwrap());
+    if let Some(id) = set_id {
+        set = set.set_identifier(id).weight(100);
+    }
+    let set = set.build().unwrap();
     aws_sdk_route53::Client::new(&d.config)
         .change_resource_record_sets()
         .hosted_zone_id(zone)
@@ -682,6 +696,15 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
         "bi.example.com",
         "CNAME",
         "bi.vendor.example.org",
+    )
+    .await;
+    foreign_record_set(
+        &d,
+        &zone,
+        "blue.example.com",
+        "A",
+        "192.0.2.20",
+        Some("blue"),
     )
     .await;
     // Route 53, as AWS: no other record beside a CNAME (moto accepts it).
@@ -748,6 +771,11 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
                 "(CNAME bi.vendor.example.org)",
                 "beside a CNAME",
             ],
+        ),
+        (
+            // A weighted set: Route 53 allows no simple record of its name and type.
+            json!({"domain": "blue.example.com"}),
+            vec!["loadBalancer.domain:", "(A 192.0.2.20)"],
         ),
         (
             json!({"domain": "192.0.2.7"}),

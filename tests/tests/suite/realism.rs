@@ -640,7 +640,8 @@ async fn a_pull_refused_by_the_registry_rate_limit_is_named_with_its_remedy() {
     let cause = run.cause.unwrap_or_default();
     assert!(cause.contains("toomanyrequests"), "{cause}");
     assert!(
-        cause.contains("rate limit for anonymous pulls") && cause.contains("Copy it into an ECR repository of this account"),
+        cause.contains("rate limit for anonymous pulls")
+            && cause.contains("Copy it into an ECR repository of this account"),
         "no remedy in: {cause}"
     );
     assert_eq!(
