@@ -468,6 +468,7 @@ async fn main() -> ExitCode {
                 prefix,
                 account: String::new(),
                 notify_topic_arn: None,
+                notify_kms_key: None,
             };
             println!(
                 "{}",

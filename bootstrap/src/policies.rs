@@ -41,6 +41,9 @@ pub struct Context {
     /// The topic failed runs are published to (`mbstack deploy --notify`);
     /// None: the control function gets no `sns:Publish` at all.
     pub notify_topic_arn: Option<String>,
+    /// The topic's KMS key (`KmsMasterKeyId`), when it is encrypted with one
+    /// the control function must be allowed to use ([`notify_key_statement`]).
+    pub notify_kms_key: Option<String>,
 }
 
 impl Context {
@@ -164,7 +167,43 @@ fn own_logs(function: &str, ctx: &Context) -> Value {
 pub fn function_policy(tier: Tier, function: &str, ctx: &Context) -> Value {
     let mut s = vec![own_logs(function, ctx)];
     s.extend(statements(&tier_permissions(tier), tier.as_str(), ctx));
+    if tier == Tier::Control {
+        s.extend(notify_key_statement(ctx));
+    }
     json!({"Version": "2012-10-17", "Statement": s})
+}
+
+/// Publishing to a topic encrypted with a customer-managed KMS key needs
+/// `kms:GenerateDataKey*` and `kms:Decrypt` on that key (SNS developer guide,
+/// "Encryption at rest"): without them every notification is lost. The
+/// AWS-managed key `alias/aws/sns` needs nothing (its key policy lets SNS use
+/// it for the account). A key named by alias is granted through
+/// `kms:ResourceAliases`, by ID or ARN as its ARN.
+pub fn notify_key_statement(ctx: &Context) -> Option<Value> {
+    let key = ctx.notify_kms_key.as_deref()?;
+    let topic = ctx.notify_topic_arn.as_deref()?;
+    let mut parts = topic.split(':');
+    let (region, account) = (parts.nth(3)?, parts.next()?);
+    let p = &ctx.partition;
+    let alias = key
+        .strip_prefix("arn:")
+        .and_then(|a| a.split_once(":alias/").map(|(_, n)| format!("alias/{n}")))
+        .or_else(|| key.starts_with("alias/").then(|| key.to_string()));
+    let actions = json!(["kms:GenerateDataKey*", "kms:Decrypt"]);
+    match alias {
+        Some(a) if a == "alias/aws/sns" => None,
+        Some(a) => Some(
+            json!({"Sid": "NotifyTopicKey", "Effect": "Allow", "Action": actions,
+            "Resource": format!("arn:{p}:kms:{region}:{account}:key/*"),
+            "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": a}}}),
+        ),
+        None if key.starts_with("arn:") => Some(json!({"Sid": "NotifyTopicKey", "Effect": "Allow",
+            "Action": actions, "Resource": key})),
+        None => Some(
+            json!({"Sid": "NotifyTopicKey", "Effect": "Allow", "Action": actions,
+            "Resource": format!("arn:{p}:kms:{region}:{account}:key/{key}")}),
+        ),
+    }
 }
 
 /// The permissions boundary of the roles the app tier creates for Metabase's

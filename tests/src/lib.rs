@@ -96,8 +96,22 @@ impl TierRunner<'_> {
         run: &str,
         scope: Scope,
     ) -> Result<Outcome, TierError> {
+        self.call_after(verb, spec, run, scope, Vec::new()).await
+    }
+
+    /// One call that carries the changes of the passes before it, as the
+    /// state machine's "Apply … again" does (`changesBefore`).
+    pub async fn call_after(
+        &self,
+        verb: Verb,
+        spec: &StackSpec,
+        run: &str,
+        scope: Scope,
+        before: Vec<mbstack_core::Change>,
+    ) -> Result<Outcome, TierError> {
         let mut event = Event::new(verb, spec.clone(), run, scope);
         event.inputs = self.inputs.clone();
+        event.changes_before = before;
         let payload =
             serde_json::to_value(&event).map_err(|e| TierError::Terminal(e.to_string()))?;
         let _ = LogCapture::global();
@@ -133,12 +147,23 @@ impl TierRunner<'_> {
         run: &str,
         scope: Scope,
     ) -> Result<Vec<Outcome>, TierError> {
+        // An apply again carries the changes of the passes before it.
+        let before: std::sync::Mutex<Option<Vec<mbstack_core::Change>>> = Default::default();
+        let before = &before;
         settle(
             |verb| async move {
                 if verb == then {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                self.call(verb, spec, run, scope).await
+                let carried = match (verb, first, before.lock().ok().and_then(|b| b.clone())) {
+                    (Verb::Apply, Verb::Apply, Some(b)) => b,
+                    _ => Vec::new(),
+                };
+                let o = self.call_after(verb, spec, run, scope, carried).await?;
+                if let Ok(mut b) = before.lock() {
+                    *b = Some(o.changes.clone());
+                }
+                Ok(o)
             },
             first,
             then,

@@ -160,11 +160,16 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         &mut report,
     )
     .await?;
+    let notify_kms_key = match &notify_topic_arn {
+        Some(arn) => notifications::kms_key(&sns, arn).await?,
+        None => None,
+    };
     let ctx = Context {
         partition: partition.to_string(),
         prefix: opts.prefix.clone(),
         account: account_of(&boundary).to_string(),
         notify_topic_arn,
+        notify_kms_key,
     };
     let mut arns: Vec<(Tier, String)> = Vec::new();
     for t in &TIERS {

@@ -91,6 +91,25 @@ async fn current(sfn: &aws_sdk_sfn::Client, prefix: &str) -> Result<Option<Strin
 /// The topic this deployment publishes failed runs to, made ready: the
 /// deployment's own topic created and the address subscribed, or the given
 /// topic checked to exist.
+/// The KMS key a topic is encrypted with (`KmsMasterKeyId`), if any: the
+/// control function must be allowed to use it, or its messages are lost.
+pub(super) async fn kms_key(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+) -> Result<Option<String>, TierError> {
+    let out = sns
+        .get_topic_attributes()
+        .topic_arn(topic_arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("sns:GetTopicAttributes", e))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get("KmsMasterKeyId"))
+        .filter(|k| !k.is_empty())
+        .cloned())
+}
+
 pub(super) async fn resolve(
     sns: &aws_sdk_sns::Client,
     sfn: &aws_sdk_sfn::Client,

@@ -121,6 +121,7 @@ pub(super) async fn ensure_role_boundary(
             prefix: prefix.to_string(),
             account: String::new(),
             notify_topic_arn: None,
+            notify_kms_key: None,
         };
         let out = iam
             .create_policy()
@@ -143,6 +144,7 @@ pub(super) async fn ensure_role_boundary(
         prefix: prefix.to_string(),
         account: account_of(&arn).to_string(),
         notify_topic_arn: None,
+        notify_kms_key: None,
     };
     let want = policies::role_boundary_policy(&ctx);
     let have = match version {

@@ -490,7 +490,8 @@ fn readiness_of_states() {
 
 /// Applies until ready as the state machine does (the load balancer applies
 /// again: its HTTPS listener waits on the certificate its first pass
-/// requested): the last outcome, and the changes of every pass.
+/// requested, each pass carrying the changes before it): the last outcome,
+/// and the changes of every pass (the last outcome's).
 async fn apply_until_ready(
     lb: &TierRunner<'_>,
     spec: &StackSpec,
@@ -498,14 +499,15 @@ async fn apply_until_ready(
 ) -> (Outcome, Vec<mbstack_core::Change>) {
     let mut all = lb.apply(spec, run).await;
     let changes = all
-        .iter()
-        .flat_map(|o| {
+        .last()
+        .map(|o| {
             o.changes
                 .iter()
                 .filter(|c| c.action != Action::None)
                 .cloned()
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     let last = all.pop().expect("an outcome");
     assert_eq!(last.state, State::Ready, "{run}: {}", last.message);
     (last, changes)

@@ -24,6 +24,7 @@ fn ctx(partition: &str) -> Context {
         prefix: "mbstack".into(),
         account: ACCOUNT.into(),
         notify_topic_arn: None,
+        notify_kms_key: None,
     }
 }
 
@@ -239,7 +240,14 @@ fn cases() -> Vec<Case> {
         case("control", "ssm:PutParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/mbstack/s1/spec"), json!({}), true, "the stack's records"),
         case("control", "states:DescribeExecution", &format!("arn:aws:states:{r}:{a}:execution:mbstack-provision:run-1"), json!({}), true, "the lock's holder"),
         case("states", "lambda:InvokeFunction", &format!("arn:aws:lambda:us-east-1:{a}:function:mbstack-network"), json!({}), true, "our function"),
+        // A notification topic under a customer-managed key: Publish needs the key.
+        case("control-kms-alias", "kms:GenerateDataKey", &format!("arn:aws:kms:{r}:{a}:key/1234abcd-12ab-34cd-56ef-1234567890ab"), json!({"kms:ResourceAliases": ["alias/ops"]}), true, "the topic's key, named by its alias"),
+        case("control-kms-alias", "kms:Decrypt", &format!("arn:aws:kms:{r}:{a}:key/1234abcd-12ab-34cd-56ef-1234567890ab"), json!({"kms:ResourceAliases": ["alias/ops"]}), true, "the topic's key, named by its alias"),
+        case("control-kms-id", "kms:GenerateDataKey", &format!("arn:aws:kms:{r}:{a}:key/1234abcd-12ab-34cd-56ef-1234567890ab"), json!({}), true, "the topic's key, named by its ID"),
         // Must be denied.
+        case("control-kms-alias", "kms:Decrypt", &format!("arn:aws:kms:{r}:{a}:key/9999abcd-12ab-34cd-56ef-1234567890ab"), json!({"kms:ResourceAliases": ["alias/payroll"]}), false, "another key of the account"),
+        case("control-kms-id", "kms:Decrypt", &format!("arn:aws:kms:{r}:{a}:key/9999abcd-12ab-34cd-56ef-1234567890ab"), json!({}), false, "another key of the account"),
+        case("control", "kms:GenerateDataKey", &format!("arn:aws:kms:{r}:{a}:key/1234abcd-12ab-34cd-56ef-1234567890ab"), json!({}), false, "no key without an encrypted topic"),
         case("network", "ec2:CreateTags", &format!("arn:aws:ec2:{r}:{a}:vpc/vpc-foreign"), request_tags("network"), false, "stamping the tier's tag on a foreign VPC"),
         case("loadbalancer", "elasticloadbalancing:AddTags", &format!("arn:aws:elasticloadbalancing:{r}:{a}:loadbalancer/app/foreign/0123456789abcdef"), request_tags("loadbalancer"), false, "stamping the tier's tag on a foreign load balancer"),
         case("app", "ecs:TagResource", &format!("arn:aws:ecs:{r}:{a}:cluster/foreign"), request_tags("app"), false, "stamping the tier's tag on a foreign cluster"),
@@ -276,6 +284,22 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
             ),
             None,
         ),
+        // The control function of a deployment whose topic is encrypted with
+        // a customer-managed key, named by alias or by ID.
+        "control-kms-alias" | "control-kms-id" => {
+            let c = Context {
+                notify_topic_arn: Some(format!("arn:aws:sns:us-east-1:{ACCOUNT}:ops-alerts")),
+                notify_kms_key: Some(match who {
+                    "control-kms-alias" => "alias/ops".into(),
+                    _ => "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+                }),
+                ..c
+            };
+            (
+                policies::function_policy(Tier::Control, "mbstack-control", &c),
+                None,
+            )
+        }
         // A role the app created, given AdministratorAccess, under our boundary.
         "boundary" => (
             json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
@@ -326,7 +350,11 @@ fn the_deployed_policies_allow_what_the_tiers_do_and_deny_the_rest_in_an_indepen
         .enumerate()
         .map(|(i, c)| {
             let (policy, boundary) = policy_of(c.who);
-            json!({"name": i.to_string(), "policy": policy, "boundary": boundary,
+            // A KMS key's default key policy: the account's IAM policies decide.
+            let resource_policy = c.action.starts_with("kms:").then(|| json!({"Version": "2012-10-17", "Statement": [
+                {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+                 "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "kms:*", "Resource": "*"}]}));
+            json!({"name": i.to_string(), "policy": policy, "boundary": boundary, "resourcePolicy": resource_policy,
                    "request": {"principal": format!("arn:aws:iam::{ACCOUNT}:role/mbstack-{}", c.who),
                                "action": c.action, "resource": c.resource, "context": c.context}})
         })
@@ -399,6 +427,7 @@ fn the_readme_shows_the_deployer_policy_the_cli_prints() {
         prefix: "mbstack".into(),
         account: String::new(),
         notify_topic_arn: None,
+        notify_kms_key: None,
     }))
     .unwrap();
     let open = "<summary>deployer policy (prefix <code>mbstack</code>, partition <code>aws</code>)</summary>\n\n```json\n";
@@ -798,6 +827,7 @@ async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none
     let verdicts = |notify: Option<String>| {
         let c = Context {
             notify_topic_arn: notify,
+            notify_kms_key: None,
             ..ctx("aws")
         };
         let callers = json!({"mbstack-control": {"who": "control",
