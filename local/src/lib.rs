@@ -372,33 +372,6 @@ impl Deployed {
         }
     }
 
-    /// Every execution of the state machine: (name, status, input).
-    pub async fn executions(&self) -> Result<Vec<(String, String, Value)>, String> {
-        let listed = self
-            .sfn
-            .list_executions()
-            .state_machine_arn(&self.arn)
-            .send()
-            .await
-            .map_err(|e| format!("ListExecutions: {e:?}"))?;
-        let mut all = Vec::new();
-        for e in listed.executions() {
-            let d = self
-                .sfn
-                .describe_execution()
-                .execution_arn(e.execution_arn())
-                .send()
-                .await
-                .map_err(|e| format!("DescribeExecution: {e:?}"))?;
-            let input = d
-                .input()
-                .and_then(|i| serde_json::from_str(i).ok())
-                .unwrap_or(Value::Null);
-            all.push((e.name().to_string(), d.status().as_str().to_string(), input));
-        }
-        Ok(all)
-    }
-
     /// Starts an execution and waits for its end.
     ///
     /// It reads the execution's history once, at the end: read at every poll,

@@ -635,6 +635,39 @@ pub async fn public_zone(config: &aws_types::SdkConfig, name: &str) -> String {
         .to_string()
 }
 
+/// Writes a record of someone else's in `zone`: `rtype` `name` → `value`, as a
+/// weighted set `set_id` when given one.
+pub async fn foreign_record(
+    config: &aws_types::SdkConfig,
+    zone: &str,
+    (name, rtype, value): (&str, &str, &str),
+    set_id: Option<&str>,
+) {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let mut set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::from(rtype))
+        .ttl(60)
+        .resource_records(ResourceRecord::builder().value(value).build().unwrap());
+    if let Some(id) = set_id {
+        set = set.set_identifier(id).weight(100);
+    }
+    let change = Change::builder()
+        .action(ChangeAction::Create)
+        .resource_record_set(set.build().unwrap())
+        .build()
+        .unwrap();
+    aws_sdk_route53::Client::new(config)
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Every record set of every hosted zone but the zones' own SOA and NS, as
 /// `<zone id> <name> <type> <values or alias>`, sorted.
 pub async fn dns_records(config: &aws_types::SdkConfig) -> Vec<String> {

@@ -635,52 +635,6 @@ async fn a_failed_create_with_a_domain_rolls_back_its_records_and_certificate() 
     mbstack_tests::assert_certificate_stays(&d.config, &theirs).await;
 }
 
-/// Writes a record of someone else's: `rtype` `name` → `value` in `zone`.
-async fn foreign_record(d: &Deployed, zone: &str, name: &str, rtype: &str, value: &str) {
-    foreign_record_set(d, zone, name, rtype, value, None).await
-}
-
-/// The same, as a weighted record set (`set_id`) when given one.
-async fn foreign_record_set(
-    d: &Deployed,
-    zone: &str,
-    name: &str,
-    rtype: &str,
-    value: &str,
-    set_id: Option<&str>,
-) {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
-    let mut set = ResourceRecordSet::builder()
-        .name(name)
-        .r#type(RrType::from(rtype))
-        .ttl(300)
-        .resource_records(ResourceRecord::builder().value(value).build().unwrap());
-    if let Some(id) = set_id {
-        set = set.set_identifier(id).weight(100);
-    }
-    let set = set.build().unwrap();
-    aws_sdk_route53::Client::new(&d.config)
-        .change_resource_record_sets()
-        .hosted_zone_id(zone)
-        .change_batch(
-            ChangeBatch::builder()
-                .changes(
-                    Change::builder()
-                        .action(ChangeAction::Create)
-                        .resource_record_set(set)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 /// Every domain and zone problem a new user meets is refused in Prepare, with
 /// the field to change, before any resource exists (on AWS each was found only
 /// after the network, the NAT gateway, the database and the load balancer).
@@ -689,24 +643,10 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
     let d = Deployed::start().await.expect("deployed");
     let zone = mbstack_tests::public_zone(&d.config, "example.com").await;
     let other = mbstack_tests::public_zone(&d.config, "other.net").await;
-    foreign_record(&d, &zone, "taken.example.com", "A", "192.0.2.10").await;
-    foreign_record(
-        &d,
-        &zone,
-        "bi.example.com",
-        "CNAME",
-        "bi.vendor.example.org",
-    )
-    .await;
-    foreign_record_set(
-        &d,
-        &zone,
-        "blue.example.com",
-        "A",
-        "192.0.2.20",
-        Some("blue"),
-    )
-    .await;
+    let foreign = |r, set| mbstack_tests::foreign_record(&d.config, &zone, r, set);
+    foreign(("taken.example.com", "A", "192.0.2.10"), None).await;
+    foreign(("bi.example.com", "CNAME", "bi.vendor.example.org"), None).await;
+    foreign(("blue.example.com", "A", "192.0.2.20"), Some("blue")).await;
     // Route 53, as AWS: no other record beside a CNAME (moto accepts it).
     let e = aws_sdk_route53::Client::new(&d.config)
         .change_resource_record_sets()

@@ -519,39 +519,8 @@ async fn our_certificates(env: &TestEnv, stack: &str) -> Vec<(String, String, St
 
 /// Someone else's: an A record and a certificate in the same zone.
 async fn someone_elses(env: &TestEnv, zone: &str) -> String {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
-    let r53 = aws_sdk_route53::Client::new(&env.config);
-    let set = ResourceRecordSet::builder()
-        .name("www.example.com")
-        .r#type(RrType::A)
-        .ttl(60)
-        .resource_records(
-            ResourceRecord::builder()
-                .value("192.0.2.10")
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    r53.change_resource_record_sets()
-        .hosted_zone_id(zone)
-        .change_batch(
-            ChangeBatch::builder()
-                .changes(
-                    Change::builder()
-                        .action(ChangeAction::Create)
-                        .resource_record_set(set)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let record = ("www.example.com", "A", "192.0.2.10");
+    mbstack_tests::foreign_record(&env.config, zone, record, None).await;
     mbstack_tests::issued_certificate(&env.config, zone, "www.example.com").await
 }
 

@@ -32,6 +32,43 @@ async fn lock_free(d: &Deployed, stack: &str) -> bool {
         .is_err()
 }
 
+/// Starts execution `name` and returns its ARN once it has entered a state
+/// whose name starts with `state`.
+async fn started_until(d: &Deployed, name: &str, input: Value, state: &str) -> String {
+    let started = d
+        .sfn
+        .start_execution()
+        .state_machine_arn(&d.arn)
+        .name(name)
+        .input(input.to_string())
+        .send()
+        .await
+        .expect("started");
+    let arn = started.execution_arn().to_string();
+    let t0 = std::time::Instant::now();
+    loop {
+        let h = d
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("history");
+        if h.events().iter().any(|e| {
+            e.state_entered_event_details()
+                .is_some_and(|s| s.name().starts_with(state))
+        }) {
+            return arn;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{name} never entered {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The recovery of `run`: it ends SUCCEEDED, having rolled back.
 async fn recovered(d: &Deployed, run: &Execution) -> Execution {
     let recovery = d
@@ -128,40 +165,13 @@ async fn a_run_ended_by_states_runtime_is_rolled_back_by_its_recovery() {
 async fn a_create_stopped_half_way_is_rolled_back_by_its_recovery() {
     let d = Deployed::start_notifying().await.expect("deployed");
     d.emulator.front.start_journal();
-    let started = d
-        .sfn
-        .start_execution()
-        .state_machine_arn(&d.arn)
-        .name("stopped-1")
-        .input(json!({"stack": "halted"}).to_string())
-        .send()
-        .await
-        .expect("started");
-    let arn = started.execution_arn().to_string();
-    // Until the database exists and is being waited for.
-    let t0 = std::time::Instant::now();
-    loop {
-        let h = d
-            .sfn
-            .get_execution_history()
-            .execution_arn(&arn)
-            .max_results(1000)
-            .send()
-            .await
-            .expect("history");
-        let waiting = h.events().iter().any(|e| {
-            e.state_entered_event_details()
-                .is_some_and(|s| s.name() == "Wait for the database")
-        });
-        if waiting {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "never waited for the database"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let arn = started_until(
+        &d,
+        "stopped-1",
+        json!({"stack": "halted"}),
+        "Wait for the database",
+    )
+    .await;
     assert!(!stack_leftovers(&d.config, "halted").await.is_empty());
     d.sfn
         .stop_execution()
@@ -194,38 +204,8 @@ async fn a_destroy_stopped_half_way_is_reported_and_a_destroy_finishes_it() {
     let up = mbstack_tests::checks::run(&d, "up-1", json!({"stack": "midway"})).await;
     assert_eq!(up.status, "SUCCEEDED", "{:?}", up.cause);
     d.emulator.front.start_journal();
-    let started = d
-        .sfn
-        .start_execution()
-        .state_machine_arn(&d.arn)
-        .name("down-1")
-        .input(json!({"stack": "midway", "action": "destroy"}).to_string())
-        .send()
-        .await
-        .expect("started");
-    let arn = started.execution_arn().to_string();
-    let t0 = std::time::Instant::now();
-    loop {
-        let h = d
-            .sfn
-            .get_execution_history()
-            .execution_arn(&arn)
-            .max_results(1000)
-            .send()
-            .await
-            .expect("history");
-        if h.events().iter().any(|e| {
-            e.state_entered_event_details()
-                .is_some_and(|s| s.name().starts_with("Delete the database"))
-        }) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "never deleted the database"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let input = json!({"stack": "midway", "action": "destroy"});
+    let arn = started_until(&d, "down-1", input, "Delete the database").await;
     d.sfn
         .stop_execution()
         .execution_arn(&arn)
