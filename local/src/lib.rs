@@ -398,6 +398,12 @@ impl Deployed {
         input: Value,
         progress: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<Execution, String> {
+        let exec = self.start_execution(name, input).await?;
+        self.wait_for(&exec, name, progress).await
+    }
+
+    /// Starts an execution without waiting for it: its ARN.
+    pub async fn start_execution(&self, name: &str, input: Value) -> Result<String, String> {
         let started = self
             .sfn
             .start_execution()
@@ -407,8 +413,7 @@ impl Deployed {
             .send()
             .await
             .map_err(|e| format!("StartExecution: {e:?}"))?;
-        let exec = started.execution_arn().to_string();
-        self.wait_for(&exec, name, progress).await
+        Ok(started.execution_arn().to_string())
     }
 
     /// Waits for the end of the execution `exec` (named `name`), calling

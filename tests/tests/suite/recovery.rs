@@ -35,16 +35,7 @@ async fn lock_free(d: &Deployed, stack: &str) -> bool {
 /// Starts execution `name` and returns its ARN once it has entered a state
 /// whose name starts with `state`.
 async fn started_until(d: &Deployed, name: &str, input: Value, state: &str) -> String {
-    let started = d
-        .sfn
-        .start_execution()
-        .state_machine_arn(&d.arn)
-        .name(name)
-        .input(input.to_string())
-        .send()
-        .await
-        .expect("started");
-    let arn = started.execution_arn().to_string();
+    let arn = d.start_execution(name, input).await.expect("started");
     let t0 = std::time::Instant::now();
     loop {
         let h = d
