@@ -138,29 +138,14 @@ pub async fn audit(
 
     // The DB: private and encrypted.
     let rds = client!(aws_sdk_rds, aws);
-    match rds
-        .describe_db_instances()
-        .db_instance_identifier(format!("{stack}-db"))
-        .send()
-        .await
-    {
-        Ok(o) => {
-            for db in o.db_instances() {
-                let id = db.db_instance_identifier().unwrap_or("");
-                if db.publicly_accessible() == Some(true) {
-                    out.push(finding("database", id, "publicly accessible"));
-                }
-                if db.storage_encrypted() != Some(true) {
-                    out.push(finding("database", id, "storage not encrypted"));
-                }
-            }
+    if let Some(db) = mbstack_data::find(&rds, stack).await? {
+        let id = db.db_instance_identifier().unwrap_or("");
+        if db.publicly_accessible() == Some(true) {
+            out.push(finding("database", id, "publicly accessible"));
         }
-        Err(e)
-            if matches!(
-                error_code(&e),
-                Some("DBInstanceNotFound" | "DBInstanceNotFoundFault")
-            ) => {}
-        Err(e) => return Err(aws_error("rds:DescribeDBInstances", e)),
+        if db.storage_encrypted() != Some(true) {
+            out.push(finding("database", id, "storage not encrypted"));
+        }
     }
 
     // Tasks: no public IP.

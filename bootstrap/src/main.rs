@@ -42,6 +42,11 @@ enum Command {
         /// the deployment's own topic), an SNS topic ARN, or `off`; kept when not given
         #[arg(long, value_name = "EMAIL|TOPIC_ARN|off")]
         notify: Option<String>,
+        /// The Route 53 hosted zones stacks' domains may be in (the load balancer function
+        /// may write records only there): zone IDs separated by commas, `any`, or `none`;
+        /// kept when not given (any zone for a new deployment)
+        #[arg(long, value_name = "ZONE_IDS|any|none")]
+        hosted_zones: Option<String>,
         /// Print the IAM policy the person or pipeline running deploy needs, and stop
         #[arg(long)]
         print_deployer_policy: bool,
@@ -246,14 +251,27 @@ fn load_spec(file: &PathBuf) -> anyhow::Result<StackSpec> {
     }
 }
 
-async fn deploy_cmd(
-    target: &run::Target,
-    output: run::Output,
+/// What `mbstack deploy` was told.
+struct DeployFlags {
     prefix: String,
     zips: Option<PathBuf>,
     skip_functions: bool,
     notify: deploy::Notify,
+    zones: deploy::Zones,
+}
+
+async fn deploy_cmd(
+    target: &run::Target,
+    output: run::Output,
+    flags: DeployFlags,
 ) -> anyhow::Result<()> {
+    let DeployFlags {
+        prefix,
+        zips,
+        skip_functions,
+        notify,
+        zones,
+    } = flags;
     let zips = match (zips, skip_functions) {
         (Some(z), _) => z,
         (None, true) => PathBuf::new(),
@@ -268,6 +286,7 @@ async fn deploy_cmd(
         &deploy::Options {
             skip_functions,
             notify,
+            hosted_zones: zones,
             ..deploy::Options::new(prefix, zips)
         },
     )
@@ -468,6 +487,7 @@ async fn main() -> ExitCode {
                 prefix,
                 account: String::new(),
                 notify_topic_arn: None,
+                hosted_zones: None,
                 notify_kms_key: None,
             };
             println!(
@@ -482,12 +502,28 @@ async fn main() -> ExitCode {
             zips,
             skip_functions,
             notify,
+            hosted_zones,
             target,
             ..
-        } => match deploy::Notify::parse(notify.as_deref()) {
-            Ok(notify) => deploy_cmd(&target, output, prefix, zips, skip_functions, notify).await,
-            Err(e) => Err(anyhow::anyhow!(e)),
-        },
+        } => {
+            let zones = match hosted_zones.as_deref() {
+                None => Ok(deploy::Zones::Keep),
+                Some(z) => deploy::Zones::parse(z),
+            };
+            match (deploy::Notify::parse(notify.as_deref()), zones) {
+                (Ok(notify), Ok(zones)) => {
+                    let opts = DeployFlags {
+                        prefix,
+                        zips,
+                        skip_functions,
+                        notify,
+                        zones,
+                    };
+                    deploy_cmd(&target, output, opts).await
+                }
+                (Err(e), _) | (_, Err(e)) => Err(anyhow::anyhow!(e)),
+            }
+        }
         Command::Undeploy {
             prefix,
             force,

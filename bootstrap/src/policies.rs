@@ -44,6 +44,9 @@ pub struct Context {
     /// The topic's KMS key (`KmsMasterKeyId`), when it is encrypted with one
     /// the control function must be allowed to use ([`notify_key_statement`]).
     pub notify_kms_key: Option<String>,
+    /// The hosted zones the load balancer tier may write records in
+    /// (`mbstack deploy --hosted-zones`); None: any.
+    pub hosted_zones: Option<Vec<String>>,
 }
 
 impl Context {
@@ -101,9 +104,20 @@ fn condition(p: &Permission, tier: &str, ctx: &Context) -> Option<Value> {
 }
 
 fn resources(p: &Permission, tier: &str, ctx: &Context) -> Value {
+    use mbstack_core::contract::HOSTED_ZONE_PLACEHOLDER as ZONE;
     match p.resources {
         Resources::Any => json!("*"),
-        Resources::Arns(arns) => json!(arns.iter().map(|a| ctx.fill(a, tier)).collect::<Vec<_>>()),
+        Resources::Arns(arns) => json!(arns
+            .iter()
+            .flat_map(|a| match (a.contains(ZONE), &ctx.hosted_zones) {
+                (false, _) => vec![ctx.fill(a, tier)],
+                (true, None) => vec![ctx.fill(&a.replace(ZONE, "*"), tier)],
+                (true, Some(zones)) => zones
+                    .iter()
+                    .map(|z| ctx.fill(&a.replace(ZONE, z), tier))
+                    .collect(),
+            })
+            .collect::<Vec<_>>()),
     }
 }
 
@@ -111,10 +125,12 @@ fn resources(p: &Permission, tier: &str, ctx: &Context) -> Value {
 /// are merged (an inline policy holds 10,240 characters), each action once.
 pub fn statements(perms: &[Permission], tier: &str, ctx: &Context) -> Vec<Value> {
     let mut out: Vec<(String, Value, Option<Value>, Vec<String>)> = Vec::new();
+    let names = |p: &Permission, placeholder: &str| matches!(p.resources, Resources::Arns(arns) if arns.iter().any(|a| a.contains(placeholder)));
     let unused = |p: &&Permission| {
-        ctx.notify_topic_arn.is_none()
-            && matches!(p.resources, Resources::Arns(arns)
-                if arns.iter().any(|a| a.contains(mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER)))
+        (ctx.notify_topic_arn.is_none()
+            && names(p, mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER))
+            || (ctx.hosted_zones.as_ref().is_some_and(Vec::is_empty)
+                && names(p, mbstack_core::contract::HOSTED_ZONE_PLACEHOLDER))
     };
     for p in perms.iter().filter(|p| !unused(p)) {
         let r = resources(p, tier, ctx);

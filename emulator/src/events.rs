@@ -4,7 +4,10 @@
 //! from a rule's target, so the front door does both.
 //!
 //! Events delivered:
-//! - Secrets Manager's rotation (`crate::rotation`);
+//! - Secrets Manager's rotation (`crate::rotation`), best effort: a test may
+//!   lose it (`FrontDoor::lose_events`), as AWS may;
+//! - a scheduled rule's "Scheduled Event" when a test says it is due
+//!   (`FrontDoor::fire_scheduled_rules`);
 //! - Step Functions' "Execution Status Change" when an execution ends, whatever
 //!   ended it (moto's process posts each end to the front door:
 //!   `moto_hooks.py`). AWS sends it for every end, those no Catch sees included
@@ -30,49 +33,99 @@ use crate::state::Shared;
 /// Delivers `event` to every enabled rule that matches it.
 pub(crate) async fn deliver(shared: &Arc<Shared>, event: &Value) {
     for (rule, pattern) in rules(shared).await {
+        let Some(pattern) = pattern.event_pattern else {
+            continue;
+        };
         let matched = serde_json::from_str::<Value>(&pattern)
             .map(|p| matches(&p, event))
             .unwrap_or(false);
-        if !matched {
+        if matched {
+            start_targets(shared, &rule, event).await;
+        }
+    }
+}
+
+/// A service event that comes through CloudTrail (a rotation's): lost when a
+/// test asked for it, else delivered.
+pub(crate) async fn deliver_best_effort(shared: &Arc<Shared>, event: &Value) {
+    let lost = shared
+        .lost_events
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if lost {
+        tracing::info!("a service event was lost before delivery, as AWS may");
+        return;
+    }
+    deliver(shared, event).await;
+}
+
+/// Fires every enabled rule with a schedule expression, as EventBridge does
+/// when it comes due: its event is the "Scheduled Event" of `aws.events`.
+pub(crate) async fn fire_schedules(shared: &Arc<Shared>) -> Vec<String> {
+    let mut fired = Vec::new();
+    for (rule, what) in rules(shared).await {
+        if what.schedule.is_none() {
             continue;
         }
-        let Ok(targets) = moto_json_for(
-            shared,
-            "events",
-            "AWSEvents.ListTargetsByRule",
-            &json!({"Rule": rule}),
-        )
-        .await
+        let event = json!({
+            "version": "0",
+            "id": uuid_like(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-01-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [what.arn],
+            "detail": {}
+        });
+        start_targets(shared, &rule, &event).await;
+        fired.push(rule);
+    }
+    fired
+}
+
+/// Starts each Step Functions target of `rule` with its input for `event`.
+async fn start_targets(shared: &Arc<Shared>, rule: &str, event: &Value) {
+    let Ok(targets) = moto_json_for(
+        shared,
+        "events",
+        "AWSEvents.ListTargetsByRule",
+        &json!({"Rule": rule}),
+    )
+    .await
+    else {
+        return;
+    };
+    for t in targets
+        .get("Targets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(target) = t
+            .get("Arn")
+            .and_then(Value::as_str)
+            .filter(|a| a.contains(":states:"))
         else {
             continue;
         };
-        for t in targets
-            .get("Targets")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(target) = t
-                .get("Arn")
-                .and_then(Value::as_str)
-                .filter(|a| a.contains(":states:"))
-            else {
-                continue;
-            };
-            let input = target_input(t, event);
-            // EventBridge names the execution with a UUID (moto, left to itself,
-            // shows the execution an empty `$$.Execution.Name`).
-            let started = moto_json_for(
-                shared,
-                "states",
-                "AWSStepFunctions.StartExecution",
-                &json!({"stateMachineArn": target, "input": input, "name": uuid_like()}),
-            )
-            .await;
-            match started {
-                Ok(_) => tracing::info!(rule, target, "an event started an execution"),
-                Err(e) => tracing::warn!(rule, target, error = %e, "an event's target failed"),
-            }
+        let input = target_input(t, event);
+        // EventBridge names the execution with a UUID (moto, left to itself,
+        // shows the execution an empty `$$.Execution.Name`).
+        let started = moto_json_for(
+            shared,
+            "states",
+            "AWSStepFunctions.StartExecution",
+            &json!({"stateMachineArn": target, "input": input, "name": uuid_like()}),
+        )
+        .await;
+        match started {
+            Ok(_) => tracing::info!(rule, target, "an event started an execution"),
+            Err(e) => tracing::warn!(rule, target, error = %e, "an event's target failed"),
         }
     }
 }
@@ -206,12 +259,20 @@ fn uuid_like() -> String {
     )
 }
 
-/// The enabled rules of the default bus that have an event pattern.
-async fn rules(shared: &Arc<Shared>) -> Vec<(String, String)> {
+/// A rule of the default bus: what fires it.
+struct RuleInfo {
+    arn: String,
+    event_pattern: Option<String>,
+    schedule: Option<String>,
+}
+
+/// The enabled rules of the default bus.
+async fn rules(shared: &Arc<Shared>) -> Vec<(String, RuleInfo)> {
     let Ok(listed) = moto_json_for(shared, "events", "AWSEvents.ListRules", &json!({})).await
     else {
         return Vec::new();
     };
+    let text = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
     listed
         .get("Rules")
         .and_then(Value::as_array)
@@ -220,8 +281,12 @@ async fn rules(shared: &Arc<Shared>) -> Vec<(String, String)> {
         .filter(|r| r.get("State").and_then(Value::as_str) != Some("DISABLED"))
         .filter_map(|r| {
             Some((
-                r.get("Name")?.as_str()?.to_string(),
-                r.get("EventPattern")?.as_str()?.to_string(),
+                text(r, "Name")?,
+                RuleInfo {
+                    arn: text(r, "Arn").unwrap_or_default(),
+                    event_pattern: text(r, "EventPattern"),
+                    schedule: text(r, "ScheduleExpression"),
+                },
             ))
         })
         .collect()

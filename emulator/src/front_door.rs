@@ -81,6 +81,7 @@ impl FrontDoor {
             realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
             dropped_invocations: Default::default(),
+            lost_events: std::sync::atomic::AtomicU32::new(0),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -157,6 +158,22 @@ impl FrontDoor {
         if let Ok(mut d) = self.shared.dropped_invocations.lock() {
             d.insert(function.to_string(), times);
         }
+    }
+
+    /// Loses the next `times` service events before any rule sees them (AWS
+    /// delivers the events that come through CloudTrail, a rotation's among
+    /// them, "on a best effort basis").
+    pub fn lose_events(&self, times: u32) {
+        self.shared
+            .lost_events
+            .store(times, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What EventBridge does when the schedule of each enabled scheduled rule
+    /// comes due: starts its targets with the rule's input (or the "Scheduled
+    /// Event"). Returns the rules fired.
+    pub async fn fire_scheduled_rules(&self) -> Vec<String> {
+        crate::events::fire_schedules(&self.shared).await
     }
 
     /// Fails the `k`-th AWS call from now on with `class` (None: no fault), and

@@ -42,5 +42,5 @@ pub(crate) async fn rotated(shared: &Arc<Shared>, arn: &str) {
             "additionalEventData": {"SecretId": arn},
         }
     });
-    crate::events::deliver(shared, &event).await;
+    crate::events::deliver_best_effort(shared, &event).await;
 }

@@ -278,6 +278,7 @@ impl Deployed {
             partition: "aws",
             role_boundary_arn: &role_boundary_arn(),
             events_role_arn: &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
+            hosted_zones: None,
             notify_topic_arn: notify_topic.as_deref().unwrap_or(""),
         });
         let sfn = aws_sdk_sfn::Client::new(&config);

@@ -684,7 +684,8 @@ pub fn definition() -> Value {
     let mut selector = json!({
         "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
         "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
-        "polls.$": "$.Payload.polls", "error.$": "$.Payload.error", "recovery.$": "$.Payload.recovery"
+        "polls.$": "$.Payload.polls", "error.$": "$.Payload.error", "recovery.$": "$.Payload.recovery",
+        "retryAfterSeconds.$": "$.Payload.retryAfterSeconds"
     });
     if let Some(m) = selector.as_object_mut() {
         m.extend(empty_outcomes());
@@ -697,7 +698,7 @@ pub fn definition() -> Value {
             "Resource": LAMBDA_INVOKE,
             "Parameters": {
                 "FunctionName": placeholder("control"),
-                "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id"}
+                "Payload": {"command": "prepare", "input.$": "$$.Execution.Input", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id", "hostedZones": mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER}
             },
             "ResultSelector": selector,
             "ResultPath": "$",
@@ -756,7 +757,8 @@ pub fn definition() -> Value {
                 {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
                 {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan},
                 {"Variable": "$.action", "StringEquals": "recover", "Next": "Was the ended run a destroy?"},
-                {"Variable": "$.action", "StringEquals": "nothing", "Next": "Nothing to recover"}
+                {"Variable": "$.action", "StringEquals": "nothing", "Next": "Nothing to do"},
+                {"Variable": "$.action", "StringEquals": "wait", "Next": "Wait for the stack's lock"}
             ],
             "Default": CREATE.entry(0)
         }),
@@ -814,8 +816,15 @@ pub fn definition() -> Value {
         json!({"Type": "Pass", "Parameters": {"Error.$": "$.error.Error", "Cause.$": "$.error.Cause"}, "ResultPath": "$.failure", "Next": "Check the error name"}),
     );
     s.insert(
-        "Nothing to recover".into(),
-        json!({"Type": "Succeed", "Comment": "The run ended through its own Finish (or never took the stack's lock): nothing of it is left to undo", "OutputPath": "$.recovery"}),
+        "Nothing to do".into(),
+        json!({"Type": "Succeed", "Comment": "A recovery of a run that ended through its own Finish (or never took the stack's lock: nothing of it is left to undo), or a password check that found the tasks current; no lock was taken", "OutputPath": "$.recovery"}),
+    );
+    // A password check (started by the stack's rotation rules) that found the
+    // stack held by another run waits and prepares again, for an hour at most
+    // (Prepare then reports the lock).
+    s.insert(
+        "Wait for the stack's lock".into(),
+        json!({"Type": "Wait", "SecondsPath": "$.retryAfterSeconds", "Next": "Prepare"}),
     );
 
     // rollback: destroy scope run, in reverse order
@@ -1117,6 +1126,8 @@ pub struct Deployment<'a> {
     pub events_role_arn: &'a str,
     /// The topic a failed run is published to; "" for none.
     pub notify_topic_arn: &'a str,
+    /// The hosted zones stacks' domains may be in (None: any).
+    pub hosted_zones: Option<&'a [String]>,
 }
 
 /// The definition with each placeholder replaced.
@@ -1129,6 +1140,10 @@ pub fn render(d: &Deployment<'_>) -> String {
         .replace(ROLE_BOUNDARY, d.role_boundary_arn)
         .replace(EVENTS_ROLE, d.events_role_arn)
         .replace(NOTIFY_TOPIC, d.notify_topic_arn)
+        .replace(
+            &format!("\"{}\"", mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER),
+            &serde_json::to_string(&d.hosted_zones).unwrap_or_else(|_| "null".into()),
+        )
 }
 
 /// The committed file's path.
@@ -1329,6 +1344,7 @@ mod tests {
             partition: "aws-cn",
             role_boundary_arn: "arn:aws-cn:iam::1:policy/b",
             events_role_arn: "arn:aws-cn:iam::1:role/e",
+            hosted_zones: None,
             notify_topic_arn: "arn:aws-cn:sns:cn-north-1:1:t",
         });
         assert!(!text.contains("${"), "a placeholder is left");

@@ -432,20 +432,16 @@ pub async fn stack_leftovers(config: &aws_types::SdkConfig, stack: &str) -> Vec<
             })
             .map(|d| format!("db-instance {}", d.db_instance_identifier().unwrap_or(""))),
     );
-    if rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name(naming::resource_name(
-            stack,
-            mbstack_data::SUBNET_GROUP_ROLE,
-        ))
-        .send()
-        .await
-        .is_ok()
-    {
-        left.push(format!(
-            "db-subnet-group {}",
-            naming::resource_name(stack, mbstack_data::SUBNET_GROUP_ROLE)
-        ));
+    for group in [naming::rds_name(stack), naming::legacy_rds_name(stack)] {
+        if rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(&group)
+            .send()
+            .await
+            .is_ok()
+        {
+            left.push(format!("db-subnet-group {group}"));
+        }
     }
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let lbs = elb.describe_load_balancers().send().await.unwrap();

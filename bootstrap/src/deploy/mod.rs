@@ -100,6 +100,46 @@ pub struct Options {
     pub first_wait: Duration,
     /// Where failed runs are published (`--notify`).
     pub notify: Notify,
+    /// The hosted zones the load balancer tier may write records in
+    /// (`--hosted-zones`).
+    pub hosted_zones: Zones,
+}
+
+/// `--hosted-zones`: the Route 53 zones stacks' domains may be in. Route 53
+/// has no tag-based conditions, so the load balancer tier's right to write
+/// records can only be limited by naming the zones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Zones {
+    /// As the current deployment has it (any zone for a new one).
+    Keep,
+    /// Any zone of the account.
+    Any,
+    /// Only these zone IDs (none: no DNS records at all).
+    Only(Vec<String>),
+}
+
+impl Zones {
+    /// `any`, `none`, or zone IDs separated by commas (`/hostedzone/` dropped).
+    pub fn parse(text: &str) -> Result<Zones, String> {
+        match text.trim() {
+            "any" => Ok(Zones::Any),
+            "none" => Ok(Zones::Only(Vec::new())),
+            list => {
+                let ids: Vec<String> = list
+                    .split(',')
+                    .map(|z| z.trim().trim_start_matches("/hostedzone/").to_string())
+                    .collect();
+                match ids.iter().find(|z| {
+                    z.is_empty() || z.len() > 32 || !z.bytes().all(|b| b.is_ascii_alphanumeric())
+                }) {
+                    Some(bad) => Err(format!(
+                        "--hosted-zones: {bad:?} is not a hosted zone ID (such as Z0123456789ABCDEFGHIJ): give IDs separated by commas, `any` or `none`"
+                    )),
+                    None => Ok(Zones::Only(ids)),
+                }
+            }
+        }
+    }
 }
 
 impl Options {
@@ -110,6 +150,7 @@ impl Options {
             skip_functions: false,
             first_wait: Duration::from_secs(1),
             notify: Notify::Keep,
+            hosted_zones: Zones::Keep,
         }
     }
 }
@@ -170,6 +211,7 @@ pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
         account: account_of(&boundary).to_string(),
         notify_topic_arn,
         notify_kms_key,
+        hosted_zones: notifications::hosted_zones(&sfn, &opts.prefix, &opts.hosted_zones).await?,
     };
     let mut arns: Vec<(Tier, String)> = Vec::new();
     for t in &TIERS {

@@ -67,6 +67,40 @@ pub fn topic_name(prefix: &str) -> String {
     format!("{prefix}-notifications")
 }
 
+/// The hosted zones a deploy gives the load balancer tier: `wanted`, or, kept,
+/// what the current state machine names (any zone when it names none).
+pub(super) async fn hosted_zones(
+    sfn: &aws_sdk_sfn::Client,
+    prefix: &str,
+    wanted: &super::Zones,
+) -> Result<Option<Vec<String>>, TierError> {
+    match wanted {
+        super::Zones::Any => return Ok(None),
+        super::Zones::Only(ids) => return Ok(Some(ids.clone())),
+        super::Zones::Keep => {}
+    }
+    let Some(d) = describe_named(sfn, &format!("{prefix}-provision")).await? else {
+        return Ok(None);
+    };
+    let definition: Value = serde_json::from_str(d.definition()).unwrap_or(Value::Null);
+    fn find(v: &Value) -> Option<Vec<String>> {
+        match v {
+            Value::Object(m) => match m.get("hostedZones") {
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                _ => m.values().find_map(find),
+            },
+            Value::Array(a) => a.iter().find_map(find),
+            _ => None,
+        }
+    }
+    Ok(find(&definition))
+}
+
 /// The topic the current state machine publishes to, if any.
 async fn current(sfn: &aws_sdk_sfn::Client, prefix: &str) -> Result<Option<String>, TierError> {
     let Some(d) = describe_named(sfn, &format!("{prefix}-provision")).await? else {

@@ -121,6 +121,7 @@ pub(super) async fn ensure_role_boundary(
             prefix: prefix.to_string(),
             account: String::new(),
             notify_topic_arn: None,
+            hosted_zones: None,
             notify_kms_key: None,
         };
         let out = iam
@@ -144,6 +145,7 @@ pub(super) async fn ensure_role_boundary(
         prefix: prefix.to_string(),
         account: account_of(&arn).to_string(),
         notify_topic_arn: None,
+        hosted_zones: None,
         notify_kms_key: None,
     };
     let want = policies::role_boundary_policy(&ctx);

@@ -32,6 +32,7 @@ pub async fn set_schedules(
         prefix: prefix.to_string(),
         account: account_of(&sm).to_string(),
         notify_topic_arn: None,
+        hosted_zones: None,
         notify_kms_key: None,
     };
     let role = ensure_role(

@@ -72,6 +72,7 @@ pub(super) async fn ensure(
         partition,
         role_boundary_arn: w.boundary,
         events_role_arn: &w.ctx.events_role_arn(),
+        hosted_zones: w.ctx.hosted_zones.as_deref(),
         notify_topic_arn: w.ctx.notify_topic_arn.as_deref().unwrap_or(""),
     });
     let sm_name = format!("{}-provision", w.opts.prefix);

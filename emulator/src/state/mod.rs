@@ -64,4 +64,8 @@ pub(crate) struct Shared {
     /// function name → how many more (a test's knob; Step Functions' call to
     /// Lambda that gets no answer).
     pub dropped_invocations: Mutex<std::collections::HashMap<String, u32>>,
+    /// Service events (a rotation's) to lose before delivery: how many more (a
+    /// test's knob; AWS delivers CloudTrail-based events "on a best effort
+    /// basis").
+    pub lost_events: std::sync::atomic::AtomicU32,
 }

@@ -16,7 +16,7 @@ mod task_definition;
 pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};
 pub use mbstack_core::Readiness;
 pub use service::{
-    readiness, service_health, ServiceHealth, HEALTH_CHECK_GRACE_SECONDS,
+    password_outdated, readiness, service_health, ServiceHealth, HEALTH_CHECK_GRACE_SECONDS,
     PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
 };
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
@@ -244,7 +244,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
             secret_arn: db.as_ref().map(|d| d.secret_arn.clone()),
             repair,
         };
-        resource::converge(&rules, &mut w, &[()]).await?;
+        resource::converge(&rules, &mut w, &password_rule::Rule::BOTH).await?;
     }
 
     let outputs = outputs::to_map(&AppOutputs {

@@ -619,6 +619,47 @@ pub struct ServiceHealth {
     pub last_stopped: Option<String>,
 }
 
+/// When the database password (the secret RDS manages, `secret_arn`) rotated,
+/// if the stack's running tasks started before that: they hold a password that
+/// no longer opens a connection (ECS injects a secret only when a task starts).
+/// None when they started after it, or the stack runs no tasks. The daily check
+/// of the rotation rules asks this before anything else (`mbstack_control`).
+pub async fn password_outdated(
+    ecs: &Client,
+    sm: &aws_sdk_secretsmanager::Client,
+    stack: &str,
+    secret_arn: &str,
+) -> Result<Option<String>, TierError> {
+    let call = ecs
+        .describe_services()
+        .cluster(names::cluster(stack))
+        .services(names::SERVICE)
+        .send()
+        .await;
+    let codes = ["ClusterNotFoundException"];
+    let Some(out) = found("ecs:DescribeServices", call, &codes)? else {
+        return Ok(None);
+    };
+    let Some(svc) = out
+        .services()
+        .iter()
+        .find(|s| s.status() == Some("ACTIVE") && s.desired_count() > 0)
+    else {
+        return Ok(None);
+    };
+    let started = svc
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.created_at());
+    let rotated = crate::secret::db_password_rotated(sm, secret_arn).await?;
+    Ok(password_is_newer(started, rotated.as_ref()).then(|| {
+        rotated
+            .and_then(|r| r.fmt(DateTimeFormat::DateTime).ok())
+            .unwrap_or_default()
+    }))
+}
+
 /// The stack's service: its tasks and, when it is not healthy, why the latest
 /// task stopped. None when the stack has no service (not created, destroyed).
 pub async fn service_health(ecs: &Client, stack: &str) -> Result<Option<ServiceHealth>, TierError> {

@@ -12,6 +12,7 @@
 //! Its contract is `{"command": "prepare" | "finish", ...}`, not a tier's.
 
 pub mod notify;
+mod password_check;
 mod recover;
 pub mod store;
 pub use store::stored_spec;
@@ -22,8 +23,17 @@ use mbstack_core::spec::merge_patch;
 use mbstack_core::{client, Aws, InvalidSpec, Problem, StackSpec, Tier, TierError};
 use serde_json::{json, Map, Value};
 
-/// The actions a run can take.
-pub const ACTIONS: &[&str] = &["apply", "plan", "destroy", "pause", "resume"];
+/// The actions a run can take. `password-check` is what the stack's rotation
+/// rules start: an apply only when the tasks hold a rotated password, waiting
+/// for a stack another run holds.
+pub const ACTIONS: &[&str] = &[
+    "apply",
+    "plan",
+    "destroy",
+    "pause",
+    "resume",
+    "password-check",
+];
 
 struct Clients {
     ssm: aws_sdk_ssm::Client,
@@ -32,6 +42,7 @@ struct Clients {
     rds: aws_sdk_rds::Client,
     sm: aws_sdk_secretsmanager::Client,
     r53: aws_sdk_route53::Client,
+    ecs: aws_sdk_ecs::Client,
 }
 
 pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
@@ -42,6 +53,7 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         rds: client!(aws_sdk_rds, aws),
         sm: client!(aws_sdk_secretsmanager, aws),
         r53: client!(aws_sdk_route53, aws),
+        ecs: client!(aws_sdk_ecs, aws),
     };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
     let execution = payload
@@ -59,7 +71,8 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
             if input.get("action").and_then(Value::as_str) == Some("recover") {
                 Box::pin(recover::prepare(&c, input, execution, execution_arn)).await
             } else {
-                Box::pin(prepare(&c, input, execution, execution_arn)).await
+                let zones = hosted_zones(&payload);
+                Box::pin(prepare(&c, input, execution, execution_arn, zones.as_deref())).await
             }
         }
         "finish" => Box::pin(finish(&c, &payload)).await,
@@ -68,6 +81,18 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
             "the control function got command {other:?}: expected \"prepare\", \"finish\" or \"notify\" (is the state machine current?)"
         ))),
     }
+}
+
+/// The hosted zones the deployment may write records in, as its state machine
+/// says (`mbstack deploy --hosted-zones`); None: any (a deployment that names
+/// none, or one made before the option).
+fn hosted_zones(payload: &Value) -> Option<Vec<String>> {
+    payload.get("hostedZones")?.as_array().map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
 }
 
 /// The input's problems that do not need AWS: action, stack name, execution name.
@@ -191,9 +216,22 @@ async fn prepare(
     input: &Value,
     execution: &str,
     execution_arn: &str,
+    hosted_zones: Option<&[String]>,
 ) -> Result<Value, TierError> {
     let (requested, stack) = requested_stack(input, execution)?;
     let stored = store::stored_spec(&c.ssm, &stack).await?;
+    if requested == "password-check" {
+        let verdict =
+            password_check::verdict(&c.rds, &c.ecs, &c.sm, &stack, stored.as_ref()).await?;
+        match verdict {
+            password_check::Verdict::Nothing(why) => return Ok(nothing(&stack, why)),
+            password_check::Verdict::Replace(when) => tracing::info!(
+                stack,
+                rotated = when,
+                "the tasks hold a password rotated since they started: applying the stack"
+            ),
+        }
+    }
     let spec = merged_spec(input, stored.as_ref(), execution)?;
     // A snapshot to restore from is checked before anything exists (when it
     // is new to the stack: a stack restored already keeps its database).
@@ -239,6 +277,7 @@ async fn prepare(
             &stack,
             domain,
             spec.load_balancer.hosted_zone_id.as_deref(),
+            hosted_zones,
         )
         .await?;
         if !problems.is_empty() {
@@ -247,14 +286,28 @@ async fn prepare(
     }
     let mut lock = json!(null);
     if requested != "plan" {
-        lock = take_lock(c, &stack, execution_arn).await?;
+        lock = match take_lock(c, &stack, execution_arn).await {
+            // A password check waits for the stack (its run is started by an
+            // event or a schedule: nobody would start it again).
+            Err(TierError::Locked(why)) if requested == "password-check" => {
+                let waited = waited_seconds(c, execution_arn).await?;
+                if waited < password_check::LOCK_PATIENCE_SECONDS {
+                    return Ok(wait_for_lock(&stack, why));
+                }
+                return Err(TierError::Locked(format!(
+                    "{why} (a password check waited {} minutes for it; the next daily check tries again)",
+                    waited / 60
+                )));
+            }
+            other => other?,
+        };
         // Finish stores the spec only when this run changes it (a nightly
         // repair does not: one write fewer).
         lock["specUnchanged"] =
             json!(stored.is_some() && stored == serde_json::to_value(&spec).ok());
     }
     let action = match requested.as_str() {
-        "pause" | "resume" => "apply",
+        "pause" | "resume" | "password-check" => "apply",
         other => other,
     };
     Ok(json!({
@@ -269,7 +322,44 @@ async fn prepare(
         // Set for a recovery only (`recover.rs`).
         "error": null,
         "recovery": null,
+        "retryAfterSeconds": 0,
     }))
+}
+
+/// Prepare's answer for a run with nothing to do (a password check that
+/// found the tasks current): it ends at once, having taken no lock.
+fn nothing(stack: &str, why: String) -> Value {
+    json!({
+        "action": "nothing", "requested": "password-check", "spec": null, "runId": "",
+        "executionArn": "", "lock": null, "polls": mbstack_core::contract::poll_counters(),
+        "storedSpec": false, "error": null,
+        "recovery": {"stack": stack, "done": "nothing", "why": why},
+        "retryAfterSeconds": 0,
+    })
+}
+
+/// Prepare's answer for a password check that found the stack locked: the
+/// state machine waits and prepares again.
+fn wait_for_lock(stack: &str, why: String) -> Value {
+    json!({
+        "action": "wait", "requested": "password-check", "spec": null, "runId": "",
+        "executionArn": "", "lock": null, "polls": mbstack_core::contract::poll_counters(),
+        "storedSpec": false, "error": null,
+        "recovery": {"stack": stack, "done": "waiting", "why": why},
+        "retryAfterSeconds": password_check::LOCK_RETRY_SECONDS,
+    })
+}
+
+/// How long this execution has run, in seconds (its own start, read back).
+async fn waited_seconds(c: &Clients, me: &str) -> Result<i64, TierError> {
+    let out = c
+        .sfn
+        .describe_execution()
+        .execution_arn(me)
+        .send()
+        .await
+        .map_err(|e| mbstack_core::aws_error("states:DescribeExecution", e))?;
+    Ok(mbstack_core::work::unix_now() as i64 - out.start_date().secs())
 }
 
 /// Whether the stack's encryption-key secret exists (scheduled for deletion
@@ -528,7 +618,7 @@ pub const OWN_PERMISSIONS: &[Permission] = &[
     ),
 ];
 
-mbstack_core::tier_permissions!(store, notify, recover);
+mbstack_core::tier_permissions!(store, notify, recover, password_check);
 
 #[cfg(test)]
 mod tests {

@@ -287,6 +287,14 @@ impl Outcome {
 /// there; a deployment without notifications fills it with "".
 pub const NOTIFY_TOPIC_PLACEHOLDER: &str = "${NotifyTopicArn}";
 
+/// In a policy's resource ARN: one ARN per hosted zone the deployment names
+/// (`mbstack deploy --hosted-zones`), `*` when it names none in particular.
+pub const HOSTED_ZONE_PLACEHOLDER: &str = "${HostedZoneId}";
+
+/// In the state machine's definition: the hosted zones the deployment names,
+/// as a JSON array (null: any zone).
+pub const HOSTED_ZONES_PLACEHOLDER: &str = "${HostedZones}";
+
 /// The state machine's states a run has entered once its work is done (all
 /// that is left is to record it): a run that ends in one of them uncaught is
 /// not rolled back by its recovery, only its lock released.

@@ -182,11 +182,11 @@ impl std::fmt::Display for Tier {
 /// Names derived from the stack name with AWS's length limit for each: the stack
 /// name is validated so that every one of them fits.
 const DERIVED: &[(&str, usize)] = &[
-    ("-alb", 32),                // elbv2 load balancer
-    ("-tg", 32),                 // elbv2 target group
-    ("-db", 63),                 // RDS instance identifier
-    ("-metabase-execution", 64), // IAM role
-    ("-metabase-task", 64),      // IAM role
+    ("-alb", 32),                           // elbv2 load balancer
+    ("-tg", 32),                            // elbv2 target group
+    ("mbstack--final-20261231-235959", 63), // RDS instance (`mbstack-<stack>`) and its final snapshot
+    ("-metabase-execution", 64),            // IAM role
+    ("-metabase-task", 64),                 // IAM role
 ];
 
 /// The longest stack name for which every derived name fits its AWS limit.
@@ -211,6 +211,31 @@ pub const RESERVED_PREFIXES: &[(&str, &str)] = &[
 /// `<stack>-<role>`: the Name tag, and the name of resources that take one.
 pub fn resource_name(stack: &str, role: &str) -> String {
     format!("{stack}-{role}")
+}
+
+/// The name of the stack's RDS instance and DB subnet group: `mbstack-<stack>`.
+/// RDS has no condition key that tells a tag in the creating call from one added
+/// later, so the data tier may tag on create only what bears this name (its
+/// policy names `db:mbstack-*`): a foreign database such as `billing-db` can
+/// never be tagged into the tier and then deleted.
+pub fn rds_name(stack: &str) -> String {
+    format!("mbstack-{stack}")
+}
+
+/// The name stacks made before `rds_name` bear (`<stack>-db`): found and kept,
+/// never renamed (an RDS rename changes the endpoint Metabase connects to).
+pub fn legacy_rds_name(stack: &str) -> String {
+    resource_name(stack, "db")
+}
+
+/// Whether `name` is the stack's RDS name, new or legacy.
+pub fn is_rds_name(stack: &str, name: &str) -> bool {
+    name == rds_name(stack) || name == legacy_rds_name(stack)
+}
+
+/// A final snapshot's name: `mbstack-<stack>-final-<UTC stamp>`.
+pub fn final_snapshot_name(stack: &str, stamp: &str) -> String {
+    format!("{}-final-{stamp}", rds_name(stack))
 }
 
 pub fn alb_name(stack: &str) -> String {

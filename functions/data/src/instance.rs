@@ -4,6 +4,7 @@
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::iam::Permission;
+use mbstack_core::naming::{final_snapshot_name, legacy_rds_name, rds_name};
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, error_code, found, Readiness, TierError, Work};
 
@@ -39,7 +40,12 @@ pub async fn restore_snapshot(
     let field = "database.restoreFrom";
     let stack = &spec.stack;
     let snapshot = if from == mbstack_core::spec::LATEST_FINAL {
-        let prefix = format!("{stack}-final-");
+        // Named `mbstack-<stack>-final-…`, or `<stack>-final-…` by older mbstack.
+        let prefixes = [
+            format!("{}-final-", mbstack_core::naming::rds_name(stack)),
+            format!("{stack}-final-"),
+        ];
+        let prefix = &prefixes[0];
         let mut newest: Option<aws_sdk_rds::types::DbSnapshot> = None;
         let mut marker: Option<String> = None;
         loop {
@@ -53,7 +59,7 @@ pub async fn restore_snapshot(
             for s in out.db_snapshots() {
                 let ours = s
                     .db_snapshot_identifier()
-                    .is_some_and(|i| i.starts_with(&prefix))
+                    .is_some_and(|i| prefixes.iter().any(|p| i.starts_with(p.as_str())))
                     && s.tag_list().iter().any(|t| {
                         t.key() == Some(mbstack_core::naming::STACK_TAG)
                             && t.value() == Some(stack.as_str())
@@ -181,10 +187,44 @@ const BUSY: &[&str] = &[
     "upgrading",
 ];
 
+/// The stack's DB instance: by its name, else by the legacy name.
+pub async fn find(rds: &aws_sdk_rds::Client, stack: &str) -> Result<Option<DbInstance>, TierError> {
+    for id in [rds_name(stack), legacy_rds_name(stack)] {
+        let call = rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await;
+        let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
+        if let Some(db) = found("rds:DescribeDBInstances", call, &codes)?
+            .and_then(|out| out.db_instances().first().cloned())
+        {
+            return Ok(Some(db));
+        }
+    }
+    Ok(None)
+}
+
+/// The ARN of the secret RDS keeps the stack's database password in (None: no
+/// instance, or no managed password yet).
+pub async fn managed_secret_arn(
+    rds: &aws_sdk_rds::Client,
+    stack: &str,
+) -> Result<Option<String>, TierError> {
+    Ok(find(rds, stack).await?.and_then(|db| {
+        db.master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .map(str::to_string)
+    }))
+}
+
 /// The stack's DB instance, in the subnet group and security group given
 /// (None: planned). `stamp` names a final snapshot taken now.
 pub(crate) struct DbInstances {
     pub rds: aws_sdk_rds::Client,
+    /// The stack's name (its instance is `rds_name`, or the legacy name of an
+    /// older stack).
+    pub stack: String,
     pub subnet_group: Option<String>,
     pub security_group: Option<String>,
     pub stamp: String,
@@ -495,29 +535,28 @@ impl Resource for DbInstances {
     type Step = Step;
 
     fn name(&self, w: &Work<'_>, _want: &()) -> String {
-        w.name(ROLE)
+        rds_name(&w.spec.stack)
     }
+    /// A legacy-named instance is the stack's instance all the same.
     fn live_name(&self, live: &DbInstance) -> Option<String> {
-        live.db_instance_identifier().map(str::to_string)
+        let id = live.db_instance_identifier()?;
+        Some(if id == legacy_rds_name(&self.stack) {
+            rds_name(&self.stack)
+        } else {
+            id.to_string()
+        })
     }
     fn id(&self, live: &DbInstance) -> String {
-        self.live_name(live).unwrap_or_default()
+        live.db_instance_identifier()
+            .unwrap_or_default()
+            .to_string()
     }
     fn tags(&self, live: &DbInstance) -> Vec<(String, String)> {
         pairs(live.tag_list())
     }
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<DbInstance>, TierError> {
-        let call = self
-            .rds
-            .describe_db_instances()
-            .db_instance_identifier(w.name(ROLE))
-            .send()
-            .await;
-        let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-        Ok(found("rds:DescribeDBInstances", call, &codes)?
-            .map(|out| out.db_instances().to_vec())
-            .unwrap_or_default())
+        Ok(find(&self.rds, &w.spec.stack).await?.into_iter().collect())
     }
 
     fn diff(&self, w: &Work<'_>, db: &DbInstance, _want: &()) -> Result<Vec<Step>, TierError> {
@@ -551,7 +590,7 @@ impl Resource for DbInstances {
                 "the DB instance needs its subnet group and the network's DB security group".into(),
             ));
         };
-        let id = w.name(ROLE);
+        let id = rds_name(&w.spec.stack);
         let d = &w.spec.database;
         if let Some(snapshot) = restore_snapshot(&self.rds, w.spec).await? {
             let mut tags = rds_tags(w, ROLE);
@@ -743,7 +782,7 @@ impl Resource for DbInstances {
                 "no final snapshot (database.finalSnapshot is false)".to_string(),
             )
         } else {
-            let snapshot = format!("{}-final-{}", w.spec.stack, self.stamp);
+            let snapshot = final_snapshot_name(&w.spec.stack, &self.stamp);
             (
                 call.final_db_snapshot_identifier(&snapshot)
                     .skip_final_snapshot(false),
@@ -864,16 +903,19 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::on(
         "FinalSnapshot",
         &["rds:CreateDBSnapshot", "rds:AddTagsToResource"],
-        &["arn:${Partition}:rds:*:*:snapshot:*-final-*"],
+        &["arn:${Partition}:rds:*:*:snapshot:mbstack-*-final-*"],
     ),
     // Tags in the creating call, on the names this tier gives (RDS has no
-    // CreateAction condition key).
+    // CreateAction condition key): only `mbstack-*`, so that no foreign
+    // database or subnet group (`billing-db`) can be tagged into the tier and
+    // then deleted. Stacks named `<stack>-db` by older mbstack carry the tag
+    // already (ChangeTagged).
     Permission::on(
         "TagOnCreate",
         &["rds:AddTagsToResource"],
         &[
-            "arn:${Partition}:rds:*:*:db:*-db",
-            "arn:${Partition}:rds:*:*:subgrp:*-db",
+            "arn:${Partition}:rds:*:*:db:mbstack-*",
+            "arn:${Partition}:rds:*:*:subgrp:mbstack-*",
         ],
     )
     .when(r#"{"StringEquals": {"aws:RequestTag/mbstack:tier": "${Tier}"}}"#),

@@ -7,10 +7,10 @@ mod instance;
 mod subnet_group;
 mod tags;
 
-pub use instance::{readiness, restore_snapshot, RestoreSnapshot, RESTORED_FROM_TAG};
+pub use instance::{
+    find, managed_secret_arn, readiness, restore_snapshot, RestoreSnapshot, RESTORED_FROM_TAG,
+};
 pub use mbstack_core::Readiness;
-/// The DB subnet group's name: `naming::resource_name(stack, SUBNET_GROUP_ROLE)`.
-pub use subnet_group::ROLE as SUBNET_GROUP_ROLE;
 
 use aws_sdk_rds::types::DbInstance;
 use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};
@@ -74,10 +74,12 @@ async fn converge(
     let groups = subnet_group::SubnetGroups {
         rds: rds.clone(),
         subnets,
+        stack: event.spec.stack.clone(),
     };
     let group = resource::converge(&groups, &mut w, &[()]).await?;
     let dbs = instance::DbInstances {
         rds: rds.clone(),
+        stack: event.spec.stack.clone(),
         subnet_group: group.ids(&groups).into_iter().next().flatten(),
         security_group: sg,
         stamp: utc_stamp_now(),
@@ -106,6 +108,7 @@ async fn converge(
 async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
     let dbs = instance::DbInstances {
         rds: rds.clone(),
+        stack: w.spec.stack.clone(),
         subnet_group: None,
         security_group: None,
         stamp: utc_stamp_now(),
@@ -118,6 +121,7 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
     let groups = subnet_group::SubnetGroups {
         rds: rds.clone(),
         subnets: None,
+        stack: w.spec.stack.clone(),
     };
     let result = resource::destroy(&groups, &mut w).await.map(|_| ());
     w.destroyed(result, "database")

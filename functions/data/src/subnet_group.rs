@@ -2,6 +2,7 @@
 
 use aws_sdk_rds::types::DbSubnetGroup;
 use mbstack_core::iam::Permission;
+use mbstack_core::naming::{legacy_rds_name, rds_name};
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, found, TierError, Work};
 
@@ -14,6 +15,9 @@ pub const ROLE: &str = "db";
 pub(crate) struct SubnetGroups {
     pub rds: aws_sdk_rds::Client,
     pub subnets: Option<Vec<String>>,
+    /// The stack's name (its group is `rds_name`, or the legacy name of an
+    /// older stack).
+    pub stack: String,
 }
 
 /// A subnet group with its tags (read apart).
@@ -50,27 +54,44 @@ impl Resource for SubnetGroups {
     type Step = SetSubnets;
 
     fn name(&self, w: &Work<'_>, _want: &()) -> String {
-        w.name(ROLE)
+        rds_name(&w.spec.stack)
     }
+    /// A legacy-named group is the stack's group all the same.
     fn live_name(&self, live: &Live) -> Option<String> {
-        live.group.db_subnet_group_name().map(str::to_string)
+        let name = live.group.db_subnet_group_name()?;
+        Some(if name == legacy_rds_name(&self.stack) {
+            rds_name(&self.stack)
+        } else {
+            name.to_string()
+        })
     }
     fn id(&self, live: &Live) -> String {
-        self.live_name(live).unwrap_or_default()
+        live.group
+            .db_subnet_group_name()
+            .unwrap_or_default()
+            .to_string()
     }
     fn tags(&self, live: &Live) -> Vec<(String, String)> {
         live.tags.clone()
     }
 
+    /// The group by its name, else by the legacy name.
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
-        let call = self
-            .rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(w.name(ROLE))
-            .send()
-            .await;
-        let codes = ["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
-        let Some(out) = found("rds:DescribeDBSubnetGroups", call, &codes)? else {
+        let mut out = None;
+        for name in [rds_name(&w.spec.stack), legacy_rds_name(&w.spec.stack)] {
+            let call = self
+                .rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(name)
+                .send()
+                .await;
+            let codes = ["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
+            out = found("rds:DescribeDBSubnetGroups", call, &codes)?;
+            if out.is_some() {
+                break;
+            }
+        }
+        let Some(out) = out else {
             return Ok(Vec::new());
         };
         let mut groups = Vec::new();
@@ -129,7 +150,7 @@ impl Resource for SubnetGroups {
         let out = self
             .rds
             .create_db_subnet_group()
-            .db_subnet_group_name(w.name(ROLE))
+            .db_subnet_group_name(rds_name(&w.spec.stack))
             .db_subnet_group_description(format!(
                 "mbstack {}: Metabase's database, private subnets",
                 w.spec.stack
@@ -141,7 +162,7 @@ impl Resource for SubnetGroups {
             .map_err(|e| aws_error("rds:CreateDBSubnetGroup", e))?;
         let group = out.db_subnet_group().cloned().unwrap_or_else(|| {
             DbSubnetGroup::builder()
-                .db_subnet_group_name(w.name(ROLE))
+                .db_subnet_group_name(rds_name(&w.spec.stack))
                 .build()
         });
         Ok(Live {
@@ -152,15 +173,15 @@ impl Resource for SubnetGroups {
 
     async fn update(
         &self,
-        w: &Work<'_>,
-        _live: &Live,
+        _w: &Work<'_>,
+        live: &Live,
         _want: &(),
         steps: &[SetSubnets],
     ) -> Result<Option<Live>, TierError> {
         for SetSubnets(_, want) in steps {
             self.rds
                 .modify_db_subnet_group()
-                .db_subnet_group_name(w.name(ROLE))
+                .db_subnet_group_name(self.id(live))
                 .set_subnet_ids(Some(want.clone()))
                 .send()
                 .await

@@ -125,11 +125,13 @@ pub(crate) struct Dns {
 /// for a domain it never had: an A or AAAA record mbstack will not change, or
 /// a CNAME, beside which Route 53 allows no other record. The problems name
 /// the field to change.
+/// `allowed`: the hosted zones the deployment may write records in (None: any).
 pub async fn new_domain_problems(
     r53: &Client,
     stack: &str,
     domain: &str,
     zone_id: Option<&str>,
+    allowed: Option<&[String]>,
 ) -> Result<Vec<mbstack_core::Problem>, TierError> {
     use mbstack_core::Problem;
     let dns = Dns { r53: r53.clone() };
@@ -144,6 +146,27 @@ pub async fn new_domain_problems(
         }
         Err(e) => return Err(e),
     };
+    if let Some(allowed) = allowed.filter(|a| !a.iter().any(|z| z == "*" || *z == zone.id)) {
+        let field = match zone_id {
+            Some(_) => "loadBalancer.hostedZoneId",
+            None => "loadBalancer.domain",
+        };
+        let mut zones: Vec<String> = allowed.to_vec();
+        zones.push(zone.id.clone());
+        let now = match allowed {
+            [] => "in no hosted zone".to_string(),
+            some => format!("only in hosted zone(s) {}", some.join(", ")),
+        };
+        return Ok(vec![Problem::new(
+            field,
+            format!(
+                "{domain} is in hosted zone {} ({}), and this deployment may write DNS records {now}: run `mbstack deploy --hosted-zones {}` first",
+                zone.name,
+                zone.id,
+                zones.join(",")
+            ),
+        )]);
+    }
     let out = r53
         .list_resource_record_sets()
         .hosted_zone_id(&zone.id)
@@ -643,7 +666,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::on(
         "WriteRecords",
         &["route53:ChangeResourceRecordSets"],
-        &["arn:${Partition}:route53:::hostedzone/*"],
+        // The zones the deployment names (`mbstack deploy --hosted-zones`),
+        // or every zone when it names none in particular.
+        &["arn:${Partition}:route53:::hostedzone/${HostedZoneId}"],
     )
     .when(
         r#"{"ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": ["A", "CNAME"]}}"#,

@@ -54,7 +54,7 @@ async fn apply_creates_one_private_encrypted_instance_and_no_password_leaks() {
     let rds = aws_sdk_rds::Client::new(&env.config);
     let all = rds.describe_db_instances().send().await.unwrap();
     assert_eq!(all.db_instances().len(), 1);
-    let db = instance(&env, "dbs-db").await.expect("the instance");
+    let db = instance(&env, "mbstack-dbs").await.expect("the instance");
     assert_eq!(db.engine(), Some("postgres"));
     assert!(
         db.engine_version().unwrap().starts_with("17"),
@@ -83,7 +83,7 @@ async fn apply_creates_one_private_encrypted_instance_and_no_password_leaks() {
         .collect();
     assert_eq!(sgs, vec![sg]);
     let group = db.db_subnet_group().expect("subnet group");
-    assert_eq!(group.db_subnet_group_name(), Some("dbs-db"));
+    assert_eq!(group.db_subnet_group_name(), Some("mbstack-dbs"));
     let mut subnets: Vec<String> = group
         .subnets()
         .iter()
@@ -206,7 +206,7 @@ async fn changes_in_place_make_exactly_one_modify_call_and_refuse_what_cannot_ch
         "{}",
         updates[0].detail
     );
-    let db = instance(&env, "grow-db").await.unwrap();
+    let db = instance(&env, "mbstack-grow").await.unwrap();
     assert_eq!(db.db_instance_class(), Some("db.t4g.small"));
     assert_eq!(db.allocated_storage(), Some(30));
     assert_eq!(db.backup_retention_period(), Some(14));
@@ -273,7 +273,10 @@ async fn pause_then_resume_round_trips_the_instance() {
         .iter()
         .any(|c| c.detail == "stop (paused)"));
     assert_eq!(
-        instance(&env, "nap-db").await.unwrap().db_instance_status(),
+        instance(&env, "mbstack-nap")
+            .await
+            .unwrap()
+            .db_instance_status(),
         Some("stopped")
     );
     assert_eq!(paused.last().unwrap().state, State::Ready);
@@ -288,7 +291,10 @@ async fn pause_then_resume_round_trips_the_instance() {
         .iter()
         .any(|c| c.detail == "start (resumed)"));
     assert_eq!(
-        instance(&env, "nap-db").await.unwrap().db_instance_status(),
+        instance(&env, "mbstack-nap")
+            .await
+            .unwrap()
+            .db_instance_status(),
         Some("available")
     );
 }
@@ -315,16 +321,16 @@ async fn destroy_keeps_a_tagged_final_snapshot_and_leaves_nothing_else() {
         .unwrap();
     assert_eq!(outcomes.last().unwrap().state, State::Gone);
     let rds = aws_sdk_rds::Client::new(&env.config);
-    assert!(instance(&env, "bye-db").await.is_none());
+    assert!(instance(&env, "mbstack-bye").await.is_none());
     assert!(rds
         .describe_db_subnet_groups()
-        .db_subnet_group_name("bye-db")
+        .db_subnet_group_name("mbstack-bye")
         .send()
         .await
         .is_err());
     let snaps = rds
         .describe_db_snapshots()
-        .db_instance_identifier("bye-db")
+        .db_instance_identifier("mbstack-bye")
         .send()
         .await
         .unwrap();
@@ -334,7 +340,7 @@ async fn destroy_keeps_a_tagged_final_snapshot_and_leaves_nothing_else() {
         .filter(|s| {
             s.db_snapshot_identifier()
                 .unwrap_or("")
-                .starts_with("bye-final-")
+                .starts_with("mbstack-bye-final-")
         })
         .collect();
     assert_eq!(finals.len(), 1, "{:?}", snaps.db_snapshots());
@@ -381,7 +387,7 @@ async fn destroy_refuses_while_deletion_protection_is_on_and_deletes_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(env.log.mutating(), vec![]);
-    assert!(instance(&env, "safe-db").await.is_some());
+    assert!(instance(&env, "mbstack-safe").await.is_some());
 }
 
 #[tokio::test]
@@ -400,7 +406,7 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
         .await
         .unwrap();
     assert!(other.iter().all(|o| o.changes.is_empty()));
-    assert!(instance(&env, "fresh-db").await.is_some());
+    assert!(instance(&env, "mbstack-fresh").await.is_some());
     // The rollback of the run that created it: no snapshot, the data is new.
     let rolled = d
         .settle(Verb::Destroy, Verb::Destroy, &spec, "run-new", Scope::Run)
@@ -419,7 +425,7 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
     let rds = aws_sdk_rds::Client::new(&env.config);
     let snaps = rds
         .describe_db_snapshots()
-        .db_instance_identifier("fresh-db")
+        .db_instance_identifier("mbstack-fresh")
         .send()
         .await
         .unwrap();
@@ -427,7 +433,7 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
         .db_snapshots()
         .iter()
         .all(|s| s.snapshot_type() != Some("manual")));
-    assert!(instance(&env, "fresh-db").await.is_none());
+    assert!(instance(&env, "mbstack-fresh").await.is_none());
 }
 
 /// Apply, then check until settled, at the pace of the realism layer's timings.
@@ -476,7 +482,7 @@ async fn a_destroy_waits_for_a_creating_db_before_its_final_snapshot() {
         .unwrap();
     let e = rds
         .delete_db_instance()
-        .db_instance_identifier("early-db")
+        .db_instance_identifier("mbstack-early")
         .final_db_snapshot_identifier("early-raw")
         .send()
         .await
@@ -505,7 +511,7 @@ async fn a_destroy_waits_for_a_creating_db_before_its_final_snapshot() {
     assert!(
         snapshots.db_snapshots().iter().any(|s| s
             .db_snapshot_identifier()
-            .is_some_and(|i| i.starts_with("early-final-"))),
+            .is_some_and(|i| i.starts_with("mbstack-early-final-"))),
         "no final snapshot"
     );
     assert_eq!(
@@ -533,7 +539,7 @@ async fn a_stopped_db_is_changed_once_it_runs_again() {
     applied(&d, &spec, "run-pause").await;
     let e = rds
         .modify_db_instance()
-        .db_instance_identifier("asleep-db")
+        .db_instance_identifier("mbstack-asleep")
         .backup_retention_period(9)
         .apply_immediately(true)
         .send()
@@ -569,7 +575,7 @@ async fn a_stopped_db_is_changed_once_it_runs_again() {
         .any(|c| c.action == Action::Update && c.detail.contains("backup retention 7 → 14 days")));
     assert!(!after[0].changed(), "{:?}", after[0].changes);
     assert_eq!(
-        instance(&env, "asleep-db")
+        instance(&env, "mbstack-asleep")
             .await
             .unwrap()
             .backup_retention_period(),
@@ -616,7 +622,10 @@ async fn storage_grows_by_ten_percent_once_in_six_hours_and_never_shrinks() {
     spec.database.storage_gib = 22;
     applied(&d, &spec, "run-10").await;
     assert_eq!(
-        instance(&env, "disk-db").await.unwrap().allocated_storage(),
+        instance(&env, "mbstack-disk")
+            .await
+            .unwrap()
+            .allocated_storage(),
         Some(22)
     );
     spec.database.storage_gib = 30;
@@ -661,7 +670,7 @@ async fn a_pause_during_storage_optimization_says_why_the_db_still_runs() {
     spec.database.storage_gib = 30;
     applied(&d, &spec, "run-grow").await;
     assert_eq!(
-        instance(&env, "tuned-db")
+        instance(&env, "mbstack-tuned")
             .await
             .unwrap()
             .db_instance_status(),
@@ -704,7 +713,7 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
     };
     applied(&d, &old, "run-a").await;
     rds.create_db_snapshot()
-        .db_instance_identifier("elder-db")
+        .db_instance_identifier("mbstack-elder")
         .db_snapshot_identifier("elder-manual")
         .send()
         .await
@@ -718,7 +727,7 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
     };
     let out = applied(&d, &spec, "run-b").await;
     assert_eq!(out.last().unwrap().state, State::Ready);
-    let db = instance(&env, "heir-db").await.unwrap();
+    let db = instance(&env, "mbstack-heir").await.unwrap();
     assert!(
         db.engine_version().is_some_and(|v| v.starts_with("17")),
         "{:?}",
@@ -729,5 +738,139 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
         env.emulator.front.refused_calls(),
         0,
         "a ModifyDBInstance reached RDS before the instance was available"
+    );
+}
+
+/// A stack made by older mbstack has its instance and subnet group named
+/// `<stack>-db` (and tagged by it). The data tier now names new ones
+/// `mbstack-<stack>`, the only names its policy lets it tag on create (so
+/// that a foreign `billing-db` can never be tagged into the tier and then
+/// deleted); the old ones are found, kept and changed in place, never
+/// created again beside them nor renamed (a rename moves Metabase's
+/// endpoint), and a destroy deletes them.
+#[tokio::test]
+async fn a_database_named_by_older_mbstack_is_adopted_not_duplicated() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("elderly");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    // What older mbstack made: the same calls, the old names.
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let net = &d.inputs["network"];
+    let subnets: Vec<String> = net["privateSubnetIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let tags = |run: &str| {
+        [
+            (STACK_TAG, "elderly"),
+            (TIER_TAG, "data"),
+            (CREATED_BY_TAG, run),
+            (NAME_TAG, "elderly-db"),
+        ]
+        .into_iter()
+        .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+        .collect::<Vec<_>>()
+    };
+    rds.create_db_subnet_group()
+        .db_subnet_group_name("elderly-db")
+        .db_subnet_group_description("older mbstack")
+        .set_subnet_ids(Some(subnets))
+        .set_tags(Some(tags("old-run")))
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_instance()
+        .db_instance_identifier("elderly-db")
+        .engine("postgres")
+        .engine_version("17")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .storage_type("gp3")
+        .storage_encrypted(true)
+        .publicly_accessible(false)
+        .db_name("metabase")
+        .master_username("metabase")
+        .manage_master_user_password(true)
+        .db_subnet_group_name("elderly-db")
+        .vpc_security_group_ids(net["dbSecurityGroupId"].as_str().unwrap())
+        .backup_retention_period(7)
+        .set_tags(Some(tags("old-run")))
+        .send()
+        .await
+        .unwrap();
+
+    let out = applied(&d, &spec, "run-new").await;
+    let creates: Vec<String> = out
+        .iter()
+        .flat_map(|o| o.changes.iter())
+        .filter(|c| c.action == Action::Create)
+        .map(|c| format!("{} {}", c.kind, c.id))
+        .collect();
+    assert!(
+        creates.is_empty(),
+        "created beside the old ones: {creates:?}"
+    );
+    assert!(instance(&env, "mbstack-elderly").await.is_none());
+    assert_eq!(
+        out.last().unwrap().outputs["instanceId"],
+        serde_json::json!("elderly-db")
+    );
+    assert_eq!(
+        rds.describe_db_instances()
+            .send()
+            .await
+            .unwrap()
+            .db_instances()
+            .len(),
+        1
+    );
+
+    // A change reaches the old instance in place.
+    let mut bigger = spec.clone();
+    bigger.database.storage_gib = 30;
+    applied(&d, &bigger, "run-grow").await;
+    assert_eq!(
+        instance(&env, "elderly-db")
+            .await
+            .unwrap()
+            .allocated_storage(),
+        Some(30)
+    );
+
+    // A destroy deletes both, and names its final snapshot as new stacks do.
+    let mut gone = bigger.clone();
+    gone.database.final_snapshot = true;
+    d.settled(
+        Verb::Destroy,
+        &gone,
+        "run-bye",
+        std::time::Duration::from_millis(200),
+        OnRetryable::Fail,
+    )
+    .await;
+    assert!(instance(&env, "elderly-db").await.is_none());
+    assert!(rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("elderly-db")
+        .send()
+        .await
+        .is_err());
+    let snaps = rds.describe_db_snapshots().send().await.unwrap();
+    assert!(
+        snaps.db_snapshots().iter().any(|s| s
+            .db_snapshot_identifier()
+            .is_some_and(|i| i.starts_with("mbstack-elderly-final-"))),
+        "{:?}",
+        snaps
+            .db_snapshots()
+            .iter()
+            .map(|s| s.db_snapshot_identifier())
+            .collect::<Vec<_>>()
     );
 }

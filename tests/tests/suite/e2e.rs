@@ -115,7 +115,7 @@ async fn apply_then_reapply_without_change_then_destroy() {
     assert!(snaps.db_snapshots().iter().any(|s| s
         .db_snapshot_identifier()
         .unwrap_or("")
-        .starts_with("e2e-final-")));
+        .starts_with("mbstack-e2e-final-")));
 }
 
 #[tokio::test]
@@ -459,7 +459,7 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
         .db_snapshots()
         .iter()
         .filter_map(|s| s.db_snapshot_identifier())
-        .find(|s| s.starts_with("keep-final-"))
+        .find(|s| s.starts_with("mbstack-keep-final-"))
         .expect("a final snapshot")
         .to_string();
 
@@ -494,14 +494,14 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     let out = restored.output.expect("an output");
     assert_eq!(out["outputs"]["data"]["restoredFrom"], snapshot.as_str());
     assert_eq!(
-        db_tag(&d, "keep-db", mbstack_data::RESTORED_FROM_TAG)
+        db_tag(&d, "mbstack-keep", mbstack_data::RESTORED_FROM_TAG)
             .await
             .as_deref(),
         Some(snapshot.as_str())
     );
     let db = rds
         .describe_db_instances()
-        .db_instance_identifier("keep-db")
+        .db_instance_identifier("mbstack-keep")
         .send()
         .await
         .unwrap();
@@ -532,7 +532,7 @@ async fn down_then_up_restores_the_final_snapshot_with_the_same_encryption_key()
     );
     assert!(
         journal.iter().any(|e| e.action == "ModifyDBInstance"
-            && e.params["DBInstanceIdentifier"] == "keep-db"
+            && e.params["DBInstanceIdentifier"] == "mbstack-keep"
             && e.params["ManageMasterUserPassword"] == "true"),
         "no ModifyDBInstance turned the managed password on"
     );

@@ -229,7 +229,7 @@ async fn pause_and_resume_round_trip_and_release_the_lock() {
     };
     let db = |rds: aws_sdk_rds::Client| async move {
         rds.describe_db_instances()
-            .db_instance_identifier("nap-db")
+            .db_instance_identifier("mbstack-nap")
             .send()
             .await
             .unwrap()
@@ -469,5 +469,206 @@ async fn a_no_op_repair_and_a_plan_read_each_resource_kind_once() {
             "{name}: {} AWS calls (at most {ceiling}): {counts:#?}",
             calls.len()
         );
+    }
+}
+
+/// Secrets Manager's events reach EventBridge through CloudTrail "on a best
+/// effort basis", and a stack may be held by another run when one arrives: a
+/// rotation must still reach the tasks without anyone acting. The emulator
+/// loses the rotation's event; the stack's daily rule
+/// (`<stack>-db-password-check`) fires while another execution holds the
+/// stack's lock: its run waits for the lock, takes it once the holder has
+/// ended, and replaces the tasks. The next day's check finds them current and
+/// ends at once, changing nothing and taking no lock.
+#[tokio::test]
+async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_locked_stack() {
+    let d = Deployed::start().await.expect("deployed");
+    // The check's 60 s between tries of the lock become 1 s.
+    d.emulator.front.set_wait_divisor(60);
+    let first = ok(&d, "apply-1", json!({"stack": "lost"})).await;
+    let outputs = &first.output.as_ref().unwrap()["outputs"];
+    let secret = outputs["data"]["secretArn"].as_str().unwrap().to_string();
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let deployment = || async {
+        let svc = ecs
+            .describe_services()
+            .cluster("lost-cluster")
+            .services("metabase")
+            .send()
+            .await
+            .unwrap();
+        svc.services()[0].deployments()[0]
+            .id()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = deployment().await;
+
+    // The rotation's event is lost: nothing starts.
+    let known = executions(&d).await;
+    d.emulator.front.lose_events(1);
+    aws_sdk_secretsmanager::Client::new(&d.config)
+        .rotate_secret()
+        .secret_id(&secret)
+        .rotate_immediately(true)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        executions(&d).await.len(),
+        known.len(),
+        "the lost event started a run"
+    );
+
+    // Another execution holds the stack (a tiny state machine that waits 4 s).
+    let blocker_sm = d
+        .sfn
+        .create_state_machine()
+        .name("blocker")
+        .role_arn("arn:aws:iam::123456789012:role/mbstack-states")
+        .definition(
+            r#"{"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 4, "End": true}}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let blocker = d
+        .sfn
+        .start_execution()
+        .state_machine_arn(blocker_sm.state_machine_arn())
+        .name("holds-the-lock")
+        .send()
+        .await
+        .unwrap()
+        .execution_arn()
+        .to_string();
+    aws_sdk_ssm::Client::new(&d.config)
+        .put_parameter()
+        .name("/mbstack/lost/lock")
+        .value(&blocker)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+
+    // The day's check.
+    let fired = d.emulator.front.fire_scheduled_rules().await;
+    assert_eq!(fired, vec!["lost-db-password-check".to_string()]);
+    let check = started_since(&d, &known).await;
+    let run = d.wait_for(&check, "daily check", None).await.unwrap();
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    assert!(
+        run.state_names
+            .iter()
+            .any(|s| s == "Wait for the stack's lock"),
+        "the check did not wait for the lock: {:?}",
+        run.state_names
+    );
+    let out = run.output.as_ref().unwrap();
+    assert_eq!(out["lockTakenOverFrom"], json!(blocker), "{out}");
+    assert_ne!(deployment().await, before, "the tasks were not replaced");
+    assert_eq!(ssm_get(&d, "/mbstack/lost/lock").await, None);
+
+    // The next day: the tasks are current, so nothing is done or locked.
+    let known = executions(&d).await;
+    let replaced = deployment().await;
+    d.emulator.front.start_journal();
+    d.emulator.front.fire_scheduled_rules().await;
+    let check = started_since(&d, &known).await;
+    let run = d.wait_for(&check, "next check", None).await.unwrap();
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    assert_eq!(
+        run.state_names.last().map(String::as_str),
+        Some("Nothing to do")
+    );
+    assert_eq!(run.output.as_ref().unwrap()["done"], "nothing");
+    let writes: Vec<String> = d
+        .emulator
+        .front
+        .take_journal()
+        .into_iter()
+        // Step Functions' own calls, and moto's posts of an execution's end.
+        .filter(|e| !matches!(e.service.as_str(), "lambda" | "states" | ""))
+        .filter(|e| !mbstack_core::iam::is_read_only(&format!("{}:{}", e.service, e.action)))
+        .map(|e| format!("{}:{}", e.service, e.action))
+        .collect();
+    assert!(writes.is_empty(), "a current check wrote: {writes:?}");
+    assert_eq!(deployment().await, replaced);
+}
+
+/// A password check of a stack that does not exist (destroyed after the rule
+/// started it) or is paused does nothing at all: above all, it never creates a
+/// stack from the defaults.
+#[tokio::test]
+async fn a_password_check_of_a_missing_or_paused_stack_changes_nothing() {
+    let d = Deployed::start().await.expect("deployed");
+    let run = ok(
+        &d,
+        "check-ghost",
+        json!({"stack": "ghost", "action": "password-check"}),
+    )
+    .await;
+    assert_eq!(
+        run.state_names.last().map(String::as_str),
+        Some("Nothing to do")
+    );
+    let why = run.output.as_ref().unwrap()["why"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(why.contains("no stored spec"), "{why}");
+    assert_eq!(ssm_get(&d, "/mbstack/ghost/spec").await, None);
+    assert_eq!(ssm_get(&d, "/mbstack/ghost/lock").await, None);
+    let vpcs = aws_sdk_ec2::Client::new(&d.config)
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:mbstack:stack")
+                .values("ghost")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(vpcs.vpcs().is_empty(), "a check created a VPC");
+
+    ok(&d, "apply-nap", json!({"stack": "sleepy"})).await;
+    ok(
+        &d,
+        "pause-nap",
+        json!({"stack": "sleepy", "action": "pause"}),
+    )
+    .await;
+    let run = ok(
+        &d,
+        "check-nap",
+        json!({"stack": "sleepy", "action": "password-check"}),
+    )
+    .await;
+    assert_eq!(
+        run.state_names.last().map(String::as_str),
+        Some("Nothing to do")
+    );
+    let why = run.output.as_ref().unwrap()["why"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(why.contains("paused"), "{why}");
+}
+
+/// The execution started since `known` was listed (waits up to 30 s).
+async fn started_since(d: &Deployed, known: &[String]) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(arn) = executions(d).await.into_iter().find(|a| !known.contains(a)) {
+            return arn;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no execution started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

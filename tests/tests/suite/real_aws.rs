@@ -24,6 +24,7 @@ fn ctx(partition: &str) -> Context {
         prefix: "mbstack".into(),
         account: ACCOUNT.into(),
         notify_topic_arn: None,
+        hosted_zones: None,
         notify_kms_key: None,
     }
 }
@@ -50,6 +51,7 @@ fn rendered(partition: &str) -> String {
         partition,
         role_boundary_arn: &ctx(partition).role_boundary_arn(),
         events_role_arn: &ctx(partition).events_role_arn(),
+        hosted_zones: None,
         notify_topic_arn: &format!("arn:{partition}:sns:us-east-1:{ACCOUNT}:mbstack-notifications"),
     })
 }
@@ -217,8 +219,8 @@ fn cases() -> Vec<Case> {
         // What real AWS denied before (issue: "IAM that real AWS denies").
         case("data", "rds:DeleteDBInstance", &format!("arn:aws:rds:{r}:{a}:db:s1-db"), tier_tags("data"), true, "destroy"),
         case("data", "rds:CreateDBSnapshot", &format!("arn:aws:rds:{r}:{a}:db:s1-db"), tier_tags("data"), true, "final snapshot, on the instance"),
-        case("data", "rds:CreateDBSnapshot", &format!("arn:aws:rds:{r}:{a}:snapshot:s1-final-20261130-101010"), request_tags("data"), true, "final snapshot, on the new snapshot (no tags yet)"),
-        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:snapshot:s1-final-20261130-101010"), request_tags("data"), true, "CopyTagsToSnapshot"),
+        case("data", "rds:CreateDBSnapshot", &format!("arn:aws:rds:{r}:{a}:snapshot:mbstack-s1-final-20261130-101010"), request_tags("data"), true, "final snapshot, on the new snapshot (no tags yet)"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:snapshot:mbstack-s1-final-20261130-101010"), request_tags("data"), true, "CopyTagsToSnapshot"),
         case("app", "ecs:DeregisterTaskDefinition", "*", json!({}), true, "no resource-level permission exists"),
         case("app", "cloudwatch:PutMetricAlarm", &format!("arn:aws:cloudwatch:{r}:{a}:alarm:TargetTracking-service/s1-cluster/s1-metabase-AlarmHigh-1a2b"), json!({}), true, "target tracking's alarms"),
         case("app", "cloudwatch:DeleteAlarms", &format!("arn:aws:cloudwatch:{r}:{a}:alarm:TargetTracking-service/s1-cluster/s1-metabase-AlarmLow-1a2b"), json!({}), true, "target tracking's alarms"),
@@ -266,6 +268,20 @@ fn cases() -> Vec<Case> {
         case("app", "ecs:DeleteCluster", &format!("arn:aws:ecs:{r}:{a}:cluster/foreign"), json!({}), false, "a foreign cluster"),
         case("states", "lambda:InvokeFunction", &format!("arn:aws:lambda:us-east-1:{a}:function:someone-elses"), json!({}), false, "a foreign function"),
         case("control", "ssm:PutParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/prod/db-password"), json!({}), false, "a foreign parameter"),
+        // Issue 30's least privilege: a tier adopts nothing foreign by tagging it.
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:db:billing-db"), request_tags("data"), false, "tagging a foreign database named like an older stack's into the tier"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:subgrp:billing-db"), request_tags("data"), false, "tagging a foreign DB subnet group into the tier"),
+        case("data", "rds:DeleteDBInstance", &format!("arn:aws:rds:{r}:{a}:db:billing-db"), json!({"aws:ResourceTag/team": "billing"}), false, "deleting a foreign database"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:snapshot:payroll-final-2026"), request_tags("data"), false, "tagging a foreign snapshot named like a final snapshot"),
+        case("data", "rds:AddTagsToResource", &format!("arn:aws:rds:{r}:{a}:db:mbstack-s1"), request_tags("data"), true, "tags in the creating call, on the tier's own name"),
+        case("data", "rds:ModifyDBInstance", &format!("arn:aws:rds:{r}:{a}:db:s1-db"), tier_tags("data"), true, "a stack named by older mbstack, tagged then"),
+        case("loadbalancer", "acm:DeleteCertificate", &format!("arn:aws:acm:{r}:{a}:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"), json!({"aws:ResourceTag/team": "web"}), false, "deleting a foreign certificate"),
+        case("loadbalancer-zones", "route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/Z0BBBBFOREIGN", json!({"route53:ChangeResourceRecordSetsRecordTypes": ["A"]}), false, "a record in a zone the deployment does not name"),
+        case("loadbalancer-zones", "route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/Z0AAAAPUBLIC", json!({"route53:ChangeResourceRecordSetsRecordTypes": ["A"]}), true, "the alias in a zone the deployment names"),
+        case("loadbalancer-zones", "route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/Z0AAAAPUBLIC", json!({"route53:ChangeResourceRecordSetsRecordTypes": ["MX"]}), false, "a record type mbstack never writes"),
+        case("control", "secretsmanager:DescribeSecret", &format!("arn:aws:secretsmanager:{r}:{a}:secret:rds!db-0a1b2c3d-4e5f-AbCdEf"), json!({}), true, "the password check reads the rotation"),
+        case("control", "ecs:DescribeServices", &format!("arn:aws:ecs:{r}:{a}:service/s1-cluster/metabase"), json!({}), true, "the password check reads the tasks' start"),
+        case("control", "secretsmanager:DescribeSecret", &format!("arn:aws:secretsmanager:{r}:{a}:secret:prod/payroll-AbCdEf"), json!({}), false, "a foreign secret"),
         // The boundary caps what a role the app creates can ever do.
         case("boundary", "iam:CreateUser", &format!("arn:aws:iam::{a}:user/x"), json!({}), false, "a bounded role given AdministratorAccess"),
         case("boundary", "secretsmanager:GetSecretValue", &format!("arn:aws:secretsmanager:{r}:{a}:secret:mbstack/s1/encryption-key-AbCdEf"), json!({}), true, "the stack's secret"),
@@ -289,6 +305,7 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
         "control-kms-alias" | "control-kms-id" => {
             let c = Context {
                 notify_topic_arn: Some(format!("arn:aws:sns:us-east-1:{ACCOUNT}:ops-alerts")),
+                hosted_zones: None,
                 notify_kms_key: Some(match who {
                     "control-kms-alias" => "alias/ops".into(),
                     _ => "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
@@ -297,6 +314,18 @@ fn policy_of(who: &str) -> (Value, Option<Value>) {
             };
             (
                 policies::function_policy(Tier::Control, "mbstack-control", &c),
+                None,
+            )
+        }
+        // The load balancer function of a deployment that names its hosted
+        // zones (`mbstack deploy --hosted-zones Z0AAAAPUBLIC`).
+        "loadbalancer-zones" => {
+            let c = Context {
+                hosted_zones: Some(vec!["Z0AAAAPUBLIC".into()]),
+                ..c
+            };
+            (
+                policies::function_policy(Tier::LoadBalancer, "mbstack-loadbalancer", &c),
                 None,
             )
         }
@@ -427,6 +456,7 @@ fn the_readme_shows_the_deployer_policy_the_cli_prints() {
         prefix: "mbstack".into(),
         account: String::new(),
         notify_topic_arn: None,
+        hosted_zones: None,
         notify_kms_key: None,
     }))
     .unwrap();
