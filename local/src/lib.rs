@@ -190,7 +190,37 @@ fn control_fn(aws: Aws, crash: Arc<AtomicBool>) -> LambdaFn {
     })
 }
 
+/// The state machine's definition as `mbstack deploy` renders it for the
+/// emulator's functions.
+fn definition(notify_topic: Option<&str>, hosted_zones: Option<&[String]>) -> String {
+    let arns: Vec<(Tier, String)> = mbstack_core::naming::TIERS
+        .iter()
+        .map(|t| (t.tier, function_arn(t.binary)))
+        .collect();
+    mbstack_statemachine::render(&mbstack_statemachine::Deployment {
+        functions: &arns,
+        partition: "aws",
+        role_boundary_arn: &role_boundary_arn(),
+        events_role_arn: &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
+        hosted_zones,
+        notify_topic_arn: notify_topic.unwrap_or(""),
+    })
+}
+
 impl Deployed {
+    /// Renders the state machine again with the hosted zones stacks' domains
+    /// may be in (None: any), as `mbstack deploy --hosted-zones` does.
+    pub async fn name_hosted_zones(&self, zones: Option<&[String]>) -> Result<(), String> {
+        self.sfn
+            .update_state_machine()
+            .state_machine_arn(&self.arn)
+            .definition(definition(self.notify_topic.as_deref(), zones))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("UpdateStateMachine: {e:?}"))
+    }
+
     /// A fresh emulator with every function served and the state machine created.
     pub async fn start() -> Result<Self, String> {
         let emulator = Emulator::start().map_err(|e| e.to_string())?;
@@ -269,18 +299,7 @@ impl Deployed {
             };
             front.register_lambda(t.binary, f);
         }
-        let arns: Vec<(Tier, String)> = mbstack_core::naming::TIERS
-            .iter()
-            .map(|t| (t.tier, function_arn(t.binary)))
-            .collect();
-        let definition = mbstack_statemachine::render(&mbstack_statemachine::Deployment {
-            functions: &arns,
-            partition: "aws",
-            role_boundary_arn: &role_boundary_arn(),
-            events_role_arn: &format!("arn:aws:iam::{ACCOUNT}:role/mbstack-events"),
-            hosted_zones: None,
-            notify_topic_arn: notify_topic.as_deref().unwrap_or(""),
-        });
+        let definition = definition(notify_topic.as_deref(), None);
         let sfn = aws_sdk_sfn::Client::new(&config);
         let created = sfn
             .create_state_machine()

@@ -735,6 +735,20 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
             Vec::<String>::new()
         );
     }
+
+    // A deployment that names its zones (`mbstack deploy --hosted-zones`):
+    // its load balancer function may write records there only, so a domain
+    // in another zone is refused before anything exists, with the fix.
+    d.name_hosted_zones(Some(std::slice::from_ref(&other))).await.unwrap();
+    d.log.clear();
+    let input = json!({"stack": "domz", "loadBalancer": {"domain": "metabase.example.com"}});
+    let run = mbstack_tests::checks::run(&d, "dom-zones", input).await;
+    let fix = format!("mbstack deploy --hosted-zones {other},{zone}");
+    assert_refused_in_prepare(&d, run, &["loadBalancer.domain:", "example.com", &fix]);
+    assert_eq!(
+        stack_leftovers(&d.config, "domz").await,
+        Vec::<String>::new()
+    );
 }
 
 /// A new stack with deletion protection on its database and load balancer
