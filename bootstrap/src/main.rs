@@ -42,10 +42,9 @@ enum Command {
         /// the deployment's own topic), an SNS topic ARN, or `off`; kept when not given
         #[arg(long, value_name = "EMAIL|TOPIC_ARN|off")]
         notify: Option<String>,
-        /// The Route 53 hosted zones stacks' domains may be in (the load balancer function
-        /// may write records only there): zone IDs separated by commas, `any`, or `none`;
-        /// kept when not given (any zone for a new deployment)
-        #[arg(long, value_name = "ZONE_IDS|any|none")]
+        /// Route 53 zones stacks' domains may be in (the only ones the load balancer function
+        /// may write records in): IDs separated by commas, `any` or `none`; kept when not given
+        #[arg(long, value_name = "IDS")]
         hosted_zones: Option<String>,
         /// Print the IAM policy the person or pipeline running deploy needs, and stop
         #[arg(long)]

@@ -73,7 +73,7 @@ async fn a_provisioned_stack_audits_clean_and_every_loosened_rule_is_caught() {
 
     let rds = aws_sdk_rds::Client::new(&d.config);
     rds.modify_db_instance()
-        .db_instance_identifier("aud-db")
+        .db_instance_identifier("mbstack-aud")
         .publicly_accessible(true)
         .apply_immediately(true)
         .send()

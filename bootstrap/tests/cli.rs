@@ -135,7 +135,7 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         );
     }
     assert!(
-        out.contains("final snapshot cli-final-")
+        out.contains("final snapshot mbstack-cli-final-")
             && out.contains("mbstack up cli --restore latest"),
         "{out}"
     );
@@ -146,7 +146,7 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     let out = text(&ask);
     assert!(!ask.status.success(), "{out}");
     assert!(
-        out.contains("cli-final-")
+        out.contains("mbstack-cli-final-")
             && out.contains("--restore latest")
             && out.contains("--fresh")
             && out.contains("nothing was started"),
@@ -160,7 +160,7 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
     assert!(
         status
             .lines()
-            .any(|l| l.contains("db-instance") && l.contains("restored from cli-final-")),
+            .any(|l| l.contains("db-instance") && l.contains("restored from mbstack-cli-final-")),
         "{status}"
     );
 
@@ -177,7 +177,9 @@ fn up_status_a_failing_run_and_down_through_the_binary() {
         t.lines()
     );
     assert!(
-        t.lines().join("\n").contains("final snapshot cli-final-"),
+        t.lines()
+            .join("\n")
+            .contains("final snapshot mbstack-cli-final-"),
         "{:#?}",
         t.lines()
     );

@@ -581,3 +581,124 @@ async fn notify_subscribes_once_is_kept_until_off_and_undeploy_removes_only_its_
     want.sort();
     assert_eq!(topics().await, want);
 }
+
+/// `--hosted-zones`: the load balancer function may write DNS records only in
+/// the zones named (Route 53 has no tag conditions); the state machine tells
+/// Prepare the same zones; a deploy without the option keeps them; `any`
+/// opens them again; `none` takes the right away; the option refuses what is
+/// not a zone ID, too many zones, and `--skip-functions` (which would leave
+/// the role's policy as it was).
+#[tokio::test]
+async fn hosted_zones_are_named_in_the_policy_and_the_state_machine_and_kept() {
+    let emu = Emulator::start().expect("emulator");
+    let config = emu.sdk_config().await;
+    let aws = Aws::new(config.clone());
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let iam = aws_sdk_iam::Client::new(&config);
+    let deploy_with = |zones: deploy::Zones| Options {
+        first_wait: std::time::Duration::from_millis(50),
+        hosted_zones: zones,
+        ..Options::new("mbz", zips("z"))
+    };
+    let zones_in_definition = || async {
+        let arn = deploy::find_state_machine(&sfn, "mbz-provision")
+            .await
+            .unwrap()
+            .expect("the state machine");
+        let d: Value = serde_json::from_str(
+            sfn.describe_state_machine()
+                .state_machine_arn(arn)
+                .send()
+                .await
+                .unwrap()
+                .definition(),
+        )
+        .unwrap();
+        d["States"]["Prepare"]["Parameters"]["Payload"]["hostedZones"].clone()
+    };
+    let record_resources = || async {
+        let p = policy(
+            iam.get_role_policy()
+                .role_name("mbz-loadbalancer")
+                .policy_name("mbstack")
+                .send()
+                .await
+                .unwrap()
+                .policy_document(),
+        );
+        p["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                s["Action"]
+                    .to_string()
+                    .contains("route53:ChangeResourceRecordSets")
+            })
+            .map(|s| s["Resource"].clone())
+            .collect::<Vec<Value>>()
+    };
+
+    // A new deployment: any zone.
+    deploy::deploy(&aws, &deploy_with(deploy::Zones::Keep))
+        .await
+        .expect("deploy");
+    assert_eq!(zones_in_definition().await, Value::Null);
+    assert_eq!(
+        record_resources().await,
+        vec![json!(["arn:aws:route53:::hostedzone/*"])]
+    );
+
+    let two = deploy::Zones::parse("Z0AAAA1, /hostedzone/Z0BBBB2").unwrap();
+    deploy::deploy(&aws, &deploy_with(two))
+        .await
+        .expect("deploy --hosted-zones");
+    let named = json!([
+        "arn:aws:route53:::hostedzone/Z0AAAA1",
+        "arn:aws:route53:::hostedzone/Z0BBBB2"
+    ]);
+    assert_eq!(zones_in_definition().await, json!(["Z0AAAA1", "Z0BBBB2"]));
+    assert_eq!(record_resources().await, vec![named.clone()]);
+
+    // Kept by a deploy that does not say.
+    deploy::deploy(&aws, &deploy_with(deploy::Zones::Keep))
+        .await
+        .expect("deploy again");
+    assert_eq!(zones_in_definition().await, json!(["Z0AAAA1", "Z0BBBB2"]));
+    assert_eq!(record_resources().await, vec![named]);
+
+    // None: no record may be written, and Prepare refuses every domain.
+    deploy::deploy(&aws, &deploy_with(deploy::Zones::parse("none").unwrap()))
+        .await
+        .expect("deploy --hosted-zones none");
+    assert_eq!(zones_in_definition().await, json!([]));
+    assert!(record_resources().await.is_empty());
+
+    deploy::deploy(&aws, &deploy_with(deploy::Zones::Any))
+        .await
+        .expect("deploy --hosted-zones any");
+    assert_eq!(zones_in_definition().await, Value::Null);
+
+    // Refused before any call.
+    for bad in ["Z0AAAA1,", "zone one", "arn:aws:route53:::hostedzone/Z1"] {
+        let e = deploy::Zones::parse(bad).unwrap_err();
+        assert!(
+            e.contains("--hosted-zones") && e.contains("hosted zone ID"),
+            "{e}"
+        );
+    }
+    let many = (0..=deploy::MAX_ZONES)
+        .map(|i| format!("Z{i:04}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let e = deploy::Zones::parse(&many).unwrap_err();
+    assert!(e.contains("at most 20"), "{e}");
+    let skip = Options {
+        skip_functions: true,
+        ..deploy_with(deploy::Zones::parse("Z0AAAA1").unwrap())
+    };
+    match deploy::deploy(&aws, &skip).await {
+        Err(e) => assert!(e.to_string().contains("--skip-functions"), "{e}"),
+        Ok(_) => panic!("--hosted-zones with --skip-functions was accepted"),
+    }
+}

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 /// README lines not run here, and why: each must still be in the README.
-const NOT_RUN: [(&str, &str); 3] = [
+const NOT_RUN: [(&str, &str); 4] = [
     (
         "mbstack deploy --region eu-west-1",
         "builds five release Lambdas for arm64 (~15 min each here); deploy is run by tests/deploy.rs",
@@ -17,6 +17,10 @@ const NOT_RUN: [(&str, &str); 3] = [
     (
         "mbstack deploy --notify",
         "builds the Lambdas as the line before; --notify is run by tests/deploy.rs",
+    ),
+    (
+        "mbstack deploy --hosted-zones",
+        "builds the Lambdas as the lines before; --hosted-zones is run by tests/deploy.rs",
     ),
     (
         "mbstack deploy --skip-functions",
@@ -183,7 +187,7 @@ fn the_readme_examples_run_as_written() {
         }
         if args.first() == Some(&"down") {
             assert!(
-                out.contains("final snapshot analytics-final-"),
+                out.contains("final snapshot mbstack-analytics-final-"),
                 "{line}:\n{out}"
             );
         }

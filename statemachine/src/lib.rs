@@ -167,6 +167,25 @@ fn retry() -> Value {
     ])
 }
 
+/// How long a password check waits for a stack another run holds
+/// (`Mbstack.Busy`): every 30 s, an hour in all; then it reports the lock as a
+/// refused run does, and the stack's next daily check tries again.
+pub const BUSY_RETRY_SECONDS: u64 = 30;
+pub const BUSY_RETRIES: u64 = 120;
+
+/// Prepare's retriers: every task's, and the wait of a password check for a
+/// stack another run holds.
+fn prepare_retry() -> Value {
+    let mut r = retry();
+    if let Some(list) = r.as_array_mut() {
+        list.push(json!({
+            "ErrorEquals": ["Mbstack.Busy"],
+            "IntervalSeconds": BUSY_RETRY_SECONDS, "MaxAttempts": BUSY_RETRIES, "BackoffRate": 1
+        }));
+    }
+    r
+}
+
 /// A lambda:invoke task of `tier` with `payload`, its outcome stored at `result`.
 fn invoke(
     tier: &str,
@@ -684,8 +703,7 @@ pub fn definition() -> Value {
     let mut selector = json!({
         "action.$": "$.Payload.action", "requested.$": "$.Payload.requested", "spec.$": "$.Payload.spec",
         "runId.$": "$.Payload.runId", "executionArn.$": "$.Payload.executionArn", "lock.$": "$.Payload.lock",
-        "polls.$": "$.Payload.polls", "error.$": "$.Payload.error", "recovery.$": "$.Payload.recovery",
-        "retryAfterSeconds.$": "$.Payload.retryAfterSeconds"
+        "polls.$": "$.Payload.polls", "error.$": "$.Payload.error", "recovery.$": "$.Payload.recovery"
     });
     if let Some(m) = selector.as_object_mut() {
         m.extend(empty_outcomes());
@@ -698,11 +716,11 @@ pub fn definition() -> Value {
             "Resource": LAMBDA_INVOKE,
             "Parameters": {
                 "FunctionName": placeholder("control"),
-                "Payload": {"command": "prepare", "input.$": "$$.Execution.Input", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id", "hostedZones": mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER}
+                "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id", "hostedZones": mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER}
             },
             "ResultSelector": selector,
             "ResultPath": "$",
-            "Retry": retry(),
+            "Retry": prepare_retry(),
             // The input may be anything (an array, a string): the error
             // replaces it, the input stays in the context object.
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$", "Next": "Report the refusal"}],
@@ -757,8 +775,7 @@ pub fn definition() -> Value {
                 {"Variable": "$.action", "StringEquals": "destroy", "Next": "Start deleting"},
                 {"Variable": "$.action", "StringEquals": "plan", "Next": first_plan},
                 {"Variable": "$.action", "StringEquals": "recover", "Next": "Was the ended run a destroy?"},
-                {"Variable": "$.action", "StringEquals": "nothing", "Next": "Nothing to do"},
-                {"Variable": "$.action", "StringEquals": "wait", "Next": "Wait for the stack's lock"}
+                {"Variable": "$.action", "StringEquals": "nothing", "Next": "Nothing to do"}
             ],
             "Default": CREATE.entry(0)
         }),
@@ -818,13 +835,6 @@ pub fn definition() -> Value {
     s.insert(
         "Nothing to do".into(),
         json!({"Type": "Succeed", "Comment": "A recovery of a run that ended through its own Finish (or never took the stack's lock: nothing of it is left to undo), or a password check that found the tasks current; no lock was taken", "OutputPath": "$.recovery"}),
-    );
-    // A password check (started by the stack's rotation rules) that found the
-    // stack held by another run waits and prepares again, for an hour at most
-    // (Prepare then reports the lock).
-    s.insert(
-        "Wait for the stack's lock".into(),
-        json!({"Type": "Wait", "SecondsPath": "$.retryAfterSeconds", "Next": "Prepare"}),
     );
 
     // rollback: destroy scope run, in reverse order

@@ -118,6 +118,9 @@ pub enum Zones {
     Only(Vec<String>),
 }
 
+/// The most hosted zones `--hosted-zones` may name.
+pub const MAX_ZONES: usize = 20;
+
 impl Zones {
     /// `any`, `none`, or zone IDs separated by commas (`/hostedzone/` dropped).
     pub fn parse(text: &str) -> Result<Zones, String> {
@@ -129,6 +132,12 @@ impl Zones {
                     .split(',')
                     .map(|z| z.trim().trim_start_matches("/hostedzone/").to_string())
                     .collect();
+                if ids.len() > MAX_ZONES {
+                    return Err(format!(
+                        "--hosted-zones: {} zones; at most {MAX_ZONES} (each is named in the load balancer function's inline policy, which IAM limits to 10,240 characters): use `any`",
+                        ids.len()
+                    ));
+                }
                 match ids.iter().find(|z| {
                     z.is_empty() || z.len() > 32 || !z.bytes().all(|b| b.is_ascii_alphanumeric())
                 }) {
@@ -180,6 +189,14 @@ fn tags(prefix: &str) -> Vec<(String, String)> {
 
 /// Deploys (or updates) everything; see the module docs.
 pub async fn deploy(aws: &Aws, opts: &Options) -> Result<Report, TierError> {
+    // The zones are in the load balancer function's role policy, which a
+    // deploy that skips the functions leaves as it is: the state machine
+    // would name zones the role does not (or the reverse).
+    if opts.skip_functions && opts.hosted_zones != Zones::Keep {
+        return Err(TierError::Refused(
+            "--hosted-zones changes the load balancer function's role policy, which --skip-functions leaves as it is: deploy without --skip-functions (with --zips to use built functions)".into(),
+        ));
+    }
     let iam = client!(aws_sdk_iam, aws);
     let lambda = client!(aws_sdk_lambda, aws);
     let sfn = client!(aws_sdk_sfn, aws);

@@ -244,7 +244,7 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
             secret_arn: db.as_ref().map(|d| d.secret_arn.clone()),
             repair,
         };
-        resource::converge(&rules, &mut w, &password_rule::Rule::BOTH).await?;
+        resource::converge(&rules, &mut w, &[()]).await?;
     }
 
     let outputs = outputs::to_map(&AppOutputs {

@@ -284,23 +284,26 @@ async fn prepare(
             return Err(InvalidSpec(problems).into());
         }
     }
+    // The domain the stack has: a run that may change or delete its records
+    // (a destroy, `domain: null`, any apply) needs its zone among the
+    // deployment's, or it would fail half-way on Route 53's denial.
+    if let Some(domain) = had.filter(|_| requested != "plan") {
+        let zone_id = stored
+            .as_ref()
+            .and_then(|s| s.pointer("/loadBalancer/hostedZoneId"))
+            .and_then(Value::as_str);
+        let problems =
+            mbstack_loadbalancer::domain_zone_problems(&c.r53, domain, zone_id, hosted_zones)
+                .await?;
+        if !problems.is_empty() {
+            return Err(InvalidSpec(problems).into());
+        }
+    }
     let mut lock = json!(null);
     if requested != "plan" {
-        lock = match take_lock(c, &stack, execution_arn).await {
-            // A password check waits for the stack (its run is started by an
-            // event or a schedule: nobody would start it again).
-            Err(TierError::Locked(why)) if requested == "password-check" => {
-                let waited = waited_seconds(c, execution_arn).await?;
-                if waited < password_check::LOCK_PATIENCE_SECONDS {
-                    return Ok(wait_for_lock(&stack, why));
-                }
-                return Err(TierError::Locked(format!(
-                    "{why} (a password check waited {} minutes for it; the next daily check tries again)",
-                    waited / 60
-                )));
-            }
-            other => other?,
-        };
+        // A password check waits for the stack (its run is started by an event
+        // or a schedule: nobody would start it again).
+        lock = take_lock(c, &stack, execution_arn, requested == "password-check").await?;
         // Finish stores the spec only when this run changes it (a nightly
         // repair does not: one write fewer).
         lock["specUnchanged"] =
@@ -322,7 +325,6 @@ async fn prepare(
         // Set for a recovery only (`recover.rs`).
         "error": null,
         "recovery": null,
-        "retryAfterSeconds": 0,
     }))
 }
 
@@ -334,32 +336,7 @@ fn nothing(stack: &str, why: String) -> Value {
         "executionArn": "", "lock": null, "polls": mbstack_core::contract::poll_counters(),
         "storedSpec": false, "error": null,
         "recovery": {"stack": stack, "done": "nothing", "why": why},
-        "retryAfterSeconds": 0,
     })
-}
-
-/// Prepare's answer for a password check that found the stack locked: the
-/// state machine waits and prepares again.
-fn wait_for_lock(stack: &str, why: String) -> Value {
-    json!({
-        "action": "wait", "requested": "password-check", "spec": null, "runId": "",
-        "executionArn": "", "lock": null, "polls": mbstack_core::contract::poll_counters(),
-        "storedSpec": false, "error": null,
-        "recovery": {"stack": stack, "done": "waiting", "why": why},
-        "retryAfterSeconds": password_check::LOCK_RETRY_SECONDS,
-    })
-}
-
-/// How long this execution has run, in seconds (its own start, read back).
-async fn waited_seconds(c: &Clients, me: &str) -> Result<i64, TierError> {
-    let out = c
-        .sfn
-        .describe_execution()
-        .execution_arn(me)
-        .send()
-        .await
-        .map_err(|e| mbstack_core::aws_error("states:DescribeExecution", e))?;
-    Ok(mbstack_core::work::unix_now() as i64 - out.start_date().secs())
 }
 
 /// Whether the stack's encryption-key secret exists (scheduled for deletion
@@ -378,7 +355,14 @@ async fn key_kept(sm: &aws_sdk_secretsmanager::Client, stack: &str) -> Result<bo
 /// Takes `/mbstack/<stack>/lock` for this execution. A lock held by an execution
 /// that is no longer running is taken over (and the takeover reported); one held
 /// by a running execution fails this run at once, naming the holder.
-async fn take_lock(c: &Clients, stack: &str, me: &str) -> Result<Value, TierError> {
+///
+/// `patient` (a password check, which nobody would start again): a running
+/// holder is `Busy`, which the state machine retries; so is a holder that
+/// ended where no Catch ran (failed, stopped, timed out) less than
+/// [`password_check::RECOVERY_GRACE_SECONDS`] ago, whose lock belongs to the
+/// recovery the deployment's rule starts for it (taking it over would leave
+/// that run's resources unrolled-back and unreported).
+async fn take_lock(c: &Clients, stack: &str, me: &str, patient: bool) -> Result<Value, TierError> {
     let name = store::path(stack, "lock");
     if store::put(&c.ssm, &name, me, false).await? {
         return Ok(json!({"taken": true}));
@@ -387,6 +371,7 @@ async fn take_lock(c: &Clients, stack: &str, me: &str) -> Result<Value, TierErro
     if holder == me {
         return Ok(json!({"taken": true}));
     }
+    let mut stopped_secs_ago = None;
     let status = match c
         .sfn
         .describe_execution()
@@ -394,7 +379,12 @@ async fn take_lock(c: &Clients, stack: &str, me: &str) -> Result<Value, TierErro
         .send()
         .await
     {
-        Ok(d) => d.status().as_str().to_string(),
+        Ok(d) => {
+            stopped_secs_ago = d
+                .stop_date()
+                .map(|t| mbstack_core::work::unix_now() as i64 - t.secs());
+            d.status().as_str().to_string()
+        }
         Err(e)
             if matches!(
                 mbstack_core::error_code(&e),
@@ -405,6 +395,18 @@ async fn take_lock(c: &Clients, stack: &str, me: &str) -> Result<Value, TierErro
         }
         Err(e) => return Err(mbstack_core::aws_error("states:DescribeExecution", e)),
     };
+    if patient && status == "RUNNING" {
+        return Err(TierError::Busy(format!(
+            "stack {stack} is locked by execution {holder}, which is still running: this password check waits for it"
+        )));
+    }
+    let recovering = matches!(status.as_str(), "FAILED" | "ABORTED" | "TIMED_OUT")
+        && stopped_secs_ago.is_some_and(|s| s < password_check::RECOVERY_GRACE_SECONDS);
+    if patient && recovering {
+        return Err(TierError::Busy(format!(
+            "stack {stack} is locked by execution {holder}, which ended {status}: its recovery releases the lock; this password check waits for it"
+        )));
+    }
     if status == "RUNNING" {
         return Err(TierError::Locked(format!(
             "stack {stack} is locked by execution {holder}, which is still running: nothing was touched; wait for it to end (or stop it) and start this run again"

@@ -60,7 +60,9 @@ pub fn message(
     let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("");
     let outcome = match error {
         "RollbackFailed" => "its rollback FAILED: resources may be left",
-        "Mbstack.InvalidSpec" | "Mbstack.Locked" => "refused before anything was touched",
+        "Mbstack.InvalidSpec" | "Mbstack.Locked" | "Mbstack.Busy" => {
+            "refused before anything was touched"
+        }
         _ if changes.is_empty() => "failed; nothing was left to undo",
         _ => "failed and was rolled back",
     };

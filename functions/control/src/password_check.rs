@@ -5,8 +5,9 @@
 //! than the rotation cannot open new connections. The check reads the
 //! rotation and the tasks' start: when the tasks are older, the run applies
 //! the stack (the app tier replaces them); otherwise it ends at once, changing
-//! nothing and taking no lock. A stack another run holds is waited for (see
-//! `lib.rs`), not given up on: a rotation is never left to a human.
+//! nothing and taking no lock. A stack another run holds is waited for: Prepare
+//! answers `Mbstack.Busy`, which the state machine retries every 30 s for an
+//! hour (then reports the lock, and the next day's check tries again).
 
 use mbstack_core::iam::Permission;
 use mbstack_core::TierError;
@@ -53,12 +54,10 @@ pub(crate) async fn verdict(
     )
 }
 
-/// How long a check waits for a stack another run holds before it reports
-/// the lock (the next day's check comes after it).
-pub(crate) const LOCK_PATIENCE_SECONDS: i64 = 3600;
-
-/// Between two tries of the lock.
-pub(crate) const LOCK_RETRY_SECONDS: u64 = 60;
+/// How long after a run ended where no Catch ran (failed, stopped, timed out)
+/// its lock is left to the recovery the deployment's rule starts for it (which
+/// acts within seconds on AWS); a check takes it over only after.
+pub(crate) const RECOVERY_GRACE_SECONDS: i64 = 600;
 
 /// The IAM permissions of the calls this check makes (in `mbstack_data` and
 /// `mbstack_app`): reads of the stack's instance, its secret and its service.

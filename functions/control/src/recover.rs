@@ -85,7 +85,6 @@ fn nothing(of: &str, why: String) -> Value {
         "executionArn": "", "lock": null, "polls": mbstack_core::contract::poll_counters(),
         "storedSpec": false, "error": null,
         "recovery": {"of": of, "done": "nothing", "why": why},
-        "retryAfterSeconds": 0,
     })
 }
 
@@ -235,7 +234,6 @@ pub(crate) async fn prepare(
         "polls": mbstack_core::contract::poll_counters(),
         "error": error,
         "recovery": {"of": ended.arn, "run": run.arn, "done": done},
-        "retryAfterSeconds": 0,
     }))
 }
 

@@ -32,6 +32,11 @@ pub enum TierError {
     /// Another run holds the stack's lock; nothing was touched.
     #[error("{0}")]
     Locked(String),
+    /// Another run holds the stack's lock, and this run waits for it (a run
+    /// nobody would start again: the state machine retries it); nothing was
+    /// touched.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl TierError {
@@ -45,6 +50,7 @@ impl TierError {
             TierError::Refused(_) => "Mbstack.Refused",
             TierError::NotImplemented(_) => "Mbstack.NotImplemented",
             TierError::Locked(_) => "Mbstack.Locked",
+            TierError::Busy(_) => "Mbstack.Busy",
         }
     }
 
@@ -59,6 +65,7 @@ impl TierError {
             TierError::Refused(m) => TierError::Refused(p(m)),
             TierError::NotImplemented(m) => TierError::NotImplemented(p(m)),
             TierError::Locked(m) => TierError::Locked(p(m)),
+            TierError::Busy(m) => TierError::Busy(p(m)),
         }
     }
 

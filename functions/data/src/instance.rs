@@ -187,9 +187,12 @@ const BUSY: &[&str] = &[
     "upgrading",
 ];
 
-/// The stack's DB instance: by its name, else by the legacy name.
+/// The stack's DB instance: by its name, else by the legacy name when the
+/// instance carries the stack's tag (a foreign `<stack>-db` is not the
+/// stack's: the new name is free for it).
 pub async fn find(rds: &aws_sdk_rds::Client, stack: &str) -> Result<Option<DbInstance>, TierError> {
     for id in [rds_name(stack), legacy_rds_name(stack)] {
+        let legacy = id != rds_name(stack);
         let call = rds
             .describe_db_instances()
             .db_instance_identifier(id)
@@ -198,11 +201,17 @@ pub async fn find(rds: &aws_sdk_rds::Client, stack: &str) -> Result<Option<DbIns
         let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
         if let Some(db) = found("rds:DescribeDBInstances", call, &codes)?
             .and_then(|out| out.db_instances().first().cloned())
+            .filter(|db| !legacy || is_stacks(&pairs(db.tag_list()), stack))
         {
             return Ok(Some(db));
         }
     }
     Ok(None)
+}
+
+/// Whether `tags` name `stack`.
+pub(crate) fn is_stacks(tags: &[(String, String)], stack: &str) -> bool {
+    mbstack_core::naming::tag_value(tags, mbstack_core::naming::STACK_TAG) == Some(stack)
 }
 
 /// The ARN of the secret RDS keeps the stack's database password in (None: no

@@ -46,6 +46,43 @@ fn subnets_of(group: &DbSubnetGroup) -> Vec<String> {
     have
 }
 
+impl SubnetGroups {
+    /// The group `name` with its tags, if it exists.
+    async fn read(&self, name: &str) -> Result<Vec<Live>, TierError> {
+        let call = self
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(name)
+            .send()
+            .await;
+        let codes = ["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
+        let Some(out) = found("rds:DescribeDBSubnetGroups", call, &codes)? else {
+            return Ok(Vec::new());
+        };
+        let mut groups = Vec::new();
+        for group in out.db_subnet_groups() {
+            let tags = match group.db_subnet_group_arn() {
+                Some(arn) => {
+                    let out = self
+                        .rds
+                        .list_tags_for_resource()
+                        .resource_name(arn)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("rds:ListTagsForResource", e))?;
+                    pairs(out.tag_list())
+                }
+                None => Vec::new(),
+            };
+            groups.push(Live {
+                group: group.clone(),
+                tags,
+            });
+        }
+        Ok(groups)
+    }
+}
+
 impl Resource for SubnetGroups {
     const KIND: &'static str = "db-subnet-group";
     const LABEL: &'static str = "DB subnet group";
@@ -75,46 +112,22 @@ impl Resource for SubnetGroups {
         live.tags.clone()
     }
 
-    /// The group by its name, else by the legacy name.
+    /// The group by its name, else by the legacy name when it carries the
+    /// stack's tag (a foreign `<stack>-db` is not the stack's).
     async fn list(&self, w: &Work<'_>) -> Result<Vec<Live>, TierError> {
-        let mut out = None;
         for name in [rds_name(&w.spec.stack), legacy_rds_name(&w.spec.stack)] {
-            let call = self
-                .rds
-                .describe_db_subnet_groups()
-                .db_subnet_group_name(name)
-                .send()
-                .await;
-            let codes = ["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
-            out = found("rds:DescribeDBSubnetGroups", call, &codes)?;
-            if out.is_some() {
-                break;
+            let legacy = name != rds_name(&w.spec.stack);
+            let found: Vec<Live> = self
+                .read(&name)
+                .await?
+                .into_iter()
+                .filter(|g| !legacy || crate::instance::is_stacks(&g.tags, &w.spec.stack))
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
             }
         }
-        let Some(out) = out else {
-            return Ok(Vec::new());
-        };
-        let mut groups = Vec::new();
-        for group in out.db_subnet_groups() {
-            let tags = match group.db_subnet_group_arn() {
-                Some(arn) => {
-                    let out = self
-                        .rds
-                        .list_tags_for_resource()
-                        .resource_name(arn)
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("rds:ListTagsForResource", e))?;
-                    pairs(out.tag_list())
-                }
-                None => Vec::new(),
-            };
-            groups.push(Live {
-                group: group.clone(),
-                tags,
-            });
-        }
-        Ok(groups)
+        Ok(Vec::new())
     }
 
     fn diff(&self, _w: &Work<'_>, live: &Live, _want: &()) -> Result<Vec<SetSubnets>, TierError> {

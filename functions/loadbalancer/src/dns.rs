@@ -118,6 +118,67 @@ pub(crate) struct Dns {
     pub r53: Client,
 }
 
+/// The public hosted zone of `domain` (`zone_id`'s, or found by the domain),
+/// if the deployment may write records in it (`allowed`; None: any zone); else
+/// the problem, naming the field to change or the deploy to run.
+async fn zone_for(
+    r53: &Client,
+    domain: &str,
+    zone_id: Option<&str>,
+    allowed: Option<&[String]>,
+) -> Result<Result<Zone, mbstack_core::Problem>, TierError> {
+    use mbstack_core::Problem;
+    let field = match zone_id {
+        Some(_) => "loadBalancer.hostedZoneId",
+        None => "loadBalancer.domain",
+    };
+    let dns = Dns { r53: r53.clone() };
+    let zone = match dns.zone(domain, zone_id).await {
+        Ok(z) => z,
+        Err(TierError::Terminal(why)) => return Ok(Err(Problem::new(field, why))),
+        Err(e) => return Err(e),
+    };
+    let Some(allowed) = allowed.filter(|a| !a.iter().any(|z| z == "*" || *z == zone.id)) else {
+        return Ok(Ok(zone));
+    };
+    let mut zones: Vec<String> = allowed.to_vec();
+    zones.push(zone.id.clone());
+    let now = match allowed {
+        [] => "in no hosted zone".to_string(),
+        some => format!("only in hosted zone(s) {}", some.join(", ")),
+    };
+    Ok(Err(Problem::new(
+        field,
+        format!(
+            "{domain} is in hosted zone {} ({}), and this deployment may write DNS records {now}: run `mbstack deploy --hosted-zones {}` first",
+            zone.name,
+            zone.id,
+            zones.join(",")
+        ),
+    )))
+}
+
+/// Prepare's check of a domain the stack has already, when the deployment
+/// names its hosted zones: a run that would change or delete its records
+/// (any apply, a destroy) is refused before anything is touched when its
+/// zone is not among them (`mbstack deploy --hosted-zones` narrowed after
+/// the stack was made), instead of failing half-way on Route 53's denial.
+pub async fn domain_zone_problems(
+    r53: &Client,
+    domain: &str,
+    zone_id: Option<&str>,
+    allowed: Option<&[String]>,
+) -> Result<Vec<mbstack_core::Problem>, TierError> {
+    if allowed.is_none_or(|a| a.iter().any(|z| z == "*")) {
+        return Ok(Vec::new());
+    }
+    Ok(zone_for(r53, domain, zone_id, allowed)
+        .await?
+        .err()
+        .into_iter()
+        .collect())
+}
+
 /// Prepare's check of a domain new to `stack`, before anything exists: a
 /// public hosted zone holds it (`zone_id`'s, or one found by the domain), and
 /// no record is at the name yet but an alias to the stack's own load
@@ -134,39 +195,10 @@ pub async fn new_domain_problems(
     allowed: Option<&[String]>,
 ) -> Result<Vec<mbstack_core::Problem>, TierError> {
     use mbstack_core::Problem;
-    let dns = Dns { r53: r53.clone() };
-    let zone = match dns.zone(domain, zone_id).await {
-        Ok(z) => z,
-        Err(TierError::Terminal(why)) => {
-            let field = match zone_id {
-                Some(_) => "loadBalancer.hostedZoneId",
-                None => "loadBalancer.domain",
-            };
-            return Ok(vec![Problem::new(field, why)]);
-        }
-        Err(e) => return Err(e),
+    let zone = match zone_for(r53, domain, zone_id, allowed).await? {
+        Ok(zone) => zone,
+        Err(problem) => return Ok(vec![problem]),
     };
-    if let Some(allowed) = allowed.filter(|a| !a.iter().any(|z| z == "*" || *z == zone.id)) {
-        let field = match zone_id {
-            Some(_) => "loadBalancer.hostedZoneId",
-            None => "loadBalancer.domain",
-        };
-        let mut zones: Vec<String> = allowed.to_vec();
-        zones.push(zone.id.clone());
-        let now = match allowed {
-            [] => "in no hosted zone".to_string(),
-            some => format!("only in hosted zone(s) {}", some.join(", ")),
-        };
-        return Ok(vec![Problem::new(
-            field,
-            format!(
-                "{domain} is in hosted zone {} ({}), and this deployment may write DNS records {now}: run `mbstack deploy --hosted-zones {}` first",
-                zone.name,
-                zone.id,
-                zones.join(",")
-            ),
-        )]);
-    }
     let out = r53
         .list_resource_record_sets()
         .hosted_zone_id(&zone.id)

@@ -11,7 +11,7 @@ mod reads;
 mod tags;
 mod target_group;
 
-pub use dns::new_domain_problems;
+pub use dns::{domain_zone_problems, new_domain_problems};
 pub use listeners::SSL_POLICY;
 pub use load_balancer::readiness;
 pub use mbstack_core::Readiness;

@@ -874,3 +874,54 @@ async fn a_database_named_by_older_mbstack_is_adopted_not_duplicated() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Someone else's database happens to bear the name older mbstack gave
+/// (`<stack>-db`), without the stack's tag: it is not the stack's. The stack
+/// gets its own `mbstack-<stack>`, and the foreign one is not touched.
+#[tokio::test]
+async fn a_foreign_database_with_the_old_name_is_left_alone() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("billing");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    rds.create_db_instance()
+        .db_instance_identifier("billing-db")
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("finance")
+        .master_user_password("not-ours-1234")
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key("team")
+                .value("finance")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = applied(&d, &spec, "run-1").await;
+    assert_eq!(
+        out.last().unwrap().outputs["instanceId"],
+        serde_json::json!("mbstack-billing")
+    );
+    let foreign = instance(&env, "billing-db").await.expect("the foreign DB");
+    assert_eq!(foreign.allocated_storage(), Some(20));
+    assert_eq!(tag(&foreign, STACK_TAG), None, "the foreign DB was tagged");
+    d.settled(
+        Verb::Destroy,
+        &spec,
+        "run-bye",
+        std::time::Duration::from_millis(200),
+        OnRetryable::Fail,
+    )
+    .await;
+    assert!(
+        instance(&env, "billing-db").await.is_some(),
+        "the foreign DB was deleted"
+    );
+}

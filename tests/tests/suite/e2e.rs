@@ -739,7 +739,9 @@ async fn every_domain_and_zone_problem_is_refused_in_prepare_before_anything_exi
     // A deployment that names its zones (`mbstack deploy --hosted-zones`):
     // its load balancer function may write records there only, so a domain
     // in another zone is refused before anything exists, with the fix.
-    d.name_hosted_zones(Some(std::slice::from_ref(&other))).await.unwrap();
+    d.name_hosted_zones(Some(std::slice::from_ref(&other)))
+        .await
+        .unwrap();
     d.log.clear();
     let input = json!({"stack": "domz", "loadBalancer": {"domain": "metabase.example.com"}});
     let run = mbstack_tests::checks::run(&d, "dom-zones", input).await;

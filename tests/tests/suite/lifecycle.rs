@@ -475,16 +475,16 @@ async fn a_no_op_repair_and_a_plan_read_each_resource_kind_once() {
 /// Secrets Manager's events reach EventBridge through CloudTrail "on a best
 /// effort basis", and a stack may be held by another run when one arrives: a
 /// rotation must still reach the tasks without anyone acting. The emulator
-/// loses the rotation's event; the stack's daily rule
-/// (`<stack>-db-password-check`) fires while another execution holds the
-/// stack's lock: its run waits for the lock, takes it once the holder has
-/// ended, and replaces the tasks. The next day's check finds them current and
-/// ends at once, changing nothing and taking no lock.
+/// loses the rotation's event; the stack's rule fires on its daily schedule
+/// while another execution holds the stack's lock. Its run waits
+/// (`Mbstack.Busy`, retried by the state machine); the holder then fails, and
+/// its lock is left to the recovery that releases it (taking it over would
+/// leave the failed run unrolled-back); once released, the check takes it and
+/// replaces the tasks. The next day's check finds them current and ends at
+/// once, changing nothing and taking no lock.
 #[tokio::test]
 async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_locked_stack() {
     let d = Deployed::start().await.expect("deployed");
-    // The check's 60 s between tries of the lock become 1 s.
-    d.emulator.front.set_wait_divisor(60);
     let first = ok(&d, "apply-1", json!({"stack": "lost"})).await;
     let outputs = &first.output.as_ref().unwrap()["outputs"];
     let secret = outputs["data"]["secretArn"].as_str().unwrap().to_string();
@@ -521,14 +521,15 @@ async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_lo
         "the lost event started a run"
     );
 
-    // Another execution holds the stack (a tiny state machine that waits 4 s).
+    // Another execution holds the stack: a tiny state machine that runs 3 s
+    // and then fails.
     let blocker_sm = d
         .sfn
         .create_state_machine()
         .name("blocker")
         .role_arn("arn:aws:iam::123456789012:role/mbstack-states")
         .definition(
-            r#"{"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 4, "End": true}}}"#,
+            r#"{"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3, "Next": "F"}, "F": {"Type": "Fail", "Error": "States.Runtime", "Cause": "ended where no Catch runs"}}}"#,
         )
         .send()
         .await
@@ -543,8 +544,8 @@ async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_lo
         .unwrap()
         .execution_arn()
         .to_string();
-    aws_sdk_ssm::Client::new(&d.config)
-        .put_parameter()
+    let ssm = aws_sdk_ssm::Client::new(&d.config);
+    ssm.put_parameter()
         .name("/mbstack/lost/lock")
         .value(&blocker)
         .r#type(aws_sdk_ssm::types::ParameterType::String)
@@ -553,21 +554,39 @@ async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_lo
         .await
         .unwrap();
 
-    // The day's check.
+    // The day comes: the rule fires on its schedule.
     let fired = d.emulator.front.fire_scheduled_rules().await;
-    assert_eq!(fired, vec!["lost-db-password-check".to_string()]);
+    assert_eq!(fired, vec!["lost-db-password-rotated".to_string()]);
     let check = started_since(&d, &known).await;
+    // Past the holder's failure and the check's next try: it still waits.
+    let retry = std::time::Duration::from_secs(mbstack_statemachine::BUSY_RETRY_SECONDS);
+    tokio::time::sleep(retry + std::time::Duration::from_secs(5)).await;
+    let now = d
+        .sfn
+        .describe_execution()
+        .execution_arn(&check)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.status().as_str(), "RUNNING", "the check did not wait");
+    assert_eq!(
+        ssm_get(&d, "/mbstack/lost/lock").await.as_deref(),
+        Some(blocker.as_str()),
+        "the check took over the lock of a run that ended where no Catch ran"
+    );
+    assert_eq!(deployment().await, before);
+    // The recovery releases the lock (as `recover` does for our own runs).
+    ssm.delete_parameter()
+        .name("/mbstack/lost/lock")
+        .send()
+        .await
+        .unwrap();
     let run = d.wait_for(&check, "daily check", None).await.unwrap();
     assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
     assert!(
-        run.state_names
-            .iter()
-            .any(|s| s == "Wait for the stack's lock"),
-        "the check did not wait for the lock: {:?}",
-        run.state_names
+        run.history_text.contains("Mbstack.Busy"),
+        "the check never waited"
     );
-    let out = run.output.as_ref().unwrap();
-    assert_eq!(out["lockTakenOverFrom"], json!(blocker), "{out}");
     assert_ne!(deployment().await, before, "the tasks were not replaced");
     assert_eq!(ssm_get(&d, "/mbstack/lost/lock").await, None);
 

@@ -67,14 +67,14 @@ async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
     let rds = aws_sdk_rds::Client::new(&env.config);
     let e = rds
         .delete_db_instance()
-        .db_instance_identifier("rules-db")
+        .db_instance_identifier("mbstack-rules")
         .send()
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidParameterCombination");
     let e = rds
         .delete_db_subnet_group()
-        .db_subnet_group_name("rules-db")
+        .db_subnet_group_name("mbstack-rules")
         .send()
         .await
         .unwrap_err();
@@ -231,7 +231,7 @@ async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
     // With the rules off, moto accepts what AWS refuses: the layer, not moto, refused.
     env.emulator.front.set_realism(false, 60);
     rds.delete_db_instance()
-        .db_instance_identifier("rules-db")
+        .db_instance_identifier("mbstack-rules")
         .send()
         .await
         .expect("moto accepts a delete without snapshot choice");

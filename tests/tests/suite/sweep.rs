@@ -181,7 +181,7 @@ async fn snapshots(d: &Deployed) -> usize {
             .iter()
             .filter(|s| {
                 s.db_instance_identifier()
-                    .is_some_and(|i| i.starts_with(STACK))
+                    .is_some_and(|i| mbstack_core::naming::is_rds_name(STACK, i))
             })
             .count(),
         Err(_) => usize::MAX,
