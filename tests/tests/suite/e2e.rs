@@ -356,6 +356,25 @@ async fn a_domain_stack_applies_with_a_validated_certificate_and_destroys_to_the
         .collect();
     assert!(ports.contains(&443) && ports.contains(&80), "{ports:?}");
 
+    // The deployment narrowed to other zones after the stack was made: its
+    // Route 53 rights no longer reach the domain's zone, so a destroy would
+    // fail at the records. It is refused before anything is touched, with
+    // the deploy that fixes it.
+    d.name_hosted_zones(Some(&["Z0OTHERZONE1".to_string()]))
+        .await
+        .unwrap();
+    d.log.clear();
+    let refused = mbstack_tests::checks::run(
+        &d,
+        "destroy-0",
+        json!({"stack": "dom", "action": "destroy"}),
+    )
+    .await;
+    let fix = format!("mbstack deploy --hosted-zones Z0OTHERZONE1,{zone}");
+    assert_refused_in_prepare(&d, refused, &["loadBalancer.domain:", &fix]);
+    assert_eq!(mbstack_tests::dns_records(&d.config).await, records);
+    d.name_hosted_zones(None).await.unwrap();
+
     let gone = mbstack_tests::checks::run(
         &d,
         "destroy-1",
