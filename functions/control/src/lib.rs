@@ -43,6 +43,7 @@ struct Clients {
     sm: aws_sdk_secretsmanager::Client,
     r53: aws_sdk_route53::Client,
     ecs: aws_sdk_ecs::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
@@ -54,6 +55,7 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         sm: client!(aws_sdk_secretsmanager, aws),
         r53: client!(aws_sdk_route53, aws),
         ecs: client!(aws_sdk_ecs, aws),
+        elb: client!(aws_sdk_elasticloadbalancingv2, aws),
     };
     let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
     let execution = payload
@@ -288,13 +290,21 @@ async fn prepare(
     // (a destroy, `domain: null`, any apply) needs its zone among the
     // deployment's, or it would fail half-way on Route 53's denial.
     if let Some(domain) = had.filter(|_| requested != "plan") {
-        let zone_id = stored
-            .as_ref()
-            .and_then(|s| s.pointer("/loadBalancer/hostedZoneId"))
-            .and_then(Value::as_str);
-        let problems =
-            mbstack_loadbalancer::domain_zone_problems(&c.r53, domain, zone_id, hosted_zones)
-                .await?;
+        let zone_id = spec.load_balancer.hosted_zone_id.as_deref().or_else(|| {
+            stored
+                .as_ref()
+                .and_then(|s| s.pointer("/loadBalancer/hostedZoneId"))
+                .and_then(Value::as_str)
+        });
+        let problems = mbstack_loadbalancer::domain_zone_problems(
+            &c.r53,
+            &c.elb,
+            &stack,
+            domain,
+            zone_id,
+            hosted_zones,
+        )
+        .await?;
         if !problems.is_empty() {
             return Err(InvalidSpec(problems).into());
         }
@@ -394,6 +404,12 @@ async fn take_lock(c: &Clients, stack: &str, me: &str, patient: bool) -> Result<
             "GONE".to_string()
         }
         Err(e) => return Err(mbstack_core::aws_error("states:DescribeExecution", e)),
+    };
+    // An execution whose redrive AWS accepted runs again: it holds its lock.
+    let status = if status == "PENDING_REDRIVE" {
+        "RUNNING".to_string()
+    } else {
+        status
     };
     if patient && status == "RUNNING" {
         return Err(TierError::Busy(format!(
@@ -602,12 +618,16 @@ pub const OWN_PERMISSIONS: &[Permission] = &[
     ),
     // Prepare checks a domain new to the stack: its public hosted zone and
     // the records already at the name (`mbstack_loadbalancer::new_domain_problems`).
+    // With zones named by the deployment, the zone a stack's records are in
+    // is read from the ledger on its load balancer (`domain_zone_problems`).
     Permission::read(
         "DomainZone",
         &[
             "route53:ListHostedZones",
             "route53:GetHostedZone",
             "route53:ListResourceRecordSets",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeTags",
         ],
     ),
     // Prepare checks the snapshot a new database is restored from

@@ -160,23 +160,61 @@ async fn zone_for(
 
 /// Prepare's check of a domain the stack has already, when the deployment
 /// names its hosted zones: a run that would change or delete its records
-/// (any apply, a destroy) is refused before anything is touched when its
-/// zone is not among them (`mbstack deploy --hosted-zones` narrowed after
-/// the stack was made), instead of failing half-way on Route 53's denial.
+/// (any apply, a destroy) is refused before anything is touched when the zone
+/// the records are in is not among them (`mbstack deploy --hosted-zones`
+/// narrowed after the stack was made), instead of failing half-way on Route
+/// 53's denial. The zone is the one the ledger on the stack's load balancer
+/// names (where the records were written); with no ledger, nothing of the
+/// domain was written yet, and the zone a new domain would get is checked
+/// (`zone_id`, else by the domain). A zone that cannot be found is left to the
+/// load balancer tier (a deleted or ambiguous zone is its message to give).
 pub async fn domain_zone_problems(
     r53: &Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    stack: &str,
     domain: &str,
     zone_id: Option<&str>,
     allowed: Option<&[String]>,
 ) -> Result<Vec<mbstack_core::Problem>, TierError> {
-    if allowed.is_none_or(|a| a.iter().any(|z| z == "*")) {
+    use mbstack_core::Problem;
+    let Some(allowed) = allowed.filter(|a| !a.iter().any(|z| z == "*")) else {
+        return Ok(Vec::new());
+    };
+    let reads = crate::reads::Reads::new(elb.clone(), stack);
+    let mut ledger = None;
+    if let Some(arn) = reads
+        .load_balancers()
+        .await?
+        .first()
+        .and_then(|l| l.load_balancer_arn())
+    {
+        ledger = Ledger::read(
+            &crate::tags::of(elb, &[arn.to_string()])
+                .await?
+                .remove(arn)
+                .unwrap_or_default(),
+        )
+        .filter(|l| l.domain == domain);
+    }
+    let zone = match ledger {
+        Some(l) => l.zone_id,
+        None => match zone_for(r53, domain, zone_id, None).await? {
+            Ok(z) => z.id,
+            Err(_) => return Ok(Vec::new()),
+        },
+    };
+    if allowed.contains(&zone) {
         return Ok(Vec::new());
     }
-    Ok(zone_for(r53, domain, zone_id, allowed)
-        .await?
-        .err()
-        .into_iter()
-        .collect())
+    let mut zones: Vec<String> = allowed.to_vec();
+    zones.push(zone.clone());
+    Ok(vec![Problem::new(
+        "loadBalancer.domain",
+        format!(
+            "stack {stack} serves {domain} from hosted zone {zone}, and this deployment may no longer write DNS records there: run `mbstack deploy --hosted-zones {}` first (nothing was touched)",
+            zones.join(",")
+        ),
+    )])
 }
 
 /// Prepare's check of a domain new to `stack`, before anything exists: a

@@ -373,7 +373,19 @@ async fn a_domain_stack_applies_with_a_validated_certificate_and_destroys_to_the
     let fix = format!("mbstack deploy --hosted-zones Z0OTHERZONE1,{zone}");
     assert_refused_in_prepare(&d, refused, &["loadBalancer.domain:", &fix]);
     assert_eq!(mbstack_tests::dns_records(&d.config).await, records);
-    d.name_hosted_zones(None).await.unwrap();
+    // Named again, while a second public zone of the same name now exists (a
+    // DNS migration): the zone the stack's records are in is the one its
+    // ledger names, so the destroy goes ahead.
+    aws_sdk_route53::Client::new(&d.config)
+        .create_hosted_zone()
+        .name("example.com")
+        .caller_reference("migration-example.com")
+        .send()
+        .await
+        .unwrap();
+    d.name_hosted_zones(Some(std::slice::from_ref(&zone)))
+        .await
+        .unwrap();
 
     let gone = mbstack_tests::checks::run(
         &d,

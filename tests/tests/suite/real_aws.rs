@@ -532,6 +532,33 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     )
     .await;
     take("resume", &mut entries);
+    // A rotation whose event is lost, the daily check that replaces the tasks,
+    // and a check that finds them current.
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let secret = mbstack_data::managed_secret_arn(&rds, "s1")
+        .await
+        .unwrap()
+        .expect("the database's secret");
+    d.emulator.front.lose_events(1);
+    aws_sdk_secretsmanager::Client::new(&d.config)
+        .rotate_secret()
+        .secret_id(&secret)
+        .rotate_immediately(true)
+        .send()
+        .await
+        .unwrap();
+    let check = json!({"stack": "s1", "action": "password-check"});
+    phase(&d, "check-1", check.clone(), "SUCCEEDED").await;
+    phase(&d, "check-2", check, "SUCCEEDED").await;
+    take("password checks", &mut entries);
+    for action in ["DescribeDBInstances", "DescribeSecret", "DescribeServices"] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["caller"] == "mbstack-control" && e["action"] == action),
+            "the password check made no {action}"
+        );
+    }
     phase(
         &d,
         "destroy-1",
