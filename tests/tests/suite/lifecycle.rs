@@ -603,10 +603,18 @@ async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_lo
         Some("Nothing to do")
     );
     assert_eq!(run.output.as_ref().unwrap()["done"], "nothing");
-    let writes: Vec<String> = d
-        .emulator
-        .front
-        .take_journal()
+    let journal = d.emulator.front.take_journal();
+    let reads: Vec<String> = journal
+        .iter()
+        .filter(|e| e.caller == "mbstack-control")
+        .map(|e| format!("{}:{}", e.service, e.action))
+        .collect();
+    println!(
+        "a daily check that finds the tasks current: {} AWS call(s) {reads:?}, states {:?}",
+        reads.len(),
+        run.state_names
+    );
+    let writes: Vec<String> = journal
         .into_iter()
         // Step Functions' own calls, and moto's posts of an execution's end.
         .filter(|e| !matches!(e.service.as_str(), "lambda" | "states" | ""))
