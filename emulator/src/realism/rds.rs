@@ -1,7 +1,8 @@
 //! RDS: ≈6 min to create (the last part backing up), ≈5 min to delete (still
 //! described, `deleting`); no final snapshot of a busy instance; no change to a
 //! stopped one; one storage change in 6 hours, rounded up to 10 %; a subnet
-//! group over two AZs, not deleted while an instance uses it.
+//! group over two AZs, not deleted while an instance uses it; a manual snapshot
+//! `creating` for minutes, and not restored before it is `available`.
 
 use std::time::Instant;
 
@@ -124,6 +125,39 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
                 query_error(
                     "InvalidParameterCombination",
                     "You can't currently modify the storage of this DB instance because the previous storage change is being optimized: storage can change again 6 hours after the last change, once its optimization has completed.",
+                )
+            })
+        }
+        // RDS snapshots an instance only when it is available: "Cannot
+        // create a snapshot because the database instance … is not currently
+        // in the available state."
+        ("rds", "CreateDBSnapshot") => {
+            let id = q.get("DBInstanceIdentifier")?;
+            let status = db_status_now(shared, id).await?;
+            (status != "available").then(|| {
+                query_error(
+                    "InvalidDBInstanceState",
+                    &format!("Cannot create a snapshot because the database instance {id} is not currently in the available state."),
+                )
+            })
+        }
+        // A snapshot still being made cannot be restored ("DB snapshot must
+        // have status available": RestoreDBInstanceFromDBSnapshot's
+        // InvalidDBSnapshotState).
+        ("rds", "RestoreDBInstanceFromDBSnapshot") => {
+            let id = q.get("DBSnapshotIdentifier")?;
+            let moto = moto_value(
+                shared,
+                "rds",
+                &format!("Action=DescribeDBSnapshots&Version=2014-10-31&DBSnapshotIdentifier={id}"),
+                "Status",
+            )
+            .await?;
+            let status = shared.realism.lock().ok()?.snapshot_status(id, &moto);
+            (status != "available").then(|| {
+                query_error(
+                    "InvalidDBSnapshotState",
+                    &format!("DB snapshot {id} is {status}: it must have status available to be restored."),
                 )
             })
         }
@@ -262,6 +296,13 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
                 realism.db_created.insert(id.to_string(), Instant::now());
             }
         }
+        "CreateDBSnapshot" => {
+            if let Some(id) = q.get("DBSnapshotIdentifier") {
+                realism
+                    .snapshot_created
+                    .insert(id.to_string(), Instant::now());
+            }
+        }
         "DeleteDBInstance" => {
             if let (Some(id), Some(block)) = (
                 q.get("DBInstanceIdentifier"),
@@ -303,6 +344,14 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
             }
         }
         _ => {}
+    }
+    if matches!(q.action(), "CreateDBSnapshot" | "DescribeDBSnapshots") {
+        return Some(xml::rewrite_state(
+            text,
+            "DBSnapshotIdentifier",
+            &["Status"],
+            |id, moto| realism.snapshot_status(id, moto),
+        ));
     }
     matches!(
         q.action(),

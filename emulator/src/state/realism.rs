@@ -32,6 +32,11 @@ pub(crate) const STORAGE_OPTIMIZATION: Duration = Duration::from_secs(2 * 3600);
 /// How long a ModifyDBInstance applied at once shows `modifying` (or an
 /// engine upgrade `upgrading`): minutes on AWS.
 pub(crate) const DB_MODIFY: Duration = Duration::from_secs(120);
+
+/// A manual DB snapshot (CreateDBSnapshot) of a small instance: `creating` for
+/// minutes before `available` (RDS user guide, "Creating a DB snapshot": the
+/// time depends on the size; the first snapshot copies all of it).
+pub(crate) const DB_SNAPSHOT: Duration = Duration::from_secs(180);
 /// Statuses in which RDS cannot take a final snapshot. Kept apart from the data
 /// tier's own list on purpose: the emulator models AWS, and a list shared with
 /// the code under test could not catch that code's mistake.
@@ -76,6 +81,9 @@ pub(crate) struct Realism {
     pub(crate) password_unmanaged: std::collections::HashSet<String>,
     /// DB instances whose storage last changed: when.
     pub(crate) storage_changed: HashMap<String, Instant>,
+    /// Manual DB snapshots: when each was requested (`creating` until
+    /// [`DB_SNAPSHOT`] has passed).
+    pub(crate) snapshot_created: HashMap<String, Instant>,
     /// Deleted DB instances: when, and their description (status `deleting`).
     pub(crate) db_deleted: HashMap<String, (Instant, String)>,
     pub(crate) alb_created: HashMap<String, Instant>,
@@ -108,6 +116,7 @@ impl Default for Realism {
             db_modified: HashMap::new(),
             password_unmanaged: Default::default(),
             storage_changed: HashMap::new(),
+            snapshot_created: HashMap::new(),
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),
             lingering: Vec::new(),
@@ -123,6 +132,16 @@ impl Default for Realism {
 impl Realism {
     pub(crate) fn scaled(&self, d: Duration) -> Duration {
         d / self.scale.max(1)
+    }
+
+    /// A manual snapshot's status as AWS would show it.
+    pub(crate) fn snapshot_status(&self, id: &str, moto_status: &str) -> String {
+        match self.snapshot_created.get(id) {
+            Some(t) if moto_status == "available" && t.elapsed() < self.scaled(DB_SNAPSHOT) => {
+                "creating".into()
+            }
+            _ => moto_status.into(),
+        }
     }
 
     pub(crate) fn db_status(&self, id: &str, moto_status: &str) -> String {

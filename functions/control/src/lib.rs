@@ -246,20 +246,50 @@ async fn prepare(
         && was != spec.database.restore_from.as_deref()
     {
         let field = "database.restoreFrom";
-        let snapshot = match mbstack_data::restore_snapshot(&c.rds, &spec).await {
-            Ok(s) => s.map(|s| s.id).unwrap_or_default(),
+        let found = match mbstack_data::restore_snapshot(&c.rds, &spec).await {
+            Ok(s) => s,
             Err(TierError::Refused(why)) => {
                 let why = why.trim_start_matches(&format!("{field}: ")).to_string();
                 return Err(InvalidSpec(vec![Problem::new(field, why)]).into());
             }
             Err(e) => return Err(e),
         };
+        // Metabase cannot run on a database a newer version migrated.
+        let ran = found
+            .as_ref()
+            .and_then(|s| s.metabase_version.as_deref())
+            .and_then(mbstack_core::metabase::Version::parse);
+        if let (Some(ran), Some(want)) = (ran, mbstack_core::metabase::version_of(&spec.app.image))
+        {
+            if want < ran {
+                return Err(InvalidSpec(vec![Problem::new(
+                    "app.image",
+                    format!(
+                        "Metabase {ran} has run on the database in snapshot {} and migrated it; Metabase {want} cannot run on it (it does not downgrade): set app.image to {ran} or later",
+                        found.as_ref().map(|s| s.id.as_str()).unwrap_or("")
+                    ),
+                )])
+                .into());
+            }
+        }
+        let snapshot = found.map(|s| s.id).unwrap_or_default();
         if !spec.app.new_encryption_key && !key_kept(&c.sm, &stack).await? {
             return Err(InvalidSpec(vec![Problem::new(
                 field,
                 format!("Metabase's encryption key of stack {stack} is gone (the recovery window a destroy leaves it has passed), so the data sources' passwords and settings in snapshot {snapshot} were encrypted with a key that no longer exists: Metabase would start but could not read them. To restore anyway with a new key (then enter each data source's password again in Metabase's admin), add \"app\": {{\"newEncryptionKey\": true}}"),
             )])
             .into());
+        }
+    }
+    // Another Metabase image than the stack runs: never one older than the
+    // newest that has run on its database.
+    let stored_image = stored
+        .as_ref()
+        .and_then(|s| s.pointer("/app/image"))
+        .and_then(Value::as_str);
+    if requested != "destroy" && stored_image.is_some_and(|i| i != spec.app.image) {
+        if let Some(why) = mbstack_data::downgrade_problem(&c.rds, &stack, &spec.app.image).await? {
+            return Err(InvalidSpec(vec![Problem::new("app.image", why)]).into());
         }
     }
     // A domain new to the stack: its zone, and no record of anyone else's at

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod error;
 pub mod iam;
 pub mod lambda;
+pub mod metabase;
 pub mod naming;
 pub mod outputs;
 pub mod resource;

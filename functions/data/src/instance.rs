@@ -23,6 +23,10 @@ pub struct RestoreSnapshot {
     pub storage_gib: i32,
     /// When RDS took it (`2026-12-01T03:00:00Z`).
     pub taken: String,
+    /// The Metabase image and highest version on record when it was taken
+    /// (its tags, from the instance's), if any.
+    pub metabase_image: Option<String>,
+    pub metabase_version: Option<String>,
 }
 
 /// Resolves `database.restoreFrom` (an identifier, or `latest-final`: the
@@ -122,9 +126,17 @@ pub async fn restore_snapshot(
             )));
         }
     }
+    let snapshot_tags = pairs(snapshot.tag_list());
+    let recorded = |key: &str| {
+        mbstack_core::naming::tag_value(&snapshot_tags, key)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
     Ok(Some(RestoreSnapshot {
         id,
         engine_version: version,
+        metabase_image: recorded(mbstack_core::metabase::IMAGE_TAG),
+        metabase_version: recorded(mbstack_core::metabase::VERSION_TAG),
         storage_gib: snapshot.allocated_storage().unwrap_or(0),
         taken: snapshot
             .snapshot_create_time()
@@ -237,6 +249,31 @@ pub(crate) struct DbInstances {
     pub subnet_group: Option<String>,
     pub security_group: Option<String>,
     pub stamp: String,
+    /// The instance as read before this converge (None: read it).
+    pub known: Option<Option<DbInstance>>,
+    /// The Metabase image to put on record now: the spec's, once nothing
+    /// needs to be snapshotted before it (None: not yet).
+    pub record: Option<String>,
+}
+
+/// The Metabase image and version tags for `image` over what `had` records:
+/// the version is the highest that has run.
+fn record_tags(image: &str, had: &[(String, String)]) -> Vec<(String, String)> {
+    use mbstack_core::metabase::{version_of, Version, IMAGE_TAG, VERSION_TAG};
+    let before = mbstack_core::naming::tag_value(had, VERSION_TAG).and_then(Version::parse);
+    let highest = match (before, version_of(image)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let mut out = vec![(IMAGE_TAG.to_string(), image.to_string())];
+    if let Some(v) = highest {
+        out.push((VERSION_TAG.to_string(), v.to_string()));
+    }
+    out
+}
+
+fn rds_tag(k: &str, v: &str) -> aws_sdk_rds::types::Tag {
+    aws_sdk_rds::types::Tag::builder().key(k).value(v).build()
 }
 
 fn major(version: &str) -> Option<u32> {
@@ -269,6 +306,9 @@ pub(crate) enum Step {
     ManagedPassword,
     Stop(String),
     Start(String),
+    /// Put the Metabase image about to go out on record (its snapshot, if
+    /// one was needed, is available): from, to.
+    RecordImage(Option<String>, String),
 }
 
 impl std::fmt::Display for Step {
@@ -296,6 +336,11 @@ impl std::fmt::Display for Step {
             ),
             Step::Stop(also) => write!(f, "stop (paused){also}"),
             Step::Start(also) => write!(f, "start (resumed){also}"),
+            Step::RecordImage(from, to) => write!(
+                f,
+                "Metabase image on record {} → {to}",
+                from.as_deref().unwrap_or("none")
+            ),
         }
     }
 }
@@ -478,6 +523,83 @@ fn changes(w: &Work<'_>, db: &DbInstance) -> Result<(Vec<Step>, Vec<String>), Ti
 }
 
 impl DbInstances {
+    /// Puts `image` on record (and the highest version that has run), with
+    /// what it replaces and this run, so that a rollback of the run puts it
+    /// back ([`DbInstances::put_back_record`]).
+    async fn record_image(
+        &self,
+        w: &Work<'_>,
+        db: &DbInstance,
+        image: &str,
+    ) -> Result<(), TierError> {
+        use mbstack_core::metabase::{RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
+        let had = pairs(db.tag_list());
+        let before = format!(
+            "{} {}",
+            crate::pre_upgrade::recorded_image(db).unwrap_or_else(|| "-".into()),
+            mbstack_core::naming::tag_value(&had, VERSION_TAG)
+                .filter(|v| !v.is_empty())
+                .unwrap_or("-")
+        );
+        let mut tags: Vec<aws_sdk_rds::types::Tag> = record_tags(image, &had)
+            .iter()
+            .map(|(k, v)| rds_tag(k, v))
+            .collect();
+        tags.push(rds_tag(RECORD_BEFORE_TAG, &before));
+        tags.push(rds_tag(RECORD_BY_TAG, &w.run.id));
+        self.tag(db, tags).await
+    }
+
+    /// In a rollback: the Metabase image this run put on record is taken back
+    /// (the service returns to the image before it). Returns what was put back.
+    pub(crate) async fn put_back_record(
+        &self,
+        w: &Work<'_>,
+        db: &DbInstance,
+    ) -> Result<Option<String>, TierError> {
+        use mbstack_core::metabase::{IMAGE_TAG, RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
+        let had = pairs(db.tag_list());
+        if mbstack_core::naming::tag_value(&had, RECORD_BY_TAG) != Some(w.run.id.as_str()) {
+            return Ok(None);
+        }
+        let before = mbstack_core::naming::tag_value(&had, RECORD_BEFORE_TAG).unwrap_or("- -");
+        let (image, version) = before.split_once(' ').unwrap_or((before, "-"));
+        let none = |v: &str| {
+            if v == "-" {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
+        let tags = vec![
+            rds_tag(IMAGE_TAG, &none(image)),
+            rds_tag(VERSION_TAG, &none(version)),
+            rds_tag(RECORD_BY_TAG, ""),
+        ];
+        self.tag(db, tags).await?;
+        Ok(Some(if image == "-" {
+            "none".into()
+        } else {
+            image.to_string()
+        }))
+    }
+
+    async fn tag(
+        &self,
+        db: &DbInstance,
+        tags: Vec<aws_sdk_rds::types::Tag>,
+    ) -> Result<(), TierError> {
+        let arn = db.db_instance_arn().unwrap_or_default();
+        self.rds
+            .add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:AddTagsToResource", e))?;
+        Ok(())
+    }
+
     async fn modify(&self, db: &DbInstance, steps: &[Step]) -> Result<(), TierError> {
         let id = db.db_instance_identifier().unwrap_or_default();
         let mut call = self
@@ -488,7 +610,7 @@ impl DbInstances {
         let mut any = false;
         let mut storage_changes = false;
         for step in steps {
-            any |= !matches!(step, Step::Stop(_) | Step::Start(_));
+            any |= !matches!(step, Step::Stop(_) | Step::Start(_) | Step::RecordImage(..));
             call = match step {
                 Step::Class(_, class) => call.db_instance_class(class),
                 Step::Storage(_, gib) => {
@@ -507,7 +629,7 @@ impl DbInstances {
                         call
                     }
                 }
-                Step::Stop(_) | Step::Start(_) => call,
+                Step::Stop(_) | Step::Start(_) | Step::RecordImage(..) => call,
             };
         }
         if !any {
@@ -565,11 +687,19 @@ impl Resource for DbInstances {
     }
 
     async fn list(&self, w: &Work<'_>) -> Result<Vec<DbInstance>, TierError> {
-        Ok(find(&self.rds, &w.spec.stack).await?.into_iter().collect())
+        Ok(match &self.known {
+            Some(known) => known.clone().into_iter().collect(),
+            None => find(&self.rds, &w.spec.stack).await?.into_iter().collect(),
+        })
     }
 
     fn diff(&self, w: &Work<'_>, db: &DbInstance, _want: &()) -> Result<Vec<Step>, TierError> {
-        changes(w, db).map(|(steps, _)| steps)
+        let mut steps = changes(w, db).map(|(steps, _)| steps)?;
+        let had = crate::pre_upgrade::recorded_image(db);
+        if let Some(to) = self.record.as_ref().filter(|to| had.as_ref() != Some(*to)) {
+            steps.push(Step::RecordImage(had, to.clone()));
+        }
+        Ok(steps)
     }
 
     fn describe(&self, w: &Work<'_>, _want: &()) -> String {
@@ -609,6 +739,15 @@ impl Resource for DbInstances {
                     .value(&snapshot.id)
                     .build(),
             );
+            // What ran on the snapshot's database stays on record: the next
+            // pass snapshots it again before another image, and Prepare
+            // refuses an older one.
+            if let Some(image) = &snapshot.metabase_image {
+                tags.push(rds_tag(mbstack_core::metabase::IMAGE_TAG, image));
+            }
+            if let Some(v) = &snapshot.metabase_version {
+                tags.push(rds_tag(mbstack_core::metabase::VERSION_TAG, v));
+            }
             // The spec's settings; the engine version is the snapshot's (this
             // run's later passes upgrade it to the spec's once the restored
             // instance is available), its storage at least the snapshot's.
@@ -667,7 +806,14 @@ impl Resource for DbInstances {
             .multi_az(d.multi_az)
             .copy_tags_to_snapshot(true)
             .enable_performance_insights(false)
-            .set_tags(Some(rds_tags(w, ROLE)))
+            .set_tags(Some({
+                // A new database: the spec's image is the first to run on it.
+                let mut tags = rds_tags(w, ROLE);
+                for (k, v) in record_tags(&w.spec.app.image, &[]) {
+                    tags.push(rds_tag(&k, &v));
+                }
+                tags
+            }))
             .send()
             .await
             .map_err(|e| aws_error("rds:CreateDBInstance", e))?;
@@ -681,7 +827,7 @@ impl Resource for DbInstances {
 
     async fn update(
         &self,
-        _w: &Work<'_>,
+        w: &Work<'_>,
         db: &DbInstance,
         _want: &(),
         steps: &[Step],
@@ -690,6 +836,7 @@ impl Resource for DbInstances {
         let id = db.db_instance_identifier().unwrap_or_default();
         for step in steps {
             match step {
+                Step::RecordImage(_, to) => self.record_image(w, db, to).await?,
                 Step::Stop(_) => {
                     self.rds
                         .stop_db_instance()

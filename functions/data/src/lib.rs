@@ -4,6 +4,8 @@
 //! password.
 
 mod instance;
+mod pre_upgrade;
+pub use pre_upgrade::downgrade_problem;
 mod subnet_group;
 mod tags;
 
@@ -77,17 +79,41 @@ async fn converge(
         stack: event.spec.stack.clone(),
     };
     let group = resource::converge(&groups, &mut w, &[()]).await?;
+    // Before another Metabase image goes out: a snapshot of the database, and
+    // the image put on record only once the snapshot is available.
+    let stamp = utc_stamp_now();
+    let known = instance::find(rds, &event.spec.stack).await?;
+    let pre = pre_upgrade::PreUpgrade {
+        rds: rds.clone(),
+        instance: known.clone(),
+        image: event.spec.app.image.clone(),
+        stamp: stamp.clone(),
+    };
+    let pre_wants = pre.wants(&w);
+    let snapshots = resource::converge(&pre, &mut w, &pre_wants).await?;
+    let snapshotted = snapshots
+        .found
+        .iter()
+        .flatten()
+        .any(|s| s.status() == Some("available"));
+    let record = (!pre.wanted(&w) || snapshotted).then(|| event.spec.app.image.clone());
     let dbs = instance::DbInstances {
         rds: rds.clone(),
         stack: event.spec.stack.clone(),
         subnet_group: group.ids(&groups).into_iter().next().flatten(),
         security_group: sg,
-        stamp: utc_stamp_now(),
+        stamp,
+        known: Some(known),
+        record,
     };
     let db = resource::converge(&dbs, &mut w, &[()]).await?;
     let found = db.found.first().cloned().flatten();
+    // The snapshot is named in the run's changes (`db-snapshot create …`).
     let outputs = outputs(found.as_ref());
-    let ready = resource::readiness(&dbs, &w, &[()], &db.found);
+    let ready = match resource::readiness(&pre, &w, &pre_wants, &snapshots.found) {
+        Readiness::Ready => resource::readiness(&dbs, &w, &[()], &db.found),
+        other => other,
+    };
     if w.verb == Verb::Check {
         return w.checked(ready, outputs);
     }
@@ -112,7 +138,24 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
         subnet_group: None,
         security_group: None,
         stamp: utc_stamp_now(),
+        known: None,
+        record: None,
     };
+    // A rollback takes back the Metabase image its run put on record (the
+    // service returns to the image before it).
+    if w.run.scope == mbstack_core::Scope::Run {
+        if let Some(db) = instance::find(rds, &w.spec.stack).await? {
+            if let Some(back) = dbs.put_back_record(&w, &db).await? {
+                let id = db.db_instance_identifier().unwrap_or_default().to_string();
+                w.record(
+                    "db-instance",
+                    id,
+                    mbstack_core::Action::Update,
+                    format!("Metabase image on record → {back} (put back)"),
+                );
+            }
+        }
+    }
     let waiting = resource::destroy(&dbs, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
@@ -130,4 +173,4 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
 /// The IAM permissions of the calls in this file: none (the resource files make them).
 pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];
 
-mbstack_core::tier_permissions!(instance, subnet_group);
+mbstack_core::tier_permissions!(instance, subnet_group, pre_upgrade);

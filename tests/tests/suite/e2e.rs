@@ -881,3 +881,188 @@ async fn a_tier_that_crashed_after_its_calls_still_lists_every_change_of_its_run
     };
     assert_eq!(shape(&crashed), shape(&clean));
 }
+
+/// Metabase migrates its database when a new version starts, and cannot run
+/// on a database a newer version migrated. Before another image goes out, the
+/// data tier snapshots the database and waits for the snapshot (RDS takes
+/// minutes: the emulator keeps it `creating`), then puts the image on record;
+/// only then does the new task definition roll out. The snapshot is kept and
+/// named; a run with the same image takes none; plan says so; an older image
+/// is refused in Prepare, naming the snapshot to go back to; a failed upgrade
+/// keeps its snapshot and takes its record back, so the image the service
+/// returns to is not refused afterwards.
+#[tokio::test]
+async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
+    use mbstack_core::metabase::{BEFORE_IMAGE_TAG, IMAGE_TAG, VERSION_TAG};
+    let d = Deployed::start().await.expect("deployed");
+    let (a, b, c) = (
+        "metabase/metabase:v0.57.2",
+        "metabase/metabase:v0.58.7",
+        "metabase/metabase-enterprise:v1.59.1",
+    );
+    let up = |image: &str| json!({"stack": "up", "app": {"image": image}});
+    let ok = |run: &mbstack_local::Execution| {
+        assert_eq!(
+            run.status, "SUCCEEDED",
+            "{:?} {:?} {:?}",
+            run.error, run.cause, run.state_names
+        )
+    };
+    let run = mbstack_tests::checks::run(&d, "up-a", up(a)).await;
+    ok(&run);
+    assert_eq!(
+        db_tag(&d, "mbstack-up", IMAGE_TAG).await.as_deref(),
+        Some(a)
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
+        Some("0.57.2")
+    );
+
+    // The upgrade: the snapshot first, then the new task definition.
+    d.log.clear();
+    d.emulator.front.start_journal();
+    let run = mbstack_tests::checks::run(&d, "up-b", up(b)).await;
+    ok(&run);
+    let out = run.output.as_ref().unwrap();
+    let snapshot = out["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["kind"] == "db-snapshot" && c["action"] == "create")
+        .and_then(|c| c["id"].as_str())
+        .unwrap_or_else(|| panic!("no pre-upgrade snapshot in {out}"))
+        .to_string();
+    assert!(snapshot.starts_with("mbstack-up-pre-0-58-7-"), "{snapshot}");
+    let journal: Vec<String> = d
+        .emulator
+        .front
+        .take_journal()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    let at = |action: &str| journal.iter().position(|a| a == action);
+    let (Some(snap), Some(td)) = (at("CreateDBSnapshot"), at("RegisterTaskDefinition")) else {
+        panic!("no snapshot or no new task definition: {journal:?}");
+    };
+    assert!(
+        snap < td,
+        "the task definition went out before the snapshot: {journal:?}"
+    );
+    assert!(
+        run.state_names
+            .iter()
+            .filter(|s| s.contains("database"))
+            .count()
+            > 2,
+        "the run did not wait for the snapshot: {:?}",
+        run.state_names
+    );
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let snap = rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&snapshot)
+        .send()
+        .await
+        .unwrap();
+    let tags = mbstack_core::naming::pairs(
+        snap.db_snapshots()[0]
+            .tag_list()
+            .iter()
+            .map(|t| (t.key(), t.value())),
+    );
+    let tag = |k| mbstack_core::naming::tag_value(&tags, k);
+    assert_eq!(tag(BEFORE_IMAGE_TAG), Some(b));
+    assert_eq!(
+        tag(IMAGE_TAG),
+        Some(a),
+        "the snapshot holds what ran before"
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-up", IMAGE_TAG).await.as_deref(),
+        Some(b)
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
+        Some("0.58.7")
+    );
+
+    // The same image again: no snapshot.
+    let run = mbstack_tests::checks::run(&d, "up-b2", up(b)).await;
+    ok(&run);
+    let kinds: Vec<String> = run.output.as_ref().unwrap()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!kinds.iter().any(|k| k == "db-snapshot"), "{kinds:?}");
+
+    // Plan says it, before the next version.
+    let plan = mbstack_tests::checks::run(
+        &d,
+        "plan-c",
+        json!({"stack": "up", "action": "plan", "app": {"image": c}}),
+    )
+    .await;
+    ok(&plan);
+    let planned = plan.output.as_ref().unwrap()["changes"].to_string();
+    assert!(
+        planned.contains("snapshot the database first")
+            && planned.contains("mbstack-up-pre-0-59-1-"),
+        "{planned}"
+    );
+
+    // An older image: refused before anything, with the way back.
+    d.log.clear();
+    let run = mbstack_tests::checks::run(&d, "up-a2", up(a)).await;
+    assert_refused_in_prepare(
+        &d,
+        run,
+        &[
+            "app.image:",
+            "0.58.7 has run",
+            "0.57.2 cannot run",
+            &snapshot,
+        ],
+    );
+
+    // A failed upgrade: its snapshot stays, its record is taken back, and the
+    // image the service returns to is not refused.
+    d.inject(Some(Inject {
+        tier: Tier::App,
+        verb: "apply",
+    }));
+    let run = mbstack_tests::checks::run(&d, "up-c", up(c)).await;
+    d.inject(None);
+    assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
+    assert_eq!(
+        db_tag(&d, "mbstack-up", IMAGE_TAG).await.as_deref(),
+        Some(b)
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
+        Some("0.58.7")
+    );
+    let kept = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("mbstack-up")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = kept
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("mbstack-up-pre-0-59-1-"))
+            && names.contains(&snapshot.as_str()),
+        "{names:?}"
+    );
+    let run = mbstack_tests::checks::run(&d, "up-b3", up(b)).await;
+    ok(&run);
+}

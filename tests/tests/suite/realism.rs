@@ -1069,3 +1069,73 @@ async fn a_lambda_error_the_front_door_answers_reaches_the_state_machine_by_name
         ended.cause()
     );
 }
+
+/// RDS snapshots only an available instance; a manual snapshot is `creating`
+/// for minutes (÷ the scale), and a restore from it is refused until it is
+/// `available` (moto makes every snapshot available at once, of any instance).
+#[tokio::test]
+async fn a_manual_snapshot_takes_time_and_is_restored_only_once_available() {
+    let env = TestEnv::start().await;
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    // 60 times faster: the instance is creating for 6 s, a snapshot 3 s.
+    env.emulator.front.set_realism(true, 60);
+    rds.create_db_instance()
+        .db_instance_identifier("snap-raw")
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("u")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap();
+    let e = rds
+        .create_db_snapshot()
+        .db_instance_identifier("snap-raw")
+        .db_snapshot_identifier("snap-raw-1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidDBInstanceState", "{e:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(6200)).await;
+    let made = rds
+        .create_db_snapshot()
+        .db_instance_identifier("snap-raw")
+        .db_snapshot_identifier("snap-raw-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        made.db_snapshot().and_then(|s| s.status()),
+        Some("creating")
+    );
+    let status = || async {
+        rds.describe_db_snapshots()
+            .db_snapshot_identifier("snap-raw-1")
+            .send()
+            .await
+            .unwrap()
+            .db_snapshots()[0]
+            .status()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(status().await, "creating");
+    let e = rds
+        .restore_db_instance_from_db_snapshot()
+        .db_instance_identifier("snap-raw-2")
+        .db_snapshot_identifier("snap-raw-1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidDBSnapshotState", "{e:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    assert_eq!(status().await, "available");
+    rds.restore_db_instance_from_db_snapshot()
+        .db_instance_identifier("snap-raw-2")
+        .db_snapshot_identifier("snap-raw-1")
+        .send()
+        .await
+        .expect("a restore of an available snapshot");
+    assert_eq!(env.emulator.front.refused_calls(), 2);
+}
