@@ -1058,7 +1058,7 @@ async fn check_spec(
         bail!("{}", lines(e));
     }
     let ssm = aws_sdk_ssm::Client::new(cfg);
-    let stored = mbstack_control::stored_spec(&ssm, stack)
+    let stored = mbstack_control::store::base_spec(&ssm, stack, input)
         .await
         .map_err(|e| anyhow::anyhow!("reading the stored spec of {stack}: {e}"))?;
     if let Err(e) = mbstack_control::merged_spec(input, stored.as_ref(), execution) {

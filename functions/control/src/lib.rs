@@ -234,7 +234,12 @@ async fn prepare(
             ),
         }
     }
-    let spec = merged_spec(input, stored.as_ref(), execution)?;
+    // A destroyed stack restored from its snapshot comes back as it was.
+    let base = match &stored {
+        Some(s) => Some(s.clone()),
+        None => store::base_spec(&c.ssm, &stack, input).await?,
+    };
+    let spec = merged_spec(input, base.as_ref(), execution)?;
     // A snapshot to restore from is checked before anything exists (when it
     // is new to the stack: a stack restored already keeps its database).
     let was = stored
@@ -505,6 +510,20 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
     };
     if status == "succeeded" {
         if requested == "destroy" {
+            // Kept: a restore of the final snapshot brings the stack back as
+            // it was (`store::base_spec`).
+            if let Some(spec) = payload.get("spec") {
+                keep(
+                    store::put(
+                        &c.ssm,
+                        &store::path(stack, store::KEPT_SPEC),
+                        &spec.to_string(),
+                        true,
+                    )
+                    .await
+                    .map(|_| ()),
+                );
+            }
             keep(store::delete(&c.ssm, &store::path(stack, "spec")).await);
         } else if let Some(spec) = payload
             .get("spec")

@@ -1,7 +1,8 @@
 //! What mbstack keeps per stack, in SSM Parameter Store under `/mbstack/<stack>/`:
 //! `spec` (the last successfully applied spec), `last-run` (action, status,
-//! execution, URL — never a secret) and `lock` (the ARN of the execution holding
-//! the stack).
+//! execution, URL — never a secret), `lock` (the ARN of the execution holding
+//! the stack) and, once the stack is destroyed, `spec-at-destroy` (its spec
+//! then: a restore of its final snapshot brings the stack back as it was).
 
 use aws_sdk_ssm::types::ParameterType;
 use aws_sdk_ssm::Client;
@@ -33,6 +34,39 @@ pub async fn stored_spec(ssm: &Client, stack: &str) -> Result<Option<Value>, Tie
         }),
         None => Ok(None),
     }
+}
+
+/// Where a destroyed stack's spec is kept.
+pub const KEPT_SPEC: &str = "spec-at-destroy";
+
+/// The spec a run's input is merged over: the stored spec; for a stack that
+/// has none (destroyed) whose input restores a snapshot, the spec it had when
+/// it was destroyed (its domain, image and settings: the stack comes back as
+/// it was; the input overrides any field).
+pub async fn base_spec(
+    ssm: &Client,
+    stack: &str,
+    input: &Value,
+) -> Result<Option<Value>, TierError> {
+    if let Some(stored) = stored_spec(ssm, stack).await? {
+        return Ok(Some(stored));
+    }
+    let restores = input
+        .pointer("/database/restoreFrom")
+        .is_some_and(Value::is_string);
+    if !restores {
+        return Ok(None);
+    }
+    let Some(text) = get(ssm, &path(stack, KEPT_SPEC)).await? else {
+        return Ok(None);
+    };
+    let Ok(mut kept) = serde_json::from_str::<Value>(&text) else {
+        return Ok(None);
+    };
+    if let Some(db) = kept.get_mut("database").and_then(Value::as_object_mut) {
+        db.remove("restoreFrom");
+    }
+    Ok(Some(kept))
 }
 
 /// Writes a parameter; `overwrite: false` fails if it exists (the lock).

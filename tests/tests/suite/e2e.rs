@@ -1066,3 +1066,66 @@ async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
     let run = mbstack_tests::checks::run(&d, "up-b3", up(b)).await;
     ok(&run);
 }
+
+/// `down` keeps the stack's spec beside its final snapshot, and `up --restore`
+/// of a destroyed stack merges over it: the stack comes back with its domain
+/// and its image (newer than the default here, which could not run on the
+/// database that image migrated), not with the defaults.
+#[tokio::test]
+async fn down_then_up_restore_brings_the_stack_back_as_it_was() {
+    use mbstack_core::metabase::IMAGE_TAG;
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator.front.set_realism(true, 20);
+    d.emulator.front.set_wait_divisor(20);
+    mbstack_tests::public_zone(&d.config, "example.com").await;
+    let image = "metabase/metabase:v0.59.1";
+    assert_ne!(image, mbstack_core::spec::DEFAULT_IMAGE);
+    let input = json!({"stack": "back", "app": {"image": image}, "loadBalancer": {"domain": "bi.example.com"}});
+    let run = mbstack_tests::checks::run(&d, "up-1", input).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let run =
+        mbstack_tests::checks::run(&d, "down-1", json!({"stack": "back", "action": "destroy"}))
+            .await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+
+    let input = json!({"stack": "back", "database": {"restoreFrom": "latest-final"}});
+    let run = mbstack_tests::checks::run(&d, "up-2", input).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let out = run.output.expect("an output");
+    assert_eq!(out["url"], "https://bi.example.com");
+    let td = out["outputs"]["app"]["taskDefinitionArn"].as_str().unwrap();
+    let td = aws_sdk_ecs::Client::new(&d.config)
+        .describe_task_definition()
+        .task_definition(td)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        td.task_definition().unwrap().container_definitions()[0].image(),
+        Some(image)
+    );
+    let restored_from = db_tag(&d, "mbstack-back", mbstack_data::RESTORED_FROM_TAG)
+        .await
+        .expect("restored");
+    assert!(
+        restored_from.starts_with("mbstack-back-final-"),
+        "{restored_from}"
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-back", IMAGE_TAG).await.as_deref(),
+        Some(image)
+    );
+    // An older image than the snapshot's is refused.
+    let run =
+        mbstack_tests::checks::run(&d, "down-2", json!({"stack": "back", "action": "destroy"}))
+            .await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    d.log.clear();
+    let older = json!({"stack": "back", "database": {"restoreFrom": "latest-final"}, "app": {"image": "metabase/metabase:v0.58.6"}});
+    let run = mbstack_tests::checks::run(&d, "up-3", older).await;
+    assert_refused_in_prepare(
+        &d,
+        run,
+        &["app.image:", "0.59.1 has run", "0.58.6 cannot run"],
+    );
+}
