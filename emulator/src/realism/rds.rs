@@ -128,13 +128,15 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
                 )
             })
         }
-        // RDS snapshots an instance only when it is available: "Cannot
+        // RDS snapshots an instance only when it is available (or optimizing
+        // its storage: "The source DB instance must be in the available or
+        // storage-optimization state"): "Cannot
         // create a snapshot because the database instance … is not currently
         // in the available state."
         ("rds", "CreateDBSnapshot") => {
             let id = q.get("DBInstanceIdentifier")?;
             let status = db_status_now(shared, id).await?;
-            (status != "available").then(|| {
+            (!matches!(status.as_str(), "available" | "storage-optimization")).then(|| {
                 query_error(
                     "InvalidDBInstanceState",
                     &format!("Cannot create a snapshot because the database instance {id} is not currently in the available state."),
@@ -297,10 +299,12 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
             }
         }
         "CreateDBSnapshot" => {
-            if let Some(id) = q.get("DBSnapshotIdentifier") {
+            if let (Some(id), Some(db)) =
+                (q.get("DBSnapshotIdentifier"), q.get("DBInstanceIdentifier"))
+            {
                 realism
                     .snapshot_created
-                    .insert(id.to_string(), Instant::now());
+                    .insert(id.to_string(), (Instant::now(), db.to_string()));
             }
         }
         "DeleteDBInstance" => {

@@ -82,8 +82,9 @@ pub(crate) struct Realism {
     /// DB instances whose storage last changed: when.
     pub(crate) storage_changed: HashMap<String, Instant>,
     /// Manual DB snapshots: when each was requested (`creating` until
-    /// [`DB_SNAPSHOT`] has passed).
-    pub(crate) snapshot_created: HashMap<String, Instant>,
+    /// [`DB_SNAPSHOT`] has passed, its instance `backing-up` meanwhile), and
+    /// of which instance.
+    pub(crate) snapshot_created: HashMap<String, (Instant, String)>,
     /// Deleted DB instances: when, and their description (status `deleting`).
     pub(crate) db_deleted: HashMap<String, (Instant, String)>,
     pub(crate) alb_created: HashMap<String, Instant>,
@@ -137,7 +138,9 @@ impl Realism {
     /// A manual snapshot's status as AWS would show it.
     pub(crate) fn snapshot_status(&self, id: &str, moto_status: &str) -> String {
         match self.snapshot_created.get(id) {
-            Some(t) if moto_status == "available" && t.elapsed() < self.scaled(DB_SNAPSHOT) => {
+            Some((t, _))
+                if moto_status == "available" && t.elapsed() < self.scaled(DB_SNAPSHOT) =>
+            {
                 "creating".into()
             }
             _ => moto_status.into(),
@@ -161,6 +164,14 @@ impl Realism {
             if t.elapsed() < self.scaled(DB_MODIFY) {
                 return (*status).into();
             }
+        }
+        // While a manual snapshot of it is made.
+        let snapshotting = self
+            .snapshot_created
+            .values()
+            .any(|(t, db)| db == id && t.elapsed() < self.scaled(DB_SNAPSHOT));
+        if snapshotting {
+            return "backing-up".into();
         }
         let optimizing = self
             .storage_changed

@@ -277,7 +277,17 @@ async fn prepare(
                 .into());
             }
         }
+        let source = found.as_ref().and_then(|s| s.stack.clone());
         let snapshot = found.map(|s| s.id).unwrap_or_default();
+        // Metabase's saved secrets in the snapshot are encrypted with the key
+        // of the stack whose database it was; another stack has another key.
+        if let Some(source) = source.filter(|s| *s != stack && !spec.app.new_encryption_key) {
+            return Err(InvalidSpec(vec![Problem::new(
+                field,
+                format!("snapshot {snapshot} is stack {source}'s database: the data sources' passwords and settings in it are encrypted with stack {source}'s Metabase key, which stack {stack} does not have, so Metabase would start but could not read them. Restore it into stack {source} (mbstack up {source} --restore {snapshot}), or, to restore it here with a new key (then enter each data source's password again in Metabase's admin), add \"app\": {{\"newEncryptionKey\": true}}"),
+            )])
+            .into());
+        }
         if !spec.app.new_encryption_key && !key_kept(&c.sm, &stack).await? {
             return Err(InvalidSpec(vec![Problem::new(
                 field,

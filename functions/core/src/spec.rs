@@ -491,7 +491,9 @@ pub const LOG_RETENTION_DAYS: &[u16] = &[
     3288, 3653,
 ];
 
-/// At most this many user tags (AWS allows 50 per resource; we add 4).
+/// At most this many user tags. AWS allows 50 per resource; mbstack adds up to
+/// 10 (the DB instance: its 4, what it was restored from, when its storage
+/// changed, and the 4 of the Metabase image record).
 pub const MAX_USER_TAGS: usize = 40;
 /// Each allowed CIDR takes one SG rule per listener port (80, 443); an SG holds 60.
 pub const MAX_ALLOWED_CIDRS: usize = 25;
@@ -664,7 +666,7 @@ impl StackSpec {
         let d = &self.database;
         if let Some(from) = d.restore_from.as_deref().filter(|f| *f != LATEST_FINAL) {
             if !is_snapshot_identifier(from) {
-                p.push(Problem::new("database.restoreFrom", format!("{from:?} is not a DB snapshot identifier: use 1 to 255 letters, digits and hyphens starting with a letter (no \"--\", no trailing hyphen), such as analytics-final-20261201-0300, or \"{LATEST_FINAL}\" for the stack's newest final snapshot")));
+                p.push(Problem::new("database.restoreFrom", format!("{from:?} is not a DB snapshot identifier: use 1 to 255 letters, digits and hyphens starting with a letter (no \"--\", no trailing hyphen), such as mbstack-analytics-final-20261201-0300 or an automated snapshot's rds:mbstack-analytics-2026-12-01-03-05, or \"{LATEST_FINAL}\" for the stack's newest final snapshot")));
             }
         }
         let major = d.engine_version.split('.').next().unwrap_or("");
@@ -955,7 +957,10 @@ fn image_problem(image: &str) -> Option<String> {
 
 /// An RDS DB snapshot identifier (manual snapshots: letters, digits,
 /// hyphens; a letter first; no double or trailing hyphen).
+/// A manual snapshot's identifier, or an automated one's (`rds:<instance>-<date>`,
+/// as RDS names its daily snapshots).
 fn is_snapshot_identifier(id: &str) -> bool {
+    let id = id.strip_prefix("rds:").unwrap_or(id);
     (1..=255).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_alphabetic())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -1260,5 +1265,27 @@ mod tests {
         assert!(image_problem("localhost:5000/metabase").is_some());
         assert!(image_problem(&format!("metabase/metabase@sha256:{}", "a".repeat(64))).is_none());
         assert!(image_problem("metabase/metabase@sha256:abc").is_some());
+    }
+
+    #[test]
+    fn restore_takes_manual_and_automated_snapshot_names_only() {
+        for ok in [
+            "mbstack-analytics-final-20261201-030000",
+            "rds:mbstack-analytics-2026-12-01-03-05",
+            "manual1",
+        ] {
+            assert!(is_snapshot_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "rds:",
+            "rds:-x",
+            "1abc",
+            "a--b",
+            "a-",
+            "ab:cd",
+            "arn:aws:rds:x",
+        ] {
+            assert!(!is_snapshot_identifier(bad), "{bad}");
+        }
     }
 }

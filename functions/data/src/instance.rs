@@ -27,6 +27,8 @@ pub struct RestoreSnapshot {
     /// (its tags, from the instance's), if any.
     pub metabase_image: Option<String>,
     pub metabase_version: Option<String>,
+    /// The stack whose database it was (its `mbstack:stack` tag), if any.
+    pub stack: Option<String>,
 }
 
 /// Resolves `database.restoreFrom` (an identifier, or `latest-final`: the
@@ -137,6 +139,7 @@ pub async fn restore_snapshot(
         engine_version: version,
         metabase_image: recorded(mbstack_core::metabase::IMAGE_TAG),
         metabase_version: recorded(mbstack_core::metabase::VERSION_TAG),
+        stack: recorded(mbstack_core::naming::STACK_TAG),
         storage_gib: snapshot.allocated_storage().unwrap_or(0),
         taken: snapshot
             .snapshot_create_time()
@@ -254,6 +257,13 @@ pub(crate) struct DbInstances {
     /// The Metabase image to put on record now: the spec's, once nothing
     /// needs to be snapshotted before it (None: not yet).
     pub record: Option<String>,
+}
+
+/// The image on record in the instance's tags (None: none, or cleared).
+pub(crate) fn recorded_image(db: &DbInstance) -> Option<String> {
+    mbstack_core::naming::tag_value(&pairs(db.tag_list()), mbstack_core::metabase::IMAGE_TAG)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// The Metabase image and version tags for `image` over what `had` records:
@@ -534,19 +544,17 @@ impl DbInstances {
     ) -> Result<(), TierError> {
         use mbstack_core::metabase::{RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
         let had = pairs(db.tag_list());
-        let before = format!(
-            "{} {}",
-            crate::pre_upgrade::recorded_image(db).unwrap_or_else(|| "-".into()),
-            mbstack_core::naming::tag_value(&had, VERSION_TAG)
-                .filter(|v| !v.is_empty())
-                .unwrap_or("-")
-        );
+        let before = mbstack_core::naming::tag_value(&had, VERSION_TAG)
+            .filter(|v| !v.is_empty())
+            .unwrap_or("-")
+            .to_string();
         let mut tags: Vec<aws_sdk_rds::types::Tag> = record_tags(image, &had)
             .iter()
             .map(|(k, v)| rds_tag(k, v))
             .collect();
         tags.push(rds_tag(RECORD_BEFORE_TAG, &before));
-        tags.push(rds_tag(RECORD_BY_TAG, &w.run.id));
+        let by = format!("{} {}", w.run.id, mbstack_core::work::unix_now());
+        tags.push(rds_tag(RECORD_BY_TAG, &by));
         self.tag(db, tags).await
     }
 
@@ -559,28 +567,24 @@ impl DbInstances {
     ) -> Result<Option<String>, TierError> {
         use mbstack_core::metabase::{IMAGE_TAG, RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
         let had = pairs(db.tag_list());
-        if mbstack_core::naming::tag_value(&had, RECORD_BY_TAG) != Some(w.run.id.as_str()) {
+        let by = mbstack_core::naming::tag_value(&had, RECORD_BY_TAG)
+            .and_then(mbstack_core::metabase::record_by);
+        if by.map(|(run, _)| run) != Some(w.run.id.as_str()) {
             return Ok(None);
         }
-        let before = mbstack_core::naming::tag_value(&had, RECORD_BEFORE_TAG).unwrap_or("- -");
-        let (image, version) = before.split_once(' ').unwrap_or((before, "-"));
-        let none = |v: &str| {
-            if v == "-" {
-                String::new()
-            } else {
-                v.to_string()
-            }
-        };
+        let version = mbstack_core::naming::tag_value(&had, RECORD_BEFORE_TAG).unwrap_or("-");
+        let version = if version == "-" { "" } else { version };
+        // The image before is not kept (see RECORD_BEFORE_TAG): none is on
+        // record, so the next run with any image snapshots the database first.
         let tags = vec![
-            rds_tag(IMAGE_TAG, &none(image)),
-            rds_tag(VERSION_TAG, &none(version)),
+            rds_tag(IMAGE_TAG, ""),
+            rds_tag(VERSION_TAG, version),
             rds_tag(RECORD_BY_TAG, ""),
         ];
         self.tag(db, tags).await?;
-        Ok(Some(if image == "-" {
-            "none".into()
-        } else {
-            image.to_string()
+        Ok(Some(match version {
+            "" => "none (the highest version that ran: none)".to_string(),
+            v => format!("none (the highest version that ran: {v})"),
         }))
     }
 
@@ -695,7 +699,7 @@ impl Resource for DbInstances {
 
     fn diff(&self, w: &Work<'_>, db: &DbInstance, _want: &()) -> Result<Vec<Step>, TierError> {
         let mut steps = changes(w, db).map(|(steps, _)| steps)?;
-        let had = crate::pre_upgrade::recorded_image(db);
+        let had = recorded_image(db);
         if let Some(to) = self.record.as_ref().filter(|to| had.as_ref() != Some(*to)) {
             steps.push(Step::RecordImage(had, to.clone()));
         }

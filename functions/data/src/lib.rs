@@ -15,6 +15,7 @@ pub use instance::{
 pub use mbstack_core::Readiness;
 
 use aws_sdk_rds::types::DbInstance;
+use mbstack_core::naming::rds_name;
 use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};
 use mbstack_core::resource;
 use mbstack_core::work::utc_stamp_now;
@@ -110,7 +111,21 @@ async fn converge(
     let found = db.found.first().cloned().flatten();
     // The snapshot is named in the run's changes (`db-snapshot create …`).
     let outputs = outputs(found.as_ref());
+    let asleep = w.spec.paused
+        && pre
+            .instance
+            .as_ref()
+            .is_some_and(|db| db.db_instance_status() == Some("stopped"));
     let ready = match resource::readiness(&pre, &w, &pre_wants, &snapshots.found) {
+        // No image goes out on a database not snapshotted first: wait until
+        // RDS can snapshot it (a paused stack runs no tasks).
+        Readiness::Ready if pre.wanted(&w) && !snapshotted && !asleep => {
+            Readiness::Pending(format!(
+                "waiting for DB {} to be snapshotted before {} runs on it (RDS snapshots an instance that is available or optimizing its storage)",
+                rds_name(&w.spec.stack),
+                event.spec.app.image
+            ))
+        }
         Readiness::Ready => resource::readiness(&dbs, &w, &[()], &db.found),
         other => other,
     };

@@ -19,6 +19,7 @@ use mbstack_core::naming::{idempotency_key, rds_name, tag_value, STACK_TAG};
 use mbstack_core::resource::{Deleted, NoStep, Resource};
 use mbstack_core::{aws_error, Readiness, TierError, Verb, Work};
 
+use crate::instance::recorded_image;
 use crate::tags::{pairs, rds_tags};
 
 const ROLE: &str = "pre-upgrade";
@@ -33,13 +34,6 @@ pub(crate) struct PreUpgrade {
     pub stamp: String,
 }
 
-/// The image on record in the instance's tags (None: none, or cleared).
-pub(crate) fn recorded_image(db: &DbInstance) -> Option<String> {
-    tag_value(&pairs(db.tag_list()), IMAGE_TAG)
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-}
-
 impl PreUpgrade {
     /// Whether the database must be snapshotted before `image` goes out: it
     /// was made by an earlier run (a new one holds nothing), and the image on
@@ -52,14 +46,21 @@ impl PreUpgrade {
             && recorded_image(db).as_deref() != Some(self.image.as_str())
     }
 
+    /// Whether RDS snapshots the instance now: "The source DB instance must be
+    /// in the available or storage-optimization state" (CreateDBSnapshot).
+    pub(crate) fn can_snapshot(&self) -> bool {
+        self.instance.as_ref().is_some_and(|db| {
+            matches!(
+                db.db_instance_status(),
+                Some("available" | "storage-optimization")
+            )
+        })
+    }
+
     /// The wants of a converge: one snapshot when wanted and the instance can
-    /// be snapshotted now (available); none otherwise.
+    /// be snapshotted now; none otherwise.
     pub(crate) fn wants(&self, w: &Work<'_>) -> Vec<()> {
-        let available = self
-            .instance
-            .as_ref()
-            .is_some_and(|db| db.db_instance_status() == Some("available"));
-        if self.wanted(w) && available {
+        if self.wanted(w) && self.can_snapshot() {
             vec![()]
         } else {
             Vec::new()
@@ -100,8 +101,12 @@ impl Resource for PreUpgrade {
         pairs(live.tag_list())
     }
 
-    /// The instance's manual snapshots taken before the spec's image. None in
-    /// a destroy or a rollback: mbstack keeps them.
+    /// The instance's manual snapshots taken before the spec's image, of the
+    /// database as it is on record now (the image on record then is the one on
+    /// record now) and taken since the instance was made: an older one of the
+    /// same name (a restore reuses the name) or of another record (A→B→A→B)
+    /// holds less than the database now. None in a destroy or a rollback:
+    /// mbstack keeps them.
     async fn list(&self, w: &Work<'_>) -> Result<Vec<DbSnapshot>, TierError> {
         let Some(id) = self
             .instance
@@ -119,13 +124,30 @@ impl Resource for PreUpgrade {
             .send()
             .await
             .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
+        let on_record = self.instance.as_ref().and_then(recorded_image);
+        // Since the instance was made, and since the image now on record was
+        // put there (what ran before it is not in an older snapshot).
+        let made = self
+            .instance
+            .as_ref()
+            .and_then(|db| db.instance_create_time())
+            .map(|t| t.secs());
+        let recorded_at = self.instance.as_ref().and_then(|db| {
+            tag_value(&pairs(db.tag_list()), mbstack_core::metabase::RECORD_BY_TAG)
+                .and_then(mbstack_core::metabase::record_by)
+                .map(|(_, at)| at)
+        });
+        let made = made.max(recorded_at);
         Ok(out
             .db_snapshots()
             .iter()
             .filter(|s| {
                 let tags = pairs(s.tag_list());
+                let held = tag_value(&tags, IMAGE_TAG).filter(|v| !v.is_empty());
                 tag_value(&tags, STACK_TAG) == Some(w.spec.stack.as_str())
                     && tag_value(&tags, BEFORE_IMAGE_TAG) == Some(self.image.as_str())
+                    && held == on_record.as_deref()
+                    && s.snapshot_create_time().map(|t| t.secs()) >= made
             })
             .cloned()
             .collect())
@@ -192,7 +214,14 @@ impl Resource for PreUpgrade {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| aws_error("rds:CreateDBSnapshot", e))?;
+            .map_err(|e| match mbstack_core::error_code(&e) {
+                // 100 manual snapshots per region by default, final ones included.
+                Some("SnapshotQuotaExceeded") => TierError::Refused(format!(
+                    "the database was not snapshotted before {}, so it was not rolled out: RDS's manual snapshot quota of this region is used up (100 by default; final and pre-upgrade snapshots of every database count). Delete pre-upgrade snapshots no longer needed (aws rds describe-db-snapshots --snapshot-type manual; aws rds delete-db-snapshot --db-snapshot-identifier …), or raise the quota in Service Quotas, and apply again",
+                    self.image
+                )),
+                _ => aws_error("rds:CreateDBSnapshot", e),
+            })?;
         Ok(out.db_snapshot().cloned().unwrap_or_else(|| {
             DbSnapshot::builder()
                 .db_snapshot_identifier(&name)

@@ -718,6 +718,24 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
         .send()
         .await
         .unwrap();
+    // RDS restores an available snapshot only (minutes; seconds here).
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = rds
+            .describe_db_snapshots()
+            .db_snapshot_identifier("elder-manual")
+            .send()
+            .await
+            .unwrap();
+        if s.db_snapshots()[0].status() == Some("available") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "never available"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let mut spec = StackSpec::new("heir");
     spec.database.restore_from = Some("elder-manual".into());
     let d = TierRunner {
@@ -812,8 +830,10 @@ async fn a_database_named_by_older_mbstack_is_adopted_not_duplicated() {
         .filter(|c| c.action == Action::Create)
         .map(|c| format!("{} {}", c.kind, c.id))
         .collect();
+    // Older mbstack put no Metabase image on record: the database is
+    // snapshotted before the spec's image is recorded, and nothing else made.
     assert!(
-        creates.is_empty(),
+        creates.len() == 1 && creates[0].starts_with("db-snapshot mbstack-elderly-pre-"),
         "created beside the old ones: {creates:?}"
     );
     assert!(instance(&env, "mbstack-elderly").await.is_none());
@@ -924,4 +944,92 @@ async fn a_foreign_database_with_the_old_name_is_left_alone() {
         instance(&env, "billing-db").await.is_some(),
         "the foreign DB was deleted"
     );
+}
+
+/// The manual snapshots of the stack's instance, by name.
+async fn manual_snapshots(env: &TestEnv, instance: &str) -> Vec<String> {
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    let mut names: Vec<String> = rds
+        .describe_db_snapshots()
+        .db_instance_identifier(instance)
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap()
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Images whose tags say no version (digests) switched A → B → A → B: each
+/// switch is snapshotted anew. The snapshot taken before B the first time
+/// holds the database as A left it then, not as it is after B and A ran: it is
+/// never taken for the second switch to B.
+#[tokio::test]
+async fn each_switch_between_images_is_snapshotted_anew() {
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("swap");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let a = format!("metabase/metabase@sha256:{}", "a".repeat(64));
+    let b = format!("metabase/metabase@sha256:{}", "b".repeat(64));
+    spec.app.image = a.clone();
+    applied(&d, &spec, "run-0").await;
+    assert!(manual_snapshots(&env, "mbstack-swap").await.is_empty());
+    for (i, image) in [&b, &a, &b].into_iter().enumerate() {
+        // RDS stamps a snapshot to the second.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        spec.app.image = image.clone();
+        applied(&d, &spec, &format!("run-{}", i + 1)).await;
+        assert_eq!(
+            manual_snapshots(&env, "mbstack-swap").await.len(),
+            i + 1,
+            "switch {} to {image}",
+            i + 1
+        );
+    }
+}
+
+/// RDS optimizes an instance's storage for hours after a storage change, and
+/// snapshots it meanwhile ("The source DB instance must be in the available
+/// or storage-optimization state"): an image change then is snapshotted
+/// first, as any other, not rolled out unsnapshotted.
+#[tokio::test]
+async fn an_image_change_while_storage_is_optimized_is_snapshotted_first() {
+    let (env, mut inputs) = realistic(&["opt"]).await;
+    let mut spec = StackSpec::new("opt");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: inputs.remove(0),
+    };
+    applied(&d, &spec, "run-a").await;
+    spec.database.storage_gib = 30;
+    applied(&d, &spec, "run-b").await;
+    assert_eq!(
+        instance(&env, "mbstack-opt")
+            .await
+            .unwrap()
+            .db_instance_status(),
+        Some("storage-optimization")
+    );
+    spec.app.image = "metabase/metabase:v0.59.1".into();
+    let out = applied(&d, &spec, "run-c").await;
+    // Each pass reports what the run created (the state machine lists each once).
+    let mut made: Vec<String> = out
+        .iter()
+        .flat_map(|o| o.changes.iter())
+        .filter(|c| c.kind == "db-snapshot" && c.action == Action::Create)
+        .map(|c| c.id.clone())
+        .collect();
+    made.dedup();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].starts_with("mbstack-opt-pre-0-59-1-"), "{made:?}");
+    assert_eq!(env.emulator.front.refused_calls(), 0);
 }

@@ -1036,9 +1036,11 @@ async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
     let run = mbstack_tests::checks::run(&d, "up-c", up(c)).await;
     d.inject(None);
     assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
+    // Taken back: no image on record (the next run snapshots first); the
+    // highest version that ran as before.
     assert_eq!(
         db_tag(&d, "mbstack-up", IMAGE_TAG).await.as_deref(),
-        Some(b)
+        Some("")
     );
     assert_eq!(
         db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
@@ -1127,5 +1129,18 @@ async fn down_then_up_restore_brings_the_stack_back_as_it_was() {
         &d,
         run,
         &["app.image:", "0.59.1 has run", "0.58.6 cannot run"],
+    );
+    // Another stack's final snapshot: refused with the real reason (its key).
+    d.log.clear();
+    let other = json!({"stack": "other", "database": {"restoreFrom": restored_from}, "app": {"image": image}});
+    let run = mbstack_tests::checks::run(&d, "other-1", other).await;
+    assert_refused_in_prepare(
+        &d,
+        run,
+        &[
+            "database.restoreFrom:",
+            "is stack back's database",
+            "newEncryptionKey",
+        ],
     );
 }
