@@ -11,19 +11,19 @@ pub const IMAGE_TAG: &str = "mbstack:metabase-image";
 pub const VERSION_TAG: &str = "mbstack:metabase-version";
 /// On a pre-upgrade snapshot: the image it was taken before.
 pub const BEFORE_IMAGE_TAG: &str = "mbstack:before-image";
-/// On the instance, while a run's record is new: the version it replaced
-/// (`-` for none; an image can be as long as a tag value, so the image it
-/// replaced is not kept: a rollback leaves none on record, and the next run
-/// snapshots again) and the run (a rollback puts it back).
+/// On the instance: the image a run's record replaced (`-` for none), which a
+/// rollback of that run puts back.
 pub const RECORD_BEFORE_TAG: &str = "mbstack:metabase-record-before";
-/// `<run> <Unix seconds>`: the run that put the image on record, and when (a
-/// snapshot older than that holds less than the database now).
+/// `<run> <Unix seconds> <version before | ->`: the run that put the image on
+/// record, when (a snapshot older than that holds less than the database now),
+/// and the highest version before it (a rollback of that run puts it back).
 pub const RECORD_BY_TAG: &str = "mbstack:metabase-record-by";
 
-/// The run and the time a `RECORD_BY_TAG` value names.
-pub fn record_by(value: &str) -> Option<(&str, i64)> {
-    let (run, at) = value.split_once(' ')?;
-    Some((run, at.parse().ok()?))
+/// The run, the time and the version before that a `RECORD_BY_TAG` value names.
+pub fn record_by(value: &str) -> Option<(&str, i64, &str)> {
+    let mut parts = value.split(' ');
+    let (run, at) = (parts.next()?, parts.next()?.parse().ok()?);
+    Some((run, at, parts.next().unwrap_or("-")))
 }
 
 /// A Metabase version: `v0.58.7` and the Enterprise `v1.58.7` are both

@@ -544,22 +544,27 @@ impl DbInstances {
     ) -> Result<(), TierError> {
         use mbstack_core::metabase::{RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
         let had = pairs(db.tag_list());
-        let before = mbstack_core::naming::tag_value(&had, VERSION_TAG)
+        let version_before = mbstack_core::naming::tag_value(&had, VERSION_TAG)
             .filter(|v| !v.is_empty())
             .unwrap_or("-")
             .to_string();
+        let image_before = recorded_image(db).unwrap_or_else(|| "-".into());
         let mut tags: Vec<aws_sdk_rds::types::Tag> = record_tags(image, &had)
             .iter()
             .map(|(k, v)| rds_tag(k, v))
             .collect();
-        tags.push(rds_tag(RECORD_BEFORE_TAG, &before));
-        let by = format!("{} {}", w.run.id, mbstack_core::work::unix_now());
+        tags.push(rds_tag(RECORD_BEFORE_TAG, &image_before));
+        let by = format!(
+            "{} {} {version_before}",
+            w.run.id,
+            mbstack_core::work::unix_now()
+        );
         tags.push(rds_tag(RECORD_BY_TAG, &by));
         self.tag(db, tags).await
     }
 
-    /// In a rollback: the Metabase image this run put on record is taken back
-    /// (the service returns to the image before it). Returns what was put back.
+    /// In a rollback: the Metabase image this run put on record is taken back,
+    /// the one before it put back (the service returns to it). Returns it.
     pub(crate) async fn put_back_record(
         &self,
         w: &Work<'_>,
@@ -567,24 +572,32 @@ impl DbInstances {
     ) -> Result<Option<String>, TierError> {
         use mbstack_core::metabase::{IMAGE_TAG, RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
         let had = pairs(db.tag_list());
-        let by = mbstack_core::naming::tag_value(&had, RECORD_BY_TAG)
-            .and_then(mbstack_core::metabase::record_by);
-        if by.map(|(run, _)| run) != Some(w.run.id.as_str()) {
+        let Some((run, _, version)) = mbstack_core::naming::tag_value(&had, RECORD_BY_TAG)
+            .and_then(mbstack_core::metabase::record_by)
+        else {
+            return Ok(None);
+        };
+        if run != w.run.id {
             return Ok(None);
         }
-        let version = mbstack_core::naming::tag_value(&had, RECORD_BEFORE_TAG).unwrap_or("-");
-        let version = if version == "-" { "" } else { version };
-        // The image before is not kept (see RECORD_BEFORE_TAG): none is on
-        // record, so the next run with any image snapshots the database first.
+        let image = mbstack_core::naming::tag_value(&had, RECORD_BEFORE_TAG).unwrap_or("-");
+        let none = |v: &str| {
+            if v == "-" {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
         let tags = vec![
-            rds_tag(IMAGE_TAG, ""),
-            rds_tag(VERSION_TAG, version),
+            rds_tag(IMAGE_TAG, &none(image)),
+            rds_tag(VERSION_TAG, &none(version)),
             rds_tag(RECORD_BY_TAG, ""),
         ];
         self.tag(db, tags).await?;
-        Ok(Some(match version {
-            "" => "none (the highest version that ran: none)".to_string(),
-            v => format!("none (the highest version that ran: {v})"),
+        Ok(Some(if image == "-" {
+            "none".into()
+        } else {
+            image.to_string()
         }))
     }
 

@@ -135,7 +135,7 @@ impl Resource for PreUpgrade {
         let recorded_at = self.instance.as_ref().and_then(|db| {
             tag_value(&pairs(db.tag_list()), mbstack_core::metabase::RECORD_BY_TAG)
                 .and_then(mbstack_core::metabase::record_by)
-                .map(|(_, at)| at)
+                .map(|(_, at, _)| at)
         });
         let made = made.max(recorded_at);
         Ok(out

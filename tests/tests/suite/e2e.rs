@@ -1036,11 +1036,10 @@ async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
     let run = mbstack_tests::checks::run(&d, "up-c", up(c)).await;
     d.inject(None);
     assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
-    // Taken back: no image on record (the next run snapshots first); the
-    // highest version that ran as before.
+    // Taken back: the image before on record, the highest version as before.
     assert_eq!(
         db_tag(&d, "mbstack-up", IMAGE_TAG).await.as_deref(),
-        Some("")
+        Some(b)
     );
     assert_eq!(
         db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
