@@ -619,6 +619,25 @@ pub struct ServiceHealth {
     pub last_stopped: Option<String>,
 }
 
+/// The stack's ACTIVE service, read by name (None: no cluster or no service).
+async fn active_service(ecs: &Client, stack: &str) -> Result<Option<Service>, TierError> {
+    let call = ecs
+        .describe_services()
+        .cluster(names::cluster(stack))
+        .services(names::SERVICE)
+        .send()
+        .await;
+    let codes = ["ClusterNotFoundException"];
+    Ok(
+        found("ecs:DescribeServices", call, &codes)?.and_then(|out| {
+            out.services()
+                .iter()
+                .find(|s| s.status() == Some("ACTIVE"))
+                .cloned()
+        }),
+    )
+}
+
 /// When the database password (the secret RDS manages, `secret_arn`) rotated,
 /// if the stack's running tasks started before that: they hold a password that
 /// no longer opens a connection (ECS injects a secret only when a task starts).
@@ -630,20 +649,9 @@ pub async fn password_outdated(
     stack: &str,
     secret_arn: &str,
 ) -> Result<Option<String>, TierError> {
-    let call = ecs
-        .describe_services()
-        .cluster(names::cluster(stack))
-        .services(names::SERVICE)
-        .send()
-        .await;
-    let codes = ["ClusterNotFoundException"];
-    let Some(out) = found("ecs:DescribeServices", call, &codes)? else {
-        return Ok(None);
-    };
-    let Some(svc) = out
-        .services()
-        .iter()
-        .find(|s| s.status() == Some("ACTIVE") && s.desired_count() > 0)
+    let Some(svc) = active_service(ecs, stack)
+        .await?
+        .filter(|s| s.desired_count() > 0)
     else {
         return Ok(None);
     };
@@ -663,17 +671,7 @@ pub async fn password_outdated(
 /// The stack's service: its tasks and, when it is not healthy, why the latest
 /// task stopped. None when the stack has no service (not created, destroyed).
 pub async fn service_health(ecs: &Client, stack: &str) -> Result<Option<ServiceHealth>, TierError> {
-    let call = ecs
-        .describe_services()
-        .cluster(names::cluster(stack))
-        .services(names::SERVICE)
-        .send()
-        .await;
-    let codes = ["ClusterNotFoundException"];
-    let Some(out) = mbstack_core::found("ecs:DescribeServices", call, &codes)? else {
-        return Ok(None);
-    };
-    let Some(svc) = out.services().iter().find(|s| s.status() == Some("ACTIVE")) else {
+    let Some(svc) = active_service(ecs, stack).await? else {
         return Ok(None);
     };
     let rollout = svc

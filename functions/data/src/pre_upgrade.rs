@@ -116,14 +116,7 @@ impl Resource for PreUpgrade {
         else {
             return Ok(Vec::new());
         };
-        let out = self
-            .rds
-            .describe_db_snapshots()
-            .db_instance_identifier(id)
-            .snapshot_type("manual")
-            .send()
-            .await
-            .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
+        let out = manual_snapshots(&self.rds, id).await?;
         let on_record = self.instance.as_ref().and_then(recorded_image);
         // Since the instance was made, and since the image now on record was
         // put there (what ran before it is not in an older snapshot).
@@ -139,7 +132,6 @@ impl Resource for PreUpgrade {
         });
         let made = made.max(recorded_at);
         Ok(out
-            .db_snapshots()
             .iter()
             .filter(|s| {
                 let tags = pairs(s.tag_list());
@@ -279,6 +271,21 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     .when(r#"{"StringEquals": {"aws:RequestTag/mbstack:tier": "${Tier}"}}"#),
 ];
 
+/// The manual snapshots of instance `id`.
+async fn manual_snapshots(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+) -> Result<Vec<DbSnapshot>, TierError> {
+    let out = rds
+        .describe_db_snapshots()
+        .db_instance_identifier(id)
+        .snapshot_type("manual")
+        .send()
+        .await
+        .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
+    Ok(out.db_snapshots().to_vec())
+}
+
 /// Why `image` may not run on the stack's database: a Metabase version older
 /// than the highest that has run on it (and migrated it), which Metabase
 /// cannot run on. None when it may (no database, no version on record, or an
@@ -304,15 +311,8 @@ pub async fn downgrade_problem(
     }
     // The snapshot taken before the newest version that ran.
     let id = db.db_instance_identifier().unwrap_or_default();
-    let out = rds
-        .describe_db_snapshots()
-        .db_instance_identifier(id)
-        .snapshot_type("manual")
-        .send()
-        .await
-        .map_err(|e| aws_error("rds:DescribeDBSnapshots", e))?;
-    let before = out
-        .db_snapshots()
+    let before = manual_snapshots(rds, id)
+        .await?
         .iter()
         .filter(|s| {
             tag_value(&pairs(s.tag_list()), BEFORE_IMAGE_TAG).and_then(version_of) == Some(ran)
