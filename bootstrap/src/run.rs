@@ -959,8 +959,13 @@ async fn stack_resources(
             resources.push(json!({"tier": o.tier.label(), "state": state, "kind": c.kind, "id": c.id, "detail": c.detail}));
         }
     }
+    let kept = mbstack_data::pre_upgrade_snapshots(&aws_sdk_rds::Client::new(cfg), stack).await?;
     if !text_out {
         let mut v = with_resources(stack, row, resources);
+        v["preUpgradeSnapshots"] = kept
+            .iter()
+            .map(|(id, before, status)| json!({"id": id, "before": before, "status": status}))
+            .collect();
         v["service"] = match &health {
             Some(h) => {
                 json!({"running": h.running, "desired": h.desired, "rollout": h.rollout, "lastStopped": h.last_stopped})
@@ -986,6 +991,12 @@ async fn stack_resources(
         );
         for l in fit(head, &shorten_arns(&s("detail")), width) {
             println!("{l}");
+        }
+    }
+    if !kept.is_empty() {
+        println!("  snapshots taken before a Metabase version change (kept; the way back):");
+        for (id, before, status) in &kept {
+            println!("    {id}  before {before}  ({status})");
         }
     }
     Ok(())

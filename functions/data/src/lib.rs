@@ -5,7 +5,7 @@
 
 mod instance;
 mod pre_upgrade;
-pub use pre_upgrade::downgrade_problem;
+pub use pre_upgrade::{downgrade_problem, pre_upgrade_snapshots};
 mod subnet_group;
 mod tags;
 

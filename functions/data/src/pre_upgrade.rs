@@ -331,3 +331,29 @@ pub async fn downgrade_problem(
         "Metabase {ran} has run on stack {stack}'s database and migrated it, and Metabase {want} cannot run on a database a newer version migrated (it does not downgrade): nothing was changed; {way_back}"
     )))
 }
+
+/// The stack's pre-upgrade snapshots, newest first: (identifier, the image it
+/// was taken before, status). `mbstack status STACK` lists them.
+pub async fn pre_upgrade_snapshots(
+    rds: &aws_sdk_rds::Client,
+    stack: &str,
+) -> Result<Vec<(String, String, String)>, TierError> {
+    let Some(db) = crate::instance::find(rds, stack).await? else {
+        return Ok(Vec::new());
+    };
+    let id = db.db_instance_identifier().unwrap_or_default();
+    let mut all = manual_snapshots(rds, id).await?;
+    all.sort_by_key(|s| std::cmp::Reverse(s.snapshot_create_time().map(|t| t.secs())));
+    Ok(all
+        .iter()
+        .filter_map(|s| {
+            let tags = pairs(s.tag_list());
+            let before = tag_value(&tags, BEFORE_IMAGE_TAG)?;
+            Some((
+                s.db_snapshot_identifier().unwrap_or_default().to_string(),
+                before.to_string(),
+                s.status().unwrap_or("unknown").to_string(),
+            ))
+        })
+        .collect())
+}

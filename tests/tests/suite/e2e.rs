@@ -1066,6 +1066,16 @@ async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
     );
     let run = mbstack_tests::checks::run(&d, "up-b3", up(b)).await;
     ok(&run);
+    // What `mbstack status up` lists, newest first.
+    let listed = mbstack_data::pre_upgrade_snapshots(&rds, "up")
+        .await
+        .unwrap();
+    let befores: Vec<&str> = listed
+        .iter()
+        .map(|(_, before, _)| before.as_str())
+        .collect();
+    assert_eq!(befores, vec![c, b], "{listed:?}");
+    assert_eq!(listed[1].0, snapshot);
 }
 
 /// `down` keeps the stack's spec beside its final snapshot, and `up --restore`
