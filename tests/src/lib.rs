@@ -615,6 +615,20 @@ pub async fn request_certificate(config: &aws_types::SdkConfig, domain: &str) ->
 }
 
 /// A public hosted zone `name` (created, as its owner would): its ID.
+/// Rotates the secret `arn` as RDS does every 7 days, with its event lost (AWS
+/// delivers CloudTrail's events "on a best effort basis"): nothing starts
+/// unless a check does.
+pub async fn rotate_losing_the_event(d: &mbstack_local::Deployed, arn: &str) {
+    d.emulator.front.lose_events(1);
+    aws_sdk_secretsmanager::Client::new(&d.config)
+        .rotate_secret()
+        .secret_id(arn)
+        .rotate_immediately(true)
+        .send()
+        .await
+        .unwrap();
+}
+
 pub async fn public_zone(config: &aws_types::SdkConfig, name: &str) -> String {
     let r53 = aws_sdk_route53::Client::new(config);
     let out = r53

@@ -437,6 +437,18 @@ async fn rollback_of_the_creating_run_takes_no_snapshot_and_spares_an_older_db()
 }
 
 /// Apply, then check until settled, at the pace of the realism layer's timings.
+/// Applies `spec`, then grows its storage: RDS optimizes it for hours after.
+async fn storage_grown(d: &TierRunner<'_>, spec: &mut StackSpec) {
+    applied(d, spec, "run-a").await;
+    spec.database.storage_gib = 30;
+    applied(d, spec, "run-grow").await;
+    let id = mbstack_core::naming::rds_name(&spec.stack);
+    assert_eq!(
+        instance(d.env, &id).await.unwrap().db_instance_status(),
+        Some("storage-optimization")
+    );
+}
+
 async fn applied(d: &TierRunner<'_>, spec: &StackSpec, run: &str) -> Vec<mbstack_core::Outcome> {
     // An error, retryable or not, fails the test (as before the one runner).
     d.settled(
@@ -666,16 +678,7 @@ async fn a_pause_during_storage_optimization_says_why_the_db_still_runs() {
         tier: Tier::Data,
         inputs: inputs.remove(0),
     };
-    applied(&d, &spec, "run-a").await;
-    spec.database.storage_gib = 30;
-    applied(&d, &spec, "run-grow").await;
-    assert_eq!(
-        instance(&env, "mbstack-tuned")
-            .await
-            .unwrap()
-            .db_instance_status(),
-        Some("storage-optimization")
-    );
+    storage_grown(&d, &mut spec).await;
     spec.paused = true;
     env.log.clear();
     let paused = applied(&d, &spec, "run-pause").await;
@@ -1009,16 +1012,7 @@ async fn an_image_change_while_storage_is_optimized_is_snapshotted_first() {
         tier: Tier::Data,
         inputs: inputs.remove(0),
     };
-    applied(&d, &spec, "run-a").await;
-    spec.database.storage_gib = 30;
-    applied(&d, &spec, "run-b").await;
-    assert_eq!(
-        instance(&env, "mbstack-opt")
-            .await
-            .unwrap()
-            .db_instance_status(),
-        Some("storage-optimization")
-    );
+    storage_grown(&d, &mut spec).await;
     spec.app.image = "metabase/metabase:v0.59.1".into();
     let out = applied(&d, &spec, "run-c").await;
     // Each pass reports what the run created (the state machine lists each once).

@@ -506,14 +506,7 @@ async fn a_lost_rotation_event_is_caught_by_the_daily_check_which_waits_for_a_lo
 
     // The rotation's event is lost: nothing starts.
     let known = executions(&d).await;
-    d.emulator.front.lose_events(1);
-    aws_sdk_secretsmanager::Client::new(&d.config)
-        .rotate_secret()
-        .secret_id(&secret)
-        .rotate_immediately(true)
-        .send()
-        .await
-        .unwrap();
+    mbstack_tests::rotate_losing_the_event(&d, &secret).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
         executions(&d).await.len(),

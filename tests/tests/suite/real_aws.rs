@@ -539,14 +539,7 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
         .await
         .unwrap()
         .expect("the database's secret");
-    d.emulator.front.lose_events(1);
-    aws_sdk_secretsmanager::Client::new(&d.config)
-        .rotate_secret()
-        .secret_id(&secret)
-        .rotate_immediately(true)
-        .send()
-        .await
-        .unwrap();
+    mbstack_tests::rotate_losing_the_event(&d, &secret).await;
     let check = json!({"stack": "s1", "action": "password-check"});
     phase(&d, "check-1", check.clone(), "SUCCEEDED").await;
     phase(&d, "check-2", check, "SUCCEEDED").await;
