@@ -7,6 +7,8 @@
 //! registered in the service's target group (moto reports registered targets
 //! healthy). With a fault set, the deployment FAILS instead and the service's
 //! stopped tasks say why (CannotPullContainerError, or OOM with exit code 137).
+//! With a failing image set, only that image's deployments fail: its container
+//! exits with 1 as Metabase does when its database migration fails.
 //! With realism on, a deployment whose task definition names a role IAM has not
 //! propagated yet fails the same way: "ECS was unable to assume the role …"
 //! (its tasks fail to start until the circuit breaker gives up).
@@ -68,6 +70,11 @@ fn stopped_task(arn: &str, r: &Rollout) -> Value {
             "TaskFailedToStart",
             json!({"name": "metabase", "lastStatus": "STOPPED",
                    "reason": "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref docker.io/metabase/metabase: unexpected status from HEAD request: 429 Too Many Requests: toomanyrequests: You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"}),
+        ),
+        EcsFault::MigrationFailed => (
+            "Essential container in task exited",
+            "EssentialContainerExited",
+            json!({"name": "metabase", "lastStatus": "STOPPED", "exitCode": 1}),
         ),
         EcsFault::OutOfMemory => (
             "Essential container in task exited",
@@ -243,12 +250,18 @@ pub(crate) async fn rewrite_after(
                         .map(str::to_string)
                 })
                 .collect();
+            let image = td
+                .pointer("/containerDefinitions/0/image")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if let (Some(arn), Ok(mut ecs)) = (
                 td.get("taskDefinitionArn").and_then(Value::as_str),
                 shared.ecs.lock(),
             ) {
                 ecs.task_roles.insert(arn.to_string(), roles);
                 ecs.task_secrets.insert(arn.to_string(), secrets);
+                ecs.task_images.insert(arn.to_string(), image);
             }
             return body;
         }
@@ -345,7 +358,14 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                 svc[field.as_str()] = v.clone();
             }
         }
-        let fault = ecs.fault;
+        let migration_fails = ecs
+            .failing_image
+            .as_ref()
+            .is_some_and(|i| ecs.task_images.get(&td) == Some(i));
+        let fault = match migration_fails {
+            true => Some(EcsFault::MigrationFailed),
+            false => ecs.fault,
+        };
         let delay = ecs.start_delay;
         let restart = ecs
             .rollouts

@@ -133,6 +133,15 @@ impl FrontDoor {
         }
     }
 
+    /// From now on, tasks of `image` fail their database migration and exit
+    /// with 1 (`EcsFault::MigrationFailed`); every other image runs (None:
+    /// no image fails so).
+    pub fn fail_migrations_of(&self, image: Option<&str>) {
+        if let Ok(mut ecs) = self.shared.ecs.lock() {
+            ecs.failing_image = image.map(str::to_string);
+        }
+    }
+
     /// Serves Lambda function `name` in-process (Invoke by name or ARN).
     pub fn register_lambda(&self, name: &str, f: LambdaFn) {
         if let Ok(mut l) = self.shared.lambdas.lock() {
@@ -622,6 +631,8 @@ async fn serve(
     let bytes =
         crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
     let bytes = crate::acm::after(&shared, &target, status.is_success(), bytes).await;
+    let bytes =
+        crate::sfn_history::page(&target, request_json.as_ref(), status.is_success(), bytes);
     if status.is_success() && target == "secretsmanager.RotateSecret" {
         let rotated = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()

@@ -20,6 +20,7 @@ pub mod node_tools;
 mod protocol;
 mod realism;
 mod rotation;
+mod sfn_history;
 mod sns;
 mod state;
 mod xml;

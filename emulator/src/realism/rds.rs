@@ -2,7 +2,8 @@
 //! described, `deleting`); no final snapshot of a busy instance; no change to a
 //! stopped one; one storage change in 6 hours, rounded up to 10 %; a subnet
 //! group over two AZs, not deleted while an instance uses it; a manual snapshot
-//! `creating` for minutes, and not restored before it is `available`.
+//! `creating` for minutes, and not restored before it is `available`; a
+//! renamed instance `renaming` for a while under its new name.
 
 use std::time::Instant;
 
@@ -208,6 +209,50 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
     }
 }
 
+/// Always on, before a create or a restore: moto names the automated backup
+/// it takes of every new instance `rds:<id>-<yyyy-mm-dd-hh-mm>`, and fails the
+/// call (leaving the instance made) when an instance of the same name made one
+/// in the same minute — one renamed aside, or deleted, a moment ago. AWS takes
+/// a new instance's first backup minutes later, under its own name: the stale
+/// moto backup of that minute is dropped first so that the call is answered
+/// as AWS answers it.
+pub(super) async fn clear_minute_backup(shared: &Arc<Shared>, q: &Query) {
+    if q.service != "rds"
+        || !matches!(
+            q.action(),
+            "CreateDBInstance" | "RestoreDBInstanceFromDBSnapshot"
+        )
+    {
+        return;
+    }
+    let Some(id) = q.get("DBInstanceIdentifier") else {
+        return;
+    };
+    // `20261206-140343` → `2026-12-06-14-03`, as moto stamps it (UTC).
+    let s = mbstack_core::work::utc_stamp_now();
+    if s.len() < 13 {
+        return;
+    }
+    let minute = format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13]
+    );
+    let snapshot = format!("rds:{}-{minute}", id.to_ascii_lowercase());
+    let _ = moto_query(
+        shared,
+        "rds",
+        &format!(
+            "Action=DeleteDBSnapshot&Version=2014-10-31&DBSnapshotIdentifier={}",
+            crate::protocol::urlencode(&snapshot)
+        ),
+    )
+    .await;
+}
+
 fn describe_db(id: &str) -> String {
     format!("Action=DescribeDBInstances&Version=2014-10-31&DBInstanceIdentifier={id}")
 }
@@ -336,6 +381,13 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
             ]
             .iter()
             .find(|k| q.get(k).is_some());
+            // A rename: the instance answers to its new name at once, and is
+            // `renaming` a while (an RDS rename reboots it).
+            if let Some(new) = q.get("NewDBInstanceIdentifier") {
+                realism
+                    .db_modified
+                    .insert(new.to_ascii_lowercase(), (Instant::now(), "renaming"));
+            }
             if let (Some(id), Some(k)) = (q.get("DBInstanceIdentifier"), applies) {
                 let status = if *k == "EngineVersion" {
                     "upgrading"

@@ -16,6 +16,11 @@ pub enum EcsFault {
     OutOfMemory,
     /// Docker Hub refuses the pull: its anonymous rate limit (`toomanyrequests`).
     PullRateLimited,
+    /// Metabase's database migration fails as it starts: the container logs
+    /// the failed migration and exits with 1 (the task is stopped, "Essential
+    /// container in task exited"). Played for one image only
+    /// (`FrontDoor::fail_migrations_of`).
+    MigrationFailed,
 }
 
 #[derive(Debug)]
@@ -54,6 +59,10 @@ pub(crate) struct EcsActor {
     pub(crate) task_secrets: HashMap<String, Vec<String>>,
     /// Secret ARN → when its value last rotated (wall clock, seconds).
     pub rotated: HashMap<String, f64>,
+    /// Task definition ARN → the image of its container.
+    pub(crate) task_images: HashMap<String, String>,
+    /// The image whose tasks fail their migration (`EcsFault::MigrationFailed`).
+    pub(crate) failing_image: Option<String>,
     pub(crate) next_id: u64,
 }
 
@@ -68,6 +77,8 @@ impl Default for EcsActor {
             task_roles: HashMap::new(),
             task_secrets: HashMap::new(),
             rotated: HashMap::new(),
+            task_images: HashMap::new(),
+            failing_image: None,
             next_id: 1,
         }
     }
