@@ -271,6 +271,11 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
             " rollback".to_string(),
             format!("Roll back the {} again", t.label),
         ),
+        "Put back" => (
+            format!("Is the {} back?", t.label),
+            " return".to_string(),
+            format!("Put back {} again", t.label),
+        ),
         _ => (
             format!("Is the {} deleted?", t.label),
             " deletion".to_string(),
@@ -339,8 +344,9 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
         format!("$.{key}")
     };
     let mut again_event = tier_event(l.again, l.scope, l.inputs, t.part);
-    if l.again == "apply" {
-        // The changes of the passes before, kept by the tier in front of its own.
+    if l.again != "check" {
+        // The changes of the passes before, kept by the tier in front of its
+        // own: the run's output and its notification list every one.
         again_event["changesBefore.$"] = json!(format!("$.{key}.changes"));
     }
     states.insert(
@@ -452,10 +458,13 @@ impl Phase {
     }
 
     /// What a tier reads: an apply its upstream outputs; a destroy nothing (it
-    /// finds what to delete by tags).
+    /// finds what to delete by tags), but the data tier's rollback the
+    /// snapshot to return the database to when the run rolled out another
+    /// Metabase version (`$.upgrade`, set on the way into the rollback).
     fn inputs(&self, t: T) -> Value {
-        match self.first {
-            "apply" => inputs(t),
+        match (self.first, self.scope, t) {
+            ("apply", _, _) => inputs(t),
+            (_, "run", T::Data) => json!({"upgrade.$": "$.upgrade"}),
             _ => json!({}),
         }
     }
@@ -607,6 +616,63 @@ impl Phase {
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": self.on_error.1, "Next": self.on_error.0}]
         })
     }
+}
+
+const UPGRADED: &str = "Did the run roll out another Metabase version?";
+const KEEP_SNAPSHOT: &str = "Return the database to the snapshot before it";
+const NO_UPGRADE: &str = "No version to return from";
+const ENDED_UPGRADED: &str = "Did the ended run roll out another Metabase version?";
+const KEEP_ENDED_SNAPSHOT: &str = "Return the database to the snapshot the ended run took";
+const RETURNED: &str = "Was the database returned?";
+
+/// After a rollback that returned the database to the snapshot taken before
+/// an upgrade: the app's `return` loop (apply until ready) puts Metabase's
+/// version before on it. It keeps its outcome at `$.app`, after the app's
+/// rollback changes (the run's output and notification list both).
+fn add_return(s: &mut Map<String, Value>, next: &str) {
+    let tier = Tier {
+        part: Some(Part::Return),
+        label: "previous Metabase",
+        ..of(T::App)
+    };
+    let l = Loop {
+        tier: &tier,
+        verb_label: "Put back",
+        first: "apply",
+        again: "apply",
+        scope: "run",
+        done_state: "ready",
+        inputs: json!({
+            "data.$": "$.tiers.data.status.outputs",
+            (mbstack_core::outputs::DEPLOYMENT_KEY): inputs(T::App)[mbstack_core::outputs::DEPLOYMENT_KEY].clone()
+        }),
+        next,
+        on_error: Some(ROLL_BACK.on_error.0),
+        error_path: ROLL_BACK.on_error.1,
+    };
+    let entry = add_loop(s, l);
+    if let Some(p) = s
+        .get_mut(&entry)
+        .and_then(|t| t.pointer_mut("/Parameters/Payload"))
+    {
+        p["changesBefore.$"] = json!("$.app.changes");
+    }
+    let reset = "Reset the poll counters for the return";
+    s.insert(
+        reset.into(),
+        reset_polls(
+            "The rollback is done; the return's loop counts anew",
+            &entry,
+        ),
+    );
+    s.insert(
+        RETURNED.into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.tiers.data.status.outputs.returnedTo", "IsPresent": true, "Next": reset}],
+            "Default": next
+        }),
+    );
 }
 
 const CREATE: Phase = Phase {
@@ -842,10 +908,47 @@ pub fn definition() -> Value {
         "Roll back".into(),
         reset_polls(
             "Delete what this run created; put back what it updated",
-            &ROLL_BACK.entry(0),
+            UPGRADED,
         ),
     );
-    ROLL_BACK.add_stages(&mut s, "Rolled back");
+    // A run whose data stage put another Metabase image on record (after
+    // snapshotting the database) may have migrated the database: its
+    // rollback returns the database to that snapshot (the data tier's), then
+    // puts Metabase's version before on it (the app's `return` part).
+    s.insert(
+        UPGRADED.into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.tiers.data.status.outputs.upgradeSnapshot", "IsPresent": true, "Next": KEEP_SNAPSHOT},
+                {"Variable": "$.action", "StringEquals": "recover", "Next": ENDED_UPGRADED}
+            ],
+            "Default": NO_UPGRADE
+        }),
+    );
+    // A recovery: Prepare read the ended run's last state.
+    s.insert(
+        ENDED_UPGRADED.into(),
+        json!({
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.recovery.upgradeSnapshot", "IsPresent": true, "Next": KEEP_ENDED_SNAPSHOT}],
+            "Default": NO_UPGRADE
+        }),
+    );
+    s.insert(
+        KEEP_ENDED_SNAPSHOT.into(),
+        json!({"Type": "Pass", "Parameters": {"snapshot.$": "$.recovery.upgradeSnapshot"}, "ResultPath": "$.upgrade", "Next": ROLL_BACK.entry(0)}),
+    );
+    s.insert(
+        KEEP_SNAPSHOT.into(),
+        json!({"Type": "Pass", "Parameters": {"snapshot.$": "$.tiers.data.status.outputs.upgradeSnapshot"}, "ResultPath": "$.upgrade", "Next": ROLL_BACK.entry(0)}),
+    );
+    s.insert(
+        NO_UPGRADE.into(),
+        json!({"Type": "Pass", "Result": {}, "ResultPath": "$.upgrade", "Next": ROLL_BACK.entry(0)}),
+    );
+    ROLL_BACK.add_stages(&mut s, RETURNED);
+    add_return(&mut s, "Rolled back");
     s.insert(
         "Rolled back".into(),
         json!({"Type": "Pass", "Parameters": {"Error.$": "$.error.Error", "Cause.$": "$.error.Cause"}, "ResultPath": "$.failure", "Next": "Check the error name"}),

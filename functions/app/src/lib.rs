@@ -12,6 +12,7 @@ mod password_rule;
 mod secret;
 mod service;
 mod task_definition;
+mod upgrade_return;
 
 pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};
 pub use mbstack_core::Readiness;
@@ -60,6 +61,14 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
         role_propagation: aws.role_propagation(),
     };
     let w = Work::new(Tier::App, &event.spec, &event.run, event.verb);
+    if event.part == mbstack_core::Part::Return {
+        return match event.verb {
+            Verb::Apply => Box::pin(upgrade_return::put_back(&c, w, &event)).await,
+            other => Err(TierError::Terminal(format!(
+                "part \"return\" is an apply (the app put on the database a rollback returned), not a {other:?}"
+            ))),
+        };
+    }
     match event.verb {
         Verb::Check => {
             // The service takes minutes (Metabase's first boot): while its
@@ -430,5 +439,6 @@ mbstack_core::tier_permissions!(
     password_rule,
     secret,
     service,
-    task_definition
+    task_definition,
+    upgrade_return
 );

@@ -546,6 +546,8 @@ pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<S
             why.push_str(&format!(" (exit code {code})"));
             if code == 137 {
                 why.push_str(": out of memory — raise app.memory");
+            } else if code == 1 {
+                why.push_str(": Metabase stopped itself, as it does when its database migration fails — its log says why (`mbstack logs`)");
             }
         }
     }

@@ -18,7 +18,7 @@ use mbstack_core::spec::CpuArchitecture;
 use mbstack_core::{aws_error, found, TierError, Verb, Work};
 use serde_json::{json, Value};
 
-use crate::ecs_tags::{ecs_tags, pairs};
+use crate::ecs_tags::pairs;
 use crate::names;
 
 pub const PORT: i32 = 3000;
@@ -193,6 +193,65 @@ fn diff(old: &Value, new: &Value) -> String {
         .join("; ")
 }
 
+/// What revision `live` holds, as a [`Wanted`] (None: not ours to read: no
+/// Metabase container, or a field it must have is missing).
+pub(crate) fn wanted_from(live: &Live) -> Option<Wanted> {
+    let td = &live.td;
+    let c = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(crate::names::CONTAINER))?;
+    let log = c.log_configuration()?.options()?;
+    Some(Wanted {
+        image: c.image()?.to_string(),
+        cpu: td.cpu()?.to_string(),
+        memory: td.memory()?.to_string(),
+        arch: match td.runtime_platform().and_then(|r| r.cpu_architecture()) {
+            Some(EcsArch::Arm64) => CpuArchitecture::Arm64,
+            _ => CpuArchitecture::X86_64,
+        },
+        execution_role: td.execution_role_arn()?.to_string(),
+        task_role: td.task_role_arn()?.to_string(),
+        env: c
+            .environment()
+            .iter()
+            .filter_map(|e| Some((e.name()?.to_string(), e.value()?.to_string())))
+            .collect(),
+        secrets: c
+            .secrets()
+            .iter()
+            .map(|s| (s.name().to_string(), s.value_from().to_string()))
+            .collect(),
+        log_group: log.get("awslogs-group")?.clone(),
+        region: log.get("awslogs-region")?.clone(),
+    })
+}
+
+/// `x` with the database `db` in place of the one it names.
+pub(crate) fn on_database(mut x: Wanted, db: &DbInputs) -> Wanted {
+    for (k, v) in [
+        ("MB_DB_HOST", &db.host),
+        ("MB_DB_PORT", &db.port),
+        ("MB_DB_DBNAME", &db.name),
+        ("MB_DB_USER", &db.user),
+    ] {
+        x.env.insert(k.to_string(), v.clone());
+    }
+    x.secrets
+        .insert("MB_DB_PASS".into(), format!("{}:password::", db.secret_arn));
+    x
+}
+
+/// The tags of revision `live`.
+pub(crate) fn tags_of(live: &Live) -> Vec<(String, String)> {
+    live.tags.clone()
+}
+
+/// Whether revision `live` already holds `x`.
+pub(crate) fn holds(live: &Live, x: &Wanted) -> bool {
+    canonical_live(&live.td) == canonical_wanted(x)
+}
+
 /// The family's revisions. A revision never changes: a converge compares the
 /// latest ACTIVE one with what the spec asks for and registers a new one when
 /// they differ (its update replaces it); a destroy deregisters every ACTIVE
@@ -256,7 +315,7 @@ async fn active(ecs: &Client, family: &str) -> Result<Vec<String>, TierError> {
     Ok(arns)
 }
 
-async fn describe_revision(ecs: &Client, arn: &str) -> Result<Option<Live>, TierError> {
+pub(crate) async fn describe_revision(ecs: &Client, arn: &str) -> Result<Option<Live>, TierError> {
     let call = ecs
         .describe_task_definition()
         .task_definition(arn)
@@ -274,6 +333,18 @@ async fn describe_revision(ecs: &Client, arn: &str) -> Result<Option<Live>, Tier
 
 impl TaskDefinitions {
     async fn register(&self, w: &Work<'_>, x: &Wanted) -> Result<Live, TierError> {
+        self.register_tagged(w, x, w.tags("metabase")).await
+    }
+
+    /// A revision of `x` with `tags` (a return from an upgrade keeps the tags
+    /// of the revision it replaces: not this failed run's, whose rollback is
+    /// over).
+    pub(crate) async fn register_tagged(
+        &self,
+        w: &Work<'_>,
+        x: &Wanted,
+        tags: Vec<(String, String)>,
+    ) -> Result<Live, TierError> {
         let build = |e: aws_sdk_ecs::error::BuildError| {
             TierError::Terminal(format!("building the task definition: {e}"))
         };
@@ -329,17 +400,18 @@ impl TaskDefinitions {
             .execution_role_arn(&x.execution_role)
             .task_role_arn(&x.task_role)
             .container_definitions(container.build())
-            .set_tags(Some(ecs_tags(w, "metabase")))
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
             .send()
             .await
             .map_err(|e| aws_error("ecs:RegisterTaskDefinition", e))?;
         let td = out.task_definition().cloned().ok_or_else(|| {
             TierError::Terminal("ecs:RegisterTaskDefinition returned no task definition".into())
         })?;
-        Ok(Live {
-            td,
-            tags: w.tags("metabase"),
-        })
+        Ok(Live { td, tags })
     }
 }
 

@@ -57,7 +57,7 @@ pub fn message(
     changes: &[Value],
 ) -> (String, String) {
     let error = failure.get("Error").and_then(Value::as_str).unwrap_or("");
-    let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("");
+    let cause = readable(failure.get("Cause").and_then(Value::as_str).unwrap_or(""));
     let outcome = match error {
         "RollbackFailed" => "its rollback FAILED: resources may be left",
         "Mbstack.InvalidSpec" | "Mbstack.Locked" | "Mbstack.Busy" => {
@@ -82,8 +82,12 @@ pub fn message(
         body.push_str("\nWhat the rollback did:\n");
         for c in changes {
             let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+            let detail = match s("detail") {
+                "" => String::new(),
+                d => format!(": {d}"),
+            };
             body.push_str(&format!(
-                "  {} {} {} ({})\n",
+                "  {} {} {} ({}){detail}\n",
                 s("action"),
                 s("kind"),
                 s("id"),
@@ -96,6 +100,37 @@ pub fn message(
         console_link(execution_arn)
     ));
     (subject, printable(&body))
+}
+
+/// A cause as people read it: a Lambda error's JSON
+/// (`{"errorType": …, "errorMessage": …}`), whole or inside a longer cause
+/// (a failed rollback's), becomes its message.
+fn readable(cause: &str) -> String {
+    let mut out = String::new();
+    let mut rest = cause;
+    while let Some(at) = rest.find('{') {
+        let mut values = serde_json::Deserializer::from_str(&rest[at..]).into_iter::<Value>();
+        let message = match values.next() {
+            Some(Ok(v)) => v
+                .get("errorMessage")
+                .and_then(Value::as_str)
+                .map(|m| (readable(m), values.byte_offset())),
+            _ => None,
+        };
+        match message {
+            Some((m, len)) => {
+                out.push_str(&rest[..at]);
+                out.push_str(&m);
+                rest = &rest[at + len..];
+            }
+            None => {
+                out.push_str(&rest[..=at]);
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `text` with every control character but the line break written as an
@@ -167,6 +202,29 @@ mod tests {
         ] {
             assert!(body.contains(part), "{part} not in {body}");
         }
+    }
+
+    #[test]
+    fn a_lambda_error_cause_reads_as_its_message_whole_or_inside_another() {
+        let lambda = r#"{"errorType":"Mbstack.ResourceFailed","errorMessage":"the deployment failed: \"exit code 1\"","trace":[]}"#;
+        let (_, body) = message(
+            "s",
+            "apply",
+            "arn:aws:states:us-east-1:1:execution:m:x",
+            &json!({"Error": "Mbstack.ResourceFailed", "Cause": lambda}),
+            &[],
+        );
+        assert!(
+            body.contains("Cause: the deployment failed: \"exit code 1\"\n"),
+            "{body}"
+        );
+        assert!(!body.contains("errorMessage"), "{body}");
+        let nested = format!("The rollback of run r failed: Lambda.Unknown: {lambda}. Resources tagged {{x}} may be left");
+        assert_eq!(
+            readable(&nested),
+            "The rollback of run r failed: Lambda.Unknown: the deployment failed: \"exit code 1\". Resources tagged {x} may be left"
+        );
+        assert_eq!(readable("plain {not json"), "plain {not json");
     }
 
     #[test]

@@ -54,8 +54,9 @@ async fn describe(c: &Clients, arn: &str) -> Result<Ended, TierError> {
     })
 }
 
-/// The last state the execution entered (its history read newest first).
-async fn last_state(c: &Clients, arn: &str) -> Result<Option<String>, TierError> {
+/// The last state the execution entered (its history read newest first),
+/// with the state's input then.
+async fn last_state(c: &Clients, arn: &str) -> Result<Option<(String, Value)>, TierError> {
     let h = c
         .sfn
         .get_execution_history()
@@ -66,9 +67,25 @@ async fn last_state(c: &Clients, arn: &str) -> Result<Option<String>, TierError>
         .await
         .map_err(|e| mbstack_core::aws_error("states:GetExecutionHistory", e))?;
     Ok(h.events().iter().find_map(|e| {
-        e.state_entered_event_details()
-            .map(|d| d.name().to_string())
+        e.state_entered_event_details().map(|d| {
+            let input = d
+                .input()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or(Value::Null);
+            (d.name().to_string(), input)
+        })
     }))
+}
+
+/// The snapshot an ended run's data stage took before the Metabase image it
+/// put on record, as the run's state held it when it ended (None: its data
+/// stage had not finished, or put no image on record). Its rollback returns
+/// the database to it, as the run's own would have.
+fn upgrade_snapshot(state: &Value) -> Option<String> {
+    state
+        .pointer("/tiers/data/status/outputs/upgradeSnapshot")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn is_recovery(input: &Value) -> Option<&str> {
@@ -189,7 +206,8 @@ pub(crate) async fn prepare(
     };
     // Where it ended: after its work, or after its own rollback, there is
     // nothing to undo (a failed record or notification only held the lock).
-    if let Some(last) = last_state(c, &holder).await? {
+    let ended_in = last_state(c, &holder).await?;
+    if let Some((last, _)) = &ended_in {
         use mbstack_core::contract::{ROLLED_BACK_STATES, WORK_DONE_STATES};
         let done = if WORK_DONE_STATES.contains(&last.as_str()) {
             Some("its work was done")
@@ -209,6 +227,12 @@ pub(crate) async fn prepare(
             ));
         }
     }
+    let upgrade = match &ended_in {
+        Some((_, state)) if holder == run.arn => upgrade_snapshot(state),
+        _ => last_state(c, &run.arn)
+            .await?
+            .and_then(|(_, state)| upgrade_snapshot(&state)),
+    };
     store::put(&c.ssm, &lock, me_arn, true).await?;
     let stored = store::stored_spec(&c.ssm, &stack).await?;
     // The spec the run applied: its input over the spec stored before it
@@ -233,7 +257,10 @@ pub(crate) async fn prepare(
         "lock": {"taken": true, "tookOverFrom": holder, "holderStatus": ended.status, "specUnchanged": true},
         "polls": mbstack_core::contract::poll_counters(),
         "error": error,
-        "recovery": {"of": ended.arn, "run": run.arn, "done": done},
+        "recovery": match upgrade {
+            Some(snapshot) => json!({"of": ended.arn, "run": run.arn, "done": done, "upgradeSnapshot": snapshot}),
+            None => json!({"of": ended.arn, "run": run.arn, "done": done}),
+        },
     }))
 }
 

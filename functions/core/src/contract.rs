@@ -49,6 +49,11 @@ pub enum Part {
     /// The network's NAT gateways: a check, ready when each is available (it
     /// reads them alone).
     NatGateways,
+    /// The return from a failed upgrade, after its rollback: the app's
+    /// service put on the database the data tier's rollback restored from the
+    /// snapshot taken before the upgrade (its new password's secret, its
+    /// endpoint), ready when Metabase's version before is healthy on it.
+    Return,
 }
 
 impl Part {
@@ -61,6 +66,7 @@ impl Part {
             Part::All => "all",
             Part::Foundation => "foundation",
             Part::NatGateways => "nat-gateways",
+            Part::Return => "return",
         }
     }
 
@@ -70,6 +76,7 @@ impl Part {
             Part::All => "all",
             Part::Foundation => "foundation",
             Part::NatGateways => "natGateways",
+            Part::Return => "upgradeReturn",
         }
     }
 
@@ -78,6 +85,7 @@ impl Part {
     pub fn label(&self) -> Option<&'static str> {
         match self {
             Part::NatGateways => Some("NAT gateways"),
+            Part::Return => Some("version before"),
             Part::All | Part::Foundation => None,
         }
     }
@@ -95,6 +103,7 @@ impl Part {
         match self {
             Part::All => None,
             Part::Foundation | Part::NatGateways => Some(Tier::Network),
+            Part::Return => Some(Tier::App),
         }
     }
 
@@ -221,7 +230,7 @@ pub enum State {
     Gone,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,

@@ -94,15 +94,19 @@ where
                 // own unchanged resources add nothing.
                 // A create a pass before it made is not made again.
                 if !before.is_empty() {
-                    let made: std::collections::HashSet<(String, String)> = before
+                    // Nor a deletion a pass before it started (a destroy
+                    // loop's passes until the resource is gone).
+                    use crate::contract::Action;
+                    let once = |a: Action| matches!(a, Action::Create | Action::Delete);
+                    let made: std::collections::HashSet<(String, String, Action)> = before
                         .iter()
-                        .filter(|c| c.action == crate::contract::Action::Create)
-                        .map(|c| (c.kind.clone(), c.id.clone()))
+                        .filter(|c| once(c.action))
+                        .map(|c| (c.kind.clone(), c.id.clone(), c.action))
                         .collect();
                     before.extend(outcome.changes.into_iter().filter(|c| {
-                        c.action != crate::contract::Action::None
-                            && !(c.action == crate::contract::Action::Create
-                                && made.contains(&(c.kind.clone(), c.id.clone())))
+                        c.action != Action::None
+                            && !(once(c.action)
+                                && made.contains(&(c.kind.clone(), c.id.clone(), c.action)))
                     }));
                     outcome.changes = before;
                 }

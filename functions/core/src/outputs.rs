@@ -61,6 +61,15 @@ pub struct DataOutputs {
     /// The snapshot the database was restored from (None: created empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// The snapshot taken before the Metabase image this run put on record
+    /// (None: this run put none there). A failed run's rollback returns the
+    /// database to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_snapshot: Option<String>,
+    /// In a rollback's outcome: the snapshot the database was returned to
+    /// (the app's tasks are then put on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returned_to: Option<String>,
 }
 
 /// The load balancer tier's outputs.

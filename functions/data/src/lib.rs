@@ -8,6 +8,7 @@ mod pre_upgrade;
 pub use pre_upgrade::{downgrade_problem, pre_upgrade_snapshots};
 mod subnet_group;
 mod tags;
+mod upgrade_return;
 
 pub use instance::{
     find, managed_secret_arn, readiness, restore_snapshot, RestoreSnapshot, RESTORED_FROM_TAG,
@@ -20,7 +21,7 @@ use mbstack_core::outputs::{self, DataOutputs, NetworkOutputs};
 use mbstack_core::resource;
 use mbstack_core::work::utc_stamp_now;
 use mbstack_core::{client, Aws, Event, Outcome, State, Tier, TierError, Verb, Work};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
@@ -28,16 +29,30 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     let w = Work::new(Tier::Data, &event.spec, &event.run, event.verb);
     match event.verb {
         Verb::Plan | Verb::Apply | Verb::Check => Box::pin(converge(&rds, w, &event)).await,
-        Verb::Destroy => Box::pin(destroy(&rds, w)).await,
+        Verb::Destroy => {
+            // A rollback of a run that rolled out another Metabase version:
+            // the database returns to the snapshot taken before it.
+            let upgrade = event
+                .inputs
+                .get("upgrade")
+                .and_then(|u| u.get("snapshot"))
+                .and_then(|s| s.as_str())
+                .filter(|_| event.run.scope == mbstack_core::Scope::Run)
+                .map(str::to_string);
+            match upgrade {
+                Some(snapshot) => Box::pin(return_from_upgrade(&rds, w, &snapshot)).await,
+                None => Box::pin(destroy(&rds, w)).await,
+            }
+        }
     }
 }
 
-fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
+fn data_outputs(db: Option<&DbInstance>) -> DataOutputs {
     let Some(db) = db else {
-        return Map::new();
+        return DataOutputs::default();
     };
     let own = |v: Option<&str>| v.map(str::to_string);
-    outputs::to_map(&DataOutputs {
+    DataOutputs {
         instance_id: own(db.db_instance_identifier()),
         instance_arn: own(db.db_instance_arn()),
         endpoint: own(db.endpoint().and_then(|e| e.address())),
@@ -57,7 +72,9 @@ fn outputs(db: Option<&DbInstance>) -> Map<String, Value> {
             .find(|t| t.key() == Some(RESTORED_FROM_TAG))
             .and_then(|t| t.value())
             .map(str::to_string),
-    })
+        upgrade_snapshot: None,
+        returned_to: None,
+    }
 }
 
 /// Plan, apply and check: the subnet group, then the instance.
@@ -109,8 +126,14 @@ async fn converge(
     };
     let db = resource::converge(&dbs, &mut w, &[()]).await?;
     let found = db.found.first().cloned().flatten();
-    // The snapshot is named in the run's changes (`db-snapshot create …`).
-    let outputs = outputs(found.as_ref());
+    // The snapshot is named in the run's changes (`db-snapshot create …`);
+    // the one before the image this run put on record is in the outputs (a
+    // failed run's rollback returns the database to it).
+    let mut out = data_outputs(found.as_ref());
+    if let Some(db) = found.as_ref().filter(|_| w.verb != Verb::Plan) {
+        out.upgrade_snapshot = pre_upgrade::before_record_of(rds, db, &w.run.id).await?;
+    }
+    let outputs = outputs::to_map(&out);
     let asleep = w.spec.paused
         && pre
             .instance
@@ -143,6 +166,36 @@ async fn converge(
         )),
     };
     w.converged(ready, outputs)
+}
+
+/// The rollback of a run whose new Metabase version migrated the database:
+/// the database returned to `snapshot` (see `upgrade_return`), then what the
+/// run created is deleted as in any rollback.
+async fn return_from_upgrade(
+    rds: &aws_sdk_rds::Client,
+    mut w: Work<'_>,
+    snapshot: &str,
+) -> Result<Outcome, TierError> {
+    match upgrade_return::pass(rds, &mut w, snapshot, &utc_stamp_now()).await? {
+        upgrade_return::Progress::Waiting(why) => {
+            let message = format!("returning the database to {snapshot}: waiting for {why}");
+            Ok(w.outcome(State::Pending, message, Map::new()))
+        }
+        upgrade_return::Progress::Done(db) => {
+            let mut out = data_outputs(Some(&db));
+            out.returned_to = Some(snapshot.to_string());
+            let rest = Box::pin(destroy(rds, w)).await?;
+            Ok(Outcome {
+                outputs: outputs::to_map(&out),
+                message: format!(
+                    "the database is back as it was before the upgrade (restored from {snapshot}); {}",
+                    rest.message
+                ),
+                ..rest
+            })
+        }
+        upgrade_return::Progress::Nothing => Box::pin(destroy(rds, w)).await,
+    }
 }
 
 /// Instance (final snapshot, wait until gone) → subnet group.
@@ -188,4 +241,4 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
 /// The IAM permissions of the calls in this file: none (the resource files make them).
 pub const OWN_PERMISSIONS: &[mbstack_core::iam::Permission] = &[];
 
-mbstack_core::tier_permissions!(instance, subnet_group, pre_upgrade);
+mbstack_core::tier_permissions!(instance, subnet_group, pre_upgrade, upgrade_return);

@@ -332,6 +332,41 @@ pub async fn downgrade_problem(
     )))
 }
 
+/// The snapshot taken before the image `db` has on record, of the database as
+/// it was under the image before it, when run `run` put it there (None: the
+/// record is not that run's, or no such snapshot is available). A failed run
+/// returns the database to it.
+pub(crate) async fn before_record_of(
+    rds: &aws_sdk_rds::Client,
+    db: &DbInstance,
+    run: &str,
+) -> Result<Option<String>, TierError> {
+    let had = pairs(db.tag_list());
+    let Some((by, at, _)) = tag_value(&had, mbstack_core::metabase::RECORD_BY_TAG)
+        .and_then(mbstack_core::metabase::record_by)
+    else {
+        return Ok(None);
+    };
+    let Some(image) = recorded_image(db).filter(|_| by == run) else {
+        return Ok(None);
+    };
+    let before = tag_value(&had, mbstack_core::metabase::RECORD_BEFORE_TAG)
+        .filter(|v| *v != "-" && !v.is_empty());
+    let id = db.db_instance_identifier().unwrap_or_default();
+    Ok(manual_snapshots(rds, id)
+        .await?
+        .iter()
+        .filter(|s| {
+            let tags = pairs(s.tag_list());
+            tag_value(&tags, BEFORE_IMAGE_TAG) == Some(image.as_str())
+                && tag_value(&tags, IMAGE_TAG).filter(|v| !v.is_empty()) == before
+                && s.status() == Some("available")
+                && s.snapshot_create_time().map(|t| t.secs()) <= Some(at)
+        })
+        .max_by_key(|s| s.snapshot_create_time().map(|t| t.secs()))
+        .and_then(|s| s.db_snapshot_identifier().map(str::to_string)))
+}
+
 /// The stack's pre-upgrade snapshots, newest first: (identifier, the image it
 /// was taken before, status). `mbstack status STACK` lists them.
 pub async fn pre_upgrade_snapshots(

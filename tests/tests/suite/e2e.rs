@@ -5,7 +5,7 @@
 use mbstack_core::Tier;
 use mbstack_local::{Deployed, Inject};
 use mbstack_tests::stack_leftovers;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Mutating calls of the tiers (the control function's lock and stored spec in
 /// SSM are bookkeeping, not the stack).
@@ -1152,4 +1152,190 @@ async fn down_then_up_restore_brings_the_stack_back_as_it_was() {
             "newEncryptionKey",
         ],
     );
+}
+
+/// The service's task definition: its image and the value of each secret it
+/// names (`valueFrom`).
+async fn running_task_definition(d: &Deployed, stack: &str) -> (String, Value) {
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let svc = ecs
+        .describe_services()
+        .cluster(mbstack_app::names::cluster(stack))
+        .services(mbstack_app::names::SERVICE)
+        .send()
+        .await
+        .expect("the service");
+    let td = svc.services()[0]
+        .task_definition()
+        .expect("a task definition")
+        .to_string();
+    let out = ecs
+        .describe_task_definition()
+        .task_definition(&td)
+        .send()
+        .await
+        .expect("the task definition");
+    let c = &out.task_definition().expect("td").container_definitions()[0];
+    let secrets: serde_json::Map<String, Value> = c
+        .secrets()
+        .iter()
+        .map(|s| (s.name().to_string(), json!(s.value_from())))
+        .collect();
+    (
+        c.image().unwrap_or_default().to_string(),
+        Value::Object(secrets),
+    )
+}
+
+/// A failed upgrade comes back whole: the new version's tasks exit during
+/// their migration (exit code 1), the circuit breaker fails the deployment,
+/// and the rollback returns the database to the snapshot taken before the
+/// upgrade (the migrated instance set aside and deleted with a final
+/// snapshot), then puts the version before on it with the restored
+/// database's new secret and the same encryption key. One notification names
+/// all of it; the next run with the version before changes nothing.
+#[tokio::test]
+async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_was() {
+    use mbstack_core::metabase::{IMAGE_TAG, VERSION_TAG};
+    let d = Deployed::start_notifying().await.expect("deployed");
+    d.emulator.front.set_realism(true, 20);
+    d.emulator.front.set_wait_divisor(20);
+    let (a, b) = ("metabase/metabase:v0.57.2", "metabase/metabase:v0.58.7");
+    let up = |image: &str| json!({"stack": "mig", "app": {"image": image}});
+    let run = mbstack_tests::checks::run(&d, "mig-a", up(a)).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let key = key_value(&d, "mig").await;
+    let (_, before) = running_task_definition(&d, "mig").await;
+
+    d.emulator.front.fail_migrations_of(Some(b));
+    d.emulator.front.start_journal();
+    let run = mbstack_tests::checks::run(&d, "mig-b", up(b)).await;
+    d.emulator.front.fail_migrations_of(None);
+    let journal = d.emulator.front.take_journal();
+    assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
+    let cause = run.cause.clone().unwrap_or_default();
+    assert!(cause.contains("exit code 1"), "{cause}");
+
+    // The journal: the snapshot before the new task definition, then the
+    // restore from that snapshot.
+    let at = |action: &str| journal.iter().position(|e| e.action == action);
+    let (Some(snap), Some(td), Some(restore)) = (
+        at("CreateDBSnapshot"),
+        at("RegisterTaskDefinition"),
+        at("RestoreDBInstanceFromDBSnapshot"),
+    ) else {
+        let actions: Vec<&str> = journal.iter().map(|e| e.action.as_str()).collect();
+        panic!("no snapshot, task definition or restore: {actions:?}");
+    };
+    assert!(
+        snap < td && td < restore,
+        "out of order: {snap} {td} {restore}"
+    );
+    let taken = journal[snap].params["DBSnapshotIdentifier"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(taken.starts_with("mbstack-mig-pre-0-58-7-"), "{taken}");
+    assert_eq!(
+        journal[restore].params["DBSnapshotIdentifier"].as_str(),
+        Some(taken.as_str())
+    );
+    assert_eq!(
+        journal[restore].params["DBInstanceIdentifier"].as_str(),
+        Some("mbstack-mig")
+    );
+
+    // The stack's database is the restored one, the version before on record.
+    assert_eq!(
+        db_tag(&d, "mbstack-mig", mbstack_data::RESTORED_FROM_TAG)
+            .await
+            .as_deref(),
+        Some(taken.as_str())
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-mig", IMAGE_TAG).await.as_deref(),
+        Some(a)
+    );
+    assert_eq!(
+        db_tag(&d, "mbstack-mig", VERSION_TAG).await.as_deref(),
+        Some("0.57.2")
+    );
+    // The version before runs on it: its own new secret, the same key.
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let secret = mbstack_data::managed_secret_arn(&rds, "mig")
+        .await
+        .unwrap()
+        .expect("the restored database's managed secret");
+    let (image, after) = running_task_definition(&d, "mig").await;
+    assert_eq!(image, a);
+    assert_eq!(after["MB_DB_PASS"], json!(format!("{secret}:password::")));
+    assert_ne!(after["MB_DB_PASS"], before["MB_DB_PASS"]);
+    assert_eq!(
+        after["MB_ENCRYPTION_SECRET_KEY"],
+        before["MB_ENCRYPTION_SECRET_KEY"]
+    );
+    assert_eq!(key_value(&d, "mig").await, key);
+    let health = mbstack_app::service_health(&aws_sdk_ecs::Client::new(&d.config), "mig")
+        .await
+        .unwrap()
+        .expect("the service");
+    assert_eq!(
+        (health.running, health.rollout.as_deref()),
+        (1, Some("COMPLETED"))
+    );
+
+    // The migrated instance is gone, kept as its final snapshot.
+    let all = rds.describe_db_instances().send().await.unwrap();
+    let ids: Vec<&str> = all
+        .db_instances()
+        .iter()
+        .filter_map(|i| i.db_instance_identifier())
+        .collect();
+    assert_eq!(ids, vec!["mbstack-mig"], "the migrated instance is left");
+    let snaps = rds
+        .describe_db_snapshots()
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    let migrated: Vec<&str> = snaps
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier())
+        .filter(|s| s.starts_with("mbstack-mig-migrated-"))
+        .collect();
+    assert_eq!(migrated.len(), 1, "{snaps:?}");
+
+    // One notification, naming the cause, the return and the kept snapshot.
+    let sent: Vec<Value> = journal
+        .iter()
+        .map(|e| e.to_json())
+        .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let body = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    for part in [
+        "exit code 1",
+        &format!("restored from {taken}"),
+        migrated[0],
+        "set aside as mbstack-mig-migrated-",
+        &format!("image {a} on the returned database"),
+    ] {
+        assert!(
+            body.contains(part),
+            "{part} not in the notification:\n{body}"
+        );
+    }
+    assert!(!body.contains("errorMessage"), "{body}");
+
+    // The next run with the version before: no snapshot, nothing to change.
+    let run = mbstack_tests::checks::run(&d, "mig-a2", up(a)).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let changed: Vec<String> = run.output.as_ref().unwrap()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} {}", c["action"], c["kind"], c["id"]))
+        .collect();
+    assert_eq!(changed, Vec::<String>::new());
 }

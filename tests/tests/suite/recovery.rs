@@ -288,3 +288,71 @@ async fn a_tier_that_panics_fails_its_run_which_rolls_back() {
         Vec::<String>::new()
     );
 }
+
+/// A run that put a new Metabase image on record and then ended where no
+/// Catch saw it (here `States.Runtime` while its new version rolled out)
+/// had its database migrated all the same: its recovery reads the snapshot
+/// taken before the image from the run's last state and returns the
+/// database to it, as the run's own rollback would have, then puts the
+/// version before back on it.
+#[tokio::test]
+async fn the_recovery_of_an_upgrade_returns_the_database_too() {
+    use mbstack_core::metabase::{IMAGE_TAG, VERSION_TAG};
+    let d = Deployed::start_notifying().await.expect("deployed");
+    let (a, b) = ("metabase/metabase:v0.57.2", "metabase/metabase:v0.58.7");
+    let up = |image: &str| json!({"stack": "recup", "app": {"image": image}});
+    let run = d.run("recup-a", up(a)).await.expect("the run ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    d.misbehave(Some((
+        Inject {
+            tier: Tier::App,
+            verb: "check",
+        },
+        Misbehaviour::Malformed,
+    )));
+    d.emulator.front.start_journal();
+    let run = d.run("recup-b", up(b)).await.expect("the run ends");
+    d.misbehave(None);
+    assert_eq!(
+        run.error.as_deref(),
+        Some("States.Runtime"),
+        "{:?}",
+        run.cause
+    );
+    let recovery = recovered(&d, &run).await;
+    assert!(
+        recovery
+            .state_names
+            .iter()
+            .any(|n| n == "Return the database to the snapshot the ended run took"),
+        "{:?}",
+        recovery.state_names
+    );
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let db = mbstack_data::find(&rds, "recup")
+        .await
+        .unwrap()
+        .expect("the stack's database");
+    let tags = mbstack_core::naming::pairs(db.tag_list().iter().map(|t| (t.key(), t.value())));
+    let tag = |k| mbstack_core::naming::tag_value(&tags, k).map(str::to_string);
+    let restored = tag(mbstack_data::RESTORED_FROM_TAG).unwrap_or_default();
+    assert!(
+        restored.starts_with("mbstack-recup-pre-0-58-7-"),
+        "{tags:?}"
+    );
+    assert_eq!(tag(IMAGE_TAG).as_deref(), Some(a));
+    assert_eq!(tag(VERSION_TAG).as_deref(), Some("0.57.2"));
+    let health = mbstack_app::service_health(&aws_sdk_ecs::Client::new(&d.config), "recup")
+        .await
+        .unwrap()
+        .expect("the service");
+    assert_eq!(health.rollout.as_deref(), Some("COMPLETED"));
+    assert!(lock_free(&d, "recup").await, "the lock is still held");
+    let sent = published(&d);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("restored from {restored}")),
+        "{message}"
+    );
+}
