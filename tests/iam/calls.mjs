@@ -420,6 +420,12 @@ for (const entry of input.entries) {
       .map(([, v]) => (v.startsWith('arn:') ? v : [...tagsOf.keys()].find((arn) => arn.endsWith(`/${v}`))))
     for (const t of targets.filter(Boolean)) tagsOf.set(t, { ...(tagsOf.get(t) || {}), ...reqTags })
   }
+  // An RDS rename: the instance, its tags with it, answers to a new ARN
+  // (an RDS ARN names the identifier).
+  if (ok && a === 'rds:ModifyDBInstance' && p.NewDBInstanceIdentifier) {
+    const db = (id) => `arn:${partition}:rds:${region}:${account}:db:${id.toLowerCase()}`
+    tagsOf.set(db(p.NewDBInstanceIdentifier), { ...(tagsOf.get(db(p.DBInstanceIdentifier)) || {}) })
+  }
   if (ok && action === 'AssociateRouteTable') {
     const m = /<associationId>([^<]+)</.exec(entry.response)
     if (m) associations.set(m[1], p.RouteTableId)

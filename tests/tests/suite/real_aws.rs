@@ -507,6 +507,40 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
         json!({"stack": "s1", "app": {"desiredCount": 2, "image": "metabase/metabase:v0.58.7"}});
     phase(&d, "update-1", update, "SUCCEEDED").await;
     take("update", &mut entries);
+    // A failed upgrade: its rollback sets the migrated database aside,
+    // restores the snapshot taken before, deletes the aside with a final
+    // snapshot, and puts the version before on the restored database.
+    let newer = "metabase/metabase:v0.59.1";
+    d.emulator.front.fail_migrations_of(Some(newer));
+    let upgrade = json!({"stack": "s1", "app": {"desiredCount": 2, "image": newer}});
+    phase(&d, "upgrade-1", upgrade, "FAILED").await;
+    d.emulator.front.fail_migrations_of(None);
+    take("failed upgrade's return", &mut entries);
+    for (action, param, prefix) in [
+        (
+            "ModifyDBInstance",
+            "NewDBInstanceIdentifier",
+            "mbstack-s1-migrated-",
+        ),
+        (
+            "DeleteDBInstance",
+            "FinalDBSnapshotIdentifier",
+            "mbstack-s1-migrated-",
+        ),
+        (
+            "RestoreDBInstanceFromDBSnapshot",
+            "DBSnapshotIdentifier",
+            "mbstack-s1-pre-0-59-1-",
+        ),
+    ] {
+        assert!(
+            entries.iter().any(|e| e["action"] == action
+                && e["params"][param]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with(prefix))),
+            "the failed upgrade's return made no {action} with {param} {prefix}…"
+        );
+    }
     d.inject(Some(Inject {
         tier: Tier::App,
         verb: "apply",
