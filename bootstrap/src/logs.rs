@@ -90,6 +90,7 @@ pub async fn logs(
     // with everything else there: pages are read at most 4 a second, and a
     // throttled read waits longer each time before it asks again.
     let mut last_call: Option<tokio::time::Instant> = None;
+    let mut told = false;
     loop {
         let mut token: Option<String> = None;
         let mut backoff = Duration::from_millis(500);
@@ -157,6 +158,14 @@ pub async fn logs(
             }
             return Ok(());
         }
+        // Following a group with nothing in it yet: said once, not silence.
+        if !told && printed.is_empty() && output == Output::Text {
+            eprintln!(
+                "no log lines of stack {stack} since {} yet; following: new lines show as Metabase writes them (Ctrl-C stops)",
+                line(first, "", "").trim()
+            );
+        }
+        told = true;
         start = (newest - LATE_WINDOW_MS).max(first);
         printed.retain(|_, ts| *ts >= start);
         tokio::select! {

@@ -691,7 +691,7 @@ async fn unlocked_execution(
     sfn: &aws_sdk_sfn::Client,
     state_machine: &str,
     stack: &str,
-) -> anyhow::Result<Option<(String, Value)>> {
+) -> anyhow::Result<Option<(String, Value, i64)>> {
     let arn = state_machine_arn(sfn, state_machine).await?;
     let running = sfn
         .list_executions()
@@ -714,7 +714,11 @@ async fn unlocked_execution(
             .and_then(|i| serde_json::from_str(i).ok())
             .unwrap_or(Value::Null);
         if input["stack"].as_str() == Some(stack) {
-            return Ok(Some((e.execution_arn().to_string(), input)));
+            return Ok(Some((
+                e.execution_arn().to_string(),
+                input,
+                d.start_date().secs(),
+            )));
         }
     }
     Ok(None)
@@ -725,16 +729,18 @@ async fn unlocked_execution(
 /// how the last one ended.
 pub async fn watch(t: &Target, stack: &str, output: Output) -> anyhow::Result<bool> {
     let cfg = config(t).await?;
-    require_stack(&cfg, stack).await?;
     let sfn = aws_sdk_sfn::Client::new(&cfg);
     let running = match running_execution(&cfg, stack).await? {
         Some((exec, input, _)) => Some((exec, input)),
-        None => unlocked_execution(&sfn, &t.state_machine, stack).await?,
+        None => unlocked_execution(&sfn, &t.state_machine, stack)
+            .await?
+            .map(|(exec, input, _)| (exec, input)),
     };
     if let Some((exec, input)) = running {
         let action = input["action"].as_str().unwrap_or("apply").to_string();
         return follow(&sfn, &exec, &action, stack, output, t.is_local()).await;
     }
+    require_stack(&cfg, stack).await?;
     let ssm = aws_sdk_ssm::Client::new(&cfg);
     let last: Value = store::get(&ssm, &store::path(stack, "last-run"))
         .await?
@@ -820,7 +826,27 @@ pub async fn status(t: &Target, stack: Option<&str>, output: Output) -> anyhow::
         });
     }
     if let Some(stack) = stack {
-        require_stack(&cfg, stack).await?;
+        // A run started a moment ago (`up --detach`) has not taken the lock
+        // yet: it is in progress all the same.
+        if rows.first().is_none_or(|r| r.running.is_none()) {
+            let sfn = aws_sdk_sfn::Client::new(&cfg);
+            if let Some((exec, input, at)) =
+                unlocked_execution(&sfn, &t.state_machine, stack).await?
+            {
+                let action = input["action"].as_str().unwrap_or("apply").to_string();
+                match rows.first_mut() {
+                    Some(r) => r.running = Some((exec, action, at)),
+                    None => rows.push(StackRow {
+                        stack: stack.to_string(),
+                        last: Value::Null,
+                        running: Some((exec, action, at)),
+                    }),
+                }
+            }
+        }
+        if rows.first().is_none_or(|r| r.running.is_none()) {
+            require_stack(&cfg, stack).await?;
+        }
         return stack_resources(&cfg, stack, rows.first(), output).await;
     }
     if output == Output::Json {
@@ -1130,20 +1156,26 @@ fn run_changes(outcomes: &[Value], output: &Value) -> Vec<Change> {
 }
 
 /// A resource's name rather than its whole ARN, where the ARN ends with one
-/// (`…:service/cluster/metabase` → `metabase`; `…:loadbalancer/app/name/0123abcd…` → `name`).
-pub fn short_id(id: &str) -> &str {
+/// (`…:service/cluster/metabase` → `metabase`; `…:loadbalancer/app/name/0123abcd…` → `name`;
+/// a listener `…:listener/app/name/<lb id>/<its id>` → `name/<its id>`, so that
+/// two listeners of one load balancer are told apart).
+pub fn short_id(id: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
     if !id.starts_with("arn:") {
-        return id;
+        return Cow::Borrowed(id);
     }
     let parts: Vec<&str> = id.split('/').collect();
     let last = parts.last().copied().unwrap_or(id);
-    let hex = last.len() >= 12 && last.chars().all(|c| c.is_ascii_hexdigit());
-    if hex && parts.len() >= 3 {
-        parts[parts.len() - 2]
-    } else if parts.len() >= 2 {
-        last
+    let hex = |s: &str| s.len() >= 12 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let n = parts.len();
+    if hex(last) && n >= 4 && hex(parts[n - 2]) {
+        Cow::Owned(format!("{}/{last}", parts[n - 3]))
+    } else if hex(last) && n >= 3 {
+        Cow::Borrowed(parts[n - 2])
+    } else if n >= 2 {
+        Cow::Borrowed(last)
     } else {
-        id.rsplit(':').next().unwrap_or(id)
+        Cow::Borrowed(id.rsplit(':').next().unwrap_or(id))
     }
 }
 
@@ -1160,7 +1192,7 @@ pub fn shorten_arns(text: &str) -> String {
             let after = &arn[end.len()..];
             let name = match short_id(end) {
                 // An ARN without a path: its last `:` part.
-                n if n == end => end.rsplit(':').next().unwrap_or(end),
+                n if n == end => std::borrow::Cow::Borrowed(end.rsplit(':').next().unwrap_or(end)),
                 n => n,
             };
             format!("{before}{name}{after}")
@@ -1277,6 +1309,17 @@ mod tests {
         assert_eq!(
             short_id("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/cli-alb/50dc6c495c0c9188"),
             "cli-alb"
+        );
+        // Two listeners of one load balancer: its name and their own IDs.
+        assert_eq!(
+            short_id("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/cli-alb/50dc6c495c0c9188/f2f7dc8efc522ab2"),
+            "cli-alb/f2f7dc8efc522ab2"
+        );
+        assert_eq!(
+            short_id(
+                "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/cli-tg/73e2d6bc24d8a067"
+            ),
+            "cli-tg"
         );
         assert_eq!(short_id("arn:aws:rds:us-east-1:1:db:cli-db"), "cli-db");
         assert_eq!(short_id("vpc-0123"), "vpc-0123");

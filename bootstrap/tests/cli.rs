@@ -335,6 +335,18 @@ fn a_new_user_gets_a_working_first_command_and_no_false_assurance() {
         a.starts_with("arn:") && b.starts_with("arn:") && a != b,
         "one execution for two runs: {a} {b}"
     );
+    // A new stack's run, the moment after `--detach` (before its Prepare
+    // took the lock): `status` and `watch` find it.
+    let third = mbstack(&e, &["up", "--stack", "three", "--detach"]);
+    assert!(third.status.success(), "{}", text(&third));
+    let status = mbstack(&e, &["status", "three"]);
+    assert!(
+        status.status.success() && text(&status).contains("running:"),
+        "{}",
+        text(&status)
+    );
+    let watch = mbstack(&e, &["watch", "three"]);
+    assert!(watch.status.success(), "{}", text(&watch));
 
     // Schedules: checked before any call; the stack must exist; one stack's
     // schedules leave another's alone.

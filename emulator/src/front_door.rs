@@ -317,6 +317,15 @@ impl FrontDoor {
         }
     }
 
+    /// The region's manual DB snapshot quota (100 by default, AWS's):
+    /// CreateDBSnapshot and a DeleteDBInstance with a final snapshot are
+    /// refused at it, and RDS's DescribeAccountAttributes reports it.
+    pub fn set_manual_snapshot_quota(&self, quota: usize) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.manual_snapshot_quota = quota;
+        }
+    }
+
     pub fn set_eip_quota(&self, quota: usize) {
         if let Ok(mut r) = self.shared.realism.lock() {
             r.eip_quota = quota;

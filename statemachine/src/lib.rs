@@ -415,6 +415,13 @@ impl Phase {
                 max_polls: full.max_polls / 2,
                 ..full
             },
+            // A rollback that returns the database from a failed upgrade
+            // renames (~10 min), restores (10–30 min, longer Multi-AZ) and
+            // turns the managed password on: twice a create's bound.
+            ("run", T::Data) => Tier {
+                max_polls: full.max_polls * 2,
+                ..full
+            },
             _ if self.first == "apply" => Tier {
                 part: wait_of(t).map(|w| w.then),
                 ..full
@@ -912,15 +919,23 @@ pub fn definition() -> Value {
         ),
     );
     // A run whose data stage put another Metabase image on record (after
-    // snapshotting the database) may have migrated the database: its
-    // rollback returns the database to that snapshot (the data tier's), then
-    // puts Metabase's version before on it (the app's `return` part).
+    // snapshotting the database) and whose app stage put the service on it
+    // may have migrated the database: its rollback returns the database to
+    // that snapshot (the data tier's), then puts Metabase's version before
+    // on it (the app's `return` part). One that failed before the service
+    // ran the new image (before its update, or with tasks that never started
+    // their container: `Mbstack.TasksNeverStarted`) only puts the record
+    // back: its database is as it was, and Metabase went on writing to it.
     s.insert(
         UPGRADED.into(),
         json!({
             "Type": "Choice",
             "Choices": [
-                {"Variable": "$.tiers.data.status.outputs.upgradeSnapshot", "IsPresent": true, "Next": KEEP_SNAPSHOT},
+                {"And": [
+                    {"Variable": "$.tiers.data.status.outputs.upgradeSnapshot", "IsPresent": true},
+                    {"Variable": "$.app.status.outputs.image", "IsPresent": true},
+                    {"Not": {"Variable": "$.error.Error", "StringEquals": "Mbstack.TasksNeverStarted"}}
+                ], "Next": KEEP_SNAPSHOT},
                 {"Variable": "$.action", "StringEquals": "recover", "Next": ENDED_UPGRADED}
             ],
             "Default": NO_UPGRADE

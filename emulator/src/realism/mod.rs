@@ -69,6 +69,9 @@ pub(crate) async fn refuse(
     // AWS's answers, always (not its timings).
     if let Some(q) = q {
         rds::clear_minute_backup(shared, q).await;
+        if let Some(r) = rds::snapshot_quota(shared, q).await {
+            return Some(r);
+        }
     }
     if let Some(r) = match q {
         Some(q) => alb::protected(shared, q).await,

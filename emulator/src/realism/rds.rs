@@ -253,6 +253,63 @@ pub(super) async fn clear_minute_backup(shared: &Arc<Shared>, q: &Query) {
     .await;
 }
 
+/// Always on: RDS's manual snapshot quota (100 per region by default, final
+/// snapshots included; moto has none). CreateDBSnapshot and a
+/// DeleteDBInstance that takes a final snapshot are refused at it with
+/// `SnapshotQuotaExceeded`; DescribeAccountAttributes answers the quota and
+/// its use (`ManualSnapshots`), as AWS does.
+pub(super) async fn snapshot_quota(
+    shared: &Arc<Shared>,
+    q: &Query,
+) -> Option<Response<Full<Bytes>>> {
+    if q.service != "rds" {
+        return None;
+    }
+    let takes_one = match q.action() {
+        "CreateDBSnapshot" => true,
+        "DeleteDBInstance"
+            if q.get("SkipFinalSnapshot") != Some("true")
+                && q.get("FinalDBSnapshotIdentifier")
+                    .is_some_and(|s| !s.is_empty()) =>
+        {
+            true
+        }
+        "DescribeAccountAttributes" => false,
+        _ => return None,
+    };
+    let max = shared.realism.lock().ok()?.manual_snapshot_quota;
+    let listed = moto_query(
+        shared,
+        "rds",
+        "Action=DescribeDBSnapshots&Version=2014-10-31&SnapshotType=manual",
+    )
+    .await
+    .ok()?;
+    let used = xml::each(
+        &String::from_utf8_lossy(&listed),
+        "DBSnapshot",
+        |_| Some(()),
+    )
+    .len();
+    if takes_one {
+        return (used >= max).then(|| {
+            query_error(
+                "SnapshotQuotaExceeded",
+                &format!("The request would result in the user exceeding the allowed number of DB snapshots ({max})."),
+            )
+        });
+    }
+    let body = format!(
+        "<DescribeAccountAttributesResponse xmlns=\"http://rds.amazonaws.com/doc/2014-10-31/\"><DescribeAccountAttributesResult><AccountQuotas><AccountQuota><AccountQuotaName>ManualSnapshots</AccountQuotaName><Used>{used}</Used><Max>{max}</Max></AccountQuota></AccountQuotas></DescribeAccountAttributesResult><ResponseMetadata><RequestId>mbstack-realism</RequestId></ResponseMetadata></DescribeAccountAttributesResponse>"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    Some(r)
+}
+
 fn describe_db(id: &str) -> String {
     format!("Action=DescribeDBInstances&Version=2014-10-31&DBInstanceIdentifier={id}")
 }

@@ -32,6 +32,14 @@ pub(crate) const STORAGE_OPTIMIZATION: Duration = Duration::from_secs(2 * 3600);
 /// How long a ModifyDBInstance applied at once shows `modifying` (or an
 /// engine upgrade `upgrading`): minutes on AWS.
 pub(crate) const DB_MODIFY: Duration = Duration::from_secs(120);
+/// Manual DB snapshots per region: 100 by default (RDS quotas), final
+/// snapshots included.
+pub(crate) const MANUAL_SNAPSHOT_QUOTA: usize = 100;
+/// A renamed instance: "The new DNS name for the renamed DB instance becomes
+/// effective in about 10 minutes. The renamed DB instance is not available
+/// until the new name becomes effective" (RDS user guide, Renaming a DB
+/// instance).
+pub(crate) const DB_RENAME: Duration = Duration::from_secs(600);
 
 /// A manual DB snapshot (CreateDBSnapshot) of a small instance: `creating` for
 /// minutes before `available` (RDS user guide, "Creating a DB snapshot": the
@@ -100,6 +108,9 @@ pub(crate) struct Realism {
     /// The region's VPC and internet gateway quota ([`VPC_QUOTA`] unless a
     /// test raised it).
     pub vpc_quota: usize,
+    /// The region's manual DB snapshot quota ([`MANUAL_SNAPSHOT_QUOTA`]
+    /// unless a test changed it).
+    pub manual_snapshot_quota: usize,
     pub(crate) rng: u64,
 }
 
@@ -125,6 +136,7 @@ impl Default for Realism {
             throttle: 0.0,
             eip_quota: EIP_QUOTA,
             vpc_quota: VPC_QUOTA,
+            manual_snapshot_quota: MANUAL_SNAPSHOT_QUOTA,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -161,7 +173,11 @@ impl Realism {
             }
         }
         if let Some((t, status)) = self.db_modified.get(id) {
-            if t.elapsed() < self.scaled(DB_MODIFY) {
+            let lasts = match *status {
+                "renaming" => DB_RENAME,
+                _ => DB_MODIFY,
+            };
+            if t.elapsed() < self.scaled(lasts) {
                 return (*status).into();
             }
         }

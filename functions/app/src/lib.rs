@@ -74,8 +74,13 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
             // The service takes minutes (Metabase's first boot): while its
             // rollout is under way, one read says so and the whole plan pass
             // waits for the poll that can end the check.
-            if let Some(pending) = Box::pin(rolling_out(&c, &w)).await? {
-                return Ok(w.outcome(State::Pending, pending, Map::new()));
+            if let Some((pending, image)) = Box::pin(rolling_out(&c, &w)).await? {
+                // Only what a rollback asks of a run still rolling out.
+                let mut outputs = Map::new();
+                if let Some(image) = image {
+                    outputs.insert("image".into(), serde_json::Value::String(image));
+                }
+                return Ok(w.outcome(State::Pending, pending, outputs));
             }
             Box::pin(converge(&c, w, &event)).await
         }
@@ -85,16 +90,29 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
 }
 
 /// Why the service is still rolling out (a deployment under way, tasks not
-/// yet running or healthy), read cheaply; None when a full check must judge
-/// (no service yet, ready, or failed: the full pass names the cause).
-async fn rolling_out(c: &Clients, w: &Work<'_>) -> Result<Option<String>, TierError> {
+/// yet running or healthy), read cheaply, with the image it rolls out (the
+/// spec's, when its task definition holds it); None when a full check must
+/// judge (no service yet, ready, or failed: the full pass names the cause).
+async fn rolling_out(
+    c: &Clients,
+    w: &Work<'_>,
+) -> Result<Option<(String, Option<String>)>, TierError> {
     let Some((svc, _)) = service::find(&c.ecs, w).await? else {
         return Ok(None);
     };
-    Ok(match service_readiness(c, w, Some(&svc), None).await? {
-        Readiness::Pending(why) => Some(why),
-        Readiness::Ready | Readiness::Failed(_) => None,
-    })
+    let Readiness::Pending(why) = service_readiness(c, w, Some(&svc), None).await? else {
+        return Ok(None);
+    };
+    let image = match svc.task_definition() {
+        Some(td) => task_definition::describe_revision(&c.ecs, td)
+            .await?
+            .as_ref()
+            .and_then(task_definition::wanted_from)
+            .map(|x| x.image)
+            .filter(|i| *i == w.spec.app.image),
+        None => None,
+    };
+    Ok(Some((why, image)))
 }
 
 async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome, TierError> {
@@ -268,6 +286,10 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         execution_role_arn: exec_role,
         task_role_arn: task_role,
         encryption_key_secret_arn: key,
+        image: match (w.verb, &svc, &td) {
+            (Verb::Apply | Verb::Check, Some(_), Some(_)) => Some(w.spec.app.image.clone()),
+            _ => None,
+        },
     });
     // An apply that changed something judges nothing from what it read before
     // its changes: the checks that follow do. With nothing changed, what it
@@ -280,6 +302,13 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         )),
         _ => service_readiness(c, &w, svc.as_ref(), td.as_deref()).await?,
     };
+    // A deployment none of whose tasks started its container: the version
+    // never ran (a failed upgrade's rollback then has no database to return).
+    if let Readiness::Failed(why) = &ready {
+        if service::never_started(&c.ecs, &w.spec.stack).await? {
+            return Err(TierError::NeverStarted(why.clone()));
+        }
+    }
     match w.verb {
         Verb::Check => w.checked(ready, outputs),
         _ => w.converged(ready, outputs),

@@ -497,7 +497,24 @@ set app.image to that address, then apply again";
 
 /// Why the most recent task of the service stopped, in a sentence a person can
 /// act on: the stopped reason, the container's reason and exit code (137 = OOM).
-pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<String>, TierError> {
+/// Whether the service's latest stopped task never started its container
+/// (ECS's `TaskFailedToStart`, no exit code): its image was not pulled or its
+/// role not assumed, so the version in it never ran.
+pub(crate) async fn never_started(ecs: &Client, stack: &str) -> Result<bool, TierError> {
+    Ok(last_stopped(ecs, stack).await?.is_some_and(|task| {
+        let exited = task
+            .containers()
+            .iter()
+            .any(|c| c.name() == Some(names::CONTAINER) && c.exit_code().is_some());
+        task.stop_code().map(|c| c.as_str()) == Some("TaskFailedToStart") && !exited
+    }))
+}
+
+/// The service's latest stopped task (None: none).
+async fn last_stopped(
+    ecs: &Client,
+    stack: &str,
+) -> Result<Option<aws_sdk_ecs::types::Task>, TierError> {
     let cluster = names::cluster(stack);
     let listed = ecs
         .list_tasks()
@@ -517,13 +534,18 @@ pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<S
         .send()
         .await
         .map_err(|e| aws_error("ecs:DescribeTasks", e))?;
-    let Some(task) = tasks
+    Ok(tasks
         .tasks()
         .iter()
         .max_by_key(|t| t.stopped_at().map(|d| d.secs()).unwrap_or(0))
-    else {
+        .cloned())
+}
+
+pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<String>, TierError> {
+    let Some(task) = last_stopped(ecs, stack).await? else {
         return Ok(None);
     };
+    let task = &task;
     let mut why = format!(
         "task {} stopped: {}",
         task.task_arn()

@@ -306,6 +306,11 @@ async fn prepare(
         if let Some(why) = mbstack_data::downgrade_problem(&c.rds, &stack, &spec.app.image).await? {
             return Err(InvalidSpec(vec![Problem::new("app.image", why)]).into());
         }
+        if let Some(why) =
+            mbstack_data::snapshot_room_problem(&c.rds, &stack, &spec.app.image).await?
+        {
+            return Err(InvalidSpec(vec![Problem::new("app.image", why)]).into());
+        }
     }
     // A domain new to the stack: its zone, and no record of anyone else's at
     // the name (all found before 17 resources and minutes exist).
@@ -692,6 +697,9 @@ pub const OWN_PERMISSIONS: &[Permission] = &[
     // Prepare checks the snapshot a new database is restored from
     // (`mbstack_data::restore_snapshot`), and that Metabase's key is there.
     Permission::read("Snapshots", &["rds:DescribeDBSnapshots"]),
+    // Prepare checks there is room for an upgrade's snapshots
+    // (`mbstack_data::snapshot_room_problem`: the ManualSnapshots quota).
+    Permission::read("SnapshotQuota", &["rds:DescribeAccountAttributes"]),
     Permission::on(
         "EncryptionKey",
         &["secretsmanager:DescribeSecret"],

@@ -78,10 +78,19 @@ async fn last_state(c: &Clients, arn: &str) -> Result<Option<(String, Value)>, T
 }
 
 /// The snapshot an ended run's data stage took before the Metabase image it
-/// put on record, as the run's state held it when it ended (None: its data
-/// stage had not finished, or put no image on record). Its rollback returns
-/// the database to it, as the run's own would have.
+/// put on record, as the run's state held it when it ended, once its app
+/// stage had put the service on that image (None: its data stage had not
+/// finished, put no image on record, or the image never ran). Its rollback
+/// returns the database to it, as the run's own would have.
 fn upgrade_snapshot(state: &Value) -> Option<String> {
+    // Ended in its own rollback, which had decided to return the database.
+    if let Some(s) = state.pointer("/upgrade/snapshot").and_then(Value::as_str) {
+        return Some(s.to_string());
+    }
+    state.pointer("/app/status/outputs/image")?;
+    if state.pointer("/error/Error").and_then(Value::as_str) == Some("Mbstack.TasksNeverStarted") {
+        return None;
+    }
     state
         .pointer("/tiers/data/status/outputs/upgradeSnapshot")
         .and_then(Value::as_str)

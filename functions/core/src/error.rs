@@ -23,6 +23,11 @@ pub enum TierError {
     /// A resource reached a failed state (a NAT gateway `failed`, a DB `incompatible-*`).
     #[error("{0}")]
     ResourceFailed(String),
+    /// The service's deployment failed before any task of it started its
+    /// container (the image could not be pulled, a role not assumed): the
+    /// new version never ran, so it changed nothing it runs on.
+    #[error("{0}")]
+    NeverStarted(String),
     /// mbstack will not do it (e.g. delete a DB with deletion protection on).
     #[error("{0}")]
     Refused(String),
@@ -47,6 +52,7 @@ impl TierError {
             TierError::Retryable(_) => "Mbstack.Retryable",
             TierError::Terminal(_) => "Mbstack.AwsError",
             TierError::ResourceFailed(_) => "Mbstack.ResourceFailed",
+            TierError::NeverStarted(_) => "Mbstack.TasksNeverStarted",
             TierError::Refused(_) => "Mbstack.Refused",
             TierError::NotImplemented(_) => "Mbstack.NotImplemented",
             TierError::Locked(_) => "Mbstack.Locked",
@@ -62,6 +68,7 @@ impl TierError {
             TierError::Retryable(m) => TierError::Retryable(p(m)),
             TierError::Terminal(m) => TierError::Terminal(p(m)),
             TierError::ResourceFailed(m) => TierError::ResourceFailed(p(m)),
+            TierError::NeverStarted(m) => TierError::NeverStarted(p(m)),
             TierError::Refused(m) => TierError::Refused(p(m)),
             TierError::NotImplemented(m) => TierError::NotImplemented(p(m)),
             TierError::Locked(m) => TierError::Locked(p(m)),

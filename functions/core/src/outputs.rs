@@ -99,6 +99,12 @@ pub struct AppOutputs {
     pub execution_role_arn: Option<String>,
     pub task_role_arn: Option<String>,
     pub encryption_key_secret_arn: Option<String>,
+    /// The Metabase image the service was put on (its task definition's),
+    /// once an apply has made the service run it. A failed run whose data
+    /// stage snapshotted the database before this image returns the
+    /// database only when this is there: the image may have migrated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// What the state machine tells the app tier of its deployment (absent when a

@@ -257,6 +257,9 @@ pub(crate) struct DbInstances {
     /// The Metabase image to put on record now: the spec's, once nothing
     /// needs to be snapshotted before it (None: not yet).
     pub record: Option<String>,
+    /// The snapshot a new instance is restored from, read before (None: an
+    /// empty database, or not read: the create reads it).
+    pub restore: Option<RestoreSnapshot>,
 }
 
 /// The image on record in the instance's tags (None: none, or cleared).
@@ -368,9 +371,29 @@ fn describe_from(w: &Work<'_>, from: &str) -> String {
     )
 }
 
-/// A database to create: empty, or restored as `database.restoreFrom` says.
-fn describe(w: &Work<'_>) -> String {
-    let from = match w.spec.database.restore_from.as_deref() {
+/// A database to create: empty, or restored as `database.restoreFrom` says
+/// (`snapshot`: that snapshot, when read: its engine and storage, which the
+/// restore keeps; RDS restores at least the snapshot's storage).
+fn describe(w: &Work<'_>, snapshot: Option<&RestoreSnapshot>) -> String {
+    let d = &w.spec.database;
+    if let Some(s) = snapshot {
+        let storage = (d.storage_gib as i32).max(s.storage_gib);
+        let engine = if s.engine_version == d.engine_version {
+            s.engine_version.clone()
+        } else {
+            format!("{} (then {})", s.engine_version, d.engine_version)
+        };
+        return format!(
+            "restored from snapshot {} ({} GiB, taken {}): PostgreSQL {engine} on {}, {storage} GiB gp3 encrypted, {}, backups {} days",
+            s.id,
+            s.storage_gib,
+            s.taken,
+            d.instance_class,
+            if d.multi_az { "Multi-AZ" } else { "single-AZ" },
+            d.backup_retention_days
+        );
+    }
+    let from = match d.restore_from.as_deref() {
         Some(mbstack_core::spec::LATEST_FINAL) => {
             "restored from the stack's newest final snapshot: ".to_string()
         }
@@ -720,7 +743,7 @@ impl Resource for DbInstances {
     }
 
     fn describe(&self, w: &Work<'_>, _want: &()) -> String {
-        describe(w)
+        describe(w, self.restore.as_ref())
     }
     fn summary(&self, w: &Work<'_>, db: &DbInstance) -> String {
         let notes = changes(w, db).map(|(_, n)| n).unwrap_or_default();
@@ -748,7 +771,20 @@ impl Resource for DbInstances {
         };
         let id = rds_name(&w.spec.stack);
         let d = &w.spec.database;
-        if let Some(snapshot) = restore_snapshot(&self.rds, w.spec).await? {
+        // A failed upgrade's return that did not finish left the stack's
+        // database set aside: a new, empty one would open Metabase's setup
+        // page to whoever comes first. Refused, with the way back.
+        if let Some(aside) = crate::upgrade_return::set_aside_of(&self.rds, &w.spec.stack).await? {
+            return Err(TierError::Refused(format!(
+                "stack {}'s database is set aside as DB {aside} (a failed upgrade's return did not finish), so no new one is created: rename it back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {id} --apply-immediately) and apply with the image that migrated it, or delete it (with a final snapshot) and restore the snapshot you want with `mbstack up {} --restore …`",
+                w.spec.stack, w.spec.stack
+            )));
+        }
+        let snapshot = match &self.restore {
+            Some(s) => Some(s.clone()),
+            None => restore_snapshot(&self.rds, w.spec).await?,
+        };
+        if let Some(snapshot) = snapshot {
             let mut tags = rds_tags(w, ROLE);
             tags.push(
                 aws_sdk_rds::types::Tag::builder()

@@ -5,7 +5,9 @@
 
 mod instance;
 mod pre_upgrade;
-pub use pre_upgrade::{downgrade_problem, pre_upgrade_snapshots};
+pub use pre_upgrade::{
+    downgrade_problem, pre_upgrade_snapshots, snapshot_room_problem, UPGRADE_SNAPSHOTS,
+};
 mod subnet_group;
 mod tags;
 mod upgrade_return;
@@ -115,6 +117,12 @@ async fn converge(
         .flatten()
         .any(|s| s.status() == Some("available"));
     let record = (!pre.wanted(&w) || snapshotted).then(|| event.spec.app.image.clone());
+    // A database to restore: its snapshot read once (the plan's and the
+    // run's change line show its storage, which the restore keeps).
+    let restore = match (&pre.instance, &event.spec.database.restore_from) {
+        (None, Some(_)) => instance::restore_snapshot(rds, &event.spec).await?,
+        _ => None,
+    };
     let dbs = instance::DbInstances {
         rds: rds.clone(),
         stack: event.spec.stack.clone(),
@@ -123,6 +131,7 @@ async fn converge(
         stamp,
         known: Some(known),
         record,
+        restore,
     };
     let db = resource::converge(&dbs, &mut w, &[()]).await?;
     let found = db.found.first().cloned().flatten();
@@ -208,6 +217,7 @@ async fn destroy(rds: &aws_sdk_rds::Client, mut w: Work<'_>) -> Result<Outcome, 
         stamp: utc_stamp_now(),
         known: None,
         record: None,
+        restore: None,
     };
     // A rollback takes back the Metabase image its run put on record (the
     // service returns to the image before it).

@@ -260,7 +260,10 @@ impl Resource for PreUpgrade {
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).
 pub(crate) const PERMISSIONS: &[Permission] = &[
-    Permission::read("Read", &["rds:DescribeDBSnapshots"]),
+    Permission::read(
+        "Read",
+        &["rds:DescribeDBSnapshots", "rds:DescribeAccountAttributes"],
+    ),
     // CreateDBSnapshot is authorized on the instance (ours: ChangeTagged in
     // instance.rs) and on the new snapshot, which has no tags yet: named.
     Permission::on(
@@ -365,6 +368,51 @@ pub(crate) async fn before_record_of(
         })
         .max_by_key(|s| s.snapshot_create_time().map(|t| t.secs()))
         .and_then(|s| s.db_snapshot_identifier().map(str::to_string)))
+}
+
+/// Manual snapshots an upgrade may need: the one before it, and the final
+/// snapshot of the migrated database should the upgrade fail and be returned.
+pub const UPGRADE_SNAPSHOTS: i64 = 2;
+
+/// Why `image` cannot be rolled out safely now for want of room for its
+/// snapshots: RDS's manual snapshot quota of the region (100 by default,
+/// final snapshots of every database included) has fewer than
+/// [`UPGRADE_SNAPSHOTS`] left. None when there is room, when `image` is the
+/// one on record (no snapshot is taken), or when the quota cannot be read
+/// (the snapshot's own refusal then says it). Prepare asks this before
+/// anything is touched.
+pub async fn snapshot_room_problem(
+    rds: &aws_sdk_rds::Client,
+    stack: &str,
+    image: &str,
+) -> Result<Option<String>, TierError> {
+    let Some(db) = crate::instance::find(rds, stack).await? else {
+        return Ok(None);
+    };
+    if recorded_image(&db).as_deref() == Some(image) {
+        return Ok(None);
+    }
+    let attributes = match rds.describe_account_attributes().send().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %mbstack_core::error_code(&e).unwrap_or("unknown"), "the manual snapshot quota could not be read");
+            return Ok(None);
+        }
+    };
+    let Some(q) = attributes
+        .account_quotas()
+        .iter()
+        .find(|q| q.account_quota_name() == Some("ManualSnapshots"))
+    else {
+        return Ok(None);
+    };
+    let (used, max) = (q.used().unwrap_or(0), q.max().unwrap_or(i64::MAX));
+    if max - used >= UPGRADE_SNAPSHOTS {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "RDS's manual snapshot quota of this region is {max} and {used} are kept, and the change to {image} needs room for {UPGRADE_SNAPSHOTS} (the snapshot taken before it, and the migrated database's final snapshot should it fail): nothing was changed; delete pre-upgrade or final snapshots no longer needed (aws rds describe-db-snapshots --snapshot-type manual; aws rds delete-db-snapshot --db-snapshot-identifier …), or raise the quota in Service Quotas"
+    )))
 }
 
 /// The stack's pre-upgrade snapshots, newest first: (identifier, the image it

@@ -6,16 +6,20 @@
 //! not enough.
 //!
 //! Each pass does what is due and says what it waits for (the rollback loop
-//! calls again):
+//! calls again), the RDS user guide's way of replacing an instance by a
+//! restore ("Renaming to replace an existing DB instance"):
 //! 1. the migrated instance is set aside: renamed `mbstack-<stack>-migrated-<run>`
-//!    (an RDS rename keeps the data and frees the stack's name);
+//!    (an RDS rename keeps the data, the tags and the backups, and frees the
+//!    stack's name; the renamed instance is `renaming` about 10 minutes);
 //! 2. the snapshot taken before the upgrade is restored under the stack's
 //!    name, with the settings of the instance it replaces (subnet group,
 //!    security groups, class, storage, Multi-AZ, backups, protection) and its
 //!    tags, the image and version before on record;
-//! 3. the set-aside instance is deleted with a final snapshot
-//!    `mbstack-<stack>-migrated-<time>`, the database as the new version left
-//!    it (nothing is deleted without it);
+//! 3. once the restored instance is available (a restore can fail: until
+//!    then nothing is deleted), the set-aside instance is deleted with a final
+//!    snapshot `mbstack-<stack>-migrated-<time>`, the database as the new
+//!    version left it, its automated backups kept (kept stopped instead when
+//!    the manual snapshot quota has no room: never deleted without one);
 //! 4. the restored instance gets the password RDS manages (a restored
 //!    PostgreSQL instance has the snapshot's until a ModifyDBInstance).
 //!
@@ -27,7 +31,7 @@ use aws_sdk_rds::types::{DbInstance, Tag};
 use mbstack_core::iam::Permission;
 use mbstack_core::metabase::{record_by, IMAGE_TAG, RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
 use mbstack_core::naming::{idempotency_key, rds_name, tag_value};
-use mbstack_core::{aws_error, error_code, found, Action, TierError, Work};
+use mbstack_core::{aws_error, error_code, found, Action, Readiness, TierError, Work};
 
 use crate::instance::RESTORED_FROM_TAG;
 use crate::tags::pairs;
@@ -65,6 +69,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
             "rds:ModifyDBInstance",
             "rds:DeleteDBInstance",
             "rds:CreateDBSnapshot",
+            "rds:StopDBInstance",
         ],
     ),
     Permission::on(
@@ -73,6 +78,50 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         &["arn:${Partition}:rds:*:*:snapshot:mbstack-*-migrated-*"],
     ),
 ];
+
+/// A set-aside instance of `stack` that is still there, of any run (None:
+/// none). Every instance of the region is listed (a new stack's create reads
+/// them once).
+pub(crate) async fn set_aside_of(
+    rds: &aws_sdk_rds::Client,
+    stack: &str,
+) -> Result<Option<String>, TierError> {
+    let prefix = format!("{}-migrated-", rds_name(stack));
+    let mut marker: Option<String> = None;
+    loop {
+        let out = rds
+            .describe_db_instances()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:DescribeDBInstances", e))?;
+        if let Some(db) = out.db_instances().iter().find(|db| {
+            db.db_instance_identifier()
+                .is_some_and(|i| i.starts_with(&prefix))
+                && crate::instance::is_stacks(&pairs(db.tag_list()), stack)
+                && db.db_instance_status() != Some("deleting")
+        }) {
+            return Ok(db.db_instance_identifier().map(str::to_string));
+        }
+        match out.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// RDS renames, snapshots and deletes an instance that is available or
+/// optimizing its storage.
+fn at_rest(status: &str) -> bool {
+    matches!(status, "available" | "storage-optimization")
+}
+
+/// How to get the migrated database back under the stack's name by hand.
+fn rename_back(stack: &str, aside: &str, name: &str) -> String {
+    format!(
+        "to run on it again, delete DB {name} if it exists, rename DB {aside} back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {name} --apply-immediately) and apply stack {stack} with the image that migrated it; or restore the snapshot yourself (`mbstack up {stack} --restore …`) once DB {aside} is deleted"
+    )
+}
 
 /// Where a return stands after one pass.
 pub(crate) enum Progress {
@@ -142,7 +191,19 @@ pub(crate) async fn pass(
         }
         let id = db.db_instance_identifier().unwrap_or_default().to_string();
         let status = db.db_instance_status().unwrap_or("unknown");
-        if status != "available" {
+        // A rename asked for and not applied yet: asked once.
+        if db
+            .pending_modified_values()
+            .and_then(|p| p.db_instance_identifier())
+            == Some(aside.as_str())
+        {
+            return Ok(Progress::Waiting(format!(
+                "DB {id} to be renamed {aside} (pending)"
+            )));
+        }
+        // RDS modifies an instance at rest: available, or optimizing its
+        // storage (which can last hours, the instance usable meanwhile).
+        if !at_rest(status) {
             return Ok(Progress::Waiting(format!(
                 "DB {id} to be available before it is set aside ({status})"
             )));
@@ -184,20 +245,28 @@ pub(crate) async fn pass(
         };
         return restore(rds, w, snapshot, source).await;
     };
-    // 3. The set-aside instance: deleted with a final snapshot.
-    if let Some(old) = &set_aside {
-        if let Some(wait) = delete_aside(rds, w, old, stamp).await? {
-            return Ok(Progress::Waiting(wait));
-        }
-    }
-    // 4. The restored instance: the password RDS manages.
+    // 3. The restored instance available (a restore can fail: the migrated
+    // instance is kept until it is not needed).
     let id = db.db_instance_identifier().unwrap_or_default().to_string();
     let status = db.db_instance_status().unwrap_or("unknown");
+    if let Readiness::Failed(why) = crate::instance::readiness(&id, status, false) {
+        return Err(TierError::ResourceFailed(format!(
+            "{why}. The database was not returned to {snapshot}: the migrated database is kept as DB {aside}; {}",
+            rename_back(&w.spec.stack, &aside, &id)
+        )));
+    }
     if status != "available" {
         return Ok(Progress::Waiting(format!(
             "DB {id}, restored from {snapshot}, to become available ({status})"
         )));
     }
+    // 4. The set-aside instance: deleted with a final snapshot.
+    if let Some(old) = &set_aside {
+        if let Some(wait) = delete_aside(rds, w, old, stamp).await? {
+            return Ok(Progress::Waiting(wait));
+        }
+    }
+    // 5. The restored instance: the password RDS manages.
     match db.master_user_secret() {
         None => {
             rds.modify_db_instance()
@@ -223,9 +292,15 @@ pub(crate) async fn pass(
                 s.secret_status().unwrap_or("")
             )))
         }
-        Some(_) if set_aside.is_some() => Ok(Progress::Waiting(format!(
-            "DB {aside} to be deleted (its final snapshot being taken)"
-        ))),
+        Some(_)
+            if set_aside.as_ref().is_some_and(|a| {
+                !matches!(a.db_instance_status(), Some("stopped" | "stopping"))
+            }) =>
+        {
+            Ok(Progress::Waiting(format!(
+                "DB {aside} to be deleted (its final snapshot being taken)"
+            )))
+        }
         Some(_) => Ok(Progress::Done(Box::new(db))),
     }
 }
@@ -330,9 +405,13 @@ async fn restore(
         Err(e) => {
             return Err(match aws_error("rds:RestoreDBInstanceFromDBSnapshot", e) {
                 TierError::Terminal(m) | TierError::Refused(m) => TierError::Terminal(format!(
-                    "{m}. The database was not returned to {snapshot}: the migrated database is kept as DB {} (not deleted); restore the snapshot by hand (`mbstack down {stack}` then `mbstack up {stack} --restore {snapshot}`) or apply to run the new version on the migrated one",
+                    "{m}. The database was not returned to {snapshot}: the migrated database is kept as DB {} (not deleted); {}",
                     source.db_instance_identifier().unwrap_or_default(),
-                    stack = w.spec.stack
+                    rename_back(
+                        &w.spec.stack,
+                        source.db_instance_identifier().unwrap_or_default(),
+                        &id
+                    )
                 )),
                 other => other,
             })
@@ -363,8 +442,12 @@ async fn delete_aside(
     if status == "deleting" {
         return Ok(Some(format!("DB {id} to be deleted: deleting")));
     }
+    // Kept stopped (no room for its final snapshot): nothing more to do.
+    if matches!(status, "stopped" | "stopping") {
+        return Ok(None);
+    }
     // RDS takes a final snapshot of an instance at rest only.
-    if status != "available" {
+    if !at_rest(status) {
         return Ok(Some(format!(
             "DB {id} to be available before its final snapshot ({status})"
         )));
@@ -382,17 +465,49 @@ async fn delete_aside(
         )));
     }
     let snapshot = migrated_snapshot_name(&w.spec.stack, stamp);
-    let deleted = rds
-        .delete_db_instance()
-        .db_instance_identifier(&id)
-        .final_db_snapshot_identifier(&snapshot)
-        .skip_final_snapshot(false)
-        .send()
-        .await;
+    // Its automated backups are kept too (DeleteDBInstance removes them by
+    // default): a point-in-time restore to before the upgrade stays
+    // possible for their retention period. Without room for them (their own
+    // quota), the final snapshot alone keeps the data.
+    let delete = |keep_backups: bool| {
+        rds.delete_db_instance()
+            .db_instance_identifier(&id)
+            .final_db_snapshot_identifier(&snapshot)
+            .skip_final_snapshot(false)
+            .delete_automated_backups(!keep_backups)
+            .send()
+    };
+    let mut kept_backups = true;
+    let mut deleted = delete(true).await;
+    if let Err(e) = &deleted {
+        if error_code(e) == Some("DBInstanceAutomatedBackupQuotaExceeded") {
+            kept_backups = false;
+            deleted = delete(false).await;
+        }
+    }
     match deleted {
         Ok(_) => {}
         Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => {
             return Ok(Some(format!("DB {id} to accept its deletion ({status})")))
+        }
+        // No room for its final snapshot: never deleted without one; kept
+        // stopped instead.
+        Err(e) if error_code(&e) == Some("SnapshotQuotaExceeded") => {
+            rds.stop_db_instance()
+                .db_instance_identifier(&id)
+                .send()
+                .await
+                .map_err(|e| aws_error("rds:StopDBInstance", e))?;
+            w.record(
+                "db-instance",
+                &id,
+                Action::Update,
+                format!(
+                    "kept, stopped: the database as {} left it; RDS's manual snapshot quota has no room for its final snapshot. RDS starts a stopped instance again after 7 days: delete it (aws rds delete-db-instance --db-instance-identifier {id} --final-db-snapshot-identifier {snapshot}) once old snapshots are deleted, or keep it",
+                    crate::instance::recorded_image(old).unwrap_or_default()
+                ),
+            );
+            return Ok(None);
         }
         Err(e) => return Err(aws_error("rds:DeleteDBInstance", e)),
     }
@@ -402,7 +517,12 @@ async fn delete_aside(
         &id,
         Action::Delete,
         format!(
-            "final snapshot {snapshot}: the database as {image} left it (to try that version on it again: `mbstack down {stack}`, `mbstack up {stack} --restore {snapshot} --set app.image={image}`)",
+            "final snapshot {snapshot}: the database as {image} left it{} (to try that version on it again: `mbstack down {stack}`, `mbstack up {stack} --restore {snapshot} --set app.image={image}`)",
+            if kept_backups {
+                ", its automated backups kept for their retention period"
+            } else {
+                " (its automated backups not kept: their quota is full)"
+            },
             stack = w.spec.stack
         ),
     );

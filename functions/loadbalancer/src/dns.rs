@@ -259,16 +259,7 @@ pub async fn new_domain_problems(
             let own = format!("{}-", mbstack_core::naming::resource_name(stack, "alb"));
             !alias_of(s).is_some_and(|a| a.starts_with(&own) && a.ends_with(".amazonaws.com"))
         })
-        .map(|s| {
-            let to = alias_of(s).unwrap_or_else(|| {
-                s.resource_records()
-                    .iter()
-                    .map(|r| r.value().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            });
-            format!("{} {to}", s.r#type().as_str())
-        })
+        .map(shown)
         .collect();
     if taken.is_empty() {
         return Ok(Vec::new());
@@ -575,6 +566,21 @@ fn alias_of(set: &ResourceRecordSet) -> Option<String> {
     set.alias_target().map(|a| alias_norm(a.dns_name()))
 }
 
+/// A record as people read it: `A alias → <target>`, or `A 203.0.113.7`
+/// for a plain one (its values).
+fn shown(set: &ResourceRecordSet) -> String {
+    let to = match alias_of(set) {
+        Some(a) => format!("alias → {a}"),
+        None => set
+            .resource_records()
+            .iter()
+            .map(|r| r.value().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!("{} {to}", set.r#type().as_str())
+}
+
 impl Aliases {
     fn set(&self, name: &str) -> Result<ResourceRecordSet, TierError> {
         let Some((dns_name, zone)) = &self.target else {
@@ -670,7 +676,7 @@ impl Resource for Aliases {
         }
     }
     fn summary(&self, _w: &Work<'_>, live: &Live) -> String {
-        format!("alias → {}", alias_of(&live.set).unwrap_or_default())
+        shown(&live.set)
     }
 
     async fn create(&self, _w: &Work<'_>, want: &String) -> Result<Live, TierError> {
@@ -752,3 +758,42 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:domain", "mbstack:dns-validation"]}}"#,
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_shown_by_its_values_or_its_alias() {
+        let plain = ResourceRecordSet::builder()
+            .name("bi.example.com.")
+            .r#type(RrType::A)
+            .ttl(300)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value("203.0.113.7")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(shown(&plain), "A 203.0.113.7");
+        let alias = ResourceRecordSet::builder()
+            .name("bi.example.com.")
+            .r#type(RrType::A)
+            .alias_target(
+                AliasTarget::builder()
+                    .hosted_zone_id("Z35SXDOTRQ7X7K")
+                    .dns_name("dualstack.other-alb-1.us-east-1.elb.amazonaws.com.")
+                    .evaluate_target_health(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            shown(&alias),
+            "A alias → other-alb-1.us-east-1.elb.amazonaws.com"
+        );
+    }
+}

@@ -448,12 +448,25 @@ async fn an_image_change_registers_one_revision_and_its_rollback_puts_the_old_on
 
 #[tokio::test]
 async fn a_failed_rollout_is_a_terminal_error_with_the_stopped_reason() {
-    for (fault, words) in [
+    // A task that never started its container is told apart from one that
+    // ran and stopped (a failed upgrade's rollback returns the database only
+    // after the new version ran on it).
+    for (fault, name, words) in [
         (
             EcsFault::CannotPullContainer,
+            "Mbstack.TasksNeverStarted",
             vec!["CannotPullContainerError"],
         ),
-        (EcsFault::OutOfMemory, vec!["exit code 137", "app.memory"]),
+        (
+            EcsFault::OutOfMemory,
+            "Mbstack.ResourceFailed",
+            vec!["exit code 137", "app.memory"],
+        ),
+        (
+            EcsFault::MigrationFailed,
+            "Mbstack.ResourceFailed",
+            vec!["exit code 1", "database migration fails"],
+        ),
     ] {
         let env = TestEnv::start().await;
         env.emulator.front.set_ecs_fault(Some(fault));
@@ -467,8 +480,8 @@ async fn a_failed_rollout_is_a_terminal_error_with_the_stopped_reason() {
             .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
             .await
         {
-            Err(e @ TierError::ResourceFailed(_)) => {
-                assert_eq!(e.name(), "Mbstack.ResourceFailed");
+            Err(e @ (TierError::ResourceFailed(_) | TierError::NeverStarted(_))) => {
+                assert_eq!(e.name(), name, "{fault:?}: {e}");
                 for w in &words {
                     assert!(e.to_string().contains(w), "{fault:?}: {e}");
                 }

@@ -709,6 +709,8 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
     let rds = aws_sdk_rds::Client::new(&env.config);
     let mut old = StackSpec::new("elder");
     old.database.engine_version = "16".into();
+    // Larger than the spec restoring it: the restore keeps the snapshot's.
+    old.database.storage_gib = 30;
     let d = TierRunner {
         env: &env,
         tier: Tier::Data,
@@ -748,6 +750,20 @@ async fn a_restore_of_an_older_engine_is_upgraded_once_available_never_before() 
     };
     let out = applied(&d, &spec, "run-b").await;
     assert_eq!(out.last().unwrap().state, State::Ready);
+    // The change line tells what the restore makes: the snapshot's storage
+    // and engine, not the spec's.
+    let made = out
+        .iter()
+        .flat_map(|o| o.changes.iter())
+        .find(|c| c.kind == "db-instance" && c.action == Action::Create)
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        made.contains("elder-manual (30 GiB")
+            && made.contains(", 30 GiB gp3")
+            && made.contains("PostgreSQL 16"),
+        "{made}"
+    );
     let db = instance(&env, "mbstack-heir").await.unwrap();
     assert!(
         db.engine_version().is_some_and(|v| v.starts_with("17")),
@@ -1026,4 +1042,54 @@ async fn an_image_change_while_storage_is_optimized_is_snapshotted_first() {
     assert_eq!(made.len(), 1, "{made:?}");
     assert!(made[0].starts_with("mbstack-opt-pre-0-59-1-"), "{made:?}");
     assert_eq!(env.emulator.front.refused_calls(), 0);
+}
+
+/// A failed upgrade's return that did not finish leaves the stack's database
+/// set aside (`mbstack-<stack>-migrated-…`) and none under its name: an apply
+/// then refuses to create a new, empty database (whose Metabase would open
+/// its setup page to whoever comes first) and says how to get the set-aside
+/// one back.
+#[tokio::test]
+async fn no_empty_database_is_created_beside_a_set_aside_one() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("aside");
+    let d = TierRunner {
+        env: &env,
+        tier: Tier::Data,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    rds.create_db_instance()
+        .db_instance_identifier("mbstack-aside-migrated-0badc0de")
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("u")
+        .manage_master_user_password(true)
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key(STACK_TAG)
+                .value("aside")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let Err(err) = d
+        .settle(Verb::Apply, Verb::Check, &spec, "run-a", Scope::Stack)
+        .await
+    else {
+        panic!("an apply went ahead beside the set-aside database");
+    };
+    let text = err.to_string();
+    for part in [
+        "set aside as DB mbstack-aside-migrated-0badc0de",
+        "--new-db-instance-identifier mbstack-aside",
+    ] {
+        assert!(text.contains(part), "{part} not in {text}");
+    }
+    assert!(
+        instance(&env, "mbstack-aside").await.is_none(),
+        "an empty database was created"
+    );
 }

@@ -1305,6 +1305,20 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         .filter(|s| s.starts_with("mbstack-mig-migrated-"))
         .collect();
     assert_eq!(migrated.len(), 1, "{snaps:?}");
+    // Its automated backups kept (a point-in-time restore to before the
+    // upgrade stays possible), as DeleteDBInstance does not by default.
+    let deleted = journal
+        .iter()
+        .find(|e| e.action == "DeleteDBInstance")
+        .expect("the set-aside instance's deletion");
+    assert_eq!(deleted.params["DeleteAutomatedBackups"], json!("false"));
+    // Deleted only once the restored instance was available.
+    assert!(
+        journal.iter().position(|e| e.action == "DeleteDBInstance")
+            > journal
+                .iter()
+                .position(|e| e.action == "RestoreDBInstanceFromDBSnapshot"),
+    );
 
     // One notification, naming the cause, the return and the kept snapshot.
     let sent: Vec<Value> = journal
@@ -1338,4 +1352,71 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         .map(|c| format!("{} {} {}", c["action"], c["kind"], c["id"]))
         .collect();
     assert_eq!(changed, Vec::<String>::new());
+
+    // A new version whose tasks never start their container (its image
+    // cannot be pulled) never ran on the database: the rollback puts the
+    // image back and leaves the database alone.
+    let c = "metabase/metabase:v0.59.1";
+    d.emulator
+        .front
+        .set_ecs_fault(Some(mbstack_emulator::EcsFault::CannotPullContainer));
+    d.emulator.front.start_journal();
+    let run = mbstack_tests::checks::run(&d, "mig-c", up(c)).await;
+    d.emulator.front.set_ecs_fault(None);
+    let journal = d.emulator.front.take_journal();
+    assert_eq!(
+        run.error.as_deref(),
+        Some("Mbstack.TasksNeverStarted"),
+        "{:?}",
+        run.cause
+    );
+    for action in ["RestoreDBInstanceFromDBSnapshot", "DeleteDBInstance"] {
+        assert!(
+            !journal.iter().any(|e| e.action == action),
+            "a rollback of a version that never ran made {action}"
+        );
+    }
+    assert_eq!(
+        db_tag(&d, "mbstack-mig", IMAGE_TAG).await.as_deref(),
+        Some(a)
+    );
+    assert_eq!(running_task_definition(&d, "mig").await.0, a);
+}
+
+/// An upgrade needs room for two manual snapshots (the one before it, and the
+/// migrated database's final one should it fail): with less left of RDS's
+/// quota, Prepare refuses it with the figures and the fix, and nothing is
+/// changed.
+#[tokio::test]
+async fn an_upgrade_without_room_for_its_snapshots_is_refused_in_prepare() {
+    let d = Deployed::start().await.expect("deployed");
+    let up = |image: &str| json!({"stack": "full", "app": {"image": image}});
+    let run = mbstack_tests::checks::run(&d, "full-a", up("metabase/metabase:v0.57.2")).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let used = rds
+        .describe_db_snapshots()
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap()
+        .db_snapshots()
+        .len();
+    d.emulator.front.set_manual_snapshot_quota(used + 1);
+    d.log.clear();
+    let run = mbstack_tests::checks::run(&d, "full-b", up("metabase/metabase:v0.58.7")).await;
+    assert_refused_in_prepare(
+        &d,
+        run,
+        &[
+            "app.image:",
+            "manual snapshot quota",
+            &format!("{} are kept", used),
+            "aws rds delete-db-snapshot",
+        ],
+    );
+    // With room for both, it goes ahead.
+    d.emulator.front.set_manual_snapshot_quota(used + 2);
+    let run = mbstack_tests::checks::run(&d, "full-c", up("metabase/metabase:v0.58.7")).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
 }

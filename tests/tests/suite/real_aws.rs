@@ -838,7 +838,7 @@ async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none
         .set_ecs_fault(Some(mbstack_emulator::EcsFault::CannotPullContainer));
     let run = mbstack_tests::checks::run(&d, "broken-1", json!({"stack": "pulls"})).await;
     d.emulator.front.set_ecs_fault(None);
-    assert_eq!(run.error.as_deref(), Some("Mbstack.ResourceFailed"));
+    assert_eq!(run.error.as_deref(), Some("Mbstack.TasksNeverStarted"));
     let sent = published(&d, &mut all);
     assert_eq!(sent.len(), 1, "{sent:#?}");
     let p = &sent[0]["params"];
@@ -848,7 +848,7 @@ async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none
     let message = p["Message"].as_str().unwrap_or_default();
     assert_eq!(
         subject,
-        "mbstack: apply of pulls failed (Mbstack.ResourceFailed)"
+        "mbstack: apply of pulls failed (Mbstack.TasksNeverStarted)"
     );
     for part in [
         "failed and was rolled back",
@@ -860,10 +860,17 @@ async fn a_failed_run_publishes_one_message_naming_its_cause_and_a_good_run_none
     ] {
         assert!(message.contains(part), "{part} not in {message}");
     }
+    // The cause as people read it: the Lambda error's message, not its JSON.
+    let cause = run.cause.as_deref().unwrap_or("?");
+    let readable = serde_json::from_str::<Value>(cause)
+        .ok()
+        .and_then(|c| c["errorMessage"].as_str().map(str::to_string))
+        .unwrap_or_else(|| cause.to_string());
     assert!(
-        message.contains(run.cause.as_deref().unwrap_or("?")),
+        message.contains(&format!("Cause: {readable}\n")),
         "the execution's cause is not in {message}"
     );
+    assert!(!message.contains("errorMessage"), "{message}");
 
     // Refused before anything: an invalid spec.
     let run = mbstack_tests::checks::run(

@@ -352,7 +352,7 @@ async fn the_ecs_failure_knob_fails_the_run_with_the_stopped_reason_and_rolls_ba
         .set_ecs_fault(Some(EcsFault::CannotPullContainer));
     let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "pull"})).await;
     assert_eq!(run.status, "FAILED");
-    assert_eq!(run.error.as_deref(), Some("Mbstack.ResourceFailed"));
+    assert_eq!(run.error.as_deref(), Some("Mbstack.TasksNeverStarted"));
     assert!(run
         .cause
         .unwrap_or_default()
@@ -1147,7 +1147,8 @@ async fn a_manual_snapshot_takes_time_and_is_restored_only_once_available() {
 async fn a_renamed_instance_is_renaming_under_its_new_name_and_frees_the_old() {
     let env = TestEnv::start().await;
     let rds = aws_sdk_rds::Client::new(&env.config);
-    // 60 times faster: creating for 6 s, renaming 2 s.
+    // 60 times faster: creating for 6 s, renaming 10 s (about 10 minutes on
+    // AWS, until the new DNS name is effective).
     env.emulator.front.set_realism(true, 60);
     rds.create_db_instance()
         .db_instance_identifier("ren-raw")
@@ -1197,7 +1198,7 @@ async fn a_renamed_instance_is_renaming_under_its_new_name_and_frees_the_old() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidDBInstanceState", "{e:?}");
-    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10200)).await;
     assert_eq!(status("ren-raw-aside").await, Ok("available".to_string()));
 }
 
@@ -1257,4 +1258,65 @@ async fn an_execution_history_is_paged_and_reversed_as_aws_pages_it() {
         .await
         .unwrap();
     assert_eq!(all.events().len(), ids.len().min(100));
+}
+
+/// RDS's manual snapshot quota (100 per region by default, final snapshots
+/// included; moto has none): DescribeAccountAttributes reports its use, and
+/// at it a CreateDBSnapshot or a DeleteDBInstance that takes a final
+/// snapshot is refused with SnapshotQuotaExceeded (one that skips it is not).
+#[tokio::test]
+async fn the_manual_snapshot_quota_is_reported_and_enforced() {
+    let env = TestEnv::start().await;
+    let rds = aws_sdk_rds::Client::new(&env.config);
+    rds.create_db_instance()
+        .db_instance_identifier("quota-raw")
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("u")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap();
+    let quota = || async {
+        let a = rds.describe_account_attributes().send().await.unwrap();
+        let q = a
+            .account_quotas()
+            .iter()
+            .find(|q| q.account_quota_name() == Some("ManualSnapshots"))
+            .cloned()
+            .expect("the ManualSnapshots quota");
+        (q.used(), q.max())
+    };
+    assert_eq!(quota().await, (Some(0), Some(100)));
+    env.emulator.front.set_manual_snapshot_quota(1);
+    rds.create_db_snapshot()
+        .db_instance_identifier("quota-raw")
+        .db_snapshot_identifier("quota-raw-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quota().await, (Some(1), Some(1)));
+    let e = rds
+        .create_db_snapshot()
+        .db_instance_identifier("quota-raw")
+        .db_snapshot_identifier("quota-raw-2")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "SnapshotQuotaExceeded", "{e:?}");
+    let e = rds
+        .delete_db_instance()
+        .db_instance_identifier("quota-raw")
+        .final_db_snapshot_identifier("quota-raw-final")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "SnapshotQuotaExceeded", "{e:?}");
+    rds.delete_db_instance()
+        .db_instance_identifier("quota-raw")
+        .skip_final_snapshot(true)
+        .send()
+        .await
+        .unwrap();
 }
