@@ -223,7 +223,9 @@ pub fn rds_name(stack: &str) -> String {
 }
 
 /// The name stacks made before `rds_name` bear (`<stack>-db`): found and kept,
-/// never renamed (an RDS rename changes the endpoint Metabase connects to).
+/// not renamed by a repair (an RDS rename changes the endpoint Metabase
+/// connects to). A failed upgrade's return sets it aside like any other and
+/// restores under `rds_name` (the app is then put on the new endpoint).
 pub fn legacy_rds_name(stack: &str) -> String {
     resource_name(stack, "db")
 }

@@ -224,6 +224,43 @@ pub async fn find(rds: &aws_sdk_rds::Client, stack: &str) -> Result<Option<DbIns
     Ok(None)
 }
 
+/// How a set-aside instance of `stack` (a failed upgrade's migrated
+/// database) and its final snapshot are named: `mbstack-<stack>-migrated-…`.
+pub(crate) fn migrated_prefix(stack: &str) -> String {
+    format!("{}-migrated-", rds_name(stack))
+}
+
+/// A set-aside instance of `stack` that is still there, of any run (None:
+/// none). Every instance of the region is listed (a new stack's create reads
+/// them once).
+pub(crate) async fn set_aside_of(
+    rds: &aws_sdk_rds::Client,
+    stack: &str,
+) -> Result<Option<String>, TierError> {
+    let prefix = migrated_prefix(stack);
+    let mut marker: Option<String> = None;
+    loop {
+        let out = rds
+            .describe_db_instances()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| aws_error("rds:DescribeDBInstances", e))?;
+        if let Some(db) = out.db_instances().iter().find(|db| {
+            db.db_instance_identifier()
+                .is_some_and(|i| i.starts_with(&prefix))
+                && is_stacks(&pairs(db.tag_list()), stack)
+                && db.db_instance_status() != Some("deleting")
+        }) {
+            return Ok(db.db_instance_identifier().map(str::to_string));
+        }
+        match out.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
 /// Whether `tags` name `stack`.
 pub(crate) fn is_stacks(tags: &[(String, String)], stack: &str) -> bool {
     mbstack_core::naming::tag_value(tags, mbstack_core::naming::STACK_TAG) == Some(stack)
@@ -774,7 +811,7 @@ impl Resource for DbInstances {
         // A failed upgrade's return that did not finish left the stack's
         // database set aside: a new, empty one would open Metabase's setup
         // page to whoever comes first. Refused, with the way back.
-        if let Some(aside) = crate::upgrade_return::set_aside_of(&self.rds, &w.spec.stack).await? {
+        if let Some(aside) = set_aside_of(&self.rds, &w.spec.stack).await? {
             return Err(TierError::Refused(format!(
                 "stack {}'s database is set aside as DB {aside} (a failed upgrade's return did not finish), so no new one is created: rename it back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {id} --apply-immediately) and apply with the image that migrated it, or delete it (with a final snapshot) and restore the snapshot you want with `mbstack up {} --restore …`",
                 w.spec.stack, w.spec.stack

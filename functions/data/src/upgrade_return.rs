@@ -40,8 +40,8 @@ use crate::tags::pairs;
 /// of the run: 63 characters at most for the longest stack name).
 pub(crate) fn aside_name(stack: &str, run: &str) -> String {
     format!(
-        "{}-migrated-{}",
-        rds_name(stack),
+        "{}{}",
+        crate::instance::migrated_prefix(stack),
         &idempotency_key(&[run])[..8]
     )
 }
@@ -49,7 +49,7 @@ pub(crate) fn aside_name(stack: &str, run: &str) -> String {
 /// The final snapshot of the set-aside instance: the database as the failed
 /// version left it.
 pub(crate) fn migrated_snapshot_name(stack: &str, stamp: &str) -> String {
-    format!("{}-migrated-{stamp}", rds_name(stack))
+    format!("{}{stamp}", crate::instance::migrated_prefix(stack))
 }
 
 /// The IAM permissions of the calls in this file: the rename, restore and
@@ -78,37 +78,6 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         &["arn:${Partition}:rds:*:*:snapshot:mbstack-*-migrated-*"],
     ),
 ];
-
-/// A set-aside instance of `stack` that is still there, of any run (None:
-/// none). Every instance of the region is listed (a new stack's create reads
-/// them once).
-pub(crate) async fn set_aside_of(
-    rds: &aws_sdk_rds::Client,
-    stack: &str,
-) -> Result<Option<String>, TierError> {
-    let prefix = format!("{}-migrated-", rds_name(stack));
-    let mut marker: Option<String> = None;
-    loop {
-        let out = rds
-            .describe_db_instances()
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| aws_error("rds:DescribeDBInstances", e))?;
-        if let Some(db) = out.db_instances().iter().find(|db| {
-            db.db_instance_identifier()
-                .is_some_and(|i| i.starts_with(&prefix))
-                && crate::instance::is_stacks(&pairs(db.tag_list()), stack)
-                && db.db_instance_status() != Some("deleting")
-        }) {
-            return Ok(db.db_instance_identifier().map(str::to_string));
-        }
-        match out.marker() {
-            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-            _ => return Ok(None),
-        }
-    }
-}
 
 /// RDS renames, snapshots and deletes an instance that is available or
 /// optimizing its storage.

@@ -356,3 +356,76 @@ async fn the_recovery_of_an_upgrade_returns_the_database_too() {
         "{message}"
     );
 }
+
+/// A run whose rollback had returned its database and then ended where no
+/// Catch saw it (here in "Roll back network", before Metabase was put on the
+/// returned database): its recovery finishes the return the run had
+/// decided, so the service does not stay on the deleted database's secret.
+#[tokio::test]
+async fn the_recovery_of_a_run_ended_in_its_return_finishes_it() {
+    let d = Deployed::start_notifying().await.expect("deployed");
+    let (a, b) = ("metabase/metabase:v0.57.2", "metabase/metabase:v0.58.7");
+    let up = |image: &str| json!({"stack": "halfway", "app": {"image": image}});
+    let run = d.run("halfway-a", up(a)).await.expect("the run ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    d.emulator.front.fail_migrations_of(Some(b));
+    d.misbehave(Some((
+        Inject {
+            tier: Tier::Network,
+            verb: "destroy",
+        },
+        Misbehaviour::Malformed,
+    )));
+    let run = d.run("halfway-b", up(b)).await.expect("the run ends");
+    d.misbehave(None);
+    d.emulator.front.fail_migrations_of(None);
+    assert_eq!(
+        run.error.as_deref(),
+        Some("States.Runtime"),
+        "{:?}",
+        run.cause
+    );
+    assert!(
+        run.state_names.iter().any(|n| n == "Roll back network"),
+        "{:?}",
+        run.state_names
+    );
+    let recovery = recovered(&d, &run).await;
+    assert!(
+        recovery
+            .state_names
+            .iter()
+            .any(|n| n == "Put back previous Metabase"),
+        "{:?}",
+        recovery.state_names
+    );
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let secret = mbstack_data::managed_secret_arn(&rds, "halfway")
+        .await
+        .unwrap()
+        .expect("the restored database's secret");
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let svc = ecs
+        .describe_services()
+        .cluster(mbstack_app::names::cluster("halfway"))
+        .services(mbstack_app::names::SERVICE)
+        .send()
+        .await
+        .unwrap();
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(svc.services()[0].task_definition().unwrap_or_default())
+        .send()
+        .await
+        .unwrap();
+    let c = &td.task_definition().unwrap().container_definitions()[0];
+    assert_eq!(c.image(), Some(a));
+    assert!(
+        c.secrets()
+            .iter()
+            .any(|s| s.name() == "MB_DB_PASS" && s.value_from().starts_with(&secret)),
+        "{:?} does not read {secret}",
+        c.secrets()
+    );
+    assert!(lock_free(&d, "halfway").await, "the lock is still held");
+}
