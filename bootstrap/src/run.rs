@@ -830,9 +830,17 @@ pub async fn status(t: &Target, stack: Option<&str>, output: Output) -> anyhow::
         // yet: it is in progress all the same.
         if rows.first().is_none_or(|r| r.running.is_none()) {
             let sfn = aws_sdk_sfn::Client::new(&cfg);
-            if let Some((exec, input, at)) =
-                unlocked_execution(&sfn, &t.state_machine, stack).await?
-            {
+            // ListExecutions "is eventually consistent": a stack nothing else
+            // knows yet is asked again for a few seconds.
+            let mut found = unlocked_execution(&sfn, &t.state_machine, stack).await?;
+            for _ in 0..3 {
+                if found.is_some() || !rows.is_empty() || stack_exists(&cfg, stack).await? {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                found = unlocked_execution(&sfn, &t.state_machine, stack).await?;
+            }
+            if let Some((exec, input, at)) = found {
                 let action = input["action"].as_str().unwrap_or("apply").to_string();
                 match rows.first_mut() {
                     Some(r) => r.running = Some((exec, action, at)),

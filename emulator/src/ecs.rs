@@ -119,9 +119,13 @@ pub(crate) fn answer_before(
     let tasks: Vec<Value> = asked
         .iter()
         .filter_map(|arn| {
-            ecs.rollouts.iter().find_map(|(svc, r)| {
-                (r.fails() && stopped_task_arn(svc, &r.id) == *arn).then(|| stopped_task(arn, r))
-            })
+            ecs.rollouts
+                .iter()
+                .chain(ecs.rolled_back.iter().map(|(s, r)| (s, r)))
+                .find_map(|(svc, r)| {
+                    (r.fails() && stopped_task_arn(svc, &r.id) == *arn)
+                        .then(|| stopped_task(arn, r))
+                })
         })
         .collect();
     if tasks.is_empty() {
@@ -266,7 +270,20 @@ pub(crate) async fn rewrite_after(
             return body;
         }
         "DescribeServices" => {
-            let registrations = describe_services(shared, &mut value);
+            let (registrations, rollbacks) = describe_services(shared, &mut value);
+            // The circuit breaker's rollbacks, made in moto's record too (the
+            // service's task definition is the one rolled back to).
+            for (cluster, service, td) in rollbacks {
+                let body = json!({"cluster": cluster, "service": service, "taskDefinition": td});
+                let _ = crate::moto::send_to_moto(
+                    shared,
+                    "ecs",
+                    "application/x-amz-json-1.1",
+                    Some(&format!("{TARGET_PREFIX}UpdateService")),
+                    body.to_string(),
+                )
+                .await;
+            }
             for (tg, register, deregister) in registrations {
                 sync_targets(shared, &tg, &register, &deregister).await;
             }
@@ -285,6 +302,7 @@ pub(crate) async fn rewrite_after(
                 let extra: Vec<Value> = ecs
                     .rollouts
                     .iter()
+                    .chain(ecs.rolled_back.iter().map(|(s, r)| (s, r)))
                     .filter(|(svc, r)| r.fails() && svc.ends_with(&format!("/{service}")))
                     .map(|(svc, r)| Value::String(stopped_task_arn(svc, &r.id)))
                     .collect();
@@ -299,15 +317,22 @@ pub(crate) async fn rewrite_after(
 }
 
 type Registration = (String, Vec<String>, Vec<String>);
+/// A rollback to make in moto: cluster, service, task definition.
+type Rollback = (String, String, String);
 
-/// Rewrites each ACTIVE service's deployments; returns the target changes to make.
-fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registration> {
+/// Rewrites each ACTIVE service's deployments; returns the target changes and
+/// the circuit breaker's rollbacks to make.
+fn describe_services(
+    shared: &Arc<Shared>,
+    value: &mut Value,
+) -> (Vec<Registration>, Vec<Rollback>) {
     let Ok(mut ecs) = shared.ecs.lock() else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut registrations = Vec::new();
+    let mut rollbacks = Vec::new();
     let Some(services) = value.get_mut("services").and_then(Value::as_array_mut) else {
-        return registrations;
+        return (registrations, rollbacks);
     };
     for svc in services.iter_mut() {
         let arn = svc
@@ -335,6 +360,8 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
         if status != "ACTIVE" {
             // Deleted or draining: its tasks are gone.
             ecs.rollouts.remove(&arn);
+            ecs.rolled_back.retain(|(s, _)| *s != arn);
+            ecs.completed.remove(&arn);
             if let Some(tg) = tg {
                 let all: Vec<String> = ecs
                     .targets
@@ -386,9 +413,64 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
                     fault,
                     young_role,
                     started_at: now_secs(),
+                    rolling_back_from: None,
                 },
             );
         }
+        // The deployment circuit breaker with rollback on: once a deployment
+        // has failed, ECS rolls the service back to the task definition of its
+        // last completed deployment — a new PRIMARY deployment, IN_PROGRESS,
+        // the failed one beside it — and the service names that task
+        // definition again (ECS developer guide, deployment circuit breaker).
+        let rolls_back = svc
+            .pointer("/deploymentConfiguration/deploymentCircuitBreaker/rollback")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let back_to = ecs.completed.get(&arn).filter(|c| **c != td).cloned();
+        if let (true, Some(back_to), Some(r)) = (rolls_back, back_to, ecs.rollouts.get(&arn)) {
+            if r.since.elapsed() >= delay && r.fails() && r.rolling_back_from.is_none() {
+                let failed = (r.id.clone(), r.task_definition.clone());
+                let fails_too = ecs
+                    .failing_image
+                    .as_ref()
+                    .is_some_and(|i| ecs.task_images.get(&back_to) == Some(i));
+                let id = format!("ecs-svc/{:016}", ecs.next_id);
+                ecs.next_id += 1;
+                let replaced = ecs.rollouts.insert(
+                    arn.clone(),
+                    Rollout {
+                        task_definition: back_to.clone(),
+                        desired,
+                        since: Instant::now(),
+                        id,
+                        fault: fails_too.then_some(EcsFault::MigrationFailed),
+                        young_role: None,
+                        started_at: now_secs(),
+                        rolling_back_from: Some(failed),
+                    },
+                );
+                if let Some(failed) = replaced {
+                    ecs.rolled_back.push((arn.clone(), failed));
+                }
+                let cluster = svc
+                    .get("clusterArn")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string();
+                let name = svc
+                    .get("serviceName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                rollbacks.push((cluster, name, back_to.clone()));
+                svc["taskDefinition"] = json!(back_to);
+            }
+        }
+        let td = svc
+            .get("taskDefinition")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let Some(r) = ecs.rollouts.get(&arn) else {
             continue;
         };
@@ -426,14 +508,36 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
             })
         });
         let created = r.started_at;
-        svc["runningCount"] = json!(running);
-        svc["pendingCount"] = json!(desired - running);
-        svc["deployments"] = json!([{
+        let reason = match (&r.rolling_back_from, rollout) {
+            (Some((from, _)), "IN_PROGRESS") => {
+                format!(
+                    "ECS deployment circuit breaker: rolling back to deploymentId {}.",
+                    r.id
+                ) + &format!(" (deployment {from} failed)")
+            }
+            _ => reason,
+        };
+        let mut deployments = vec![json!({
             "id": r.id, "status": "PRIMARY", "taskDefinition": td, "desiredCount": desired,
             "runningCount": running, "pendingCount": desired - running, "failedTasks": failed,
             "rolloutState": rollout, "rolloutStateReason": reason,
             "createdAt": created, "updatedAt": now_secs(), "launchType": "FARGATE",
-        }]);
+        })];
+        if let (Some((from, from_td)), "IN_PROGRESS") = (&r.rolling_back_from, rollout) {
+            deployments.push(json!({
+                "id": from, "status": "ACTIVE", "taskDefinition": from_td, "desiredCount": 0,
+                "runningCount": 0, "pendingCount": 0, "failedTasks": desired.max(1),
+                "rolloutState": "FAILED",
+                "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
+                "createdAt": created, "updatedAt": now_secs(), "launchType": "FARGATE",
+            }));
+        }
+        if rollout == "COMPLETED" {
+            ecs.completed.insert(arn.clone(), td.clone());
+        }
+        svc["runningCount"] = json!(running);
+        svc["pendingCount"] = json!(desired - running);
+        svc["deployments"] = json!(deployments);
         // Targets: one ip per running task.
         if let Some(tg) = tg {
             let healthy = if stale { 0 } else { running };
@@ -449,7 +553,7 @@ fn describe_services(shared: &Arc<Shared>, value: &mut Value) -> Vec<Registratio
             }
         }
     }
-    registrations
+    (registrations, rollbacks)
 }
 
 async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], deregister: &[String]) {

@@ -35,6 +35,9 @@ pub(crate) struct Rollout {
     pub(crate) young_role: Option<String>,
     /// When its tasks started (wall clock, seconds): the deployment's `createdAt`.
     pub(crate) started_at: f64,
+    /// The circuit breaker's rollback of a failed deployment: the failed
+    /// deployment's ID and task definition (shown beside it, FAILED).
+    pub(crate) rolling_back_from: Option<(String, String)>,
 }
 
 impl Rollout {
@@ -63,6 +66,13 @@ pub(crate) struct EcsActor {
     pub(crate) task_images: HashMap<String, String>,
     /// The image whose tasks fail their migration (`EcsFault::MigrationFailed`).
     pub(crate) failing_image: Option<String>,
+    /// Service ARN → the task definition of its last COMPLETED deployment
+    /// (what the circuit breaker rolls a failed deployment back to).
+    pub(crate) completed: HashMap<String, String>,
+    /// Failed rollouts the circuit breaker rolled back (service ARN, rollout):
+    /// their stopped tasks are still listed (ECS keeps stopped tasks about an
+    /// hour).
+    pub(crate) rolled_back: Vec<(String, Rollout)>,
     pub(crate) next_id: u64,
 }
 
@@ -79,6 +89,8 @@ impl Default for EcsActor {
             rotated: HashMap::new(),
             task_images: HashMap::new(),
             failing_image: None,
+            completed: HashMap::new(),
+            rolled_back: Vec::new(),
             next_id: 1,
         }
     }

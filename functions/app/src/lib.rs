@@ -97,20 +97,26 @@ async fn rolling_out(
     c: &Clients,
     w: &Work<'_>,
 ) -> Result<Option<(String, Option<String>)>, TierError> {
-    let Some((svc, _)) = service::find(&c.ecs, w).await? else {
+    let Some((svc, tags)) = service::find(&c.ecs, w).await? else {
         return Ok(None);
     };
     let Readiness::Pending(why) = service_readiness(c, w, Some(&svc), None).await? else {
         return Ok(None);
     };
-    let image = match svc.task_definition() {
-        Some(td) => task_definition::describe_revision(&c.ecs, td)
+    // This run put the service on a new task definition (its tag survives the
+    // circuit breaker's rollback, which puts the old one back), or the one
+    // the service runs holds the spec's image.
+    let updated_here =
+        mbstack_core::naming::tag_value(&tags, UPDATED_BY_TAG) == Some(w.run.id.as_str());
+    let image = match (updated_here, svc.task_definition()) {
+        (true, _) => Some(w.spec.app.image.clone()),
+        (false, Some(td)) => task_definition::describe_revision(&c.ecs, td)
             .await?
             .as_ref()
             .and_then(task_definition::wanted_from)
             .map(|x| x.image)
             .filter(|i| *i == w.spec.app.image),
-        None => None,
+        (false, None) => None,
     };
     Ok(Some((why, image)))
 }
@@ -304,8 +310,8 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     };
     // A deployment none of whose tasks started its container: the version
     // never ran (a failed upgrade's rollback then has no database to return).
-    if let Readiness::Failed(why) = &ready {
-        if service::never_started(&c.ecs, &w.spec.stack).await? {
+    if let (Readiness::Failed(why), Some(td)) = (&ready, &td) {
+        if service::never_started(&c.ecs, &w.spec.stack, td).await? {
             return Err(TierError::NeverStarted(why.clone()));
         }
     }

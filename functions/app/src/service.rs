@@ -497,17 +497,60 @@ set app.image to that address, then apply again";
 
 /// Why the most recent task of the service stopped, in a sentence a person can
 /// act on: the stopped reason, the container's reason and exit code (137 = OOM).
-/// Whether the service's latest stopped task never started its container
-/// (ECS's `TaskFailedToStart`, no exit code): its image was not pulled or its
-/// role not assumed, so the version in it never ran.
-pub(crate) async fn never_started(ecs: &Client, stack: &str) -> Result<bool, TierError> {
-    Ok(last_stopped(ecs, stack).await?.is_some_and(|task| {
-        let exited = task
-            .containers()
-            .iter()
-            .any(|c| c.name() == Some(names::CONTAINER) && c.exit_code().is_some());
-        task.stop_code().map(|c| c.as_str()) == Some("TaskFailedToStart") && !exited
-    }))
+/// Whether no stopped task of revision `td` ever started its container: each
+/// stopped with ECS's `TaskFailedToStart` (its image not pulled, its role not
+/// assumed, its storage not set up) and no exit code, and there is at least
+/// one. Then the version in it never ran. A task that ran and stopped (an
+/// exit code: a failed migration, an out-of-memory kill, a health check's
+/// stop) says it did.
+pub(crate) async fn never_started(ecs: &Client, stack: &str, td: &str) -> Result<bool, TierError> {
+    let tasks: Vec<aws_sdk_ecs::types::Task> = stopped(ecs, stack)
+        .await?
+        .into_iter()
+        .filter(|t| t.task_definition_arn() == Some(td))
+        .collect();
+    Ok(!tasks.is_empty()
+        && tasks.iter().all(|task| {
+            let exited = task.containers().iter().any(|c| c.exit_code().is_some());
+            task.stop_code().map(|c| c.as_str()) == Some("TaskFailedToStart")
+                && !exited
+                && task.started_at().is_none()
+        }))
+}
+
+/// The service's stopped tasks (ECS lists them for about an hour), every page.
+async fn stopped(ecs: &Client, stack: &str) -> Result<Vec<aws_sdk_ecs::types::Task>, TierError> {
+    let cluster = names::cluster(stack);
+    let mut arns: Vec<String> = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let listed = ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .service_name(names::SERVICE)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:ListTasks", e))?;
+        arns.extend(listed.task_arns().iter().cloned());
+        match listed.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    let mut tasks = Vec::new();
+    for chunk in arns.chunks(100) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(&cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ecs:DescribeTasks", e))?;
+        tasks.extend(out.tasks().iter().cloned());
+    }
+    Ok(tasks)
 }
 
 /// The service's latest stopped task (None: none).
@@ -515,30 +558,10 @@ async fn last_stopped(
     ecs: &Client,
     stack: &str,
 ) -> Result<Option<aws_sdk_ecs::types::Task>, TierError> {
-    let cluster = names::cluster(stack);
-    let listed = ecs
-        .list_tasks()
-        .cluster(&cluster)
-        .service_name(names::SERVICE)
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:ListTasks", e))?;
-    if listed.task_arns().is_empty() {
-        return Ok(None);
-    }
-    let tasks = ecs
-        .describe_tasks()
-        .cluster(&cluster)
-        .set_tasks(Some(listed.task_arns().iter().take(100).cloned().collect()))
-        .send()
-        .await
-        .map_err(|e| aws_error("ecs:DescribeTasks", e))?;
-    Ok(tasks
-        .tasks()
-        .iter()
-        .max_by_key(|t| t.stopped_at().map(|d| d.secs()).unwrap_or(0))
-        .cloned())
+    Ok(stopped(ecs, stack)
+        .await?
+        .into_iter()
+        .max_by_key(|t| t.stopped_at().map(|d| d.secs()).unwrap_or(0)))
 }
 
 pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<String>, TierError> {

@@ -813,7 +813,7 @@ impl Resource for DbInstances {
         // page to whoever comes first. Refused, with the way back.
         if let Some(aside) = set_aside_of(&self.rds, &w.spec.stack).await? {
             return Err(TierError::Refused(format!(
-                "stack {}'s database is set aside as DB {aside} (a failed upgrade's return did not finish), so no new one is created: rename it back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {id} --apply-immediately) and apply with the image that migrated it, or delete it (with a final snapshot) and restore the snapshot you want with `mbstack up {} --restore …`",
+                "stack {}'s database is set aside as DB {aside} (by a failed upgrade's return), so no new, empty one is created: start it if it is stopped (aws rds start-db-instance --db-instance-identifier {aside}), rename it back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {id} --apply-immediately) and apply with the image that migrated it; or delete it with a final snapshot and restore the snapshot you want with `mbstack up {} --restore …`",
                 w.spec.stack, w.spec.stack
             )));
         }

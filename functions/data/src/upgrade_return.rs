@@ -88,7 +88,7 @@ fn at_rest(status: &str) -> bool {
 /// How to get the migrated database back under the stack's name by hand.
 fn rename_back(stack: &str, aside: &str, name: &str) -> String {
     format!(
-        "to run on it again, delete DB {name} if it exists, rename DB {aside} back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {name} --apply-immediately) and apply stack {stack} with the image that migrated it; or restore the snapshot yourself (`mbstack up {stack} --restore …`) once DB {aside} is deleted"
+        "to run on it again, delete DB {name} if it exists, start DB {aside} if it is stopped (aws rds start-db-instance --db-instance-identifier {aside}), rename it back (aws rds modify-db-instance --db-instance-identifier {aside} --new-db-instance-identifier {name} --apply-immediately) and apply stack {stack} with the image that migrated it; or restore the snapshot you want (`mbstack up {stack} --restore …`) once DB {aside} is deleted"
     )
 }
 
@@ -210,12 +210,20 @@ pub(crate) async fn pass(
     // with the settings of the instance it replaces.
     let Some(db) = current else {
         let Some(source) = set_aside.as_ref() else {
-            return Ok(Progress::Nothing);
+            // Neither name answers: a rename between the two (RDS can show
+            // neither for a moment). Waited for, never taken for "nothing
+            // to return" (the rollback would go on without the database).
+            return Ok(Progress::Waiting(format!(
+                "DB {} or DB {aside} to answer (a rename in progress)",
+                rds_name(&stack)
+            )));
         };
         return restore(rds, w, snapshot, source).await;
     };
-    // 3. The restored instance available (a restore can fail: the migrated
-    // instance is kept until it is not needed).
+    // 3. The restored instance, once available (a restore can fail: the
+    // migrated instance is kept until it is not needed). Its managed password
+    // is turned on as soon as it is available; it has been available once it
+    // has that password.
     let id = db.db_instance_identifier().unwrap_or_default().to_string();
     let status = db.db_instance_status().unwrap_or("unknown");
     if let Readiness::Failed(why) = crate::instance::readiness(&id, status, false) {
@@ -224,20 +232,9 @@ pub(crate) async fn pass(
             rename_back(&w.spec.stack, &aside, &id)
         )));
     }
-    if status != "available" {
-        return Ok(Progress::Waiting(format!(
-            "DB {id}, restored from {snapshot}, to become available ({status})"
-        )));
-    }
-    // 4. The set-aside instance: deleted with a final snapshot.
-    if let Some(old) = &set_aside {
-        if let Some(wait) = delete_aside(rds, w, old, stamp).await? {
-            return Ok(Progress::Waiting(wait));
-        }
-    }
-    // 5. The restored instance: the password RDS manages.
+    let mut waits = Vec::new();
     match db.master_user_secret() {
-        None => {
+        None if status == "available" => {
             rds.modify_db_instance()
                 .db_instance_identifier(&id)
                 .manage_master_user_password(true)
@@ -251,27 +248,30 @@ pub(crate) async fn pass(
                 Action::Update,
                 "password → managed by RDS in Secrets Manager (a restored instance has the snapshot's until then)",
             );
-            Ok(Progress::Waiting(format!(
-                "DB {id}: turning on the password RDS manages"
+            waits.push(format!("DB {id}: turning on the password RDS manages"));
+        }
+        None => {
+            return Ok(Progress::Waiting(format!(
+                "DB {id}, restored from {snapshot}, to become available ({status})"
             )))
         }
-        Some(s) if s.secret_status().is_some_and(|st| st != "active") => {
-            Ok(Progress::Waiting(format!(
-                "DB {id}: its password's secret is {}",
-                s.secret_status().unwrap_or("")
-            )))
-        }
-        Some(_)
-            if set_aside.as_ref().is_some_and(|a| {
-                !matches!(a.db_instance_status(), Some("stopped" | "stopping"))
-            }) =>
-        {
-            Ok(Progress::Waiting(format!(
-                "DB {aside} to be deleted (its final snapshot being taken)"
-            )))
-        }
-        Some(_) => Ok(Progress::Done(Box::new(db))),
+        Some(s) if s.secret_status().is_some_and(|st| st != "active") => waits.push(format!(
+            "DB {id}: its password's secret is {}",
+            s.secret_status().unwrap_or("")
+        )),
+        Some(_) => {}
     }
+    // 4. The set-aside instance: deleted with a final snapshot, now that the
+    // database before is back.
+    if let Some(old) = &set_aside {
+        if let Some(wait) = delete_aside(rds, w, old, stamp).await? {
+            waits.push(wait);
+        }
+    }
+    if waits.is_empty() {
+        return Ok(Progress::Done(Box::new(db)));
+    }
+    Ok(Progress::Waiting(waits.join("; ")))
 }
 
 /// Restores `snapshot` under the stack's name as `source` was made.
@@ -462,11 +462,22 @@ async fn delete_aside(
         // No room for its final snapshot: never deleted without one; kept
         // stopped instead.
         Err(e) if error_code(&e) == Some("SnapshotQuotaExceeded") => {
-            rds.stop_db_instance()
+            let stopped = rds
+                .stop_db_instance()
                 .db_instance_identifier(&id)
                 .send()
-                .await
-                .map_err(|e| aws_error("rds:StopDBInstance", e))?;
+                .await;
+            match stopped {
+                Ok(_) => {}
+                // RDS stops an available instance only (not one optimizing
+                // its storage): waited for.
+                Err(e) if error_code(&e) == Some("InvalidDBInstanceState") => {
+                    return Ok(Some(format!(
+                        "DB {id} to be available to be stopped (no room for its final snapshot; {status})"
+                    )))
+                }
+                Err(e) => return Err(aws_error("rds:StopDBInstance", e)),
+            }
             w.record(
                 "db-instance",
                 &id,
