@@ -208,20 +208,29 @@ const BUSY: &[&str] = &[
 pub async fn find(rds: &aws_sdk_rds::Client, stack: &str) -> Result<Option<DbInstance>, TierError> {
     for id in [rds_name(stack), legacy_rds_name(stack)] {
         let legacy = id != rds_name(stack);
-        let call = rds
-            .describe_db_instances()
-            .db_instance_identifier(id)
-            .send()
-            .await;
-        let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-        if let Some(db) = found("rds:DescribeDBInstances", call, &codes)?
-            .and_then(|out| out.db_instances().first().cloned())
+        if let Some(db) = described(rds, &id)
+            .await?
             .filter(|db| !legacy || is_stacks(&pairs(db.tag_list()), stack))
         {
             return Ok(Some(db));
         }
     }
     Ok(None)
+}
+
+/// The DB instance named `id` (None: there is none).
+pub(crate) async fn described(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+) -> Result<Option<DbInstance>, TierError> {
+    let call = rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await;
+    let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
+    Ok(found("rds:DescribeDBInstances", call, &codes)?
+        .and_then(|out| out.db_instances().first().cloned()))
 }
 
 /// How a set-aside instance of `stack` (a failed upgrade's migrated

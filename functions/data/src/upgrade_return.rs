@@ -122,17 +122,6 @@ fn kept_tags(db: &DbInstance) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn describe(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbInstance>, TierError> {
-    let call = rds
-        .describe_db_instances()
-        .db_instance_identifier(id)
-        .send()
-        .await;
-    let codes = ["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-    Ok(found("rds:DescribeDBInstances", call, &codes)?
-        .and_then(|out| out.db_instances().first().cloned()))
-}
-
 /// One pass of the return to `snapshot` (the one taken before the image this
 /// run put on record). `stamp` names a final snapshot taken now.
 pub(crate) async fn pass(
@@ -144,7 +133,7 @@ pub(crate) async fn pass(
     let stack = w.spec.stack.clone();
     let aside = aside_name(&stack, &w.run.id);
     let current = crate::instance::find(rds, &stack).await?;
-    let set_aside = describe(rds, &aside).await?;
+    let set_aside = crate::instance::described(rds, &aside).await?;
     let restored = |db: &DbInstance| {
         tag_value(&pairs(db.tag_list()), RESTORED_FROM_TAG) == Some(snapshot)
             && db.db_instance_identifier() == Some(rds_name(&stack).as_str())

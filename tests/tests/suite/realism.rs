@@ -13,6 +13,21 @@ fn code<E: aws_sdk_ec2::error::ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("").to_string()
 }
 
+/// A PostgreSQL instance made by the test's own client (no tier), with the
+/// password RDS manages.
+async fn raw_instance(rds: &aws_sdk_rds::Client, id: &str) {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("u")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn every_rule_refuses_the_raw_call_with_the_aws_error() {
     let env = TestEnv::start().await;
@@ -1079,16 +1094,7 @@ async fn a_manual_snapshot_takes_time_and_is_restored_only_once_available() {
     let rds = aws_sdk_rds::Client::new(&env.config);
     // 60 times faster: the instance is creating for 6 s, a snapshot 3 s.
     env.emulator.front.set_realism(true, 60);
-    rds.create_db_instance()
-        .db_instance_identifier("snap-raw")
-        .engine("postgres")
-        .db_instance_class("db.t4g.micro")
-        .allocated_storage(20)
-        .master_username("u")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap();
+    raw_instance(&rds, "snap-raw").await;
     let e = rds
         .create_db_snapshot()
         .db_instance_identifier("snap-raw")
@@ -1150,16 +1156,7 @@ async fn a_renamed_instance_is_renaming_under_its_new_name_and_frees_the_old() {
     // 60 times faster: creating for 6 s, renaming 10 s (about 10 minutes on
     // AWS, until the new DNS name is effective).
     env.emulator.front.set_realism(true, 60);
-    rds.create_db_instance()
-        .db_instance_identifier("ren-raw")
-        .engine("postgres")
-        .db_instance_class("db.t4g.micro")
-        .allocated_storage(20)
-        .master_username("u")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap();
+    raw_instance(&rds, "ren-raw").await;
     tokio::time::sleep(std::time::Duration::from_millis(6200)).await;
     rds.modify_db_instance()
         .db_instance_identifier("ren-raw")
@@ -1268,16 +1265,7 @@ async fn an_execution_history_is_paged_and_reversed_as_aws_pages_it() {
 async fn the_manual_snapshot_quota_is_reported_and_enforced() {
     let env = TestEnv::start().await;
     let rds = aws_sdk_rds::Client::new(&env.config);
-    rds.create_db_instance()
-        .db_instance_identifier("quota-raw")
-        .engine("postgres")
-        .db_instance_class("db.t4g.micro")
-        .allocated_storage(20)
-        .master_username("u")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap();
+    raw_instance(&rds, "quota-raw").await;
     let quota = || async {
         let a = rds.describe_account_attributes().send().await.unwrap();
         let q = a
