@@ -71,6 +71,23 @@ where
     Ok(all)
 }
 
+/// A plan and a check are read-only: `calls`, what one call of `tier` made,
+/// hold no mutating call when `verb` is one of them (panics naming them).
+pub fn assert_read_only(tier: Tier, verb: Verb, calls: &[mbstack_core::Call]) {
+    if !matches!(verb, Verb::Plan | Verb::Check) {
+        return;
+    }
+    let writes: Vec<String> = calls
+        .iter()
+        .filter(|c| c.is_mutating())
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a {verb:?} of the {tier} tier made mutating calls: {writes:?}"
+    );
+}
+
 /// What [`TierRunner::settled`] does with a retryable error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRetryable {
@@ -115,7 +132,10 @@ impl TierRunner<'_> {
         let payload =
             serde_json::to_value(&event).map_err(|e| TierError::Terminal(e.to_string()))?;
         let _ = LogCapture::global();
-        let aws = self.env.aws();
+        // This call's own log: a plan or a check must make no mutating call
+        // (proved here, at run time, by every tier test of the suite).
+        let this_call = CallLog::new();
+        let aws = self.env.aws().with_interceptor(this_call.clone());
         let result = mbstack_core::lambda::invoke_tier(self.tier, &payload, |ev| async move {
             match self.tier {
                 Tier::Network => mbstack_network::handle(ev, &aws).await,
@@ -133,6 +153,7 @@ impl TierRunner<'_> {
         };
         let moto = self.env.emulator.moto.sdk_config().await;
         checks::assert_no_secret_leak(&moto, &[("an outcome", &text)]).await;
+        assert_read_only(self.tier, verb, &this_call.calls());
         let value = result?;
         serde_json::from_value(value).map_err(|e| TierError::Terminal(e.to_string()))
     }

@@ -161,3 +161,34 @@ fn the_circle_check_finds_a_circle() {
             .collect()
     );
 }
+
+/// Every tier test runs its calls through `TierRunner`, which holds each plan
+/// and check to no mutating call (the call log of that one call): the proof
+/// that a plan is read-only is every test of the suite, at run time. The
+/// assertion itself, shown to fail on a plan that writes and to let an apply
+/// write and a plan read.
+#[test]
+fn a_plan_or_check_that_writes_fails_every_tier_test() {
+    use mbstack_core::{Call, Tier, Verb};
+    let call = |service: &str, operation: &str| Call {
+        service: service.into(),
+        operation: operation.into(),
+    };
+    let writes = vec![call("EC2", "DescribeVpcs"), call("EC2", "CreateVpc")];
+    for verb in [Verb::Plan, Verb::Check] {
+        let failed = std::panic::catch_unwind(|| {
+            mbstack_tests::assert_read_only(Tier::Network, verb, &writes)
+        });
+        let message = failed
+            .err()
+            .and_then(|p| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("made mutating calls") && message.contains("CreateVpc"),
+            "{verb:?}: {message:?}"
+        );
+    }
+    mbstack_tests::assert_read_only(Tier::Network, Verb::Apply, &writes);
+    mbstack_tests::assert_read_only(Tier::Network, Verb::Destroy, &writes);
+    mbstack_tests::assert_read_only(Tier::Network, Verb::Plan, &writes[..1]);
+}
