@@ -185,11 +185,8 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         [e, t] => (e.clone(), t.clone()),
         _ => (None, None),
     };
-    let created = w
-        .changes
-        .iter()
-        .any(|c| c.kind == iam::Roles::KIND && c.action == mbstack_core::Action::Create);
-    if created && !w.read_only() {
+    // Roles this run made (a plan makes none): young to IAM.
+    if made.made_by_this_run > 0 {
         // ECS cannot assume a role IAM has not propagated yet: its tasks would
         // fail to start ("ECS was unable to assume the role") and the circuit
         // breaker would fail the deployment. A new role gets IAM's time first.

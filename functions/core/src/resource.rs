@@ -156,6 +156,10 @@ pub struct Converged<R: Resource> {
     /// updated): what a replaced revision replaced.
     pub updated: Vec<Option<R::Live>>,
     pub unwanted: Vec<R::Live>,
+    /// How many of the wanted resources this run made: in this pass, or in
+    /// an earlier attempt of the same run whose outcome was lost. A plan makes
+    /// none (it records what an apply would).
+    pub made_by_this_run: usize,
 }
 
 impl<R: Resource> Converged<R> {
@@ -177,6 +181,7 @@ pub async fn converge<R: Resource>(
     let mut live = r.list(w).await?;
     let mut found = Vec::with_capacity(wants.len());
     let mut updated = Vec::with_capacity(wants.len());
+    let mut made_by_this_run = 0;
     for want in wants {
         let name = r.name(w, want);
         let at = live
@@ -191,6 +196,7 @@ pub async fn converge<R: Resource>(
                 let made = r.create(w, want).await?;
                 w.record(R::KIND, r.id(&made), Action::Create, detail);
                 found.push(Some(made));
+                made_by_this_run += 1;
             }
             updated.push(None);
             continue;
@@ -198,6 +204,9 @@ pub async fn converge<R: Resource>(
         let l = live.remove(at);
         if !w.is_ours(&r.tags(&l)) {
             return Err(w.not_ours(R::LABEL, &name));
+        }
+        if w.verb == crate::Verb::Apply && w.created_by_this_run(&r.tags(&l)) {
+            made_by_this_run += 1;
         }
         let steps = r.diff(w, &l, want)?;
         if steps.is_empty() {
@@ -236,6 +245,7 @@ pub async fn converge<R: Resource>(
         found,
         updated,
         unwanted,
+        made_by_this_run,
     })
 }
 
