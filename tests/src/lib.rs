@@ -347,6 +347,61 @@ impl std::io::Write for LogCapture {
     }
 }
 
+/// The service's task definition: its image and the value of each secret it
+/// names (`valueFrom`).
+pub async fn running_task_definition(
+    config: &aws_types::SdkConfig,
+    stack: &str,
+) -> (String, Value) {
+    let ecs = aws_sdk_ecs::Client::new(config);
+    let svc = ecs
+        .describe_services()
+        .cluster(app_names::cluster(stack))
+        .services(app_names::SERVICE)
+        .send()
+        .await
+        .expect("the service");
+    let td = svc.services()[0]
+        .task_definition()
+        .expect("a task definition")
+        .to_string();
+    let out = ecs
+        .describe_task_definition()
+        .task_definition(&td)
+        .send()
+        .await
+        .expect("the task definition");
+    let c = &out.task_definition().expect("td").container_definitions()[0];
+    let secrets: serde_json::Map<String, Value> = c
+        .secrets()
+        .iter()
+        .map(|s| (s.name().to_string(), serde_json::json!(s.value_from())))
+        .collect();
+    (
+        c.image().unwrap_or_default().to_string(),
+        Value::Object(secrets),
+    )
+}
+
+/// The identifiers of the manual DB snapshots (of instance `instance`, or
+/// of every instance).
+pub async fn manual_snapshots(
+    config: &aws_types::SdkConfig,
+    instance: Option<&str>,
+) -> Vec<String> {
+    aws_sdk_rds::Client::new(config)
+        .describe_db_snapshots()
+        .set_db_instance_identifier(instance.map(str::to_string))
+        .snapshot_type("manual")
+        .send()
+        .await
+        .expect("the manual snapshots")
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier().map(str::to_string))
+        .collect()
+}
+
 pub fn stack_filter(stack: &str) -> Filter {
     Filter::builder()
         .name(format!("tag:{STACK_TAG}"))

@@ -1045,18 +1045,8 @@ async fn an_upgrade_snapshots_the_database_first_and_a_downgrade_is_refused() {
         db_tag(&d, "mbstack-up", VERSION_TAG).await.as_deref(),
         Some("0.58.7")
     );
-    let kept = rds
-        .describe_db_snapshots()
-        .db_instance_identifier("mbstack-up")
-        .snapshot_type("manual")
-        .send()
-        .await
-        .unwrap();
-    let names: Vec<&str> = kept
-        .db_snapshots()
-        .iter()
-        .filter_map(|s| s.db_snapshot_identifier())
-        .collect();
+    let names = mbstack_tests::manual_snapshots(&d.config, Some("mbstack-up")).await;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     assert!(
         names
             .iter()
@@ -1154,39 +1144,6 @@ async fn down_then_up_restore_brings_the_stack_back_as_it_was() {
     );
 }
 
-/// The service's task definition: its image and the value of each secret it
-/// names (`valueFrom`).
-async fn running_task_definition(d: &Deployed, stack: &str) -> (String, Value) {
-    let ecs = aws_sdk_ecs::Client::new(&d.config);
-    let svc = ecs
-        .describe_services()
-        .cluster(mbstack_app::names::cluster(stack))
-        .services(mbstack_app::names::SERVICE)
-        .send()
-        .await
-        .expect("the service");
-    let td = svc.services()[0]
-        .task_definition()
-        .expect("a task definition")
-        .to_string();
-    let out = ecs
-        .describe_task_definition()
-        .task_definition(&td)
-        .send()
-        .await
-        .expect("the task definition");
-    let c = &out.task_definition().expect("td").container_definitions()[0];
-    let secrets: serde_json::Map<String, Value> = c
-        .secrets()
-        .iter()
-        .map(|s| (s.name().to_string(), json!(s.value_from())))
-        .collect();
-    (
-        c.image().unwrap_or_default().to_string(),
-        Value::Object(secrets),
-    )
-}
-
 /// A failed upgrade comes back whole: the new version's tasks exit during
 /// their migration (exit code 1), the circuit breaker fails the deployment,
 /// and the rollback returns the database to the snapshot taken before the
@@ -1205,7 +1162,7 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
     let run = mbstack_tests::checks::run(&d, "mig-a", up(a)).await;
     assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
     let key = key_value(&d, "mig").await;
-    let (_, before) = running_task_definition(&d, "mig").await;
+    let (_, before) = mbstack_tests::running_task_definition(&d.config, "mig").await;
 
     d.emulator.front.fail_migrations_of(Some(b));
     d.emulator.front.start_journal();
@@ -1266,7 +1223,7 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         .await
         .unwrap()
         .expect("the restored database's managed secret");
-    let (image, after) = running_task_definition(&d, "mig").await;
+    let (image, after) = mbstack_tests::running_task_definition(&d.config, "mig").await;
     assert_eq!(image, a);
     assert_eq!(after["MB_DB_PASS"], json!(format!("{secret}:password::")));
     assert_ne!(after["MB_DB_PASS"], before["MB_DB_PASS"]);
@@ -1292,16 +1249,10 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         .filter_map(|i| i.db_instance_identifier())
         .collect();
     assert_eq!(ids, vec!["mbstack-mig"], "the migrated instance is left");
-    let snaps = rds
-        .describe_db_snapshots()
-        .snapshot_type("manual")
-        .send()
-        .await
-        .unwrap();
+    let snaps = mbstack_tests::manual_snapshots(&d.config, None).await;
     let migrated: Vec<&str> = snaps
-        .db_snapshots()
         .iter()
-        .filter_map(|s| s.db_snapshot_identifier())
+        .map(String::as_str)
         .filter(|s| s.starts_with("mbstack-mig-migrated-"))
         .collect();
     assert_eq!(migrated.len(), 1, "{snaps:?}");
@@ -1312,12 +1263,16 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         .find(|e| e.action == "DeleteDBInstance")
         .expect("the set-aside instance's deletion");
     assert_eq!(deleted.params["DeleteAutomatedBackups"], json!("false"));
-    // Deleted only once the restored instance was available.
+    // Deleted only once the restored instance was available: after the
+    // ModifyDBInstance that turns its managed password on, which RDS takes
+    // from an available instance only.
+    let password_on = journal.iter().position(|e| {
+        e.action == "ModifyDBInstance" && e.params["ManageMasterUserPassword"] == json!("true")
+    });
+    let deleted_at = journal.iter().position(|e| e.action == "DeleteDBInstance");
     assert!(
-        journal.iter().position(|e| e.action == "DeleteDBInstance")
-            > journal
-                .iter()
-                .position(|e| e.action == "RestoreDBInstanceFromDBSnapshot"),
+        password_on.is_some() && password_on < deleted_at,
+        "the set-aside instance was deleted before the restored one was available: {password_on:?} {deleted_at:?}"
     );
 
     // One notification, naming the cause, the return and the kept snapshot.
@@ -1380,7 +1335,12 @@ async fn a_failed_migration_ends_on_the_version_before_with_the_database_as_it_w
         db_tag(&d, "mbstack-mig", IMAGE_TAG).await.as_deref(),
         Some(a)
     );
-    assert_eq!(running_task_definition(&d, "mig").await.0, a);
+    assert_eq!(
+        mbstack_tests::running_task_definition(&d.config, "mig")
+            .await
+            .0,
+        a
+    );
 }
 
 /// An upgrade needs room for two manual snapshots (the one before it, and the
@@ -1393,15 +1353,7 @@ async fn an_upgrade_without_room_for_its_snapshots_is_refused_in_prepare() {
     let up = |image: &str| json!({"stack": "full", "app": {"image": image}});
     let run = mbstack_tests::checks::run(&d, "full-a", up("metabase/metabase:v0.57.2")).await;
     assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
-    let rds = aws_sdk_rds::Client::new(&d.config);
-    let used = rds
-        .describe_db_snapshots()
-        .snapshot_type("manual")
-        .send()
-        .await
-        .unwrap()
-        .db_snapshots()
-        .len();
+    let used = mbstack_tests::manual_snapshots(&d.config, None).await.len();
     d.emulator.front.set_manual_snapshot_quota(used + 1);
     d.log.clear();
     let run = mbstack_tests::checks::run(&d, "full-b", up("metabase/metabase:v0.58.7")).await;

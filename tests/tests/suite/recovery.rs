@@ -404,28 +404,12 @@ async fn the_recovery_of_a_run_ended_in_its_return_finishes_it() {
         .await
         .unwrap()
         .expect("the restored database's secret");
-    let ecs = aws_sdk_ecs::Client::new(&d.config);
-    let svc = ecs
-        .describe_services()
-        .cluster(mbstack_app::names::cluster("halfway"))
-        .services(mbstack_app::names::SERVICE)
-        .send()
-        .await
-        .unwrap();
-    let td = ecs
-        .describe_task_definition()
-        .task_definition(svc.services()[0].task_definition().unwrap_or_default())
-        .send()
-        .await
-        .unwrap();
-    let c = &td.task_definition().unwrap().container_definitions()[0];
-    assert_eq!(c.image(), Some(a));
-    assert!(
-        c.secrets()
-            .iter()
-            .any(|s| s.name() == "MB_DB_PASS" && s.value_from().starts_with(&secret)),
-        "{:?} does not read {secret}",
-        c.secrets()
+    let (image, secrets) = mbstack_tests::running_task_definition(&d.config, "halfway").await;
+    assert_eq!(image, a);
+    assert_eq!(
+        secrets["MB_DB_PASS"],
+        json!(format!("{secret}:password::")),
+        "Metabase does not read the returned database's secret"
     );
     assert!(lock_free(&d, "halfway").await, "the lock is still held");
 }
