@@ -17,7 +17,9 @@
 //!   there, or whose values differ, and a CREATE of one that is there →
 //!   `InvalidChangeBatch` (moto checks its journal of changes, not the zone);
 //!   so is any record at a name that holds a CNAME, and a CNAME at a name that
-//!   holds another record.
+//!   holds another record. A CREATE that passes is sent to moto as an UPSERT
+//!   ([`checked_creates`]): moto refuses one it journaled before, deleted
+//!   since, when any record lists after the name.
 
 use std::time::{Duration, Instant};
 
@@ -220,6 +222,25 @@ pub(crate) async fn refuse(
         return change_batch(shared, &zone, &String::from_utf8_lossy(body)).await;
     }
     None
+}
+
+/// A Route 53 change batch [`refuse`] let through, as moto should take it:
+/// each CREATE becomes an UPSERT. The front door checked that no such record
+/// is in the zone; moto would refuse a CREATE it journaled before (deleted
+/// since) whenever any record lists after the name.
+pub(crate) fn checked_creates(parts: &hyper::http::request::Parts, body: Bytes) -> Bytes {
+    let route53 = crate::journal::signer(&parts.headers).1 == "route53";
+    if !route53
+        || parts.method != hyper::Method::POST
+        || !parts.uri.path().trim_end_matches('/').ends_with("/rrset")
+    {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body);
+    if !text.contains("<Action>CREATE</Action>") {
+        return body;
+    }
+    Bytes::from(text.replace("<Action>CREATE</Action>", "<Action>UPSERT</Action>"))
 }
 
 /// Whether an ELB listener serves certificate `arn`.

@@ -598,6 +598,7 @@ async fn serve(
     }
 
     let body = crate::realism::rewrite_request(&shared, query.as_ref(), body).await;
+    let body = crate::acm::checked_creates(parts, body);
     // SSM's writes one at a time, as atomic as AWS's (see `Shared::ssm_writes`).
     let _ssm_write = match target.as_str() {
         "AmazonSSM.PutParameter" | "AmazonSSM.DeleteParameter" | "AmazonSSM.DeleteParameters" => {

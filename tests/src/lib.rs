@@ -721,8 +721,8 @@ pub async fn public_zone(config: &aws_types::SdkConfig, name: &str) -> String {
         .to_string()
 }
 
-/// Writes a record of someone else's in `zone`: `rtype` `name` → `value`, as a
-/// weighted set `set_id` when given one.
+/// Writes (or overwrites) a record of someone else's in `zone`: `rtype`
+/// `name` → `value`, as a weighted set `set_id` when given one.
 pub async fn foreign_record(
     config: &aws_types::SdkConfig,
     zone: &str,
@@ -741,7 +741,7 @@ pub async fn foreign_record(
         set = set.set_identifier(id).weight(100);
     }
     let change = Change::builder()
-        .action(ChangeAction::Create)
+        .action(ChangeAction::Upsert)
         .resource_record_set(set.build().unwrap())
         .build()
         .unwrap();

@@ -168,19 +168,6 @@ macro_rules! tier_permissions {
                     "files that make AWS calls but are not in tier_permissions!: {unlisted:?}"
                 );
             }
-
-            #[test]
-            fn every_file_that_creates_is_a_resource_kind_and_none_guards_with_dry_run() {
-                let files: &[(&str, &str)] = &[
-                    ("lib.rs", include_str!("lib.rs")),
-                    $((
-                        concat!(stringify!($module), ".rs"),
-                        include_str!(concat!(stringify!($module), ".rs")),
-                    )),*
-                ];
-                let odd = $crate::iam::not_resource_shaped(files);
-                assert!(odd.is_empty(), "{odd:?}");
-            }
         }
     };
 }
@@ -205,32 +192,6 @@ pub fn unlisted_callers(dir: &std::path::Path, listed: &[&str]) -> Vec<String> {
     out
 }
 
-/// The files that do not have the one resource shape: a file that creates
-/// something in AWS without implementing `mbstack_core::resource::Resource`, or
-/// any file that decides by a dry-run flag (plan is core's, read-only by
-/// construction).
-pub fn not_resource_shaped(files: &[(&str, &str)]) -> Vec<String> {
-    const CREATES: &[&str] = &["Create", "Register", "Allocate", "Put"];
-    let mut out = Vec::new();
-    for (file, source) in files {
-        // SSM parameters are control's records of runs (specs, locks), not
-        // resources of a stack.
-        let creates = called_actions(source).iter().any(|a| {
-            let (service, action) = a.split_once(':').unwrap_or(("", ""));
-            service != "ssm" && CREATES.iter().any(|c| action.starts_with(c))
-        });
-        if creates && !source.contains("impl Resource for ") {
-            out.push(format!(
-                "{file}: creates AWS resources but implements no Resource"
-            ));
-        }
-        if source.contains(concat!("dry", "_run")) {
-            out.push(format!("{file}: decides by a dry-run flag"));
-        }
-    }
-    out
-}
-
 /// For each (file, its source, its declared permissions): the actions the file
 /// calls but does not declare, as "file: action" (empty when code and policy agree).
 pub fn undeclared_calls(files: &[(&str, &str, &[Permission])]) -> Vec<String> {
@@ -244,31 +205,4 @@ pub fn undeclared_calls(files: &[(&str, &str, &[Permission])]) -> Vec<String> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_that_creates_outside_the_resource_shape_is_named() {
-        let kind = r#"impl Resource for Vpcs { async fn create() { x.map_err(|e| aws_error("ec2:CreateVpc", e)) } }"#;
-        let loose = r#"async fn ensure() { x.map_err(|e| aws_error("ec2:CreateVpc", e)) }"#;
-        let reader = r#"found("rds:DescribeDBInstances", call, &codes)"#;
-        let guarded = concat!("if !ctx.dry", "_run { }");
-        let files = [
-            ("vpc.rs", kind),
-            ("loose.rs", loose),
-            ("r.rs", reader),
-            ("g.rs", guarded),
-        ];
-        assert_eq!(
-            not_resource_shaped(&files),
-            vec![
-                "loose.rs: creates AWS resources but implements no Resource".to_string(),
-                "g.rs: decides by a dry-run flag".to_string(),
-            ]
-        );
-        assert_eq!(called_actions(reader), vec!["rds:DescribeDBInstances"]);
-    }
 }

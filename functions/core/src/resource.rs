@@ -110,6 +110,14 @@ pub trait Resource: Sync {
         steps: &[Self::Step],
     ) -> impl Future<Output = Result<Option<Self::Live>, TierError>> + Send;
 
+    /// The refusal of an existing resource with a wanted name that is not
+    /// ours (its tags lack the stack's): the default names it as not tagged;
+    /// a kind whose resources carry no tags says why it is not ours.
+    fn not_ours(&self, w: &Work<'_>, live: &Self::Live) -> TierError {
+        let name = self.live_name(live).unwrap_or_else(|| self.id(live));
+        w.not_ours(Self::LABEL, &name)
+    }
+
     /// Pure: whether an existing resource is usable. A pending reason reads
     /// after "waiting for" (`NAT gateway nat-1 (s-nat-a): pending`).
     fn readiness(&self, _w: &Work<'_>, _live: &Self::Live) -> Readiness {
@@ -203,7 +211,7 @@ pub async fn converge<R: Resource>(
         };
         let l = live.remove(at);
         if !w.is_ours(&r.tags(&l)) {
-            return Err(w.not_ours(R::LABEL, &name));
+            return Err(r.not_ours(w, &l));
         }
         if w.verb == crate::Verb::Apply && w.created_by_this_run(&r.tags(&l)) {
             made_by_this_run += 1;
@@ -271,6 +279,19 @@ pub async fn prune<R: Resource>(
         w.record(R::KIND, r.id(l), Action::Delete, detail);
     }
     Ok(waiting)
+}
+
+/// Prunes every resource of the kind that the run's scope owns: a feature
+/// that left the spec whole (a domain), recorded in a plan, deleted in an
+/// apply. Returns what AWS is still deleting.
+pub async fn prune_owned<R: Resource>(r: &R, w: &mut Work<'_>) -> Result<Vec<String>, TierError> {
+    let owned: Vec<R::Live> = r
+        .list(w)
+        .await?
+        .into_iter()
+        .filter(|l| w.owns(&r.tags(l)))
+        .collect();
+    prune(r, w, &owned).await
 }
 
 /// Destroy: deletes every resource of the kind that the run's scope owns.

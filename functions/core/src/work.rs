@@ -55,9 +55,10 @@ impl<'a> Work<'a> {
     }
 
     /// Plan or check: read, never write; record what apply would do. Only
-    /// core's converge asks (`mbstack_core::resource`): a tier never guards a
-    /// call with it.
-    pub fn read_only(&self) -> bool {
+    /// core asks ([`crate::resource`]'s converge and prune, and the answer of
+    /// a pass): a tier cannot, so its writes are a kind's create, update and
+    /// delete, which a plan never reaches.
+    pub(crate) fn read_only(&self) -> bool {
         matches!(self.verb, Verb::Plan | Verb::Check)
     }
 

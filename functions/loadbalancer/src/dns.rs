@@ -1,98 +1,28 @@
 //! Route 53 for `loadBalancer.domain`: the public hosted zone that holds the
-//! domain, ACM's validation record, and the alias `A` record to the load
-//! balancer.
-//!
-//! DNS records carry no tags, so what the stack holds in DNS is written on its
-//! load balancer's tags (the ledger): `mbstack:domain` = `<domain> <zone id>
-//! <run that set it up>`, written before any record or certificate exists, and
-//! `mbstack:dns-validation` = `<domain>` once mbstack itself wrote ACM's
-//! validation record (written before the record: a crash between leaves the
-//! claim, never an unclaimed record). A record is ours only when the ledger
-//! names its domain (and, for the alias, when it points at our load
-//! balancer); a record of someone else's is never changed or deleted.
+//! domain, and the alias `A` record to the load balancer. DNS records carry no
+//! tags: what the stack holds in DNS is on its load balancer's tags (the
+//! ledger, [`crate::ledger`]); a record is ours only when the ledger names its
+//! domain (and, for the alias, when it points at our load balancer); a record
+//! of someone else's is never changed or deleted.
 
-use aws_sdk_elasticloadbalancingv2::types::Tag as ElbTag;
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 use aws_sdk_route53::Client;
 use mbstack_core::iam::Permission;
-use mbstack_core::naming::{tag_value, CREATED_BY_TAG, STACK_TAG};
+use mbstack_core::naming::{CREATED_BY_TAG, STACK_TAG};
+
+use crate::ledger::Ledger;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, found, TierError, Work};
 
 use crate::tags::Pairs;
-
-/// The ledger's tags on the load balancer.
-pub const DOMAIN_TAG: &str = "mbstack:domain";
-pub const VALIDATION_TAG: &str = "mbstack:dns-validation";
 
 /// A public hosted zone: its ID (without `/hostedzone/`) and name (no final dot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Zone {
     pub id: String,
     pub name: String,
-}
-
-/// What the load balancer's tags say the stack holds in DNS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Ledger {
-    pub domain: String,
-    pub zone_id: String,
-    /// The run that set the domain up (a rollback of it removes it all).
-    pub run: String,
-    /// mbstack wrote the domain's ACM validation record.
-    pub validation: bool,
-}
-
-impl Ledger {
-    pub fn read(tags: &Pairs) -> Option<Self> {
-        let v = tag_value(tags, DOMAIN_TAG)?;
-        let mut parts = v.split(' ');
-        let (domain, zone_id, run) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(Self {
-            domain: domain.to_string(),
-            zone_id: zone_id.to_string(),
-            run: run.to_string(),
-            validation: tag_value(tags, VALIDATION_TAG) == Some(domain),
-        })
-    }
-
-    pub fn value(domain: &str, zone: &Zone, run: &str) -> String {
-        format!("{domain} {} {run}", zone.id)
-    }
-}
-
-/// Writes and clears the ledger on the stack's load balancer.
-pub(crate) struct LedgerTags<'a> {
-    pub elb: &'a aws_sdk_elasticloadbalancingv2::Client,
-    pub alb_arn: &'a str,
-}
-
-impl LedgerTags<'_> {
-    pub async fn set(&self, key: &str, value: &str) -> Result<(), TierError> {
-        let tag = ElbTag::builder().key(key).value(value).build();
-        self.elb
-            .add_tags()
-            .resource_arns(self.alb_arn)
-            .tags(tag)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:AddTags", e))?;
-        Ok(())
-    }
-
-    pub async fn clear(&self) -> Result<(), TierError> {
-        self.elb
-            .remove_tags()
-            .resource_arns(self.alb_arn)
-            .tag_keys(DOMAIN_TAG)
-            .tag_keys(VALIDATION_TAG)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:RemoveTags", e))?;
-        Ok(())
-    }
 }
 
 /// A DNS name as Route 53 compares it: lower case, no final dot.
@@ -429,107 +359,6 @@ impl Dns {
                 .build(),
         )
     }
-
-    /// ACM's validation records of a certificate that are missing from the
-    /// zone: written (the ledger's claim first), or recorded in a plan. A
-    /// record there already with ACM's value is someone else's (another
-    /// certificate of the same name shares it): used, not claimed.
-    pub async fn write_validation(
-        &self,
-        w: &mut Work<'_>,
-        zone: &Zone,
-        domain: &str,
-        records: &[(String, String)],
-        ledger: Option<&LedgerTags<'_>>,
-    ) -> Result<(), TierError> {
-        for (name, value) in records {
-            match self.record(zone, name, RrType::Cname).await? {
-                Some(set) => {
-                    let have: Vec<String> = set
-                        .resource_records()
-                        .iter()
-                        .map(|r| norm(r.value()))
-                        .collect();
-                    if have != vec![norm(value)] {
-                        return Err(TierError::Terminal(format!(
-                            "{name} in hosted zone {} holds {} instead of ACM's {value}: ACM cannot validate {domain}'s certificate; remove that record",
-                            zone.name,
-                            have.join(", ")
-                        )));
-                    }
-                    w.record(
-                        "dns-record",
-                        norm(name),
-                        mbstack_core::contract::Action::None,
-                        "CNAME for ACM's validation",
-                    );
-                }
-                None => {
-                    // A plan, or an apply whose load balancer is only planned.
-                    let Some(ledger) = ledger.filter(|_| !w.read_only()) else {
-                        w.record(
-                            "dns-record",
-                            norm(name),
-                            mbstack_core::contract::Action::Create,
-                            "CNAME for ACM's validation",
-                        );
-                        continue;
-                    };
-                    ledger.set(VALIDATION_TAG, domain).await?;
-                    self.change(zone, ChangeAction::Create, Self::cname(name, value)?)
-                        .await?;
-                    w.record(
-                        "dns-record",
-                        norm(name),
-                        mbstack_core::contract::Action::Create,
-                        format!("CNAME → {value}, for ACM's validation"),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes ACM's validation records of a certificate mbstack wrote, unless
-    /// another certificate of the domain (not ours) still needs them.
-    pub async fn delete_validation(
-        &self,
-        w: &mut Work<'_>,
-        zone: &Zone,
-        records: &[(String, String)],
-        shared: bool,
-    ) -> Result<(), TierError> {
-        for (name, value) in records {
-            let Some(set) = self.record(zone, name, RrType::Cname).await? else {
-                continue;
-            };
-            let ours = set
-                .resource_records()
-                .iter()
-                .map(|r| norm(r.value()))
-                .eq([norm(value)]);
-            if !ours {
-                continue;
-            }
-            if shared {
-                w.record(
-                    "dns-record",
-                    norm(name),
-                    mbstack_core::contract::Action::None,
-                    "kept: another certificate of the domain validates through it",
-                );
-                continue;
-            }
-            self.change(zone, ChangeAction::Delete, set).await?;
-            w.record(
-                "dns-record",
-                norm(name),
-                mbstack_core::contract::Action::Delete,
-                "CNAME for ACM's validation",
-            );
-        }
-        Ok(())
-    }
 }
 
 /// The alias `A` record `<domain>` → the stack's load balancer.
@@ -748,14 +577,6 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     )
     .when(
         r#"{"ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": ["A", "CNAME"]}}"#,
-    ),
-    // The ledger: only its two tags, only on the stack's own load balancer.
-    Permission::own_tagged(
-        "Ledger",
-        &["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
-    )
-    .when(
-        r#"{"StringEquals": {"aws:ResourceTag/mbstack:tier": "${Tier}"}, "ForAllValues:StringEquals": {"aws:TagKeys": ["mbstack:domain", "mbstack:dns-validation"]}}"#,
     ),
 ];
 

@@ -6,10 +6,12 @@
 
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
 use mbstack_core::resource::{self, Resource};
-use mbstack_core::{Readiness, Scope, TierError, Work};
+use mbstack_core::{Readiness, TierError, Work};
 
 use crate::certificate::Certificates;
-use crate::dns::{Aliases, Dns, Ledger, LedgerTags, Zone};
+use crate::dns::{Aliases, Dns, Zone};
+use crate::ledger::{Claims, Ledger, LedgerTags};
+use crate::validation::Validations;
 
 /// The clients the domain's steps use.
 pub(crate) struct Domain {
@@ -76,17 +78,17 @@ impl Domain {
             )));
         }
         let tags = alb.map(|(arn, _)| LedgerTags {
-            elb: &self.elb,
-            alb_arn: arn,
+            elb: self.elb.clone(),
+            alb_arn: arn.to_string(),
         });
         // The claim before anything it claims exists.
-        if let (Some(t), None, false) = (&tags, ledger, w.read_only()) {
-            t.set(
-                crate::dns::DOMAIN_TAG,
-                &Ledger::value(&domain, &zone, &w.run.id),
-            )
-            .await?;
-        }
+        let claims = Claims {
+            tags: tags.clone(),
+            ledger: ledger.cloned(),
+            zone_id: Some(zone.id.clone()),
+            stack: w.spec.stack.clone(),
+        };
+        resource::converge(&claims, w, std::slice::from_ref(&domain)).await?;
         if spec_cert.is_some() {
             return Ok(Before {
                 https: spec_cert,
@@ -103,13 +105,16 @@ impl Domain {
         let mut waiting = resource::prune(&certs, w, &made.unwanted).await?;
         let mut https = None;
         if let Some(cert) = made.found.first().cloned().flatten() {
-            // The claim only on an apply that may write it.
-            let claim = tags
-                .as_ref()
-                .filter(|_| ledger.is_none_or(|l| !l.validation));
-            self.dns
-                .write_validation(w, &zone, &domain, &cert.records, claim)
-                .await?;
+            let records = Validations {
+                dns: self.dns.clone(),
+                zone: zone.clone(),
+                domain: domain.clone(),
+                stack: w.spec.stack.clone(),
+                records: cert.records.clone(),
+                owner: ledger.filter(|l| l.validation).map(|l| l.run.clone()),
+                ledger: tags.clone(),
+            };
+            resource::converge(&records, w, &cert.records).await?;
             match certs.readiness(w, &cert) {
                 Readiness::Ready => https = Some(cert.arn.clone()),
                 Readiness::Pending(why) => waiting.push(why),
@@ -181,15 +186,16 @@ impl Domain {
     /// Takes away what the ledger says the stack holds (a destroy, a rollback
     /// of the run that set it up, a domain removed from the spec): the alias,
     /// the validation record mbstack wrote (unless another certificate of the
-    /// domain needs it), the certificate; the ledger last, once nothing of
-    /// the domain is left. Returns what AWS is still letting go (the
-    /// certificate, a few minutes after its listener).
+    /// domain needs it), the certificate; the claim last, once nothing of the
+    /// domain is left. Returns what AWS is still letting go (the certificate,
+    /// a few minutes after its listener).
     pub async fn remove(
         &self,
         w: &mut Work<'_>,
         alb_arn: &str,
         target: Option<(String, String)>,
         ledger: &Ledger,
+        how: Removal,
     ) -> Result<Vec<String>, TierError> {
         let zone = Zone {
             id: ledger.zone_id.clone(),
@@ -204,7 +210,7 @@ impl Domain {
             stack: w.spec.stack.clone(),
             keep_others: true,
         };
-        let mut waiting = resource::destroy(&aliases, w).await?;
+        let mut waiting = how.take(&aliases, w).await?;
         let certs = Certificates {
             acm: self.acm.clone(),
             domain: Some(ledger.domain.clone()),
@@ -212,32 +218,74 @@ impl Domain {
         let ours = certs.list(w).await?;
         if ledger.validation {
             let mine: Vec<&str> = ours.iter().map(|c| c.arn.as_str()).collect();
-            let others = certs
+            let shared = certs
                 .of_domain(&ledger.domain)
                 .await?
                 .into_iter()
                 .any(|arn| !mine.contains(&arn.as_str()));
             let owned: Vec<_> = ours.iter().filter(|c| w.owns(&certs.tags(c))).collect();
             for cert in owned {
-                self.dns
-                    .delete_validation(w, &zone, &cert.records, others)
-                    .await?;
+                let records = Validations {
+                    dns: self.dns.clone(),
+                    zone: zone.clone(),
+                    domain: ledger.domain.clone(),
+                    stack: w.spec.stack.clone(),
+                    records: cert.records.clone(),
+                    owner: (!shared).then(|| {
+                        let tags = certs.tags(cert);
+                        mbstack_core::naming::tag_value(&tags, mbstack_core::naming::CREATED_BY_TAG)
+                            .unwrap_or_default()
+                            .to_string()
+                    }),
+                    ledger: None,
+                };
+                if !shared {
+                    waiting.extend(how.take(&records, w).await?);
+                    continue;
+                }
+                for l in records.list(w).await? {
+                    if w.is_ours(&records.tags(&l)) {
+                        w.record(
+                            Validations::KIND,
+                            records.id(&l),
+                            mbstack_core::Action::None,
+                            "kept: another certificate of the domain validates through it",
+                        );
+                    }
+                }
             }
         }
-        waiting.extend(resource::destroy(&certs, w).await?);
-        let whole = match w.run.scope {
-            Scope::Stack => true,
-            Scope::Run => ledger.run == w.run.id,
-        };
-        if waiting.is_empty() && whole && !w.read_only() {
-            LedgerTags {
-                elb: &self.elb,
-                alb_arn,
-            }
-            .clear()
-            .await?;
+        waiting.extend(how.take(&certs, w).await?);
+        if waiting.is_empty() {
+            let claims = Claims {
+                tags: Some(LedgerTags {
+                    elb: self.elb.clone(),
+                    alb_arn: alb_arn.to_string(),
+                }),
+                ledger: Some(ledger.clone()),
+                zone_id: None,
+                stack: w.spec.stack.clone(),
+            };
+            how.take(&claims, w).await?;
         }
         Ok(waiting)
+    }
+}
+
+/// How the domain goes: pruned (it left the spec: recorded in a plan, deleted
+/// in an apply) or destroyed (a destroy, a rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Pruned,
+    Destroyed,
+}
+
+impl Removal {
+    async fn take<R: Resource>(self, r: &R, w: &mut Work<'_>) -> Result<Vec<String>, TierError> {
+        match self {
+            Removal::Pruned => resource::prune_owned(r, w).await,
+            Removal::Destroyed => resource::destroy(r, w).await,
+        }
     }
 }
 

@@ -5,11 +5,13 @@
 mod certificate;
 mod dns;
 mod domain;
+mod ledger;
 mod listeners;
 mod load_balancer;
 mod reads;
 mod tags;
 mod target_group;
+mod validation;
 
 pub use dns::{domain_zone_problems, new_domain_problems};
 pub use listeners::SSL_POLICY;
@@ -110,7 +112,7 @@ async fn converge(
     let alb_arn = lb_live.as_ref().map(|l| lbs.id(l));
     let ledger = lb_live
         .as_ref()
-        .and_then(|l| dns::Ledger::read(&lbs.tags(l)));
+        .and_then(|l| ledger::Ledger::read(&lbs.tags(l)));
     let target = lb_live.as_ref().and_then(|l| {
         let lb = l.load_balancer();
         Some((
@@ -146,20 +148,8 @@ async fn converge(
     // The domain left the spec: what the ledger names goes, after the
     // listeners stopped serving its certificate.
     if let (None, Some(l), Some(arn)) = (&w.spec.load_balancer.domain, &ledger, &alb_arn) {
-        if w.read_only() {
-            let detail = format!(
-                "{} is no longer in the spec: its alias record and certificate are deleted",
-                l.domain
-            );
-            w.record(
-                "dns-record",
-                format!("{} A", l.domain),
-                mbstack_core::Action::Delete,
-                detail,
-            );
-        } else {
-            waiting.extend(d.remove(&mut w, arn, target, l).await?);
-        }
+        let how = domain::Removal::Pruned;
+        waiting.extend(d.remove(&mut w, arn, target, l, how).await?);
     }
     let out = outputs(
         &w,
@@ -230,14 +220,23 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
         }
         // The domain of a load balancer this scope keeps may still be this
         // run's to take away (a rollback of the run that added the domain).
-        if let Some(ledger) = dns::Ledger::read(&lbs.tags(&lb)) {
+        if let Some(ledger) = ledger::Ledger::read(&lbs.tags(&lb)) {
             let target = lb
                 .load_balancer()
                 .dns_name()
                 .zip(lb.load_balancer().canonical_hosted_zone_id());
             let target = target.map(|(a, b)| (a.to_string(), b.to_string()));
             if owned {
-                waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger).await?);
+                waiting.extend(
+                    d.remove(
+                        &mut w,
+                        &lbs.id(&lb),
+                        target,
+                        &ledger,
+                        domain::Removal::Destroyed,
+                    )
+                    .await?,
+                );
             } else if ledger.run == w.run.id {
                 // A rollback of the run that gave a kept load balancer its
                 // domain. Its HTTPS listener, once serving the certificate,
@@ -249,7 +248,16 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
                         let detail = format!("kept: the HTTPS listener serves it; apply with loadBalancer.domain null to take {} away", ledger.domain);
                         w.record("certificate", cert, mbstack_core::Action::None, detail);
                     }
-                    None => waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger).await?),
+                    None => waiting.extend(
+                        d.remove(
+                            &mut w,
+                            &lbs.id(&lb),
+                            target,
+                            &ledger,
+                            domain::Removal::Destroyed,
+                        )
+                        .await?,
+                    ),
                 }
             }
         }
@@ -284,9 +292,11 @@ mbstack_core::tier_permissions!(
     certificate,
     dns,
     domain,
+    ledger,
     listeners,
     load_balancer,
     reads,
     tags,
-    target_group
+    target_group,
+    validation
 );

@@ -543,7 +543,13 @@ async fn a_domain_gets_a_validated_certificate_https_and_an_alias_and_destroy_ta
         .iter()
         .map(|c| (c.kind.as_str(), c.action))
         .collect();
-    for kind in ["certificate", "dns-record", "listener", "load-balancer"] {
+    for kind in [
+        "domain-claim",
+        "certificate",
+        "dns-record",
+        "listener",
+        "load-balancer",
+    ] {
         assert!(
             planned.contains(&(kind, Action::Create)),
             "{kind} in {planned:?}"
@@ -658,11 +664,22 @@ async fn a_domain_taken_out_of_the_spec_leaves_http_and_no_record_or_certificate
     let tg_arn = out(&last, "targetGroupArn").to_string();
     spec.load_balancer.domain = None;
     spec.load_balancer.hosted_zone_id = None;
+    // A plan names each piece the domain leaves behind: the alias and the
+    // validation record, the certificate, the claim on the load balancer.
     let plan = lb.run(Verb::Plan, &spec, "plan-1", Scope::Stack).await;
-    assert!(
+    let deletes = |kind: &str| {
         plan.changes
             .iter()
-            .any(|c| c.kind == "dns-record" && c.action == Action::Delete),
+            .filter(|c| c.kind == kind && c.action == Action::Delete)
+            .count()
+    };
+    assert_eq!(
+        (
+            deletes("dns-record"),
+            deletes("certificate"),
+            deletes("domain-claim")
+        ),
+        (2, 1, 1),
         "{:?}",
         plan.changes
     );
@@ -727,6 +744,93 @@ async fn a_domain_with_someone_elses_record_is_refused_before_anything_is_reques
     assert!(
         e.contains("no public Route 53 hosted zone") && e.contains("loadBalancer.hostedZoneId"),
         "{e}"
+    );
+}
+
+/// ACM's validation record is the same for every certificate of a domain in
+/// an account: one someone else wrote (for their certificate) is used as it
+/// is and left alone by a destroy; one that holds another value is refused by
+/// name, with what it holds, and nothing is changed.
+#[tokio::test]
+async fn a_validation_record_someone_else_wrote_is_used_and_kept_and_one_with_another_value_is_refused(
+) {
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let theirs =
+        mbstack_tests::issued_certificate(&env.config, &zone, "metabase.example.com").await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("bi");
+    spec.load_balancer.domain = Some("metabase.example.com".into());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let (_, changes) = apply_until_ready(&lb, &spec, "run-a").await;
+    let records: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.kind == "dns-record")
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(
+        records,
+        vec!["metabase.example.com A"],
+        "only the alias is written"
+    );
+    let t = tags(
+        &Client::new(&env.config),
+        out(
+            &lb.run(Verb::Check, &spec, "check-1", Scope::Stack).await,
+            "loadBalancerArn",
+        ),
+    )
+    .await;
+    assert!(
+        !t.iter().any(|(k, _)| k == "mbstack:dns-validation"),
+        "the ledger says mbstack wrote a record it did not: {t:?}"
+    );
+    lb.destroy(&spec, "destroy-1", Scope::Stack).await;
+    assert_eq!(
+        mbstack_tests::dns_records(&env.config).await,
+        before,
+        "their validation record stays"
+    );
+    mbstack_tests::assert_certificate_stays(&env.config, &theirs).await;
+
+    // Their record now holds another value: ACM cannot validate through it.
+    let cname = before
+        .iter()
+        .find(|r| r.contains(" CNAME "))
+        .and_then(|r| r.split(' ').nth(1))
+        .expect("their validation CNAME")
+        .to_string();
+    let record = (cname.as_str(), "CNAME", "elsewhere.example.net");
+    mbstack_tests::foreign_record(&env.config, &zone, record, None).await;
+    // The first pass requests the certificate; a later one reads its record.
+    let mut again = Ok(());
+    for _ in 0..5 {
+        match lb.call(Verb::Apply, &spec, "run-b", Scope::Stack).await {
+            Ok(o) if o.state == State::Pending => continue,
+            Ok(o) => panic!("applied through someone else's CNAME: {}", o.message),
+            Err(e) => {
+                again = Err(e);
+                break;
+            }
+        }
+    }
+    let e = again
+        .expect_err("an apply through someone else's CNAME")
+        .to_string();
+    assert!(
+        e.contains("instead of ACM's") && e.contains("elsewhere.example.net"),
+        "{e}"
+    );
+    let records = mbstack_tests::dns_records(&env.config).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains(&cname) && r.ends_with(" elsewhere.example.net")),
+        "their record is as they left it: {records:?}"
     );
 }
 
