@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use mbstack_core::{Action, Aws, Event, Outcome, Scope, StackSpec, Tier, TierError, Verb};
+use mbstack_core::{Action, Aws, StackSpec, Tier};
 use mbstack_emulator::Emulator;
 use mbstack_local::{Deployed, Execution};
 use serde_json::{json, Map, Value};
@@ -24,22 +24,6 @@ async fn deploy_into(d: &Deployed) -> anyhow::Result<crate::deploy::Report> {
         .context("deploying into the emulator")?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
-}
-
-/// Every tier's plan, each given the outputs of the tiers before it (read-only).
-async fn plan_all(
-    aws: &Aws,
-    spec: &StackSpec,
-    outputs: &Map<String, Value>,
-) -> Result<Vec<Outcome>, TierError> {
-    let mut event = Event::new(Verb::Plan, spec.clone(), "local-plan", Scope::Stack);
-    event.inputs = outputs.clone();
-    Ok(vec![
-        mbstack_network::handle(event.clone(), aws).await?,
-        mbstack_data::handle(event.clone(), aws).await?,
-        mbstack_loadbalancer::handle(event.clone(), aws).await?,
-        mbstack_app::handle(event, aws).await?,
-    ])
 }
 
 /// Prints each state a person cares about, with the time since the run started.
@@ -119,7 +103,9 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
     d.log.clear();
     let aws = Aws::new(d.config.clone()).with_interceptor(d.log.clone());
     let outputs: Map<String, Value> = out["outputs"].as_object().cloned().unwrap_or_default();
-    let plans = plan_all(&aws, &spec, &outputs).await.context("planning")?;
+    let plans = mbstack_local::plan_stack(&aws, &spec, "local-plan", &outputs)
+        .await
+        .context("planning")?;
     let planned: Vec<_> = plans
         .iter()
         .flat_map(|p| &p.changes)
@@ -143,7 +129,7 @@ pub async fn demo(spec: StackSpec) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     ended("destroy", &destroy)?;
-    let after = plan_all(&aws, &spec, &Map::new())
+    let after = mbstack_local::plan_stack(&aws, &spec, "local-plan", &Map::new())
         .await
         .context("checking what is left")?;
     // The encryption key is in its recovery window (the plan would restore it): gone.

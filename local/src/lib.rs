@@ -3,6 +3,10 @@
 //! in-process by the front door, executions run for real. The tests and
 //! `mbstack local` both use it.
 
+mod tiers;
+
+pub use tiers::{handle, plan_stack};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,13 +137,7 @@ fn tier_fn(
                 .unwrap_or("")
                 .to_string();
             let result = invoke_tier(tier, &payload, |event| async move {
-                match tier {
-                    Tier::Network => mbstack_network::handle(event, &aws).await,
-                    Tier::Data => mbstack_data::handle(event, &aws).await,
-                    Tier::LoadBalancer => mbstack_loadbalancer::handle(event, &aws).await,
-                    Tier::App => mbstack_app::handle(event, &aws).await,
-                    Tier::Control => Err(TierError::Terminal("control is not a tier".into())),
-                }
+                handle(tier, event, &aws).await
             })
             .await;
             let fire = inject

@@ -137,13 +137,7 @@ impl TierRunner<'_> {
         let this_call = CallLog::new();
         let aws = self.env.aws().with_interceptor(this_call.clone());
         let result = mbstack_core::lambda::invoke_tier(self.tier, &payload, |ev| async move {
-            match self.tier {
-                Tier::Network => mbstack_network::handle(ev, &aws).await,
-                Tier::Data => mbstack_data::handle(ev, &aws).await,
-                Tier::LoadBalancer => mbstack_loadbalancer::handle(ev, &aws).await,
-                Tier::App => mbstack_app::handle(ev, &aws).await,
-                Tier::Control => Err(TierError::Terminal("control is not a tier".into())),
-            }
+            mbstack_local::handle(self.tier, ev, &aws).await
         })
         .await;
         // Every outcome (and error) of the suite's tier runs is scanned for secrets.

@@ -240,6 +240,19 @@ pub enum Action {
     None,
 }
 
+impl Action {
+    /// As the contract spells it (`create`, `none`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Adopt => "adopt",
+            Action::None => "none",
+        }
+    }
+}
+
 /// One resource's change, made (apply, destroy) or planned (plan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -353,6 +366,19 @@ pub fn inputs_from<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Map<S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_action_is_spelled_as_the_contract_spells_it() {
+        for a in [
+            Action::Create,
+            Action::Update,
+            Action::Delete,
+            Action::Adopt,
+            Action::None,
+        ] {
+            assert_eq!(json!(a), json!(a.as_str()));
+        }
+    }
 
     #[test]
     fn event_round_trip_and_strictness() {
