@@ -29,7 +29,7 @@ use hyper::Response;
 use serde_json::Value;
 
 use crate::moto::{moto_get, moto_json_for, moto_query};
-use crate::protocol::{json_error, query_error, urlencode, Query};
+use crate::protocol::{json_error, query_error, urlencode};
 use crate::state::Shared;
 use crate::xml;
 
@@ -160,12 +160,9 @@ fn issued_at(shared: &Shared, arn: &str) -> Option<Instant> {
 /// A refusal before the call reaches moto.
 pub(crate) async fn refuse(
     shared: &Shared,
-    parts: &hyper::http::request::Parts,
-    q: Option<&Query>,
-    target: &str,
-    json: Option<&Value>,
-    body: &Bytes,
+    c: &crate::rules::Call<'_>,
 ) -> Option<Response<Full<Bytes>>> {
+    let (q, target, json) = (c.query.as_ref(), c.target.as_str(), c.json.as_ref());
     if let Some(q) = q.filter(|q| q.service == "elasticloadbalancing") {
         if !matches!(q.action(), "CreateListener" | "ModifyListener") {
             return None;
@@ -206,12 +203,9 @@ pub(crate) async fn refuse(
             counted(shared, false, r)
         });
     }
-    let route53 = crate::journal::signer(&parts.headers).1 == "route53";
-    if route53
-        && parts.method == hyper::Method::POST
-        && parts.uri.path().trim_end_matches('/').ends_with("/rrset")
-    {
-        let zone = parts
+    if c.service == "route53" && c.posts_to("/rrset") {
+        let zone = c
+            .parts
             .uri
             .path()
             .trim_end_matches('/')
@@ -219,7 +213,7 @@ pub(crate) async fn refuse(
             .rsplit('/')
             .next()?
             .to_string();
-        return change_batch(shared, &zone, &String::from_utf8_lossy(body)).await;
+        return change_batch(shared, &zone, &String::from_utf8_lossy(&c.body)).await;
     }
     None
 }
@@ -228,12 +222,8 @@ pub(crate) async fn refuse(
 /// each CREATE becomes an UPSERT. The front door checked that no such record
 /// is in the zone; moto would refuse a CREATE it journaled before (deleted
 /// since) whenever any record lists after the name.
-pub(crate) fn checked_creates(parts: &hyper::http::request::Parts, body: Bytes) -> Bytes {
-    let route53 = crate::journal::signer(&parts.headers).1 == "route53";
-    if !route53
-        || parts.method != hyper::Method::POST
-        || !parts.uri.path().trim_end_matches('/').ends_with("/rrset")
-    {
+fn checked_creates(c: &crate::rules::Call<'_>, body: Bytes) -> Bytes {
+    if c.service != "route53" || !c.posts_to("/rrset") {
         return body;
     }
     let text = String::from_utf8_lossy(&body);
@@ -461,5 +451,35 @@ async fn show(shared: &Shared, c: &mut Value) {
         for o in options {
             o["ValidationStatus"] = Value::from("SUCCESS");
         }
+    }
+}
+
+/// ACM's issue and Route 53's refusals (see the module's doc).
+pub(crate) struct Acm;
+
+impl crate::rules::Rule for Acm {
+    fn refuse<'a>(
+        &'a self,
+        s: &'a std::sync::Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<Response<Full<Bytes>>>> {
+        Box::pin(refuse(s, c))
+    }
+    fn rewrite<'a>(
+        &'a self,
+        _s: &'a std::sync::Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        Box::pin(std::future::ready(checked_creates(c, body)))
+    }
+    fn after<'a>(
+        &'a self,
+        s: &'a std::sync::Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        Box::pin(after(s, &c.target, status.is_success(), body))
     }
 }

@@ -218,3 +218,35 @@ pub(crate) fn after(
         }
     }
 }
+
+/// AWS's refusals and states while mbstack deploys itself (see the module's doc).
+pub(crate) struct WhileDeploying;
+
+impl crate::rules::Rule for WhileDeploying {
+    fn refuse<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<crate::rules::Answer>> {
+        Box::pin(std::future::ready(refuse(
+            s,
+            c.parts,
+            &c.target,
+            c.json.as_ref(),
+            &c.body,
+        )))
+    }
+    fn after<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        let body = match status.is_success() {
+            true => after(s, c.parts, c.query.as_ref(), body),
+            false => body,
+        };
+        Box::pin(std::future::ready(body))
+    }
+}

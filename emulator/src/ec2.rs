@@ -50,6 +50,26 @@ pub(crate) async fn after(shared: &Arc<Shared>, request: &Bytes) {
     }
 }
 
+/// EC2's answers moto leaves out (see the module's doc).
+pub(crate) struct Ec2;
+
+impl crate::rules::Rule for Ec2 {
+    fn after<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        Box::pin(async move {
+            if status.is_success() && c.target.is_empty() {
+                after(s, &c.body).await;
+            }
+            body
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

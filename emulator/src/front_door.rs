@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::moto::moto_get;
-use crate::protocol::{json_error_with, query};
+use crate::protocol::query;
+use crate::rules::{Answer, Call, Rule};
 use crate::state::ecs::{EcsActor, EcsFault};
 use crate::state::{HttpClient, LambdaFn, Shared};
 use crate::EmulatorError;
@@ -480,31 +480,15 @@ async fn serve(
         tokio::spawn(async move { crate::events::execution_ended(&for_task, &body).await });
         return Ok(text(StatusCode::OK, "{}".into()));
     }
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let request_json: Option<serde_json::Value> = if target.is_empty() {
-        None
-    } else {
-        serde_json::from_slice(&body).ok()
-    };
+    let call = Call::parse(parts, body);
 
     // The sweep's fault, for a tier's AWS call (not Step Functions' own API,
     // not moto's internal API).
-    let query = query(&parts.headers, &body);
-    let is_sfn = target.starts_with("AWSStepFunctions.");
-    let is_internal = parts.uri.path().starts_with("/moto-api");
     let mut crash_after = false;
-    if !is_sfn && !is_internal && (query.is_some() || !target.is_empty()) {
-        let ec2 = query.as_ref().is_some_and(|q| q.service == "ec2");
-        let name = match &query {
-            Some(q) => format!("{}:{}", q.service, q.action()),
-            None => target.clone(),
-        };
-        let values: Vec<&str> = match (&query, &request_json) {
+    if !call.is_sfn() && !call.is_internal() && (call.query.is_some() || !call.target.is_empty()) {
+        let ec2 = call.query.as_ref().is_some_and(|q| q.service == "ec2");
+        let name = call.name();
+        let values: Vec<&str> = match (&call.query, &call.json) {
             (Some(q), _) => q.params.values().map(String::as_str).collect(),
             (None, Some(j)) => j
                 .get("cluster")
@@ -517,7 +501,7 @@ async fn serve(
             name: &name,
             values,
         };
-        match shared.faults.verdict(!target.is_empty(), ec2, refs) {
+        match shared.faults.verdict(!call.target.is_empty(), ec2, refs) {
             crate::faults::Verdict::Pass => {}
             crate::faults::Verdict::Answer(r) => return Ok(r),
             crate::faults::Verdict::Drop => {
@@ -530,83 +514,23 @@ async fn serve(
         }
     }
 
-    // EventBridge Scheduler: a group that exists is a ConflictException on AWS;
-    // moto replaces it, deleting its schedules (other stacks' included).
-    if parts.method == hyper::Method::POST
-        && parts.uri.path().starts_with("/schedule-groups/")
-        && crate::journal::signer(&parts.headers).1 == "scheduler"
-    {
-        let path = parts.uri.path().to_string();
-        if moto_get(&shared, "scheduler", &path).await.is_ok() {
-            let name = path.trim_start_matches("/schedule-groups/");
-            let mut r = json_error_with(
-                StatusCode::CONFLICT,
-                "ConflictException",
-                &format!("Schedule group {name} already exists."),
-            );
-            r.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            return Ok(r);
-        }
-    }
-    // AWS's refusals while deploying (invalid definitions, young roles, busy functions).
-    if let Some(refusal) =
-        crate::deploying::refuse(&shared, parts, &target, request_json.as_ref(), &body)
-    {
+    // The rules (`crate::rules`): AWS's refusals, then the front door's own
+    // answers, then the request as moto should take it.
+    if let Some(refusal) = refusal(&shared, &call).await {
         return Ok(refusal);
     }
-    // SNS's refusals, always (AWS's answers, not its timings).
-    if let Some(refusal) = match query.as_ref() {
-        Some(q) => crate::sns::refuse(&shared, q).await,
-        None => None,
-    } {
-        return Ok(refusal);
-    }
-    // ACM's and Route 53's refusals, always (see `crate::acm`).
-    if let Some(refusal) = crate::acm::refuse(
-        &shared,
-        parts,
-        query.as_ref(),
-        &target,
-        request_json.as_ref(),
-        &body,
-    )
-    .await
-    {
-        return Ok(refusal);
-    }
-    // AWS's refusals, where moto would accept.
-    if let Some(refusal) =
-        crate::realism::refuse(&shared, query.as_ref(), &target, request_json.as_ref()).await
-    {
-        return Ok(refusal);
-    }
-
-    if let Some(answer) = crate::realism::answer(&shared, query.as_ref()) {
+    if let Some(answer) = answer(&shared, &call).await {
         return Ok(answer);
     }
-    crate::realism::before_delete(&shared, query.as_ref(), &target, request_json.as_ref()).await;
-
-    // Answers the front door gives itself, without moto.
-    if let Some(answer) = crate::ecs::answer_before(&shared, &target, request_json.as_ref()) {
-        return Ok(answer);
-    }
-    if let Some(answer) = crate::ecs::answer_family(&shared, &target, request_json.as_ref()).await {
-        return Ok(answer);
-    }
-
-    let body = crate::realism::rewrite_request(&shared, query.as_ref(), body).await;
-    let body = crate::acm::checked_creates(parts, body);
+    let body = rewritten(&shared, &call).await;
     // SSM's writes one at a time, as atomic as AWS's (see `Shared::ssm_writes`).
-    let _ssm_write = match target.as_str() {
+    let _ssm_write = match call.target.as_str() {
         "AmazonSSM.PutParameter" | "AmazonSSM.DeleteParameter" | "AmazonSSM.DeleteParameters" => {
             Some(shared.ssm_writes.lock().await)
         }
         _ => None,
     };
-    let (status, headers, bytes) = match forward(&shared, parts, body.clone()).await {
+    let (status, headers, bytes) = match forward(&shared, parts, body).await {
         Ok(r) => r,
         Err(e) => {
             return Ok(text(
@@ -615,42 +539,10 @@ async fn serve(
             ))
         }
     };
-    if status.is_success() && target.is_empty() {
-        crate::ec2::after(&shared, &body).await;
+    if status.is_success() && !call.is_sfn() && !call.is_internal() {
+        shared.faults.note_created(&call.name(), &bytes);
     }
-    if status.is_success() && !is_sfn && !is_internal {
-        let name = match &query {
-            Some(q) => format!("{}:{}", q.service, q.action()),
-            None => target.clone(),
-        };
-        shared.faults.note_created(&name, &bytes);
-    }
-    let bytes = match (&query, status.is_success()) {
-        (Some(q), true) => crate::realism::after(&shared, q, bytes),
-        _ => bytes,
-    };
-    let bytes = match &query {
-        Some(q) => crate::realism::rds::password_rule(&shared, q, status.is_success(), bytes),
-        None => bytes,
-    };
-    let bytes = if status.is_success() {
-        crate::deploying::after(&shared, parts, query.as_ref(), bytes)
-    } else {
-        bytes
-    };
-    let bytes =
-        crate::ecs::rewrite_after(&shared, &target, request_json.as_ref(), status, bytes).await;
-    let bytes = crate::acm::after(&shared, &target, status.is_success(), bytes).await;
-    let bytes =
-        crate::sfn_history::page(&target, request_json.as_ref(), status.is_success(), bytes);
-    if status.is_success() && target == "secretsmanager.RotateSecret" {
-        let rotated = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_string));
-        if let Some(arn) = rotated {
-            crate::rotation::rotated(&shared, &arn).await;
-        }
-    }
+    let bytes = shown(&shared, &call, status, bytes).await;
     if crash_after {
         shared
             .faults
@@ -832,4 +724,57 @@ pub(crate) async fn forward(
     let (rp, rb) = resp.into_parts();
     let bytes = rb.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((rp.status, rp.headers, bytes))
+}
+
+/// Every rule, in the order each step asks them.
+const RULES: &[&dyn Rule] = &[
+    &crate::scheduler::Scheduler,
+    &crate::deploying::WhileDeploying,
+    &crate::sns::Sns,
+    &crate::acm::Acm,
+    &crate::ec2::Ec2,
+    &crate::realism::Realism,
+    &crate::ecs::Ecs,
+    &crate::sfn_history::History,
+    &crate::rotation::Rotation,
+];
+
+/// The first refusal of any rule.
+async fn refusal(s: &Arc<Shared>, c: &Call<'_>) -> Option<Answer> {
+    for r in RULES {
+        if let Some(a) = r.refuse(s, c).await {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// The first answer of any rule (each rule's `before` runs when none answers).
+async fn answer(s: &Arc<Shared>, c: &Call<'_>) -> Option<Answer> {
+    for r in RULES {
+        if let Some(a) = r.answer(s, c).await {
+            return Some(a);
+        }
+    }
+    for r in RULES {
+        r.before(s, c).await;
+    }
+    None
+}
+
+/// The request after every rule's rewrite.
+async fn rewritten(s: &Arc<Shared>, c: &Call<'_>) -> Bytes {
+    let mut body = c.body.clone();
+    for r in RULES {
+        body = r.rewrite(s, c, body).await;
+    }
+    body
+}
+
+/// moto's answer after every rule's `after`.
+async fn shown(s: &Arc<Shared>, c: &Call<'_>, status: StatusCode, mut body: Bytes) -> Bytes {
+    for r in RULES {
+        body = r.after(s, c, status, body).await;
+    }
+    body
 }

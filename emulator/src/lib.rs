@@ -20,6 +20,8 @@ pub mod node_tools;
 mod protocol;
 mod realism;
 mod rotation;
+mod rules;
+mod scheduler;
 mod sfn_history;
 mod sns;
 mod state;

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::state::Shared;
 
 /// Records the rotation and delivers its event. `arn` is the rotated secret's.
-pub(crate) async fn rotated(shared: &Arc<Shared>, arn: &str) {
+async fn rotated_secret(shared: &Arc<Shared>, arn: &str) {
     if let Ok(mut ecs) = shared.ecs.lock() {
         ecs.rotated
             .insert(arn.to_string(), crate::state::ecs::now_secs());
@@ -43,4 +43,29 @@ pub(crate) async fn rotated(shared: &Arc<Shared>, arn: &str) {
         }
     });
     crate::events::deliver_best_effort(shared, &event).await;
+}
+
+/// Secrets Manager's rotation: the event AWS sends after a rotation.
+pub(crate) struct Rotation;
+
+impl crate::rules::Rule for Rotation {
+    fn after<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: bytes::Bytes,
+    ) -> crate::rules::Step<'a, bytes::Bytes> {
+        Box::pin(async move {
+            if status.is_success() && c.target == "secretsmanager.RotateSecret" {
+                let rotated = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_string));
+                if let Some(arn) = rotated {
+                    rotated_secret(s, &arn).await;
+                }
+            }
+            body
+        })
+    }
 }

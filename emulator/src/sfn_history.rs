@@ -51,3 +51,19 @@ pub(crate) fn page(target: &str, request: Option<&Value>, ok: bool, body: Bytes)
     }
     Bytes::from(value.to_string())
 }
+
+/// Step Functions' execution history, paged as AWS pages it.
+pub(crate) struct History;
+
+impl crate::rules::Rule for History {
+    fn after<'a>(
+        &'a self,
+        _s: &'a std::sync::Arc<crate::state::Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        let paged = page(&c.target, c.json.as_ref(), status.is_success(), body);
+        Box::pin(std::future::ready(paged))
+    }
+}

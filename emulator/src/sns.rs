@@ -78,3 +78,21 @@ pub(crate) async fn refuse(shared: &Shared, q: &Query) -> Option<Response<Full<B
         _ => None,
     }
 }
+
+/// SNS's refusals, always (AWS's answers, not its timings).
+pub(crate) struct Sns;
+
+impl crate::rules::Rule for Sns {
+    fn refuse<'a>(
+        &'a self,
+        s: &'a std::sync::Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<crate::rules::Answer>> {
+        Box::pin(async move {
+            match &c.query {
+                Some(q) => refuse(s, q).await,
+                None => None,
+            }
+        })
+    }
+}

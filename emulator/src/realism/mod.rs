@@ -1,5 +1,6 @@
 //! The AWS rules moto forgives, enforced at the front door, and AWS's timings,
-//! one file per AWS resource: `nat`, `eni`, `rds`, `alb`, `ecs`, `ssm` (and,
+//! one file per AWS resource: `nat`, `eni`, `rds`, `alb`, `ssm`, ECS's in
+//! `crate::ecs::refusals` (and,
 //! while mbstack deploys itself, `crate::deploying`). Before a call reaches moto
 //! the front door checks it against moto's current state and, where AWS would
 //! refuse it, answers with AWS's error (same code, same HTTP status, in that
@@ -22,7 +23,6 @@
 //! - ecs CreateService on a target group no load balancer uses → `InvalidParameterException`
 
 mod alb;
-mod ecs;
 mod eni;
 mod nat;
 pub(crate) mod rds;
@@ -38,9 +38,6 @@ use serde_json::Value;
 
 use crate::protocol::{ec2_error, json_error, query_error, Query};
 use crate::state::Shared;
-
-pub(crate) use eni::before_delete;
-pub(crate) use rds::{answer, rewrite_request};
 
 /// The refusal AWS would give to this call, if any.
 pub(crate) async fn refuse(
@@ -87,7 +84,7 @@ pub(crate) async fn refuse(
             Some(r) => Some(r),
             None => nat::not_yet(shared, q).await,
         },
-        (None, t) => ecs::not_yet(shared, t, json_req),
+        (None, t) => crate::ecs::refusals::not_yet(shared, t, json_req),
     };
     if let Some(r) = not_yet {
         if let Ok(realism) = shared.realism.lock() {
@@ -101,7 +98,7 @@ pub(crate) async fn refuse(
             t.strip_prefix("AmazonEC2ContainerServiceV20141113."),
             t.strip_prefix("AmazonSSM."),
         ) {
-            (Some(op), _) => ecs::refuse(shared, op, json_req).await,
+            (Some(op), _) => crate::ecs::refusals::refuse(shared, op, json_req).await,
             (_, Some(op)) => ssm::refuse(op, json_req),
             _ => None,
         },
@@ -146,4 +143,63 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
         _ => None,
     };
     shown.map(Bytes::from).unwrap_or(body)
+}
+
+/// AWS's rules and timings per resource (see the module's doc): throttling,
+/// refusals, "not yet", RDS's own answers and request rewrites, ENIs a delete
+/// frees later, and the states AWS reports.
+pub(crate) struct Realism;
+
+impl crate::rules::Rule for Realism {
+    fn refuse<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<crate::rules::Answer>> {
+        Box::pin(refuse(s, c.query.as_ref(), &c.target, c.json.as_ref()))
+    }
+    fn answer<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<crate::rules::Answer>> {
+        Box::pin(std::future::ready(rds::answer(s, c.query.as_ref())))
+    }
+    fn before<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, ()> {
+        Box::pin(eni::before_delete(
+            s,
+            c.query.as_ref(),
+            &c.target,
+            c.json.as_ref(),
+        ))
+    }
+    fn rewrite<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        Box::pin(rds::rewrite_request(s, c.query.as_ref(), body))
+    }
+    fn after<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: hyper::StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        let body = match (&c.query, status.is_success()) {
+            (Some(q), true) => after(s, q, body),
+            _ => body,
+        };
+        let body = match &c.query {
+            Some(q) => rds::password_rule(s, q, status.is_success(), body),
+            None => body,
+        };
+        Box::pin(std::future::ready(body))
+    }
 }

@@ -12,6 +12,10 @@
 //! With realism on, a deployment whose task definition names a role IAM has not
 //! propagated yet fails the same way: "ECS was unable to assume the role …"
 //! (its tasks fail to start until the circuit breaker gives up).
+//! AWS's ECS refusals and "not yet"s are in [`refusals`]; the data the player
+//! keeps, in `crate::state::ecs`.
+
+pub(crate) mod refusals;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -582,4 +586,32 @@ async fn sync_targets(shared: &Arc<Shared>, tg: &str, register: &[String], dereg
 
 pub(crate) fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
+}
+
+/// ECS as AWS runs it (see the module's doc): tasks that start, run and stop,
+/// rollouts, task definitions by family.
+pub(crate) struct Ecs;
+
+impl crate::rules::Rule for Ecs {
+    fn answer<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+    ) -> crate::rules::Step<'a, Option<crate::rules::Answer>> {
+        Box::pin(async move {
+            if let Some(a) = answer_before(s, &c.target, c.json.as_ref()) {
+                return Some(a);
+            }
+            answer_family(s, &c.target, c.json.as_ref()).await
+        })
+    }
+    fn after<'a>(
+        &'a self,
+        s: &'a Arc<Shared>,
+        c: &'a crate::rules::Call<'a>,
+        status: StatusCode,
+        body: Bytes,
+    ) -> crate::rules::Step<'a, Bytes> {
+        Box::pin(rewrite_after(s, &c.target, c.json.as_ref(), status, body))
+    }
 }

@@ -17,7 +17,7 @@ use crate::xml;
 
 /// "Not yet": a deleted service's tasks still stopping hold their cluster
 /// (ClusterContainsTasksException), which mbstack waits out.
-pub(super) fn not_yet(
+pub(crate) fn not_yet(
     shared: &Arc<Shared>,
     target: &str,
     json_req: Option<&Value>,
@@ -44,7 +44,7 @@ pub(super) fn not_yet(
 }
 
 /// The refusal AWS would give to this ECS call, if any.
-pub(super) async fn refuse(
+pub(crate) async fn refuse(
     shared: &Arc<Shared>,
     op: &str,
     req: Option<&Value>,
