@@ -226,39 +226,22 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
                 .dns_name()
                 .zip(lb.load_balancer().canonical_hosted_zone_id());
             let target = target.map(|(a, b)| (a.to_string(), b.to_string()));
-            if owned {
-                waiting.extend(
-                    d.remove(
-                        &mut w,
-                        &lbs.id(&lb),
-                        target,
-                        &ledger,
-                        domain::Removal::Destroyed,
-                    )
-                    .await?,
-                );
-            } else if ledger.run == w.run.id {
-                // A rollback of the run that gave a kept load balancer its
-                // domain. Its HTTPS listener, once serving the certificate,
-                // is the site now (:80 redirects to it, and what :80 was
-                // before is not known here): the domain stays, said so, rather
-                // than a certificate ELB never lets go and a site that breaks.
-                match d.served(&lbs.id(&lb), &ledger).await? {
-                    Some(cert) => {
-                        let detail = format!("kept: the HTTPS listener serves it; apply with loadBalancer.domain null to take {} away", ledger.domain);
-                        w.record("certificate", cert, mbstack_core::Action::None, detail);
-                    }
-                    None => waiting.extend(
-                        d.remove(
-                            &mut w,
-                            &lbs.id(&lb),
-                            target,
-                            &ledger,
-                            domain::Removal::Destroyed,
-                        )
-                        .await?,
-                    ),
-                }
+            // A rollback of the run that gave a kept load balancer its
+            // domain: once its HTTPS listener serves the certificate, it is
+            // the site (:80 redirects to it, and what :80 was before is not
+            // known here). The domain stays, said so, rather than a
+            // certificate ELB never lets go and a site that breaks.
+            let ours = owned || ledger.run == w.run.id;
+            let kept = match (owned, ours) {
+                (false, true) => d.served(&lbs.id(&lb), &ledger).await?,
+                _ => None,
+            };
+            if let Some(cert) = kept {
+                let detail = format!("kept: the HTTPS listener serves it; apply with loadBalancer.domain null to take {} away", ledger.domain);
+                w.record("certificate", cert, mbstack_core::Action::None, detail);
+            } else if ours {
+                let how = domain::Removal::Destroyed;
+                waiting.extend(d.remove(&mut w, &lbs.id(&lb), target, &ledger, how).await?);
             }
         }
     }

@@ -36,8 +36,7 @@ pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
         (_, Part::NatGateways) => Err(TierError::Terminal(
             "part \"nat-gateways\" is a check: apply the network (all of it, or its foundation) first".into(),
         )),
-        (Verb::Plan | Verb::Apply, part) => Box::pin(converge(&ec2, w, part)).await,
-        (Verb::Check, part) => Box::pin(check(&ec2, w, part)).await,
+        (Verb::Plan | Verb::Apply | Verb::Check, part) => Box::pin(converge(&ec2, w, part)).await,
         (Verb::Destroy, _) => Box::pin(destroy(&ec2, w)).await,
     }
 }
@@ -287,6 +286,9 @@ fn readiness_of(part: Part, s: &Shape) -> Readiness {
     }
 }
 
+/// Apply and plan converge; a check is read-only: everything the spec asks
+/// for exists as asked, and (unless the part is the foundation) the NAT
+/// gateways are available.
 async fn converge(
     ec2: &aws_sdk_ec2::Client,
     mut w: Work<'_>,
@@ -294,19 +296,10 @@ async fn converge(
 ) -> Result<Outcome, TierError> {
     let s = shape(ec2, &mut w).await?;
     let outputs = outputs(&w, &s);
-    w.converged(readiness_of(part, &s), outputs)
-}
-
-/// Read-only: everything the spec asks for exists as asked, and (unless the
-/// part is the foundation) the NAT gateways are available.
-async fn check(
-    ec2: &aws_sdk_ec2::Client,
-    mut w: Work<'_>,
-    part: Part,
-) -> Result<Outcome, TierError> {
-    let s = shape(ec2, &mut w).await?;
-    let outputs = outputs(&w, &s);
-    w.checked(readiness_of(part, &s), outputs)
+    match w.verb {
+        Verb::Check => w.checked(readiness_of(part, &s), outputs),
+        _ => w.converged(readiness_of(part, &s), outputs),
+    }
 }
 
 /// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →
