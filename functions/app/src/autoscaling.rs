@@ -308,3 +308,100 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     )
     .when(r#"{"StringEquals": {"iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com"}}"#),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::spec::AutoscalingSpec;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    fn aas() -> Client {
+        Client::from_conf(
+            aws_sdk_applicationautoscaling::Config::builder()
+                .behavior_version(aws_sdk_applicationautoscaling::config::BehaviorVersion::latest())
+                .region(aws_sdk_applicationautoscaling::config::Region::new(
+                    "us-east-1",
+                ))
+                .build(),
+        )
+    }
+
+    fn targets() -> ScalableTargets {
+        ScalableTargets {
+            aas: aas(),
+            service_exists: true,
+            owner: Vec::new(),
+        }
+    }
+
+    /// A stack scaling 1..3 tasks on 60 % CPU.
+    fn spec() -> StackSpec {
+        let mut spec = StackSpec::new("s");
+        spec.app.autoscaling = Some(AutoscalingSpec {
+            min: 1,
+            max: 3,
+            target_cpu_percent: 60,
+        });
+        spec
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The target registered as 1..3, not suspended, with a 60 % CPU policy.
+    fn registered() -> Live {
+        Live {
+            resource: names::scalable_resource("s"),
+            min: 1,
+            max: 3,
+            suspended: false,
+            target_cpu: Some(60.0),
+        }
+    }
+
+    fn shown(w: &Work<'_>, live: &Live) -> Vec<String> {
+        let want = wanted(w).unwrap();
+        let steps = targets().diff(w, live, &want).unwrap();
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_target_registered_as_the_spec_asks_needs_nothing() {
+        let spec = spec();
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        assert!(shown(&w, &registered()).is_empty());
+    }
+
+    #[test]
+    fn a_new_max_and_cpu_target_update_the_target_and_its_policy() {
+        let mut spec = spec();
+        spec.app.autoscaling = Some(AutoscalingSpec {
+            min: 1,
+            max: 5,
+            target_cpu_percent: 70,
+        });
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        assert_eq!(
+            shown(&w, &registered()),
+            vec!["1..5 tasks", "target 70 % CPU"]
+        );
+    }
+
+    #[test]
+    fn a_paused_stack_pins_the_target_at_zero_and_suspends_scaling() {
+        let mut spec = spec();
+        spec.paused = true;
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        assert_eq!(
+            shown(&w, &registered()),
+            vec!["paused: min 0, max 0, scaling suspended"]
+        );
+    }
+}

@@ -406,4 +406,111 @@ mod tests {
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%a\u{e9}+b"), "%a\u{e9} b");
     }
+
+    const DB_SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-1-AbCdEf";
+    const KEY_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:mbstack/s/metabase-encryption-key-GhIjKl";
+    const BOUNDARY: &str = "arn:aws:iam::111122223333:policy/mbstack-boundary";
+
+    fn iam() -> Client {
+        Client::from_conf(
+            aws_sdk_iam::Config::builder()
+                .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+                .region(aws_sdk_iam::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    /// The roles of a stack whose database and key secrets are known, under
+    /// the deployment's boundary.
+    fn roles() -> Roles {
+        Roles {
+            iam: iam(),
+            secret_arns: Some(vec![DB_SECRET.to_string(), KEY_SECRET.to_string()]),
+            boundary: Some(BOUNDARY.to_string()),
+        }
+    }
+
+    /// The execution role as IAM has it once set up: the boundary, the
+    /// managed policy, and GetSecretValue on `secrets`.
+    fn execution_role(secrets: &[&str]) -> Live {
+        Live {
+            role: Role::Execution,
+            name: names::execution_role("s"),
+            arn: "arn:aws:iam::111122223333:role/s-metabase-execution".into(),
+            tags: Vec::new(),
+            boundary: Some(BOUNDARY.to_string()),
+            managed_attached: true,
+            secrets_policy: Some(serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": secrets
+                }]
+            })),
+        }
+    }
+
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn an_execution_role_reading_exactly_the_two_secrets_needs_nothing() {
+        let spec = mbstack_core::StackSpec::new("s");
+        let run = mbstack_core::Run {
+            id: "run-1".into(),
+            scope: mbstack_core::Scope::Stack,
+        };
+        let w = Work::new(mbstack_core::Tier::App, &spec, &run, Verb::Apply);
+        let live = execution_role(&[DB_SECRET, KEY_SECRET]);
+        let steps = roles().diff(&w, &live, &Role::Execution).unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn an_execution_role_on_an_old_secret_without_the_managed_policy_is_fixed() {
+        let spec = mbstack_core::StackSpec::new("s");
+        let run = mbstack_core::Run {
+            id: "run-1".into(),
+            scope: mbstack_core::Scope::Stack,
+        };
+        let w = Work::new(mbstack_core::Tier::App, &spec, &run, Verb::Apply);
+        let old_db = "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-0-ZyXwVu";
+        let mut live = execution_role(&[old_db, KEY_SECRET]);
+        live.managed_attached = false;
+        let steps = roles().diff(&w, &live, &Role::Execution).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "attach AmazonECSTaskExecutionRolePolicy".to_string(),
+                format!("allow secretsmanager:GetSecretValue on {DB_SECRET}, {KEY_SECRET}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_role_without_the_boundary_gets_it_and_no_policy() {
+        let spec = mbstack_core::StackSpec::new("s");
+        let run = mbstack_core::Run {
+            id: "run-1".into(),
+            scope: mbstack_core::Scope::Stack,
+        };
+        let w = Work::new(mbstack_core::Tier::App, &spec, &run, Verb::Apply);
+        let live = Live {
+            role: Role::Task,
+            name: names::task_role("s"),
+            arn: "arn:aws:iam::111122223333:role/s-metabase-task".into(),
+            tags: Vec::new(),
+            boundary: None,
+            managed_attached: false,
+            secrets_policy: None,
+        };
+        let steps = roles().diff(&w, &live, &Role::Task).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec![format!("permissions boundary {BOUNDARY}")]
+        );
+    }
 }

@@ -171,3 +171,64 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         &["arn:${Partition}:logs:*:*:log-group:/mbstack/*"],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    fn logs() -> Client {
+        Client::from_conf(
+            aws_sdk_cloudwatchlogs::Config::builder()
+                .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+                .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    fn group(retention: Option<i32>) -> Live {
+        Live {
+            name: names::log_group("s"),
+            retention,
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_log_group_with_the_spec_retention_is_left_alone() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        // The spec's default: 30 days.
+        let steps = LogGroups { logs: logs() }
+            .diff(&w, &group(Some(30)), &())
+            .unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_log_group_with_another_retention_is_updated() {
+        let mut spec = StackSpec::new("s");
+        spec.app.log_retention_days = 90;
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let kind = LogGroups { logs: logs() };
+        let shown = |live: &Live| -> Vec<String> {
+            let steps = kind.diff(&w, live, &()).unwrap();
+            steps.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(shown(&group(Some(30))), vec!["retention 30 → 90 days"]);
+        // A group that keeps its events forever gets the spec's retention too.
+        assert_eq!(
+            shown(&group(None)),
+            vec!["retention never expire → 90 days"]
+        );
+    }
+}

@@ -339,3 +339,99 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     )
     .when(r#"{"StringEquals": {"iam:PassedToService": "events.amazonaws.com"}}"#),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-1-AbCdEf";
+
+    fn events() -> Client {
+        Client::from_conf(
+            aws_sdk_eventbridge::Config::builder()
+                .behavior_version(aws_sdk_eventbridge::config::BehaviorVersion::latest())
+                .region(aws_sdk_eventbridge::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn rules(secret_arn: Option<&str>) -> PasswordRules {
+        PasswordRules {
+            events: events(),
+            secret_arn: secret_arn.map(str::to_string),
+            repair: Some(Repair {
+                state_machine_arn: "arn:aws:states:us-east-1:111122223333:stateMachine:mbstack"
+                    .into(),
+                role_arn: "arn:aws:iam::111122223333:role/mbstack-events".into(),
+            }),
+        }
+    }
+
+    /// A rule on `secret`'s rotation, daily, enabled, with the repair target.
+    fn rule(secret: &str) -> Live {
+        Live {
+            name: name("s"),
+            arn: "arn:aws:events:us-east-1:111122223333:rule/s-db-password-rotated".into(),
+            pattern: Some(pattern(secret)),
+            schedule: Some("rate(1 day)".into()),
+            enabled: true,
+            tags: Vec::new(),
+            target_ok: true,
+        }
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    #[test]
+    fn a_daily_enabled_rule_on_this_password_with_its_repair_needs_nothing() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = rules(Some(SECRET)).diff(&w, &rule(SECRET), &()).unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_rule_on_another_password_or_disabled_or_not_daily_is_put_again() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let kind = rules(Some(SECRET));
+        let other = rule("arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-0-ZyXwVu");
+        let mut disabled = rule(SECRET);
+        disabled.enabled = false;
+        let mut hourly = rule(SECRET);
+        hourly.schedule = Some("rate(1 hour)".into());
+        for live in [other, disabled, hourly] {
+            let steps = kind.diff(&w, &live, &()).unwrap();
+            assert!(matches!(steps.as_slice(), [Step::Pattern]));
+        }
+    }
+
+    #[test]
+    fn a_rule_whose_target_is_not_the_repair_gets_it_back() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let mut live = rule(SECRET);
+        live.target_ok = false;
+        let steps = rules(Some(SECRET)).diff(&w, &live, &()).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::Target]));
+    }
+
+    #[test]
+    fn a_plan_that_does_not_know_the_secret_yet_changes_nothing() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Plan);
+        let mut live = rule(SECRET);
+        live.enabled = false;
+        assert!(rules(None).diff(&w, &live, &()).unwrap().is_empty());
+    }
+}

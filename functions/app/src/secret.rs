@@ -216,3 +216,47 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     // Takes no resource.
     Permission::read("RandomKey", &["secretsmanager:GetRandomPassword"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    fn sm() -> Client {
+        Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn key(scheduled_for_deletion: bool) -> Live {
+        Live {
+            name: names::encryption_key_secret("s"),
+            arn: "arn:aws:secretsmanager:us-east-1:111122223333:secret:mbstack/s/metabase-encryption-key-AbCdEf".into(),
+            scheduled_for_deletion,
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_key_secret_scheduled_for_deletion_is_restored_and_a_kept_one_left_alone() {
+        let spec = StackSpec::new("s");
+        let run = Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        };
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let keys = KeySecrets {
+            sm: sm(),
+            restored_from: None,
+        };
+        assert!(keys.diff(&w, &key(false), &()).unwrap().is_empty());
+        let steps = keys.diff(&w, &key(true), &()).unwrap();
+        assert!(matches!(steps.as_slice(), [Restore]));
+        assert!(steps[0]
+            .to_string()
+            .starts_with("restore the encryption key"));
+    }
+}

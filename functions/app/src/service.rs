@@ -741,3 +741,242 @@ pub async fn service_health(ecs: &Client, stack: &str) -> Result<Option<ServiceH
         last_stopped,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::builders::ServiceBuilder;
+    use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Deployment};
+    use mbstack_core::{Run, StackSpec, Tier};
+
+    const TD: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/s-metabase:1";
+    const TD2: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/s-metabase:2";
+    const TG: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
+
+    fn ecs() -> Client {
+        Client::from_conf(
+            aws_sdk_ecs::Config::builder()
+                .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The service of a converge that runs `td` in two private subnets.
+    fn services(td: &str) -> Services {
+        Services {
+            ecs: ecs(),
+            cluster_arn: Some("arn:aws:ecs:us-east-1:111122223333:cluster/s-cluster".into()),
+            task_definition: Some(td.into()),
+            placement: Some(Placement {
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                security_group: "sg-app".into(),
+                target_group: TG.into(),
+            }),
+            password_rotated: None,
+        }
+    }
+
+    /// The service as ECS has it for the default spec, at `desired` tasks of
+    /// TD: private subnets (listed in another order), no public IP, behind
+    /// the target group on :3000, on FARGATE, a 1800 s grace, 0–100 %
+    /// deployments with the circuit breaker rolling back.
+    fn as_created(desired: i32) -> ServiceBuilder {
+        let vpc = AwsVpcConfiguration::builder()
+            .subnets("subnet-b")
+            .subnets("subnet-a")
+            .security_groups("sg-app")
+            .assign_public_ip(AssignPublicIp::Disabled)
+            .build()
+            .unwrap();
+        Service::builder()
+            .service_name("metabase")
+            .service_arn("arn:aws:ecs:us-east-1:111122223333:service/s-cluster/metabase")
+            .status("ACTIVE")
+            .task_definition(TD)
+            .desired_count(desired)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
+            .load_balancers(
+                LoadBalancer::builder()
+                    .target_group_arn(TG)
+                    .container_name("metabase")
+                    .container_port(3000)
+                    .build(),
+            )
+            .capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE")
+                    .weight(1)
+                    .build()
+                    .unwrap(),
+            )
+            .health_check_grace_period_seconds(1800)
+            .deployment_configuration(
+                DeploymentConfiguration::builder()
+                    .minimum_healthy_percent(0)
+                    .maximum_percent(100)
+                    .deployment_circuit_breaker(
+                        DeploymentCircuitBreaker::builder()
+                            .enable(true)
+                            .rollback(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+    }
+
+    fn live(svc: ServiceBuilder) -> Live {
+        Live {
+            svc: svc.build(),
+            tags: Vec::new(),
+        }
+    }
+
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_service_as_the_spec_wants_needs_no_update() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = services(TD).diff(&w, &live(as_created(1)), &()).unwrap();
+        assert!(shown(&steps).is_empty(), "{:?}", shown(&steps));
+    }
+
+    #[test]
+    fn a_service_at_another_desired_count_is_scaled_to_the_spec() {
+        let mut spec = StackSpec::new("s");
+        spec.app.desired_count = 3;
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = services(TD).diff(&w, &live(as_created(1)), &()).unwrap();
+        assert_eq!(shown(&steps), vec!["desired count 1 → 3"]);
+    }
+
+    #[test]
+    fn a_paused_stack_scales_its_service_to_zero() {
+        let mut spec = StackSpec::new("s");
+        spec.paused = true;
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = services(TD).diff(&w, &live(as_created(1)), &()).unwrap();
+        assert_eq!(shown(&steps), vec!["desired count 1 → 0"]);
+    }
+
+    #[test]
+    fn an_autoscaled_service_keeps_its_count_within_min_and_max() {
+        let mut spec = StackSpec::new("s");
+        spec.app.autoscaling = Some(mbstack_core::spec::AutoscalingSpec {
+            min: 1,
+            max: 3,
+            target_cpu_percent: 60,
+        });
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let kind = services(TD);
+        // 2 is the autoscaler's to choose, not the spec's desired count of 1.
+        assert!(kind.diff(&w, &live(as_created(2)), &()).unwrap().is_empty());
+        let steps = kind.diff(&w, &live(as_created(5)), &()).unwrap();
+        assert_eq!(shown(&steps), vec!["desired count 5 → 3"]);
+    }
+
+    #[test]
+    fn a_new_task_definition_is_rolled_out() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = services(TD2).diff(&w, &live(as_created(1)), &()).unwrap();
+        assert_eq!(shown(&steps), vec![format!("task definition {TD} → {TD2}")]);
+    }
+
+    #[test]
+    fn tasks_started_before_the_password_rotated_are_replaced() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let started = Deployment::builder()
+            .status("PRIMARY")
+            .created_at(DateTime::from_secs(1_700_000_000))
+            .build();
+        let svc = live(as_created(1).deployments(started));
+        let mut kind = services(TD);
+        kind.password_rotated = Some(DateTime::from_secs(1_700_000_600));
+        let steps = kind.diff(&w, &svc, &()).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::ReplaceTasks(_)]));
+        // A new task definition starts new tasks anyway: no second rollout.
+        kind.task_definition = Some(TD2.into());
+        let steps = kind.diff(&w, &svc, &()).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::TaskDefinition(..)]));
+        // Tasks started after the rotation hold the new password.
+        kind.task_definition = Some(TD.into());
+        kind.password_rotated = Some(DateTime::from_secs(1_600_000_000));
+        assert!(kind.diff(&w, &svc, &()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn spot_in_the_spec_moves_the_service_to_fargate_spot() {
+        let mut spec = StackSpec::new("s");
+        spec.app.spot = true;
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let steps = services(TD).diff(&w, &live(as_created(1)), &()).unwrap();
+        assert_eq!(shown(&steps), vec!["capacity FARGATE → FARGATE_SPOT"]);
+    }
+
+    #[test]
+    fn a_public_ip_and_another_target_group_are_put_back() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let vpc = AwsVpcConfiguration::builder()
+            .subnets("subnet-a")
+            .subnets("subnet-b")
+            .security_groups("sg-app")
+            .assign_public_ip(AssignPublicIp::Enabled)
+            .build()
+            .unwrap();
+        let other_tg = LoadBalancer::builder()
+            .target_group_arn(
+                "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/other/1",
+            )
+            .container_name("metabase")
+            .container_port(3000)
+            .build();
+        let svc = as_created(1)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
+            .set_load_balancers(Some(vec![other_tg]));
+        let steps = services(TD).diff(&w, &live(svc), &()).unwrap();
+        assert!(matches!(
+            steps.as_slice(),
+            [Step::Network, Step::TargetGroup(tg)] if tg == TG
+        ));
+    }
+
+    #[test]
+    fn a_draining_service_is_retried_not_updated() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::App, &spec, &run, Verb::Apply);
+        let draining = live(as_created(1).status("DRAINING"));
+        let result = services(TD).diff(&w, &draining, &());
+        assert!(matches!(result, Err(TierError::Retryable(m)) if m.contains("draining")));
+    }
+}

@@ -553,4 +553,173 @@ mod tests {
         let b = json!({"image": "m:v2", "memory": "2048", "environment": {"A": "1", "B": "3"}});
         assert_eq!(diff(&a, &b), "image m:v1 → m:v2; environment: B");
     }
+
+    const KEY_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:mbstack/s/metabase-encryption-key-GhIjKl";
+    const EXECUTION_ROLE: &str = "arn:aws:iam::111122223333:role/s-metabase-execution";
+    const TASK_ROLE: &str = "arn:aws:iam::111122223333:role/s-metabase-task";
+
+    fn ecs() -> Client {
+        Client::from_conf(
+            aws_sdk_ecs::Config::builder()
+                .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn run() -> mbstack_core::Run {
+        mbstack_core::Run {
+            id: "run-1".into(),
+            scope: mbstack_core::Scope::Stack,
+        }
+    }
+
+    fn work<'a>(spec: &'a mbstack_core::StackSpec, run: &'a mbstack_core::Run) -> Work<'a> {
+        Work::new(mbstack_core::Tier::App, spec, run, Verb::Apply)
+    }
+
+    fn db() -> DbInputs {
+        DbInputs {
+            host: "mbstack-s.abc.us-east-1.rds.amazonaws.com".into(),
+            port: "5432".into(),
+            name: "metabase".into(),
+            user: "metabase".into(),
+            secret_arn: "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-1-AbCdEf"
+                .into(),
+        }
+    }
+
+    /// What the spec of `w` asks the revision to hold, as the tier builds it.
+    fn want_of(w: &Work<'_>) -> Wanted {
+        let log_group = names::log_group(&w.spec.stack);
+        wanted(
+            w,
+            &db(),
+            KEY_SECRET,
+            (EXECUTION_ROLE, TASK_ROLE),
+            &log_group,
+            "us-east-1",
+        )
+    }
+
+    /// The revision ECS holds once `x` was registered (a Fargate task of one
+    /// container on :3000, its logs to CloudWatch).
+    fn registered(x: &Wanted) -> Live {
+        let log = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", &x.log_group)
+            .options("awslogs-region", &x.region)
+            .options("awslogs-stream-prefix", "metabase")
+            .build()
+            .unwrap();
+        let mut container = ContainerDefinition::builder()
+            .name(names::CONTAINER)
+            .image(&x.image)
+            .essential(true)
+            .port_mappings(
+                PortMapping::builder()
+                    .container_port(3000)
+                    .protocol(TransportProtocol::Tcp)
+                    .build(),
+            )
+            .log_configuration(log)
+            .stop_timeout(120);
+        for (k, v) in &x.env {
+            container = container.environment(KeyValuePair::builder().name(k).value(v).build());
+        }
+        for (k, v) in &x.secrets {
+            container = container.secrets(Secret::builder().name(k).value_from(v).build().unwrap());
+        }
+        let td = TaskDefinition::builder()
+            .family("s-metabase")
+            .task_definition_arn("arn:aws:ecs:us-east-1:111122223333:task-definition/s-metabase:1")
+            .cpu(&x.cpu)
+            .memory(&x.memory)
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(EcsArch::X8664)
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
+            .execution_role_arn(&x.execution_role)
+            .task_role_arn(&x.task_role)
+            .container_definitions(container.build())
+            .build();
+        Live {
+            td,
+            tags: Vec::new(),
+        }
+    }
+
+    /// The steps from the revision registered for `before` to what `after` asks.
+    fn revise(before: &mbstack_core::StackSpec, after: &mbstack_core::StackSpec) -> Vec<String> {
+        let run = run();
+        let live = registered(&want_of(&work(before, &run)));
+        let w = work(after, &run);
+        let want = Want(Some(want_of(&w)));
+        let steps = TaskDefinitions { ecs: ecs() }
+            .diff(&w, &live, &want)
+            .unwrap();
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_revision_holding_what_the_spec_asks_needs_no_new_one() {
+        let spec = mbstack_core::StackSpec::new("s");
+        assert!(revise(&spec, &spec).is_empty());
+    }
+
+    #[test]
+    fn a_new_image_in_the_spec_registers_a_revision_naming_both_images() {
+        let before = mbstack_core::StackSpec::new("s");
+        let mut after = before.clone();
+        after.app.image = "metabase/metabase:v0.59.1".into();
+        assert_eq!(
+            revise(&before, &after),
+            vec![format!(
+                "image {} → metabase/metabase:v0.59.1",
+                mbstack_core::spec::DEFAULT_IMAGE
+            )]
+        );
+    }
+
+    #[test]
+    fn another_timezone_changes_the_environment_of_the_revision() {
+        let before = mbstack_core::StackSpec::new("s");
+        let mut after = before.clone();
+        after.app.timezone = "Europe/Paris".into();
+        assert_eq!(revise(&before, &after), vec!["environment: JAVA_TIMEZONE"]);
+    }
+
+    #[test]
+    fn a_domain_gives_metabase_its_site_url() {
+        let before = mbstack_core::StackSpec::new("s");
+        let mut after = before.clone();
+        after.load_balancer.domain = Some("bi.example.com".into());
+        assert_eq!(revise(&before, &after), vec!["environment: MB_SITE_URL"]);
+    }
+
+    #[test]
+    fn more_memory_raises_the_heap_with_it() {
+        let before = mbstack_core::StackSpec::new("s");
+        let mut after = before.clone();
+        after.app.memory = 4096;
+        let shown = revise(&before, &after).join("; ");
+        assert!(shown.contains("memory 2048 → 4096"), "{shown}");
+        assert!(shown.contains("environment: JAVA_OPTS"), "{shown}");
+    }
+
+    #[test]
+    fn a_plan_whose_inputs_are_not_known_yet_expects_a_revision_of_the_spec_image() {
+        let spec = mbstack_core::StackSpec::new("s");
+        let run = run();
+        let w = work(&spec, &run);
+        let live = registered(&want_of(&w));
+        let steps = TaskDefinitions { ecs: ecs() }
+            .diff(&w, &live, &Want(None))
+            .unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec![format!("image {}", spec.app.image)]);
+    }
 }

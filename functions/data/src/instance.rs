@@ -1197,6 +1197,136 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mbstack_core::metabase::IMAGE_TAG;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    /// A client that is never called: `diff` is pure.
+    fn rds() -> aws_sdk_rds::Client {
+        let conf = aws_sdk_rds::Config::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_rds::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The kind as a converge builds it; `record`: the image to put on record.
+    fn kind(spec: &StackSpec, record: Option<String>) -> DbInstances {
+        DbInstances {
+            rds: rds(),
+            stack: spec.stack.clone(),
+            subnet_group: Some(rds_name(&spec.stack)),
+            security_group: Some("sg-db".into()),
+            stamp: "20260101-000000".into(),
+            known: None,
+            record,
+            restore: None,
+        }
+    }
+
+    /// An available instance as `spec` asks for it (a minor version of its
+    /// engine, its password managed by RDS, its image on record).
+    fn instance_as(spec: &StackSpec) -> DbInstance {
+        let d = &spec.database;
+        DbInstance::builder()
+            .db_instance_identifier(rds_name(&spec.stack))
+            .db_instance_status("available")
+            .db_instance_class(&d.instance_class)
+            .allocated_storage(d.storage_gib as i32)
+            .backup_retention_period(i32::from(d.backup_retention_days))
+            .deletion_protection(d.deletion_protection)
+            .multi_az(d.multi_az)
+            .engine_version(format!("{}.4", d.engine_version))
+            .storage_encrypted(true)
+            .master_user_secret(
+                aws_sdk_rds::types::MasterUserSecret::builder()
+                    .secret_arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1")
+                    .build(),
+            )
+            .tag_list(rds_tag(IMAGE_TAG, &spec.app.image))
+            .build()
+    }
+
+    #[test]
+    fn an_instance_as_the_spec_asks_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let dbs = kind(&spec, Some(spec.app.image.clone()));
+        let steps = dbs.diff(&w, &instance_as(&spec), &()).unwrap();
+        assert!(steps.is_empty(), "{steps:?}");
+    }
+
+    #[test]
+    fn a_larger_class_and_storage_in_the_spec_modify_the_instance_in_place() {
+        let live = instance_as(&StackSpec::new("s"));
+        let mut spec = StackSpec::new("s");
+        spec.database.instance_class = "db.t4g.small".into();
+        spec.database.storage_gib = 30;
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let steps = kind(&spec, None).diff(&w, &live, &()).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::Class("db.t4g.micro".into(), "db.t4g.small".into()),
+                Step::Storage(20, 30),
+            ]
+        );
+        assert_eq!(steps[0].to_string(), "class db.t4g.micro → db.t4g.small");
+    }
+
+    #[test]
+    fn an_older_engine_in_the_spec_cannot_downgrade_the_instance() {
+        let live = instance_as(&StackSpec::new("s"));
+        let mut spec = StackSpec::new("s");
+        spec.database.engine_version = "16".into();
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let Err(TierError::Refused(why)) = kind(&spec, None).diff(&w, &live, &()) else {
+            panic!("a downgrade was not refused");
+        };
+        assert!(why.contains("cannot be downgraded"), "{why}");
+        assert!(why.contains("database.engineVersion to \"17\""), "{why}");
+    }
+
+    #[test]
+    fn a_paused_spec_stops_an_available_instance() {
+        let mut spec = StackSpec::new("s");
+        spec.paused = true;
+        let live = instance_as(&spec);
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let steps = kind(&spec, None).diff(&w, &live, &()).unwrap();
+        assert_eq!(steps, vec![Step::Stop(String::new())]);
+        assert_eq!(steps[0].to_string(), "stop (paused)");
+    }
+
+    #[test]
+    fn another_image_in_the_spec_is_put_on_record_once_it_may_go_out() {
+        let before = StackSpec::new("s");
+        let live = instance_as(&before);
+        let mut spec = before.clone();
+        spec.app.image = "metabase/metabase:v0.59.0".into();
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let steps = kind(&spec, Some(spec.app.image.clone()))
+            .diff(&w, &live, &())
+            .unwrap();
+        assert_eq!(
+            steps,
+            vec![Step::RecordImage(
+                Some(before.app.image.clone()),
+                spec.app.image.clone()
+            )]
+        );
+    }
 
     #[test]
     fn versions() {

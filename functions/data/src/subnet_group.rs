@@ -227,3 +227,84 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         &["rds:ModifyDBSubnetGroup", "rds:DeleteDBSubnetGroup"],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::outputs::NetworkOutputs;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    /// A client that is never called: `diff` is pure.
+    fn rds() -> aws_sdk_rds::Client {
+        let conf = aws_sdk_rds::Config::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_rds::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The kind over the network's private subnets, as the tier reads them
+    /// from the network's outputs (in the network's order, not sorted).
+    fn kind() -> SubnetGroups {
+        let net = NetworkOutputs {
+            private_subnet_ids: vec![Some("subnet-b".into()), Some("subnet-a".into())],
+            ..Default::default()
+        };
+        SubnetGroups {
+            rds: rds(),
+            subnets: net.private_subnets(),
+            stack: "s".into(),
+        }
+    }
+
+    fn group(subnets: &[&str]) -> Live {
+        let subnets: Vec<aws_sdk_rds::types::Subnet> = subnets
+            .iter()
+            .map(|s| {
+                aws_sdk_rds::types::Subnet::builder()
+                    .subnet_identifier(*s)
+                    .build()
+            })
+            .collect();
+        Live {
+            group: DbSubnetGroup::builder()
+                .db_subnet_group_name(rds_name("s"))
+                .set_subnets(Some(subnets))
+                .build(),
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_group_over_the_private_subnets_in_any_order_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let steps = kind()
+            .diff(&w, &group(&["subnet-a", "subnet-b"]), &())
+            .unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_group_over_other_subnets_is_set_to_the_private_subnets() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Data, &spec, &run, Verb::Apply);
+        let steps = kind()
+            .diff(&w, &group(&["subnet-old", "subnet-a"]), &())
+            .unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec!["subnets subnet-a, subnet-old → subnet-a, subnet-b"]
+        );
+    }
+}

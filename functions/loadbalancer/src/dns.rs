@@ -617,4 +617,120 @@ mod tests {
             "A alias → other-alb-1.us-east-1.elb.amazonaws.com"
         );
     }
+
+    const ALB_DNS: &str = "s-alb-1234567890.us-east-1.elb.amazonaws.com";
+
+    fn aliases(target: Option<&str>) -> Aliases {
+        Aliases {
+            dns: Dns {
+                r53: Client::from_conf(
+                    aws_sdk_route53::Config::builder()
+                        .behavior_version(aws_sdk_route53::config::BehaviorVersion::latest())
+                        .region(aws_sdk_route53::config::Region::new("us-east-1"))
+                        .build(),
+                ),
+            },
+            zone: Some(Zone {
+                id: "Z0123456789ABCDEFGHIJ".into(),
+                name: "example.com".into(),
+            }),
+            domain: Some("bi.example.com".into()),
+            target: target.map(|d| (d.to_string(), "Z35SXDOTRQ7X7K".to_string())),
+            ledger: None,
+            stack: "s".into(),
+            keep_others: false,
+        }
+    }
+
+    /// The `bi.example.com` A record as Route 53 lists it.
+    fn record(set: ResourceRecordSet) -> Live {
+        Live {
+            name: "bi.example.com".into(),
+            set,
+            tags: Vec::new(),
+        }
+    }
+
+    /// An alias to `dns_name`, as Route 53 keeps it (final dot).
+    fn alias_to(dns_name: &str) -> Live {
+        record(
+            ResourceRecordSet::builder()
+                .name("bi.example.com.")
+                .r#type(RrType::A)
+                .alias_target(
+                    AliasTarget::builder()
+                        .hosted_zone_id("Z35SXDOTRQ7X7K")
+                        .dns_name(dns_name)
+                        .evaluate_target_health(false)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn repoints(steps: &[Repoint]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    fn run() -> mbstack_core::Run {
+        mbstack_core::Run {
+            id: "run-1".into(),
+            scope: mbstack_core::Scope::Stack,
+        }
+    }
+
+    #[test]
+    fn an_alias_to_the_stacks_load_balancer_needs_no_change() {
+        let mut spec = mbstack_core::StackSpec::new("s");
+        spec.load_balancer.domain = Some("bi.example.com".into());
+        let run = run();
+        let w = Work::new(
+            mbstack_core::Tier::LoadBalancer,
+            &spec,
+            &run,
+            mbstack_core::Verb::Apply,
+        );
+        let want = "bi.example.com".to_string();
+        // Route 53 may add `dualstack.` and keeps the final dot.
+        let live = alias_to(&format!("dualstack.{ALB_DNS}."));
+        let steps = aliases(Some(ALB_DNS)).diff(&w, &live, &want).unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn an_alias_to_another_load_balancer_or_a_plain_record_is_pointed_at_ours() {
+        let mut spec = mbstack_core::StackSpec::new("s");
+        spec.load_balancer.domain = Some("bi.example.com".into());
+        let run = run();
+        let w = Work::new(
+            mbstack_core::Tier::LoadBalancer,
+            &spec,
+            &run,
+            mbstack_core::Verb::Apply,
+        );
+        let want = "bi.example.com".to_string();
+        let plain = record(
+            ResourceRecordSet::builder()
+                .name("bi.example.com.")
+                .r#type(RrType::A)
+                .ttl(300)
+                .resource_records(
+                    ResourceRecord::builder()
+                        .value("203.0.113.7")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        );
+        for live in [alias_to("other-alb-1.us-east-1.elb.amazonaws.com."), plain] {
+            let steps = aliases(Some(ALB_DNS)).diff(&w, &live, &want).unwrap();
+            assert_eq!(repoints(&steps), vec![format!("alias → {ALB_DNS}")]);
+        }
+        // A plan whose load balancer is not created yet has nothing to point at.
+        let live = alias_to("other-alb-1.us-east-1.elb.amazonaws.com.");
+        assert!(aliases(None).diff(&w, &live, &want).unwrap().is_empty());
+    }
 }

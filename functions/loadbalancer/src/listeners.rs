@@ -334,3 +334,201 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    const TG: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
+    const CERT: &str =
+        "arn:aws:acm:us-east-1:111122223333:certificate/11111111-2222-3333-4444-555555555555";
+
+    fn elb() -> Client {
+        Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::Config::builder()
+                .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
+                    "us-east-1",
+                ))
+                .build(),
+        )
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    fn listeners(tg: Option<&str>) -> Listeners {
+        Listeners {
+            elb: elb(),
+            stack: "s".into(),
+            lb_arn: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:111122223333:loadbalancer/app/s-alb/0123456789abcdef"
+                    .into(),
+            ),
+            tg_arn: tg.map(str::to_string),
+        }
+    }
+
+    fn live(listener: Listener) -> Live {
+        Live {
+            listener,
+            tags: Vec::new(),
+        }
+    }
+
+    /// HTTP :80 forwarding to the target group.
+    fn http_forward() -> Listener {
+        Listener::builder()
+            .port(80)
+            .protocol(ProtocolEnum::Http)
+            .default_actions(
+                ElbAction::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(TG)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// HTTPS :443 with `cert` and the TLS 1.3/1.2 policy, forwarding.
+    fn https_forward(cert: &str) -> Listener {
+        Listener::builder()
+            .port(443)
+            .protocol(ProtocolEnum::Https)
+            .ssl_policy("ELBSecurityPolicy-TLS13-1-2-2021-06")
+            .certificates(Certificate::builder().certificate_arn(cert).build())
+            .default_actions(
+                ElbAction::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(TG)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// HTTP :80 answering 301 to HTTPS :443.
+    fn http_redirect() -> Listener {
+        Listener::builder()
+            .port(80)
+            .protocol(ProtocolEnum::Http)
+            .default_actions(
+                ElbAction::builder()
+                    .r#type(ActionTypeEnum::Redirect)
+                    .redirect_config(
+                        RedirectActionConfig::builder()
+                            .protocol("HTTPS")
+                            .port("443")
+                            .status_code(RedirectActionStatusCodeEnum::Http301)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    fn shown(steps: &[Modify]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn listeners_as_the_layout_wants_need_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let ls = listeners(Some(TG));
+        // Without a certificate: HTTP :80 forwards.
+        let http = wanted(TG, None);
+        assert!(ls
+            .diff(&w, &live(http_forward()), &http[0])
+            .unwrap()
+            .is_empty());
+        // With one: HTTPS :443 forwards, :80 redirects.
+        let https = wanted(TG, Some(CERT));
+        assert!(ls
+            .diff(&w, &live(https_forward(CERT)), &https[0])
+            .unwrap()
+            .is_empty());
+        assert!(ls
+            .diff(&w, &live(http_redirect()), &https[1])
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_certificate_turns_the_forwarding_http_listener_into_a_redirect() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let https = wanted(TG, Some(CERT));
+        let port_80 = https.iter().find(|l| l.port == 80).unwrap();
+        let steps = listeners(Some(TG))
+            .diff(&w, &live(http_forward()), port_80)
+            .unwrap();
+        assert_eq!(shown(&steps), vec!["HTTP :80 → 301 to HTTPS :443"]);
+    }
+
+    #[test]
+    fn an_https_listener_with_another_certificate_or_policy_is_modified() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let https = wanted(TG, Some(CERT));
+        let port_443 = https.iter().find(|l| l.port == 443).unwrap();
+        let old_cert = https_forward(
+            "arn:aws:acm:us-east-1:111122223333:certificate/99999999-8888-7777-6666-555555555555",
+        );
+        let old_policy = Listener::builder()
+            .port(443)
+            .protocol(ProtocolEnum::Https)
+            .ssl_policy("ELBSecurityPolicy-2016-08")
+            .certificates(Certificate::builder().certificate_arn(CERT).build())
+            .default_actions(
+                ElbAction::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(TG)
+                    .build(),
+            )
+            .build();
+        for listener in [old_cert, old_policy] {
+            let steps = listeners(Some(TG))
+                .diff(&w, &live(listener), port_443)
+                .unwrap();
+            assert_eq!(shown(&steps), vec!["HTTPS :443 → target group"]);
+        }
+    }
+
+    #[test]
+    fn a_listener_forwarding_elsewhere_is_pointed_back_unless_the_target_group_is_planned() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let http = wanted(TG, None);
+        let elsewhere = Listener::builder()
+            .port(80)
+            .protocol(ProtocolEnum::Http)
+            .default_actions(
+                ElbAction::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(
+                        "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/other/1",
+                    )
+                    .build(),
+            )
+            .build();
+        let steps = listeners(Some(TG))
+            .diff(&w, &live(elsewhere.clone()), &http[0])
+            .unwrap();
+        assert_eq!(shown(&steps), vec!["HTTP :80 → target group"]);
+        // A plan whose target group is not created yet has nothing to compare.
+        let steps = listeners(None)
+            .diff(&w, &live(elsewhere), &http[0])
+            .unwrap();
+        assert!(steps.is_empty());
+    }
+}

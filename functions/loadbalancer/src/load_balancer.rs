@@ -340,3 +340,122 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     )
     .when(r#"{"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}"#),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_elasticloadbalancingv2::types::AvailabilityZone;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    fn elb() -> Client {
+        Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::Config::builder()
+                .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
+                    "us-east-1",
+                ))
+                .build(),
+        )
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The ALB of a converge over two public subnets and the LB security
+    /// group (None: planned).
+    fn lbs(planned: bool) -> LoadBalancers {
+        let elb = elb();
+        LoadBalancers {
+            reads: crate::reads::Reads::new(elb.clone(), "s"),
+            elb,
+            subnets: (!planned).then(|| vec!["subnet-a".to_string(), "subnet-b".to_string()]),
+            sg: (!planned).then(|| "sg-lb".to_string()),
+        }
+    }
+
+    /// An ALB as ELB describes it: its security group, the subnets of its
+    /// zones, and its attributes.
+    fn alb(sg: &str, subnets: &[&str], attributes: &[(&str, &str)]) -> Live {
+        let mut lb = LoadBalancer::builder()
+            .load_balancer_name("s-alb")
+            .load_balancer_arn(
+                "arn:aws:elasticloadbalancing:us-east-1:111122223333:loadbalancer/app/s-alb/0123456789abcdef",
+            )
+            .security_groups(sg);
+        for (i, s) in subnets.iter().enumerate() {
+            lb = lb.availability_zones(
+                AvailabilityZone::builder()
+                    .zone_name(format!("us-east-1{}", ['a', 'b', 'c'][i % 3]))
+                    .subnet_id(*s)
+                    .build(),
+            );
+        }
+        Live {
+            lb: lb.build(),
+            tags: Vec::new(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The attributes of the default spec (idle timeout 60 s, no deletion
+    /// protection), among others ELB reports.
+    const DEFAULT_ATTRIBUTES: &[(&str, &str)] = &[
+        ("access_logs.s3.enabled", "false"),
+        ("deletion_protection.enabled", "false"),
+        ("idle_timeout.timeout_seconds", "60"),
+        ("routing.http.drop_invalid_header_fields.enabled", "true"),
+    ];
+
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn an_alb_as_the_spec_wants_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let live = alb("sg-lb", &["subnet-b", "subnet-a"], DEFAULT_ATTRIBUTES);
+        assert!(lbs(false).diff(&w, &live, &()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_idle_timeout_and_deletion_protection_are_set() {
+        let mut spec = StackSpec::new("s");
+        spec.load_balancer.idle_timeout_seconds = 300;
+        spec.load_balancer.deletion_protection = true;
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let live = alb("sg-lb", &["subnet-a", "subnet-b"], DEFAULT_ATTRIBUTES);
+        let steps = lbs(false).diff(&w, &live, &()).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "idle_timeout.timeout_seconds → 300",
+                "deletion_protection.enabled → true"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_alb_on_another_security_group_and_subnets_is_moved_back() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let live = alb("sg-other", &["subnet-a", "subnet-x"], DEFAULT_ATTRIBUTES);
+        let steps = lbs(false).diff(&w, &live, &()).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec!["security group → sg-lb", "subnets → subnet-a, subnet-b"]
+        );
+        // A plan whose network is not known yet compares only the attributes.
+        assert!(lbs(true).diff(&w, &live, &()).unwrap().is_empty());
+    }
+}

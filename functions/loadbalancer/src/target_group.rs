@@ -312,3 +312,117 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_elasticloadbalancingv2::types::builders::TargetGroupBuilder;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    fn elb() -> Client {
+        Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::Config::builder()
+                .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
+                    "us-east-1",
+                ))
+                .build(),
+        )
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    fn tgs() -> TargetGroups {
+        let elb = elb();
+        TargetGroups {
+            reads: crate::reads::Reads::new(elb.clone(), "s"),
+            elb,
+            vpc_id: Some("vpc-1".into()),
+        }
+    }
+
+    /// The target group as made for Metabase: ip targets on :3000 in vpc-1,
+    /// checked on GET /api/health every 30 s (10 s timeout), healthy after
+    /// 2 passes, unhealthy after 5 failures, 200 only.
+    fn as_created() -> TargetGroupBuilder {
+        TargetGroup::builder()
+            .target_group_name("s-tg")
+            .target_group_arn(
+                "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef",
+            )
+            .protocol(ProtocolEnum::Http)
+            .port(3000)
+            .vpc_id("vpc-1")
+            .target_type(TargetTypeEnum::Ip)
+            .health_check_protocol(ProtocolEnum::Http)
+            .health_check_path("/api/health")
+            .health_check_interval_seconds(30)
+            .health_check_timeout_seconds(10)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(5)
+            .matcher(Matcher::builder().http_code("200").build())
+    }
+
+    /// A deregistration delay of `delay` s, no stickiness.
+    fn live(tg: TargetGroupBuilder, delay: &str) -> Live {
+        Live {
+            tg: tg.build(),
+            tags: Vec::new(),
+            attributes: vec![
+                ("deregistration_delay.timeout_seconds".into(), delay.into()),
+                ("stickiness.enabled".into(), "false".into()),
+                ("load_balancing.algorithm.type".into(), "round_robin".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_target_group_as_made_for_metabase_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let steps = tgs().diff(&w, &live(as_created(), "30"), &()).unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_drifted_health_check_and_deregistration_delay_are_set_back() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        let drifted = as_created()
+            .health_check_path("/")
+            .unhealthy_threshold_count(2);
+        let steps = tgs().diff(&w, &live(drifted, "300"), &()).unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "health path / → /api/health",
+                "unhealthy threshold 2 → 5",
+                "deregistration_delay.timeout_seconds → 30",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_group_on_another_port_or_vpc_cannot_be_changed_in_place() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::LoadBalancer, &spec, &run, Verb::Apply);
+        for tg in [as_created().port(80), as_created().vpc_id("vpc-other")] {
+            let err = tgs()
+                .diff(&w, &live(tg, "30"), &())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("target group s-tg"), "{err}");
+            assert!(err.contains("delete it and apply again"), "{err}");
+        }
+    }
+}

@@ -179,3 +179,77 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::InternetGatewayAttachment;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The stack's gateway kind, its VPC being `vpc-1`.
+    fn gateways() -> Gateways {
+        Gateways {
+            ec2: ec2(),
+            vpc_id: Some("vpc-1".into()),
+        }
+    }
+
+    fn gateway(attached_to: Option<&str>) -> InternetGateway {
+        let attachments =
+            attached_to.map(|vpc| vec![InternetGatewayAttachment::builder().vpc_id(vpc).build()]);
+        InternetGateway::builder()
+            .internet_gateway_id("igw-1")
+            .set_attachments(attachments)
+            .build()
+    }
+
+    #[test]
+    fn a_gateway_attached_to_the_stack_vpc_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let steps = gateways().diff(&w, &gateway(Some("vpc-1")), &()).unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_detached_gateway_is_attached_to_the_stack_vpc() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let steps = gateways().diff(&w, &gateway(None), &()).unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec!["attached to vpc-1"]);
+    }
+
+    #[test]
+    fn a_gateway_attached_to_another_vpc_is_left_for_a_person() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let Err(TierError::Terminal(why)) = gateways().diff(&w, &gateway(Some("vpc-other")), &())
+        else {
+            panic!("a gateway attached to another VPC was not refused");
+        };
+        assert!(
+            why.contains("igw-1 is attached to vpc-other, not to the stack's VPC"),
+            "{why}"
+        );
+    }
+}

@@ -538,3 +538,79 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    fn kind() -> NatGateways {
+        NatGateways {
+            ec2: ec2(),
+            reads: Reads::new(ec2()),
+        }
+    }
+
+    /// The one NAT gateway of `nat: single`, as the tier asks for it.
+    fn wanted() -> Wanted {
+        Wanted {
+            az: "us-east-1a".into(),
+            subnet_id: Some("subnet-pub-a".into()),
+            allocation_id: Some("eipalloc-1".into()),
+            held_by: None,
+        }
+    }
+
+    fn nat(state: NatGatewayState) -> NatGateway {
+        NatGateway::builder()
+            .nat_gateway_id("nat-1")
+            .subnet_id("subnet-pub-a")
+            .state(state)
+            .build()
+    }
+
+    #[test]
+    fn an_available_nat_gateway_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let live = nat(NatGatewayState::Available);
+        assert!(kind().diff(&w, &live, &wanted()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_nat_gateway_is_replaced() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let failed = NatGateway::builder()
+            .nat_gateway_id("nat-1")
+            .subnet_id("subnet-pub-a")
+            .state(NatGatewayState::Failed)
+            .failure_code("Gateway.NotAttached")
+            .failure_message("Network vpc-1 has no Internet gateway attached")
+            .build();
+        let steps = kind().diff(&w, &failed, &wanted()).unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec!["replace: it failed (Network vpc-1 has no Internet gateway attached (Gateway.NotAttached))"]
+        );
+    }
+}

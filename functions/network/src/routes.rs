@@ -383,3 +383,139 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{Route, RouteTableAssociation};
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The kind with every table of the VPC known, as `list` leaves it.
+    fn kind(all: &[RouteTable]) -> RouteTables {
+        let rts = RouteTables::new(ec2(), Some("vpc-1".into()));
+        *rts.all.lock().unwrap() = all.to_vec();
+        rts
+    }
+
+    fn default_route(via_igw: bool, target: &str, state: RouteState) -> Route {
+        let r = Route::builder()
+            .destination_cidr_block(ANYWHERE)
+            .state(state);
+        if via_igw {
+            r.gateway_id(target).build()
+        } else {
+            r.nat_gateway_id(target).build()
+        }
+    }
+
+    fn table(id: &str, route: Option<Route>, subnets: &[&str]) -> RouteTable {
+        let associations: Vec<RouteTableAssociation> = subnets
+            .iter()
+            .map(|s| {
+                RouteTableAssociation::builder()
+                    .route_table_association_id(format!("rtbassoc-{s}"))
+                    .route_table_id(id)
+                    .subnet_id(*s)
+                    .build()
+            })
+            .collect();
+        RouteTable::builder()
+            .route_table_id(id)
+            .set_routes(route.map(|r| vec![r]))
+            .set_associations(Some(associations))
+            .build()
+    }
+
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_public_table_routing_to_the_gateway_with_its_subnets_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let public = table(
+            "rtb-pub",
+            Some(default_route(true, "igw-1", RouteState::Active)),
+            &["subnet-pub-a", "subnet-pub-b"],
+        );
+        let want = Wanted {
+            role: "public".into(),
+            target: Target::InternetGateway(Some("igw-1".into())),
+            subnets: vec![Some("subnet-pub-a".into()), Some("subnet-pub-b".into())],
+        };
+        let steps = kind(std::slice::from_ref(&public)).diff(&w, &public, &want).unwrap();
+        assert!(steps.is_empty(), "{:?}", shown(&steps));
+    }
+
+    #[test]
+    fn a_private_table_is_pointed_at_the_new_nat_and_takes_its_subnets() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        // Its NAT gateway was replaced (the old route a blackhole), one of its
+        // subnets sits in the public table, the other in none.
+        let private = table(
+            "rtb-priv",
+            Some(default_route(false, "nat-old", RouteState::Blackhole)),
+            &[],
+        );
+        let public = table("rtb-pub", None, &["subnet-priv-a"]);
+        let want = Wanted {
+            role: "private".into(),
+            target: Target::NatGateway(Some("nat-new".into())),
+            subnets: vec![Some("subnet-priv-a".into()), Some("subnet-priv-b".into())],
+        };
+        let steps = kind(&[private.clone(), public])
+            .diff(&w, &private, &want)
+            .unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "route 0.0.0.0/0 → nat-new (was nat-old, a blackhole)",
+                "move subnet-priv-a here from rtb-pub",
+                "associate subnet-priv-b",
+            ]
+        );
+        assert!(matches!(
+            &steps[1],
+            Step::Move(s, a, t) if s == "subnet-priv-a" && a == "rtbassoc-subnet-priv-a" && t == "rtb-pub"
+        ));
+    }
+
+    #[test]
+    fn a_private_table_without_nat_loses_its_default_route() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let private = table(
+            "rtb-priv",
+            Some(default_route(false, "nat-1", RouteState::Active)),
+            &["subnet-priv-a"],
+        );
+        let want = Wanted {
+            role: "private".into(),
+            target: Target::Nothing,
+            subnets: vec![Some("subnet-priv-a".into())],
+        };
+        let steps = kind(std::slice::from_ref(&private)).diff(&w, &private, &want).unwrap();
+        assert_eq!(shown(&steps), vec!["remove route 0.0.0.0/0 → nat-1"]);
+    }
+}

@@ -583,3 +583,97 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, Tier, Verb};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The stack's groups, the load balancer's known as `sg-lb` (as `list`
+    /// learns it).
+    fn kind() -> SecurityGroups {
+        let sg = SecurityGroups::new(ec2(), Some("vpc-1".into()));
+        sg.know(Role::LoadBalancer, Some("sg-lb".into()));
+        sg
+    }
+
+    fn tcp_from(port: i32, cidr: &str) -> IpPermission {
+        IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+            .build()
+    }
+
+    fn group(id: &str, ingress: Vec<IpPermission>) -> Live {
+        Live {
+            group: SecurityGroup::builder()
+                .group_id(id)
+                .set_ip_permissions(Some(ingress))
+                .build(),
+        }
+    }
+
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_load_balancer_group_open_on_80_to_the_allowed_cidrs_needs_no_change() {
+        // The default spec: HTTP only, from 0.0.0.0/0.
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let live = group("sg-lb", vec![tcp_from(80, "0.0.0.0/0")]);
+        let steps = kind().diff(&w, &live, &Role::LoadBalancer).unwrap();
+        assert!(steps.is_empty(), "{:?}", shown(&steps));
+    }
+
+    #[test]
+    fn a_certificate_opens_443_and_any_other_rule_is_revoked() {
+        let mut spec = StackSpec::new("s");
+        spec.load_balancer.certificate_arn =
+            Some("arn:aws:acm:us-east-1:123456789012:certificate/abc".into());
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let live = group(
+            "sg-lb",
+            vec![tcp_from(80, "0.0.0.0/0"), tcp_from(22, "10.0.0.0/8")],
+        );
+        let steps = kind().diff(&w, &live, &Role::LoadBalancer).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec!["+tcp/443 from 0.0.0.0/0", "-tcp/22 from 10.0.0.0/8"]
+        );
+    }
+
+    #[test]
+    fn the_app_group_takes_3000_from_the_load_balancer_group_only() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let live = group("sg-app", vec![tcp_from(3000, "0.0.0.0/0")]);
+        let steps = kind().diff(&w, &live, &Role::App).unwrap();
+        assert_eq!(
+            shown(&steps),
+            vec!["+tcp/3000 from sg-lb", "-tcp/3000 from 0.0.0.0/0"]
+        );
+    }
+}

@@ -228,3 +228,95 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    fn kind() -> Subnets {
+        Subnets {
+            ec2: ec2(),
+            vpc_id: Some("vpc-1".into()),
+            seen: Default::default(),
+        }
+    }
+
+    /// The subnets the spec asks for over two AZs, as the tier lays them out:
+    /// the default 10.0.0.0/16 cut in 16 /20 blocks, public `i` in block `i`,
+    /// private `i` in block `8 + i`.
+    fn wanted(spec: &StackSpec) -> Vec<Want> {
+        let azs = ["us-east-1a".to_string(), "us-east-1b".to_string()];
+        wants(&spec.vpc_cidr().unwrap(), &azs).unwrap()
+    }
+
+    fn subnet(cidr: &str, az: &str, maps_public_ips: bool) -> Subnet {
+        Subnet::builder()
+            .subnet_id("subnet-1")
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .map_public_ip_on_launch(maps_public_ips)
+            .build()
+    }
+
+    #[test]
+    fn a_subnet_where_the_layout_puts_it_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let layout = wanted(&spec);
+        let want = &layout[1];
+        assert_eq!((want.side, want.az.as_str()), (Side::Private, "us-east-1a"));
+        let live = subnet("10.0.128.0/20", "us-east-1a", false);
+        assert!(kind().diff(&w, &live, want).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_subnet_that_maps_public_ips_on_launch_stops_doing_so() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let layout = wanted(&spec);
+        let want = &layout[0];
+        let live = subnet("10.0.0.0/20", "us-east-1a", true);
+        let steps = kind().diff(&w, &live, want).unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec!["stop mapping public IPs on launch"]);
+    }
+
+    #[test]
+    fn a_subnet_in_another_block_than_the_layout_cannot_change_in_place() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let layout = wanted(&spec);
+        let want = &layout[0];
+        // Block 1 (the second AZ's public subnet), not block 0.
+        let live = subnet("10.0.16.0/20", "us-east-1a", false);
+        let Err(TierError::Terminal(why)) = kind().diff(&w, &live, want) else {
+            panic!("a subnet in another block was not refused");
+        };
+        assert!(
+            why.contains(
+                "is 10.0.16.0/20 in us-east-1a but the layout puts it at 10.0.0.0/20 in us-east-1a"
+            ),
+            "{why}"
+        );
+    }
+}

@@ -204,3 +204,82 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::create_tagged("CreateTagged", &["ec2:CreateVpc"]),
     Permission::own_tagged("ChangeTagged", &["ec2:ModifyVpcAttribute", "ec2:DeleteVpc"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbstack_core::{Run, Scope, StackSpec, Tier};
+
+    /// A client that is never called: `diff` is pure.
+    fn ec2() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn run() -> Run {
+        Run {
+            id: "run-1".into(),
+            scope: Scope::Stack,
+        }
+    }
+
+    /// The VPC the spec asks for, as the tier builds it: `network.cidr`.
+    fn want(spec: &StackSpec) -> Want {
+        Want {
+            cidr: spec.vpc_cidr().unwrap().to_string(),
+        }
+    }
+
+    fn live(cidr: &str, dns_off: Vec<VpcAttributeName>) -> Live {
+        Live {
+            vpc: Vpc::builder().vpc_id("vpc-1").cidr_block(cidr).build(),
+            dns_off,
+        }
+    }
+
+    #[test]
+    fn a_vpc_with_the_spec_cidr_and_dns_on_needs_no_change() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let vpcs = Vpcs { ec2: ec2() };
+        let steps = vpcs
+            .diff(&w, &live("10.0.0.0/16", vec![]), &want(&spec))
+            .unwrap();
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_vpc_with_dns_hostnames_off_turns_them_on() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let vpcs = Vpcs { ec2: ec2() };
+        let drifted = live("10.0.0.0/16", vec![VpcAttributeName::EnableDnsHostnames]);
+        let steps = vpcs.diff(&w, &drifted, &want(&spec)).unwrap();
+        let shown: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec!["turn on enableDnsHostnames"]);
+    }
+
+    #[test]
+    fn a_vpc_with_another_cidr_cannot_change_in_place() {
+        let mut spec = StackSpec::new("s");
+        spec.network.cidr = "10.1.0.0/16".into();
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let vpcs = Vpcs { ec2: ec2() };
+        let Err(TierError::Refused(why)) =
+            vpcs.diff(&w, &live("10.0.0.0/16", vec![]), &want(&spec))
+        else {
+            panic!("a VPC with another CIDR was not refused");
+        };
+        assert!(
+            why.contains("CIDR 10.0.0.0/16 but the spec asks for 10.1.0.0/16"),
+            "{why}"
+        );
+        assert!(why.contains("network.cidr"), "{why}");
+    }
+}
