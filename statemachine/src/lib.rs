@@ -82,8 +82,8 @@ fn wait_of(t: T) -> Option<&'static WaitApart> {
     WAITS.iter().find(|(w, _)| *w == t).map(|(_, w)| w)
 }
 
-use mbstack_core::Part;
 use mbstack_core::Tier as T;
+use mbstack_core::{Part, Scope, State, Verb};
 
 /// The order the tiers run in: each stage after the one before it, the tiers
 /// of one stage in parallel. A rollback and a destroy run the stages in
@@ -215,7 +215,7 @@ fn invoke(
 
 /// Where a tier's outcome lives in the state: top level, or inside a Parallel
 /// branch's copy (which the Parallel hands back as `$.tiers.<key>`).
-fn tier_event(verb: &str, scope: &str, inputs: Value, part: Option<Part>) -> Value {
+fn tier_event(verb: Verb, scope: Scope, inputs: Value, part: Option<Part>) -> Value {
     let mut event = json!({"verb": verb, "spec.$": "$.spec", "run": {"id.$": "$.runId", "scope": scope}, "inputs": inputs});
     if let Some(part) = part {
         event["part"] = json!(part.as_str());
@@ -237,12 +237,11 @@ fn status_selector() -> Value {
 /// Returns the loop's entry state name.
 struct Loop<'a> {
     tier: &'a Tier,
-    /// "Create" or "Delete"
-    verb_label: &'a str,
-    first: &'a str,
-    again: &'a str,
-    scope: &'a str,
-    done_state: &'a str,
+    way: Way,
+    first: Verb,
+    again: Verb,
+    scope: Scope,
+    done_state: State,
     inputs: Value,
     next: &'a str,
     /// Where failures go (Catch / timeout); None inside a Parallel branch (the
@@ -255,39 +254,39 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     let t = l.tier;
     let key = t.key;
     // Names are unique across the apply, rollback and delete loops of a tier.
-    let (ready, phase, mut again) = match l.verb_label {
-        "Create" if t.label.ends_with('s') => (
+    let (ready, phase, mut again) = match l.way {
+        Way::Create if t.label.ends_with('s') => (
             format!("Are the {} ready?", t.label),
             String::new(),
             format!("Check the {} again", t.label),
         ),
-        "Create" => (
+        Way::Create => (
             format!("Is the {} ready?", t.label),
             String::new(),
             format!("Check the {} again", t.label),
         ),
-        "Roll back" => (
+        Way::RollBack => (
             format!("Is the {} rolled back?", t.label),
             " rollback".to_string(),
             format!("Roll back the {} again", t.label),
         ),
-        "Put back" => (
+        Way::PutBack => (
             format!("Is the {} back?", t.label),
             " return".to_string(),
             format!("Put back {} again", t.label),
         ),
-        _ => (
+        Way::Delete => (
             format!("Is the {} deleted?", t.label),
             " deletion".to_string(),
             format!("Delete the {} again", t.label),
         ),
     };
-    if l.again == "apply" {
+    if l.again == Verb::Apply {
         again = format!("Apply the {} again", t.label);
     }
     let entry = match l.first {
-        "check" => format!("Check the {}", t.label),
-        _ => format!("{} {}", l.verb_label, t.label),
+        Verb::Check => format!("Check the {}", t.label),
+        _ => format!("{} {}", l.way.label(), t.label),
     };
     let count = format!("Count {}{phase} polls", t.label);
     let bound = format!("Waited too long for the {}{phase}?", t.label);
@@ -311,7 +310,7 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
         ready.clone(),
         json!({
             "Type": "Choice",
-            "Choices": [{"Variable": format!("$.{key}.status.state"), "StringEquals": l.done_state, "Next": l.next}],
+            "Choices": [{"Variable": format!("$.{key}.status.state"), "StringEquals": l.done_state.as_str(), "Next": l.next}],
             "Default": count
         }),
     );
@@ -333,18 +332,18 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
         }),
     );
     states.insert(wait.clone(), json!({"Type": "Wait", "SecondsPath": format!("$.{key}.status.retryAfterSeconds"), "Next": again}));
-    let again_selector = if l.again == "check" {
+    let again_selector = if l.again == Verb::Check {
         status_selector()
     } else {
         json!({"changes.$": "$.Payload.changes", "status": status_selector()})
     };
-    let again_path = if l.again == "check" {
+    let again_path = if l.again == Verb::Check {
         format!("$.{key}.status")
     } else {
         format!("$.{key}")
     };
     let mut again_event = tier_event(l.again, l.scope, l.inputs, t.part);
-    if l.again != "check" {
+    if l.again != Verb::Check {
         // The changes of the passes before, kept by the tier in front of its
         // own: the run's output and its notification list every one.
         again_event["changesBefore.$"] = json!(format!("$.{key}.changes"));
@@ -362,7 +361,9 @@ fn add_loop(states: &mut Map<String, Value>, l: Loop<'_>) -> String {
     );
     let cause = format!(
         "the {} did not become {} within {} polls",
-        t.label, l.done_state, t.max_polls
+        t.label,
+        l.done_state.as_str(),
+        t.max_polls
     );
     match l.on_error {
         Some(to) => states.insert(
@@ -386,17 +387,37 @@ fn branch(start: String, states: Map<String, Value>) -> Value {
     json!({"StartAt": start, "States": states})
 }
 
+/// How a loop goes through a tier: the first words of its states' names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Create,
+    RollBack,
+    PutBack,
+    Delete,
+}
+
+impl Way {
+    fn label(&self) -> &'static str {
+        match self {
+            Way::Create => "Create",
+            Way::RollBack => "Roll back",
+            Way::PutBack => "Put back",
+            Way::Delete => "Delete",
+        }
+    }
+}
+
 /// One of the three ways through the tiers' loops. Every state name a phase
-/// makes starts with its `verb_label` or names its `branch_end`, and names
+/// makes starts with its way's label or names its `branch_end`, and names
 /// the tier: names are unique across the whole definition by construction
 /// (AWS refuses a duplicate with DUPLICATE_STATE_NAME).
 #[derive(Clone, Copy)]
 struct Phase {
-    verb_label: &'static str,
-    first: &'static str,
-    again: &'static str,
-    scope: &'static str,
-    done: &'static str,
+    way: Way,
+    first: Verb,
+    again: Verb,
+    scope: Scope,
+    done: State,
     /// A Parallel branch's last state is "<Tier label> <branch_end>".
     branch_end: &'static str,
     /// The stages in reverse (undoing what the forward order made).
@@ -411,18 +432,18 @@ impl Phase {
     fn tier(&self, t: T) -> Tier {
         let full = of(t);
         match (self.scope, t) {
-            ("run", T::App) => Tier {
+            (Scope::Run, T::App) => Tier {
                 max_polls: full.max_polls / 2,
                 ..full
             },
             // A rollback that returns the database from a failed upgrade
             // renames (~10 min), restores (10–30 min, longer Multi-AZ) and
             // turns the managed password on: twice a create's bound.
-            ("run", T::Data) => Tier {
+            (Scope::Run, T::Data) => Tier {
                 max_polls: full.max_polls * 2,
                 ..full
             },
-            _ if self.first == "apply" => Tier {
+            _ if self.first == Verb::Apply => Tier {
                 part: wait_of(t).map(|w| w.then),
                 ..full
             },
@@ -434,7 +455,7 @@ impl Phase {
     /// create's waits apart for the tiers of the stage before. Undoing waits
     /// for nothing apart.
     fn waits_beside(&self, i: usize) -> Vec<(T, &'static WaitApart)> {
-        if self.reverse || self.first != "apply" || i == 0 {
+        if self.reverse || self.first != Verb::Apply || i == 0 {
             return Vec::new();
         }
         let before = self.stages()[i - 1];
@@ -470,8 +491,8 @@ impl Phase {
     /// Metabase version (`$.upgrade`, set on the way into the rollback).
     fn inputs(&self, t: T) -> Value {
         match (self.first, self.scope, t) {
-            ("apply", _, _) => inputs(t),
-            (_, "run", T::Data) => json!({"upgrade.$": "$.upgrade"}),
+            (Verb::Apply, _, _) => inputs(t),
+            (_, Scope::Run, T::Data) => json!({"upgrade.$": "$.upgrade"}),
             _ => json!({}),
         }
     }
@@ -482,13 +503,13 @@ impl Phase {
         let mut labels: Vec<&str> = stage.iter().map(|t| t.info().state_label).collect();
         let waits = self.waits_beside(i);
         if waits.is_empty() {
-            return format!("{} {}", self.verb_label, labels.join(" and "));
+            return format!("{} {}", self.way.label(), labels.join(" and "));
         }
         labels.extend(waits.iter().map(|(_, w)| w.label()));
         let last = labels.pop().unwrap_or_default();
         format!(
             "{} {}, wait for the {last}",
-            self.verb_label,
+            self.way.label(),
             labels.join(" and ")
         )
     }
@@ -503,14 +524,14 @@ impl Phase {
         on_error: Option<(&'a str, &'a str)>,
     ) -> Loop<'a> {
         // A create loop of a tier that applies until ready applies again.
-        let again = if self.first == "apply" && t.info().applies_again {
-            "apply"
+        let again = if self.first == Verb::Apply && t.info().applies_again {
+            Verb::Apply
         } else {
             self.again
         };
         Loop {
             tier,
-            verb_label: self.verb_label,
+            way: self.way,
             first: self.first,
             again,
             scope: self.scope,
@@ -566,7 +587,7 @@ impl Phase {
             .chain(
                 self.waits_beside(i)
                     .into_iter()
-                    .map(|(t, w)| (self.wait_tier(t, w), t, "check")),
+                    .map(|(t, w)| (self.wait_tier(t, w), t, Verb::Check)),
             );
         let waits = self.waits_beside(i);
         for (n, (tier, t, first)) in loops.enumerate() {
@@ -575,7 +596,7 @@ impl Phase {
             // The branch fails; the Parallel's Catch takes over.
             let mut l = self.tier_loop(&tier, t, &done, None);
             l.first = first;
-            if first == "check" {
+            if first == Verb::Check {
                 // A wait apart reads nothing upstream.
                 l.inputs = json!({});
             }
@@ -600,7 +621,7 @@ impl Phase {
                     were,
                     json!({
                         "Type": "Pass",
-                        "Result": {"status": {"state": "ready", "message": format!("the {} were available", w.label())}},
+                        "Result": {"status": {"state": State::Ready.as_str(), "message": format!("the {} were available", w.label())}},
                         "ResultPath": format!("$.{}", tier.key),
                         "Next": done
                     }),
@@ -644,11 +665,11 @@ fn add_return(s: &mut Map<String, Value>, next: &str) {
     };
     let l = Loop {
         tier: &tier,
-        verb_label: "Put back",
-        first: "apply",
-        again: "apply",
-        scope: "run",
-        done_state: "ready",
+        way: Way::PutBack,
+        first: Verb::Apply,
+        again: Verb::Apply,
+        scope: Scope::Run,
+        done_state: State::Ready,
         inputs: json!({
             "data.$": "$.tiers.data.status.outputs",
             (mbstack_core::outputs::DEPLOYMENT_KEY): inputs(T::App)[mbstack_core::outputs::DEPLOYMENT_KEY].clone()
@@ -683,31 +704,31 @@ fn add_return(s: &mut Map<String, Value>, next: &str) {
 }
 
 const CREATE: Phase = Phase {
-    verb_label: "Create",
-    first: "apply",
-    again: "check",
-    scope: "stack",
-    done: "ready",
+    way: Way::Create,
+    first: Verb::Apply,
+    again: Verb::Check,
+    scope: Scope::Stack,
+    done: State::Ready,
     branch_end: "ready",
     reverse: false,
     on_error: ("Roll back", "$.error"),
 };
 const ROLL_BACK: Phase = Phase {
-    verb_label: "Roll back",
-    first: "destroy",
-    again: "destroy",
-    scope: "run",
-    done: "gone",
+    way: Way::RollBack,
+    first: Verb::Destroy,
+    again: Verb::Destroy,
+    scope: Scope::Run,
+    done: State::Gone,
     branch_end: "rolled back",
     reverse: true,
     on_error: ("Rollback failed", "$.rollbackError"),
 };
 const DELETE: Phase = Phase {
-    verb_label: "Delete",
-    first: "destroy",
-    again: "destroy",
-    scope: "stack",
-    done: "gone",
+    way: Way::Delete,
+    first: Verb::Destroy,
+    again: Verb::Destroy,
+    scope: Scope::Stack,
+    done: State::Gone,
     branch_end: "deleted",
     reverse: true,
     on_error: ("Destroy failed", "$.error"),
@@ -866,7 +887,7 @@ pub fn definition() -> Value {
             plan_name(*t),
             invoke(
                 t.as_str(),
-                tier_event("plan", "stack", inputs(*t), None),
+                tier_event(Verb::Plan, Scope::Stack, inputs(*t), None),
                 json!({"changes.$": "$.Payload.changes", "status": status_selector()}),
                 &result_path(*t),
                 Some(&next),
@@ -1478,6 +1499,99 @@ mod tests {
         assert!(!text.contains("${"), "a placeholder is left");
         assert!(!text.contains("arn:aws:"), "an ARN outside the partition");
         assert!(text.contains("arn:aws-cn:states:::lambda:invoke"));
+    }
+
+    /// A Task's Parameters as Step Functions resolves them: each `key.$`
+    /// becomes `key` with the value at its path (`$…` in the state, `$$…` in
+    /// the context object), in nested objects too.
+    fn resolved(params: &Value, state: &Value, context: &Value) -> Result<Value, String> {
+        let Value::Object(m) = params else {
+            return Ok(params.clone());
+        };
+        let mut out = Map::new();
+        for (k, v) in m {
+            let Some(key) = k.strip_suffix(".$") else {
+                out.insert(k.clone(), resolved(v, state, context)?);
+                continue;
+            };
+            let path = v.as_str().ok_or(format!("{k}: {v} is not a path"))?;
+            let (mut at, rest) = match path.strip_prefix("$$") {
+                Some(rest) => (context, rest),
+                None => (state, path.strip_prefix('$').ok_or(format!("{k}: {path}"))?),
+            };
+            for part in rest.split('.').filter(|p| !p.is_empty()) {
+                at = at
+                    .get(part)
+                    .ok_or(format!("{k}: {path} is not in the sample state"))?;
+            }
+            out.insert(key.to_string(), at.clone());
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Every payload the deployed definition sends the control function, as
+    /// Step Functions resolves it from a run's state, reads into
+    /// `mbstack_core::control::Command` with no key left unread: the two sides
+    /// spell every key alike.
+    #[test]
+    fn every_control_payload_of_the_definition_reads_into_its_command() {
+        let functions: Vec<(mbstack_core::Tier, String)> = mbstack_core::Tier::ALL
+            .iter()
+            .map(|t| (*t, format!("arn:aws:lambda:us-east-1:1:function:{t}")))
+            .collect();
+        let zones = ["Z1".to_string()];
+        let text = render(&Deployment {
+            functions: &functions,
+            partition: "aws",
+            role_boundary_arn: "arn:aws:iam::1:policy/b",
+            events_role_arn: "arn:aws:iam::1:role/e",
+            hosted_zones: Some(&zones),
+            notify_topic_arn: "arn:aws:sns:us-east-1:1:t",
+        });
+        let def: Value = serde_json::from_str(&text).unwrap();
+        let outcome =
+            json!({"changes": [], "status": {"state": "ready", "message": "", "outputs": {}}});
+        // The state of a run at its end, with every key a payload reads.
+        let state = json!({
+            "stack": "s", "action": "apply", "requested": "apply", "runId": "r-1",
+            "executionArn": "arn:aws:states:us-east-1:1:execution:p:r-1",
+            "spec": {"stack": "s"}, "lock": {"taken": true},
+            "network": outcome, "tiers": {"data": outcome, "loadbalancer": outcome}, "app": outcome,
+            "failure": {"Error": "States.TaskFailed", "Cause": "c"},
+        });
+        let context = json!({"Execution": {"Name": "r-1", "Id": "arn:aws:states:us-east-1:1:execution:p:r-1", "Input": {"stack": "s"}}});
+        let control = &functions
+            .iter()
+            .find(|(t, _)| *t == mbstack_core::Tier::Control)
+            .unwrap()
+            .1;
+        let mut read = BTreeSet::new();
+        let mut n = 0;
+        let states = all_maps(&def).into_iter().flat_map(|(_, m)| m);
+        for (name, st) in states {
+            let Some(params) = st.get("Parameters") else {
+                continue;
+            };
+            if params["FunctionName"].as_str() != Some(control.as_str()) {
+                continue;
+            }
+            let payload = resolved(&params["Payload"], &state, &context)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (command, unread) = mbstack_core::control::read(&payload)
+                .unwrap_or_else(|e| panic!("{name}: {e}: {payload}"));
+            assert!(
+                unread.is_empty(),
+                "{name}: control does not read {unread:?}"
+            );
+            read.insert(command.name());
+            n += 1;
+        }
+        assert_eq!(
+            read,
+            BTreeSet::from(["finish", "notify", "prepare"]),
+            "{n} payloads"
+        );
+        assert!(n >= 5, "every Prepare, Finish and Notify: {n}");
     }
 
     #[test]

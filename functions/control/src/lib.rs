@@ -17,6 +17,7 @@ mod recover;
 pub mod store;
 pub use store::stored_spec;
 
+use mbstack_core::control::{Command, Ended, Finish, Notify};
 use mbstack_core::iam::Permission;
 use mbstack_core::outputs::{self, LoadBalancerOutputs};
 use mbstack_core::spec::merge_patch;
@@ -57,44 +58,31 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
         ecs: client!(aws_sdk_ecs, aws),
         elb: client!(aws_sdk_elasticloadbalancingv2, aws),
     };
-    let command = payload.get("command").and_then(Value::as_str).unwrap_or("");
-    let execution = payload
-        .get("execution")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let execution_arn = payload
-        .get("executionArn")
-        .and_then(Value::as_str)
-        .unwrap_or(execution);
+    let (command, unread) = mbstack_core::control::read(&payload).map_err(|e| {
+        TierError::Terminal(format!(
+            "the control function cannot read its payload ({e}): expected a command \"prepare\", \"finish\" or \"notify\" with its keys (is the state machine current? `mbstack deploy` updates it)"
+        ))
+    })?;
+    if !unread.is_empty() {
+        tracing::warn!(command = command.name(), ?unread, "payload keys this version does not read (a state machine deployed by another version?)");
+    }
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
     match command {
-        "prepare" => {
-            let input = payload.get("input").unwrap_or(&Value::Null);
-            if input.get("action").and_then(Value::as_str) == Some("recover") {
-                Box::pin(recover::prepare(&c, input, execution, execution_arn)).await
+        Command::Prepare(p) => {
+            let arn = match p.execution_arn.as_str() {
+                "" => p.execution.as_str(),
+                arn => arn,
+            };
+            if p.input.get("action").and_then(Value::as_str) == Some("recover") {
+                Box::pin(recover::prepare(&c, &p.input, &p.execution, arn)).await
             } else {
-                let zones = hosted_zones(&payload);
-                Box::pin(prepare(&c, input, execution, execution_arn, zones.as_deref())).await
+                let zones = p.hosted_zones.as_deref();
+                Box::pin(prepare(&c, &p.input, &p.execution, arn, zones)).await
             }
         }
-        "finish" => Box::pin(finish(&c, &payload)).await,
-        "notify" => Box::pin(report_refusal(&c, &payload)).await,
-        other => Err(TierError::Terminal(format!(
-            "the control function got command {other:?}: expected \"prepare\", \"finish\" or \"notify\" (is the state machine current?)"
-        ))),
+        Command::Finish(f) => Box::pin(finish(&c, &f, &payload)).await,
+        Command::Notify(n) => Box::pin(report_refusal(&c, &n)).await,
     }
-}
-
-/// The hosted zones the deployment may write records in, as its state machine
-/// says (`mbstack deploy --hosted-zones`); None: any (a deployment that names
-/// none, or one made before the option).
-fn hosted_zones(payload: &Value) -> Option<Vec<String>> {
-    payload.get("hostedZones")?.as_array().map(|a| {
-        a.iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect()
-    })
 }
 
 /// The input's problems that do not need AWS: action, stack name, execution name.
@@ -484,32 +472,20 @@ async fn take_lock(c: &Clients, stack: &str, me: &str, patient: bool) -> Result<
 
 /// Releases the lock (if it is ours), stores the spec after a success, records
 /// the last run, and shapes the output.
-async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
+async fn finish(c: &Clients, f: &Finish, payload: &Value) -> Result<Value, TierError> {
     let out = shape_output(payload);
-    let status = payload
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    let requested = payload
-        .get("requested")
-        .and_then(Value::as_str)
-        .unwrap_or("apply");
-    let stack = payload
-        .pointer("/spec/stack")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let me = payload
-        .get("executionArn")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let status = f.status.as_str();
+    let requested = f.requested.as_str();
+    let stack = f.spec.get("stack").and_then(Value::as_str).unwrap_or("");
+    let me = f.execution_arn.as_str();
     // Published first, before any record can fail: a finish that Step
     // Functions retries (a record it could not write) publishes again, so a
     // failure is told at least once, rarely twice, never not at all.
-    if status == "failed" {
-        let failure = payload.get("failure").cloned().unwrap_or(Value::Null);
+    if f.status == Ended::Failed {
+        let failure = f.failure.clone().unwrap_or(Value::Null);
         let changes: Vec<Value> = out["changes"].as_array().cloned().unwrap_or_default();
         let message = notify::message(stack, requested, me, &failure, &changes);
-        tell(c, payload, message).await;
+        tell(c, f.notify_topic_arn.as_deref(), message).await;
     }
     if requested == "plan" || stack.is_empty() {
         return Ok(out);
@@ -523,7 +499,7 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
             first.get_or_insert(e);
         }
     };
-    if status == "succeeded" {
+    if f.status == Ended::Succeeded {
         if requested == "destroy" {
             // Kept: a restore of the final snapshot brings the stack back as
             // it was (`store::base_spec`).
@@ -589,11 +565,8 @@ async fn finish(c: &Clients, payload: &Value) -> Result<Value, TierError> {
 /// Publishes `message` to the payload's notification topic, if any. A failure
 /// to publish is logged, not raised: the run's own error is what the execution
 /// must end with.
-async fn tell(c: &Clients, payload: &Value, message: (String, String)) {
-    let topic = payload
-        .get("notifyTopicArn")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+async fn tell(c: &Clients, topic: Option<&str>, message: (String, String)) {
+    let topic = topic.unwrap_or("");
     match notify::publish(&c.sns, topic, message).await {
         Ok(true) => tracing::info!(topic, "the failure was published"),
         Ok(false) => {}
@@ -603,21 +576,16 @@ async fn tell(c: &Clients, payload: &Value, message: (String, String)) {
 
 /// A run refused before it took anything: the notification (the state
 /// machine then fails with the refusal's own error).
-async fn report_refusal(c: &Clients, payload: &Value) -> Result<Value, TierError> {
-    let input = payload.get("input").unwrap_or(&Value::Null);
-    let stack = input.get("stack").and_then(Value::as_str).unwrap_or("");
-    let action = input
+async fn report_refusal(c: &Clients, n: &Notify) -> Result<Value, TierError> {
+    let stack = n.input.get("stack").and_then(Value::as_str).unwrap_or("");
+    let action = n
+        .input
         .get("action")
         .and_then(Value::as_str)
         .filter(|a| ACTIONS.contains(a))
         .unwrap_or("apply");
-    let failure = payload.get("failure").cloned().unwrap_or(Value::Null);
-    let execution = payload
-        .get("executionArn")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let message = notify::message(stack, action, execution, &failure, &[]);
-    tell(c, payload, message).await;
+    let message = notify::message(stack, action, &n.execution_arn, &n.failure, &[]);
+    tell(c, Some(&n.notify_topic_arn), message).await;
     Ok(json!({}))
 }
 

@@ -240,6 +240,29 @@ pub enum Action {
     None,
 }
 
+impl Verb {
+    /// As the contract spells it (`apply`, `check`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verb::Plan => "plan",
+            Verb::Apply => "apply",
+            Verb::Check => "check",
+            Verb::Destroy => "destroy",
+        }
+    }
+}
+
+impl State {
+    /// As the contract spells it (`ready`, `gone`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Pending => "pending",
+            State::Gone => "gone",
+        }
+    }
+}
+
 impl Action {
     /// As the contract spells it (`create`, `none`).
     pub fn as_str(&self) -> &'static str {
@@ -366,6 +389,16 @@ pub fn inputs_from<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Map<S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_verb_and_a_state_are_spelled_as_the_contract_spells_them() {
+        for v in [Verb::Plan, Verb::Apply, Verb::Check, Verb::Destroy] {
+            assert_eq!(json!(v), json!(v.as_str()));
+        }
+        for s in [State::Ready, State::Pending, State::Gone] {
+            assert_eq!(json!(s), json!(s.as_str()));
+        }
+    }
 
     #[test]
     fn an_action_is_spelled_as_the_contract_spells_it() {

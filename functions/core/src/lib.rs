@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod cidr;
 pub mod contract;
+pub mod control;
 pub mod error;
 pub mod iam;
 pub mod lambda;
