@@ -6,6 +6,11 @@
 //!   holds it, and ACM has looked ([`VALIDATES`] later); then it is `ISSUED`
 //!   for good (moto issues every certificate 60 s after the request, record
 //!   or not: the emulator starts moto with that wait off);
+//! - ListCertificates returns only RSA_1024 and RSA_2048 certificates unless
+//!   `Includes.keyTypes` names others, each summary with its alternative names
+//!   (`SubjectAlternativeNameSummaries`); a certificate shows the key it was
+//!   requested with (moto lists every key, makes each RSA_2048, and names no
+//!   alternative name in a summary);
 //! - right after the request, DescribeCertificate names no validation record
 //!   yet ([`NAMES_RECORD`]: realism only);
 //! - ELB CreateListener / ModifyListener with an ACM certificate that is not
@@ -17,7 +22,7 @@
 //!   there, or whose values differ, and a CREATE of one that is there →
 //!   `InvalidChangeBatch` (moto checks its journal of changes, not the zone);
 //!   so is any record at a name that holds a CNAME, and a CNAME at a name that
-//!   holds another record. A CREATE that passes is sent to moto as an UPSERT
+//!   holds a record of any other type. A CREATE that passes is sent to moto as an UPSERT
 //!   ([`checked_creates`]): moto refuses one it journaled before, deleted
 //!   since, when any record lists after the name.
 
@@ -88,6 +93,23 @@ async fn record(
     })
     .into_iter()
     .next()
+}
+
+/// The types of the record sets at `name` in zone `zone_id`, whatever they are.
+async fn types_at(shared: &Shared, zone_id: &str, name: &str) -> Vec<String> {
+    let path = format!(
+        "/2013-04-01/hostedzone/{zone_id}/rrset?name={}&maxitems=100",
+        urlencode(name)
+    );
+    let Ok(body) = moto_get(shared, "route53", &path).await else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&body).to_string();
+    xml::each(&text, "ResourceRecordSet", |s| {
+        s.child("Name")
+            .filter(|n| norm(n) == norm(name))
+            .and_then(|_| s.child("Type"))
+    })
 }
 
 /// A hosted zone's name, with its final dot (as Route 53's messages give it).
@@ -320,13 +342,14 @@ async fn change_batch(shared: &Shared, zone: &str, body: &str) -> Option<Respons
         if matches!(a.action.as_str(), "CREATE" | "UPSERT") {
             let zone_name = zone_name(shared, zone).await.unwrap_or_default();
             if a.rtype == "CNAME" {
-                for other in ["A", "AAAA", "MX", "TXT", "CAA", "NS"] {
-                    if record(shared, zone, &a.name, other).await.is_some() {
-                        problems.push(format!(
-                            "RRSet of type CNAME with DNS name {fqdn} is not permitted as it conflicts with other records with the same DNS name in zone {zone_name}."
-                        ));
-                        break;
-                    }
+                if types_at(shared, zone, &a.name)
+                    .await
+                    .iter()
+                    .any(|t| t != "CNAME")
+                {
+                    problems.push(format!(
+                        "RRSet of type CNAME with DNS name {fqdn} is not permitted as it conflicts with other records with the same DNS name in zone {zone_name}."
+                    ));
                 }
             } else if record(shared, zone, &a.name, "CNAME").await.is_some() {
                 problems.push(format!(
@@ -347,7 +370,13 @@ async fn change_batch(shared: &Shared, zone: &str, body: &str) -> Option<Respons
 }
 
 /// After moto answered: remembers requests; shows a certificate as ACM would.
-pub(crate) async fn after(shared: &Shared, target: &str, status_ok: bool, bytes: Bytes) -> Bytes {
+pub(crate) async fn after(
+    shared: &Shared,
+    target: &str,
+    request: Option<&Value>,
+    status_ok: bool,
+    bytes: Bytes,
+) -> Bytes {
     if !status_ok {
         return bytes;
     }
@@ -357,7 +386,28 @@ pub(crate) async fn after(shared: &Shared, target: &str, status_ok: bool, bytes:
                 .ok()
                 .and_then(|v| v["CertificateArn"].as_str().map(str::to_string))
             {
+                let key = request
+                    .and_then(|r| r["KeyAlgorithm"].as_str())
+                    .unwrap_or("RSA_2048")
+                    .to_string();
+                let mut names: Vec<String> = request
+                    .and_then(|r| r["DomainName"].as_str())
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect();
+                for n in request
+                    .and_then(|r| r["SubjectAlternativeNames"].as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    if !names.iter().any(|x| x == n) {
+                        names.push(n.to_string());
+                    }
+                }
                 if let Ok(mut s) = shared.acm.lock() {
+                    s.names.insert(arn.clone(), names);
+                    s.key_algorithms.insert(arn.clone(), key);
                     s.requested.entry(arn).or_insert_with(Instant::now);
                 }
             }
@@ -374,13 +424,43 @@ pub(crate) async fn after(shared: &Shared, target: &str, status_ok: bool, bytes:
             let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
                 return bytes;
             };
+            // Only RSA_1024 and RSA_2048 unless the request names other keys
+            // (AWS's default filter); each with its alternative names.
+            let wanted: Vec<String> = request
+                .and_then(|r| r.pointer("/Includes/keyTypes"))
+                .and_then(Value::as_array)
+                .map(|k| {
+                    k.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["RSA_1024".into(), "RSA_2048".into()]);
             if let Some(list) = v["CertificateSummaryList"].as_array_mut() {
-                for c in list {
+                for c in list.iter_mut() {
                     let arn = c["CertificateArn"].as_str().unwrap_or("").to_string();
                     if c["Status"] == "PENDING_VALIDATION" && issued_at(shared, &arn).is_some() {
                         c["Status"] = Value::from("ISSUED");
                     }
+                    if let Some(key) = key_algorithm(shared, &arn) {
+                        c["KeyAlgorithm"] = Value::from(key);
+                    }
+                    if c.get("SubjectAlternativeNameSummaries").is_none() {
+                        let names = shared
+                            .acm
+                            .lock()
+                            .ok()
+                            .and_then(|s| s.names.get(&arn).cloned())
+                            .or_else(|| c["DomainName"].as_str().map(|d| vec![d.to_string()]))
+                            .unwrap_or_default();
+                        let names = names.into_iter().take(100).map(Value::from).collect();
+                        c["SubjectAlternativeNameSummaries"] = Value::Array(names);
+                    }
                 }
+                list.retain(|c| {
+                    c["KeyAlgorithm"]
+                        .as_str()
+                        .is_some_and(|k| wanted.iter().any(|w| w == k))
+                });
             }
             Bytes::from(v.to_string())
         }
@@ -388,12 +468,25 @@ pub(crate) async fn after(shared: &Shared, target: &str, status_ok: bool, bytes:
     }
 }
 
+/// The key algorithm certificate `arn` was requested with (None: not
+/// requested through the front door).
+fn key_algorithm(shared: &Shared, arn: &str) -> Option<String> {
+    shared
+        .acm
+        .lock()
+        .ok()
+        .and_then(|s| s.key_algorithms.get(arn).cloned())
+}
+
 /// One certificate's description as ACM would give it now.
 async fn show(shared: &Shared, c: &mut Value) {
+    let arn = c["CertificateArn"].as_str().unwrap_or("").to_string();
+    if let Some(key) = key_algorithm(shared, &arn) {
+        c["KeyAlgorithm"] = Value::from(key);
+    }
     if c["Type"] != "AMAZON_ISSUED" || c["Status"] != "PENDING_VALIDATION" {
         return;
     }
-    let arn = c["CertificateArn"].as_str().unwrap_or("").to_string();
     let requested = shared
         .acm
         .lock()
@@ -480,6 +573,12 @@ impl crate::rules::Rule for Acm {
         status: hyper::StatusCode,
         body: Bytes,
     ) -> crate::rules::Step<'a, Bytes> {
-        Box::pin(after(s, &c.target, status.is_success(), body))
+        Box::pin(after(
+            s,
+            &c.target,
+            c.json.as_ref(),
+            status.is_success(),
+            body,
+        ))
     }
 }

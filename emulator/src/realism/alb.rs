@@ -62,6 +62,38 @@ pub(super) async fn refuse(shared: &Arc<Shared>, q: &Query) -> Option<Response<F
     }
 }
 
+/// Always (AWS's answer, not its timing): a tag of an ELB call (AddTags, or
+/// the tags of a create) whose key is over 128 characters or whose value is
+/// over 256 → `ValidationError` (the `Tag` type's length constraints; moto
+/// takes any length).
+pub(super) fn tag_limits(q: &Query) -> Option<Response<Full<Bytes>>> {
+    if q.service != "elasticloadbalancing" {
+        return None;
+    }
+    let mut keys: Vec<&String> = q
+        .params
+        .keys()
+        .filter(|k| k.starts_with("Tags.member."))
+        .collect();
+    keys.sort();
+    for k in keys {
+        let v = q.params.get(k)?;
+        let (field, max) = match k.rsplit('.').next() {
+            Some("Key") => ("key", 128),
+            Some("Value") => ("value", 256),
+            _ => continue,
+        };
+        if v.chars().count() > max {
+            let n = k.split('.').nth(2).unwrap_or("1");
+            return Some(query_error(
+                "ValidationError",
+                &format!("1 validation error detected: Value '{v}' at 'tags.{n}.member.{field}' failed to satisfy constraint: Member must have length less than or equal to {max}"),
+            ));
+        }
+    }
+    None
+}
+
 /// Always (AWS's answer, not its timing): DeleteLoadBalancer of a load
 /// balancer whose `deletion_protection.enabled` is true →
 /// `OperationNotPermitted` (moto deletes it).

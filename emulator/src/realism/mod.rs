@@ -21,6 +21,7 @@
 //! - rds DeleteDBSubnetGroup still used by an instance → `InvalidDBSubnetGroupStateFault`
 //! - ecs DeleteCluster with an ACTIVE service → `ClusterContainsServicesException`
 //! - ecs CreateService on a target group no load balancer uses → `InvalidParameterException`
+//! - elasticloadbalancing: a tag key over 128 characters or value over 256 → `ValidationError`
 
 mod alb;
 mod eni;
@@ -71,7 +72,10 @@ pub(crate) async fn refuse(
         }
     }
     if let Some(r) = match q {
-        Some(q) => alb::protected(shared, q).await,
+        Some(q) => match alb::tag_limits(q) {
+            Some(r) => Some(r),
+            None => alb::protected(shared, q).await,
+        },
         None => None,
     } {
         return Some(r);

@@ -11,4 +11,10 @@ pub(crate) struct AcmState {
     /// When every validation record of a certificate was first seen in DNS.
     pub(crate) records_seen: HashMap<String, Instant>,
     pub(crate) issued: HashMap<String, Instant>,
+    /// The key algorithm each certificate was requested with (moto makes
+    /// every key RSA_2048, whatever the request says).
+    pub(crate) key_algorithms: HashMap<String, String>,
+    /// The names each certificate was requested for (its domain first, then
+    /// its alternative names).
+    pub(crate) names: HashMap<String, Vec<String>>,
 }

@@ -825,6 +825,13 @@ impl StackSpec {
         if let Some(domain) = &lb.domain {
             if let Some(why) = domain_problem(domain) {
                 p.push(Problem::new("loadBalancer.domain", why));
+            } else if domain.len() > CLAIM_DOMAIN_MAX {
+                // The claim on the load balancer's tags is `<domain> <zone id>
+                // <run>`, and an ELB tag value "cannot exceed 256 characters".
+                p.push(Problem::new("loadBalancer.domain", format!(
+                    "{domain:?} is {} characters; mbstack notes the domain on the load balancer's tags (at most 256 with its hosted zone and run), which leaves {CLAIM_DOMAIN_MAX} for the name: use a shorter name",
+                    domain.len()
+                )));
             } else if lb.certificate_arn.is_none() && domain.len() > ACM_DOMAIN_MAX {
                 // ACM RequestCertificate's DomainName: "cannot exceed 64 octets".
                 p.push(Problem::new("loadBalancer.domain", format!(
@@ -1014,6 +1021,11 @@ pub const NAT_NONE_REFUSED: &str = "\"none\" builds Metabase tasks that can neve
 /// The longest domain ACM requests a certificate for (RequestCertificate's
 /// DomainName: "cannot exceed 64 octets").
 pub const ACM_DOMAIN_MAX: usize = 64;
+
+/// The longest domain the load balancer's claim tag holds: a tag value of 256
+/// characters at most, less a hosted zone ID (up to 32), a run's execution
+/// name (up to 80) and the two spaces between.
+pub const CLAIM_DOMAIN_MAX: usize = 256 - 32 - 80 - 2;
 
 /// A Route 53 hosted zone ID: upper-case letters and digits (AWS's start
 /// with `Z`; the form is checked, not the letter).

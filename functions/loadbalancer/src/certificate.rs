@@ -5,7 +5,7 @@
 //! certificate carrying our stack tag is ever ours: a certificate someone else
 //! requested for the same name is neither used nor touched.
 
-use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
+use aws_sdk_acm::types::{CertificateStatus, Filters, KeyAlgorithm, Tag, ValidationMethod};
 use aws_sdk_acm::Client;
 use mbstack_core::iam::Permission;
 use mbstack_core::naming::pairs;
@@ -106,14 +106,22 @@ impl Certificates {
     }
 
     /// The certificates of `domain` in this account and region, ARN each,
-    /// whoever requested them (paged).
+    /// whoever requested them (paged): its name or one of its alternative
+    /// names, whatever its key (ListCertificates leaves out every key but
+    /// RSA_1024 and RSA_2048 unless asked for them).
     pub async fn of_domain(&self, domain: &str) -> Result<Vec<String>, TierError> {
+        let every_key = KeyAlgorithm::values()
+            .iter()
+            .map(|k| KeyAlgorithm::from(*k))
+            .collect();
+        let includes = Filters::builder().set_key_types(Some(every_key)).build();
         let mut arns = Vec::new();
         let mut next: Option<String> = None;
         loop {
             let out = self
                 .acm
                 .list_certificates()
+                .includes(includes.clone())
                 .set_next_token(next.take())
                 .send()
                 .await
@@ -121,7 +129,12 @@ impl Certificates {
             arns.extend(
                 out.certificate_summary_list()
                     .iter()
-                    .filter(|s| s.domain_name() == Some(domain))
+                    .filter(|s| {
+                        s.domain_name() == Some(domain)
+                            || s.subject_alternative_name_summaries()
+                                .iter()
+                                .any(|n| n == domain)
+                    })
                     .filter_map(|s| s.certificate_arn().map(str::to_string)),
             );
             match out.next_token() {

@@ -461,7 +461,9 @@ mod tests {
             target: Target::InternetGateway(Some("igw-1".into())),
             subnets: vec![Some("subnet-pub-a".into()), Some("subnet-pub-b".into())],
         };
-        let steps = kind(std::slice::from_ref(&public)).diff(&w, &public, &want).unwrap();
+        let steps = kind(std::slice::from_ref(&public))
+            .diff(&w, &public, &want)
+            .unwrap();
         assert!(steps.is_empty(), "{:?}", shown(&steps));
     }
 
@@ -515,7 +517,9 @@ mod tests {
             target: Target::Nothing,
             subnets: vec![Some("subnet-priv-a".into())],
         };
-        let steps = kind(std::slice::from_ref(&private)).diff(&w, &private, &want).unwrap();
+        let steps = kind(std::slice::from_ref(&private))
+            .diff(&w, &private, &want)
+            .unwrap();
         assert_eq!(shown(&steps), vec!["remove route 0.0.0.0/0 → nat-1"]);
     }
 }

@@ -834,6 +834,101 @@ async fn a_validation_record_someone_else_wrote_is_used_and_kept_and_one_with_an
     );
 }
 
+/// ACM validates every certificate of a name through the same CNAME, and a
+/// certificate whose record is deleted fails its next renewal. A record
+/// mbstack wrote stays when another certificate uses it: one with an EC key
+/// (ListCertificates leaves it out unless asked for every key type), or one
+/// that names the domain as an alternative name.
+#[tokio::test]
+async fn a_validation_record_another_certificate_renews_through_is_kept() {
+    use aws_sdk_acm::types::{KeyAlgorithm, ValidationMethod};
+    let env = TestEnv::start().await;
+    mbstack_tests::public_zone(&env.config, "example.com").await;
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    for (stack, domain, key, other) in [
+        (
+            "ec",
+            "metabase.example.com",
+            KeyAlgorithm::EcPrime256v1,
+            None,
+        ),
+        (
+            "san",
+            "bi.example.com",
+            KeyAlgorithm::Rsa2048,
+            Some("www.example.com"),
+        ),
+    ] {
+        let mut spec = StackSpec::new(stack);
+        spec.load_balancer.domain = Some(domain.into());
+        let lb = TierRunner {
+            env: &env,
+            tier: Tier::LoadBalancer,
+            inputs: network_inputs(&env, &spec).await,
+        };
+        apply_until_ready(&lb, &spec, "run-a").await;
+        let cname = |records: &[String]| {
+            records
+                .iter()
+                .find(|r| r.contains(&format!(".{domain}. CNAME ")))
+                .cloned()
+        };
+        let ours = cname(&mbstack_tests::dns_records(&env.config).await)
+            .expect("the validation record the stack wrote");
+        // Someone else's certificate that validates through the same record.
+        let mut request = acm
+            .request_certificate()
+            .domain_name(other.unwrap_or(domain))
+            .validation_method(ValidationMethod::Dns)
+            .key_algorithm(key);
+        if let Some(other) = other {
+            request = request
+                .subject_alternative_names(other)
+                .subject_alternative_names(domain);
+        }
+        request.send().await.unwrap();
+        lb.destroy(&spec, "destroy-1", Scope::Stack).await;
+        assert_eq!(
+            cname(&mbstack_tests::dns_records(&env.config).await),
+            Some(ours),
+            "{stack}: the record the other certificate renews through is kept"
+        );
+        assert!(our_certificates(&env, stack).await.is_empty());
+    }
+}
+
+/// The domain's claim on the load balancer's tags holds the domain, its zone
+/// and the run: ELB takes a tag value of 256 characters at most. A domain too
+/// long for it (one only a certificate of the user's own can cover) is
+/// refused by name before anything is made, not after the load balancer.
+#[tokio::test]
+async fn a_domain_too_long_for_the_claim_is_refused_before_anything_is_made() {
+    let env = TestEnv::start().await;
+    let cert = certificate(&env).await;
+    let label = "a".repeat(60);
+    // 231 characters: with the hosted zone and a run, over ELB's 256.
+    let domain = format!("{label}.{label}.{label}.{}.example.com", "b".repeat(36));
+    let mut spec = StackSpec::new("long");
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    spec.load_balancer.domain = Some(domain.clone());
+    spec.load_balancer.certificate_arn = Some(cert);
+    env.log.clear();
+    let e = lb
+        .call(Verb::Apply, &spec, "run-a", Scope::Stack)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("loadBalancer.domain") && e.contains(&domain.len().to_string()),
+        "{e}"
+    );
+    assert_eq!(env.log.mutating(), vec![], "nothing is made");
+}
+
 /// A rollback of the run that gave a kept load balancer its domain, once the
 /// HTTPS listener serves the new certificate: the site stays as it is (the
 /// domain kept, and the rollback says so) instead of waiting forever for ELB

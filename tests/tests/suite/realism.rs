@@ -860,6 +860,105 @@ async fn race_ssm_creates(
 /// a DELETE of a record that is not there or differs, and a CREATE of one
 /// that is. Raw moto issues every certificate 60 s after the request, lets
 /// ELB take a pending one, deletes one in use, and accepts the bad batches.
+/// ACM's ListCertificates returns only RSA_1024 and RSA_2048 certificates
+/// unless `Includes.keyTypes` names others, and gives each summary its
+/// subject alternative names (the first 100). moto listed every certificate,
+/// whatever its key, and named no alternative name in a summary.
+#[tokio::test]
+async fn acm_lists_other_keys_only_when_asked_and_names_alternative_names() {
+    use aws_sdk_acm::types::{Filters, KeyAlgorithm, ValidationMethod};
+    let env = TestEnv::start().await;
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    let ec = acm
+        .request_certificate()
+        .domain_name("other.example.com")
+        .subject_alternative_names("other.example.com")
+        .subject_alternative_names("bi.example.com")
+        .validation_method(ValidationMethod::Dns)
+        .key_algorithm(KeyAlgorithm::EcPrime256v1)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string();
+    let rsa = mbstack_tests::request_certificate(&env.config, "bi.example.com").await;
+    let listed = |out: aws_sdk_acm::operation::list_certificates::ListCertificatesOutput| {
+        out.certificate_summary_list()
+            .iter()
+            .map(|c| {
+                (
+                    c.certificate_arn().unwrap_or("").to_string(),
+                    c.key_algorithm().map(|k| k.as_str().to_string()),
+                    c.subject_alternative_name_summaries().to_vec(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let default = listed(acm.list_certificates().send().await.unwrap());
+    assert_eq!(
+        default.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        vec![rsa.as_str()],
+        "only RSA_1024 and RSA_2048 by default: {default:?}"
+    );
+    let every = KeyAlgorithm::values()
+        .iter()
+        .map(|k| KeyAlgorithm::from(*k))
+        .collect();
+    let all = listed(
+        acm.list_certificates()
+            .includes(Filters::builder().set_key_types(Some(every)).build())
+            .send()
+            .await
+            .unwrap(),
+    );
+    let shown = all
+        .iter()
+        .find(|c| c.0 == ec)
+        .expect("the EC certificate when asked");
+    assert_eq!(shown.1.as_deref(), Some("EC_prime256v1"));
+    assert!(
+        shown.2.contains(&"bi.example.com".to_string()),
+        "its alternative names: {shown:?}"
+    );
+}
+
+/// ELB refuses a tag whose value is over 256 characters (the `Tag` type's
+/// length constraint); moto took any length.
+#[tokio::test]
+async fn elb_refuses_a_tag_value_over_256_characters() {
+    let env = TestEnv::start().await;
+    let spec = StackSpec::new("tags");
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: mbstack_tests::network_inputs(&env, &spec).await,
+    };
+    let o = lb.apply(&spec, "run-a").await;
+    let arn = o.last().unwrap().outputs["loadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&env.config);
+    let tag = |v: String| {
+        elb.add_tags()
+            .resource_arns(&arn)
+            .tags(
+                aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                    .key("k")
+                    .value(v)
+                    .build(),
+            )
+            .send()
+    };
+    tag("x".repeat(256))
+        .await
+        .expect("256 characters is allowed");
+    let e = tag("x".repeat(257)).await.unwrap_err().into_service_error();
+    assert_eq!(code(&e), "ValidationError", "{e:?}");
+    assert!(format!("{e:?}").contains("256"), "{e:?}");
+}
+
 /// Route 53 creates a record again once it was deleted, whatever else the
 /// zone holds. moto refuses a CREATE it has journaled before when any record
 /// lists after the name (a validation CNAME under the domain does): a stack
@@ -926,6 +1025,28 @@ async fn route53_creates_again_a_record_that_was_deleted() {
         .unwrap_err()
         .into_service_error();
     assert!(format!("{e:?}").contains("already exists"), "{e:?}");
+    // No record of any type may share a name with a CNAME (SRV here).
+    change(
+        ChangeAction::Create,
+        "_sip.bi.example.com",
+        RrType::Srv,
+        "1 1 5060 sip.example.com",
+    )
+    .await
+    .unwrap();
+    let e = change(
+        ChangeAction::Create,
+        "_sip.bi.example.com",
+        RrType::Cname,
+        "acm.example.net",
+    )
+    .await
+    .unwrap_err()
+    .into_service_error();
+    assert!(
+        format!("{e:?}").contains("conflicts with other records"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
