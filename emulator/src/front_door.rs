@@ -18,10 +18,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::protocol::json_error_with;
 use crate::protocol::query;
 use crate::rules::{Answer, Call, Rule};
 use crate::state::ecs::{EcsActor, EcsFault};
-use crate::state::{HttpClient, LambdaFn, Shared};
+use crate::state::{HttpClient, InvocationFault, LambdaFn, Shared};
 use crate::EmulatorError;
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -80,7 +81,7 @@ impl FrontDoor {
             wait_divisor: std::sync::atomic::AtomicU32::new(1),
             realism: Mutex::new(crate::state::realism::Realism::default()),
             faults: crate::faults::Faults::default(),
-            dropped_invocations: Default::default(),
+            invocation_faults: Default::default(),
             lost_events: std::sync::atomic::AtomicU32::new(0),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -164,8 +165,21 @@ impl FrontDoor {
     /// Closes the connection of the next `times` invocations of `function`
     /// without an answer (Step Functions' call to Lambda that gets none).
     pub fn drop_invocations(&self, function: &str, times: u32) {
-        if let Ok(mut d) = self.shared.dropped_invocations.lock() {
-            d.insert(function.to_string(), times);
+        self.invocation_faults(function, InvocationFault::Drop, times);
+    }
+
+    /// Answers the next `times` invocations of `function` with the Lambda
+    /// service's own error `code` (`ServiceException`, HTTP 500;
+    /// `TooManyRequestsException`, HTTP 429; others 500), as Lambda answers
+    /// Step Functions' invoke when the service fails it.
+    pub fn fail_invocations(&self, function: &str, code: &str, times: u32) {
+        self.invocation_faults(function, InvocationFault::Error(code.to_string()), times);
+    }
+
+    fn invocation_faults(&self, function: &str, fault: InvocationFault, times: u32) {
+        if let Ok(mut f) = self.shared.invocation_faults.lock() {
+            let queue = f.entry(function.to_string()).or_default();
+            queue.extend(std::iter::repeat_n(fault, times as usize));
         }
     }
 
@@ -454,20 +468,28 @@ async fn serve(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let shared = shared.clone();
     if let Some(function) = invoked_function(parts) {
-        let drop = shared.dropped_invocations.lock().ok().is_some_and(|mut d| {
-            match d.get_mut(&function) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    true
-                }
-                _ => false,
+        let fault = shared
+            .invocation_faults
+            .lock()
+            .ok()
+            .and_then(|mut f| f.get_mut(&function).and_then(|q| q.pop_front()));
+        match fault {
+            Some(InvocationFault::Drop) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected: the invocation's connection closed without an answer",
+                ))
             }
-        });
-        if drop {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "injected: the invocation's connection closed without an answer",
-            ));
+            Some(InvocationFault::Error(code)) => {
+                let status = match code.as_str() {
+                    "TooManyRequestsException" => StatusCode::TOO_MANY_REQUESTS,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                let message =
+                    format!("injected: Lambda answered the invoke of {function} with {code}");
+                return Ok(json_error_with(status, &code, &message));
+            }
+            None => {}
         }
         return Ok(invoke(&shared, &function, &body).await);
     }

@@ -33,6 +33,15 @@ pub struct LambdaError {
     pub message: String,
 }
 
+/// What the next invocation of a function gets instead of running it (a
+/// test's knob): a closed connection (Step Functions' call that gets no
+/// answer), or one of the Lambda service's own errors (its code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InvocationFault {
+    Drop,
+    Error(String),
+}
+
 /// Shared state of the front door.
 pub(crate) struct Shared {
     pub moto_port: u16,
@@ -60,10 +69,10 @@ pub(crate) struct Shared {
     pub ssm_writes: tokio::sync::Mutex<()>,
     /// ACM's certificates as the front door issues them.
     pub acm: Mutex<acm::AcmState>,
-    /// Invocations to answer with a closed connection and nothing else:
-    /// function name → how many more (a test's knob; Step Functions' call to
-    /// Lambda that gets no answer).
-    pub dropped_invocations: Mutex<std::collections::HashMap<String, u32>>,
+    /// Function name → what its next invocations get instead of running
+    /// (a test's knob), in order.
+    pub invocation_faults:
+        Mutex<std::collections::HashMap<String, std::collections::VecDeque<InvocationFault>>>,
     /// Service events (a rotation's) to lose before delivery: how many more (a
     /// test's knob; AWS delivers CloudTrail-based events "on a best effort
     /// basis").

@@ -257,6 +257,40 @@ async fn an_invocation_that_gets_no_answer_is_retried_as_aws_names_it() {
     );
 }
 
+/// Lambda answering Step Functions' invoke with one of its own errors
+/// (`ServiceException`, HTTP 500; `TooManyRequestsException`, HTTP 429) is
+/// `Lambda.<code>` on AWS, among the transient Lambda errors Step Functions'
+/// best practices say to retry: the run retries the task and succeeds, each
+/// tier's work done once.
+#[tokio::test]
+async fn the_lambda_services_own_errors_are_retried_as_aws_names_them() {
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator
+        .front
+        .fail_invocations("mbstack-network", "ServiceException", 1);
+    d.emulator
+        .front
+        .fail_invocations("mbstack-app", "TooManyRequestsException", 2);
+    let run = mbstack_tests::checks::run(&d, "lambda-1", json!({"stack": "lambdaerr"})).await;
+    assert_eq!(
+        run.status, "SUCCEEDED",
+        "{:?} {:?} states {:?}",
+        run.error, run.cause, run.state_names
+    );
+    for error in ["Lambda.ServiceException", "Lambda.TooManyRequestsException"] {
+        assert!(
+            run.history_text.contains(error),
+            "{error} was not seen as AWS names it"
+        );
+    }
+    let vpcs = mbstack_tests::ec2_resources(&aws_sdk_ec2::Client::new(&d.config), "lambdaerr")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "vpc")
+        .count();
+    assert_eq!(vpcs, 1, "the network's work was done once");
+}
+
 /// A tier that panics is a function error (lambda_runtime reports it, as the
 /// functions keep unwinding), which the run's Catch sees: rolled back, no
 /// recovery needed.
