@@ -158,16 +158,11 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         }
     }
 
-    let log_kind = logs::LogGroups {
-        logs: c.logs.clone(),
-    };
-    resource::converge(&log_kind, &mut w, &[()]).await?;
+    let mut k = Kinds::new(c);
+    resource::converge(&k.logs, &mut w, &[()]).await?;
     let log_group = names::log_group(&w.spec.stack);
-    let keys = secret::KeySecrets {
-        sm: c.sm.clone(),
-        restored_from: data.restored_from.clone(),
-    };
-    let key = first(resource::converge(&keys, &mut w, &[()]).await?.ids(&keys));
+    k.keys.restored_from = data.restored_from.clone();
+    let key = first(resource::converge(&k.keys, &mut w, &[()]).await?.ids(&k.keys));
     let secret_arns = match (&db, &key) {
         (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
         _ => None,
@@ -175,13 +170,10 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     // The permissions boundary the deployment puts on every role this tier
     // creates (the state machine passes it; a direct call may leave it out).
     let boundary = DeploymentInputs::given(&deployment.role_boundary_arn);
-    let roles = iam::Roles {
-        iam: c.iam.clone(),
-        secret_arns,
-        boundary: boundary.map(str::to_string),
-    };
-    let made = resource::converge(&roles, &mut w, &iam::Role::BOTH).await?;
-    let (exec_role, task_role) = match made.ids(&roles).as_slice() {
+    k.roles.secret_arns = secret_arns;
+    k.roles.boundary = boundary.map(str::to_string);
+    let made = resource::converge(&k.roles, &mut w, &iam::Role::BOTH).await?;
+    let (exec_role, task_role) = match made.ids(&k.roles).as_slice() {
         [e, t] => (e.clone(), t.clone()),
         _ => (None, None),
     };
@@ -196,11 +188,10 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         );
         tokio::time::sleep(c.role_propagation).await;
     }
-    let clusters = cluster::Clusters { ecs: c.ecs.clone() };
     let cluster_arn = first(
-        resource::converge(&clusters, &mut w, &[()])
+        resource::converge(&k.clusters, &mut w, &[()])
             .await?
-            .ids(&clusters),
+            .ids(&k.clusters),
     );
     let wanted = match (&db, &key, &exec_role, &task_role) {
         (Some(db), Some(key), Some(e), Some(t)) => Some(task_definition::wanted(
@@ -213,9 +204,9 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         )),
         _ => None,
     };
-    let tds = task_definition::TaskDefinitions { ecs: c.ecs.clone() };
-    let revision = resource::converge(&tds, &mut w, &[task_definition::Want(wanted)]).await?;
-    let td = first(revision.ids(&tds));
+    let tds = &k.tds;
+    let revision = resource::converge(tds, &mut w, &[task_definition::Want(wanted)]).await?;
+    let td = first(revision.ids(tds));
     let previous_td = revision
         .updated
         .first()
@@ -234,14 +225,11 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         Some(db) => secret::db_password_rotated(&c.sm, &db.secret_arn).await?,
         None => None,
     };
-    let services = service::Services {
-        ecs: c.ecs.clone(),
-        cluster_arn: cluster_arn.clone(),
-        task_definition: td.clone(),
-        placement,
-        password_rotated,
-    };
-    let svc = resource::converge(&services, &mut w, &[()])
+    k.services.cluster_arn = cluster_arn.clone();
+    k.services.task_definition = td.clone();
+    k.services.placement = placement;
+    k.services.password_rotated = password_rotated;
+    let svc = resource::converge(&k.services, &mut w, &[()])
         .await?
         .found
         .into_iter()
@@ -250,14 +238,11 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         .map(|l| l.svc);
     // The service is ours (the converge refuses one that is not): so is its
     // scalable target.
-    let targets = autoscaling::ScalableTargets {
-        aas: c.aas.clone(),
-        service_exists: svc.is_some(),
-        owner: vec![(STACK_TAG.to_string(), w.spec.stack.clone())],
-    };
+    k.targets.service_exists = svc.is_some();
+    k.targets.owner = vec![(STACK_TAG.to_string(), w.spec.stack.clone())];
     let wants: Vec<autoscaling::Want> = autoscaling::wanted(&w).into_iter().collect();
-    let scaling = resource::converge(&targets, &mut w, &wants).await?;
-    resource::prune(&targets, &mut w, &scaling.unwanted).await?;
+    let scaling = resource::converge(&k.targets, &mut w, &wants).await?;
+    resource::prune(&k.targets, &mut w, &scaling.unwanted).await?;
     let repair = match (
         DeploymentInputs::given(&deployment.state_machine_arn),
         DeploymentInputs::given(&deployment.events_role_arn),
@@ -269,12 +254,9 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
         _ => None,
     };
     if repair.is_some() {
-        let rules = password_rule::PasswordRules {
-            events: c.events.clone(),
-            secret_arn: db.as_ref().map(|d| d.secret_arn.clone()),
-            repair,
-        };
-        resource::converge(&rules, &mut w, &[()]).await?;
+        k.rules.secret_arn = db.as_ref().map(|d| d.secret_arn.clone());
+        k.rules.repair = repair;
+        resource::converge(&k.rules, &mut w, &[()]).await?;
     }
 
     let outputs = outputs::to_map(&AppOutputs {
@@ -385,73 +367,100 @@ async fn service_readiness(
 
 /// Autoscaling → service (scale to 0, delete, wait until INACTIVE) → task
 /// definitions → cluster → roles → log group → encryption-key secret.
+/// The tier's kinds in the order an apply converges them, each built once
+/// with its client and knowing nothing upstream: an apply fills in what each
+/// takes from the one before as it goes (the key and the database's secret
+/// for the roles, the roles for the task definition, the cluster and the task
+/// definition for the service); a destroy walks them in reverse, each found by
+/// its name and tags.
+struct Kinds {
+    logs: logs::LogGroups,
+    keys: secret::KeySecrets,
+    roles: iam::Roles,
+    clusters: cluster::Clusters,
+    tds: task_definition::TaskDefinitions,
+    services: service::Services,
+    targets: autoscaling::ScalableTargets,
+    rules: password_rule::PasswordRules,
+}
+
+impl Kinds {
+    fn new(c: &Clients) -> Self {
+        Self {
+            logs: logs::LogGroups {
+                logs: c.logs.clone(),
+            },
+            keys: secret::KeySecrets {
+                sm: c.sm.clone(),
+                restored_from: None,
+            },
+            roles: iam::Roles {
+                iam: c.iam.clone(),
+                secret_arns: None,
+                boundary: None,
+            },
+            clusters: cluster::Clusters { ecs: c.ecs.clone() },
+            tds: task_definition::TaskDefinitions { ecs: c.ecs.clone() },
+            services: service::Services {
+                ecs: c.ecs.clone(),
+                cluster_arn: None,
+                task_definition: None,
+                placement: None,
+                password_rotated: None,
+            },
+            targets: autoscaling::ScalableTargets {
+                aas: c.aas.clone(),
+                service_exists: true,
+                owner: Vec::new(),
+            },
+            rules: password_rule::PasswordRules {
+                events: c.events.clone(),
+                secret_arn: None,
+                repair: None,
+            },
+        }
+    }
+}
+
+/// The kinds in reverse: the password rule, the scalable target (the
+/// service's: ours to delete when the service is), the service (put back
+/// instead, for a rollback of a run that only updated it; pending until ECS
+/// has drained it), then what it ran on.
 async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
-    // The scalable target is the service's: ours to delete when the service is.
-    let services = service::Services {
-        ecs: c.ecs.clone(),
-        cluster_arn: None,
-        task_definition: None,
-        placement: None,
-        password_rotated: None,
-    };
-    let found = services.list(&w).await?;
-    let owner = match found.first() {
-        Some(live) => services.tags(live),
+    let mut k = Kinds::new(c);
+    resource::destroy(&k.rules, &mut w).await?;
+    let found = k.services.list(&w).await?;
+    k.targets.owner = match found.first() {
+        Some(live) => k.services.tags(live),
         None if w.run.scope == mbstack_core::Scope::Stack => {
             vec![(STACK_TAG.to_string(), w.spec.stack.clone())]
         }
         None => Vec::new(),
     };
-    let targets = autoscaling::ScalableTargets {
-        aas: c.aas.clone(),
-        service_exists: true,
-        owner,
-    };
-    resource::destroy(&targets, &mut w).await?;
+    resource::destroy(&k.targets, &mut w).await?;
     // A rollback of a run that only updated the service puts it back.
     for live in &found {
-        if !w.owns(&services.tags(live)) {
+        if !w.owns(&k.services.tags(live)) {
             service::undo_update(&c.ecs, &mut w, live).await?;
         }
     }
-    let waiting = resource::destroy(&services, &mut w).await?;
+    let waiting = resource::destroy(&k.services, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
         return Ok(w.outcome(State::Pending, message, Map::new()));
     }
     let steps = async {
-        let rules = password_rule::PasswordRules {
-            events: c.events.clone(),
-            secret_arn: None,
-            repair: None,
-        };
-        resource::destroy(&rules, &mut w).await?;
-        let tds = task_definition::TaskDefinitions { ecs: c.ecs.clone() };
-        resource::destroy(&tds, &mut w).await?;
-        let clusters = cluster::Clusters { ecs: c.ecs.clone() };
-        resource::destroy(&clusters, &mut w).await?;
-        let roles = iam::Roles {
-            iam: c.iam.clone(),
-            secret_arns: None,
-            boundary: None,
-        };
-        resource::destroy(&roles, &mut w).await?;
-        let log_kind = logs::LogGroups {
-            logs: c.logs.clone(),
-        };
-        resource::destroy(&log_kind, &mut w).await?;
-        let keys = secret::KeySecrets {
-            sm: c.sm.clone(),
-            restored_from: None,
-        };
-        resource::destroy(&keys, &mut w).await?;
+        resource::destroy(&k.tds, &mut w).await?;
+        resource::destroy(&k.clusters, &mut w).await?;
+        resource::destroy(&k.roles, &mut w).await?;
+        resource::destroy(&k.keys, &mut w).await?;
+        resource::destroy(&k.logs, &mut w).await?;
         Ok(())
     };
     let result = steps.await;
     w.destroyed(result, "Metabase service")
 }
 
-/// The ID of a kind that has one resource (None: planned).
 fn first(ids: Vec<Option<String>>) -> Option<String> {
     ids.into_iter().next().flatten()
 }
