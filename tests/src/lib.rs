@@ -775,6 +775,58 @@ pub async fn dns_records(config: &aws_types::SdkConfig) -> Vec<String> {
     out
 }
 
+/// Writes every validation record certificate `arn` names in `zone` (as its
+/// owner would) and waits until ACM issues it.
+pub async fn validate_certificate(config: &aws_types::SdkConfig, zone: &str, arn: &str) {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let acm = aws_sdk_acm::Client::new(config);
+    let r53 = aws_sdk_route53::Client::new(config);
+    let mut written = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let d = acm
+            .describe_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        let c = d.certificate().unwrap();
+        if c.status() == Some(&aws_sdk_acm::types::CertificateStatus::Issued) {
+            return;
+        }
+        let records = c
+            .domain_validation_options()
+            .iter()
+            .filter_map(|o| o.resource_record());
+        for r in records {
+            if !written.insert(r.name().to_string()) {
+                continue;
+            }
+            let set = ResourceRecordSet::builder()
+                .name(r.name())
+                .r#type(RrType::Cname)
+                .ttl(300)
+                .resource_records(ResourceRecord::builder().value(r.value()).build().unwrap())
+                .build()
+                .unwrap();
+            let change = Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()
+                .unwrap();
+            r53.change_resource_record_sets()
+                .hosted_zone_id(zone)
+                .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("certificate {arn} was not issued");
+}
+
 /// A certificate for `domain` that someone else requested and validated (in
 /// `zone`): ISSUED, not the stack's.
 pub async fn issued_certificate(config: &aws_types::SdkConfig, zone: &str, domain: &str) -> String {

@@ -162,7 +162,11 @@ async fn converge(c: &Clients, mut w: Work<'_>, event: &Event) -> Result<Outcome
     resource::converge(&k.logs, &mut w, &[()]).await?;
     let log_group = names::log_group(&w.spec.stack);
     k.keys.restored_from = data.restored_from.clone();
-    let key = first(resource::converge(&k.keys, &mut w, &[()]).await?.ids(&k.keys));
+    let key = first(
+        resource::converge(&k.keys, &mut w, &[()])
+            .await?
+            .ids(&k.keys),
+    );
     let secret_arns = match (&db, &key) {
         (Some(db), Some(key)) => Some(vec![db.secret_arn.clone(), key.clone()]),
         _ => None,

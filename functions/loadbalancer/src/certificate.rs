@@ -110,6 +110,20 @@ impl Certificates {
     /// names, whatever its key (ListCertificates leaves out every key but
     /// RSA_1024 and RSA_2048 unless asked for them).
     pub async fn of_domain(&self, domain: &str) -> Result<Vec<String>, TierError> {
+        self.naming(&[domain.to_string()]).await
+    }
+
+    /// The certificates ACM renews through `domain`'s validation record:
+    /// those of the domain, and of its wildcard (ACM validates `*.<domain>`
+    /// through `<domain>`'s record).
+    pub async fn renewing_through(&self, domain: &str) -> Result<Vec<String>, TierError> {
+        self.naming(&[domain.to_string(), format!("*.{domain}")])
+            .await
+    }
+
+    /// The certificates that name one of `names`, as their name or an
+    /// alternative name, whatever their key.
+    async fn naming(&self, names: &[String]) -> Result<Vec<String>, TierError> {
         let every_key = KeyAlgorithm::values()
             .iter()
             .map(|k| KeyAlgorithm::from(*k))
@@ -130,10 +144,10 @@ impl Certificates {
                 out.certificate_summary_list()
                     .iter()
                     .filter(|s| {
-                        s.domain_name() == Some(domain)
-                            || s.subject_alternative_name_summaries()
-                                .iter()
-                                .any(|n| n == domain)
+                        names.iter().any(|name| {
+                            s.domain_name() == Some(name.as_str())
+                                || s.subject_alternative_name_summaries().contains(name)
+                        })
                     })
                     .filter_map(|s| s.certificate_arn().map(str::to_string)),
             );

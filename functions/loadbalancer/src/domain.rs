@@ -152,10 +152,12 @@ impl Domain {
         Ok(())
     }
 
-    /// The certificate of the ledger's domain that a listener of the load
-    /// balancer `alb_arn` serves, if any.
+    /// The stack's own certificate of the ledger's domain that a listener of
+    /// the load balancer `alb_arn` serves, if any (a certificate of the
+    /// user's own is never deleted: nothing holds a rollback up for it).
     pub async fn served(
         &self,
+        w: &Work<'_>,
         alb_arn: &str,
         ledger: &Ledger,
     ) -> Result<Option<String>, TierError> {
@@ -177,9 +179,10 @@ impl Domain {
             domain: Some(ledger.domain.clone()),
         };
         Ok(certs
-            .of_domain(&ledger.domain)
+            .list(w)
             .await?
             .into_iter()
+            .map(|c| c.arn)
             .find(|arn| serving.contains(&arn.as_str())))
     }
 
@@ -219,7 +222,7 @@ impl Domain {
         if ledger.validation {
             let mine: Vec<&str> = ours.iter().map(|c| c.arn.as_str()).collect();
             let shared = certs
-                .of_domain(&ledger.domain)
+                .renewing_through(&ledger.domain)
                 .await?
                 .into_iter()
                 .any(|arn| !mine.contains(&arn.as_str()));

@@ -233,7 +233,7 @@ async fn destroy(elb: &Client, d: &domain::Domain, mut w: Work<'_>) -> Result<Ou
             // certificate ELB never lets go and a site that breaks.
             let ours = owned || ledger.run == w.run.id;
             let kept = match (owned, ours) {
-                (false, true) => d.served(&lbs.id(&lb), &ledger).await?,
+                (false, true) => d.served(&w, &lbs.id(&lb), &ledger).await?,
                 _ => None,
             };
             if let Some(cert) = kept {

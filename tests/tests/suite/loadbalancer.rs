@@ -837,26 +837,38 @@ async fn a_validation_record_someone_else_wrote_is_used_and_kept_and_one_with_an
 /// ACM validates every certificate of a name through the same CNAME, and a
 /// certificate whose record is deleted fails its next renewal. A record
 /// mbstack wrote stays when another certificate uses it: one with an EC key
-/// (ListCertificates leaves it out unless asked for every key type), or one
-/// that names the domain as an alternative name.
+/// (ListCertificates leaves it out unless asked for every key type), one
+/// that names the domain as an alternative name, or the wildcard of the domain.
 #[tokio::test]
 async fn a_validation_record_another_certificate_renews_through_is_kept() {
     use aws_sdk_acm::types::{KeyAlgorithm, ValidationMethod};
     let env = TestEnv::start().await;
     mbstack_tests::public_zone(&env.config, "example.com").await;
     let acm = aws_sdk_acm::Client::new(&env.config);
-    for (stack, domain, key, other) in [
+    // (stack, its domain, the other certificate's key, its name, whether it
+    // names the domain as an alternative name): ACM validates `*.<domain>`
+    // through `<domain>`'s record.
+    for (stack, domain, key, other, san) in [
         (
             "ec",
             "metabase.example.com",
             KeyAlgorithm::EcPrime256v1,
             None,
+            false,
         ),
         (
             "san",
             "bi.example.com",
             KeyAlgorithm::Rsa2048,
             Some("www.example.com"),
+            true,
+        ),
+        (
+            "wild",
+            "data.example.com",
+            KeyAlgorithm::Rsa2048,
+            Some("*.data.example.com"),
+            false,
         ),
     ] {
         let mut spec = StackSpec::new(stack);
@@ -881,7 +893,7 @@ async fn a_validation_record_another_certificate_renews_through_is_kept() {
             .domain_name(other.unwrap_or(domain))
             .validation_method(ValidationMethod::Dns)
             .key_algorithm(key);
-        if let Some(other) = other {
+        if let (Some(other), true) = (other, san) {
             request = request
                 .subject_alternative_names(other)
                 .subject_alternative_names(domain);
@@ -927,6 +939,61 @@ async fn a_domain_too_long_for_the_claim_is_refused_before_anything_is_made() {
         "{e}"
     );
     assert_eq!(env.log.mutating(), vec![], "nothing is made");
+}
+
+/// A certificate of the user's own (`certificateArn`) that also names the
+/// domain is not what a rollback keeps a domain for (mbstack never deletes it,
+/// so ELB holds nothing up): the rollback of the run that added the domain
+/// takes its alias and claim away, as for any run.
+#[tokio::test]
+async fn a_rollback_of_a_domain_served_by_the_users_own_certificate_takes_the_domain_away() {
+    use aws_sdk_acm::types::ValidationMethod;
+    let env = TestEnv::start().await;
+    let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
+    let acm = aws_sdk_acm::Client::new(&env.config);
+    let cert = acm
+        .request_certificate()
+        .domain_name("www.example.com")
+        .subject_alternative_names("www.example.com")
+        .subject_alternative_names("bi.example.com")
+        .validation_method(ValidationMethod::Dns)
+        .send()
+        .await
+        .unwrap()
+        .certificate_arn()
+        .unwrap()
+        .to_string();
+    mbstack_tests::validate_certificate(&env.config, &zone, &cert).await;
+    let before = mbstack_tests::dns_records(&env.config).await;
+    let mut spec = StackSpec::new("own");
+    spec.load_balancer.certificate_arn = Some(cert.clone());
+    let lb = TierRunner {
+        env: &env,
+        tier: Tier::LoadBalancer,
+        inputs: network_inputs(&env, &spec).await,
+    };
+    let (last, _) = apply_until_ready(&lb, &spec, "run-a").await;
+    let lb_arn = out(&last, "loadBalancerArn").to_string();
+    spec.load_balancer.domain = Some("bi.example.com".into());
+    apply_until_ready(&lb, &spec, "run-b").await;
+    let rolled = lb.destroy(&spec, "run-b", Scope::Run).await;
+    let kept: Vec<_> = rolled
+        .iter()
+        .flat_map(|o| &o.changes)
+        .filter(|c| c.detail.starts_with("kept"))
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(
+        mbstack_tests::dns_records(&env.config).await,
+        before,
+        "the alias is gone"
+    );
+    let t = tags(&Client::new(&env.config), &lb_arn).await;
+    assert!(
+        !t.iter().any(|(k, _)| k.starts_with("mbstack:d")),
+        "the claim stays: {t:?}"
+    );
+    mbstack_tests::assert_certificate_stays(&env.config, &cert).await;
 }
 
 /// A rollback of the run that gave a kept load balancer its domain, once the
