@@ -830,53 +830,9 @@ pub async fn validate_certificate(config: &aws_types::SdkConfig, zone: &str, arn
 /// A certificate for `domain` that someone else requested and validated (in
 /// `zone`): ISSUED, not the stack's.
 pub async fn issued_certificate(config: &aws_types::SdkConfig, zone: &str, domain: &str) -> String {
-    let acm = aws_sdk_acm::Client::new(config);
     let arn = request_certificate(config, domain).await;
-    let r53 = aws_sdk_route53::Client::new(config);
-    let mut written = false;
-    for _ in 0..200 {
-        let d = acm
-            .describe_certificate()
-            .certificate_arn(&arn)
-            .send()
-            .await
-            .unwrap();
-        let c = d.certificate().unwrap();
-        if c.status() == Some(&aws_sdk_acm::types::CertificateStatus::Issued) {
-            return arn;
-        }
-        if let (false, Some(r)) = (
-            written,
-            c.domain_validation_options()
-                .first()
-                .and_then(|o| o.resource_record()),
-        ) {
-            use aws_sdk_route53::types::{
-                Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-            };
-            let set = ResourceRecordSet::builder()
-                .name(r.name())
-                .r#type(RrType::Cname)
-                .ttl(300)
-                .resource_records(ResourceRecord::builder().value(r.value()).build().unwrap())
-                .build()
-                .unwrap();
-            let change = Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(set)
-                .build()
-                .unwrap();
-            r53.change_resource_record_sets()
-                .hosted_zone_id(zone)
-                .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
-                .send()
-                .await
-                .unwrap();
-            written = true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("certificate {arn} for {domain} was never issued");
+    validate_certificate(config, zone, &arn).await;
+    arn
 }
 
 pub fn spec(stack: &str) -> StackSpec {

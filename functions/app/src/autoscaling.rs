@@ -313,7 +313,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 mod tests {
     use super::*;
     use mbstack_core::spec::AutoscalingSpec;
-    use mbstack_core::{Run, Scope, StackSpec, Tier};
+    use mbstack_core::{Run, StackSpec, Tier};
 
     fn aas() -> Client {
         Client::from_conf(
@@ -346,10 +346,7 @@ mod tests {
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The target registered as 1..3, not suspended, with a 60 % CPU policy.

@@ -175,7 +175,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+    use mbstack_core::{Run, StackSpec, Tier, Verb};
 
     fn logs() -> Client {
         Client::from_conf(
@@ -187,10 +187,7 @@ mod tests {
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     fn group(retention: Option<i32>) -> Live {

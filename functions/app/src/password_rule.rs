@@ -343,7 +343,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, Scope, StackSpec, Tier};
+    use mbstack_core::{Run, StackSpec, Tier};
 
     const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-1-AbCdEf";
 
@@ -382,10 +382,7 @@ mod tests {
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     #[test]

@@ -755,19 +755,11 @@ mod tests {
         "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
 
     fn ecs() -> Client {
-        Client::from_conf(
-            aws_sdk_ecs::Config::builder()
-                .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
-                .build(),
-        )
+        mbstack_core::offline_client!(aws_sdk_ecs)
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The service of a converge that runs `td` in two private subnets.

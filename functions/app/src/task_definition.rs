@@ -560,19 +560,11 @@ mod tests {
     const TASK_ROLE: &str = "arn:aws:iam::111122223333:role/s-metabase-task";
 
     fn ecs() -> Client {
-        Client::from_conf(
-            aws_sdk_ecs::Config::builder()
-                .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
-                .build(),
-        )
+        mbstack_core::offline_client!(aws_sdk_ecs)
     }
 
     fn run() -> mbstack_core::Run {
-        mbstack_core::Run {
-            id: "run-1".into(),
-            scope: mbstack_core::Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     fn work<'a>(spec: &'a mbstack_core::StackSpec, run: &'a mbstack_core::Run) -> Work<'a> {

@@ -166,6 +166,20 @@ macro_rules! client {
     }};
 }
 
+/// A client of SDK crate `$sdk` that is never to be called (a kind's pure
+/// `diff` in a unit test needs one to exist): `us-east-1`, no credentials.
+#[macro_export]
+macro_rules! offline_client {
+    ($sdk:ident) => {{
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }};
+}
+
 /// One AWS call as the SDK made it (once per operation, retries not counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {

@@ -240,6 +240,15 @@ pub enum Action {
     None,
 }
 
+impl Run {
+    pub fn new(id: impl Into<String>, scope: Scope) -> Self {
+        Self {
+            id: id.into(),
+            scope,
+        }
+    }
+}
+
 impl Verb {
     /// As the contract spells it (`apply`, `check`).
     pub fn as_str(&self) -> &'static str {

@@ -1198,22 +1198,15 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 mod tests {
     use super::*;
     use mbstack_core::metabase::IMAGE_TAG;
-    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+    use mbstack_core::{Run, StackSpec, Tier, Verb};
 
     /// A client that is never called: `diff` is pure.
     fn rds() -> aws_sdk_rds::Client {
-        let conf = aws_sdk_rds::Config::builder()
-            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
-            .region(aws_sdk_rds::config::Region::new("us-east-1"))
-            .build();
-        aws_sdk_rds::Client::from_conf(conf)
+        mbstack_core::offline_client!(aws_sdk_rds)
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The kind as a converge builds it; `record`: the image to put on record.

@@ -675,10 +675,7 @@ mod tests {
     }
 
     fn run() -> mbstack_core::Run {
-        mbstack_core::Run {
-            id: "run-1".into(),
-            scope: mbstack_core::Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     #[test]

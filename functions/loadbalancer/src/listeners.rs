@@ -338,7 +338,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, Scope, StackSpec, Tier};
+    use mbstack_core::{Run, StackSpec, Tier};
 
     const TG: &str =
         "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
@@ -346,21 +346,11 @@ mod tests {
         "arn:aws:acm:us-east-1:111122223333:certificate/11111111-2222-3333-4444-555555555555";
 
     fn elb() -> Client {
-        Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::Config::builder()
-                .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
-                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
-                    "us-east-1",
-                ))
-                .build(),
-        )
+        mbstack_core::offline_client!(aws_sdk_elasticloadbalancingv2)
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     fn listeners(tg: Option<&str>) -> Listeners {

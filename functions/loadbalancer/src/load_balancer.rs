@@ -345,24 +345,14 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 mod tests {
     use super::*;
     use aws_sdk_elasticloadbalancingv2::types::AvailabilityZone;
-    use mbstack_core::{Run, Scope, StackSpec, Tier, Verb};
+    use mbstack_core::{Run, StackSpec, Tier, Verb};
 
     fn elb() -> Client {
-        Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::Config::builder()
-                .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
-                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
-                    "us-east-1",
-                ))
-                .build(),
-        )
+        mbstack_core::offline_client!(aws_sdk_elasticloadbalancingv2)
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The ALB of a converge over two public subnets and the LB security

@@ -388,22 +388,15 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 mod tests {
     use super::*;
     use aws_sdk_ec2::types::{Route, RouteTableAssociation};
-    use mbstack_core::{Run, Scope, StackSpec, Tier};
+    use mbstack_core::{Run, StackSpec, Tier};
 
     /// A client that is never called: `diff` is pure.
     fn ec2() -> aws_sdk_ec2::Client {
-        let conf = aws_sdk_ec2::Config::builder()
-            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-            .build();
-        aws_sdk_ec2::Client::from_conf(conf)
+        mbstack_core::offline_client!(aws_sdk_ec2)
     }
 
     fn run() -> Run {
-        Run {
-            id: "run-1".into(),
-            scope: Scope::Stack,
-        }
+        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The kind with every table of the VPC known, as `list` leaves it.
