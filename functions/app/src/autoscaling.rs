@@ -312,8 +312,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::run;
     use mbstack_core::spec::AutoscalingSpec;
-    use mbstack_core::{Run, StackSpec, Tier};
+    use mbstack_core::{StackSpec, Tier};
 
     fn aas() -> Client {
         Client::from_conf(
@@ -343,10 +344,6 @@ mod tests {
             target_cpu_percent: 60,
         });
         spec
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     /// The target registered as 1..3, not suspended, with a 60 % CPU policy.

@@ -12,6 +12,8 @@ mod password_rule;
 mod secret;
 mod service;
 mod task_definition;
+#[cfg(test)]
+mod test_support;
 mod upgrade_return;
 
 pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS_POLICY};

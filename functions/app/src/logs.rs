@@ -175,7 +175,8 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, StackSpec, Tier, Verb};
+    use crate::test_support::run;
+    use mbstack_core::{StackSpec, Tier, Verb};
 
     fn logs() -> Client {
         Client::from_conf(
@@ -184,10 +185,6 @@ mod tests {
                 .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
                 .build(),
         )
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     fn group(retention: Option<i32>) -> Live {

@@ -343,7 +343,8 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, StackSpec, Tier};
+    use crate::test_support::run;
+    use mbstack_core::{StackSpec, Tier};
 
     const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:rds!db-1-AbCdEf";
 
@@ -379,10 +380,6 @@ mod tests {
             tags: Vec::new(),
             target_ok: true,
         }
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     #[test]

@@ -745,22 +745,15 @@ pub async fn service_health(ecs: &Client, stack: &str) -> Result<Option<ServiceH
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{ecs, run};
     use aws_sdk_ecs::types::builders::ServiceBuilder;
     use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Deployment};
-    use mbstack_core::{Run, StackSpec, Tier};
+    use mbstack_core::{StackSpec, Tier};
 
     const TD: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/s-metabase:1";
     const TD2: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/s-metabase:2";
     const TG: &str =
         "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
-
-    fn ecs() -> Client {
-        mbstack_core::offline_client!(aws_sdk_ecs)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
 
     /// The service of a converge that runs `td` in two private subnets.
     fn services(td: &str) -> Services {

@@ -540,6 +540,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{ecs, run};
 
     #[test]
     fn heap_is_three_quarters() {
@@ -558,14 +559,6 @@ mod tests {
         "arn:aws:secretsmanager:us-east-1:111122223333:secret:mbstack/s/metabase-encryption-key-GhIjKl";
     const EXECUTION_ROLE: &str = "arn:aws:iam::111122223333:role/s-metabase-execution";
     const TASK_ROLE: &str = "arn:aws:iam::111122223333:role/s-metabase-task";
-
-    fn ecs() -> Client {
-        mbstack_core::offline_client!(aws_sdk_ecs)
-    }
-
-    fn run() -> mbstack_core::Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
 
     fn work<'a>(spec: &'a mbstack_core::StackSpec, run: &'a mbstack_core::Run) -> Work<'a> {
         Work::new(mbstack_core::Tier::App, spec, run, Verb::Apply)

@@ -1197,17 +1197,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{rds, run};
     use mbstack_core::metabase::IMAGE_TAG;
-    use mbstack_core::{Run, StackSpec, Tier, Verb};
-
-    /// A client that is never called: `diff` is pure.
-    fn rds() -> aws_sdk_rds::Client {
-        mbstack_core::offline_client!(aws_sdk_rds)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
+    use mbstack_core::{StackSpec, Tier, Verb};
 
     /// The kind as a converge builds it; `record`: the image to put on record.
     fn kind(spec: &StackSpec, record: Option<String>) -> DbInstances {

@@ -10,6 +10,8 @@ pub use pre_upgrade::{
 };
 mod subnet_group;
 mod tags;
+#[cfg(test)]
+mod test_support;
 mod upgrade_return;
 
 pub use instance::{

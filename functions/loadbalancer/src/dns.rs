@@ -583,6 +583,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::run;
 
     #[test]
     fn a_record_is_shown_by_its_values_or_its_alias() {
@@ -672,10 +673,6 @@ mod tests {
 
     fn repoints(steps: &[Repoint]) -> Vec<String> {
         steps.iter().map(ToString::to_string).collect()
-    }
-
-    fn run() -> mbstack_core::Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod load_balancer;
 mod reads;
 mod tags;
 mod target_group;
+#[cfg(test)]
+mod test_support;
 mod validation;
 
 pub use dns::{domain_zone_problems, new_domain_problems};

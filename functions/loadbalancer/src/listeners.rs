@@ -338,20 +338,13 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, StackSpec, Tier};
+    use crate::test_support::{elb, run};
+    use mbstack_core::{StackSpec, Tier};
 
     const TG: &str =
         "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/s-tg/0123456789abcdef";
     const CERT: &str =
         "arn:aws:acm:us-east-1:111122223333:certificate/11111111-2222-3333-4444-555555555555";
-
-    fn elb() -> Client {
-        mbstack_core::offline_client!(aws_sdk_elasticloadbalancingv2)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
 
     fn listeners(tg: Option<&str>) -> Listeners {
         Listeners {

@@ -344,16 +344,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{elb, run};
     use aws_sdk_elasticloadbalancingv2::types::AvailabilityZone;
-    use mbstack_core::{Run, StackSpec, Tier, Verb};
-
-    fn elb() -> Client {
-        mbstack_core::offline_client!(aws_sdk_elasticloadbalancingv2)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
+    use mbstack_core::{StackSpec, Tier, Verb};
 
     /// The ALB of a converge over two public subnets and the LB security
     /// group (None: planned).

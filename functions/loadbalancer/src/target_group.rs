@@ -316,16 +316,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{elb, run};
     use aws_sdk_elasticloadbalancingv2::types::builders::TargetGroupBuilder;
-    use mbstack_core::{Run, StackSpec, Tier};
-
-    fn elb() -> Client {
-        mbstack_core::offline_client!(aws_sdk_elasticloadbalancingv2)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
+    use mbstack_core::{StackSpec, Tier};
 
     fn tgs() -> TargetGroups {
         let elb = elb();

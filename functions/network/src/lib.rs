@@ -12,6 +12,8 @@ mod routes;
 mod security_groups;
 mod subnets;
 mod tags;
+#[cfg(test)]
+mod test_support;
 mod vpc;
 
 use mbstack_core::iam::Permission;

@@ -387,17 +387,9 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{ec2, run};
     use aws_sdk_ec2::types::{Route, RouteTableAssociation};
-    use mbstack_core::{Run, StackSpec, Tier};
-
-    /// A client that is never called: `diff` is pure.
-    fn ec2() -> aws_sdk_ec2::Client {
-        mbstack_core::offline_client!(aws_sdk_ec2)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
+    use mbstack_core::{StackSpec, Tier};
 
     /// The kind with every table of the VPC known, as `list` leaves it.
     fn kind(all: &[RouteTable]) -> RouteTables {

@@ -208,16 +208,8 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mbstack_core::{Run, StackSpec, Tier};
-
-    /// A client that is never called: `diff` is pure.
-    fn ec2() -> aws_sdk_ec2::Client {
-        mbstack_core::offline_client!(aws_sdk_ec2)
-    }
-
-    fn run() -> Run {
-        mbstack_core::Run::new("run-1", mbstack_core::Scope::Stack)
-    }
+    use crate::test_support::{ec2, run};
+    use mbstack_core::{StackSpec, Tier};
 
     /// The VPC the spec asks for, as the tier builds it: `network.cidr`.
     fn want(spec: &StackSpec) -> Want {
