@@ -672,10 +672,28 @@ pub async fn assert_certificate_stays(config: &aws_types::SdkConfig, arn: &str) 
 /// Requests a DNS-validated certificate for `domain` (as its owner would):
 /// its ARN.
 pub async fn request_certificate(config: &aws_types::SdkConfig, domain: &str) -> String {
-    aws_sdk_acm::Client::new(config)
+    let rsa = aws_sdk_acm::types::KeyAlgorithm::Rsa2048;
+    request_certificate_for(config, &[domain], rsa).await
+}
+
+/// A DNS-validated certificate request (not validated): `names[0]` its name,
+/// every one of `names` an alternative name when there are several; its ARN.
+pub async fn request_certificate_for(
+    config: &aws_types::SdkConfig,
+    names: &[&str],
+    key: aws_sdk_acm::types::KeyAlgorithm,
+) -> String {
+    let mut request = aws_sdk_acm::Client::new(config)
         .request_certificate()
-        .domain_name(domain)
+        .domain_name(names[0])
         .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .key_algorithm(key);
+    if names.len() > 1 {
+        for n in names {
+            request = request.subject_alternative_names(*n);
+        }
+    }
+    request
         .send()
         .await
         .unwrap()

@@ -841,10 +841,9 @@ async fn a_validation_record_someone_else_wrote_is_used_and_kept_and_one_with_an
 /// that names the domain as an alternative name, or the wildcard of the domain.
 #[tokio::test]
 async fn a_validation_record_another_certificate_renews_through_is_kept() {
-    use aws_sdk_acm::types::{KeyAlgorithm, ValidationMethod};
+    use aws_sdk_acm::types::KeyAlgorithm;
     let env = TestEnv::start().await;
     mbstack_tests::public_zone(&env.config, "example.com").await;
-    let acm = aws_sdk_acm::Client::new(&env.config);
     // (stack, its domain, the other certificate's key, its name, whether it
     // names the domain as an alternative name): ACM validates `*.<domain>`
     // through `<domain>`'s record.
@@ -888,17 +887,11 @@ async fn a_validation_record_another_certificate_renews_through_is_kept() {
         let ours = cname(&mbstack_tests::dns_records(&env.config).await)
             .expect("the validation record the stack wrote");
         // Someone else's certificate that validates through the same record.
-        let mut request = acm
-            .request_certificate()
-            .domain_name(other.unwrap_or(domain))
-            .validation_method(ValidationMethod::Dns)
-            .key_algorithm(key);
-        if let (Some(other), true) = (other, san) {
-            request = request
-                .subject_alternative_names(other)
-                .subject_alternative_names(domain);
-        }
-        request.send().await.unwrap();
+        let names = match (other, san) {
+            (Some(other), true) => vec![other, domain],
+            (other, _) => vec![other.unwrap_or(domain)],
+        };
+        mbstack_tests::request_certificate_for(&env.config, &names, key).await;
         lb.destroy(&spec, "destroy-1", Scope::Stack).await;
         assert_eq!(
             cname(&mbstack_tests::dns_records(&env.config).await),
@@ -947,22 +940,11 @@ async fn a_domain_too_long_for_the_claim_is_refused_before_anything_is_made() {
 /// takes its alias and claim away, as for any run.
 #[tokio::test]
 async fn a_rollback_of_a_domain_served_by_the_users_own_certificate_takes_the_domain_away() {
-    use aws_sdk_acm::types::ValidationMethod;
     let env = TestEnv::start().await;
     let zone = mbstack_tests::public_zone(&env.config, "example.com").await;
-    let acm = aws_sdk_acm::Client::new(&env.config);
-    let cert = acm
-        .request_certificate()
-        .domain_name("www.example.com")
-        .subject_alternative_names("www.example.com")
-        .subject_alternative_names("bi.example.com")
-        .validation_method(ValidationMethod::Dns)
-        .send()
-        .await
-        .unwrap()
-        .certificate_arn()
-        .unwrap()
-        .to_string();
+    let names = ["www.example.com", "bi.example.com"];
+    let rsa = aws_sdk_acm::types::KeyAlgorithm::Rsa2048;
+    let cert = mbstack_tests::request_certificate_for(&env.config, &names, rsa).await;
     mbstack_tests::validate_certificate(&env.config, &zone, &cert).await;
     let before = mbstack_tests::dns_records(&env.config).await;
     let mut spec = StackSpec::new("own");

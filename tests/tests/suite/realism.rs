@@ -866,22 +866,13 @@ async fn race_ssm_creates(
 /// whatever its key, and named no alternative name in a summary.
 #[tokio::test]
 async fn acm_lists_other_keys_only_when_asked_and_names_alternative_names() {
-    use aws_sdk_acm::types::{Filters, KeyAlgorithm, ValidationMethod};
+    use aws_sdk_acm::types::{Filters, KeyAlgorithm};
     let env = TestEnv::start().await;
     let acm = aws_sdk_acm::Client::new(&env.config);
-    let ec = acm
-        .request_certificate()
-        .domain_name("other.example.com")
-        .subject_alternative_names("other.example.com")
-        .subject_alternative_names("bi.example.com")
-        .validation_method(ValidationMethod::Dns)
-        .key_algorithm(KeyAlgorithm::EcPrime256v1)
-        .send()
-        .await
-        .unwrap()
-        .certificate_arn()
-        .unwrap()
-        .to_string();
+    let names = ["other.example.com", "bi.example.com"];
+    let ec =
+        mbstack_tests::request_certificate_for(&env.config, &names, KeyAlgorithm::EcPrime256v1)
+            .await;
     let rsa = mbstack_tests::request_certificate(&env.config, "bi.example.com").await;
     let listed = |out: aws_sdk_acm::operation::list_certificates::ListCertificatesOutput| {
         out.certificate_summary_list()
