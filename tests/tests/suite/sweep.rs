@@ -22,6 +22,7 @@
 //! `MBSTACK_SWEEP_CLASSES=NotYetVisible,Crash` the fault classes (by name),
 //! `MBSTACK_SWEEP_JOBS` sets how many emulators run at once (default 4),
 //! `MBSTACK_SWEEP_SCALE` how much faster than AWS the emulator is (default 60),
+//! `MBSTACK_SWEEP_CALLS=RegisterTaskDefinition` only the cases of those calls,
 //! `MBSTACK_SWEEP_RESUME=<log>` skips the cases an earlier sweep's output
 //! already reports as `ok` (a long sweep that was stopped goes on where it was).
 
@@ -269,6 +270,35 @@ fn lock_call(call: &str) -> bool {
     matches!(action_of(call), "GetParameter" | "DeleteParameter")
 }
 
+/// What a failed case's run did: its end, error and cause, its last states,
+/// and the calls around its k-th (the tiers' AWS calls, in order).
+fn run_context(run: &Execution, names: &[String], k: u64) -> String {
+    let states = run
+        .state_names
+        .iter()
+        .rev()
+        .take(20)
+        .rev()
+        .cloned()
+        .collect::<Vec<_>>();
+    let at = k as usize - 1;
+    let around: Vec<String> = names
+        .iter()
+        .enumerate()
+        .skip(at.saturating_sub(4))
+        .take(9)
+        .map(|(i, c)| format!("{}{}: {c}", if i == at { "→" } else { " " }, i + 1))
+        .collect();
+    format!(
+        "\n      run {}: {:?} {:?}\n      last states: {}\n      calls: {}",
+        run.status,
+        run.error,
+        run.cause,
+        states.join(" → "),
+        around.join(", ")
+    )
+}
+
 /// How a case ended: as it must (`Ok(true)`), or never reached its k-th call
 /// (`Ok(false)`: fewer polls this time; not counted).
 type Verdict = Result<bool, Fail>;
@@ -297,133 +327,142 @@ async fn case(phase: Phase, class: FaultClass, k: u64, base: Arc<Baseline>) -> V
     // number of polls varies: the k-th call need not be the clean run's k-th).
     let names = d.emulator.front.call_names();
     let fired = d.emulator.front.not_yet_visible_fired();
-    d.emulator.front.set_fault(None);
-    checks::check_after_run(&d, &input, &run, witness).await;
-    let Some(call) = names.get(k as usize - 1).cloned() else {
-        return Ok(false);
-    };
-    // From the k-th call on, no call used an ID the run had created: not reached.
-    if class == FaultClass::NotYetVisible && !fired {
-        return Ok(false);
-    }
-    let finish = in_finish(&names, k);
-    let terminal = class == FaultClass::Terminal;
-    let lock_may_stay = terminal && finish && lock_call(&call);
-    let status_ok = |want: &str| -> Result<(), Fail> {
-        if run.status == want {
-            Ok(())
-        } else {
-            Err(fail(format!(
-                "{} instead of {want}: {:?} {:?}",
-                run.status, run.error, run.cause
-            )))
+    let judged = async {
+        d.emulator.front.set_fault(None);
+        checks::check_after_run(&d, &input, &run, witness).await;
+        let Some(call) = names.get(k as usize - 1).cloned() else {
+            return Ok(false);
+        };
+        // From the k-th call on, no call used an ID the run had created: not reached.
+        if class == FaultClass::NotYetVisible && !fired {
+            return Ok(false);
         }
-    };
-    if terminal && run.status == "FAILED" {
-        let cause = run.cause.clone().unwrap_or_default();
-        if !cause.contains(action_of(&call)) {
-            return Err(fail(format!("the error does not name {call}: {cause}")));
+        let finish = in_finish(&names, k);
+        let terminal = class == FaultClass::Terminal;
+        let lock_may_stay = terminal && finish && lock_call(&call);
+        let status_ok = |want: &str| -> Result<(), Fail> {
+            if run.status == want {
+                Ok(())
+            } else {
+                Err(fail(format!(
+                    "{} instead of {want}: {:?} {:?}",
+                    run.status, run.error, run.cause
+                )))
+            }
+        };
+        if terminal && run.status == "FAILED" {
+            let cause = run.cause.clone().unwrap_or_default();
+            if !cause.contains(action_of(&call)) {
+                return Err(fail(format!("the error does not name {call}: {cause}")));
+            }
         }
-    }
-    if !lock_may_stay && !lock_released(&d).await {
-        return Err(fail("the lock is still held"));
-    }
-    let mut after = stack_leftovers(&d.config, STACK).await;
-    after.sort();
-    match phase {
-        Phase::Apply => {
-            if terminal && !finish {
-                status_ok("FAILED")?;
-                if !after.is_empty() {
+        if !lock_may_stay && !lock_released(&d).await {
+            return Err(fail("the lock is still held"));
+        }
+        let mut after = stack_leftovers(&d.config, STACK).await;
+        after.sort();
+        match phase {
+            Phase::Apply => {
+                if terminal && !finish {
+                    status_ok("FAILED")?;
+                    if !after.is_empty() {
+                        return Err(Fail {
+                            why: format!("not rolled back: {after:?}"),
+                            left: after.len(),
+                        });
+                    }
+                    return Ok(true);
+                }
+                // A terminal fault in Finish fails the run after the stack is
+                // complete: nothing is rolled back, nothing is lost.
+                status_ok(if terminal { "FAILED" } else { "SUCCEEDED" })?;
+                if kinds(&after) != kinds(&base.applied) {
                     return Err(Fail {
-                        why: format!("not rolled back: {after:?}"),
-                        left: after.len(),
+                        why: format!("not the clean run's resources: {after:?}"),
+                        left: after.len().abs_diff(base.applied.len()).max(1),
                     });
                 }
-                return Ok(true);
+                Ok(true)
             }
-            // A terminal fault in Finish fails the run after the stack is
-            // complete: nothing is rolled back, nothing is lost.
-            status_ok(if terminal { "FAILED" } else { "SUCCEEDED" })?;
-            if kinds(&after) != kinds(&base.applied) {
-                return Err(Fail {
-                    why: format!("not the clean run's resources: {after:?}"),
-                    left: after.len().abs_diff(base.applied.len()).max(1),
-                });
+            Phase::Destroy => {
+                if !terminal {
+                    status_ok("SUCCEEDED")?;
+                } else if run.status != "SUCCEEDED" {
+                    // The next destroy must remove whatever the failed one left.
+                    let again = checked(&d, "again", destroy_input()).await?;
+                    if again.status != "SUCCEEDED" {
+                        return Err(fail(format!(
+                            "the next destroy could not finish: {:?} {:?}",
+                            again.error, again.cause
+                        )));
+                    }
+                    if !lock_released(&d).await {
+                        return Err(fail("the lock is still held after the next destroy"));
+                    }
+                }
+                let left = stack_leftovers(&d.config, STACK).await;
+                let snaps = snapshots(&d).await;
+                if snaps != 1 {
+                    return Err(fail(format!("{snaps} final snapshots instead of 1")));
+                }
+                if !left.is_empty() {
+                    return Err(Fail {
+                        why: format!("left behind: {left:?}"),
+                        left: left.len(),
+                    });
+                }
+                Ok(true)
             }
-            Ok(true)
-        }
-        Phase::Destroy => {
-            if !terminal {
-                status_ok("SUCCEEDED")?;
-            } else if run.status != "SUCCEEDED" {
-                // The next destroy must remove whatever the failed one left.
-                let again = checked(&d, "again", destroy_input()).await?;
-                if again.status != "SUCCEEDED" {
+            Phase::Update => {
+                let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+                if terminal && !finish {
+                    status_ok("FAILED")?;
+                    if !missing.is_empty() {
+                        return Err(fail(format!("pre-existing resources lost: {missing:?}")));
+                    }
+                    let extra: Vec<&String> =
+                        after.iter().filter(|r| !before.contains(r)).collect();
+                    if !extra.is_empty() {
+                        return Err(Fail {
+                            why: format!("not rolled back: {extra:?}"),
+                            left: extra.len(),
+                        });
+                    }
+                    let td = service_task_definition(&d).await;
+                    if td != td_before {
+                        return Err(fail(format!("the service runs {td:?}, not {td_before:?}")));
+                    }
+                    return Ok(true);
+                }
+                status_ok(if terminal { "FAILED" } else { "SUCCEEDED" })?;
+                if kinds(&after) != kinds(&base.updated) {
+                    return Err(Fail {
+                        why: format!(
+                            "not the clean update's resources: {after:?} vs {:?}",
+                            base.updated
+                        ),
+                        left: after.len().abs_diff(base.updated.len()).max(1),
+                    });
+                }
+                let lost = missing
+                    .iter()
+                    .filter(|r| !r.starts_with("task-definition"))
+                    .count();
+                if lost > 0 {
                     return Err(fail(format!(
-                        "the next destroy could not finish: {:?} {:?}",
-                        again.error, again.cause
+                        "pre-existing resources replaced: {missing:?}"
                     )));
                 }
-                if !lock_released(&d).await {
-                    return Err(fail("the lock is still held after the next destroy"));
-                }
+                Ok(true)
             }
-            let left = stack_leftovers(&d.config, STACK).await;
-            let snaps = snapshots(&d).await;
-            if snaps != 1 {
-                return Err(fail(format!("{snaps} final snapshots instead of 1")));
-            }
-            if !left.is_empty() {
-                return Err(Fail {
-                    why: format!("left behind: {left:?}"),
-                    left: left.len(),
-                });
-            }
-            Ok(true)
-        }
-        Phase::Update => {
-            let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
-            if terminal && !finish {
-                status_ok("FAILED")?;
-                if !missing.is_empty() {
-                    return Err(fail(format!("pre-existing resources lost: {missing:?}")));
-                }
-                let extra: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
-                if !extra.is_empty() {
-                    return Err(Fail {
-                        why: format!("not rolled back: {extra:?}"),
-                        left: extra.len(),
-                    });
-                }
-                let td = service_task_definition(&d).await;
-                if td != td_before {
-                    return Err(fail(format!("the service runs {td:?}, not {td_before:?}")));
-                }
-                return Ok(true);
-            }
-            status_ok(if terminal { "FAILED" } else { "SUCCEEDED" })?;
-            if kinds(&after) != kinds(&base.updated) {
-                return Err(Fail {
-                    why: format!(
-                        "not the clean update's resources: {after:?} vs {:?}",
-                        base.updated
-                    ),
-                    left: after.len().abs_diff(base.updated.len()).max(1),
-                });
-            }
-            let lost = missing
-                .iter()
-                .filter(|r| !r.starts_with("task-definition"))
-                .count();
-            if lost > 0 {
-                return Err(fail(format!(
-                    "pre-existing resources replaced: {missing:?}"
-                )));
-            }
-            Ok(true)
         }
     }
+    .await;
+    // A case that does not end as it must says how its run went.
+    judged.map_err(|mut f| {
+        f.why = format!("{}{}", f.why, run_context(&run, &names, k));
+        f
+    })
 }
 
 async fn baseline(phases: &[Phase]) -> Baseline {
@@ -477,7 +516,19 @@ async fn every_fault_class_in_apply_destroy_and_update_ends_safely() {
     let base = Arc::new(baseline(&phases).await);
     let mut cases = Vec::new();
     for &phase in &phases {
-        for (class, k) in chosen(&base.calls[&phase], phase, full) {
+        // `MBSTACK_SWEEP_CALLS=RegisterTaskDefinition,…`: only the cases whose
+        // call (in the clean run) is one of these (reproducing one case).
+        let only: Vec<String> = std::env::var("MBSTACK_SWEEP_CALLS")
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let calls = &base.calls[&phase];
+        let wanted = chosen(calls, phase, full).into_iter().filter(|(_, k)| {
+            only.is_empty()
+                || calls
+                    .get(*k as usize - 1)
+                    .is_some_and(|c| only.iter().any(|o| action_of(c) == o))
+        });
+        for (class, k) in wanted {
             if classes
                 .as_ref()
                 .is_some_and(|c| !c.contains(&format!("{class:?}")))
