@@ -11,7 +11,10 @@
 //!   and exactly one final snapshot is kept;
 //! - **update** of a healthy stack: the transient faults end with the update
 //!   done; a terminal one ends FAILED with every pre-existing resource still
-//!   there, nothing new left, and the service back on its previous task definition.
+//!   there, nothing new left, and the service back on its previous task definition
+//!   (a run that rolled the new version out returns the database, and the
+//!   service runs the version before on a revision of its own: that revision
+//!   alone is new).
 //!
 //! Every run also gets the suite's checks (no secret in history, logs, task
 //! definitions; a clean audit after success) and the lock is released each time.
@@ -193,14 +196,29 @@ async fn service_task_definition(d: &Deployed) -> Option<String> {
     let ecs = aws_sdk_ecs::Client::new(&d.config);
     let s = ecs
         .describe_services()
-        .cluster(format!("{STACK}-cluster"))
-        .services(format!("{STACK}-metabase"))
+        .cluster(mbstack_app::names::cluster(STACK))
+        .services(mbstack_app::names::SERVICE)
         .send()
         .await
         .ok()?;
     s.services()
         .first()
         .and_then(|s| s.task_definition())
+        .map(str::to_string)
+}
+
+/// The image of task definition `td`'s container.
+async fn image_of(d: &Deployed, td: Option<&str>) -> Option<String> {
+    let out = aws_sdk_ecs::Client::new(&d.config)
+        .describe_task_definition()
+        .task_definition(td?)
+        .send()
+        .await
+        .ok()?;
+    let def = out.task_definition()?;
+    def.container_definitions()
+        .first()
+        .and_then(|c| c.image())
         .map(str::to_string)
 }
 
@@ -420,17 +438,38 @@ async fn case(phase: Phase, class: FaultClass, k: u64, base: Arc<Baseline>) -> V
                     if !missing.is_empty() {
                         return Err(fail(format!("pre-existing resources lost: {missing:?}")));
                     }
-                    let extra: Vec<&String> =
-                        after.iter().filter(|r| !before.contains(r)).collect();
+                    // A run that rolled the new version out and then failed
+                    // returns the database to the snapshot before it (issue
+                    // 31): the service then runs the version before on a new
+                    // revision that reads the restored database's new secret.
+                    // That revision, and only it, is new.
+                    let returned = run.state_names.iter().any(|n| n.starts_with("Put back"));
+                    let td = service_task_definition(&d).await;
+                    let runs = |r: &String| {
+                        returned && td.as_ref().is_some_and(|t| r.ends_with(t.as_str()))
+                    };
+                    let extra: Vec<&String> = after
+                        .iter()
+                        .filter(|r| !before.contains(r) && !runs(r))
+                        .collect();
                     if !extra.is_empty() {
                         return Err(Fail {
                             why: format!("not rolled back: {extra:?}"),
                             left: extra.len(),
                         });
                     }
-                    let td = service_task_definition(&d).await;
-                    if td != td_before {
-                        return Err(fail(format!("the service runs {td:?}, not {td_before:?}")));
+                    let back = match returned {
+                        false => td == td_before,
+                        true => {
+                            td.is_some()
+                                && image_of(&d, td.as_deref()).await
+                                    == image_of(&d, td_before.as_deref()).await
+                        }
+                    };
+                    if !back {
+                        return Err(fail(format!(
+                            "the service runs {td:?}, not {td_before:?} (or its image)"
+                        )));
                     }
                     return Ok(true);
                 }
