@@ -29,6 +29,30 @@ pub enum FaultClass {
     /// (`InvalidVpcID.NotFound`, `InvalidSubnetID.NotFound`, …; for ECS, "Unable
     /// to assume the service linked role" on a cluster just created).
     NotYetVisible,
+    /// The k-th Lambda invocation of the run (counted apart from the AWS
+    /// calls) is answered by the Lambda service with `ServiceException` (HTTP
+    /// 500): Step Functions sees `Lambda.ServiceException`.
+    LambdaServiceException,
+    /// The k-th Lambda invocation is answered with
+    /// `ClientExecutionTimeoutException`: Step Functions sees
+    /// `Lambda.ClientExecutionTimeoutException`.
+    LambdaTimeout,
+}
+
+impl FaultClass {
+    /// Whether its k counts Lambda invocations rather than AWS calls.
+    pub fn of_invocations(self) -> bool {
+        matches!(self, Self::LambdaServiceException | Self::LambdaTimeout)
+    }
+
+    /// The Lambda service's error code it answers an invocation with.
+    pub(crate) fn lambda_code(self) -> Option<&'static str> {
+        match self {
+            Self::LambdaServiceException => Some("ServiceException"),
+            Self::LambdaTimeout => Some("ClientExecutionTimeoutException"),
+            _ => None,
+        }
+    }
 }
 
 /// EC2 ID prefixes and the NotFound code AWS answers for each.
@@ -66,6 +90,8 @@ pub(crate) struct Faults {
     pub created: Mutex<Vec<String>>,
     /// Whether a NotYetVisible fault has been answered.
     pub fired: AtomicBool,
+    /// The functions invoked since the plan was set, in order.
+    pub invoked: Mutex<Vec<String>>,
 }
 
 /// A call as the eventual-consistency fault sees it.
@@ -155,6 +181,22 @@ impl Faults {
         Some(Verdict::Answer(answer))
     }
 
+    /// Counts a Lambda invocation of `function` and says which error of the
+    /// Lambda service answers it, if it is the planned one.
+    pub fn invocation_verdict(&self, function: &str) -> Option<&'static str> {
+        let n = match self.invoked.lock() {
+            Ok(mut invoked) => {
+                invoked.push(function.to_string());
+                invoked.len() as u64
+            }
+            Err(_) => return None,
+        };
+        match self.plan.lock().ok().and_then(|p| *p) {
+            Some((k, class)) if k == n => class.lambda_code(),
+            _ => None,
+        }
+    }
+
     /// Counts a tier's AWS call and says what to do with it.
     pub fn verdict(&self, protocol_json: bool, ec2: bool, call: CallRefs<'_>) -> Verdict {
         let name = call.name.to_string();
@@ -211,7 +253,9 @@ impl Faults {
                 )),
                 FaultClass::Drop => Verdict::Drop,
                 FaultClass::Crash => Verdict::CrashAfter,
-                FaultClass::NotYetVisible => Verdict::Pass,
+                FaultClass::NotYetVisible
+                | FaultClass::LambdaServiceException
+                | FaultClass::LambdaTimeout => Verdict::Pass,
             },
             _ => Verdict::Pass,
         }

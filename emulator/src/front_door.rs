@@ -22,7 +22,7 @@ use crate::protocol::json_error_with;
 use crate::protocol::query;
 use crate::rules::{Answer, Call, Rule};
 use crate::state::ecs::{EcsActor, EcsFault};
-use crate::state::{HttpClient, InvocationFault, LambdaFn, Shared};
+use crate::state::{HttpClient, InvocationFault, LambdaFn, Saved, Shared};
 use crate::EmulatorError;
 
 /// A listening socket for the front door, bound before moto starts (moto must
@@ -83,6 +83,7 @@ impl FrontDoor {
             faults: crate::faults::Faults::default(),
             invocation_faults: Default::default(),
             lost_events: std::sync::atomic::AtomicU32::new(0),
+            saved: Default::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -223,6 +224,20 @@ impl FrontDoor {
         if let Ok(mut c) = self.shared.faults.created.lock() {
             c.clear();
         }
+        if let Ok(mut i) = self.shared.faults.invoked.lock() {
+            i.clear();
+        }
+    }
+
+    /// The functions invoked since [`FrontDoor::set_fault`], in order (what
+    /// an invocation fault's k counts).
+    pub fn invoked(&self) -> Vec<String> {
+        self.shared
+            .faults
+            .invoked
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the eventual-consistency fault set by [`FrontDoor::set_fault`] has
@@ -369,6 +384,60 @@ impl FrontDoor {
             ecs.start_delay = delay;
         }
     }
+
+    /// Keeps what the front door knows of the account (ECS's rollouts, the
+    /// realism's clocks, IAM's propagation, ACM's issuance) under `name`; the
+    /// emulator's [`crate::Emulator::save`] keeps moto's half.
+    pub(crate) fn save_state(&self, name: &str) {
+        let saved = (|| {
+            Some(Saved {
+                ecs: self.shared.ecs.lock().ok()?.clone(),
+                realism: self.shared.realism.lock().ok()?.clone(),
+                deploying: self.shared.deploying.lock().ok()?.clone(),
+                acm: self.shared.acm.lock().ok()?.clone(),
+            })
+        })();
+        if let (Some(saved), Ok(mut all)) = (saved, self.shared.saved.lock()) {
+            all.insert(name.to_string(), saved);
+        }
+    }
+
+    /// Puts back what [`FrontDoor::save_state`] kept under `name`, and forgets
+    /// every knob a test set since (faults, invocation faults, lost events). False when nothing was saved under `name`.
+    pub(crate) fn restore_state(&self, name: &str) -> bool {
+        let Some(saved) = self
+            .shared
+            .saved
+            .lock()
+            .ok()
+            .and_then(|all| all.get(name).cloned())
+        else {
+            return false;
+        };
+        if let Ok(mut g) = self.shared.ecs.lock() {
+            *g = saved.ecs;
+        }
+        if let Ok(mut g) = self.shared.realism.lock() {
+            *g = saved.realism;
+        }
+        if let Ok(mut g) = self.shared.deploying.lock() {
+            *g = saved.deploying;
+        }
+        if let Ok(mut g) = self.shared.acm.lock() {
+            *g = saved.acm;
+        }
+        self.set_fault(None);
+        if let Ok(mut f) = self.shared.invocation_faults.lock() {
+            f.clear();
+        }
+        if let Ok(mut i) = self.shared.invocations.lock() {
+            i.clear();
+        }
+        self.shared
+            .lost_events
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
 }
 
 impl Drop for FrontDoor {
@@ -472,7 +541,13 @@ async fn serve(
             .invocation_faults
             .lock()
             .ok()
-            .and_then(|mut f| f.get_mut(&function).and_then(|q| q.pop_front()));
+            .and_then(|mut f| f.get_mut(&function).and_then(|q| q.pop_front()))
+            .or_else(|| {
+                shared
+                    .faults
+                    .invocation_verdict(&function)
+                    .map(|code| InvocationFault::Error(code.to_string()))
+            });
         match fault {
             Some(InvocationFault::Drop) => {
                 return Err(std::io::Error::new(

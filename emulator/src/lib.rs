@@ -411,6 +411,31 @@ impl Emulator {
         Self::start_on(None)
     }
 
+    /// Keeps the whole account as it is now under `name` (every service but
+    /// Step Functions, whose state machine stays as it is), to be put back by
+    /// [`Emulator::restore`]: a test's fast path to an account it built once.
+    /// Call it when nothing is running.
+    pub fn save(&self, name: &str) -> Result<(), EmulatorError> {
+        self.moto
+            .post(&format!("/moto-api/mbstack/save?name={name}"), "")?;
+        self.front.save_state(name);
+        Ok(())
+    }
+
+    /// Puts back the account [`Emulator::save`] kept under `name`, as if
+    /// nothing had happened since (Step Functions' executions aside), and
+    /// clears the front door's test knobs.
+    pub fn restore(&self, name: &str) -> Result<(), EmulatorError> {
+        if !self.front.restore_state(name) {
+            return Err(EmulatorError::Request(
+                format!("restore {name}"),
+                "nothing saved under that name".into(),
+            ));
+        }
+        self.moto
+            .post(&format!("/moto-api/mbstack/restore?name={name}"), "")
+    }
+
     pub fn endpoint(&self) -> String {
         self.front.endpoint()
     }

@@ -139,6 +139,103 @@ def _lambda_connection_errors():
     lam.StateTaskServiceLambda._from_error = _from_error
 
 
+def _saved_states():
+    """Not AWS behaviour: a test's fast path. The reliability sweep starts
+    thousands of runs from the same few accounts (empty, a stack applied, a
+    stack destroyed); building each again costs a whole run. POST
+    /moto-api/mbstack/save?name=N keeps a deep copy of every service's
+    resources; POST /moto-api/mbstack/restore?name=N puts a fresh copy of them
+    back, as if nothing had happened since. Step Functions is left as it is:
+    its executions hold running threads, and its state machine does not change
+    between a save and a restore."""
+    import copy
+    from collections import defaultdict
+    from urllib.parse import parse_qs, urlparse
+
+    from moto.core.base_backend import BackendDict, backend_lock
+    from moto.moto_api._internal import urls
+
+    kept = ("stepfunctions",)
+    saved = {}
+
+    def defaultdict_copy(self, memo):
+        # A defaultdict subclass whose __init__ takes other arguments (SSM's
+        # ParameterDict) cannot be rebuilt by deepcopy's default path.
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        defaultdict.__init__(new, self.default_factory)
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        for k, v in self.items():
+            dict.__setitem__(new, copy.deepcopy(k, memo), copy.deepcopy(v, memo))
+        return new
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    def managed(payloads):
+        # AWS's managed policies (about 1,300 per IAM backend): loaded once,
+        # never changed but for their attachment count. Shared between the
+        # saved and the live account instead of copied each time, their counts
+        # kept apart.
+        out = []
+        for payload in payloads:
+            for regions in payload.values():
+                for backend in regions.values():
+                    out.extend(getattr(backend, "aws_managed_policies", None) or [])
+        return out
+
+    def copied(payloads, shared):
+        for cls in subclasses(defaultdict):
+            if cls.__init__ is not defaultdict.__init__ and "__deepcopy__" not in cls.__dict__:
+                cls.__deepcopy__ = defaultdict_copy
+        return copy.deepcopy(payloads, {id(p): p for p in shared})
+
+    def name_of(full_url):
+        return parse_qs(urlparse(full_url).query).get("name", [""])[0]
+
+    def save(request, full_url, headers):
+        name = name_of(full_url)
+        with backend_lock:
+            dicts = [bd for bd in BackendDict._instances if bd.service_name not in kept]
+            payloads = [
+                {account: dict(per_account) for account, per_account in bd.items()}
+                for bd in dicts
+            ]
+            shared = managed(payloads)
+            counts = [(p, p.attachment_count) for p in shared]
+            saved[name] = (dicts, copied(payloads, shared), shared, counts)
+        return 200, {}, json.dumps({"saved": name, "services": len(dicts)})
+
+    def restore(request, full_url, headers):
+        name = name_of(full_url)
+        if name not in saved:
+            return 404, {}, json.dumps({"error": f"no saved state {name!r}"})
+        dicts, payloads, shared, counts = saved[name]
+        fresh = copied(payloads, shared)
+        for policy, count in counts:
+            policy.attachment_count = count
+        with backend_lock:
+            for bd in list(BackendDict._instances):
+                if bd.service_name in kept:
+                    continue
+                for per_account in bd.values():
+                    dict.clear(per_account)
+            for bd, payload in zip(dicts, fresh):
+                for account, regions in payload.items():
+                    per_account = bd[account]
+                    for region, backend in regions.items():
+                        dict.__setitem__(per_account, region, backend)
+                if bd not in BackendDict._instances:
+                    BackendDict._instances.append(bd)
+        return 200, {}, json.dumps({"restored": name})
+
+    urls.url_paths["{0}/moto-api/mbstack/save"] = save
+    urls.url_paths["{0}/moto-api/mbstack/restore"] = restore
+
+
 _execution_status_events()
 _uncatchable_errors()
 _lambda_connection_errors()
+_saved_states()

@@ -757,6 +757,10 @@ fn finish(status: &str, next: &str, path: &str) -> Value {
     if status == "failed" {
         // The error the execution fails with, for the notification.
         payload["failure.$"] = json!("$.failure");
+    }
+    if status != "planned" {
+        // A failed run is told of; so is a run whose records could not be
+        // written after its work was done (it fails too).
         payload["notifyTopicArn"] = json!(NOTIFY_TOPIC);
     }
     let mut t = invoke(
@@ -810,7 +814,7 @@ pub fn definition() -> Value {
             "Resource": LAMBDA_INVOKE,
             "Parameters": {
                 "FunctionName": placeholder("control"),
-                "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id", "hostedZones": mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER}
+                "Payload": {"command": "prepare", "input.$": "$", "execution.$": "$$.Execution.Name", "executionArn.$": "$$.Execution.Id", "hostedZones": mbstack_core::contract::HOSTED_ZONES_PLACEHOLDER, "notifyTopicArn": NOTIFY_TOPIC}
             },
             "ResultSelector": selector,
             "ResultPath": "$",

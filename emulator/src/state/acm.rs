@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct AcmState {
     pub(crate) requested: HashMap<String, Instant>,
     /// When every validation record of a certificate was first seen in DNS.

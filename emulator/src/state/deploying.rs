@@ -12,7 +12,7 @@ pub(crate) const FUNCTION_PENDING: Duration = Duration::from_secs(5);
 /// A code or configuration update is `InProgress` for a few seconds.
 pub(crate) const FUNCTION_UPDATE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Deploying {
     pub(crate) roles: HashMap<String, Instant>,
     pub(crate) created: HashMap<String, Instant>,

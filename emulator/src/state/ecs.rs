@@ -23,7 +23,7 @@ pub enum EcsFault {
     MigrationFailed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rollout {
     pub(crate) task_definition: String,
     pub(crate) desired: i64,
@@ -46,7 +46,7 @@ impl Rollout {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct EcsActor {
     pub start_delay: Duration,
     pub fault: Option<EcsFault>,

@@ -77,4 +77,16 @@ pub(crate) struct Shared {
     /// test's knob; AWS delivers CloudTrail-based events "on a best effort
     /// basis").
     pub lost_events: std::sync::atomic::AtomicU32,
+    /// The front door's half of the states a test saved (moto keeps the
+    /// other half), by name.
+    pub saved: Mutex<std::collections::HashMap<String, Saved>>,
+}
+
+/// What the front door remembers of an account at a moment a test saved.
+#[derive(Debug, Clone)]
+pub(crate) struct Saved {
+    pub ecs: EcsActor,
+    pub realism: realism::Realism,
+    pub deploying: deploying::Deploying,
+    pub acm: acm::AcmState,
 }

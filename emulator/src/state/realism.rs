@@ -68,7 +68,7 @@ pub(crate) const TASKS_STOP: Duration = Duration::from_secs(60);
 /// Metabase's start plus the target group's health checks: ~3 min.
 pub(crate) const ECS_START: Duration = Duration::from_secs(180);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Realism {
     pub enabled: bool,
     /// Real durations are divided by this (60: a 2-minute create takes 2 s).

@@ -74,7 +74,8 @@ pub async fn handle(payload: Value, aws: &Aws) -> Result<Value, TierError> {
                 arn => arn,
             };
             if p.input.get("action").and_then(Value::as_str) == Some("recover") {
-                Box::pin(recover::prepare(&c, &p.input, &p.execution, arn)).await
+                let topic = Some(p.notify_topic_arn.as_str()).filter(|t| !t.is_empty());
+                Box::pin(recover::prepare(&c, &p.input, &p.execution, arn, topic)).await
             } else {
                 let zones = p.hosted_zones.as_deref();
                 Box::pin(prepare(&c, &p.input, &p.execution, arn, zones)).await
@@ -557,6 +558,16 @@ async fn finish(c: &Clients, f: &Finish, payload: &Value) -> Result<Value, TierE
         Err(e) => keep(Err(e)),
     }
     if let Some(e) = first {
+        // The run fails after its work was done: told like any failed run
+        // (a failed one was told before its records).
+        if f.status == Ended::Succeeded {
+            let failure = json!({
+                "Error": e.name(),
+                "Cause": format!("its work was done, but its records could not all be written: {e}. The stack is as the run made it; run the same input again to record it"),
+            });
+            let message = notify::message(stack, requested, me, &failure, &[]);
+            tell(c, f.notify_topic_arn.as_deref(), message).await;
+        }
         return Err(e);
     }
     Ok(out)

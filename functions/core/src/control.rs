@@ -48,6 +48,10 @@ pub struct Prepare {
     /// a deployment that names none, or one made before the option).
     #[serde(default)]
     pub hosted_zones: Option<Vec<String>>,
+    /// The deployment's notification topic ("" without one): a recovery that
+    /// finds a run whose Finish never told of its end tells of it.
+    #[serde(default)]
+    pub notify_topic_arn: String,
 }
 
 /// How a run ended, as Finish records it.
@@ -133,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_payload_reads_into_its_command_and_a_misspelt_key_is_refused() {
-        let p = json!({"command": "prepare", "input": {"stack": "s"}, "execution": "e", "executionArn": "arn:e", "hostedZones": ["Z1"]});
+        let p = json!({"command": "prepare", "input": {"stack": "s"}, "execution": "e", "executionArn": "arn:e", "hostedZones": ["Z1"], "notifyTopicArn": "t"});
         let c: Command = serde_json::from_value(p).unwrap();
         assert_eq!(c.name(), "prepare");
         let Command::Prepare(p) = c else {
