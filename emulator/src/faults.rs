@@ -33,9 +33,10 @@ pub enum FaultClass {
     /// calls) is answered by the Lambda service with `ServiceException` (HTTP
     /// 500): Step Functions sees `Lambda.ServiceException`.
     LambdaServiceException,
-    /// The k-th Lambda invocation is answered with
-    /// `ClientExecutionTimeoutException`: Step Functions sees
-    /// `Lambda.ClientExecutionTimeoutException`.
+    /// The k-th Lambda invocation runs, and its answer is lost to a
+    /// client-side time-out: Step Functions sees
+    /// `Lambda.ClientExecutionTimeoutException` and retries a function that
+    /// did its work.
     LambdaTimeout,
 }
 
@@ -92,6 +93,9 @@ pub(crate) struct Faults {
     pub fired: AtomicBool,
     /// The functions invoked since the plan was set, in order.
     pub invoked: Mutex<Vec<String>>,
+    /// A fault at a call named (`service:Action` or target) rather than
+    /// counted: how many more calls of that name pass first, plus one.
+    pub named: Mutex<Option<(String, u64, FaultClass)>>,
 }
 
 /// A call as the eventual-consistency fault sees it.
@@ -208,12 +212,24 @@ impl Faults {
             }
             Err(_) => self.calls.fetch_add(1, Ordering::SeqCst) + 1,
         };
+        let named = self.named.lock().ok().and_then(|mut p| match p.as_mut() {
+            Some((want, left, class)) if want.as_str() == call.name => {
+                *left = left.saturating_sub(1);
+                let class = *class;
+                (*left == 0).then(|| {
+                    *p = None;
+                    class
+                })
+            }
+            _ => None,
+        });
         let plan = self.plan.lock().ok().and_then(|p| *p);
-        if let Some((k, FaultClass::NotYetVisible)) = plan {
+        if let (None, Some((k, FaultClass::NotYetVisible))) = (named, plan) {
             return self.not_yet_visible(n, k, &call).unwrap_or(Verdict::Pass);
         }
-        match plan {
-            Some((k, class)) if k == n => match class {
+        let hit = named.or_else(|| plan.filter(|(k, _)| *k == n).map(|(_, c)| c));
+        match hit {
+            Some(class) => match class {
                 FaultClass::Terminal => Verdict::Answer(error(
                     protocol_json,
                     ec2,
@@ -257,7 +273,7 @@ impl Faults {
                 | FaultClass::LambdaServiceException
                 | FaultClass::LambdaTimeout => Verdict::Pass,
             },
-            _ => Verdict::Pass,
+            None => Verdict::Pass,
         }
     }
 }

@@ -227,6 +227,19 @@ impl FrontDoor {
         if let Ok(mut i) = self.shared.faults.invoked.lock() {
             i.clear();
         }
+        if let Ok(mut n) = self.shared.faults.named.lock() {
+            *n = None;
+        }
+    }
+
+    /// Fails the `nth` call named `name` from now on (as [`FrontDoor::call_names`]
+    /// names it: `ec2:CreateVpc`, `AmazonSSM.PutParameter`) with `class`:
+    /// a fault at a call a test names, wherever it falls in the run. Cleared
+    /// by [`FrontDoor::set_fault`].
+    pub fn fail_call(&self, name: &str, nth: u64, class: crate::faults::FaultClass) {
+        if let Ok(mut n) = self.shared.faults.named.lock() {
+            *n = Some((name.to_string(), nth.max(1), class));
+        }
     }
 
     /// The functions invoked since [`FrontDoor::set_fault`], in order (what
@@ -556,6 +569,13 @@ async fn serve(
                 ))
             }
             Some(InvocationFault::Error(code)) => {
+                // A client-side time-out (Step Functions' own SDK client):
+                // the invocation was sent and the function ran; its answer
+                // is what is lost ("your function may be invoked multiple
+                // times", Lambda's Invoke reference).
+                if code == "ClientExecutionTimeoutException" {
+                    let _lost = invoke(&shared, &function, &body).await;
+                }
                 let status = match code.as_str() {
                     "TooManyRequestsException" => StatusCode::TOO_MANY_REQUESTS,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -36,7 +36,7 @@ pub(crate) async fn refuse(shared: &Shared, q: &Query) -> Option<Response<Full<B
     match q.action() {
         "Publish" => {
             let subject = q.get("Subject")?;
-            let ok = subject.chars().count() <= 100
+            let ok = subject.chars().count() < 100
                 && subject
                     .chars()
                     .all(|c| c.is_ascii() && !c.is_ascii_control());

@@ -746,6 +746,27 @@ fn reset_polls(comment: &str, next: &str) -> Value {
     })
 }
 
+/// The Fail states a run ends in when its Finish could not finish (a record,
+/// the lock's release): `Mbstack.FinishFailed`, which the recovery rule
+/// matches. If the run still holds its lock, its recovery releases it and
+/// tells of the run (whoever releases a failed run's lock tells of it).
+pub const FINISH_FAILED: &str = "Mbstack.FinishFailed";
+
+/// The state a finish that failed goes to.
+fn finish_failed_state(status: &str) -> &'static str {
+    match status {
+        "failed" => "Recording the failure failed",
+        _ => "Recording the success failed",
+    }
+}
+
+fn finish_failed(s: &mut Map<String, Value>, status: &str) {
+    s.insert(
+        finish_failed_state(status).into(),
+        json!({"Type": "Fail", "Error": FINISH_FAILED, "CausePath": "$.finishError.Cause"}),
+    );
+}
+
 fn finish(status: &str, next: &str, path: &str) -> Value {
     let mut payload = json!({
         "command": "finish", "status": status, "action.$": "$.action", "requested.$": "$.requested",
@@ -763,13 +784,15 @@ fn finish(status: &str, next: &str, path: &str) -> Value {
         // written after its work was done (it fails too).
         payload["notifyTopicArn"] = json!(NOTIFY_TOPIC);
     }
+    // A plan's finish holds no lock and writes no record.
+    let catch = (status != "planned").then(|| (finish_failed_state(status), "$.finishError"));
     let mut t = invoke(
         "control",
         payload,
         json!({"result.$": "$.Payload"}),
         path,
         Some(next),
-        None,
+        catch,
     );
     t["Comment"] = json!("Releases the stack's lock, stores the spec after a success, and shapes the execution's output");
     t
@@ -907,6 +930,7 @@ pub fn definition() -> Value {
         "Record success".into(),
         finish("succeeded", "Done", "$.finish"),
     );
+    finish_failed(&mut s, "succeeded");
     s.insert(
         "Done".into(),
         json!({"Type": "Succeed", "OutputPath": "$.finish.result"}),
@@ -1028,6 +1052,7 @@ pub fn definition() -> Value {
         "Record failure".into(),
         finish("failed", "Did a recovery end?", "$.finish"),
     );
+    finish_failed(&mut s, "failed");
     // A recovery that rolled back (or reported) the run it was started for has
     // done its work: it succeeds, and its notification tells of the run.
     s.insert(
@@ -1101,12 +1126,14 @@ pub fn recovery_rule(prefix: &str, state_machine_arn: &str) -> RecoveryRule {
             // Every end of the state machine's own Fail states carries an
             // mbstack error name ("Check the error name" renames `States.*`):
             // a FAILED end named `States.*` is one the engine raised where no
-            // Catch runs. Stopped and timed-out ends run no Catch at all.
+            // Catch runs. Stopped and timed-out ends run no Catch at all. A
+            // Finish that could not finish (`Mbstack.FinishFailed`) may have
+            // left the lock held and nobody told.
             "detail": {
                 "stateMachineArn": [state_machine_arn],
                 "$or": [
                     {"status": ["TIMED_OUT", "ABORTED"]},
-                    {"status": ["FAILED"], "error": [{"prefix": "States."}]}
+                    {"status": ["FAILED"], "error": [{"prefix": "States."}, FINISH_FAILED]}
                 ]
             }
         }),

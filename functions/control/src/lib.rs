@@ -479,16 +479,21 @@ async fn finish(c: &Clients, f: &Finish, payload: &Value) -> Result<Value, TierE
     let requested = f.requested.as_str();
     let stack = f.spec.get("stack").and_then(Value::as_str).unwrap_or("");
     let me = f.execution_arn.as_str();
-    // Published first, before any record can fail: a finish that Step
-    // Functions retries (a record it could not write) publishes again, so a
-    // failure is told at least once, rarely twice, never not at all.
-    if f.status == Ended::Failed {
+    // Whoever releases a failed run's lock tells of it, once: this Finish
+    // once it has released it; the run's recovery when it could not (the
+    // recovery rule matches `Mbstack.FinishFailed`, and a recovery that finds
+    // the run holding the lock releases it and tells). A run that never took
+    // the lock is told of here.
+    let topic = f.notify_topic_arn.as_deref();
+    let failed = (f.status == Ended::Failed).then(|| {
         let failure = f.failure.clone().unwrap_or(Value::Null);
         let changes: Vec<Value> = out["changes"].as_array().cloned().unwrap_or_default();
-        let message = notify::message(stack, requested, me, &failure, &changes);
-        tell(c, f.notify_topic_arn.as_deref(), message).await;
-    }
+        notify::message(stack, requested, me, &failure, &changes)
+    });
     if requested == "plan" || stack.is_empty() {
+        if let Some(message) = failed {
+            tell(c, topic, message).await;
+        }
         return Ok(out);
     }
     // Every record is attempted, and the lock is released last whatever happened
@@ -551,26 +556,64 @@ async fn finish(c: &Clients, f: &Finish, payload: &Value) -> Result<Value, TierE
         .await
         .map(|_| ()),
     );
-    let lock = store::path(stack, "lock");
-    match store::get(&c.ssm, &lock).await {
-        Ok(holder) if holder.as_deref() == Some(me) => keep(store::delete(&c.ssm, &lock).await),
-        Ok(_) => {}
-        Err(e) => keep(Err(e)),
+    // A record Step Functions may yet write on a retry: the lock stays held
+    // for it, and nobody is told yet (the retry, or the recovery, will).
+    if let Some(e @ TierError::Retryable(_)) = first {
+        return Err(e);
     }
-    if let Some(e) = first {
-        // The run fails after its work was done: told like any failed run
-        // (a failed one was told before its records).
-        if f.status == Ended::Succeeded {
+    // Its work was done, but the run fails: told like any failed run.
+    let message = failed.or_else(|| {
+        first.as_ref().map(|e| {
             let failure = json!({
                 "Error": e.name(),
                 "Cause": format!("its work was done, but its records could not all be written: {e}. The stack is as the run made it; run the same input again to record it"),
             });
-            let message = notify::message(stack, requested, me, &failure, &[]);
-            tell(c, f.notify_topic_arn.as_deref(), message).await;
+            notify::message(stack, requested, me, &failure, &[])
+        })
+    });
+    let mut keep = |r: Result<(), TierError>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
         }
+    };
+    let lock = store::path(stack, "lock");
+    match store::get(&c.ssm, &lock).await {
+        Ok(holder) if holder.as_deref() == Some(me) => {
+            if let Some(message) = message {
+                keep(tell_once(c, topic, stack, me, message).await);
+            }
+            keep(store::delete(&c.ssm, &lock).await);
+        }
+        // Released by an earlier attempt of this Finish, which had told.
+        Ok(_) => {}
+        // Whether it holds the lock is unknown: its recovery will know, and
+        // tell if nobody has.
+        Err(e) => keep(Err(e)),
+    }
+    if let Some(e) = first {
         return Err(e);
     }
     Ok(out)
+}
+
+/// Tells of the failed run `me` of `stack` unless it was told of already
+/// (its `told` record names it): published, then recorded. Whoever releases
+/// a failed run's lock calls it first (Finish, or the run's recovery), so a
+/// failure is told of once; twice only if the function stops between SNS
+/// accepting the message and the record (SNS has no idempotent publish).
+async fn tell_once(
+    c: &Clients,
+    topic: Option<&str>,
+    stack: &str,
+    me: &str,
+    message: (String, String),
+) -> Result<(), TierError> {
+    let told = store::path(stack, store::TOLD);
+    if store::get(&c.ssm, &told).await.ok().flatten().as_deref() == Some(me) {
+        return Ok(());
+    }
+    tell(c, topic, message).await;
+    store::put(&c.ssm, &told, me, true).await.map(|_| ())
 }
 
 /// Publishes `message` to the payload's notification topic, if any. A failure

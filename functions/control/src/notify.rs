@@ -14,7 +14,7 @@ pub use mbstack_core::contract::NOTIFY_TOPIC_PLACEHOLDER as TOPIC_PLACEHOLDER;
 
 /// SNS takes subjects of at most 100 printable ASCII characters (the
 /// emulator refuses others, as AWS does).
-const SUBJECT_MAX: usize = 100;
+const SUBJECT_MAX: usize = 99;
 
 /// The console page of an execution (its region is in its ARN).
 pub fn console_link(execution_arn: &str) -> String {
@@ -202,6 +202,24 @@ mod tests {
         ] {
             assert!(body.contains(part), "{part} not in {body}");
         }
+    }
+
+    /// SNS: a subject "must be less than 100 characters long" (Publish's
+    /// API reference), however long the stack's name and the error's.
+    #[test]
+    fn the_subject_stays_under_100_characters() {
+        let (subject, _) = message(
+            "a-stack-name-of-28-chars-xyz",
+            "destroy",
+            "arn:aws:states:eu-west-1:123456789012:execution:mbstack-provision:x",
+            &json!({"Error": "Lambda.ClientExecutionTimeoutException.AndSomeMore.Beyond.Anything.AWS.Names", "Cause": ""}),
+            &[],
+        );
+        assert!(
+            subject.chars().count() < 100,
+            "{} characters: {subject}",
+            subject.chars().count()
+        );
     }
 
     #[test]

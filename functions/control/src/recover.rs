@@ -18,15 +18,6 @@ use serde_json::{json, Value};
 
 use crate::{merged_spec, requested_stack, store, Clients};
 
-/// The states entered once Record failure has run: it tells of the failure
-/// before anything else, so a run that ended there has told of it.
-const TOLD_STATES: &[&str] = &[
-    "Record failure",
-    "Did a recovery end?",
-    "Failed",
-    "Recovered",
-];
-
 /// How many recoveries of recoveries are followed back to the run they were
 /// for before giving up (each one ended where no Catch saw it).
 const MAX_CHAIN: usize = 3;
@@ -236,20 +227,20 @@ pub(crate) async fn prepare(
             None
         };
         if let Some(done) = done {
-            // Its Finish, which tells of a failed run before it writes any
-            // record, never ran: the run failed, and nobody was told.
-            if !TOLD_STATES.contains(&last.as_str()) {
-                let failure = json!({
-                    "Error": ended.error.as_deref().unwrap_or("Mbstack.RunEnded"),
-                    "Cause": format!(
-                        "run {} ended in \"{last}\" ({}), when {done}, before its records were written; the recovery {me_name} released its lock and undid nothing",
-                        ended.name,
-                        ended.cause.as_deref().unwrap_or("no cause given")
-                    ),
-                });
-                let message = crate::notify::message(&stack, &requested, &ended.arn, &failure, &[]);
-                crate::tell(c, topic, message).await;
-            }
+            // Whoever releases a failed run's lock tells of it first, once
+            // (`tell_once`): a run that still holds it may not have been told
+            // of.
+            let failure = json!({
+                "Error": ended.error.as_deref().unwrap_or("Mbstack.RunEnded"),
+                "Cause": format!(
+                    "run {} ended in \"{last}\" ({}), when {done}, before its Finish had released its lock; the recovery {me_name} released it and undid nothing",
+                    ended.name,
+                    ended.cause.as_deref().unwrap_or("no cause given")
+                ),
+            });
+            let message = crate::notify::message(&stack, &requested, &ended.arn, &failure, &[]);
+            // Told (once: a retried Prepare finds it told), then released.
+            crate::tell_once(c, topic, &stack, &holder, message).await?;
             store::delete(&c.ssm, &lock).await?;
             return Ok(nothing(
                 &ended.arn,

@@ -1,8 +1,9 @@
 //! What mbstack keeps per stack, in SSM Parameter Store under `/mbstack/<stack>/`:
 //! `spec` (the last successfully applied spec), `last-run` (action, status,
 //! execution, URL — never a secret), `lock` (the ARN of the execution holding
-//! the stack) and, once the stack is destroyed, `spec-at-destroy` (its spec
-//! then: a restore of its final snapshot brings the stack back as it was).
+//! the stack), `told` (the last failed run told of: its execution ARN) and,
+//! once the stack is destroyed, `spec-at-destroy` (its spec then: a restore
+//! of its final snapshot brings the stack back as it was).
 
 use aws_sdk_ssm::types::ParameterType;
 use aws_sdk_ssm::Client;
@@ -35,6 +36,10 @@ pub async fn stored_spec(ssm: &Client, stack: &str) -> Result<Option<Value>, Tie
         None => Ok(None),
     }
 }
+
+/// The last failed run told of (its execution ARN): a retried Finish or a
+/// recovery does not tell of it again.
+pub const TOLD: &str = "told";
 
 /// Where a destroyed stack's spec is kept.
 pub const KEPT_SPEC: &str = "spec-at-destroy";

@@ -352,7 +352,12 @@ pub const HOSTED_ZONES_PLACEHOLDER: &str = "${HostedZones}";
 /// The state machine's states a run has entered once its work is done (all
 /// that is left is to record it): a run that ends in one of them uncaught is
 /// not rolled back by its recovery, only its lock released.
-pub const WORK_DONE_STATES: &[&str] = &["Record success", "Record plan", "Done"];
+pub const WORK_DONE_STATES: &[&str] = &[
+    "Record success",
+    "Recording the success failed",
+    "Record plan",
+    "Done",
+];
 
 /// The states a run has entered once its rollback (or the report of a
 /// stopped destroy) is done: its recovery releases the lock and undoes
@@ -364,6 +369,7 @@ pub const ROLLED_BACK_STATES: &[&str] = &[
     "Check the error name",
     "Name the state machine error",
     "Record failure",
+    "Recording the failure failed",
     "Did a recovery end?",
     "Failed",
     "Recovered",

@@ -1488,3 +1488,100 @@ async fn the_manual_snapshot_quota_is_reported_and_enforced() {
         .await
         .unwrap();
 }
+
+/// A test's fast path (the reliability sweep's): an account saved once comes
+/// back whole, moto's resources and the front door's clocks alike, however
+/// much happened since. A destroyed stack restored is the stack as it was: a
+/// repair finds nothing to change and provokes no refusal (its database,
+/// NAT gateway, load balancer and tasks are as ready as when it was saved),
+/// and AWS's managed policy it attaches counts its attachment again.
+#[tokio::test]
+async fn a_saved_account_comes_back_whole_with_the_front_doors_clocks() {
+    let d = Deployed::start().await.expect("deployed");
+    let stack = "keep";
+    let resources = || async {
+        let mut r = stack_leftovers(&d.config, stack).await;
+        r.sort();
+        r
+    };
+    let iam = aws_sdk_iam::Client::new(&d.config);
+    let attached = || async {
+        iam.get_policy()
+            .policy_arn("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+            .send()
+            .await
+            .expect("AWS's managed policy")
+            .policy()
+            .and_then(|p| p.attachment_count())
+    };
+    let run = d
+        .run("keep-1", json!({"stack": stack}))
+        .await
+        .expect("ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let applied = resources().await;
+    assert!(!applied.is_empty());
+    assert_eq!(attached().await, Some(1));
+    d.emulator.save("applied").expect("saved");
+
+    let run = d
+        .run("keep-2", json!({"stack": stack, "action": "destroy"}))
+        .await
+        .expect("ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    assert_eq!(resources().await, Vec::<String>::new());
+    assert_eq!(attached().await, Some(0));
+
+    d.emulator.restore("applied").expect("restored");
+    assert_eq!(resources().await, applied);
+    assert_eq!(attached().await, Some(1));
+    let run = d
+        .run("keep-3", json!({"stack": stack}))
+        .await
+        .expect("ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let changes = run.output.as_ref().map(|o| o["changes"].clone());
+    assert_eq!(
+        changes,
+        Some(json!([])),
+        "a repair of the restored stack changed something"
+    );
+    assert_eq!(d.refused_calls(), 0, "mbstack made a call AWS would refuse");
+    let e = d
+        .emulator
+        .restore("never")
+        .expect_err("nothing saved")
+        .to_string();
+    assert!(e.contains("never"), "{e}");
+}
+
+/// SNS refuses a Publish whose subject is 100 characters or more ("must be
+/// less than 100 characters long", Publish's API reference); moto takes it.
+#[tokio::test]
+async fn sns_refuses_a_subject_of_100_characters() {
+    let emulator = Emulator::start().expect("emulator");
+    let sns = aws_sdk_sns::Client::new(&emulator.sdk_config().await);
+    let topic = sns
+        .create_topic()
+        .name("subjects")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .unwrap_or_default()
+        .to_string();
+    let publish = |n: usize| {
+        sns.publish()
+            .topic_arn(&topic)
+            .subject("s".repeat(n))
+            .message("m")
+            .send()
+    };
+    assert!(publish(99).await.is_ok(), "99 characters are refused");
+    let e = publish(100).await.expect_err("100 characters taken");
+    assert_eq!(
+        aws_sdk_sns::error::ProvideErrorMetadata::code(&e),
+        Some("InvalidParameter"),
+        "{e:?}"
+    );
+}

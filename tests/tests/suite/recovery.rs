@@ -447,3 +447,67 @@ async fn the_recovery_of_a_run_ended_in_its_return_finishes_it() {
     );
     assert!(lock_free(&d, "halfway").await, "the lock is still held");
 }
+
+/// A run whose work was done but whose records could not be written fails:
+/// it is told of exactly once. Its Finish tells when it could still release
+/// the lock (its recovery then has nothing to do); when the lock's own delete
+/// was refused, the recovery finds the run holding it, tells, and releases it.
+#[tokio::test]
+async fn a_run_whose_records_fail_after_its_work_is_told_of_once() {
+    use mbstack_emulator::FaultClass;
+    let d = Deployed::start_notifying().await.expect("deployed");
+    let input = json!({"stack": "told"});
+    let run = d.run("told-1", input.clone()).await.expect("the run ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    // A repair's SSM writes, counted on a clean one: the last PutParameter is
+    // Finish's record of the run, the last DeleteParameter the lock's release.
+    d.emulator.front.set_fault(None);
+    let run = d.run("told-2", input.clone()).await.expect("the run ends");
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let names = d.emulator.front.call_names();
+    let count = |n: &str| names.iter().filter(|c| *c == n).count() as u64;
+    let (puts, deletes) = (
+        count("AmazonSSM.PutParameter"),
+        count("AmazonSSM.DeleteParameter"),
+    );
+    assert!(puts > 0 && deletes > 0, "{names:?}");
+    for (call, nth, teller) in [
+        ("AmazonSSM.PutParameter", puts, "Finish"),
+        ("AmazonSSM.DeleteParameter", deletes, "the recovery"),
+    ] {
+        let _ = published(&d);
+        d.emulator.front.start_journal();
+        d.emulator.front.set_fault(None);
+        d.emulator.front.fail_call(call, nth, FaultClass::Terminal);
+        let name = format!("told-{}", call.rsplit('.').next().unwrap_or(call));
+        let run = d.run(&name, input.clone()).await.expect("the run ends");
+        d.emulator.front.set_fault(None);
+        assert_eq!(run.status, "FAILED", "{call}: {:?}", run.state_names);
+        let cause = run.cause.clone().unwrap_or_default();
+        assert!(
+            cause.contains(call.rsplit('.').next().unwrap_or(call)),
+            "{cause}"
+        );
+        // The deployment's rule starts a recovery for every failed run.
+        let recovery = d
+            .recovery_of(&run.arn, Duration::from_secs(30))
+            .await
+            .expect("a recovery starts");
+        assert_eq!(recovery.status, "SUCCEEDED", "{:?}", recovery.cause);
+        assert!(
+            lock_free(&d, "told").await,
+            "{call}: the lock is still held"
+        );
+        let sent = published(&d);
+        assert_eq!(sent.len(), 1, "{call} ({teller} tells): {sent:#?}");
+        let message = sent[0]["params"]["Message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&name) && message.contains("apply of stack told"),
+            "{message}"
+        );
+        assert!(
+            !stack_leftovers(&d.config, "told").await.is_empty(),
+            "nothing is undone: the stack was complete"
+        );
+    }
+}
