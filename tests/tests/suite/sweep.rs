@@ -67,6 +67,12 @@ const DOMAIN: &str = "metabase.example.com";
 /// The version an update and a return move to.
 const NEWER: &str = "metabase/metabase:v0.58.7";
 
+/// The reads whose refusal a run tolerates by design: Prepare's read of RDS's
+/// manual snapshot quota before an upgrade is a courtesy (the pre-upgrade
+/// snapshot's own refusal, before anything changes, says the same;
+/// `pre_upgrade::snapshot_room_problem`).
+const TOLERATED: &[&str] = &["rds:DescribeAccountAttributes"];
+
 /// Every class, in the table's order.
 const CLASSES: [FaultClass; 8] = [
     FaultClass::Terminal,
@@ -713,9 +719,14 @@ async fn image_of(d: &Deployed, td: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Whether the k-th call of a run (`names`: its calls in order) was one of
-/// Finish's own records: an SSM call after the last call of any tier.
-fn in_finish(names: &[String], k: u64) -> bool {
+/// Whether the k-th call of a run (`names`: its calls in order, `states`:
+/// the states it entered) was one of Finish's own records: an SSM call after
+/// the last call of any tier, in a run that reached its Finish (one refused
+/// in Prepare made tier reads and no Finish).
+fn in_finish(names: &[String], states: &[String], k: u64) -> bool {
+    if !states.iter().any(|s| s.starts_with("Record ")) {
+        return false;
+    }
     let ssm = |c: &String| c.starts_with("AmazonSSM.") || c.starts_with("sns:");
     let idx = k as usize - 1;
     let Some(last_tier) = names.iter().rposition(|c| !ssm(c)) else {
@@ -871,8 +882,9 @@ async fn judge(
     if class == FaultClass::NotYetVisible && !fired {
         return Ok(false);
     }
-    let finish = !on_invocation && in_finish(names, k);
-    let terminal = class == FaultClass::Terminal;
+    let finish = !on_invocation && in_finish(names, &run.state_names, k);
+    // A refused read that mbstack tolerates by design ends as a clean run.
+    let terminal = class == FaultClass::Terminal && !TOLERATED.contains(&call.as_str());
     let clean = &base[&phase];
     let status_ok = |want: &str| -> Result<(), Fail> {
         if run.status == want {
@@ -1136,7 +1148,7 @@ async fn on_the_version_before(
     let lost: Vec<&String> = before
         .resources
         .iter()
-        .filter(|r| !after.contains(r) && !(returned && r.starts_with("secret ")))
+        .filter(|r| !(after.contains(r) || returned && r.starts_with("secret ")))
         .collect();
     if !lost.is_empty() {
         return Err(fail(format!(
