@@ -14,7 +14,9 @@ pub(crate) fn request(
 ) -> io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Saving or restoring a whole account (a deep copy of every service) took
+    // over 30 s with 24 emulators busy on 2 cores: the sweep's harness failed.
+    s.set_read_timeout(Some(Duration::from_secs(300)))?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -702,7 +702,6 @@ pub async fn request_certificate_for(
         .to_string()
 }
 
-/// A public hosted zone `name` (created, as its owner would): its ID.
 /// Rotates the secret `arn` as RDS does every 7 days, with its event lost (AWS
 /// delivers CloudTrail's events "on a best effort basis"): nothing starts
 /// unless a check does.
@@ -717,6 +716,18 @@ pub async fn rotate_losing_the_event(d: &mbstack_local::Deployed, arn: &str) {
         .unwrap();
 }
 
+/// The SNS Publish calls in the emulator's journal since its last take.
+pub fn published(d: &mbstack_local::Deployed) -> Vec<serde_json::Value> {
+    d.emulator
+        .front
+        .take_journal()
+        .iter()
+        .map(|e| e.to_json())
+        .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
+        .collect()
+}
+
+/// A public hosted zone `name` (created, as its owner would): its ID.
 pub async fn public_zone(config: &aws_types::SdkConfig, name: &str) -> String {
     let r53 = aws_sdk_route53::Client::new(config);
     let out = r53

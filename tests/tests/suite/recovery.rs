@@ -12,16 +12,7 @@ use mbstack_local::{Deployed, Execution, Inject, Misbehaviour};
 use mbstack_tests::stack_leftovers;
 use serde_json::{json, Value};
 
-/// The SNS Publish calls in the journal since the last take.
-fn published(d: &Deployed) -> Vec<Value> {
-    d.emulator
-        .front
-        .take_journal()
-        .iter()
-        .map(|e| e.to_json())
-        .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
-        .collect()
-}
+use mbstack_tests::published;
 
 async fn lock_free(d: &Deployed, stack: &str) -> bool {
     aws_sdk_ssm::Client::new(&d.config)

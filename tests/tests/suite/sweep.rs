@@ -764,17 +764,6 @@ fn run_context(run: &Execution, names: &[String], k: u64) -> String {
     )
 }
 
-/// The notifications published since the journal started.
-fn published(d: &Deployed) -> usize {
-    d.emulator
-        .front
-        .take_journal()
-        .iter()
-        .map(|e| e.to_json())
-        .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
-        .count()
-}
-
 /// What existed before a case's run.
 struct Before {
     resources: Vec<String>,
@@ -912,7 +901,7 @@ async fn judge(
     // instant after SNS accepted it sends it again when Step Functions
     // retries (SNS has no idempotent publish on a standard topic: a failure
     // is told at least once).
-    let sent = published(d);
+    let sent = mbstack_tests::published(d).len();
     let at_publish = action_of(&call) == "Publish";
     let want_sent: &[usize] = match run.status.as_str() {
         "SUCCEEDED" => &[0],
