@@ -93,9 +93,10 @@ pub(crate) struct Faults {
     pub fired: AtomicBool,
     /// The functions invoked since the plan was set, in order.
     pub invoked: Mutex<Vec<String>>,
-    /// A fault at a call named (`service:Action` or target) rather than
-    /// counted: how many more calls of that name pass first, plus one.
-    pub named: Mutex<Option<(String, u64, FaultClass)>>,
+    /// A fault at calls named (`service:Action` or target) rather than
+    /// counted: the name, how many calls of it pass first, how many are then
+    /// faulted.
+    pub named: Mutex<Option<(String, u64, u64, FaultClass)>>,
 }
 
 /// A call as the eventual-consistency fault sees it.
@@ -213,13 +214,17 @@ impl Faults {
             Err(_) => self.calls.fetch_add(1, Ordering::SeqCst) + 1,
         };
         let named = self.named.lock().ok().and_then(|mut p| match p.as_mut() {
-            Some((want, left, class)) if want.as_str() == call.name => {
-                *left = left.saturating_sub(1);
+            Some((want, pass, times, class)) if want.as_str() == call.name => {
+                if *pass > 0 {
+                    *pass -= 1;
+                    return None;
+                }
                 let class = *class;
-                (*left == 0).then(|| {
+                *times = times.saturating_sub(1);
+                if *times == 0 {
                     *p = None;
-                    class
-                })
+                }
+                Some(class)
             }
             _ => None,
         });

@@ -237,8 +237,14 @@ impl FrontDoor {
     /// a fault at a call a test names, wherever it falls in the run. Cleared
     /// by [`FrontDoor::set_fault`].
     pub fn fail_call(&self, name: &str, nth: u64, class: crate::faults::FaultClass) {
+        self.fail_calls(name, nth, 1, class);
+    }
+
+    /// Fails `times` calls named `name` in a row, from the `nth` on (an SDK
+    /// gives up on a throttled call after its attempts: five in mbstack's).
+    pub fn fail_calls(&self, name: &str, nth: u64, times: u64, class: crate::faults::FaultClass) {
         if let Ok(mut n) = self.shared.faults.named.lock() {
-            *n = Some((name.to_string(), nth.max(1), class));
+            *n = Some((name.to_string(), nth.max(1) - 1, times.max(1), class));
         }
     }
 

@@ -501,4 +501,29 @@ async fn a_run_whose_records_fail_after_its_work_is_told_of_once() {
             "nothing is undone: the stack was complete"
         );
     }
+    // A record SSM throttles beyond the SDK's five attempts: Finish keeps the
+    // lock for Step Functions' retry and tells nobody; the retry writes it,
+    // and the run succeeds without a word.
+    let _ = published(&d);
+    d.emulator.front.start_journal();
+    d.emulator.front.set_fault(None);
+    d.emulator
+        .front
+        .fail_calls("AmazonSSM.PutParameter", puts, 5, FaultClass::Throttle);
+    let run = d
+        .run("told-throttled", input.clone())
+        .await
+        .expect("the run ends");
+    d.emulator.front.set_fault(None);
+    assert_eq!(
+        run.status, "SUCCEEDED",
+        "{:?} {:?}",
+        run.cause, run.state_names
+    );
+    assert!(lock_free(&d, "told").await, "the lock is still held");
+    let sent = published(&d);
+    assert!(
+        sent.is_empty(),
+        "a run that succeeded was told of as failed: {sent:#?}"
+    );
 }
