@@ -6,13 +6,18 @@
 use aws_sdk_secretsmanager::primitives::DateTime;
 use aws_sdk_secretsmanager::Client;
 use mbstack_core::iam::Permission;
+use mbstack_core::naming::{self, CREATED_BY_TAG};
 use mbstack_core::resource::{Deleted, Resource};
-use mbstack_core::{aws_error, found, TierError, Verb, Work};
+use mbstack_core::{aws_error, found, Scope, TierError, Verb, Work};
 
 use crate::names;
 
 /// Destroy schedules deletion with this window; an apply within it restores the key.
 pub(crate) const RECOVERY_DAYS: i64 = 7;
+
+/// The run that last brought the key back from its scheduled deletion: that
+/// run's rollback schedules it again, as the run found it.
+pub(crate) const RESTORED_BY_TAG: &str = "mbstack:restored-by";
 
 /// The stack's encryption-key secret.
 pub(crate) struct KeySecrets {
@@ -78,6 +83,20 @@ impl Resource for KeySecrets {
         };
         Ok(match (w.verb, live.scheduled_for_deletion) {
             (Verb::Destroy, true) => Vec::new(),
+            // A rollback owns what its run created, and the key its run brought
+            // back: scheduling it again puts it as the run found it (its value
+            // kept for the recovery window, which starts again).
+            (Verb::Destroy, false)
+                if w.run.scope == Scope::Run
+                    && naming::tag_value(&live.tags, RESTORED_BY_TAG)
+                        == Some(w.run.id.as_str()) =>
+            {
+                let mut live = live;
+                live.tags.retain(|(k, _)| k != CREATED_BY_TAG);
+                live.tags
+                    .push((CREATED_BY_TAG.to_string(), w.run.id.clone()));
+                vec![live]
+            }
             _ => vec![live],
         })
     }
@@ -148,9 +167,12 @@ impl Resource for KeySecrets {
         })
     }
 
+    /// Restores the key, then marks it as this run's to schedule again should
+    /// the run fail (a crash between the two leaves it live for good: the key
+    /// kept, as a successful run would).
     async fn update(
         &self,
-        _w: &Work<'_>,
+        w: &Work<'_>,
         live: &Live,
         _want: &(),
         _steps: &[Restore],
@@ -161,6 +183,17 @@ impl Resource for KeySecrets {
             .send()
             .await
             .map_err(|e| aws_error("secretsmanager:RestoreSecret", e))?;
+        let tag = aws_sdk_secretsmanager::types::Tag::builder()
+            .key(RESTORED_BY_TAG)
+            .value(&w.run.id)
+            .build();
+        self.sm
+            .tag_resource()
+            .secret_id(&live.arn)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager:TagResource", e))?;
         Ok(None)
     }
 
@@ -176,8 +209,11 @@ impl Resource for KeySecrets {
         Ok(Deleted::Now)
     }
 
-    fn deleted_detail(&self, _w: &Work<'_>, _live: &Live) -> String {
-        format!("scheduled for deletion in {RECOVERY_DAYS} days (an apply before then restores it)")
+    fn deleted_detail(&self, w: &Work<'_>, _live: &Live) -> String {
+        match w.run.scope {
+            Scope::Run => format!("scheduled for deletion again, as this run found it, in {RECOVERY_DAYS} days (an apply before then restores it)"),
+            Scope::Stack => format!("scheduled for deletion in {RECOVERY_DAYS} days (an apply before then restores it)"),
+        }
     }
 }
 

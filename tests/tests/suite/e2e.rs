@@ -459,6 +459,66 @@ async fn db_tag(d: &Deployed, id: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Whether the stack's encryption-key secret is scheduled for deletion (None:
+/// there is no such secret).
+async fn key_scheduled(d: &Deployed, stack: &str) -> Option<bool> {
+    let sm = aws_sdk_secretsmanager::Client::new(&d.config);
+    sm.describe_secret()
+        .secret_id(mbstack_app::names::encryption_key_secret(stack))
+        .send()
+        .await
+        .ok()
+        .map(|s| s.deleted_date().is_some())
+}
+
+/// A restore brings Metabase's key back (a destroy had scheduled it for
+/// deletion) before the service that reads it; when the run then fails, its
+/// rollback puts the key back as the run found it, scheduled for deletion
+/// (a live key nobody's stack uses would stay, and cost, for ever), its value
+/// kept: the next restore brings the same key back.
+#[tokio::test]
+async fn a_failed_restore_leaves_the_key_scheduled_as_it_found_it() {
+    use mbstack_emulator::FaultClass;
+    use mbstack_tests::checks::run;
+    let d = Deployed::start().await.expect("deployed");
+    let first = run(&d, "up-1", json!({"stack": "undo"})).await;
+    assert_eq!(first.status, "SUCCEEDED", "{:?}", first.cause);
+    let key = key_value(&d, "undo").await;
+    let down = run(&d, "down-1", json!({"stack": "undo", "action": "destroy"})).await;
+    assert_eq!(down.status, "SUCCEEDED", "{:?}", down.cause);
+    assert_eq!(key_scheduled(&d, "undo").await, Some(true));
+
+    let up = json!({"stack": "undo", "database": {"restoreFrom": "latest-final"}});
+    d.emulator.front.fail_call(
+        "AmazonEC2ContainerServiceV20141113.CreateService",
+        1,
+        FaultClass::Terminal,
+    );
+    let failed = run(&d, "up-2", up.clone()).await;
+    d.emulator.front.set_fault(None);
+    assert_eq!(failed.status, "FAILED", "{:?}", failed.state_names);
+    assert!(
+        failed
+            .cause
+            .as_deref()
+            .unwrap_or("")
+            .contains("CreateService"),
+        "{:?}",
+        failed.cause
+    );
+    assert_eq!(
+        key_scheduled(&d, "undo").await,
+        Some(true),
+        "the rollback left the key it had brought back live"
+    );
+    let left = stack_leftovers(&d.config, "undo").await;
+    assert!(left.is_empty(), "not rolled back: {left:?}");
+
+    let again = run(&d, "up-3", up).await;
+    assert_eq!(again.status, "SUCCEEDED", "{:?}", again.cause);
+    assert_eq!(key_value(&d, "undo").await, key, "the same key came back");
+}
+
 /// down → up keeps the data: the database is restored from the stack's final
 /// snapshot with the spec's settings and Metabase gets the same encryption key
 /// back; a snapshot that does not exist is refused before anything is made;
