@@ -168,8 +168,9 @@ impl Resource for KeySecrets {
     }
 
     /// Restores the key, then marks it as this run's to schedule again should
-    /// the run fail (a crash between the two leaves it live for good: the key
-    /// kept, as a successful run would).
+    /// the run fail. A mark refused schedules the key again at once (as the
+    /// run found it) before the run fails; a crash between the two leaves it
+    /// live, as a successful run would.
     async fn update(
         &self,
         w: &Work<'_>,
@@ -187,13 +188,24 @@ impl Resource for KeySecrets {
             .key(RESTORED_BY_TAG)
             .value(&w.run.id)
             .build();
-        self.sm
+        let marked = self
+            .sm
             .tag_resource()
             .secret_id(&live.arn)
             .tags(tag)
             .send()
             .await
-            .map_err(|e| aws_error("secretsmanager:TagResource", e))?;
+            .map_err(|e| aws_error("secretsmanager:TagResource", e));
+        if let Err(e) = marked {
+            // Unmarked, no rollback would know the key was this run's to put back.
+            if let Err(undo) = self.delete(w, live).await {
+                return Err(TierError::Terminal(format!(
+                    "{e}; and scheduling the key {} for deletion again, as the run found it, failed too: {undo}. The key is live, its value kept: the next apply uses it, or `mbstack destroy` schedules it",
+                    live.name
+                )));
+            }
+            return Err(e);
+        }
         Ok(None)
     }
 
