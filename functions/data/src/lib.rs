@@ -137,6 +137,7 @@ async fn converge(
     };
     let db = resource::converge(&dbs, &mut w, &[()]).await?;
     let found = db.found.first().cloned().flatten();
+    upgrade_return::finish_left_return(rds, &mut w, found.as_ref(), &utc_stamp_now()).await?;
     // The snapshot is named in the run's changes (`db-snapshot create …`);
     // the one before the image this run put on record is in the outputs (a
     // failed run's rollback returns the database to it).

@@ -31,7 +31,7 @@ use aws_sdk_rds::types::{DbInstance, Tag};
 use mbstack_core::iam::Permission;
 use mbstack_core::metabase::{record_by, IMAGE_TAG, RECORD_BEFORE_TAG, RECORD_BY_TAG, VERSION_TAG};
 use mbstack_core::naming::{idempotency_key, rds_name, tag_value};
-use mbstack_core::{aws_error, error_code, found, Action, Readiness, TierError, Work};
+use mbstack_core::{aws_error, error_code, found, Action, Readiness, TierError, Verb, Work};
 
 use crate::instance::RESTORED_FROM_TAG;
 use crate::tags::pairs;
@@ -261,6 +261,44 @@ pub(crate) async fn pass(
         return Ok(Progress::Done(Box::new(db)));
     }
     Ok(Progress::Waiting(waits.join("; ")))
+}
+
+/// A return AWS stopped after the database before was back under the
+/// stack's name (a call of its refused for good; the run ended
+/// RollbackFailed) leaves the migrated instance set aside. The next apply
+/// finishes what the return would have: the set-aside instance deleted with
+/// a final snapshot, never without one (a plan says it will). `current` is
+/// the stack's instance as this apply found it.
+pub(crate) async fn finish_left_return(
+    rds: &aws_sdk_rds::Client,
+    w: &mut Work<'_>,
+    current: Option<&DbInstance>,
+    stamp: &str,
+) -> Result<(), TierError> {
+    let Some(db) = current else {
+        return Ok(());
+    };
+    let restored = tag_value(&pairs(db.tag_list()), RESTORED_FROM_TAG).is_some();
+    if w.verb == Verb::Check || !restored || db.db_instance_status() != Some("available") {
+        return Ok(());
+    }
+    let Some(aside) = crate::instance::set_aside_of(rds, &w.spec.stack).await? else {
+        return Ok(());
+    };
+    if w.verb == Verb::Plan {
+        w.record(
+            "db-instance",
+            &aside,
+            Action::Delete,
+            "set aside by a failed upgrade's return that did not finish: deleted with a final snapshot, as the return would have",
+        );
+        return Ok(());
+    }
+    let Some(old) = crate::instance::described(rds, &aside).await? else {
+        return Ok(());
+    };
+    delete_aside(rds, w, &old, stamp).await?;
+    Ok(())
 }
 
 /// Restores `snapshot` under the stack's name as `source` was made.

@@ -1204,6 +1204,81 @@ async fn down_then_up_restore_brings_the_stack_back_as_it_was() {
     );
 }
 
+/// A return AWS refuses half-way (the set-aside instance's delete refused,
+/// the database before already back): the run ends RollbackFailed, the
+/// migrated database kept; the next apply of the version before finishes
+/// what the return would have (the set-aside instance deleted with its final
+/// snapshot) instead of leaving a whole DB instance running for nobody.
+#[tokio::test]
+async fn a_return_refused_half_way_is_finished_by_the_next_apply() {
+    use mbstack_emulator::FaultClass;
+    let d = Deployed::start().await.expect("deployed");
+    d.emulator.front.set_realism(true, 20);
+    d.emulator.front.set_wait_divisor(20);
+    let (a, b) = ("metabase/metabase:v0.57.2", "metabase/metabase:v0.58.7");
+    let up = |image: &str| json!({"stack": "half", "app": {"image": image}});
+    let run = mbstack_tests::checks::run(&d, "half-a", up(a)).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+
+    d.emulator.front.fail_migrations_of(Some(b));
+    d.emulator
+        .front
+        .fail_call("rds:DeleteDBInstance", 1, FaultClass::Terminal);
+    let run = mbstack_tests::checks::run(&d, "half-b", up(b)).await;
+    d.emulator.front.fail_migrations_of(None);
+    d.emulator.front.set_fault(None);
+    assert_eq!(
+        run.error.as_deref(),
+        Some("RollbackFailed"),
+        "{:?}",
+        run.cause
+    );
+    assert!(
+        run.cause
+            .as_deref()
+            .unwrap_or("")
+            .contains("DeleteDBInstance"),
+        "{:?}",
+        run.cause
+    );
+    let rds = aws_sdk_rds::Client::new(&d.config);
+    let dbs = |rds: aws_sdk_rds::Client| async move {
+        rds.describe_db_instances()
+            .send()
+            .await
+            .unwrap()
+            .db_instances()
+            .iter()
+            .filter(|db| db.db_instance_status() != Some("deleting"))
+            .filter_map(|db| db.db_instance_identifier().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let aside: Vec<String> = dbs(rds.clone())
+        .await
+        .into_iter()
+        .filter(|i| i.starts_with("mbstack-half-migrated-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the migrated database is kept: {aside:?}");
+
+    let run = mbstack_tests::checks::run(&d, "half-a2", up(a)).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let left = dbs(rds.clone()).await;
+    assert_eq!(
+        left,
+        vec!["mbstack-half".to_string()],
+        "the set-aside instance is still there"
+    );
+    let snaps = rds.describe_db_snapshots().send().await.unwrap();
+    assert!(
+        snaps
+            .db_snapshots()
+            .iter()
+            .filter_map(|s| s.db_snapshot_identifier())
+            .any(|s| s.starts_with("mbstack-half-migrated-")),
+        "deleted without its final snapshot"
+    );
+}
+
 /// A failed upgrade comes back whole: the new version's tasks exit during
 /// their migration (exit code 1), the circuit breaker fails the deployment,
 /// and the rollback returns the database to the snapshot taken before the
