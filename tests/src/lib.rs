@@ -716,7 +716,8 @@ pub async fn rotate_losing_the_event(d: &mbstack_local::Deployed, arn: &str) {
         .unwrap();
 }
 
-/// The SNS Publish calls in the emulator's journal since its last take.
+/// The SNS Publish calls SNS accepted, in the emulator's journal since its
+/// last take.
 pub fn published(d: &mbstack_local::Deployed) -> Vec<serde_json::Value> {
     d.emulator
         .front
@@ -724,6 +725,12 @@ pub fn published(d: &mbstack_local::Deployed) -> Vec<serde_json::Value> {
         .iter()
         .map(|e| e.to_json())
         .filter(|e| e["service"] == "sns" && e["action"] == "Publish")
+        // What SNS accepted: a throttled or refused attempt sent nothing.
+        .filter(|e| {
+            e["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
         .collect()
 }
 
