@@ -75,6 +75,20 @@ fn stopped_task(arn: &str, r: &Rollout) -> Value {
             json!({"name": "metabase", "lastStatus": "STOPPED",
                    "reason": "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref docker.io/metabase/metabase: unexpected status from HEAD request: 429 Too Many Requests: toomanyrequests: You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"}),
         ),
+        // What a Fargate task without a way out meets (platform 1.4).
+        EcsFault::NoWayOut => (
+            "Task failed to start",
+            "TaskFailedToStart",
+            json!({"name": "metabase", "lastStatus": "STOPPED",
+                   "reason": "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref docker.io/metabase/metabase: failed to do request: Head \"https://registry-1.docker.io/v2/metabase/metabase/manifests/latest\": dial tcp 54.236.113.205:443: i/o timeout"}),
+        ),
+        // What Fargate answers for an image without the task's platform.
+        EcsFault::NoManifest => (
+            "Task failed to start",
+            "TaskFailedToStart",
+            json!({"name": "metabase", "lastStatus": "STOPPED",
+                   "reason": "CannotPullContainerError: pull image manifest has been retried 7 time(s): image Manifest does not contain descriptor matching platform 'linux/arm64'"}),
+        ),
         EcsFault::MigrationFailed => (
             "Essential container in task exited",
             "EssentialContainerExited",
@@ -269,12 +283,22 @@ pub(crate) async fn rewrite_after(
             ) {
                 ecs.task_roles.insert(arn.to_string(), roles);
                 ecs.task_secrets.insert(arn.to_string(), secrets);
+                // (moto may not echo the runtime platform: the request says it.)
+                let arm64 = [Some(td), request].into_iter().flatten().any(|v| {
+                    v.pointer("/runtimePlatform/cpuArchitecture")
+                        .and_then(Value::as_str)
+                        == Some("ARM64")
+                });
+                if arm64 {
+                    ecs.task_arm64.insert(arn.to_string());
+                }
                 ecs.task_images.insert(arn.to_string(), image);
             }
             return body;
         }
         "DescribeServices" => {
-            let (registrations, rollbacks) = describe_services(shared, &mut value);
+            let blocked = blocked_services(shared, &value).await;
+            let (registrations, rollbacks) = describe_services(shared, &mut value, &blocked);
             // The circuit breaker's rollbacks, made in moto's record too (the
             // service's task definition is the one rolled back to).
             for (cluster, service, td) in rollbacks {
@@ -324,11 +348,65 @@ type Registration = (String, Vec<String>, Vec<String>);
 /// A rollback to make in moto: cluster, service, task definition.
 type Rollback = (String, String, String);
 
+/// The services (by ARN) among `value`'s whose tasks, starting now, would
+/// find no way out of their subnets (`crate::realism::egress`). Looked at
+/// only for a service with tasks to start whose rollout has not started them
+/// yet.
+async fn blocked_services(shared: &Arc<Shared>, value: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(services) = value.get("services").and_then(Value::as_array) else {
+        return out;
+    };
+    for svc in services {
+        let arn = svc.get("serviceArn").and_then(Value::as_str).unwrap_or("");
+        let desired = svc.get("desiredCount").and_then(Value::as_i64).unwrap_or(0);
+        let td = svc
+            .get("taskDefinition")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if desired == 0 || svc.get("status").and_then(Value::as_str) != Some("ACTIVE") {
+            continue;
+        }
+        let settled = shared.ecs.lock().is_ok_and(|ecs| {
+            ecs.rollouts.get(arn).is_some_and(|r| {
+                r.egress_checked && r.task_definition == td && r.desired == desired
+            })
+        });
+        if settled {
+            continue;
+        }
+        let vpc = svc.pointer("/networkConfiguration/awsvpcConfiguration");
+        let subnets: Vec<String> = vpc
+            .and_then(|v| v.get("subnets"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        let public_ip = vpc
+            .and_then(|v| v.get("assignPublicIp"))
+            .and_then(Value::as_str)
+            == Some("ENABLED");
+        if subnets.is_empty() {
+            continue;
+        }
+        if crate::realism::egress::no_way_out(shared, &subnets, public_ip)
+            .await
+            .is_some()
+        {
+            out.insert(arn.to_string());
+        }
+    }
+    out
+}
+
 /// Rewrites each ACTIVE service's deployments; returns the target changes and
-/// the circuit breaker's rollbacks to make.
+/// the circuit breaker's rollbacks to make. A rollout whose tasks start now
+/// in a subnet without a way out (`blocked`) fails as AWS's would.
 fn describe_services(
     shared: &Arc<Shared>,
     value: &mut Value,
+    blocked: &BTreeSet<String>,
 ) -> (Vec<Registration>, Vec<Rollback>) {
     let Ok(mut ecs) = shared.ecs.lock() else {
         return (Vec::new(), Vec::new());
@@ -393,9 +471,15 @@ fn describe_services(
             .failing_image
             .as_ref()
             .is_some_and(|i| ecs.task_images.get(&td) == Some(i));
-        let fault = match migration_fails {
-            true => Some(EcsFault::MigrationFailed),
-            false => ecs.fault,
+        let no_manifest = ecs.task_arm64.contains(&td)
+            && ecs
+                .task_images
+                .get(&td)
+                .is_some_and(|i| !crate::state::ecs::has_arm64(i));
+        let fault = match (no_manifest, migration_fails) {
+            (true, _) => Some(EcsFault::NoManifest),
+            (false, true) => Some(EcsFault::MigrationFailed),
+            (false, false) => ecs.fault,
         };
         let delay = ecs.start_delay;
         let restart = ecs
@@ -418,6 +502,7 @@ fn describe_services(
                     young_role,
                     started_at: now_secs(),
                     rolling_back_from: None,
+                    egress_checked: false,
                 },
             );
         }
@@ -451,6 +536,7 @@ fn describe_services(
                         young_role: None,
                         started_at: now_secs(),
                         rolling_back_from: Some(failed),
+                        egress_checked: false,
                     },
                 );
                 if let Some(failed) = replaced {
@@ -475,6 +561,15 @@ fn describe_services(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
+        // Its tasks start: they pull their image through the subnet's way out.
+        if let Some(r) = ecs.rollouts.get_mut(&arn) {
+            if r.since.elapsed() >= delay && !r.egress_checked && desired > 0 {
+                r.egress_checked = true;
+                if !r.fails() && blocked.contains(&arn) {
+                    r.fault = Some(EcsFault::NoWayOut);
+                }
+            }
+        }
         let Some(r) = ecs.rollouts.get(&arn) else {
             continue;
         };

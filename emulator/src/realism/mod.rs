@@ -22,8 +22,13 @@
 //! - ecs DeleteCluster with an ACTIVE service → `ClusterContainsServicesException`
 //! - ecs CreateService on a target group no load balancer uses → `InvalidParameterException`
 //! - elasticloadbalancing: a tag key over 128 characters or value over 256 → `ValidationError`
+//! - ecs: a task whose subnet has no way out when it starts (see [`egress`])
+//!   is stopped with Fargate's `CannotPullContainerError … i/o timeout`; an
+//!   ARM64 task of an image without an arm64 variant, with "image Manifest does
+//!   not contain descriptor matching platform 'linux/arm64'"
 
 mod alb;
+pub(crate) mod egress;
 mod eni;
 mod nat;
 pub(crate) mod rds;

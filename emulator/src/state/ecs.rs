@@ -21,6 +21,12 @@ pub enum EcsFault {
     /// container in task exited"). Played for one image only
     /// (`FrontDoor::fail_migrations_of`).
     MigrationFailed,
+    /// The task's subnet has no way out to the internet when it starts (see
+    /// `crate::realism::egress`): its image pull times out.
+    NoWayOut,
+    /// The image has no variant for the task's CPU architecture (an ARM64
+    /// task of an image published for x86-64 only).
+    NoManifest,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub(crate) struct Rollout {
     /// The circuit breaker's rollback of a failed deployment: the failed
     /// deployment's ID and task definition (shown beside it, FAILED).
     pub(crate) rolling_back_from: Option<(String, String)>,
+    /// Whether its tasks' way out was looked at when they started.
+    pub(crate) egress_checked: bool,
 }
 
 impl Rollout {
@@ -64,6 +72,8 @@ pub(crate) struct EcsActor {
     pub rotated: HashMap<String, f64>,
     /// Task definition ARN → the image of its container.
     pub(crate) task_images: HashMap<String, String>,
+    /// Task definition ARNs whose tasks run on ARM64 (`runtimePlatform`).
+    pub(crate) task_arm64: std::collections::HashSet<String>,
     /// The image whose tasks fail their migration (`EcsFault::MigrationFailed`).
     pub(crate) failing_image: Option<String>,
     /// Service ARN → the task definition of its last COMPLETED deployment
@@ -88,6 +98,7 @@ impl Default for EcsActor {
             task_secrets: HashMap::new(),
             rotated: HashMap::new(),
             task_images: HashMap::new(),
+            task_arm64: std::collections::HashSet::new(),
             failing_image: None,
             completed: HashMap::new(),
             rolled_back: Vec::new(),
@@ -101,4 +112,43 @@ pub(crate) fn now_secs() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// Whether `image` is published with a linux/arm64 variant, as far as the
+/// emulator knows: Metabase's images are x86-64 only before v0.53 (v1.53
+/// for the enterprise image): `docker pull metabase/metabase:v0.51.3` on
+/// ARM answers "no matching manifest for linux/arm64/v8 in the manifest list
+/// entries" (metabase/metabase#49976); other images are taken as
+/// multi-architecture.
+pub(crate) fn has_arm64(image: &str) -> bool {
+    let Some((repo, tag)) = image.rsplit_once(':') else {
+        return true;
+    };
+    let repo = repo.trim_start_matches("docker.io/");
+    if !matches!(repo, "metabase/metabase" | "metabase/metabase-enterprise") {
+        return true;
+    }
+    let mut parts = tag.trim_start_matches('v').split('.');
+    match (
+        parts.next(),
+        parts.next().and_then(|m| m.parse::<u32>().ok()),
+    ) {
+        (Some("0" | "1"), Some(minor)) => minor >= 53,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_arm64;
+
+    #[test]
+    fn metabase_publishes_arm64_from_v0_53() {
+        assert!(!has_arm64("metabase/metabase:v0.51.3"));
+        assert!(!has_arm64("metabase/metabase-enterprise:v1.52.9"));
+        assert!(has_arm64("metabase/metabase:v0.53.5.5"));
+        assert!(has_arm64("metabase/metabase:v0.58.7"));
+        assert!(has_arm64("docker.io/metabase/metabase:v0.59.1"));
+        assert!(has_arm64("public.ecr.aws/nginx/nginx:1.27"));
+    }
 }

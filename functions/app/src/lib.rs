@@ -20,7 +20,7 @@ pub use iam::{parse_policy, secrets_policy, EXECUTION_POLICY_ARN_SUFFIX, SECRETS
 pub use mbstack_core::Readiness;
 pub use service::{
     password_outdated, readiness, service_health, ServiceHealth, HEALTH_CHECK_GRACE_SECONDS,
-    PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
+    NO_ARM64_IMAGE, NO_WAY_OUT, PREVIOUS_TASK_DEFINITION_TAG, UPDATED_BY_TAG,
 };
 pub use task_definition::{heap_mib, PORT, STOP_TIMEOUT};
 

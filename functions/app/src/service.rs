@@ -489,6 +489,17 @@ pub fn readiness(svc: &Service, expected_td: Option<&str>) -> Readiness {
 /// `ecr:BatchImportUpstreamImage` (and `ecr:CreateRepository` on a first
 /// pull), which that role and its boundary do not grant, unless someone else
 /// has cached the tag already.
+/// A pull that timed out: the task's subnet had no way out to the registry.
+pub const NO_WAY_OUT: &str = ": the task could not reach the image's registry: the private \
+subnets' way out to the internet is broken (their route to the NAT gateway or NAT instance, \
+the NAT instance stopped or its source/destination check on). `mbstack apply` repairs the \
+network, then starts the tasks again";
+
+/// An ARM64 task of an image published for x86-64 only.
+pub const NO_ARM64_IMAGE: &str = ": the image has no linux/arm64 variant (Metabase publishes \
+one from v0.53 on). Set app.cpuArchitecture to X86_64, or choose an image published for \
+ARM64, and apply again";
+
 pub const PULL_RATE_LIMITED: &str =
     ": Docker Hub's rate limit for anonymous pulls refused the image. \
 Copy it into an ECR repository of this account and region (docker pull metabase/metabase:<tag>; \
@@ -585,6 +596,13 @@ pub(crate) async fn why_tasks_stop(ecs: &Client, stack: &str) -> Result<Option<S
             why.push_str(&format!("; container {}: {reason}", names::CONTAINER));
             if reason.contains("toomanyrequests") {
                 why.push_str(PULL_RATE_LIMITED);
+            } else if reason.contains("CannotPullContainerError") && reason.contains("i/o timeout")
+            {
+                why.push_str(NO_WAY_OUT);
+            } else if reason.contains("descriptor matching platform")
+                || reason.contains("no matching manifest")
+            {
+                why.push_str(NO_ARM64_IMAGE);
             }
         }
         if let Some(code) = c.exit_code() {

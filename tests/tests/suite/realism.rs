@@ -1585,3 +1585,171 @@ async fn sns_refuses_a_subject_of_100_characters() {
         "{e:?}"
     );
 }
+
+/// The stack's service after a forced new deployment (its tasks start again
+/// and pull their image): the PRIMARY deployment's rollout state once it is
+/// not IN_PROGRESS, and the latest stopped task's reason as `status` names it.
+async fn redeployed(d: &Deployed, stack: &str) -> (String, Option<String>) {
+    let ecs = aws_sdk_ecs::Client::new(&d.config);
+    let cluster = mbstack_app::names::cluster(stack);
+    ecs.update_service()
+        .cluster(&cluster)
+        .service(mbstack_app::names::SERVICE)
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect("a forced deployment");
+    let started = std::time::Instant::now();
+    loop {
+        let health = mbstack_app::service_health(&ecs, stack)
+            .await
+            .expect("the service's health")
+            .expect("the service");
+        match health.rollout.as_deref() {
+            Some("IN_PROGRESS") | None
+                if started.elapsed() < std::time::Duration::from_secs(90) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return (other.unwrap_or("").to_string(), health.last_stopped),
+        }
+    }
+}
+
+/// A task pulls its image through its subnet's way out (VPC user guide): a
+/// private subnet whose default route is gone, or goes to an instance whose
+/// source/destination check is on (VPC user guide, "NAT instances": "you
+/// must disable source/destination checks on the NAT instance"), times the
+/// pull out; ECS stops the task with Fargate's own reason, and `status`
+/// names the broken way out and its remedy. The same service redeploys once
+/// the route goes to a running instance with the check off.
+#[tokio::test]
+async fn a_task_without_a_way_out_cannot_pull_its_image() {
+    let d = Deployed::start().await.expect("deployed");
+    let run = mbstack_tests::checks::run(&d, "apply-1", json!({"stack": "out"})).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?}", run.cause);
+    let (state, why) = redeployed(&d, "out").await;
+    assert_eq!(state, "COMPLETED", "through the NAT gateway: {why:?}");
+
+    // The private subnets' default route: gone.
+    let ec2 = aws_sdk_ec2::Client::new(&d.config);
+    let tables = ec2.describe_route_tables().send().await.unwrap();
+    let private: Vec<String> = tables
+        .route_tables()
+        .iter()
+        .filter(|t| {
+            t.routes().iter().any(|r| {
+                r.nat_gateway_id().is_some() && r.destination_cidr_block() == Some("0.0.0.0/0")
+            })
+        })
+        .filter_map(|t| t.route_table_id().map(str::to_string))
+        .collect();
+    assert!(
+        !private.is_empty(),
+        "no private route table routes to the NAT gateway"
+    );
+    for t in &private {
+        ec2.delete_route()
+            .route_table_id(t)
+            .destination_cidr_block("0.0.0.0/0")
+            .send()
+            .await
+            .unwrap();
+    }
+    let (state, why) = redeployed(&d, "out").await;
+    assert_eq!(state, "FAILED", "a task pulled its image with no route out");
+    let why = why.unwrap_or_default();
+    assert!(
+        why.contains("CannotPullContainerError") && why.contains("i/o timeout"),
+        "{why}"
+    );
+    assert!(why.contains(mbstack_app::NO_WAY_OUT), "no remedy in: {why}");
+
+    // A NAT instance in a public subnet: its source/destination check is on
+    // until it is turned off.
+    let subnets = ec2.describe_subnets().send().await.unwrap();
+    let public = subnets
+        .subnets()
+        .iter()
+        .find(|s| s.map_public_ip_on_launch() == Some(true))
+        .or_else(|| subnets.subnets().first())
+        .and_then(|s| s.subnet_id())
+        .expect("a subnet")
+        .to_string();
+    let image = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("an image")
+        .to_string();
+    let instance = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T4gNano)
+        .subnet_id(&public)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    for t in &private {
+        ec2.create_route()
+            .route_table_id(t)
+            .destination_cidr_block("0.0.0.0/0")
+            .instance_id(&instance)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (state, why) = redeployed(&d, "out").await;
+    assert_eq!(
+        state, "FAILED",
+        "an instance checking source and destination forwarded"
+    );
+    assert!(why.unwrap_or_default().contains("i/o timeout"));
+    ec2.modify_instance_attribute()
+        .instance_id(&instance)
+        .source_dest_check(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (state, why) = redeployed(&d, "out").await;
+    assert_eq!(state, "COMPLETED", "through the NAT instance: {why:?}");
+}
+
+/// An ARM64 task of an image published for x86-64 only (Metabase's images
+/// before v0.53): Fargate cannot pull it ("image Manifest does not contain
+/// descriptor matching platform"), and the run's error says what to change.
+#[tokio::test]
+async fn an_arm64_task_of_an_x86_only_image_is_named_with_its_remedy() {
+    let d = Deployed::start().await.expect("deployed");
+    let input = json!({"stack": "arm", "app": {"cpuArchitecture": "ARM64", "image": "metabase/metabase:v0.51.3"}});
+    let run = mbstack_tests::checks::run(&d, "apply-1", input).await;
+    assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
+    let cause = run.cause.unwrap_or_default();
+    assert!(
+        cause.contains("descriptor matching platform 'linux/arm64'"),
+        "{cause}"
+    );
+    assert!(
+        cause.contains("app.cpuArchitecture to X86_64"),
+        "no remedy in: {cause}"
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, "arm").await,
+        Vec::<String>::new()
+    );
+}
