@@ -22,11 +22,13 @@
 //! - ecs DeleteCluster with an ACTIVE service → `ClusterContainsServicesException`
 //! - ecs CreateService on a target group no load balancer uses → `InvalidParameterException`
 //! - elasticloadbalancing: a tag key over 128 characters or value over 256 → `ValidationError`
+//! - secretsmanager TagResource of a secret scheduled for deletion → `InvalidRequestException`
 
 mod alb;
 mod eni;
 mod nat;
 pub(crate) mod rds;
+mod secrets;
 mod ssm;
 
 use std::sync::atomic::Ordering;
@@ -76,7 +78,10 @@ pub(crate) async fn refuse(
             Some(r) => Some(r),
             None => alb::protected(shared, q).await,
         },
-        None => None,
+        None => match target.strip_prefix("secretsmanager.") {
+            Some(op) => secrets::refuse(shared, op, json_req).await,
+            None => None,
+        },
     } {
         return Some(r);
     }
