@@ -26,12 +26,14 @@
 //!   is stopped with Fargate's `CannotPullContainerError … i/o timeout`; an
 //!   ARM64 task of an image without an arm64 variant, with "image Manifest does
 //!   not contain descriptor matching platform 'linux/arm64'"
+//! - secretsmanager TagResource of a secret scheduled for deletion → `InvalidRequestException`
 
 mod alb;
 pub(crate) mod egress;
 mod eni;
 mod nat;
 pub(crate) mod rds;
+mod secrets;
 mod ssm;
 
 use std::sync::atomic::Ordering;
@@ -81,7 +83,10 @@ pub(crate) async fn refuse(
             Some(r) => Some(r),
             None => alb::protected(shared, q).await,
         },
-        None => None,
+        None => match target.strip_prefix("secretsmanager.") {
+            Some(op) => secrets::refuse(shared, op, json_req).await,
+            None => None,
+        },
     } {
         return Some(r);
     }

@@ -285,18 +285,33 @@ pub(crate) async fn finish_left_return(
     let Some(aside) = crate::instance::set_aside_of(rds, &w.spec.stack).await? else {
         return Ok(());
     };
-    if w.verb == Verb::Plan {
-        w.record(
-            "db-instance",
-            &aside,
-            Action::Delete,
-            "set aside by a failed upgrade's return that did not finish: deleted with a final snapshot, as the return would have",
-        );
-        return Ok(());
-    }
     let Some(old) = crate::instance::described(rds, &aside).await? else {
         return Ok(());
     };
+    // Kept stopped by a return whose final snapshot had no room: the
+    // user's to delete or keep, as that return's record said. Not at rest
+    // (failed, being modified): left for an apply when RDS can snapshot it.
+    let status = old.db_instance_status().unwrap_or("unknown");
+    if !at_rest(status) {
+        tracing::info!(db = %aside, status, "a set-aside instance not at rest: left for a later apply");
+        return Ok(());
+    }
+    if w.verb == Verb::Plan {
+        let (action, what) = match old.deletion_protection() {
+            Some(true) => (
+                Action::Update,
+                "deletion protection → off; the next apply deletes it with a final snapshot",
+            ),
+            _ => (Action::Delete, "deleted with a final snapshot"),
+        };
+        w.record(
+            "db-instance",
+            &aside,
+            action,
+            format!("set aside by a failed upgrade's return that did not finish: {what}, as the return would have"),
+        );
+        return Ok(());
+    }
     delete_aside(rds, w, &old, stamp).await?;
     Ok(())
 }
@@ -456,6 +471,12 @@ async fn delete_aside(
             .send()
             .await
             .map_err(|e| aws_error("rds:ModifyDBInstance", e))?;
+        w.record(
+            "db-instance",
+            &id,
+            Action::Update,
+            "deletion protection → off: set aside by a failed upgrade's return, it is deleted with a final snapshot next",
+        );
         return Ok(Some(format!(
             "DB {id}: deletion protection → off (set aside by this run's return; deleted with a final snapshot)"
         )));

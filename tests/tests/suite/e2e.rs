@@ -1260,7 +1260,28 @@ async fn a_return_refused_half_way_is_finished_by_the_next_apply() {
         .collect();
     assert_eq!(aside.len(), 1, "the migrated database is kept: {aside:?}");
 
+    // Protected against deletion (a return stopped before it turned the
+    // protection off keeps it on): the next apply turns it off and says so,
+    // the one after deletes it.
+    rds.modify_db_instance()
+        .db_instance_identifier(&aside[0])
+        .deletion_protection(true)
+        .apply_immediately(true)
+        .send()
+        .await
+        .unwrap();
     let run = mbstack_tests::checks::run(&d, "half-a2", up(a)).await;
+    assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
+    let said = run
+        .output
+        .as_ref()
+        .map(|o| o["changes"].to_string())
+        .unwrap_or_default();
+    assert!(
+        said.contains(&aside[0]) && said.contains("deletion protection → off"),
+        "the apply changed the set-aside instance without saying so: {said}"
+    );
+    let run = mbstack_tests::checks::run(&d, "half-a3", up(a)).await;
     assert_eq!(run.status, "SUCCEEDED", "{:?} {:?}", run.error, run.cause);
     let left = dbs(rds.clone()).await;
     assert_eq!(

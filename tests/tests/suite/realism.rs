@@ -1752,4 +1752,48 @@ async fn an_arm64_task_of_an_x86_only_image_is_named_with_its_remedy() {
         stack_leftovers(&d.config, "arm").await,
         Vec::<String>::new()
     );
+/// Secrets Manager refuses to tag a secret scheduled for deletion
+/// (`InvalidRequestException`, localstack/localstack#13648 checked against
+/// AWS; moto tagged it): mbstack tags the key it brings back only after the
+/// restore.
+#[tokio::test]
+async fn secrets_manager_tags_no_secret_scheduled_for_deletion() {
+    let env = TestEnv::start().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&env.config);
+    let arn = sm
+        .create_secret()
+        .name("mbstack/t/key")
+        .secret_string("v")
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let tag = || {
+        sm.tag_resource()
+            .secret_id(&arn)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key("k")
+                    .value("v")
+                    .build(),
+            )
+            .send()
+    };
+    tag().await.expect("a live secret takes a tag");
+    sm.delete_secret()
+        .secret_id(&arn)
+        .recovery_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let e = tag().await.unwrap_err().into_service_error();
+    assert_eq!(
+        aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e),
+        Some("InvalidRequestException"),
+        "{e:?}"
+    );
+    sm.restore_secret().secret_id(&arn).send().await.unwrap();
+    tag().await.expect("a restored secret takes a tag");
 }
