@@ -1752,6 +1752,8 @@ async fn an_arm64_task_of_an_x86_only_image_is_named_with_its_remedy() {
         stack_leftovers(&d.config, "arm").await,
         Vec::<String>::new()
     );
+}
+
 /// Secrets Manager refuses to tag a secret scheduled for deletion
 /// (`InvalidRequestException`, localstack/localstack#13648 checked against
 /// AWS; moto tagged it): mbstack tags the key it brings back only after the
