@@ -51,10 +51,7 @@ async fn default_targets(shared: &Shared, subnets: &[String]) -> Option<Vec<(Str
     let parsed: Vec<(String, Vec<String>, bool, Target)> =
         xml::each(&tables, "routeTableId", |id| {
             let t = id.parent()?;
-            // Only the table's own id (an association names it too).
-            if t.child("vpcId").is_none() {
-                return None;
-            }
+            // Only the table's own id (an association names it too, and has no VPC).
             let vpc = t.child("vpcId")?;
             let mut subnets = Vec::new();
             let mut main = false;
