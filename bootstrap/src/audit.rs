@@ -4,7 +4,9 @@
 //!
 //! Rules: no task with a public IP; the DB neither public nor unencrypted; security
 //! group ingress exactly as designed (CIDRs only on the load balancer's 80/443, the
-//! app from the load balancer's group on 3000, the DB from the app's on 5432);
+//! app from the load balancer's group on 3000, the DB from the app's on 5432, the
+//! NAT instance's from the private subnets only); a NAT instance with IMDSv2
+//! required and no key pair;
 //! private subnets with no route to the internet gateway; the stack's IAM policies
 //! without wildcard write actions; the state machine never logging execution data.
 
@@ -54,6 +56,19 @@ pub async fn audit(
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
+    // The private subnets: the NAT instance's group admits them, and only them.
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter.clone())
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeSubnets", e))?;
+    let private: Vec<&str> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| tag(s.tags(), "Name").is_some_and(|n| n.starts_with(&format!("{stack}-private-"))))
+        .filter_map(|s| s.cidr_block())
+        .collect();
     let role_of = |id: &str| -> Option<String> {
         sgs.security_groups()
             .iter()
@@ -73,8 +88,11 @@ pub async fn audit(
             );
             for r in p.ip_ranges() {
                 let cidr = r.cidr_ip().unwrap_or("");
-                let ok =
-                    role == "lb" && proto == "tcp" && from == to && (from == 80 || from == 443);
+                let ok = (role == "lb"
+                    && proto == "tcp"
+                    && from == to
+                    && (from == 80 || from == 443))
+                    || (role == "nat" && private.contains(&cidr));
                 if !ok {
                     out.push(finding(
                         "ingress",
@@ -106,6 +124,35 @@ pub async fn audit(
                     format!("{role} group allows IPv6 or prefix-list sources"),
                 ));
             }
+        }
+    }
+
+    // The NAT instance: IMDSv2 only, no key pair.
+    let instances = ec2
+        .describe_instances()
+        .filters(filter.clone())
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeInstances", e))?;
+    for i in instances.reservations().iter().flat_map(|r| r.instances()) {
+        let id = i.instance_id().unwrap_or("");
+        let tokens = i
+            .metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str());
+        if tokens != Some("required") {
+            out.push(finding(
+                "nat-instance",
+                id,
+                "IMDSv1 is allowed: set HttpTokens required".to_string(),
+            ));
+        }
+        if let Some(key) = i.key_name() {
+            out.push(finding(
+                "nat-instance",
+                id,
+                format!("it has the key pair {key}: the NAT instance takes no SSH"),
+            ));
         }
     }
 

@@ -235,7 +235,50 @@ def _saved_states():
     urls.url_paths["{0}/moto-api/mbstack/restore"] = restore
 
 
+def _instance_interfaces():
+    """EC2: an instance's source/destination check is its primary network
+    interface's (ModifyInstanceAttribute SourceDestCheck changes the
+    interface; an instance launched on an interface with the check off has it
+    off); moto keeps two flags. And a terminated instance lets go of the
+    interfaces it does not delete (DeleteOnTermination false): they become
+    `available` again; moto leaves them attached to the terminated instance."""
+    from moto.ec2.models.instances import Instance
+
+    def checked(self):
+        nic = getattr(self, "nics", {}).get(0)
+        if nic is not None:
+            return nic.source_dest_check
+        return self.__dict__.get("_mbstack_source_dest_check", True)
+
+    def set_checked(self, value):
+        if isinstance(value, str):
+            value = value.lower() != "false"
+        self.__dict__["_mbstack_source_dest_check"] = value
+        nic = getattr(self, "nics", {}).get(0)
+        if nic is not None:
+            nic.source_dest_check = value
+
+    Instance.source_dest_check = property(checked, set_checked)
+    original = Instance.terminate
+
+    def terminate(self):
+        previous = original(self)
+        # Let go of the interface but keep it in the instance's own record:
+        # moto reads a terminated instance's private IP from it.
+        for nic in list(self.nics.values()):
+            if not nic.delete_on_termination and nic.instance is self:
+                nic.instance = None
+                nic.attachment_id = None
+                nic.attach_time = None
+                nic.status = "available"
+                nic.device_index = None
+        return previous
+
+    Instance.terminate = terminate
+
+
 _execution_status_events()
 _uncatchable_errors()
 _lambda_connection_errors()
 _saved_states()
+_instance_interfaces()

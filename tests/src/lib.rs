@@ -478,6 +478,26 @@ pub async fn ec2_resources(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(Strin
             .iter()
             .map(|x| ("security-group".into(), x.group_id().unwrap().to_string())),
     );
+    let r = ec2.describe_instances().filters(f()).send().await.unwrap();
+    out.extend(
+        r.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.state().and_then(|s| s.name()).map(|s| s.as_str()) != Some("terminated"))
+            .map(|x| ("instance".into(), x.instance_id().unwrap().to_string())),
+    );
+    let r = ec2
+        .describe_network_interfaces()
+        .filters(f())
+        .send()
+        .await
+        .unwrap();
+    out.extend(r.network_interfaces().iter().map(|x| {
+        (
+            "network-interface".into(),
+            x.network_interface_id().unwrap().to_string(),
+        )
+    }));
     out
 }
 

@@ -132,7 +132,18 @@ pub(crate) async fn no_way_out(
             }
             Target::Instance(id) | Target::Eni(id) => {
                 if instances_xml.is_none() {
-                    instances_xml = ec2(shared, "Action=DescribeInstances").await;
+                    // As AWS shows them: `pending` a while after a launch.
+                    instances_xml = ec2(shared, "Action=DescribeInstances").await.map(|x| {
+                        match shared.realism.lock() {
+                            Ok(r) => xml::rewrite_state(
+                                &x,
+                                "instanceId",
+                                &["instanceState", "name"],
+                                |id, moto| r.instance_state(id, moto),
+                            ),
+                            Err(_) => x,
+                        }
+                    });
                 }
                 let xml = instances_xml.as_deref().unwrap_or("");
                 instance_problem(xml, &id).map(|p| format!("subnet {subnet} routes to {id}: {p}"))

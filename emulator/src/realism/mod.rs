@@ -27,10 +27,16 @@
 //!   ARM64 task of an image without an arm64 variant, with "image Manifest does
 //!   not contain descriptor matching platform 'linux/arm64'"
 //! - secretsmanager TagResource of a secret scheduled for deletion → `InvalidRequestException`
+//! - ec2 AssociateAddress of an address a NAT gateway maps, or (with
+//!   AllowReassociation false) one associated elsewhere, and CreateNatGateway
+//!   with an address associated with an interface → `Resource.AlreadyAssociated`
+//! - ec2: an instance is `pending` for a while after RunInstances or
+//!   StartInstances ([`instances`])
 
 mod alb;
 pub(crate) mod egress;
 mod eni;
+mod instances;
 mod nat;
 pub(crate) mod rds;
 mod secrets;
@@ -134,6 +140,9 @@ async fn refuse_query(shared: &Arc<Shared>, q: &Query) -> Option<Response<Full<B
     if let Some(r) = eni::refuse(shared, q).await {
         return Some(r);
     }
+    if let Some(r) = instances::refuse(shared, q).await {
+        return Some(r);
+    }
     if let Some(r) = rds::refuse(shared, q).await {
         return Some(r);
     }
@@ -151,7 +160,8 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     }
     let text = String::from_utf8_lossy(&body).to_string();
     let shown = match q.service.as_str() {
-        "ec2" => nat::after(&mut realism, q, &text),
+        "ec2" => nat::after(&mut realism, q, &text)
+            .or_else(|| instances::after(&mut realism, q, &text)),
         "rds" => rds::after(&mut realism, q, &text),
         "elasticloadbalancing" => alb::after(&mut realism, q, &text),
         _ => None,

@@ -57,6 +57,9 @@ pub(crate) const BUSY: &[&str] = &[
     "rebooting",
     "upgrading",
 ];
+/// An EC2 instance: `pending` for ~30 s after RunInstances or StartInstances
+/// before `running` (EC2 user guide, "Instance state changes").
+pub(crate) const INSTANCE_START: Duration = Duration::from_secs(30);
 /// An ALB: ~2.5 min from provisioning to active.
 pub(crate) const ALB_CREATE: Duration = Duration::from_secs(150);
 /// The ENIs of a deleted ALB or Fargate service linger ~1.5 min and block the
@@ -96,6 +99,8 @@ pub(crate) struct Realism {
     /// Deleted DB instances: when, and their description (status `deleting`).
     pub(crate) db_deleted: HashMap<String, (Instant, String)>,
     pub(crate) alb_created: HashMap<String, Instant>,
+    /// EC2 instances launched or started: when (`pending` for a while).
+    pub(crate) instance_started: HashMap<String, Instant>,
     /// Subnets and security groups of ENIs that outlive their ALB or service.
     pub(crate) lingering: Vec<(Instant, Vec<String>)>,
     /// Clusters whose deleted service's tasks are still stopping: since when.
@@ -131,6 +136,7 @@ impl Default for Realism {
             snapshot_created: HashMap::new(),
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),
+            instance_started: HashMap::new(),
             lingering: Vec::new(),
             tasks_stopping: HashMap::new(),
             throttle: 0.0,
@@ -237,6 +243,17 @@ impl Realism {
         match self.alb_created.get(arn) {
             Some(t) if moto_state == "active" && t.elapsed() < self.scaled(ALB_CREATE) => {
                 "provisioning".into()
+            }
+            _ => moto_state.into(),
+        }
+    }
+
+    /// An instance moto reports `running` is `pending` for a while after its
+    /// launch or start.
+    pub(crate) fn instance_state(&self, id: &str, moto_state: &str) -> String {
+        match self.instance_started.get(id) {
+            Some(t) if moto_state == "running" && t.elapsed() < self.scaled(INSTANCE_START) => {
+                "pending".into()
             }
             _ => moto_state.into(),
         }

@@ -299,10 +299,44 @@ pub enum NatMode {
     Single,
     /// One NAT gateway per AZ (no cross-AZ dependency).
     PerAz,
+    /// One NAT instance (Amazon Linux 2023 on Graviton, `natInstanceType`)
+    /// in the first AZ's public subnet, shared by every private subnet: about
+    /// a tenth of a NAT gateway's price, healed by EC2's automatic recovery
+    /// (host failure) and by the next repair run (stopped, terminated).
+    Instance,
     /// No NAT: private subnets have no route out. Refused for a stack to
     /// apply ([`NAT_NONE_REFUSED`]); a stack stored with it can still be
     /// destroyed.
     None,
+}
+
+/// The NAT instance's type when the spec names none: the smallest Graviton
+/// type (2 vCPU burstable, up to 5 Gbit/s).
+pub const DEFAULT_NAT_INSTANCE_TYPE: &str = "t4g.nano";
+
+/// Whether `t` is an EC2 instance type on Graviton (arm64): `family.size`
+/// where the family has a `g` after its generation digit (`t4g`, `c7gn`,
+/// `m8g`, `is4gen`), or is `a1`. The x86 GPU families put their `g` first
+/// (`g5`, `g6e`, `gr6`) and do not match.
+pub fn is_graviton_type(t: &str) -> bool {
+    let Some((family, size)) = t.split_once('.') else {
+        return false;
+    };
+    let simple = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !simple(family) || !simple(size) {
+        return false;
+    }
+    if family == "a1" {
+        return true;
+    }
+    match family.find(|c: char| c.is_ascii_digit()) {
+        Some(at) if at > 0 => family[at..].contains('g'),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,8 +345,12 @@ pub struct NetworkSpec {
     pub cidr: String,
     pub az_count: u8,
     pub nat: NatMode,
-    /// Also remove the NAT gateway(s) while paused.
+    /// Also remove the NAT gateway(s) while paused (a NAT instance is
+    /// stopped while paused either way).
     pub pause_nat: bool,
+    /// The NAT instance's type (`nat: instance`): a Graviton (arm64) type,
+    /// since it runs Amazon Linux 2023 for arm64.
+    pub nat_instance_type: String,
 }
 
 impl Default for NetworkSpec {
@@ -322,6 +360,7 @@ impl Default for NetworkSpec {
             az_count: 2,
             nat: NatMode::Single,
             pause_nat: false,
+            nat_instance_type: DEFAULT_NAT_INSTANCE_TYPE.into(),
         }
     }
 }
@@ -659,6 +698,11 @@ impl StackSpec {
         }
         if n.nat == NatMode::None {
             p.push(Problem::new("network.nat", NAT_NONE_REFUSED));
+        }
+        if !is_graviton_type(&n.nat_instance_type) {
+            p.push(Problem::new("network.natInstanceType", format!(
+                "{:?} is not a Graviton (arm64) EC2 instance type: the NAT instance runs Amazon Linux 2023 for arm64, and EC2 refuses an x86 type for it. Use \"{DEFAULT_NAT_INSTANCE_TYPE}\" (the default, enough for a Metabase stack) or a larger one such as \"t4g.micro\" or \"c7g.medium\"",
+                n.nat_instance_type)));
         }
     }
 
@@ -1016,7 +1060,7 @@ fn domain_problem(domain: &str) -> Option<String> {
 }
 
 /// Why `network.nat: "none"` is refused: Metabase's tasks could never start.
-pub const NAT_NONE_REFUSED: &str = "\"none\" builds Metabase tasks that can never start: Fargate tasks in private subnets with no route out cannot pull Metabase's image (Docker Hub has no VPC endpoint), read their secrets from Secrets Manager or write CloudWatch Logs (ResourceInitializationError) without interface endpoints, which mbstack does not build; use \"single\" (one NAT gateway, the cheapest that works) or \"per-az\"";
+pub const NAT_NONE_REFUSED: &str = "\"none\" builds Metabase tasks that can never start: Fargate tasks in private subnets with no route out cannot pull Metabase's image (Docker Hub has no VPC endpoint), read their secrets from Secrets Manager or write CloudWatch Logs (ResourceInitializationError) without interface endpoints, which mbstack does not build; use \"instance\" (one NAT instance, the cheapest that works), \"single\" (one NAT gateway) or \"per-az\"";
 
 /// The longest domain ACM requests a certificate for (RequestCertificate's
 /// DomainName: "cannot exceed 64 octets").
@@ -1079,6 +1123,27 @@ mod tests {
         assert_eq!(v["loadBalancer"]["allowedCidrs"], json!(["0.0.0.0/0"]));
         assert_eq!(v["network"]["nat"], json!("single"));
         assert_eq!(StackSpec::from_json(&v).unwrap(), spec);
+    }
+
+    /// The NAT instance runs an arm64 AMI: an x86 type is refused by name,
+    /// with the fix, before anything exists (EC2 would refuse RunInstances).
+    #[test]
+    fn a_nat_instance_type_must_be_graviton() {
+        let spec = StackSpec::from_json(&json!({"stack": "s", "network": {"nat": "instance"}}))
+            .unwrap();
+        assert_eq!(spec.network.nat, NatMode::Instance);
+        assert_eq!(spec.network.nat_instance_type, "t4g.nano");
+        for ok in ["t4g.nano", "c7gn.medium", "m8g.large", "is4gen.large", "a1.medium", "x2gd.xlarge"] {
+            assert!(is_graviton_type(ok), "{ok}");
+        }
+        for bad in ["t3.micro", "g5.xlarge", "g6e.xlarge", "gr6.4xlarge", "t4g", "T4G.nano", ".nano", "t4g."] {
+            assert!(!is_graviton_type(bad), "{bad}");
+        }
+        let m = StackSpec::from_json(&json!({"stack": "s", "network": {"nat": "instance", "natInstanceType": "t3.micro"}}))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(m.contains("network.natInstanceType") && m.contains("\"t3.micro\"") && m.contains("t4g.nano"), "{m}");
     }
 
     /// The message gives the range the checks accept: a /24 is refused, so it

@@ -1,6 +1,7 @@
 //! mbstack-network: the VPC over 2–6 AZs, a public and a private subnet per AZ,
-//! the internet gateway, NAT gateway(s) with their Elastic IPs, route tables and
-//! the three security groups.
+//! the internet gateway, NAT gateway(s) with their Elastic IPs (or one NAT
+//! instance with its interface and Elastic IP), route tables and the security
+//! groups.
 //!
 //! Each resource kind lives in its own module with the same small set of
 //! functions (find / ensure / readiness / delete); this file only composes them in
@@ -8,6 +9,7 @@
 
 mod igw;
 mod nat;
+mod nat_instance;
 mod routes;
 mod security_groups;
 mod subnets;
@@ -31,34 +33,87 @@ use subnets::Side;
 pub async fn handle(event: Event, aws: &Aws) -> Result<Outcome, TierError> {
     event.spec.validate()?;
     let ec2 = client!(aws_sdk_ec2, aws);
+    let ssm = client!(aws_sdk_ssm, aws);
+    let clients = Clients { ec2, ssm };
     // Boxed: the composed futures are deep enough to trip the compiler's layout limit.
     let w = Work::new(Tier::Network, &event.spec, &event.run, event.verb);
     match (event.verb, event.part) {
-        (Verb::Check, Part::NatGateways) => Box::pin(nat_gateways(&ec2, w)).await,
+        (Verb::Check, Part::NatGateways) => Box::pin(nat_gateways(&clients, w)).await,
         (_, Part::NatGateways) => Err(TierError::Terminal(
             "part \"nat-gateways\" is a check: apply the network (all of it, or its foundation) first".into(),
         )),
-        (Verb::Plan | Verb::Apply | Verb::Check, part) => Box::pin(converge(&ec2, w, part)).await,
-        (Verb::Destroy, _) => Box::pin(destroy(&ec2, w)).await,
+        (Verb::Plan | Verb::Apply | Verb::Check, part) => {
+            Box::pin(converge(&clients, w, part)).await
+        }
+        (Verb::Destroy, _) => Box::pin(destroy(&clients, w)).await,
     }
 }
 
-/// How many NAT gateways the spec asks for: none (`nat: none`, or paused with
-/// `pauseNat`), one (`single`) or one per AZ.
+/// The tier's SDK clients.
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    /// AWS's public AMI parameter (the NAT instance's image).
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl Clients {
+    fn instances(&self) -> nat_instance::Instances {
+        nat_instance::Instances {
+            ec2: self.ec2.clone(),
+            ssm: self.ssm.clone(),
+        }
+    }
+}
+
+/// How many NAT gateways the spec asks for: none (`nat: none` or `instance`,
+/// or paused with `pauseNat`), one (`single`) or one per AZ.
 fn nat_count(w: &Work<'_>) -> usize {
     let net = &w.spec.network;
     match net.nat {
         _ if w.spec.paused && net.pause_nat => 0,
-        NatMode::None => 0,
+        NatMode::None | NatMode::Instance => 0,
         NatMode::Single => 1,
         NatMode::PerAz => usize::from(net.az_count),
     }
 }
 
+/// Whether the spec asks for a NAT instance (stopped while paused).
+fn nat_instance(w: &Work<'_>) -> bool {
+    w.spec.network.nat == NatMode::Instance
+}
+
+/// The NAT instance alone (part `nat-gateways` of a `nat: instance` stack):
+/// ready when it runs (is stopped, paused) and its interface has its address
+/// with the source/destination check off.
+async fn nat_instance_ready(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
+    let enis = nat_instance::Interfaces { ec2: c.ec2.clone() };
+    let instances = c.instances();
+    let mut waiting = Vec::new();
+    let found = instances.list(&w).await?;
+    if found.is_empty() {
+        waiting.push("the NAT instance: it does not exist (the network's apply launches it)".into());
+    }
+    for i in &found {
+        if let Readiness::Pending(why) = instances.readiness(&w, i) {
+            waiting.push(why);
+        }
+    }
+    for e in enis.list(&w).await? {
+        if let Readiness::Pending(why) = enis.readiness(&w, &e) {
+            waiting.push(why);
+        }
+    }
+    w.checked(resource::all_ready(waiting), Map::new())
+}
+
 /// The NAT gateways alone (part `nat-gateways`, beside the database and the
 /// load balancer): one read; ready when as many as the spec asks for are
 /// available. A failed one fails the run, as in a full check.
-async fn nat_gateways(ec2: &aws_sdk_ec2::Client, w: Work<'_>) -> Result<Outcome, TierError> {
+async fn nat_gateways(c: &Clients, w: Work<'_>) -> Result<Outcome, TierError> {
+    if nat_instance(&w) {
+        return nat_instance_ready(c, w).await;
+    }
+    let ec2 = &c.ec2;
     let kind = nat::NatGateways {
         ec2: ec2.clone(),
         reads: nat::Reads::new(ec2.clone()),
@@ -140,14 +195,19 @@ async fn availability_zones(
 }
 
 /// Plan (dry run) or apply: every kind in dependency order.
-async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, TierError> {
+async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
+    let ec2 = &c.ec2;
     let cidr = w.spec.vpc_cidr()?;
     let seen = std::sync::Arc::new(tokio::sync::OnceCell::new());
     let stack_subnets = subnets::of_stack(ec2, w, &seen).await?;
     let azs = availability_zones(ec2, w, stack_subnets).await?;
     let nat_azs: Vec<&String> = azs.iter().take(nat_count(w)).collect();
+    // The NAT instance sits in the first AZ, with the address the first NAT
+    // gateway has (a switch keeps the stack's Elastic IP).
+    let instance_azs: Vec<&String> = azs.iter().take(usize::from(nat_instance(w))).collect();
+    let eip_azs: Vec<&String> = nat_azs.iter().chain(&instance_azs).copied().collect();
     let reads = nat::Reads::new(ec2.clone());
-    nat::check_address_quota(&reads, w, &nat_azs).await?;
+    nat::check_address_quota(&reads, w, &eip_azs).await?;
     let vpcs = vpc::Vpcs { ec2: ec2.clone() };
     let want = vpc::Want {
         cidr: cidr.to_string(),
@@ -164,6 +224,11 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
         seen,
     };
     let wants = subnets::wants(&cidr, &azs)?;
+    let private_cidrs: Vec<String> = wants
+        .iter()
+        .filter(|w| w.side == Side::Private)
+        .map(|w| w.cidr.to_string())
+        .collect();
     let made = resource::converge(&subnet_kind, w, &wants).await?;
     let placed: Vec<(subnets::Want, Option<String>)> =
         wants.into_iter().zip(made.ids(&subnet_kind)).collect();
@@ -174,21 +239,38 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
             .and_then(|(_, id)| id.clone())
     };
 
+    // The groups before the NAT instance's interface, which needs its own.
+    let sg = security_groups::SecurityGroups::new(ec2.clone(), vpc_id.clone())
+        .admitting(private_cidrs);
+    let mut roles = security_groups::Role::ALL.to_vec();
+    if nat_instance(w) {
+        roles.push(security_groups::Role::Nat);
+    }
+    let groups_made = resource::converge(&sg, w, &roles).await?;
+    let groups = sg.groups();
+
     let net = &w.spec.network;
     let eips = nat::ElasticIps::new(reads.clone());
-    let eip_wants: Vec<nat::EipWant> = nat_azs
+    let eip_wants: Vec<nat::EipWant> = eip_azs
         .iter()
         .map(|az| nat::EipWant { az: az.to_string() })
         .collect();
     let eips_made = resource::converge(&eips, w, &eip_wants).await?;
     let nats: Vec<nat::Wanted> = nat_azs
         .iter()
-        .zip(eips_made.ids(&eips))
-        .map(|(az, allocation_id)| nat::Wanted {
-            az: az.to_string(),
-            subnet_id: subnet_of(Side::Public, az),
-            held_by: allocation_id.as_deref().and_then(|a| eips.held_by(a)),
-            allocation_id,
+        .zip(&eips_made.found)
+        .map(|(az, address)| {
+            let allocation_id = address.as_ref().and_then(|a| a.allocation_id());
+            nat::Wanted {
+                az: az.to_string(),
+                subnet_id: subnet_of(Side::Public, az),
+                held_by: allocation_id.and_then(|a| eips.held_by(a)),
+                associated: address
+                    .as_ref()
+                    .and_then(|a| a.association_id())
+                    .map(str::to_string),
+                allocation_id: allocation_id.map(str::to_string),
+            }
         })
         .collect();
     let nat_kind = nat::NatGateways {
@@ -197,6 +279,56 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     };
     let nats_made = resource::converge(&nat_kind, w, &nats).await?;
     let nat_ids = nats_made.ids(&nat_kind);
+    let mut readiness = resource::readiness(&nat_kind, w, &nats, &nats_made.found);
+
+    // The NAT instance: its interface (with the stack's address), then itself.
+    let enis = nat_instance::Interfaces { ec2: ec2.clone() };
+    let instances = c.instances();
+    let mut eni_id = None;
+    // Why the private route still goes to the NAT gateway being replaced.
+    let mut switch_waits: Option<String> = None;
+    let mut old_gateway: Option<String> = None;
+    if let Some(az) = instance_azs.first() {
+        let allocation_id = eips_made.ids(&eips).into_iter().next().flatten();
+        let eni_want = nat_instance::EniWant {
+            az: az.to_string(),
+            subnet_id: subnet_of(Side::Public, az),
+            group_id: groups.nat.clone(),
+            held_by: allocation_id.as_deref().and_then(|a| eips.gateway_of(a)),
+            allocation_id,
+        };
+        let enis_made = resource::converge(&enis, w, std::slice::from_ref(&eni_want)).await?;
+        let eni = enis_made.found.first().cloned().flatten();
+        eni_id = eni.as_ref().map(|e| enis.id(e));
+        let want = nat_instance::InstanceWant {
+            az: az.to_string(),
+            eni_id: eni_id.clone(),
+            eni_held_by: eni.as_ref().and_then(nat_instance::attached_to),
+            instance_type: net.nat_instance_type.clone(),
+            running: !w.spec.paused,
+        };
+        let made = resource::converge(&instances, w, std::slice::from_ref(&want)).await?;
+        let instance_ready = resource::readiness(&instances, w, &[want], &made.found);
+        let eni_ready = match &eni {
+            Some(e) => enis.readiness(w, e),
+            None => Readiness::Pending("the NAT instance's interface: not created yet".into()),
+        };
+        // The gateway a switch from `single` replaces keeps the private
+        // subnets' way out until the instance runs.
+        old_gateway = nats_made
+            .unwanted
+            .iter()
+            .find(|n| n.state() == Some(&aws_sdk_ec2::types::NatGatewayState::Available))
+            .map(|n| nat_kind.id(n));
+        if let (Some(old), Readiness::Pending(why)) = (&old_gateway, &instance_ready) {
+            if !w.spec.paused {
+                switch_waits = Some(format!(
+                    "the private subnets keep NAT gateway {old} until the NAT instance runs ({why})"
+                ));
+            }
+        }
+        readiness = merge(&[readiness, instance_ready, eni_ready]);
+    }
 
     let mut tables = vec![routes::Wanted {
         role: "public".into(),
@@ -216,9 +348,11 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     } else {
         tables.push(routes::Wanted {
             role: "private".into(),
-            target: match nat_ids.first() {
-                Some(id) => routes::Target::NatGateway(id.clone()),
-                None => routes::Target::Nothing,
+            target: match (nat_ids.first(), &switch_waits, nat_instance(w)) {
+                (_, Some(_), _) => routes::Target::NatGateway(old_gateway.clone()),
+                (_, None, true) => routes::Target::Interface(eni_id.clone()),
+                (Some(id), None, false) => routes::Target::NatGateway(id.clone()),
+                (None, None, false) => routes::Target::Nothing,
             },
             subnets: private_subnets,
         });
@@ -228,25 +362,70 @@ async fn shape(ec2: &aws_sdk_ec2::Client, w: &mut Work<'_>) -> Result<Shape, Tie
     // Tables of the stack that the spec no longer asks for (nat mode changed).
     resource::prune(&route_kind, w, &made_tables.unwanted).await?;
     let route_table_ids = made_tables.ids(&route_kind);
-    let sg = security_groups::SecurityGroups::new(ec2.clone(), vpc_id.clone());
-    resource::converge(&sg, w, &security_groups::Role::ALL).await?;
-    let groups = sg.groups();
     // Only now that no route points at them: what the spec no longer asks for.
-    if vpc_id.is_some() {
+    let mut unfinished = Vec::new();
+    if vpc_id.is_some() && switch_waits.is_none() {
         resource::prune(&nat_kind, w, &nats_made.unwanted).await?;
+        // A NAT instance the spec no longer asks for (a switch to a NAT
+        // gateway): it, then its interface, then its group.
+        if !nat_instance(w) && !groups_made.unwanted.is_empty() {
+            let mut waiting = resource::prune_owned(&instances, w).await?;
+            if waiting.is_empty() {
+                waiting = resource::prune_owned(&enis, w).await?;
+            }
+            if waiting.is_empty() {
+                waiting = resource::prune(&sg, w, &groups_made.unwanted).await?;
+            }
+            unfinished.extend(waiting);
+        }
         resource::prune(&eips, w, &eips_made.unwanted).await?;
         resource::prune(&subnet_kind, w, &made.unwanted).await?;
+    }
+    // A switch is finished within the run: the apply is tried again (the
+    // state machine's retry) until the new way out carries and the old one
+    // is gone.
+    if w.verb == Verb::Apply {
+        let address_held = nat_instance(w)
+            && eni_id.is_some()
+            && matches!(&readiness, Readiness::Pending(why) if why.contains("Elastic IP is not associated"));
+        let why = switch_waits
+            .or_else(|| {
+                address_held.then(|| {
+                    "the NAT instance's interface takes the stack's Elastic IP once the NAT gateway that held it is deleted and AWS frees it".to_string()
+                })
+            })
+            .or_else(|| {
+                (!unfinished.is_empty()).then(|| {
+                    format!("the NAT instance being replaced: waiting for {}", unfinished.join(", "))
+                })
+            });
+        if let Some(why) = why {
+            return Err(TierError::Retryable(why));
+        }
     }
     Ok(Shape {
         vpc_id,
         azs,
         subnets: placed,
         igw_id,
-        readiness: resource::readiness(&nat_kind, w, &nats, &nats_made.found),
+        readiness,
         nat_ids,
         route_table_ids,
         groups,
     })
+}
+
+/// The first failure, else every reason to wait, else ready.
+fn merge(all: &[Readiness]) -> Readiness {
+    let mut waiting = Vec::new();
+    for r in all {
+        match r {
+            Readiness::Ready => {}
+            Readiness::Failed(_) => return r.clone(),
+            Readiness::Pending(why) => waiting.push(why.trim_start_matches("waiting for ").to_string()),
+        }
+    }
+    resource::all_ready(waiting)
 }
 
 /// The ID of a kind that has one resource (None: planned).
@@ -291,12 +470,8 @@ fn readiness_of(part: Part, s: &Shape) -> Readiness {
 /// Apply and plan converge; a check is read-only: everything the spec asks
 /// for exists as asked, and (unless the part is the foundation) the NAT
 /// gateways are available.
-async fn converge(
-    ec2: &aws_sdk_ec2::Client,
-    mut w: Work<'_>,
-    part: Part,
-) -> Result<Outcome, TierError> {
-    let s = shape(ec2, &mut w).await?;
+async fn converge(c: &Clients, mut w: Work<'_>, part: Part) -> Result<Outcome, TierError> {
+    let s = shape(c, &mut w).await?;
     let outputs = outputs(&w, &s);
     match w.verb {
         Verb::Check => w.checked(readiness_of(part, &s), outputs),
@@ -304,16 +479,26 @@ async fn converge(
     }
 }
 
-/// Deletes in the order real AWS requires: NAT gateways (wait until deleted) →
-/// EIPs → IGW → route tables → security groups → subnets → VPC. `pending` while
-/// waiting (a NAT deleting, an ENI lingering); `gone` when nothing is left.
-async fn destroy(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, TierError> {
+/// Deletes in the order real AWS requires: NAT gateways (wait until deleted)
+/// and the NAT instance (wait until terminated) → its interface → EIPs → IGW →
+/// route tables → security groups → subnets → VPC. `pending` while waiting (a
+/// NAT deleting, an instance shutting down, an ENI lingering); `gone` when
+/// nothing is left.
+async fn destroy(c: &Clients, mut w: Work<'_>) -> Result<Outcome, TierError> {
+    let ec2 = &c.ec2;
     let reads = nat::Reads::new(ec2.clone());
     let nat_kind = nat::NatGateways {
         ec2: ec2.clone(),
         reads: reads.clone(),
     };
-    let waiting = resource::destroy(&nat_kind, &mut w).await?;
+    let mut waiting = resource::destroy(&nat_kind, &mut w).await?;
+    waiting.extend(resource::destroy(&c.instances(), &mut w).await?);
+    if !waiting.is_empty() {
+        let message = format!("waiting for {}", waiting.join(", "));
+        return Ok(w.outcome(State::Pending, message, Map::new()));
+    }
+    let enis = nat_instance::Interfaces { ec2: ec2.clone() };
+    let waiting = resource::destroy(&enis, &mut w).await?;
     if !waiting.is_empty() {
         let message = format!("waiting for {}", waiting.join(", "));
         return Ok(w.outcome(State::Pending, message, Map::new()));
@@ -351,4 +536,13 @@ async fn destroy(ec2: &aws_sdk_ec2::Client, mut w: Work<'_>) -> Result<Outcome, 
 pub const OWN_PERMISSIONS: &[Permission] =
     &[Permission::read("Read", &["ec2:DescribeAvailabilityZones"])];
 
-mbstack_core::tier_permissions!(igw, nat, routes, security_groups, subnets, tags, vpc);
+mbstack_core::tier_permissions!(
+    igw,
+    nat,
+    nat_instance,
+    routes,
+    security_groups,
+    subnets,
+    tags,
+    vpc
+);

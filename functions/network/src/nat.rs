@@ -32,6 +32,9 @@ pub(crate) struct Wanted {
     pub subnet_id: Option<String>,
     pub allocation_id: Option<String>,
     pub held_by: Option<String>,
+    /// The address's association with the NAT instance's interface (a switch
+    /// from `instance`): taken off first, since a NAT gateway needs a free one.
+    pub associated: Option<String>,
 }
 
 /// What the NAT kinds read, once per invocation: the stack's NAT gateways in
@@ -140,6 +143,13 @@ impl ElasticIps {
             .and_then(|n| n.nat_gateway_id().map(str::to_string))
     }
 
+    /// The NAT gateway (pending, available or deleting) that still maps the
+    /// address `allocation_id`.
+    pub fn gateway_of(&self, allocation_id: &str) -> Option<String> {
+        let address = Address::builder().allocation_id(allocation_id).build();
+        self.mapped_by(&address).map(|(id, _)| id)
+    }
+
     /// The NAT gateway (not yet `deleted`) that maps `address`, and whether it
     /// is being deleted.
     fn mapped_by(&self, address: &Address) -> Option<(String, bool)> {
@@ -205,7 +215,7 @@ impl Resource for ElasticIps {
     }
 
     fn describe(&self, _w: &Work<'_>, want: &EipWant) -> String {
-        format!("for the NAT gateway in {}", want.az)
+        format!("for the NAT in {}", want.az)
     }
     fn summary(&self, _w: &Work<'_>, a: &Address) -> String {
         a.public_ip().unwrap_or_default().to_string()
@@ -378,6 +388,16 @@ impl Resource for NatGateways {
                 want.az
             )));
         };
+        if let Some(association) = &want.associated {
+            // The NAT instance being replaced had it: from here the private
+            // subnets have no way out until this gateway is available.
+            self.ec2
+                .disassociate_address()
+                .association_id(association)
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:DisassociateAddress", e))?;
+        }
         let out = self
             .ec2
             .create_nat_gateway()
@@ -535,6 +555,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
             "ec2:CreateNatGateway",
             "ec2:DeleteNatGateway",
             "ec2:ReleaseAddress",
+            "ec2:DisassociateAddress",
         ],
     ),
 ];
@@ -559,6 +580,7 @@ mod tests {
             subnet_id: Some("subnet-pub-a".into()),
             allocation_id: Some("eipalloc-1".into()),
             held_by: None,
+            associated: None,
         }
     }
 

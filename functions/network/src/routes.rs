@@ -1,6 +1,7 @@
 //! Route tables: public (0.0.0.0/0 → IGW) for the public subnets; private
-//! (0.0.0.0/0 → NAT) for the private subnets, one per AZ with `per-az` NATs, or
-//! one with no default route when nat is `none`.
+//! (0.0.0.0/0 → NAT gateway, or the NAT instance's network interface) for the
+//! private subnets, one per AZ with `per-az` NATs, or one with no default route
+//! when nat is `none`.
 
 use aws_sdk_ec2::types::{ResourceType, RouteState, RouteTable};
 use mbstack_core::iam::Permission;
@@ -19,6 +20,26 @@ pub(crate) enum Target {
     Nothing,
     InternetGateway(Option<String>),
     NatGateway(Option<String>),
+    /// The NAT instance's network interface.
+    Interface(Option<String>),
+}
+
+impl Target {
+    fn via(&self) -> Via {
+        match self {
+            Target::InternetGateway(_) => Via::Gateway,
+            Target::Interface(_) => Via::Interface,
+            Target::Nothing | Target::NatGateway(_) => Via::NatGateway,
+        }
+    }
+}
+
+/// Which field of CreateRoute names the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Gateway,
+    NatGateway,
+    Interface,
 }
 
 /// One route table the spec asks for.
@@ -45,7 +66,7 @@ pub(crate) enum Step {
     SetDefault {
         /// None: the gateway is planned, not created yet.
         target: Option<String>,
-        via_igw: bool,
+        via: Via,
         /// The route exists (replace it), and what it pointed at.
         was: Option<(String, bool)>,
     },
@@ -83,9 +104,12 @@ fn default_route_target(rt: &RouteTable) -> Option<(String, bool)> {
         .iter()
         .find(|r| r.destination_cidr_block() == Some(ANYWHERE))
         .map(|r| {
+            // A route to an instance names its interface too (AWS fills both).
             let target = r
                 .gateway_id()
                 .or(r.nat_gateway_id())
+                .or(r.network_interface_id())
+                .or(r.instance_id())
                 .unwrap_or("(other)")
                 .to_string();
             (target, r.state() == Some(&RouteState::Blackhole))
@@ -124,17 +148,17 @@ impl RouteTables {
         &self,
         id: &str,
         target: &str,
-        via_igw: bool,
+        via: Via,
         replace: bool,
     ) -> Result<(), TierError> {
         // CreateRoute and ReplaceRoute take the same fields.
         macro_rules! to_target {
             ($call:expr) => {{
                 let call = $call.route_table_id(id).destination_cidr_block(ANYWHERE);
-                if via_igw {
-                    call.gateway_id(target)
-                } else {
-                    call.nat_gateway_id(target)
+                match via {
+                    Via::Gateway => call.gateway_id(target),
+                    Via::NatGateway => call.nat_gateway_id(target),
+                    Via::Interface => call.network_interface_id(target),
                 }
             }};
         }
@@ -202,7 +226,9 @@ impl Resource for RouteTables {
         let current = default_route_target(rt);
         let want_target = match &want.target {
             Target::Nothing => None,
-            Target::InternetGateway(t) | Target::NatGateway(t) => Some(t.clone()),
+            Target::InternetGateway(t) | Target::NatGateway(t) | Target::Interface(t) => {
+                Some(t.clone())
+            }
         };
         match (current, want_target) {
             (None, None) => {}
@@ -210,7 +236,7 @@ impl Resource for RouteTables {
             (Some((cur, false)), Some(Some(t))) if cur == t => {}
             (was, Some(target)) => steps.push(Step::SetDefault {
                 target,
-                via_igw: matches!(want.target, Target::InternetGateway(_)),
+                via: want.target.via(),
                 was,
             }),
         }
@@ -283,10 +309,10 @@ impl Resource for RouteTables {
                 }
                 Step::SetDefault {
                     target: Some(target),
-                    via_igw,
+                    via,
                     was,
                 } => {
-                    self.set_default_route(&id, target, *via_igw, was.is_some())
+                    self.set_default_route(&id, target, *via, was.is_some())
                         .await?
                 }
                 Step::SetDefault { target: None, .. } | Step::AssociateNew => {}
@@ -361,6 +387,7 @@ fn describe(w: &Wanted) -> String {
         Target::Nothing => "no default route".to_string(),
         Target::InternetGateway(_) => format!("{ANYWHERE} → internet gateway"),
         Target::NatGateway(_) => format!("{ANYWHERE} → NAT gateway"),
+        Target::Interface(_) => format!("{ANYWHERE} → NAT instance"),
     };
     format!("{}, {} subnet(s)", route, w.subnets.len())
 }

@@ -1,6 +1,8 @@
 //! The three security groups and their exact ingress: LB 80 (443 with a
 //! certificate) from the allowed CIDRs; app 3000 from the LB group only; DB 5432
-//! from the app group only. Any other ingress rule is revoked.
+//! from the app group only; and with `nat: instance` a fourth, the NAT
+//! instance's: all traffic from the private subnets only. Any other ingress
+//! rule is revoked.
 
 use aws_sdk_ec2::types::{
     IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroup, UserIdGroupPair,
@@ -21,16 +23,22 @@ pub(crate) enum Role {
     LoadBalancer,
     App,
     Database,
+    /// The NAT instance's (`nat: instance`).
+    Nat,
 }
 
 impl Role {
+    /// The groups every stack has.
     pub const ALL: [Role; 3] = [Role::LoadBalancer, Role::App, Role::Database];
+    /// Every group a stack may have.
+    const EVERY: [Role; 4] = [Role::LoadBalancer, Role::App, Role::Database, Role::Nat];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::LoadBalancer => "lb",
             Role::App => "app",
             Role::Database => "db",
+            Role::Nat => "nat",
         }
     }
 
@@ -39,6 +47,7 @@ impl Role {
             Role::LoadBalancer => "load balancer: HTTP(S) from the allowed CIDRs",
             Role::App => "Metabase tasks: 3000 from the load balancer only",
             Role::Database => "PostgreSQL: 5432 from the Metabase tasks only",
+            Role::Nat => "NAT instance: all traffic from the private subnets only",
         }
     }
 }
@@ -52,13 +61,18 @@ enum Source {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Rule {
+    /// A TCP port, or [`ALL_TRAFFIC`].
     port: i32,
     source: Source,
 }
 
+/// A rule's "port" for every protocol and port (IpProtocol `-1`).
+const ALL_TRAFFIC: i32 = -1;
+
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.source {
+            Source::Cidr(c) if self.port == ALL_TRAFFIC => write!(f, "all traffic from {c}"),
             Source::Cidr(c) => write!(f, "tcp/{} from {c}", self.port),
             Source::Group(Some(g)) => write!(f, "tcp/{} from {g}", self.port),
             Source::Group(None) => write!(f, "tcp/{} from a new group", self.port),
@@ -72,6 +86,7 @@ pub(crate) struct Groups {
     pub lb: Option<String>,
     pub app: Option<String>,
     pub db: Option<String>,
+    pub nat: Option<String>,
 }
 
 impl Groups {
@@ -80,6 +95,7 @@ impl Groups {
             Role::LoadBalancer => self.lb.as_ref(),
             Role::App => self.app.as_ref(),
             Role::Database => self.db.as_ref(),
+            Role::Nat => self.nat.as_ref(),
         }
     }
 
@@ -88,11 +104,13 @@ impl Groups {
             Role::LoadBalancer => self.lb = id,
             Role::App => self.app = id,
             Role::Database => self.db = id,
+            Role::Nat => self.nat = id,
         }
     }
 }
 
-fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups) -> Vec<Rule> {
+/// `private`: the private subnets' CIDRs (the NAT instance's sources).
+fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups, private: &[String]) -> Vec<Rule> {
     let mut rules = match role {
         Role::LoadBalancer => {
             let mut ports = vec![80];
@@ -117,6 +135,13 @@ fn wanted_rules(spec: &StackSpec, role: Role, groups: &Groups) -> Vec<Rule> {
             port: 5432,
             source: Source::Group(groups.app.clone()),
         }],
+        Role::Nat => private
+            .iter()
+            .map(|c| Rule {
+                port: ALL_TRAFFIC,
+                source: Source::Cidr(c.clone()),
+            })
+            .collect(),
     };
     rules.sort();
     rules
@@ -184,10 +209,11 @@ impl Had {
 
     /// The rule as ours reads, when it is one of the shape we make.
     fn rule(&self) -> Option<Rule> {
-        if self.protocol != "tcp" || self.from_port != self.to_port {
-            return None;
-        }
-        let port = self.from_port?;
+        let port = match self.protocol.as_str() {
+            "-1" => ALL_TRAFFIC,
+            "tcp" if self.from_port == self.to_port => self.from_port?,
+            _ => return None,
+        };
         let source = match &self.from {
             Origin::Cidr(c) => Source::Cidr(c.clone()),
             Origin::Group(g) => Source::Group(Some(g.clone())),
@@ -239,6 +265,8 @@ pub(crate) struct SecurityGroups {
     pub ec2: aws_sdk_ec2::Client,
     pub vpc_id: Option<String>,
     ids: Mutex<Groups>,
+    /// The private subnets' CIDRs: the NAT instance's group admits them.
+    private: Vec<String>,
 }
 
 /// A group (its ingress rules in its IpPermissions).
@@ -267,7 +295,7 @@ impl std::fmt::Display for Step {
 
 fn role_of(w: &Work<'_>, g: &SecurityGroup) -> Option<Role> {
     let name = tag(g.tags(), NAME_TAG)?;
-    Role::ALL.into_iter().find(|r| w.name(r.as_str()) == name)
+    Role::EVERY.into_iter().find(|r| w.name(r.as_str()) == name)
 }
 
 impl SecurityGroups {
@@ -276,7 +304,14 @@ impl SecurityGroups {
             ec2,
             vpc_id,
             ids: Mutex::new(Groups::default()),
+            private: Vec::new(),
         }
+    }
+
+    /// The private subnets' CIDRs, which the NAT instance's group admits.
+    pub fn admitting(mut self, private: Vec<String>) -> Self {
+        self.private = private;
+        self
     }
 
     /// The groups' IDs after a converge (None: planned).
@@ -291,7 +326,7 @@ impl SecurityGroups {
     }
 
     fn wanted(&self, w: &Work<'_>, role: Role) -> Vec<Rule> {
-        wanted_rules(w.spec, role, &self.groups())
+        wanted_rules(w.spec, role, &self.groups(), &self.private)
     }
 
     /// The groups of `group_ids` that still exist (a filter: one already gone
@@ -391,10 +426,11 @@ impl Resource for SecurityGroups {
             .cloned()
             .collect();
         groups.sort_by_key(|g| match role_of(w, g) {
-            Some(Role::Database) => 0,
-            Some(Role::App) => 1,
-            Some(Role::LoadBalancer) => 2,
-            None => 3,
+            Some(Role::Nat) => 0,
+            Some(Role::Database) => 1,
+            Some(Role::App) => 2,
+            Some(Role::LoadBalancer) => 3,
+            None => 4,
         });
         for g in &groups {
             if let Some(role) = role_of(w, g) {
@@ -502,7 +538,7 @@ impl Resource for SecurityGroups {
     async fn delete(&self, _w: &Work<'_>, live: &Live) -> Result<Deleted, TierError> {
         let id = self.id(live);
         let known = self.groups();
-        let others: Vec<&str> = Role::ALL
+        let others: Vec<&str> = Role::EVERY
             .iter()
             .filter_map(|r| known.get(*r).map(String::as_str))
             .filter(|o| *o != id)
@@ -539,10 +575,13 @@ fn ingress(rules: &[Rule]) -> String {
 }
 
 fn permission(rule: &Rule, role: Role) -> Result<IpPermission, TierError> {
-    let b = IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(rule.port)
-        .to_port(rule.port);
+    let b = match rule.port {
+        ALL_TRAFFIC => IpPermission::builder().ip_protocol("-1"),
+        port => IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port),
+    };
     Ok(match &rule.source {
         Source::Cidr(c) => b
             .ip_ranges(

@@ -65,6 +65,6 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
     // Tags only in the creating call: CreateTags can never stamp the tier's
     // tag on a resource that exists (and so bring it under the tier's rights).
     Permission::create_tagged("TagOnCreate", &["ec2:CreateTags"]).when(
-        r#"{"StringEquals": {"ec2:CreateAction": ["CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway", "CreateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress"], "aws:RequestTag/mbstack:tier": "${Tier}"}}"#,
+        r#"{"StringEquals": {"ec2:CreateAction": ["CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway", "CreateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "CreateNetworkInterface", "RunInstances"], "aws:RequestTag/mbstack:tier": "${Tier}"}}"#,
     ),
 ];

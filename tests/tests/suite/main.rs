@@ -10,6 +10,7 @@ mod data;
 mod e2e;
 mod lifecycle;
 mod loadbalancer;
+mod nat_instance;
 mod network;
 mod real_aws;
 mod realism;
