@@ -28,6 +28,13 @@ const RDS_T4G_MICRO_HOUR: f64 = 0.016;
 const GP3_GB_MONTH: f64 = 0.115;
 const FARGATE_VCPU_HOUR: f64 = 0.040_48;
 const FARGATE_GB_HOUR: f64 = 0.004_445;
+/// Fargate on Graviton (`app.cpuArchitecture: ARM64`): about 20 % less.
+const FARGATE_ARM_VCPU_HOUR: f64 = 0.032_38;
+const FARGATE_ARM_GB_HOUR: f64 = 0.003_56;
+/// The NAT instance (`network.nat: instance`): t4g.nano on demand, and its
+/// 8 GiB gp3 root volume (EBS's price, not RDS's).
+const T4G_NANO_HOUR: f64 = 0.004_2;
+const EBS_GP3_GB_MONTH: f64 = 0.08;
 const SECRET_MONTH: f64 = 0.40;
 
 pub fn today() -> String {
@@ -115,53 +122,20 @@ pub fn print(rounds: &[Vec<Measured>], steps: &[&str]) {
             .unwrap_or(0.0)
     };
 
-    // The default stack: 2 AZs, one NAT (one public IPv4), an ALB in 2 AZs (two
-    // public IPv4s, one LCU assumed), db.t4g.micro with 20 GiB gp3, one Fargate
-    // task of 1 vCPU / 2 GiB (x86_64), two secrets (the key, RDS's password).
-    let fargate_hour = FARGATE_VCPU_HOUR + 2.0 * FARGATE_GB_HOUR;
-    let always = |h: f64| h * HOURS_PER_MONTH;
-    let items: Vec<(&str, f64, bool, bool)> = vec![
-        // (item, monthly when always on, stops when paused, stops only with pauseNat)
-        (
-            "NAT gateway (hours; data processing extra)",
-            always(NAT_HOUR),
-            false,
-            true,
-        ),
-        (
-            "public IPv4 ×3 (NAT EIP, ALB in 2 AZs)",
-            always(3.0 * PUBLIC_IPV4_HOUR),
-            false,
-            false,
-        ),
-        (
-            "ALB (hours + 1 LCU)",
-            always(ALB_HOUR + ALB_LCU_HOUR),
-            false,
-            false,
-        ),
-        (
-            "RDS db.t4g.micro PostgreSQL, single-AZ",
-            always(RDS_T4G_MICRO_HOUR),
-            true,
-            false,
-        ),
-        ("RDS gp3 storage 20 GiB", 20.0 * GP3_GB_MONTH, false, false),
-        (
-            "Fargate 1 vCPU / 2 GiB, 1 task",
-            always(fargate_hour),
-            true,
-            false,
-        ),
-        ("Secrets Manager ×2", 2.0 * SECRET_MONTH, false, false),
-    ];
+    let items = items(Config::default());
     // Business hours: Mon–Fri 08:00–20:00 → 12 h × 22 days.
-    let running_share = 12.0 * 22.0 / HOURS_PER_MONTH;
+    let running_share = RUNNING_SHARE;
     println!("\n## Monthly cost of the default stack (list prices {PRICES_AS_OF})\n");
     println!("| item | always on | paused outside Mon–Fri 08–20 | … and `network.pauseNat` |");
     println!("|---|---:|---:|---:|");
     let (mut a, mut p, mut pn) = (0.0, 0.0, 0.0);
-    for (item, monthly, pauses, nat) in &items {
+    for Item {
+        name: item,
+        monthly,
+        pauses,
+        nat,
+    } in &items
+    {
         let paused = if *pauses {
             monthly * running_share
         } else {
@@ -192,4 +166,181 @@ pub fn print(rounds: &[Vec<Measured>], steps: &[&str]) {
         "\nRunning share under the schedule: {:.0} % of the month's {HOURS_PER_MONTH} h. Usage-based charges (NAT data processing, log ingestion, ALB LCUs beyond one) are not included.",
         running_share * 100.0
     );
+}
+
+/// Business hours: Mon–Fri 08:00–20:00 → 12 h × 22 days of the month.
+const RUNNING_SHARE: f64 = 12.0 * 22.0 / HOURS_PER_MONTH;
+
+/// What a stack is made of, for its monthly cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    /// `network.nat: instance` (else one NAT gateway).
+    pub nat_instance: bool,
+    /// `app.cpuArchitecture: ARM64` (else X86_64).
+    pub arm64: bool,
+}
+
+/// One line of a monthly bill.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub name: &'static str,
+    /// Monthly, always on.
+    pub monthly: f64,
+    /// Charged only while running (paused: stopped).
+    pub pauses: bool,
+    /// Charged only while running with `network.pauseNat` too.
+    pub nat: bool,
+}
+
+fn item(name: &'static str, monthly: f64, pauses: bool, nat: bool) -> Item {
+    Item {
+        name,
+        monthly,
+        pauses,
+        nat,
+    }
+}
+
+/// The monthly bill of a stack: 2 AZs, one NAT (one public IPv4), an ALB in 2
+/// AZs (two public IPv4s, one LCU assumed), db.t4g.micro with 20 GiB gp3, one
+/// Fargate task of 1 vCPU / 2 GiB, two secrets (the key, RDS's password).
+pub fn items(c: Config) -> Vec<Item> {
+    let always = |h: f64| h * HOURS_PER_MONTH;
+    let fargate_hour = if c.arm64 {
+        FARGATE_ARM_VCPU_HOUR + 2.0 * FARGATE_ARM_GB_HOUR
+    } else {
+        FARGATE_VCPU_HOUR + 2.0 * FARGATE_GB_HOUR
+    };
+    let mut out = Vec::new();
+    if c.nat_instance {
+        // Stopped while paused (whatever pauseNat says); its volume stays.
+        out.push(item(
+            "NAT instance t4g.nano (hours)",
+            always(T4G_NANO_HOUR),
+            true,
+            false,
+        ));
+        out.push(item(
+            "NAT instance gp3 root 8 GiB",
+            8.0 * EBS_GP3_GB_MONTH,
+            false,
+            false,
+        ));
+    } else {
+        out.push(item(
+            "NAT gateway (hours; data processing extra)",
+            always(NAT_HOUR),
+            false,
+            true,
+        ));
+    }
+    out.extend([
+        item(
+            "public IPv4 ×3 (NAT EIP, ALB in 2 AZs)",
+            always(3.0 * PUBLIC_IPV4_HOUR),
+            false,
+            false,
+        ),
+        item(
+            "ALB (hours + 1 LCU)",
+            always(ALB_HOUR + ALB_LCU_HOUR),
+            false,
+            false,
+        ),
+        item(
+            "RDS db.t4g.micro PostgreSQL, single-AZ",
+            always(RDS_T4G_MICRO_HOUR),
+            true,
+            false,
+        ),
+        item("RDS gp3 storage 20 GiB", 20.0 * GP3_GB_MONTH, false, false),
+        item(
+            if c.arm64 {
+                "Fargate ARM64 1 vCPU / 2 GiB, 1 task"
+            } else {
+                "Fargate 1 vCPU / 2 GiB, 1 task"
+            },
+            always(fargate_hour),
+            true,
+            false,
+        ),
+        item("Secrets Manager ×2", 2.0 * SECRET_MONTH, false, false),
+    ]);
+    out
+}
+
+/// A bill's monthly total: always on, and paused outside business hours.
+pub fn totals(items: &[Item]) -> (f64, f64) {
+    items.iter().fold((0.0, 0.0), |(a, p), i| {
+        let paused = if i.pauses {
+            i.monthly * RUNNING_SHARE
+        } else {
+            i.monthly
+        };
+        (a + i.monthly, p + paused)
+    })
+}
+
+/// The four configurations side by side (list prices only, no measurement;
+/// the runs' own cost, cents a month, is in the default stack's table).
+pub fn print_configurations() {
+    let configs = [
+        ("NAT gateway, X86_64 (the default)", Config::default()),
+        (
+            "NAT gateway, ARM64",
+            Config {
+                nat_instance: false,
+                arm64: true,
+            },
+        ),
+        (
+            "NAT instance, X86_64",
+            Config {
+                nat_instance: true,
+                arm64: false,
+            },
+        ),
+        (
+            "NAT instance, ARM64 (the cheapest)",
+            Config {
+                nat_instance: true,
+                arm64: true,
+            },
+        ),
+    ];
+    println!("\n## Monthly cost by configuration (list prices {PRICES_AS_OF})\n");
+    println!("| `network.nat`, `app.cpuArchitecture` | always on | paused outside Mon–Fri 08–20 |");
+    println!("|---|---:|---:|");
+    for (name, c) in configs {
+        let (a, p) = totals(&items(c));
+        println!("| {name} | ${a:.2} | ${p:.2} |");
+    }
+    println!("\nPaused, a NAT instance is stopped (its volume and address still charged); a NAT gateway stays unless `network.pauseNat`. Usage-based charges (NAT gateway data processing at $0.045/GB, which a NAT instance does not have; EC2 data transfer out, the same for both) and mbstack's own runs (cents a month: the table above) are not included.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 34's target: the cheapest secure configuration (NAT instance,
+    /// ARM64) at most $85 a month always on, at list prices; and each choice
+    /// cheaper than the default on its own.
+    #[test]
+    fn a_nat_instance_on_arm64_costs_at_most_85_a_month_always_on() {
+        let total = |nat_instance, arm64| {
+            totals(&items(Config {
+                nat_instance,
+                arm64,
+            }))
+            .0
+        };
+        let default = total(false, false);
+        let cheapest = total(true, true);
+        assert!(cheapest <= 85.0, "{cheapest:.2}");
+        assert!(total(true, false) < default && total(false, true) < default);
+        // What the NAT instance saves is the gateway's hours less its own.
+        let saved = default - total(true, false);
+        let expected = (NAT_HOUR - T4G_NANO_HOUR) * HOURS_PER_MONTH - 8.0 * EBS_GP3_GB_MONTH;
+        assert!((saved - expected).abs() < 1e-9, "{saved} vs {expected}");
+    }
 }

@@ -62,9 +62,14 @@ fn options() -> Result<Options> {
             "--release" => o.release = PathBuf::from(value("--release")?),
             "--no-terraform" => o.terraform = false,
             "--workspace" => o.workspace = PathBuf::from(value("--workspace")?),
+            "--costs" => {
+                cost::print_configurations();
+                std::process::exit(0);
+            }
             "--help" | "-h" => {
                 println!(
-                    "mbstack-bench [--rounds N] [--cold N] [--release DIR] [--no-terraform] [--workspace DIR]\n\
+                    "mbstack-bench [--rounds N] [--cold N] [--release DIR] [--no-terraform] [--workspace DIR] [--costs]\n\
+                     --costs    only the monthly cost of each configuration, from list prices\n\
                      --rounds   side-by-side rounds, medians reported (default 3; 0 skips it)\n\
                      --cold     cold starts per function (default 10)\n\
                      --release  cargo-lambda release builds: DIR/zips-<arch>/<fn>/bootstrap.zip and\n\
@@ -623,6 +628,7 @@ async fn main() -> Result<()> {
         .map(|x| (x.transitions, x.invocations.clone(), x.step.calls))
         .collect();
     cost::print(&[measured], &MB_STEPS);
+    cost::print_configurations();
     println!(
         "\nCost round wall times (AWS ÷ {COST_SCALE}): {}.",
         MB_STEPS

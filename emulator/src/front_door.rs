@@ -144,6 +144,12 @@ impl FrontDoor {
         }
     }
 
+    /// Why a task placed in `subnets` (without a public IP) could not reach the
+    /// internet now, as the egress rule sees it (None: it could).
+    pub async fn no_way_out(&self, subnets: &[String]) -> Option<String> {
+        crate::realism::egress::no_way_out(&self.shared, subnets, false).await
+    }
+
     /// Serves Lambda function `name` in-process (Invoke by name or ARN).
     pub fn register_lambda(&self, name: &str, f: LambdaFn) {
         if let Ok(mut l) = self.shared.lambdas.lock() {

@@ -163,6 +163,13 @@ fn retry() -> Value {
         {
             "ErrorEquals": ["Mbstack.Retryable"],
             "IntervalSeconds": 5, "MaxAttempts": 8, "BackoffRate": 1.5, "MaxDelaySeconds": 60, "JitterStrategy": "FULL"
+        },
+        {
+            // An apply waiting for AWS between two of its changes (a switch
+            // of the NAT): the same apply again, steadily, for 10 minutes.
+            "ErrorEquals": ["Mbstack.Waiting"],
+            "IntervalSeconds": mbstack_core::error::WAITING_RETRY_SECONDS,
+            "MaxAttempts": mbstack_core::error::WAITING_RETRIES, "BackoffRate": 1
         }
     ])
 }

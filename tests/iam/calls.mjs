@@ -129,6 +129,8 @@ const varsOf = (pattern) =>
 
 const tagsOf = new Map() // ARN → {key: value}
 const associations = new Map() // rtbassoc-… → route table ID
+const addressAssociations = new Map() // eipassoc-… → {allocation, eni}
+const interfaces = new Map() // eni-… → {subnet, groups}: where a launch onto it puts the instance
 const secretArns = new Map() // secret name → ARN
 const boundaries = new Map() // role ARN → its permissions boundary
 
@@ -141,6 +143,9 @@ const PARAM_NAMES = {
   InternetGatewayId: ['InternetGatewayId'],
   NatGatewayId: ['NatGatewayId'],
   AllocationId: ['AllocationId'],
+  NetworkInterfaceId: ['NetworkInterfaceId'],
+  InstanceId: ['InstanceId'],
+  ImageId: ['ImageId'],
   DbInstanceName: ['DBInstanceIdentifier'],
   SubnetGroupName: ['DBSubnetGroupName'],
   SnapshotName: ['DBSnapshotIdentifier', 'FinalDBSnapshotIdentifier'],
@@ -164,7 +169,9 @@ const lowerFirst = (s) => s[0].toLowerCase() + s.slice(1)
 function idFromParams(variable, flat) {
   const names = PARAM_NAMES[variable] || []
   const top = (k) => k.split('.').filter((s) => !/^\d+$/.test(s) && s !== 'member').length === 1
-  return flat.filter(([k]) => top(k) && names.includes(leaf(k))).map(([, v]) => v)
+  // RunInstances names an existing interface inside its interface list.
+  const launchInterface = (k) => variable === 'NetworkInterfaceId' && /^NetworkInterface\.\d+\.NetworkInterfaceId$/.test(k)
+  return flat.filter(([k]) => (top(k) || launchInterface(k)) && names.includes(leaf(k))).map(([, v]) => v)
 }
 
 // The ARNs of resource type `rt` that a call names; `creates`: the type the call
@@ -181,6 +188,21 @@ function arnsFor(entry, rt, flat, creates, partial) {
   let values = {}
   for (const v of vars) {
     let found = idFromParams(v, flat)
+    // A launch onto an existing interface is authorized on that interface's
+    // subnet and security groups too (AWS's data: both required).
+    if ((v === 'SubnetId' || v === 'SecurityGroupId') && !found.length && entry.action === 'RunInstances') {
+      found = idFromParams('NetworkInterfaceId', flat)
+        .map((e) => interfaces.get(e))
+        .filter(Boolean)
+        .flatMap((i) => (v === 'SubnetId' ? [i.subnet] : i.groups))
+    }
+    // DisassociateAddress names the association: the address and interface it joined.
+    if ((v === 'AllocationId' || v === 'NetworkInterfaceId') && !found.length) {
+      found = flat
+        .filter(([k]) => leaf(k) === 'AssociationId')
+        .map(([, a]) => addressAssociations.get(a)?.[v === 'AllocationId' ? 'allocation' : 'eni'])
+        .filter(Boolean)
+    }
     if (v === 'RouteTableId' && !found.length) {
       found = flat.filter(([k]) => leaf(k) === 'AssociationId').map(([, a]) => associations.get(a)).filter(Boolean)
     }
@@ -303,6 +325,7 @@ const CREATES = {
   'ec2:CreateVpc': 'vpc', 'ec2:CreateSubnet': 'subnet', 'ec2:CreateInternetGateway': 'internet-gateway',
   'ec2:CreateRouteTable': 'route-table', 'ec2:CreateSecurityGroup': 'security-group',
   'ec2:AllocateAddress': 'elastic-ip', 'ec2:CreateNatGateway': 'natgateway',
+  'ec2:CreateNetworkInterface': 'network-interface', 'ec2:RunInstances': 'instance',
   'rds:CreateDBInstance': 'db', 'rds:CreateDBSubnetGroup': 'subgrp',
   'elasticloadbalancing:CreateTargetGroup': 'targetgroup', 'elasticloadbalancing:CreateLoadBalancer': 'loadbalancer',
   'ecs:CreateCluster': 'cluster', 'ecs:CreateService': 'service', 'ecs:RegisterTaskDefinition': 'task-definition',
@@ -328,6 +351,8 @@ function createdArn(entry, flat) {
     case 'ec2:CreateSecurityGroup': return ec2('security-group', x('groupId'))
     case 'ec2:AllocateAddress': return ec2('elastic-ip', x('allocationId'))
     case 'ec2:CreateNatGateway': return ec2('natgateway', x('natGatewayId'))
+    case 'ec2:CreateNetworkInterface': return ec2('network-interface', x('networkInterfaceId'))
+    case 'ec2:RunInstances': return ec2('instance', x('instanceId'))
     case 'rds:CreateDBInstance': return `arn:${partition}:rds:${region}:${account}:db:${p.DBInstanceIdentifier}`
     case 'rds:CreateDBSubnetGroup': return `arn:${partition}:rds:${region}:${account}:subgrp:${p.DBSubnetGroupName}`
     case 'elasticloadbalancing:CreateLoadBalancer': return x('LoadBalancerArn')
@@ -397,6 +422,9 @@ for (const entry of input.entries) {
   const role = service === 'iam' && p.RoleName && `arn:${partition}:iam::${account}:role/${(p.Path || '/').replace(/^\//, '')}${p.RoleName}`
   const boundary = p.PermissionsBoundary || (role && boundaries.get(role))
   if (boundary) extra['iam:PermissionsBoundary'] = boundary
+  // AWS's public AMIs (the NAT instance's AL2023, named by AWS's public SSM
+  // parameter) are owned by "amazon": ec2:Owner on the image.
+  if (service === 'ec2' && action === 'RunInstances' && (p.ImageId || '').startsWith('ami-')) extra['ec2:Owner'] = 'amazon'
   await authorize(who, service, action, entry, flat, { extra, reqTags })
 
   const ok = entry.status >= 200 && entry.status < 300
@@ -425,6 +453,15 @@ for (const entry of input.entries) {
   if (ok && a === 'rds:ModifyDBInstance' && p.NewDBInstanceIdentifier) {
     const db = (id) => `arn:${partition}:rds:${region}:${account}:db:${id.toLowerCase()}`
     tagsOf.set(db(p.NewDBInstanceIdentifier), { ...(tagsOf.get(db(p.DBInstanceIdentifier)) || {}) })
+  }
+  if (ok && service === 'ec2' && action === 'CreateNetworkInterface') {
+    const m = /<networkInterfaceId>([^<]+)</.exec(entry.response)
+    const groups = Object.entries(p).filter(([k]) => /^SecurityGroupId\.\d+$/.test(k)).map(([, g]) => g)
+    if (m) interfaces.set(m[1], { subnet: p.SubnetId, groups })
+  }
+  if (ok && service === 'ec2' && action === 'AssociateAddress') {
+    const m = /<associationId>([^<]+)</.exec(entry.response)
+    if (m) addressAssociations.set(m[1], { allocation: p.AllocationId, eni: p.NetworkInterfaceId })
   }
   if (ok && action === 'AssociateRouteTable') {
     const m = /<associationId>([^<]+)</.exec(entry.response)

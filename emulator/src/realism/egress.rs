@@ -167,10 +167,18 @@ fn instance_problem(xml: &str, id: &str) -> Option<String> {
         let enis = inst.all("networkInterfaceId");
         (i.text() == id || enis.iter().any(|e| e == id)).then(|| {
             let check = inst.child("sourceDestCheck");
-            (state, check)
+            let public = inst.child("ipAddress").filter(|a| !a.is_empty());
+            (state, check, public)
         })
     });
-    let Some((state, check)) = found.into_iter().next() else {
+    // A terminated instance keeps its interface in moto's record (see
+    // moto_hooks.py): the interface's holder is the one not terminated.
+    let holder = found
+        .iter()
+        .find(|(state, _, _)| state != "terminated")
+        .or(found.first())
+        .cloned();
+    let Some((state, check, public)) = holder else {
         return Some("no such instance or network interface".into());
     };
     if state != "running" {
@@ -182,6 +190,12 @@ fn instance_problem(xml: &str, id: &str) -> Option<String> {
                 .into(),
         );
     }
+    if public.is_none() {
+        return Some(
+            "the instance has no public IP address: what it forwards cannot reach the internet"
+                .into(),
+        );
+    }
     None
 }
 
@@ -190,10 +204,14 @@ mod tests {
     use super::instance_problem;
 
     fn instance(state: &str, check: &str) -> String {
+        with_ip(state, check, "<ipAddress>203.0.113.7</ipAddress>")
+    }
+
+    fn with_ip(state: &str, check: &str, ip: &str) -> String {
         format!(
             "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>\
              <instanceId>i-1</instanceId><instanceState><code>16</code><name>{state}</name></instanceState>\
-             <sourceDestCheck>{check}</sourceDestCheck>\
+             <sourceDestCheck>{check}</sourceDestCheck>{ip}\
              <networkInterfaceSet><item><networkInterfaceId>eni-1</networkInterfaceId>\
              <attachment><attachmentId>a-1</attachmentId></attachment></item></networkInterfaceSet>\
              </item></instancesSet></item></reservationSet></DescribeInstancesResponse>"
@@ -212,5 +230,7 @@ mod tests {
         assert!(instance_problem(&instance("stopped", "false"), "i-1")
             .is_some_and(|p| p.contains("stopped")));
         assert!(instance_problem(&instance("running", "false"), "i-2").is_some());
+        assert!(instance_problem(&with_ip("running", "false", ""), "eni-1")
+            .is_some_and(|p| p.contains("no public IP address")));
     }
 }

@@ -6,6 +6,12 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::spec::InvalidSpec;
 
+/// How often the state machine runs an apply that answered
+/// [`TierError::Waiting`] again, and how many times: 10 minutes in all (AWS
+/// deletes a NAT gateway in about one, and frees its address moments later).
+pub const WAITING_RETRY_SECONDS: u64 = 10;
+pub const WAITING_RETRIES: u64 = 60;
+
 /// A tier failure. Its [`name`](TierError::name) crosses the Lambda boundary as the
 /// error type, so the state machine's Retry and Catch can match it.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +23,12 @@ pub enum TierError {
     /// "not yet" (DependencyViolation, InvalidDBInstanceState, IAM propagation).
     #[error("{0}")]
     Retryable(String),
+    /// An apply that must let AWS finish something before its next change (a
+    /// NAT instance to run before the route moves to it, a NAT gateway to free
+    /// the Elastic IP it held): run again as is, every
+    /// [`WAITING_RETRY_SECONDS`], for longer than a [`TierError::Retryable`].
+    #[error("{0}")]
+    Waiting(String),
     /// AWS refused the call for good (permissions, a bad parameter, a quota).
     #[error("{0}")]
     Terminal(String),
@@ -50,6 +62,7 @@ impl TierError {
         match self {
             TierError::InvalidSpec(_) => "Mbstack.InvalidSpec",
             TierError::Retryable(_) => "Mbstack.Retryable",
+            TierError::Waiting(_) => "Mbstack.Waiting",
             TierError::Terminal(_) => "Mbstack.AwsError",
             TierError::ResourceFailed(_) => "Mbstack.ResourceFailed",
             TierError::NeverStarted(_) => "Mbstack.TasksNeverStarted",
@@ -66,6 +79,7 @@ impl TierError {
         match self {
             TierError::InvalidSpec(e) => TierError::InvalidSpec(e),
             TierError::Retryable(m) => TierError::Retryable(p(m)),
+            TierError::Waiting(m) => TierError::Waiting(p(m)),
             TierError::Terminal(m) => TierError::Terminal(p(m)),
             TierError::ResourceFailed(m) => TierError::ResourceFailed(p(m)),
             TierError::NeverStarted(m) => TierError::NeverStarted(p(m)),

@@ -381,9 +381,9 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
         resource::prune(&eips, w, &eips_made.unwanted).await?;
         resource::prune(&subnet_kind, w, &made.unwanted).await?;
     }
-    // A switch is finished within the run: the apply is tried again (the
-    // state machine's retry) until the new way out carries and the old one
-    // is gone.
+    // A switch is finished within the run: the apply is run again (the state
+    // machine's `Mbstack.Waiting` retrier) until the new way out carries and
+    // the old one is gone.
     if w.verb == Verb::Apply {
         let address_held = nat_instance(w)
             && eni_id.is_some()
@@ -400,7 +400,7 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
                 })
             });
         if let Some(why) = why {
-            return Err(TierError::Retryable(why));
+            return Err(TierError::Waiting(why));
         }
     }
     Ok(Shape {

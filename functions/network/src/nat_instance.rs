@@ -27,7 +27,7 @@ use aws_sdk_ec2::types::{
     InstanceType, NetworkInterface, ResourceType, VolumeType,
 };
 use base64::Engine;
-use mbstack_core::iam::Permission;
+use mbstack_core::iam::{Condition, Permission, Resources};
 use mbstack_core::naming::NAME_TAG;
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
@@ -506,7 +506,7 @@ impl Resource for Instances {
 
     async fn create(&self, w: &Work<'_>, want: &InstanceWant) -> Result<Instance, TierError> {
         if let Some(old) = &want.eni_held_by {
-            return Err(TierError::Retryable(format!(
+            return Err(TierError::Waiting(format!(
                 "the NAT instance's interface is still attached to {old}, which is shutting down: its replacement takes the interface once {old} is gone"
             )));
         }
@@ -600,12 +600,12 @@ impl Resource for Instances {
                     }
                     Some(InstanceStateName::Running) => {
                         self.stop(&id).await?;
-                        return Err(TierError::Retryable(format!(
+                        return Err(TierError::Waiting(format!(
                             "NAT instance {id} is stopping to change its type to {to}"
                         )));
                     }
                     s => {
-                        return Err(TierError::Retryable(format!(
+                        return Err(TierError::Waiting(format!(
                             "NAT instance {id} is {}: its type changes once it is stopped",
                             s.map(|s| s.as_str()).unwrap_or("?")
                         )))
@@ -616,7 +616,7 @@ impl Resource for Instances {
                     Some(InstanceStateName::Running) => self.stop(&id).await?,
                     // StopInstances refuses a pending instance: once it runs.
                     _ => {
-                        return Err(TierError::Retryable(format!(
+                        return Err(TierError::Waiting(format!(
                             "NAT instance {id} is pending: it is stopped once it runs"
                         )))
                     }
@@ -678,16 +678,26 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
         "Read",
         &["ec2:DescribeNetworkInterfaces", "ec2:DescribeInstances"],
     ),
-    // AWS's public parameter only (its ARN has no account).
+    // AWS's public parameter only. Its ARN is written without an account;
+    // `*` matches that, and no account can own a parameter under /aws/ (a
+    // name may not begin with "aws").
     Permission::on(
         "AmiParameter",
         &["ssm:GetParameter"],
-        &["arn:${Partition}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"],
+        &["arn:${Partition}:ssm:*:*:parameter/aws/service/ami-amazon-linux-latest/*"],
     ),
-    Permission::create_tagged(
-        "CreateTagged",
-        &["ec2:CreateNetworkInterface", "ec2:RunInstances"],
-    ),
+    Permission::create_tagged("CreateTagged", &["ec2:CreateNetworkInterface"]),
+    // A launch tags what it creates (the instance, its volume); the rest of
+    // what it is authorized on is below: ours, or Amazon's image.
+    Permission {
+        sid: "LaunchTagged",
+        actions: &["ec2:RunInstances"],
+        resources: Resources::Arns(&[
+            "arn:${Partition}:ec2:*:*:instance/*",
+            "arn:${Partition}:ec2:*:*:volume/*",
+        ]),
+        condition: Condition::RequestTier,
+    },
     // A create is also authorized on what it uses: the subnet, the group and
     // the interface (ours); RunInstances also on Amazon's image.
     Permission::own_tagged(

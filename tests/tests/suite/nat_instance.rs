@@ -9,6 +9,8 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, Instance, NetworkInterfa
 use mbstack_local::{Deployed, Execution};
 use mbstack_tests::stack_leftovers;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 const STACK: &str = "cheap";
 
@@ -89,6 +91,62 @@ async fn private_route(ec2: &aws_sdk_ec2::Client) -> Option<String> {
         .or(r.nat_gateway_id())
         .or(r.instance_id())
         .map(str::to_string)
+}
+
+/// The stack's private subnets.
+async fn private_subnets(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    ec2.describe_subnets()
+        .filters(stack_filter())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .filter(|s| {
+            s.tags().iter().any(|t| {
+                t.key() == Some("Name")
+                    && t.value().is_some_and(|v| v.starts_with("cheap-private-"))
+            })
+        })
+        .filter_map(|s| s.subnet_id().map(str::to_string))
+        .collect()
+}
+
+/// Runs `input` while watching the private subnets' way out (the emulator's
+/// egress rule, every 20 ms): how long, in the emulator's wall time, they had
+/// none, and why.
+async fn watched(
+    d: &Deployed,
+    name: &str,
+    input: Value,
+    subnets: &[String],
+) -> (Execution, Duration, Vec<String>) {
+    let done = AtomicBool::new(false);
+    let run = async {
+        let r = ok(d, name, input).await;
+        done.store(true, Ordering::SeqCst);
+        r
+    };
+    let watch = async {
+        let mut without = Duration::ZERO;
+        let mut why = Vec::new();
+        let mut last = Instant::now();
+        while !done.load(Ordering::SeqCst) {
+            let none = d.emulator.front.no_way_out(subnets).await;
+            let now = Instant::now();
+            if let Some(w) = none {
+                without += now - last;
+                if !why.contains(&w) {
+                    why.push(w);
+                }
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (without, why)
+    };
+    let (run, (without, why)) = tokio::join!(run, watch);
+    (run, without, why)
 }
 
 fn state(i: &Instance) -> String {
@@ -290,7 +348,17 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
 
     // Switch to a NAT gateway in one run: same address, the instance, its
     // interface and group gone.
-    ok(&d, "to-gateway", json!({"stack": STACK, "network": {"nat": "single"}})).await;
+    let private = private_subnets(&ec2).await;
+    assert_eq!(private.len(), 2);
+    assert_eq!(d.emulator.front.no_way_out(&private).await, None);
+    let (_, to_gateway, why) = watched(
+        &d,
+        "to-gateway",
+        json!({"stack": STACK, "network": {"nat": "single"}}),
+        &private,
+    )
+    .await;
+    println!("instance → NAT gateway: no way out for {to_gateway:?} in the emulator ({why:?})");
     assert_eq!(instances(&ec2).await.len(), 0);
     assert_eq!(interfaces(&ec2).await.len(), 0);
     let nats = ec2.describe_nat_gateways().send().await.unwrap();
@@ -319,7 +387,23 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     );
 
     // And back, in one run: the gateway carries until the instance runs.
-    ok(&d, "to-instance", json!({"stack": STACK, "network": {"nat": "instance"}})).await;
+    let (back, to_instance, why) = watched(
+        &d,
+        "to-instance",
+        json!({"stack": STACK, "network": {"nat": "instance"}}),
+        &private,
+    )
+    .await;
+    println!("NAT gateway → instance: no way out for {to_instance:?} in the emulator ({why:?})");
+    // The gateway carried until the instance ran: the window is the
+    // gateway's deletion and the address's release (AWS's, ÷ the scale),
+    // plus at most one wait of the apply's retrier.
+    let bound = Duration::from_secs(mbstack_core::error::WAITING_RETRY_SECONDS + 3);
+    assert!(to_instance <= bound, "{to_instance:?} > {bound:?}: {why:?}");
+    assert!(
+        back.history_text.contains("Mbstack.Waiting"),
+        "the switch waited in the run for the address"
+    );
     let enis = interfaces(&ec2).await;
     assert_eq!(enis.len(), 1);
     assert_eq!(

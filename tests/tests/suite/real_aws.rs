@@ -282,6 +282,21 @@ fn cases() -> Vec<Case> {
         case("control", "secretsmanager:DescribeSecret", &format!("arn:aws:secretsmanager:{r}:{a}:secret:rds!db-0a1b2c3d-4e5f-AbCdEf"), json!({}), true, "the password check reads the rotation"),
         case("control", "ecs:DescribeServices", &format!("arn:aws:ecs:{r}:{a}:service/s1-cluster/metabase"), json!({}), true, "the password check reads the tasks' start"),
         case("control", "secretsmanager:DescribeSecret", &format!("arn:aws:secretsmanager:{r}:{a}:secret:prod/payroll-AbCdEf"), json!({}), false, "a foreign secret"),
+        // The NAT instance (issue 34): its own instance, interface and image only.
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}:{a}:instance/*"), request_tags("network"), true, "the NAT instance, tagged in the launch"),
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}::image/ami-0123456789abcdef0"), json!({"ec2:Owner": "amazon"}), true, "Amazon's AL2023 image"),
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}::image/ami-0123456789abcdef0"), json!({"ec2:Owner": "111122223333"}), false, "an image someone else owns"),
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}::image/ami-0123456789abcdef0"), merge(request_tags("network"), json!({"ec2:Owner": "111122223333"})), false, "an image someone else owns, in a tagged launch"),
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}:{a}:instance/*"), json!({}), false, "an instance launched untagged"),
+        case("network", "ec2:RunInstances", &format!("arn:aws:ec2:{r}:{a}:network-interface/eni-foreign"), json!({"aws:ResourceTag/team": "web"}), false, "launching onto a foreign interface"),
+        case("network", "ec2:StopInstances", &format!("arn:aws:ec2:{r}:{a}:instance/i-0foreign"), json!({"aws:ResourceTag/team": "web"}), false, "stopping a foreign instance"),
+        case("network", "ec2:TerminateInstances", &format!("arn:aws:ec2:{r}:{a}:instance/i-0foreign"), json!({}), false, "terminating an untagged instance"),
+        case("network", "ec2:TerminateInstances", &format!("arn:aws:ec2:{r}:{a}:instance/i-0app"), tier_tags("app"), false, "another tier's instance"),
+        case("network", "ec2:ModifyInstanceAttribute", &format!("arn:aws:ec2:{r}:{a}:instance/i-0foreign"), json!({"aws:ResourceTag/team": "web"}), false, "changing a foreign instance"),
+        case("network", "ec2:AssociateAddress", &format!("arn:aws:ec2:{r}:{a}:elastic-ip/eipalloc-foreign"), json!({"aws:ResourceTag/team": "web"}), false, "taking a foreign Elastic IP"),
+        case("network", "ec2:CreateTags", &format!("arn:aws:ec2:{r}:{a}:instance/i-0foreign"), merge(request_tags("network"), json!({"ec2:CreateAction": "CreateTags"})), false, "stamping the tier's tag on a foreign instance"),
+        case("network", "ssm:GetParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/prod/db-password"), json!({}), false, "a parameter of the account"),
+        case("network", "ssm:GetParameter", &format!("arn:aws:ssm:{r}:{a}:parameter/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"), json!({}), true, "AWS's public AMI parameter (in the ARN format AWS's data gives a parameter)"),
         // The boundary caps what a role the app creates can ever do.
         case("boundary", "iam:CreateUser", &format!("arn:aws:iam::{a}:user/x"), json!({}), false, "a bounded role given AdministratorAccess"),
         case("boundary", "secretsmanager:GetSecretValue", &format!("arn:aws:secretsmanager:{r}:{a}:secret:mbstack/s1/encryption-key-AbCdEf"), json!({}), true, "the stack's secret"),
@@ -594,6 +609,63 @@ async fn every_call_of_every_phase_is_allowed_for_the_function_that_makes_it() {
     )
     .await;
     take("destroy", &mut entries);
+    // A NAT instance: launched, replaced after its termination, switched to
+    // a NAT gateway and back, destroyed.
+    let cheap = json!({"stack": "s4", "network": {"nat": "instance"}});
+    phase(&d, "nat-instance-1", cheap.clone(), "SUCCEEDED").await;
+    let ec2 = aws_sdk_ec2::Client::new(&d.config);
+    let launched = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:mbstack:stack")
+                .values("s4")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let first = launched
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.instance_id())
+        .expect("the NAT instance")
+        .to_string();
+    ec2.terminate_instances()
+        .instance_ids(first)
+        .send()
+        .await
+        .unwrap();
+    phase(&d, "nat-instance-2", json!({"stack": "s4"}), "SUCCEEDED").await;
+    let single = json!({"stack": "s4", "network": {"nat": "single"}});
+    phase(&d, "nat-instance-3", single, "SUCCEEDED").await;
+    phase(&d, "nat-instance-4", cheap, "SUCCEEDED").await;
+    phase(
+        &d,
+        "nat-instance-5",
+        json!({"stack": "s4", "action": "destroy"}),
+        "SUCCEEDED",
+    )
+    .await;
+    take("a NAT instance's life", &mut entries);
+    for call in [
+        "ec2:RunInstances",
+        "ec2:CreateNetworkInterface",
+        "ec2:AssociateAddress",
+        "ec2:DisassociateAddress",
+        "ec2:TerminateInstances",
+        "ec2:DeleteNetworkInterface",
+        "ssm:GetParameter",
+    ] {
+        let (service, action) = call.split_once(':').unwrap_or_default();
+        assert!(
+            entries.iter().any(|e| e["caller"] == "mbstack-network"
+                && e["service"] == service
+                && e["action"] == action),
+            "the network function made no {call}"
+        );
+    }
     // Back with its data: Prepare checks the snapshot and the key, the data
     // tier restores the final snapshot the destroy took.
     let restore = json!({"stack": "s1", "database": {"restoreFrom": "latest-final"}});

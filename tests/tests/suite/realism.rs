@@ -1799,3 +1799,234 @@ async fn secrets_manager_tags_no_secret_scheduled_for_deletion() {
     sm.restore_secret().secret_id(&arn).send().await.unwrap();
     tag().await.expect("a restored secret takes a tag");
 }
+
+/// A VPC with one subnet, an interface in it with its check off, and Amazon's
+/// AL2023 arm64 image (AWS's public parameter), made by the test's own client.
+async fn nat_fixture(config: &aws_types::SdkConfig) -> (String, String, String) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.9.0.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_string();
+    let eni = ec2
+        .create_network_interface()
+        .subnet_id(&subnet)
+        .send()
+        .await
+        .unwrap()
+        .network_interface()
+        .and_then(|n| n.network_interface_id())
+        .unwrap()
+        .to_string();
+    let image = aws_sdk_ssm::Client::new(config)
+        .get_parameter()
+        .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64")
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap()
+        .to_string();
+    (subnet, eni, image)
+}
+
+/// EC2: an instance is `pending` for a while after its launch (and after a
+/// start), then `running`; its source/destination check is its primary
+/// interface's; a terminated instance lets go of an interface it does not
+/// delete, so a replacement can take it.
+#[tokio::test]
+async fn an_instance_is_pending_first_and_shares_its_check_and_interface() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let (_, eni, image) = nat_fixture(&env.config).await;
+    ec2.modify_network_interface_attribute()
+        .network_interface_id(&eni)
+        .source_dest_check(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let launch = || {
+        ec2.run_instances()
+            .image_id(&image)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T4gNano)
+            .min_count(1)
+            .max_count(1)
+            .network_interfaces(
+                aws_sdk_ec2::types::InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .network_interface_id(&eni)
+                    .build(),
+            )
+            .send()
+    };
+    let id = launch().await.unwrap().instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let described = |id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
+            out.reservations()[0].instances()[0].clone()
+        }
+    };
+    let first = described(id.clone()).await;
+    assert_eq!(
+        first.state().and_then(|s| s.name()).map(|s| s.as_str()),
+        Some("pending"),
+        "an instance runs only after a while"
+    );
+    assert_eq!(first.state().and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        first.source_dest_check(),
+        Some(false),
+        "launched on an interface with its check off"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let later = described(id.clone()).await;
+    assert_eq!(
+        later.state().and_then(|s| s.name()).map(|s| s.as_str()),
+        Some("running")
+    );
+    // The console's "change source/destination check" on the instance turns
+    // its interface's on.
+    ec2.modify_instance_attribute()
+        .instance_id(&id)
+        .source_dest_check(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let iface = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&eni)
+        .send()
+        .await
+        .unwrap()
+        .network_interfaces()[0]
+        .clone();
+    assert_eq!(iface.source_dest_check(), Some(true));
+    ec2.terminate_instances().instance_ids(&id).send().await.unwrap();
+    let freed = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&eni)
+        .send()
+        .await
+        .unwrap()
+        .network_interfaces()[0]
+        .clone();
+    assert_eq!(freed.status().map(|s| s.as_str()), Some("available"));
+    assert!(freed.attachment().and_then(|a| a.instance_id()).is_none());
+    let replacement = launch().await.unwrap().instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    assert_ne!(replacement, id);
+    // moto still reads a terminated instance: it stays describable.
+    assert_eq!(
+        described(id)
+            .await
+            .state()
+            .and_then(|s| s.name())
+            .map(|s| s.as_str()),
+        Some("terminated")
+    );
+}
+
+/// An Elastic IP is on one resource at a time: AssociateAddress refuses an
+/// address a NAT gateway maps, and (AllowReassociation false) one on another
+/// interface; CreateNatGateway refuses an address on an interface.
+#[tokio::test]
+async fn an_elastic_ip_is_associated_with_one_resource_at_a_time() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let (subnet, eni, _) = nat_fixture(&env.config).await;
+    let allocate = || async {
+        ec2.allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .send()
+            .await
+            .unwrap()
+            .allocation_id()
+            .unwrap()
+            .to_string()
+    };
+    let held = allocate().await;
+    ec2.create_nat_gateway()
+        .subnet_id(&subnet)
+        .allocation_id(&held)
+        .send()
+        .await
+        .unwrap();
+    let e = ec2
+        .associate_address()
+        .allocation_id(&held)
+        .network_interface_id(&eni)
+        .send()
+        .await
+        .expect_err("a NAT gateway's address moved");
+    assert_eq!(code(&e), "Resource.AlreadyAssociated");
+
+    let free = allocate().await;
+    ec2.associate_address()
+        .allocation_id(&free)
+        .network_interface_id(&eni)
+        .allow_reassociation(false)
+        .send()
+        .await
+        .unwrap();
+    let other = ec2
+        .create_network_interface()
+        .subnet_id(&subnet)
+        .send()
+        .await
+        .unwrap()
+        .network_interface()
+        .and_then(|n| n.network_interface_id())
+        .unwrap()
+        .to_string();
+    let e = ec2
+        .associate_address()
+        .allocation_id(&free)
+        .network_interface_id(&other)
+        .allow_reassociation(false)
+        .send()
+        .await
+        .expect_err("taken from another interface without reassociation");
+    assert_eq!(code(&e), "Resource.AlreadyAssociated");
+    let e = ec2
+        .create_nat_gateway()
+        .subnet_id(&subnet)
+        .allocation_id(&free)
+        .send()
+        .await
+        .expect_err("a NAT gateway on an address an interface has");
+    assert_eq!(code(&e), "Resource.AlreadyAssociated");
+}
