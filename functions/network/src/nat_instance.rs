@@ -9,7 +9,7 @@
 //! - the instance (`nat-instance-<az>`): Amazon Linux 2023 for arm64 from AWS's
 //!   public SSM parameter, IMDSv2 required, an encrypted gp3 root, no key pair
 //!   and no role; its user data turns on forwarding and masquerades the private
-//!   subnets' traffic behind the interface.
+//!   subnets' traffic behind the interface (nftables), at every boot.
 //!
 //! Healing: EC2's simplified automatic recovery (on for t4g and the other
 //! Graviton types) moves a failed host's instance to a new one with the same
@@ -49,26 +49,30 @@ pub(crate) fn instance_role(az: &str) -> String {
     format!("nat-instance-{az}")
 }
 
-/// The user data: forwarding on (and kept across reboots), then the
-/// private subnets' traffic masqueraded behind the primary interface with
-/// iptables-services (AWS's own NAT instance set-up for AL2023). The package
-/// comes from AL2023's repositories over the internet: until the interface has
-/// its Elastic IP (a switch from a NAT gateway frees it only once the gateway
-/// is deleted) the install is retried.
+/// The user data: a boot script (cloud-init's per-boot folder, so a stop and
+/// start, a pause and resume, sets it up again) that turns on forwarding and
+/// masquerades what the private subnets send out of the primary interface.
+/// It uses nftables, installing it from AL2023's repositories if the image
+/// lacks it (over the internet: until the interface has its address, which a
+/// switch from a NAT gateway frees only once the gateway is deleted, the
+/// install is retried).
 const USER_DATA: &str = r#"#!/bin/bash
 # mbstack NAT instance: forward and masquerade the private subnets' traffic.
+mkdir -p /var/lib/cloud/scripts/per-boot
+cat > /var/lib/cloud/scripts/per-boot/mbstack-nat.sh <<'SCRIPT'
+#!/bin/bash
 set -u
-cat > /etc/sysctl.d/90-mbstack-nat.conf <<'CONF'
-net.ipv4.ip_forward = 1
-net.ipv4.conf.all.send_redirects = 0
-CONF
-sysctl --system
-until dnf install -y iptables-services; do sleep 10; done
-systemctl enable --now iptables
+sysctl -q -w net.ipv4.ip_forward=1
+sysctl -q -w net.ipv4.conf.all.send_redirects=0
+until command -v nft >/dev/null 2>&1 || dnf install -y nftables; do sleep 5; done
 OUT=$(ip -o route show default | awk '{print $5; exit}')
-iptables -t nat -A POSTROUTING -o "$OUT" -j MASQUERADE
-iptables -F FORWARD
-service iptables save
+nft delete table ip mbstack_nat 2>/dev/null || true
+nft add table ip mbstack_nat
+nft 'add chain ip mbstack_nat postrouting { type nat hook postrouting priority 100 ; }'
+nft add rule ip mbstack_nat postrouting oifname "$OUT" masquerade
+SCRIPT
+chmod 755 /var/lib/cloud/scripts/per-boot/mbstack-nat.sh
+/var/lib/cloud/scripts/per-boot/mbstack-nat.sh
 "#;
 
 /// The NAT instance's network interface the spec asks for.
