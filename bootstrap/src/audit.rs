@@ -66,7 +66,9 @@ pub async fn audit(
     let private: Vec<&str> = subnets
         .subnets()
         .iter()
-        .filter(|s| tag(s.tags(), "Name").is_some_and(|n| n.starts_with(&format!("{stack}-private-"))))
+        .filter(|s| {
+            tag(s.tags(), "Name").is_some_and(|n| n.starts_with(&format!("{stack}-private-")))
+        })
         .filter_map(|s| s.cidr_block())
         .collect();
     let role_of = |id: &str| -> Option<String> {
@@ -88,11 +90,9 @@ pub async fn audit(
             );
             for r in p.ip_ranges() {
                 let cidr = r.cidr_ip().unwrap_or("");
-                let ok = (role == "lb"
-                    && proto == "tcp"
-                    && from == to
-                    && (from == 80 || from == 443))
-                    || (role == "nat" && private.contains(&cidr));
+                let ok =
+                    (role == "lb" && proto == "tcp" && from == to && (from == 80 || from == 443))
+                        || (role == "nat" && private.contains(&cidr));
                 if !ok {
                     out.push(finding(
                         "ingress",

@@ -72,15 +72,19 @@ pub(super) fn after(realism: &mut Realism, q: &Query, text: &str) -> Option<Stri
         "DescribeInstances" => {}
         _ => return None,
     }
-    let named = xml::rewrite_state(text, "instanceId", &["instanceState", "name"], |id, moto| {
-        realism.instance_state(id, moto)
-    });
-    Some(
-        xml::rewrite_state(&named, "instanceId", &["instanceState", "code"], |id, moto| {
-            match realism.instance_state(id, "running").as_str() {
-                "pending" if moto == "16" => "0".into(),
-                _ => moto.into(),
-            }
-        }),
-    )
+    let named = xml::rewrite_state(
+        text,
+        "instanceId",
+        &["instanceState", "name"],
+        |id, moto| realism.instance_state(id, moto),
+    );
+    Some(xml::rewrite_state(
+        &named,
+        "instanceId",
+        &["instanceState", "code"],
+        |id, moto| match realism.instance_state(id, "running").as_str() {
+            "pending" if moto == "16" => "0".into(),
+            _ => moto.into(),
+        },
+    ))
 }

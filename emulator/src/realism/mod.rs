@@ -160,8 +160,9 @@ pub(crate) fn after(shared: &Arc<Shared>, q: &Query, body: Bytes) -> Bytes {
     }
     let text = String::from_utf8_lossy(&body).to_string();
     let shown = match q.service.as_str() {
-        "ec2" => nat::after(&mut realism, q, &text)
-            .or_else(|| instances::after(&mut realism, q, &text)),
+        "ec2" => {
+            nat::after(&mut realism, q, &text).or_else(|| instances::after(&mut realism, q, &text))
+        }
         "rds" => rds::after(&mut realism, q, &text),
         "elasticloadbalancing" => alb::after(&mut realism, q, &text),
         _ => None,

@@ -1129,21 +1129,44 @@ mod tests {
     /// with the fix, before anything exists (EC2 would refuse RunInstances).
     #[test]
     fn a_nat_instance_type_must_be_graviton() {
-        let spec = StackSpec::from_json(&json!({"stack": "s", "network": {"nat": "instance"}}))
-            .unwrap();
+        let spec =
+            StackSpec::from_json(&json!({"stack": "s", "network": {"nat": "instance"}})).unwrap();
         assert_eq!(spec.network.nat, NatMode::Instance);
         assert_eq!(spec.network.nat_instance_type, "t4g.nano");
-        for ok in ["t4g.nano", "c7gn.medium", "m8g.large", "is4gen.large", "a1.medium", "x2gd.xlarge"] {
+        for ok in [
+            "t4g.nano",
+            "c7gn.medium",
+            "m8g.large",
+            "is4gen.large",
+            "a1.medium",
+            "x2gd.xlarge",
+        ] {
             assert!(is_graviton_type(ok), "{ok}");
         }
-        for bad in ["t3.micro", "g5.xlarge", "g6e.xlarge", "gr6.4xlarge", "t4g", "T4G.nano", ".nano", "t4g."] {
+        for bad in [
+            "t3.micro",
+            "g5.xlarge",
+            "g6e.xlarge",
+            "gr6.4xlarge",
+            "t4g",
+            "T4G.nano",
+            ".nano",
+            "t4g.",
+        ] {
             assert!(!is_graviton_type(bad), "{bad}");
         }
-        let m = StackSpec::from_json(&json!({"stack": "s", "network": {"nat": "instance", "natInstanceType": "t3.micro"}}))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(m.contains("network.natInstanceType") && m.contains("\"t3.micro\"") && m.contains("t4g.nano"), "{m}");
+        let m = StackSpec::from_json(
+            &json!({"stack": "s", "network": {"nat": "instance", "natInstanceType": "t3.micro"}}),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            m.contains("network.natInstanceType")
+                && m.contains("\"t3.micro\"")
+                && m.contains("t4g.nano"),
+            "{m}"
+        );
     }
 
     /// The message gives the range the checks accept: a /24 is refused, so it

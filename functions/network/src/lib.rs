@@ -91,7 +91,8 @@ async fn nat_instance_ready(c: &Clients, w: Work<'_>) -> Result<Outcome, TierErr
     let mut waiting = Vec::new();
     let found = instances.list(&w).await?;
     if found.is_empty() {
-        waiting.push("the NAT instance: it does not exist (the network's apply launches it)".into());
+        waiting
+            .push("the NAT instance: it does not exist (the network's apply launches it)".into());
     }
     for i in &found {
         if let Readiness::Pending(why) = instances.readiness(&w, i) {
@@ -240,8 +241,8 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
     };
 
     // The groups before the NAT instance's interface, which needs its own.
-    let sg = security_groups::SecurityGroups::new(ec2.clone(), vpc_id.clone())
-        .admitting(private_cidrs);
+    let sg =
+        security_groups::SecurityGroups::new(ec2.clone(), vpc_id.clone()).admitting(private_cidrs);
     let mut roles = security_groups::Role::ALL.to_vec();
     if nat_instance(w) {
         roles.push(security_groups::Role::Nat);
@@ -422,7 +423,9 @@ fn merge(all: &[Readiness]) -> Readiness {
         match r {
             Readiness::Ready => {}
             Readiness::Failed(_) => return r.clone(),
-            Readiness::Pending(why) => waiting.push(why.trim_start_matches("waiting for ").to_string()),
+            Readiness::Pending(why) => {
+                waiting.push(why.trim_start_matches("waiting for ").to_string())
+            }
         }
     }
     resource::all_ready(waiting)

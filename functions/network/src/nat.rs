@@ -516,10 +516,12 @@ pub(crate) async fn check_address_quota(
     Ok(())
 }
 
-/// Idempotency token of a create: the same run retrying the same NAT gets the same
-/// gateway back instead of a second one (at most 64 ASCII characters).
-fn client_token(stack: &str, run: &str, az: &str) -> String {
-    let key = mbstack_core::naming::idempotency_key(&[stack, run, az]);
+/// Idempotency token of a create (a NAT gateway, the NAT instance and its
+/// interface): the same run retrying the same create gets the same resource
+/// back instead of a second one (at most 64 ASCII characters, the limit of
+/// each of those calls). `part`: which one (an AZ, a role).
+pub(crate) fn client_token(stack: &str, run: &str, part: &str) -> String {
+    let key = mbstack_core::naming::idempotency_key(&[stack, run, part]);
     format!("mbstack-{stack:.20}-{key}")
 }
 

@@ -237,7 +237,7 @@ impl Resource for Interfaces {
             .subnet_id(subnet)
             .groups(group)
             .description(format!("mbstack {}: NAT instance", w.spec.stack))
-            .client_token(client_token(&w.spec.stack, &w.run.id, &role))
+            .client_token(crate::nat::client_token(&w.spec.stack, &w.run.id, &role))
             .tag_specifications(tag_spec(w, ResourceType::NetworkInterface, &role))
             .send()
             .await
@@ -355,7 +355,10 @@ pub(crate) enum InstanceStep {
     Stop,
     /// Another type: stopped, changed, started again (same instance,
     /// interface and address).
-    Retype { from: String, to: String },
+    Retype {
+        from: String,
+        to: String,
+    },
 }
 
 impl std::fmt::Display for InstanceStep {
@@ -561,7 +564,7 @@ impl Resource for Instances {
                     .build(),
             )
             .user_data(base64::engine::general_purpose::STANDARD.encode(USER_DATA))
-            .client_token(client_token(&w.spec.stack, &w.run.id, &role))
+            .client_token(crate::nat::client_token(&w.spec.stack, &w.run.id, &role))
             .tag_specifications(tag_spec(w, ResourceType::Instance, &role))
             .tag_specifications(tag_spec(w, ResourceType::Volume, &role))
             .send()
@@ -667,13 +670,6 @@ pub(crate) fn attached_to(eni: &NetworkInterface) -> Option<String> {
     eni.attachment()
         .and_then(|a| a.instance_id())
         .map(str::to_string)
-}
-
-/// Idempotency token of a create (at most 64 ASCII characters: RunInstances'
-/// and CreateNetworkInterface's constraint).
-fn client_token(stack: &str, run: &str, role: &str) -> String {
-    let key = mbstack_core::naming::idempotency_key(&[stack, run, role]);
-    format!("mbstack-{stack:.20}-{key}")
 }
 
 /// The IAM permissions of the calls in this file (see `mbstack_core::iam`).

@@ -166,7 +166,8 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     let run = ok(&d, "apply-1", input.clone()).await;
     let made = changes(&run);
     assert!(
-        made.iter().any(|(k, a, d)| k == "nat-instance" && a == "create" && d.contains("t4g.nano")),
+        made.iter()
+            .any(|(k, a, d)| k == "nat-instance" && a == "create" && d.contains("t4g.nano")),
         "{made:?}"
     );
     assert!(!made.iter().any(|(k, _, _)| k == "nat-gateway"), "{made:?}");
@@ -290,8 +291,14 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
                 "network-interface".to_string(),
                 "source/destination check off (it was on)".to_string()
             ),
-            ("nat-instance".to_string(), "start it (it is stopped)".to_string()),
-            ("route-table".to_string(), format!("route 0.0.0.0/0 → {eni_id}")),
+            (
+                "nat-instance".to_string(),
+                "start it (it is stopped)".to_string()
+            ),
+            (
+                "route-table".to_string(),
+                format!("route 0.0.0.0/0 → {eni_id}")
+            ),
         ],
         "{planned:?}"
     );
@@ -382,7 +389,9 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     );
     let left = stack_leftovers(&d.config, STACK).await;
     assert!(
-        !left.iter().any(|l| l.starts_with("instance") || l.starts_with("network-interface")),
+        !left
+            .iter()
+            .any(|l| l.starts_with("instance") || l.starts_with("network-interface")),
         "{left:?}"
     );
 
@@ -417,6 +426,14 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     );
 
     // Destroy leaves nothing.
-    ok(&d, "destroy-1", json!({"stack": STACK, "action": "destroy"})).await;
-    assert_eq!(stack_leftovers(&d.config, STACK).await, Vec::<String>::new());
+    ok(
+        &d,
+        "destroy-1",
+        json!({"stack": STACK, "action": "destroy"}),
+    )
+    .await;
+    assert_eq!(
+        stack_leftovers(&d.config, STACK).await,
+        Vec::<String>::new()
+    );
 }

@@ -1889,7 +1889,12 @@ async fn an_instance_is_pending_first_and_shares_its_check_and_interface() {
     let described = |id: String| {
         let ec2 = ec2.clone();
         async move {
-            let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
+            let out = ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .unwrap();
             out.reservations()[0].instances()[0].clone()
         }
     };
@@ -1932,7 +1937,11 @@ async fn an_instance_is_pending_first_and_shares_its_check_and_interface() {
         .network_interfaces()[0]
         .clone();
     assert_eq!(iface.source_dest_check(), Some(true));
-    ec2.terminate_instances().instance_ids(&id).send().await.unwrap();
+    ec2.terminate_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
     let freed = ec2
         .describe_network_interfaces()
         .network_interface_ids(&eni)
