@@ -321,8 +321,10 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
             .iter()
             .find(|n| n.state() == Some(&aws_sdk_ec2::types::NatGatewayState::Available))
             .map(|n| nat_kind.id(n));
+        // (A plan shows where the switch ends: the route moved, the gateway
+        // deleted.)
         if let (Some(old), Readiness::Pending(why)) = (&old_gateway, &instance_ready) {
-            if !w.spec.paused {
+            if !w.spec.paused && w.verb == Verb::Apply {
                 switch_waits = Some(format!(
                     "the private subnets keep NAT gateway {old} until the NAT instance runs ({why})"
                 ));

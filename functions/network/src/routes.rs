@@ -81,8 +81,11 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Step::RemoveDefault(cur) => write!(f, "remove route {ANYWHERE} → {cur}"),
-            Step::SetDefault { target, was, .. } => {
-                let shown = target.as_deref().unwrap_or("the new gateway");
+            Step::SetDefault { target, was, via } => {
+                let shown = target.as_deref().unwrap_or(match via {
+                    Via::Interface => "the NAT instance's new interface",
+                    Via::Gateway | Via::NatGateway => "the new gateway",
+                });
                 match was {
                     Some((c, blackhole)) => write!(
                         f,

@@ -396,6 +396,32 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     );
 
     // And back, in one run: the gateway carries until the instance runs.
+    // The plan of the switch shows where it ends.
+    let plan = ok(
+        &d,
+        "plan-switch",
+        json!({"stack": STACK, "network": {"nat": "instance"}, "action": "plan"}),
+    )
+    .await;
+    let planned = changes(&plan);
+    assert!(
+        planned
+            .iter()
+            .any(|(k, a, _)| k == "nat-gateway" && a == "delete"),
+        "{planned:?}"
+    );
+    assert!(
+        planned.iter().any(|(k, a, d)| k == "route-table"
+            && a == "update"
+            && d.contains("the NAT instance's new interface")),
+        "{planned:?}"
+    );
+    assert!(
+        planned
+            .iter()
+            .any(|(k, a, _)| k == "nat-instance" && a == "create"),
+        "{planned:?}"
+    );
     let (back, to_instance, why) = watched(
         &d,
         "to-instance",
