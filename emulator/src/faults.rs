@@ -65,6 +65,8 @@ const NOT_FOUND: &[(&str, &str)] = &[
     ("nat-", "InvalidNatGatewayID.NotFound"),
     ("eipalloc-", "InvalidAllocationID.NotFound"),
     ("rtb-", "InvalidRouteTableID.NotFound"),
+    ("eni-", "InvalidNetworkInterfaceID.NotFound"),
+    ("i-", "InvalidInstanceID.NotFound"),
 ];
 
 /// The tags of EC2 create answers that carry a new ID.
@@ -76,6 +78,8 @@ const CREATED_ID_TAGS: &[&str] = &[
     "natGatewayId",
     "allocationId",
     "routeTableId",
+    "networkInterfaceId",
+    "instanceId",
 ];
 
 #[derive(Debug, Default)]

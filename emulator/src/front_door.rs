@@ -159,6 +159,14 @@ impl FrontDoor {
 
     /// Turns AWS's rules and timings on (with real durations divided by `scale`)
     /// or off.
+    /// Plays an account on AWS's Free plan: RunInstances of a type that is not
+    /// free-tier eligible is refused.
+    pub fn set_free_plan(&self, on: bool) {
+        if let Ok(mut r) = self.shared.realism.lock() {
+            r.free_plan = on;
+        }
+    }
+
     pub fn set_realism(&self, enabled: bool, scale: u32) {
         if let Ok(mut r) = self.shared.realism.lock() {
             r.enabled = enabled;

@@ -60,6 +60,9 @@ pub(crate) const BUSY: &[&str] = &[
 /// An EC2 instance: `pending` for ~30 s after RunInstances or StartInstances
 /// before `running` (EC2 user guide, "Instance state changes").
 pub(crate) const INSTANCE_START: Duration = Duration::from_secs(30);
+/// An EC2 instance: `stopping` for ~30 s after StopInstances before `stopped`;
+/// StartInstances refuses it meanwhile (IncorrectInstanceState).
+pub(crate) const INSTANCE_STOP: Duration = Duration::from_secs(30);
 /// An ALB: ~2.5 min from provisioning to active.
 pub(crate) const ALB_CREATE: Duration = Duration::from_secs(150);
 /// The ENIs of a deleted ALB or Fargate service linger ~1.5 min and block the
@@ -101,6 +104,8 @@ pub(crate) struct Realism {
     pub(crate) alb_created: HashMap<String, Instant>,
     /// EC2 instances launched or started: when (`pending` for a while).
     pub(crate) instance_started: HashMap<String, Instant>,
+    /// EC2 instances stopped: when (`stopping` for a while).
+    pub(crate) instance_stopped: HashMap<String, Instant>,
     /// Subnets and security groups of ENIs that outlive their ALB or service.
     pub(crate) lingering: Vec<(Instant, Vec<String>)>,
     /// Clusters whose deleted service's tasks are still stopping: since when.
@@ -116,6 +121,9 @@ pub(crate) struct Realism {
     /// The region's manual DB snapshot quota ([`MANUAL_SNAPSHOT_QUOTA`]
     /// unless a test changed it).
     pub manual_snapshot_quota: usize,
+    /// The account is on AWS's Free plan (accounts created from 15 July 2025):
+    /// EC2 launches only free-tier-eligible types.
+    pub free_plan: bool,
     pub(crate) rng: u64,
 }
 
@@ -137,12 +145,14 @@ impl Default for Realism {
             db_deleted: HashMap::new(),
             alb_created: HashMap::new(),
             instance_started: HashMap::new(),
+            instance_stopped: HashMap::new(),
             lingering: Vec::new(),
             tasks_stopping: HashMap::new(),
             throttle: 0.0,
             eip_quota: EIP_QUOTA,
             vpc_quota: VPC_QUOTA,
             manual_snapshot_quota: MANUAL_SNAPSHOT_QUOTA,
+            free_plan: false,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -251,9 +261,16 @@ impl Realism {
     /// An instance moto reports `running` is `pending` for a while after its
     /// launch or start.
     pub(crate) fn instance_state(&self, id: &str, moto_state: &str) -> String {
-        match self.instance_started.get(id) {
-            Some(t) if moto_state == "running" && t.elapsed() < self.scaled(INSTANCE_START) => {
+        match (
+            moto_state,
+            self.instance_started.get(id),
+            self.instance_stopped.get(id),
+        ) {
+            ("running", Some(t), _) if t.elapsed() < self.scaled(INSTANCE_START) => {
                 "pending".into()
+            }
+            ("stopped", _, Some(t)) if t.elapsed() < self.scaled(INSTANCE_STOP) => {
+                "stopping".into()
             }
             _ => moto_state.into(),
         }

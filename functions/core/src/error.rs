@@ -197,6 +197,10 @@ const NOT_FOUND: &[&str] = &[
     "InvalidNatGatewayID.NotFound",
     "InvalidAllocationID.NotFound",
     "InvalidRouteTableID.NotFound",
+    // A NAT instance's interface, created then used at once (launched onto,
+    // routed to): terraform-provider-aws#35568 met it on exactly that.
+    "InvalidNetworkInterfaceID.NotFound",
+    "InvalidInstanceID.NotFound",
 ];
 
 /// Whether a failed call met an ID (or a service-linked role) not visible yet.

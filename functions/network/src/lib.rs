@@ -257,6 +257,20 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
         .map(|az| nat::EipWant { az: az.to_string() })
         .collect();
     let eips_made = resource::converge(&eips, w, &eip_wants).await?;
+    // The NAT instance's interfaces, where an address sits on one (a switch
+    // to a NAT gateway takes it off first; an address a gateway maps is not
+    // the tier's to take off).
+    let enis = nat_instance::Interfaces { ec2: ec2.clone() };
+    let on_interface = eips_made
+        .found
+        .iter()
+        .flatten()
+        .any(|a| a.network_interface_id().is_some());
+    let nat_enis: Vec<String> = if !nat_instance(w) && on_interface {
+        enis.list(w).await?.iter().map(|e| enis.id(e)).collect()
+    } else {
+        Vec::new()
+    };
     let nats: Vec<nat::Wanted> = nat_azs
         .iter()
         .zip(&eips_made.found)
@@ -268,6 +282,10 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
                 held_by: allocation_id.and_then(|a| eips.held_by(a)),
                 associated: address
                     .as_ref()
+                    .filter(|a| {
+                        a.network_interface_id()
+                            .is_some_and(|e| nat_enis.iter().any(|n| n == e))
+                    })
                     .and_then(|a| a.association_id())
                     .map(str::to_string),
                 allocation_id: allocation_id.map(str::to_string),
@@ -283,7 +301,6 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
     let mut readiness = resource::readiness(&nat_kind, w, &nats, &nats_made.found);
 
     // The NAT instance: its interface (with the stack's address), then itself.
-    let enis = nat_instance::Interfaces { ec2: ec2.clone() };
     let instances = c.instances();
     let mut eni_id = None;
     // Why the private route still goes to the NAT gateway being replaced.

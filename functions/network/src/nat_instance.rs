@@ -11,9 +11,9 @@
 //!   and no role; its user data turns on forwarding and masquerades the private
 //!   subnets' traffic behind the interface (nftables), at every boot.
 //!
-//! Healing: EC2's simplified automatic recovery (on for t4g and the other
-//! Graviton types) moves a failed host's instance to a new one with the same
-//! ID and interface. A stopped instance is started, and a terminated one is
+//! Healing: EC2's simplified automatic recovery (on for the types that
+//! support it, t4g among them; not for types with instance store) moves a
+//! failed host's instance to a new one with the same ID and interface. A stopped instance is started, and a terminated one is
 //! replaced on the same interface, by the next apply (the nightly repair).
 //!
 //! Real AWS: an instance is `pending` for about 10–30 s before `running`, and
@@ -38,7 +38,14 @@ use crate::tags::{filter, pairs, stack_filter, tag, tag_spec};
 pub(crate) const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64";
 
-/// The root volume: AL2023's AMI needs 8 GiB at least; gp3 is the cheapest.
+/// The root volume's key: the AWS managed key of EBS. Without one, EC2 uses
+/// the account's default EBS key, which an organisation may have set to a
+/// customer managed key the tier may not use: the instance would be
+/// terminated at launch (`Client.InternalError`).
+const ROOT_KEY: &str = "alias/aws/ebs";
+
+/// AL2023's root device and its snapshot's size, should the image not say.
+const ROOT_DEVICE: &str = "/dev/xvda";
 const ROOT_GIB: i32 = 8;
 
 fn eni_role(az: &str) -> String {
@@ -137,15 +144,31 @@ impl Interfaces {
         let Some(allocation) = &want.allocation_id else {
             return Ok(());
         };
-        self.ec2
+        match self
+            .ec2
             .associate_address()
             .allocation_id(allocation)
             .network_interface_id(id)
             .allow_reassociation(false)
             .send()
             .await
-            .map_err(|e| aws_error("ec2:AssociateAddress", e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // A NAT gateway deleted moments ago still holds it (AWS frees the
+            // address a little after `deleted`; AuthFailure for some).
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("InvalidIPAddress.InUse" | "AuthFailure" | "Resource.AlreadyAssociated")
+                ) =>
+            {
+                Err(TierError::Waiting(format!(
+                    "the Elastic IP {allocation} is not free yet for the NAT instance's interface {id} ({}): a NAT gateway deleted moments ago may still hold it",
+                    error_code(&e).unwrap_or("")
+                )))
+            }
+            Err(e) => Err(aws_error("ec2:AssociateAddress", e)),
+        }
     }
 }
 
@@ -351,7 +374,8 @@ pub(crate) struct Instances {
 
 /// One change of the instance.
 pub(crate) enum InstanceStep {
-    Start,
+    /// Start it (its state now: stopped or stopping).
+    Start(String),
     Stop,
     /// Another type: stopped, changed, started again (same instance,
     /// interface and address).
@@ -364,7 +388,7 @@ pub(crate) enum InstanceStep {
 impl std::fmt::Display for InstanceStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InstanceStep::Start => f.write_str("start it (it is stopped)"),
+            InstanceStep::Start(now) => write!(f, "start it (it is {now})"),
             InstanceStep::Stop => f.write_str("stop it (paused)"),
             InstanceStep::Retype { from, to } => {
                 write!(f, "type {from} → {to} (stopped, changed, started)")
@@ -402,14 +426,44 @@ impl Instances {
             })
     }
 
-    async fn start(&self, id: &str) -> Result<(), TierError> {
-        self.ec2
-            .start_instances()
-            .instance_ids(id)
+    /// The image's root device and its snapshot's size: the root volume is
+    /// given as the image has it (a smaller size is refused, and a mapping
+    /// needs one), only encrypted under [`ROOT_KEY`].
+    async fn root_of(&self, image: &str) -> Result<(String, i32), TierError> {
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(image)
             .send()
             .await
-            .map_err(|e| aws_error("ec2:StartInstances", e))?;
-        Ok(())
+            .map_err(|e| aws_error("ec2:DescribeImages", e))?;
+        let Some(i) = out.images().first() else {
+            return Ok((ROOT_DEVICE.to_string(), ROOT_GIB));
+        };
+        let device = i.root_device_name().unwrap_or(ROOT_DEVICE).to_string();
+        let size = i
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(device.as_str()))
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.volume_size())
+            .unwrap_or(ROOT_GIB)
+            .max(ROOT_GIB);
+        Ok((device, size))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), TierError> {
+        match self.ec2.start_instances().instance_ids(id).send().await {
+            Ok(_) => Ok(()),
+            // AWS has no room for the type in the AZ now: later.
+            Err(e) if error_code(&e) == Some("InsufficientInstanceCapacity") => {
+                Err(TierError::Waiting(format!(
+                    "NAT instance {id}: AWS has no capacity for its type in its AZ now ({}): it is started again shortly",
+                    aws_error("ec2:StartInstances", e)
+                )))
+            }
+            Err(e) => Err(aws_error("ec2:StartInstances", e)),
+        }
     }
 
     async fn stop(&self, id: &str) -> Result<(), TierError> {
@@ -483,7 +537,9 @@ impl Resource for Instances {
             });
         }
         match (state(i), want.running) {
-            (Some(InstanceStateName::Stopped), true) => steps.push(InstanceStep::Start),
+            (Some(s @ (InstanceStateName::Stopped | InstanceStateName::Stopping)), true) => {
+                steps.push(InstanceStep::Start(s.as_str().to_string()))
+            }
             (Some(InstanceStateName::Running | InstanceStateName::Pending), false) => {
                 steps.push(InstanceStep::Stop)
             }
@@ -524,6 +580,7 @@ impl Resource for Instances {
             )));
         };
         let image = self.image().await?;
+        let (device, size) = self.root_of(&image).await?;
         let role = instance_role(&want.az);
         let out = self
             .ec2
@@ -547,12 +604,13 @@ impl Resource for Instances {
             )
             .block_device_mappings(
                 BlockDeviceMapping::builder()
-                    .device_name("/dev/xvda")
+                    .device_name(device)
                     .ebs(
                         EbsBlockDevice::builder()
-                            .volume_size(ROOT_GIB)
+                            .volume_size(size)
                             .volume_type(VolumeType::Gp3)
                             .encrypted(true)
+                            .kms_key_id(ROOT_KEY)
                             .delete_on_termination(true)
                             .build(),
                     )
@@ -569,7 +627,7 @@ impl Resource for Instances {
             .tag_specifications(tag_spec(w, ResourceType::Volume, &role))
             .send()
             .await
-            .map_err(|e| aws_error("ec2:RunInstances", e))?;
+            .map_err(|e| launch_error("ec2:RunInstances", &want.instance_type, e))?;
         out.instances()
             .first()
             .filter(|i| i.instance_id().is_some())
@@ -589,7 +647,8 @@ impl Resource for Instances {
             match step {
                 InstanceStep::Retype { to, .. } => match state(i) {
                     Some(InstanceStateName::Stopped) => {
-                        self.ec2
+                        let changed = self
+                            .ec2
                             .modify_instance_attribute()
                             .instance_id(&id)
                             .instance_type(
@@ -598,8 +657,16 @@ impl Resource for Instances {
                                     .build(),
                             )
                             .send()
-                            .await
-                            .map_err(|e| aws_error("ec2:ModifyInstanceAttribute", e))?;
+                            .await;
+                        if let Err(e) = changed {
+                            // Not left stopped by a type AWS refuses: back
+                            // on, as it was, and the refusal told.
+                            let refused = launch_error("ec2:ModifyInstanceAttribute", to, e);
+                            if want.running {
+                                self.start(&id).await?;
+                            }
+                            return Err(refused);
+                        }
                         if want.running {
                             self.start(&id).await?;
                         }
@@ -618,7 +685,16 @@ impl Resource for Instances {
                         )))
                     }
                 },
-                InstanceStep::Start => self.start(&id).await?,
+                InstanceStep::Start(_) => match state(i) {
+                    // StartInstances refuses a stopping instance
+                    // (IncorrectInstanceState): once it is stopped.
+                    Some(InstanceStateName::Stopping) => {
+                        return Err(TierError::Waiting(format!(
+                            "NAT instance {id} is stopping: it is started once it is stopped"
+                        )))
+                    }
+                    _ => self.start(&id).await?,
+                },
                 InstanceStep::Stop => match state(i) {
                     Some(InstanceStateName::Running) => self.stop(&id).await?,
                     // StopInstances refuses a pending instance: once it runs.
@@ -665,6 +741,31 @@ impl Resource for Instances {
     }
 }
 
+/// A launch (or a change of type) AWS refused, with the fix where AWS's
+/// answer names one: an account on AWS's Free plan launches only
+/// free-tier-eligible types, which `t4g.nano` is not; a type not offered in
+/// the AZ.
+fn launch_error<E>(op: &str, instance_type: &str, e: aws_sdk_ec2::error::SdkError<E>) -> TierError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = aws_sdk_ec2::error::ProvideErrorMetadata::message(&e)
+        .unwrap_or("")
+        .to_string();
+    let err = aws_error(op, e);
+    if message.contains("not eligible for Free Tier") {
+        return TierError::Terminal(format!(
+            "{err}. network.natInstanceType: this account is on AWS's Free plan, which launches only free-tier-eligible types, and {instance_type} is not one: set network.natInstanceType to \"t4g.micro\" (or upgrade the account's plan)"
+        ));
+    }
+    if message.contains("is not supported in your requested Availability Zone") {
+        return TierError::Terminal(format!(
+            "{err}. network.natInstanceType: {instance_type} is not offered in the stack's first AZ: choose another Graviton type (t4g.micro, t4g.small, c7g.medium…)"
+        ));
+    }
+    err
+}
+
 /// The instance (not yet terminated) an interface is attached to, if any.
 pub(crate) fn attached_to(eni: &NetworkInterface) -> Option<String> {
     eni.attachment()
@@ -676,7 +777,11 @@ pub(crate) fn attached_to(eni: &NetworkInterface) -> Option<String> {
 pub(crate) const PERMISSIONS: &[Permission] = &[
     Permission::read(
         "Read",
-        &["ec2:DescribeNetworkInterfaces", "ec2:DescribeInstances"],
+        &[
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeInstances",
+            "ec2:DescribeImages",
+        ],
     ),
     // AWS's public parameter only. Its ARN is written without an account;
     // `*` matches that, and no account can own a parameter under /aws/ (a
@@ -782,6 +887,12 @@ mod tests {
             vec!["stop it (paused)"]
         );
         assert!(k.diff(&w, &stopped, &want(false)).unwrap().is_empty());
+        // Resumed while it is still stopping: started once stopped.
+        let stopping = instance(InstanceStateName::Stopping, "t4g.nano");
+        assert_eq!(
+            shown(&k.diff(&w, &stopping, &want(true)).unwrap()),
+            vec!["start it (it is stopping)"]
+        );
         let bigger = instance(InstanceStateName::Running, "t4g.micro");
         assert_eq!(
             shown(&k.diff(&w, &bigger, &want(true)).unwrap()),

@@ -237,6 +237,11 @@ impl Resource for RouteTables {
             (None, None) => {}
             (Some((cur, _)), None) => steps.push(Step::RemoveDefault(cur)),
             (Some((cur, false)), Some(Some(t))) if cur == t => {}
+            // A route to the NAT instance's interface is a blackhole while the
+            // instance is stopped (paused) or replaced; it carries again once
+            // an instance runs on the interface: nothing to change.
+            (Some((cur, true)), Some(Some(t)))
+                if cur == t && matches!(want.target, Target::Interface(_)) => {}
             (was, Some(target)) => steps.push(Step::SetDefault {
                 target,
                 via: want.target.via(),
@@ -515,6 +520,32 @@ mod tests {
             &steps[1],
             Step::Move(s, a, t) if s == "subnet-priv-a" && a == "rtbassoc-subnet-priv-a" && t == "rtb-pub"
         ));
+    }
+
+    /// AWS shows a route to a stopped or terminated NAT instance's interface
+    /// as a blackhole: the route itself is right, and stays.
+    #[test]
+    fn a_blackhole_route_to_the_nat_instances_interface_is_left_alone() {
+        let spec = StackSpec::new("s");
+        let run = run();
+        let w = Work::new(Tier::Network, &spec, &run, Verb::Apply);
+        let route = Route::builder()
+            .destination_cidr_block(ANYWHERE)
+            .network_interface_id("eni-1")
+            .state(RouteState::Blackhole)
+            .build();
+        let private = table("rtb-priv", Some(route), &["subnet-priv-a"]);
+        let want = |eni: &str| Wanted {
+            role: "private".into(),
+            target: Target::Interface(Some(eni.into())),
+            subnets: vec![Some("subnet-priv-a".into())],
+        };
+        let k = kind(std::slice::from_ref(&private));
+        assert!(k.diff(&w, &private, &want("eni-1")).unwrap().is_empty());
+        assert_eq!(
+            shown(&k.diff(&w, &private, &want("eni-2")).unwrap()),
+            vec!["route 0.0.0.0/0 → eni-2 (was eni-1, a blackhole)"]
+        );
     }
 
     #[test]

@@ -177,6 +177,20 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     assert_eq!(state(&first), "running");
     assert_eq!(first.instance_type().map(|t| t.as_str()), Some("t4g.nano"));
     assert_eq!(first.key_name(), None, "no key pair");
+    let newest = aws_sdk_ssm::Client::new(&d.config)
+        .get_parameter()
+        .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64")
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .and_then(|p| p.value())
+        .map(str::to_string);
+    assert_eq!(
+        first.image_id().map(str::to_string),
+        newest,
+        "the image AWS's public parameter names"
+    );
     assert_eq!(
         first
             .metadata_options()
@@ -277,6 +291,13 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
         .send()
         .await
         .unwrap();
+    // `stopping` for a while (AWS's timing ÷ the scale), then `stopped`.
+    for _ in 0..100 {
+        if state(&instances(&ec2).await[0]) == "stopped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let plan = ok(&d, "plan-1", json!({"stack": STACK, "action": "plan"})).await;
     let planned = changes(&plan);
     let updates: Vec<(String, String)> = planned
@@ -461,5 +482,41 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
     assert_eq!(
         stack_leftovers(&d.config, STACK).await,
         Vec::<String>::new()
+    );
+}
+
+/// An account on AWS's Free plan launches only free-tier-eligible types, which
+/// the default `t4g.nano` is not: the run fails naming the field and the type
+/// that works, and rolls back whole.
+#[tokio::test]
+async fn a_free_plan_account_is_told_which_nat_instance_type_it_can_launch() {
+    let d = Deployed::start().await.expect("deployed into the emulator");
+    d.emulator.front.set_free_plan(true);
+    let run = mbstack_tests::checks::run(
+        &d,
+        "apply-1",
+        json!({"stack": STACK, "network": {"nat": "instance"}}),
+    )
+    .await;
+    assert_eq!(run.status, "FAILED", "{:?}", run.state_names);
+    let cause = run.cause.unwrap_or_default();
+    assert!(
+        cause.contains("not eligible for Free Tier")
+            && cause.contains("network.natInstanceType")
+            && cause.contains("t4g.micro"),
+        "{cause}"
+    );
+    assert_eq!(
+        stack_leftovers(&d.config, STACK).await,
+        Vec::<String>::new()
+    );
+    let micro =
+        json!({"stack": STACK, "network": {"nat": "instance", "natInstanceType": "t4g.micro"}});
+    ok(&d, "apply-2", micro).await;
+    assert_eq!(
+        instances(&aws_sdk_ec2::Client::new(&d.config)).await[0]
+            .instance_type()
+            .map(|t| t.as_str()),
+        Some("t4g.micro")
     );
 }

@@ -851,3 +851,43 @@ async fn a_stack_beyond_the_regions_vpc_quota_is_refused_with_nothing_created() 
     settled(&env, Verb::Apply, &spec, "run-c").await;
     assert!(!ec2_resources(&ec2, "sixth").await.is_empty());
 }
+
+/// Right after a create, AWS may not know the new ID yet ("eventual
+/// consistency"; terraform-provider-aws#35568: a launch onto a network
+/// interface just created met `InvalidNetworkInterfaceID.NotFound`). Each new ID
+/// of a NAT instance stack, not yet visible to the call after its create, is
+/// "not yet" (retryable), and the apply run again finishes.
+#[tokio::test]
+async fn each_new_id_of_a_nat_instance_not_yet_visible_is_waited_for() {
+    use mbstack_emulator::FaultClass;
+    let env = TestEnv::start().await;
+    let mut spec = StackSpec::new("unseen");
+    spec.network.nat = mbstack_core::spec::NatMode::Instance;
+    let mut met = Vec::new();
+    for attempt in 0..40 {
+        // Armed again: the first write after it that names an ID created
+        // since is answered NotFound.
+        env.emulator
+            .front
+            .set_fault(Some((1, FaultClass::NotYetVisible)));
+        match net(&env)
+            .call(Verb::Apply, &spec, "run-a", Scope::Stack)
+            .await
+        {
+            Err(e) => {
+                assert!(e.is_retryable(), "attempt {attempt}: {e}");
+                met.push(e.to_string());
+            }
+            Ok(_) if !env.emulator.front.not_yet_visible_fired() => break,
+            Ok(_) => {}
+        }
+    }
+    env.emulator.front.set_fault(None);
+    assert!(
+        met.iter()
+            .any(|m| m.contains("InvalidNetworkInterfaceID.NotFound")),
+        "no call met the new interface unseen: {met:?}"
+    );
+    let done = apply(&env, &spec, "run-a").await;
+    assert_eq!(done.state, mbstack_core::State::Ready, "{:?}", done.message);
+}

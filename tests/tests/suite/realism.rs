@@ -2039,3 +2039,62 @@ async fn an_elastic_ip_is_associated_with_one_resource_at_a_time() {
         .expect_err("a NAT gateway on an address an interface has");
     assert_eq!(code(&e), "Resource.AlreadyAssociated");
 }
+
+/// EC2: a stopped instance is `stopping` for a while, and StartInstances
+/// refuses it meanwhile (`IncorrectInstanceState`); once `stopped`, it starts.
+#[tokio::test]
+async fn an_instance_stopping_cannot_be_started_until_it_is_stopped() {
+    let env = TestEnv::start().await;
+    env.emulator.front.set_realism(true, 60);
+    let ec2 = aws_sdk_ec2::Client::new(&env.config);
+    let (subnet, _, image) = nat_fixture(&env.config).await;
+    let id = ec2
+        .run_instances()
+        .image_id(&image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T4gNano)
+        .subnet_id(&subnet)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let stopped = ec2.stop_instances().instance_ids(&id).send().await.unwrap();
+    assert_eq!(
+        stopped.stopping_instances()[0]
+            .current_state()
+            .and_then(|s| s.name())
+            .map(|s| s.as_str()),
+        Some("stopping")
+    );
+    let e = ec2
+        .start_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect_err("a stopping instance started");
+    assert_eq!(code(&e), "IncorrectInstanceState");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let now = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        now.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|s| s.as_str()),
+        Some("stopped")
+    );
+    ec2.start_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+}
