@@ -261,11 +261,11 @@ async fn shape(c: &Clients, w: &mut Work<'_>) -> Result<Shape, TierError> {
     // to a NAT gateway takes it off first; an address a gateway maps is not
     // the tier's to take off).
     let enis = nat_instance::Interfaces { ec2: ec2.clone() };
-    let on_interface = eips_made
-        .found
-        .iter()
-        .flatten()
-        .any(|a| a.network_interface_id().is_some());
+    let on_interface = eips_made.found.iter().flatten().any(|a| {
+        a.network_interface_id().is_some()
+            && a.allocation_id()
+                .is_some_and(|id| eips.gateway_of(id).is_none())
+    });
     let nat_enis: Vec<String> = if !nat_instance(w) && on_interface {
         enis.list(w).await?.iter().map(|e| enis.id(e)).collect()
     } else {
