@@ -123,7 +123,10 @@ impl Faults {
     /// Remembers the IDs a successful create answered with.
     pub fn note_created(&self, name: &str, body: &[u8]) {
         let action = name.rsplit([':', '.']).next().unwrap_or("");
-        if !(action.starts_with("Create") || action.starts_with("Allocate")) {
+        if !(action.starts_with("Create")
+            || action.starts_with("Allocate")
+            || action == "RunInstances")
+        {
             return;
         }
         let text = String::from_utf8_lossy(body);

@@ -69,10 +69,19 @@ mkdir -p /var/lib/cloud/scripts/per-boot
 cat > /var/lib/cloud/scripts/per-boot/mbstack-nat.sh <<'SCRIPT'
 #!/bin/bash
 set -u
+OUT=$(ip -o route show default | awk '{print $5; exit}')
 sysctl -q -w net.ipv4.ip_forward=1
 sysctl -q -w net.ipv4.conf.all.send_redirects=0
-until command -v nft >/dev/null 2>&1 || dnf install -y nftables; do sleep 5; done
-OUT=$(ip -o route show default | awk '{print $5; exit}')
+sysctl -q -w "net.ipv4.conf.$OUT.send_redirects=0"
+if ! command -v nft >/dev/null 2>&1; then
+  # 512 MiB (t4g.nano): room for dnf, and no SSM agent (no role to use it).
+  systemctl stop amazon-ssm-agent 2>/dev/null || true
+  if [ ! -f /swapfile ]; then
+    dd if=/dev/zero of=/swapfile bs=1M count=512 status=none && chmod 600 /swapfile && mkswap /swapfile >/dev/null
+  fi
+  swapon /swapfile 2>/dev/null || true
+  until dnf install -y --setopt=install_weak_deps=False nftables; do sleep 5; done
+fi
 nft delete table ip mbstack_nat 2>/dev/null || true
 nft add table ip mbstack_nat
 nft 'add chain ip mbstack_nat postrouting { type nat hook postrouting priority 100 ; }'
@@ -156,15 +165,16 @@ impl Interfaces {
             Ok(_) => Ok(()),
             // A NAT gateway deleted moments ago still holds it (AWS frees the
             // address a little after `deleted`; AuthFailure for some).
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("InvalidIPAddress.InUse" | "AuthFailure" | "Resource.AlreadyAssociated")
-                ) =>
-            {
+            Err(e) if matches!(error_code(&e), Some("InvalidIPAddress.InUse" | "AuthFailure")) => {
                 Err(TierError::Waiting(format!(
                     "the Elastic IP {allocation} is not free yet for the NAT instance's interface {id} ({}): a NAT gateway deleted moments ago may still hold it",
                     error_code(&e).unwrap_or("")
+                )))
+            }
+            Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => {
+                Err(TierError::Terminal(format!(
+                    "{}: the stack's Elastic IP {allocation} is associated with another resource; mbstack does not take it from there: disassociate it, then run again",
+                    aws_error("ec2:AssociateAddress", e)
                 )))
             }
             Err(e) => Err(aws_error("ec2:AssociateAddress", e)),
@@ -426,6 +436,26 @@ impl Instances {
             })
     }
 
+    /// Refuses, naming the field, a type the AZ does not offer (or that does
+    /// not exist): checked before the instance is stopped for it.
+    async fn offered(&self, instance_type: &str, az: &str) -> Result<(), TierError> {
+        let out = self
+            .ec2
+            .describe_instance_type_offerings()
+            .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+            .filters(filter("location", &[az]))
+            .filters(filter("instance-type", &[instance_type]))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeInstanceTypeOfferings", e))?;
+        if out.instance_type_offerings().is_empty() {
+            return Err(TierError::Terminal(format!(
+                "network.natInstanceType: {instance_type} is not offered in {az}, where the NAT instance runs: choose another Graviton type (t4g.micro, t4g.small, c7g.medium…); the instance keeps its type and runs on"
+            )));
+        }
+        Ok(())
+    }
+
     /// The image's root device and its snapshot's size: the root volume is
     /// given as the image has it (a smaller size is refused, and a mapping
     /// needs one), only encrypted under [`ROOT_KEY`].
@@ -452,9 +482,44 @@ impl Instances {
         Ok((device, size))
     }
 
+    /// Why AWS terminated this run's launch, as the instance's state reason
+    /// says (a key it cannot use: `Client.InvalidKMSKey.InvalidState`).
+    async fn launch_reason(&self, run: &str) -> String {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter("tag:mbstack:created-by", &[run]))
+            .filters(filter(
+                "instance-state-name",
+                &["terminated", "shutting-down"],
+            ))
+            .send()
+            .await;
+        out.ok()
+            .and_then(|o| {
+                o.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find_map(|i| i.state_reason().and_then(|r| r.message()))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "AWS gave no reason".into())
+    }
+
     async fn start(&self, id: &str) -> Result<(), TierError> {
         match self.ec2.start_instances().instance_ids(id).send().await {
             Ok(_) => Ok(()),
+            // Just after a change of type, AWS may not see it yet
+            // (terraform-provider-aws#16433: "LaunchPlan instance type does
+            // not match attribute value"): a moment later.
+            Err(e)
+                if aws_sdk_ec2::error::ProvideErrorMetadata::message(&e)
+                    .is_some_and(|m| m.contains("LaunchPlan instance type does not match")) =>
+            {
+                Err(TierError::Waiting(format!(
+                    "NAT instance {id}: AWS does not see its new type yet: it is started again shortly"
+                )))
+            }
             // AWS has no room for the type in the AZ now: later.
             Err(e) if error_code(&e) == Some("InsufficientInstanceCapacity") => {
                 Err(TierError::Waiting(format!(
@@ -627,7 +692,16 @@ impl Resource for Instances {
             .tag_specifications(tag_spec(w, ResourceType::Volume, &role))
             .send()
             .await
-            .map_err(|e| launch_error("ec2:RunInstances", &want.instance_type, e))?;
+            .map_err(|e| launch_error("ec2:RunInstances", &want.instance_type, e));
+        let out = match out {
+            Err(TierError::Terminal(m)) if m.contains("IdempotentInstanceTerminated") => {
+                return Err(TierError::Terminal(format!(
+                    "{m}. The NAT instance this run launched was terminated by AWS at launch: {}",
+                    self.launch_reason(&w.run.id).await
+                )))
+            }
+            other => other?,
+        };
         out.instances()
             .first()
             .filter(|i| i.instance_id().is_some())
@@ -645,6 +719,20 @@ impl Resource for Instances {
         let id = self.id(i);
         for step in steps {
             match step {
+                InstanceStep::Retype { to, .. }
+                    if state(i) == Some(&InstanceStateName::Running) =>
+                {
+                    // Never stopped for a type its AZ cannot run.
+                    let az = i
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap_or(&want.az);
+                    self.offered(to, az).await?;
+                    self.stop(&id).await?;
+                    return Err(TierError::Waiting(format!(
+                        "NAT instance {id} is stopping to change its type to {to}"
+                    )));
+                }
                 InstanceStep::Retype { to, .. } => match state(i) {
                     Some(InstanceStateName::Stopped) => {
                         let changed = self
@@ -671,12 +759,6 @@ impl Resource for Instances {
                             self.start(&id).await?;
                         }
                         return Ok(None);
-                    }
-                    Some(InstanceStateName::Running) => {
-                        self.stop(&id).await?;
-                        return Err(TierError::Waiting(format!(
-                            "NAT instance {id} is stopping to change its type to {to}"
-                        )));
                     }
                     s => {
                         return Err(TierError::Waiting(format!(
@@ -781,6 +863,7 @@ pub(crate) const PERMISSIONS: &[Permission] = &[
             "ec2:DescribeNetworkInterfaces",
             "ec2:DescribeInstances",
             "ec2:DescribeImages",
+            "ec2:DescribeInstanceTypeOfferings",
         ],
     ),
     // AWS's public parameter only. Its ARN is written without an account;

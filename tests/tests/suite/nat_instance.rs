@@ -346,6 +346,40 @@ async fn a_nat_instance_stack_applies_repairs_pauses_heals_switches_and_destroys
         (Some(instance_id.as_str()), "running")
     );
 
+    // Another type: stopped, changed, started (the same instance). A type
+    // the AZ does not offer is refused before the instance is stopped.
+    let micro =
+        json!({"stack": STACK, "network": {"nat": "instance", "natInstanceType": "t4g.micro"}});
+    ok(&d, "retype-1", micro).await;
+    let retyped = instances(&ec2).await;
+    assert_eq!(
+        (
+            retyped[0].instance_id(),
+            retyped[0].instance_type().map(|t| t.as_str()),
+            state(&retyped[0]).as_str()
+        ),
+        (Some(instance_id.as_str()), Some("t4g.micro"), "running")
+    );
+    let unknown =
+        json!({"stack": STACK, "network": {"nat": "instance", "natInstanceType": "t4g.nanoo"}});
+    let refused = mbstack_tests::checks::run(&d, "retype-2", unknown).await;
+    assert_eq!(refused.status, "FAILED");
+    let cause = refused.cause.unwrap_or_default();
+    assert!(
+        cause.contains("network.natInstanceType") && cause.contains("not offered"),
+        "{cause}"
+    );
+    let kept = instances(&ec2).await;
+    assert_eq!(
+        (
+            kept[0].instance_type().map(|t| t.as_str()),
+            state(&kept[0]).as_str()
+        ),
+        (Some("t4g.micro"), "running"),
+        "never stopped for a type it cannot run"
+    );
+    ok(&d, "retype-3", input.clone()).await;
+
     // Terminated: the next repair launches a replacement on the same
     // interface, which keeps the route and the address.
     ec2.terminate_instances()
