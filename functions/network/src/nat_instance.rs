@@ -28,11 +28,11 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 use mbstack_core::iam::{Condition, Permission, Resources};
-use mbstack_core::naming::NAME_TAG;
+use mbstack_core::naming::{CREATED_BY_TAG, NAME_TAG};
 use mbstack_core::resource::{Deleted, Resource};
 use mbstack_core::{aws_error, error_code, Readiness, TierError, Verb, Work};
 
-use crate::tags::{filter, pairs, stack_filter, tag, tag_spec};
+use crate::tags::{filter, pairs, stack_filter, tag, tag_filter, tag_spec};
 
 /// AWS's public parameter naming the newest Amazon Linux 2023 AMI for arm64.
 pub(crate) const AMI_PARAMETER: &str =
@@ -488,7 +488,7 @@ impl Instances {
         let out = self
             .ec2
             .describe_instances()
-            .filters(filter("tag:mbstack:created-by", &[run]))
+            .filters(tag_filter(CREATED_BY_TAG, run))
             .filters(filter(
                 "instance-state-name",
                 &["terminated", "shutting-down"],
